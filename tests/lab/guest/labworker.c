@@ -1,0 +1,599 @@
+/*
+ * labworker: the guest side of the vmi lab. One static binary, copied into the
+ * initramfs under several names.
+ *
+ *   as /init (pid 1)         mount /proc, /sys, /dev; run /lab/boot.sh (the scenario);
+ *                            then serve the lab channel (/dev/ttyS1): print the ground
+ *                            truth, READY, and answer commands from the host.
+ *   NAME sleep [args...]     sleep forever (args only lengthen the command line)
+ *   NAME threads N           N threads in one process (the main thread counts)
+ *   NAME chain DEPTH         parent -> child -> ... DEPTH processes, all sleeping
+ *   NAME setuid UID          drop to uid/gid UID, then sleep
+ *   NAME spawn N             fork N sleeping children
+ *   NAME truth               print the ground-truth block on stdout
+ *
+ * Wire format (lab channel and `truth`): one record per line, "kind key=value ...";
+ * values escape every byte outside 0x21..0x7e, and '%', as %XX. Blocks:
+ *   @@TRUTH-BEGIN 1 ... @@TRUTH-END records=N
+ *   @@OUT <escaped line> ... @@EXIT <status>      (reply to "sh <escaped command>")
+ *   @@READY                                       (after the first truth block)
+ *
+ * Host input is untrusted only in the sense of being a test harness: lines are
+ * bounded, unknown commands get "@@ERR unknown-command".
+ */
+#define _GNU_SOURCE
+#include <ctype.h>
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mount.h>
+#include <sys/reboot.h>
+#include <sys/stat.h>
+#include <sys/types.h>
+#include <sys/utsname.h>
+#include <sys/wait.h>
+#include <termios.h>
+#include <unistd.h>
+
+#define MAX_LINE 65536
+#define MAX_KSYMS 256
+
+static void sleep_forever(void)
+{
+	for (;;)
+		pause();
+}
+
+static void put_escaped(FILE *out, const unsigned char *s, size_t n)
+{
+	static const char hex[] = "0123456789ABCDEF";
+	for (size_t i = 0; i < n; i++) {
+		unsigned char c = s[i];
+		if (c <= 0x20 || c >= 0x7f || c == '%') {
+			fputc('%', out);
+			fputc(hex[c >> 4], out);
+			fputc(hex[c & 15], out);
+		} else {
+			fputc(c, out);
+		}
+	}
+}
+
+static void put_str(FILE *out, const char *s)
+{
+	put_escaped(out, (const unsigned char *)s, strlen(s));
+}
+
+/* Read a whole (small) file; returns length or -1. Always NUL-terminates. */
+static ssize_t read_file(const char *path, char *buf, size_t cap)
+{
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return -1;
+	size_t len = 0;
+	while (len + 1 < cap) {
+		ssize_t r = read(fd, buf + len, cap - 1 - len);
+		if (r < 0) {
+			if (errno == EINTR)
+				continue;
+			close(fd);
+			return -1;
+		}
+		if (r == 0)
+			break;
+		len += (size_t)r;
+	}
+	close(fd);
+	buf[len] = 0;
+	return (ssize_t)len;
+}
+
+static void write_file(const char *path, const char *text)
+{
+	int fd = open(path, O_WRONLY | O_CLOEXEC);
+	if (fd < 0)
+		return;
+	ssize_t r = write(fd, text, strlen(text));
+	(void)r;
+	close(fd);
+}
+
+static const char *status_field(const char *status, const char *key)
+{
+	size_t kl = strlen(key);
+	for (const char *p = status; p && *p;) {
+		if (strncmp(p, key, kl) == 0 && p[kl] == ':') {
+			p += kl + 1;
+			while (*p == ' ' || *p == '\t')
+				p++;
+			return p;
+		}
+		p = strchr(p, '\n');
+		if (p)
+			p++;
+	}
+	return NULL;
+}
+
+struct stat_fields {
+	char comm[64];
+	char state;
+	long ppid;
+	unsigned long long start;
+};
+
+/* Parse /proc/<pid>/stat: "pid (comm) S ppid ... starttime(22) ..." */
+static int parse_stat(const char *path, struct stat_fields *sf)
+{
+	static char buf[4096];
+	if (read_file(path, buf, sizeof buf) <= 0)
+		return -1;
+	char *open_paren = strchr(buf, '(');
+	char *close_paren = strrchr(buf, ')');
+	if (!open_paren || !close_paren || close_paren < open_paren)
+		return -1;
+	size_t cl = (size_t)(close_paren - open_paren - 1);
+	if (cl >= sizeof sf->comm)
+		cl = sizeof sf->comm - 1;
+	memcpy(sf->comm, open_paren + 1, cl);
+	sf->comm[cl] = 0;
+	char *p = close_paren + 2;
+	sf->state = *p;
+	/* fields after state: 4=ppid ... 22=starttime */
+	int field = 3;
+	sf->ppid = -1;
+	sf->start = 0;
+	while (*p) {
+		if (*p == ' ') {
+			field++;
+			if (field == 4)
+				sf->ppid = strtol(p + 1, NULL, 10);
+			if (field == 22) {
+				sf->start = strtoull(p + 1, NULL, 10);
+				break;
+			}
+		}
+		p++;
+	}
+	return 0;
+}
+
+static int is_number(const char *s)
+{
+	if (!*s)
+		return 0;
+	for (; *s; s++)
+		if (!isdigit((unsigned char)*s))
+			return 0;
+	return 1;
+}
+
+static unsigned long records;
+
+static void emit_process(FILE *out, const char *pid)
+{
+	char path[320];
+	static char status[8192];
+	static char cmdline[MAX_LINE];
+	static char exe[4096];
+	struct stat_fields sf;
+
+	snprintf(path, sizeof path, "/proc/%s/stat", pid);
+	if (parse_stat(path, &sf) != 0)
+		return; /* exited meanwhile */
+	snprintf(path, sizeof path, "/proc/%s/status", pid);
+	if (read_file(path, status, sizeof status) <= 0)
+		return;
+	const char *tgid = status_field(status, "Tgid");
+	const char *uid = status_field(status, "Uid");
+	const char *threads = status_field(status, "Threads");
+	long uids[4] = {-1, -1, -1, -1};
+	if (uid)
+		sscanf(uid, "%ld %ld %ld %ld", &uids[0], &uids[1], &uids[2], &uids[3]);
+	snprintf(path, sizeof path, "/proc/%s/cmdline", pid);
+	ssize_t cl = read_file(path, cmdline, sizeof cmdline);
+	snprintf(path, sizeof path, "/proc/%s/exe", pid);
+	ssize_t el = readlink(path, exe, sizeof exe - 1);
+
+	fprintf(out, "proc pid=%s ppid=%ld tgid=%ld uid=%ld euid=%ld state=%c threads=%ld start=%llu comm=",
+		pid, sf.ppid, tgid ? strtol(tgid, NULL, 10) : -1, uids[0], uids[1], sf.state,
+		threads ? strtol(threads, NULL, 10) : -1, sf.start);
+	put_str(out, sf.comm);
+	fputs(" exe=", out);
+	put_escaped(out, (const unsigned char *)exe, el > 0 ? (size_t)el : 0);
+	fputs(" cmdline=", out);
+	/* drop the trailing NUL of the last argument */
+	if (cl > 0 && cmdline[cl - 1] == 0)
+		cl--;
+	put_escaped(out, (const unsigned char *)cmdline, cl > 0 ? (size_t)cl : 0);
+	fputc('\n', out);
+	records++;
+
+	/* every thread of the process */
+	snprintf(path, sizeof path, "/proc/%s/task", pid);
+	DIR *d = opendir(path);
+	if (!d)
+		return;
+	struct dirent *e;
+	while ((e = readdir(d))) {
+		if (!is_number(e->d_name))
+			continue;
+		char tpath[600];
+		struct stat_fields tf;
+		snprintf(tpath, sizeof tpath, "/proc/%s/task/%s/stat", pid, e->d_name);
+		if (parse_stat(tpath, &tf) != 0)
+			continue;
+		fprintf(out, "thread tgid=%s tid=%s state=%c comm=", pid, e->d_name, tf.state);
+		put_str(out, tf.comm);
+		fputc('\n', out);
+		records++;
+	}
+	closedir(d);
+}
+
+/* Module list: "name size refs deps state addr" per /proc/modules line. */
+static void emit_modules(FILE *out)
+{
+	FILE *f = fopen("/proc/modules", "re");
+	if (!f)
+		return;
+	static char line[4096];
+	while (fgets(line, sizeof line, f)) {
+		char name[256], deps[2048], state[32], addr[32];
+		unsigned long size;
+		long refs;
+		if (sscanf(line, "%255s %lu %ld %2047s %31s %31s", name, &size, &refs, deps, state, addr) != 6)
+			continue;
+		fprintf(out, "module name=");
+		put_str(out, name);
+		fprintf(out, " size=%lu refs=%ld state=", size, refs);
+		put_str(out, state);
+		fputs(" addr=", out);
+		put_str(out, addr);
+		fputs(" deps=", out);
+		put_str(out, deps);
+		fputc('\n', out);
+		records++;
+	}
+	fclose(f);
+}
+
+/* Symbols the scenario asked for (/lab/ksyms, one name per line), looked up in
+ * /proc/kallsyms. Every occurrence is printed (static symbols can repeat). */
+static void emit_ksyms(FILE *out, unsigned long long *text_addr)
+{
+	static char names[MAX_KSYMS][128];
+	int count = 0;
+	FILE *f = fopen("/lab/ksyms", "re");
+	char line[512];
+	if (f) {
+		while (count < MAX_KSYMS && fgets(line, sizeof line, f)) {
+			size_t n = strcspn(line, "\r\n");
+			line[n] = 0;
+			if (n == 0 || n >= sizeof names[0])
+				continue;
+			memcpy(names[count++], line, n + 1);
+		}
+		fclose(f);
+	}
+	f = fopen("/proc/kallsyms", "re");
+	if (!f)
+		return;
+	while (fgets(line, sizeof line, f)) {
+		char addr[32], type[8], name[256], mod[256];
+		mod[0] = 0;
+		int k = sscanf(line, "%31s %7s %255s %255s", addr, type, name, mod);
+		if (k < 3)
+			continue;
+		if (strcmp(name, "_text") == 0 && mod[0] == 0)
+			*text_addr = strtoull(addr, NULL, 16);
+		for (int i = 0; i < count; i++) {
+			if (strcmp(names[i], name) == 0) {
+				fprintf(out, "ksym addr=%s type=%s name=", addr, type);
+				put_str(out, name);
+				if (mod[0]) {
+					/* "[module]" */
+					size_t ml = strlen(mod);
+					fputs(" module=", out);
+					if (ml >= 2 && mod[0] == '[' && mod[ml - 1] == ']')
+						put_escaped(out, (unsigned char *)mod + 1, ml - 2);
+					else
+						put_str(out, mod);
+				}
+				fputc('\n', out);
+				records++;
+				break;
+			}
+		}
+	}
+	fclose(f);
+}
+
+static void emit_truth(FILE *out)
+{
+	static char buf[MAX_LINE];
+	struct utsname u;
+	records = 0;
+	fputs("@@TRUTH-BEGIN 1\n", out);
+	if (uname(&u) == 0) {
+		fputs("uname release=", out);
+		put_str(out, u.release);
+		fputs(" machine=", out);
+		put_str(out, u.machine);
+		fputc('\n', out);
+		records++;
+	}
+	ssize_t n = read_file("/proc/version", buf, sizeof buf);
+	if (n > 0) {
+		if (buf[n - 1] == '\n')
+			buf[--n] = 0;
+		fputs("version text=", out);
+		put_escaped(out, (unsigned char *)buf, (size_t)n);
+		fputc('\n', out);
+		records++;
+	}
+	n = read_file("/proc/cmdline", buf, sizeof buf);
+	if (n > 0) {
+		if (buf[n - 1] == '\n')
+			buf[--n] = 0;
+		fputs("cmdline text=", out);
+		put_escaped(out, (unsigned char *)buf, (size_t)n);
+		fputc('\n', out);
+		records++;
+	}
+	unsigned long long text_addr = 0;
+	emit_ksyms(out, &text_addr);
+	/* The unrelocated x86-64 kernel starts at 0xffffffff81000000; any other _text
+	 * means the kernel was moved by KASLR. */
+	fprintf(out, "kaslr active=%d text=%llx\n", text_addr != 0 && text_addr != 0xffffffff81000000ULL,
+		text_addr);
+	records++;
+	emit_modules(out);
+
+	DIR *d = opendir("/proc");
+	if (d) {
+		struct dirent *e;
+		while ((e = readdir(d)))
+			if (is_number(e->d_name))
+				emit_process(out, e->d_name);
+		closedir(d);
+	}
+	fprintf(out, "@@TRUTH-END records=%lu\n", records);
+	fflush(out);
+}
+
+static void *thread_main(void *arg)
+{
+	(void)arg;
+	sleep_forever();
+	return NULL;
+}
+
+static int unhex(int c)
+{
+	if (c >= '0' && c <= '9')
+		return c - '0';
+	if (c >= 'A' && c <= 'F')
+		return c - 'A' + 10;
+	if (c >= 'a' && c <= 'f')
+		return c - 'a' + 10;
+	return -1;
+}
+
+/* In-place %XX decoding; returns the decoded length. */
+static size_t unescape(char *s)
+{
+	char *w = s;
+	for (char *r = s; *r; r++) {
+		if (*r == '%' && unhex(r[1]) >= 0 && unhex(r[2]) >= 0) {
+			*w++ = (char)(unhex(r[1]) * 16 + unhex(r[2]));
+			r += 2;
+		} else {
+			*w++ = *r;
+		}
+	}
+	*w = 0;
+	return (size_t)(w - s);
+}
+
+/* Run a shell command, its output framed as @@OUT lines, then @@EXIT. */
+static void run_shell(FILE *out, char *cmd)
+{
+	int pipefd[2];
+	unescape(cmd);
+	if (pipe2(pipefd, O_CLOEXEC) != 0) {
+		fprintf(out, "@@EXIT 255\n");
+		return;
+	}
+	pid_t pid = fork();
+	if (pid == 0) {
+		dup2(pipefd[1], 1);
+		dup2(pipefd[1], 2);
+		int devnull = open("/dev/null", O_RDONLY);
+		if (devnull >= 0)
+			dup2(devnull, 0);
+		setsid();
+		execl("/bin/sh", "sh", "-c", cmd, (char *)NULL);
+		_exit(127);
+	}
+	close(pipefd[1]);
+	FILE *in = fdopen(pipefd[0], "r");
+	static char line[MAX_LINE];
+	while (in && fgets(line, sizeof line, in)) {
+		size_t n = strlen(line);
+		if (n && line[n - 1] == '\n')
+			line[--n] = 0;
+		fputs("@@OUT ", out);
+		put_escaped(out, (unsigned char *)line, n);
+		fputc('\n', out);
+	}
+	if (in)
+		fclose(in);
+	int status = 0;
+	pid_t r;
+	/* pid 1 also reaps orphans here; keep waiting until our own child is seen */
+	while ((r = waitpid(-1, &status, 0)) != pid) {
+		if (r < 0 && errno != EINTR) {
+			status = 255 << 8;
+			break;
+		}
+	}
+	fprintf(out, "@@EXIT %d\n", WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status));
+	fflush(out);
+}
+
+static void reap(int sig)
+{
+	(void)sig;
+}
+
+static int serve(const char *dev)
+{
+	int fd = open(dev, O_RDWR | O_NOCTTY | O_CLOEXEC);
+	if (fd < 0) {
+		fprintf(stderr, "labworker: cannot open %s: %s\n", dev, strerror(errno));
+		return 1;
+	}
+	struct termios t;
+	if (tcgetattr(fd, &t) == 0) {
+		cfmakeraw(&t);
+		cfsetispeed(&t, B115200);
+		cfsetospeed(&t, B115200);
+		tcsetattr(fd, TCSANOW, &t);
+	}
+	FILE *out = fdopen(fd, "w");
+	FILE *in = fdopen(dup(fd), "r");
+	if (!out || !in)
+		return 1;
+	emit_truth(out);
+	fputs("@@READY\n", out);
+	fflush(out);
+	static char line[MAX_LINE];
+	for (;;) {
+		if (!fgets(line, sizeof line, in)) {
+			if (ferror(in) && errno == EINTR) {
+				clearerr(in);
+				continue;
+			}
+			clearerr(in);
+			sleep(1);
+			continue;
+		}
+		size_t n = strcspn(line, "\r\n");
+		line[n] = 0;
+		/* collect orphans that died meanwhile */
+		while (waitpid(-1, NULL, WNOHANG) > 0)
+			;
+		if (strcmp(line, "truth") == 0) {
+			emit_truth(out);
+		} else if (strncmp(line, "sh ", 3) == 0) {
+			run_shell(out, line + 3);
+		} else if (strcmp(line, "poweroff") == 0) {
+			fputs("@@BYE\n", out);
+			fflush(out);
+			sync();
+			reboot(RB_POWER_OFF);
+			reboot(RB_AUTOBOOT); /* with -no-reboot this exits QEMU too */
+		} else if (n > 0) {
+			fputs("@@ERR unknown-command\n", out);
+		}
+		fflush(out);
+	}
+}
+
+static void init_main(void)
+{
+	mkdir("/proc", 0555);
+	mkdir("/sys", 0555);
+	mkdir("/dev", 0755);
+	mkdir("/tmp", 01777);
+	mount("proc", "/proc", "proc", 0, NULL);
+	mount("sysfs", "/sys", "sysfs", 0, NULL);
+	mount("devtmpfs", "/dev", "devtmpfs", 0, NULL);
+	mount("tmpfs", "/tmp", "tmpfs", 0, NULL);
+	write_file("/proc/sys/kernel/kptr_restrict", "0\n");
+
+	struct sigaction sa;
+	memset(&sa, 0, sizeof sa);
+	sa.sa_handler = reap;
+	sigaction(SIGCHLD, &sa, NULL);
+
+	printf("lab: running scenario\n");
+	fflush(stdout);
+	pid_t pid = fork();
+	if (pid == 0) {
+		execl("/bin/sh", "sh", "/lab/boot.sh", (char *)NULL);
+		_exit(127);
+	}
+	int status = 0;
+	pid_t r;
+	while ((r = waitpid(-1, &status, 0)) != pid)
+		if (r < 0 && errno != EINTR)
+			break;
+	printf("lab: scenario finished with status %d\n", WIFEXITED(status) ? WEXITSTATUS(status) : -1);
+	printf("lab: READY\n");
+	fflush(stdout);
+	serve("/dev/ttyS1");
+	sleep_forever();
+}
+
+int main(int argc, char **argv)
+{
+	const char *base = strrchr(argv[0], '/');
+	base = base ? base + 1 : argv[0];
+	if (getpid() == 1 || strcmp(base, "init") == 0) {
+		init_main();
+		return 0;
+	}
+	if (argc < 2) {
+		fprintf(stderr, "usage: %s sleep|threads N|chain N|setuid UID|spawn N|truth\n", base);
+		return 2;
+	}
+	const char *mode = argv[1];
+	long n = argc > 2 ? strtol(argv[2], NULL, 10) : 0;
+	if (strcmp(mode, "sleep") == 0) {
+		sleep_forever();
+	} else if (strcmp(mode, "threads") == 0) {
+		for (long i = 1; i < n; i++) {
+			pthread_t t;
+			pthread_create(&t, NULL, thread_main, NULL);
+		}
+		sleep_forever();
+	} else if (strcmp(mode, "chain") == 0) {
+		for (long depth = 1; depth < n; depth++) {
+			pid_t pid = fork();
+			if (pid != 0)
+				sleep_forever(); /* parent (or fork failure) stays here */
+		}
+		sleep_forever();
+	} else if (strcmp(mode, "setuid") == 0) {
+		if (setgid((gid_t)n) != 0 || setuid((uid_t)n) != 0) {
+			perror("setuid");
+			return 1;
+		}
+		sleep_forever();
+	} else if (strcmp(mode, "spawn") == 0) {
+		for (long i = 0; i < n; i++) {
+			pid_t pid = fork();
+			if (pid == 0)
+				sleep_forever();
+			if (pid < 0) {
+				perror("fork");
+				break;
+			}
+		}
+		sleep_forever();
+	} else if (strcmp(mode, "truth") == 0) {
+		emit_truth(stdout);
+		return 0;
+	}
+	fprintf(stderr, "%s: unknown mode %s\n", base, mode);
+	return 2;
+}

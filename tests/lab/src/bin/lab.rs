@@ -1,0 +1,243 @@
+//! `lab`: the guest lab for people. Fetch Debian kernels, boot them in QEMU with a
+//! scenario and print what the guest reports about itself.
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand};
+use vmi_lab::{BootOptions, GroundTruth, Lab, Scenario, DEFAULT_KERNEL, MATRIX};
+
+#[derive(Parser)]
+#[command(
+    name = "lab",
+    about = "Guest lab: real Debian kernels booted in QEMU as the ground truth"
+)]
+struct Cli {
+    /// Cache directory (default: $VMI_LAB_CACHE, else ~/.cache/vmi-lab).
+    #[arg(long, global = true)]
+    cache: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// List the kernel builds the archive has (optionally only those containing TEXT).
+    List { text: Option<String> },
+    /// Resolve a kernel name or series (`newest:7`) to an exact build.
+    Resolve { name: String },
+    /// Fetch a kernel build into the cache and print where its files are.
+    Fetch {
+        /// ABI name (6.1.0-56-amd64) or series (newest:7).
+        name: String,
+        /// Also fetch vmlinux (DWARF) and System.map from the -dbg package (~1 GB).
+        #[arg(long)]
+        dbg: bool,
+        /// Also fetch the headers for building modules.
+        #[arg(long)]
+        headers: bool,
+    },
+    /// Boot a kernel with a scenario, print its ground truth, optionally dump its memory,
+    /// then power it off.
+    Boot {
+        /// ABI name or series; default: the lab's default kernel.
+        #[arg(default_value = DEFAULT_KERNEL)]
+        name: String,
+        /// Scenario: `standard` (workloads of every kind) or `empty`.
+        #[arg(long, default_value = "standard")]
+        scenario: String,
+        /// Boot with `nokaslr`.
+        #[arg(long)]
+        nokaslr: bool,
+        /// Guest RAM in MiB.
+        #[arg(long, default_value_t = 1024)]
+        memory: u32,
+        /// Seconds to wait for the guest to become ready.
+        #[arg(long, default_value_t = 600)]
+        timeout: u64,
+        /// Write an ELF core (QMP dump-guest-memory) here.
+        #[arg(long)]
+        dump_elf: Option<PathBuf>,
+        /// Write a raw physical image here.
+        #[arg(long)]
+        dump_raw: Option<PathBuf>,
+        /// Write a LiME image here.
+        #[arg(long)]
+        dump_lime: Option<PathBuf>,
+        /// Run this shell command in the guest and print its output.
+        #[arg(long)]
+        sh: Vec<String>,
+    },
+    /// Print the kernels the lab tests run on, resolved.
+    Matrix,
+}
+
+fn main() {
+    if let Err(e) = run() {
+        eprintln!("error: {e:#}");
+        std::process::exit(2);
+    }
+}
+
+fn run() -> Result<()> {
+    let cli = Cli::parse();
+    let cache = match &cli.cache {
+        Some(dir) => vmi_lab::Cache::open(dir)?,
+        None => vmi_lab::Cache::open_default()?,
+    };
+    let lab = Lab::new(cache)?.with_progress(std::io::stderr().is_terminal());
+    match cli.command {
+        Cmd::List { text } => {
+            for abi in lab.store().available()? {
+                if text.as_deref().is_none_or(|t| abi.contains(t)) {
+                    println!("{abi}");
+                }
+            }
+        }
+        Cmd::Resolve { name } => println!("{}", lab.store().resolve(&name)?),
+        Cmd::Matrix => {
+            for name in MATRIX {
+                println!("{name:24} {}", lab.store().resolve(name)?);
+            }
+        }
+        Cmd::Fetch { name, dbg, headers } => {
+            let image = lab.store().image(&name)?;
+            println!("abi       {}", image.abi);
+            print_file("vmlinuz", &image.vmlinuz)?;
+            print_file("config", &image.config)?;
+            if let Some(fw) = &image.fw_cfg_module {
+                print_file("fw_cfg", fw)?;
+            }
+            if dbg {
+                let d = lab.store().debug(&image.abi)?;
+                print_file("vmlinux", &d.vmlinux)?;
+                print_file("sysmap", &d.system_map)?;
+            }
+            if headers {
+                let h = lab.store().headers(&image.abi)?;
+                println!("kdir      {}", h.kdir.display());
+            }
+        }
+        Cmd::Boot {
+            name,
+            scenario,
+            nokaslr,
+            memory,
+            timeout,
+            dump_elf,
+            dump_raw,
+            dump_lime,
+            sh,
+        } => {
+            let scenario = match scenario.as_str() {
+                "standard" => Scenario::standard(),
+                "empty" => Scenario::new(),
+                other => anyhow::bail!("unknown scenario {other:?}: use standard or empty"),
+            };
+            let opts = BootOptions {
+                memory_mib: memory,
+                kaslr: !nokaslr,
+                timeout: Duration::from_secs(timeout),
+                ..BootOptions::default()
+            };
+            let image = lab.store().image(&name)?;
+            eprintln!("booting {} under QEMU ({}) ...", image.abi, opts.accel);
+            let mut guest = lab
+                .boot(&image.abi, &scenario, &opts)
+                .with_context(|| format!("booting {}", image.abi))?;
+            eprintln!(
+                "ready after {:.1} s; QMP {}; RAM {}",
+                guest.boot_time().as_secs_f64(),
+                guest.qmp_socket().display(),
+                guest.ram_path().display()
+            );
+            print_truth(guest.truth());
+            let problems = guest.truth().check(&scenario.expectations());
+            for p in &problems {
+                println!("MISMATCH {p}");
+            }
+            for cmd in &sh {
+                let out = guest.sh(cmd)?;
+                println!("$ {cmd}   (exit {})", out.status);
+                for l in out.lines {
+                    println!("{}", printable(&l));
+                }
+            }
+            for (path, kind) in [(dump_elf, "elf"), (dump_raw, "raw"), (dump_lime, "lime")] {
+                let Some(path) = path else { continue };
+                let t = std::time::Instant::now();
+                match kind {
+                    "elf" => guest.dump_elf(&path)?,
+                    "raw" => guest.dump_raw(&path)?,
+                    _ => guest.dump_lime(&path)?,
+                }
+                eprintln!(
+                    "{kind} dump {} in {:.1} s",
+                    path.display(),
+                    t.elapsed().as_secs_f64()
+                );
+            }
+            guest.shutdown()?;
+            if !problems.is_empty() {
+                anyhow::bail!("the ground truth does not match the scenario");
+            }
+        }
+    }
+    Ok(())
+}
+
+fn print_file(label: &str, path: &std::path::Path) -> Result<()> {
+    let size = std::fs::metadata(path)?.len();
+    println!("{label:9} {} ({:.1} MB)", path.display(), size as f64 / 1e6);
+    Ok(())
+}
+
+/// Guest strings may hold anything: show control characters as escapes.
+fn printable(s: &str) -> String {
+    s.chars()
+        .flat_map(|c| {
+            if c.is_control() {
+                c.escape_default().collect::<Vec<_>>()
+            } else {
+                vec![c]
+            }
+        })
+        .collect()
+}
+
+fn print_truth(t: &GroundTruth) {
+    println!("release   {}", printable(&t.release));
+    println!("banner    {}", printable(&t.version));
+    println!("cmdline   {}", printable(&t.cmdline));
+    println!(
+        "kaslr     {} (_text {:#x})",
+        if t.kaslr { "on" } else { "off" },
+        t.text_addr
+    );
+    println!(
+        "\n{:>6} {:>6} {:>6} {:>5} {:>2} {:>3}  COMM",
+        "PID", "PPID", "TGID", "UID", "S", "THR"
+    );
+    for p in &t.processes {
+        println!(
+            "{:>6} {:>6} {:>6} {:>5} {:>2} {:>3}  {}",
+            p.pid,
+            p.ppid,
+            p.tgid,
+            p.uid,
+            p.state,
+            p.threads,
+            printable(&p.comm)
+        );
+    }
+    println!("\n{} modules:", t.modules.len());
+    for m in &t.modules {
+        println!("  {:24} {:>8} {:#x}", printable(&m.name), m.size, m.addr);
+    }
+    println!("\nkallsyms:");
+    for k in &t.ksyms {
+        println!("  {:#018x} {} {}", k.addr, k.kind, printable(&k.name));
+    }
+}

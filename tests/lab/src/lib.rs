@@ -1,0 +1,104 @@
+//! The guest lab: real Debian kernels booted in QEMU as the ground truth for every other
+//! part of the project.
+//!
+//! - [`Store`] fetches kernel builds from Debian's archive by ABI name (or series) through
+//!   a private apt configuration and caches their parts ([`KernelImage`],
+//!   [`KernelDebug`], [`KernelHeaders`]) in a [`Cache`].
+//! - [`Scenario`] describes what runs in the guest (named workloads, files, modules,
+//!   shell lines) and builds the initramfs around busybox and the guest worker
+//!   (`guest/labworker.c`, compiled statically by [`build::worker`]).
+//! - [`Guest`] boots a kernel with a scenario under QEMU (TCG), waits for the guest to
+//!   report its [`GroundTruth`] on the lab channel, and exposes QMP, the RAM file and its
+//!   memory map, dumps (ELF, raw, LiME), pause/resume and shutdown. Dropping it kills QEMU.
+//! - [`build::kernel_module`] builds out-of-tree C modules against a kernel's headers.
+//!
+//! [`Lab`] ties them together for tests: `Lab::open_default()?.boot("6.1.0-56-amd64",
+//! &Scenario::standard(), &BootOptions::default())`.
+#![deny(missing_docs)]
+
+pub mod apt;
+pub mod build;
+pub mod cache;
+pub mod cpio;
+pub mod error;
+pub mod guest;
+pub mod qmp;
+pub mod scenario;
+pub mod store;
+pub mod tools;
+pub mod truth;
+
+use std::path::PathBuf;
+
+pub use cache::Cache;
+pub use error::{Error, Result};
+pub use guest::{BootOptions, Guest, RamRange, ShellOutput};
+pub use scenario::{Expectation, Scenario, Step, WorkloadKind};
+pub use store::{KernelDebug, KernelHeaders, KernelImage, KernelSpec, Store};
+pub use truth::GroundTruth;
+
+/// The kernels every lab test runs on: one per supported series. Exact builds where the
+/// archive keeps them; sid's fast-moving 7.x by series.
+pub const MATRIX: &[&str] = &[
+    "5.10.0-46-amd64",
+    "6.1.0-56-amd64",
+    "6.12.117+deb12-amd64",
+    "newest:7",
+];
+
+/// The kernel of the demo and of single-kernel tests.
+pub const DEFAULT_KERNEL: &str = "6.1.0-56-amd64";
+
+/// The lab: a cache, the kernel store in it, and the guest worker.
+#[derive(Debug, Clone)]
+pub struct Lab {
+    cache: Cache,
+    store: Store,
+}
+
+impl Lab {
+    /// The lab in the default cache directory (see [`Cache::default_root`]).
+    pub fn open_default() -> Result<Lab> {
+        Lab::new(Cache::open_default()?)
+    }
+
+    /// The lab in `cache`.
+    pub fn new(cache: Cache) -> Result<Lab> {
+        let store = Store::new(&cache)?;
+        Ok(Lab { cache, store })
+    }
+
+    /// Show download progress on the terminal.
+    pub fn with_progress(mut self, visible: bool) -> Lab {
+        self.store = self.store.with_progress(visible);
+        self
+    }
+
+    /// The cache.
+    pub fn cache(&self) -> &Cache {
+        &self.cache
+    }
+
+    /// The kernel store.
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// The compiled guest worker.
+    pub fn worker(&self) -> Result<PathBuf> {
+        build::worker(&self.cache)
+    }
+
+    /// Fetch a kernel image and boot it with a scenario.
+    pub fn boot(&self, kernel: &str, scenario: &Scenario, opts: &BootOptions) -> Result<Guest> {
+        let image = self.store.image(kernel)?;
+        let worker = self.worker()?;
+        Guest::boot_scenario(&image, scenario, &worker, opts)
+    }
+
+    /// Build a C kernel module against the headers of `kernel`.
+    pub fn build_module(&self, kernel: &str, src: &build::ModuleSource) -> Result<PathBuf> {
+        let headers = self.store.headers(kernel)?;
+        build::kernel_module(&self.cache, &headers, src)
+    }
+}
