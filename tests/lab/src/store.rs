@@ -432,12 +432,21 @@ impl Store {
             tools::run(DPKG_DEB.command()?.arg("-x").arg(&deb).arg(stage))?;
         }
         let kdir = stage.join("usr/src").join(&top);
-        if !kdir.join("Makefile").exists() {
+        let makefile = kdir.join("Makefile");
+        let Ok(text) = fs::read_to_string(&makefile) else {
             return Err(Error::MissingMember {
                 package: top,
                 member: "usr/src/linux-headers-<abi>/Makefile".into(),
             });
-        }
+        };
+        // Debian's per-flavour Makefile includes the -common tree by absolute path
+        // (/usr/src/...); point it at our unpacked tree, relative to the Makefile itself
+        // so the entry can be moved into the cache.
+        let relocated = text.replace(
+            "/usr/src/",
+            "$(abspath $(dir $(lastword $(MAKEFILE_LIST)))/..)/",
+        );
+        fs::write(&makefile, relocated).ctx("writing", &makefile)?;
         Ok(())
     }
 }
