@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Install the Debian packages the lab and the tests need (idempotent; a no-op when all
+# are present). Run as root, or with sudo available.
+set -euo pipefail
+
+packages=(
+  qemu-system-x86     # guests (TCG)
+  busybox-static      # the guest userland
+  gcc libc6-dev make  # the static guest worker and test kernel modules
+  xz-utils zstd       # compressed kernel modules in the archive's packages
+  dwarves             # pahole, the reference for struct layouts
+  debian-archive-keyring apt dpkg tar
+)
+
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+done
+if [ "${#missing[@]}" -eq 0 ]; then
+  exit 0
+fi
+
+sudo=""
+if [ "$(id -u)" -ne 0 ]; then
+  sudo="sudo"
+fi
+echo "setup: installing ${missing[*]}" >&2
+export DEBIAN_FRONTEND=noninteractive
+$sudo apt-get update -qq
+$sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
