@@ -38,11 +38,14 @@ pub use store::{KernelDebug, KernelHeaders, KernelImage, KernelSpec, Store};
 pub use truth::GroundTruth;
 
 /// The kernels every lab test runs on: one per supported series. Exact builds where the
-/// archive keeps them; sid's fast-moving 7.x by series.
+/// archive keeps them (bullseye, bookworm); the fast-moving 7.x builds (sid,
+/// trixie-backports) by series, resolved at run time: the newest 7.2 build and the newest
+/// 7.x build of any minor version.
 pub const MATRIX: &[&str] = &[
     "5.10.0-46-amd64",
     "6.1.0-56-amd64",
     "6.12.117+deb12-amd64",
+    "newest:7.2",
     "newest:7",
 ];
 

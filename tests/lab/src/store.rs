@@ -540,11 +540,27 @@ fn extract(
     }
     tar.args(exact).args(globs).stdin(stdout);
     let out = tar.output().ctx("running tar for", deb)?;
-    // tar may stop early (--occurrence): dpkg-deb then dies of a broken pipe, which is fine
-    let _ = dpkg.kill();
-    let _ = dpkg.wait();
     let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-    if !out.status.success() {
+    if out.status.success() {
+        // tar may stop early (--occurrence): dpkg-deb then dies of a broken pipe, fine
+        let _ = dpkg.kill();
+        let _ = dpkg.wait();
+    } else {
+        // tar stopped reading, so dpkg-deb ends too; if it failed on its own, the
+        // package itself is the problem
+        let dpkg_out = dpkg.wait_with_output().ctx("running dpkg-deb on", deb)?;
+        use std::os::unix::process::ExitStatusExt;
+        let sigpipe = dpkg_out.status.signal() == Some(libc::SIGPIPE);
+        if !dpkg_out.status.success() && !sigpipe {
+            return Err(Error::Command {
+                command: format!("dpkg-deb --fsys-tarfile {}", deb.display()),
+                status: dpkg_out.status.to_string(),
+                stderr: format!(
+                    "{} (the package file is damaged: delete it and fetch again)",
+                    tools::tail(&String::from_utf8_lossy(&dpkg_out.stderr), 5)
+                ),
+            });
+        }
         let missing: Vec<&str> = exact
             .iter()
             .chain(globs.iter())
@@ -552,20 +568,20 @@ fn extract(
             .copied()
             .collect();
         let all_optional = globs_optional && missing.iter().all(|m| globs.contains(m));
-        if !missing.is_empty() && all_optional {
-            return Ok(());
-        }
-        if let Some(m) = missing.first() {
-            return Err(Error::MissingMember {
-                package: deb.display().to_string(),
-                member: m.to_string(),
+        if missing.is_empty() || !all_optional {
+            if let Some(m) = missing.first() {
+                return Err(Error::MissingMember {
+                    package: deb.display().to_string(),
+                    member: m.to_string(),
+                });
+            }
+            return Err(Error::Command {
+                command: format!("dpkg-deb --fsys-tarfile {} | tar -x", deb.display()),
+                status: out.status.to_string(),
+                stderr: tools::tail(&stderr, 10),
             });
         }
-        return Err(Error::Command {
-            command: format!("dpkg-deb --fsys-tarfile {} | tar -x", deb.display()),
-            status: out.status.to_string(),
-            stderr: tools::tail(&stderr, 10),
-        });
+        // only optional globs were missing: the exact members are checked below
     }
     for m in exact {
         if !dest.join(m).exists() {
@@ -696,6 +712,19 @@ mod tests {
         };
         assert_eq!(closest[0], "6.1.0-56-amd64");
         assert!(err.to_string().contains("6.1.0-56-amd64"));
+    }
+
+    #[test]
+    fn damaged_package_is_a_clear_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let deb = dir.path().join("bad.deb");
+        fs::write(&deb, b"!<arch>\nthis is not a Debian package\n").unwrap();
+        let out = dir.path().join("out");
+        fs::create_dir(&out).unwrap();
+        let err = extract(&deb, &out, &["./boot/vmlinuz-x"], &[], false).unwrap_err();
+        let msg = err.to_string();
+        assert!(matches!(err, Error::Command { .. }), "{msg}");
+        assert!(msg.contains("damaged"), "{msg}");
     }
 
     #[test]

@@ -158,9 +158,71 @@ fn dumps_pause_and_channel_on_default_kernel() {
     guest.shutdown().unwrap();
 }
 
+/// Section names of an ELF file, read from its section header table only.
+fn elf_section_names(path: &std::path::Path) -> Vec<String> {
+    use std::io::{Read, Seek, SeekFrom};
+    let mut f = fs::File::open(path).unwrap();
+    let mut eh = [0u8; 64];
+    f.read_exact(&mut eh).unwrap();
+    assert_eq!(&eh[..4], b"\x7fELF", "{} is not ELF", path.display());
+    let (shoff, shentsize, shnum, shstrndx) = (
+        u64_at(&eh, 0x28),
+        u16_at(&eh, 0x3a) as u64,
+        u16_at(&eh, 0x3c) as u64,
+        u16_at(&eh, 0x3e) as u64,
+    );
+    let mut sh = vec![0u8; (shentsize * shnum) as usize];
+    f.seek(SeekFrom::Start(shoff)).unwrap();
+    f.read_exact(&mut sh).unwrap();
+    let str_hdr = (shstrndx * shentsize) as usize;
+    let (str_off, str_size) = (u64_at(&sh, str_hdr + 0x18), u64_at(&sh, str_hdr + 0x20));
+    let mut strtab = vec![0u8; str_size as usize];
+    f.seek(SeekFrom::Start(str_off)).unwrap();
+    f.read_exact(&mut strtab).unwrap();
+    (0..shnum as usize)
+        .map(|i| {
+            let name = u32_at(&sh, i * shentsize as usize) as usize;
+            let end = strtab[name..].iter().position(|&b| b == 0).unwrap() + name;
+            String::from_utf8_lossy(&strtab[name..end]).into_owned()
+        })
+        .collect()
+}
+
+/// Without KASLR the kernel runs at its link address, so every kallsyms line the guest
+/// reports equals the real System.map of the -dbg package (fetched here: vmlinux with
+/// DWARF and System.map, streamed out of the ~1 GB package).
 #[test]
-fn nokaslr_boots_at_the_link_address() {
+fn nokaslr_kallsyms_equal_the_debug_packages_system_map() {
     let lab = common::lab();
+    let dbg = lab
+        .store()
+        .debug(DEFAULT_KERNEL)
+        .expect("fetching the -dbg part");
+    let sections = elf_section_names(&dbg.vmlinux);
+    for s in [".text", ".debug_info", ".debug_abbrev", ".symtab"] {
+        assert!(
+            sections.iter().any(|n| n == s),
+            "vmlinux lacks {s}: {sections:?}"
+        );
+    }
+    let map = fs::read_to_string(&dbg.system_map).unwrap();
+    let mut by_name: std::collections::HashMap<&str, Vec<u64>> = Default::default();
+    for line in map.lines() {
+        let mut w = line.split_whitespace();
+        let (Some(addr), Some(_), Some(name)) = (w.next(), w.next(), w.next()) else {
+            panic!("bad System.map line {line:?}");
+        };
+        by_name
+            .entry(name)
+            .or_default()
+            .push(u64::from_str_radix(addr, 16).unwrap());
+    }
+    assert!(
+        by_name.len() > 50_000,
+        "System.map has {} names",
+        by_name.len()
+    );
+
     let opts = BootOptions {
         kaslr: false,
         ..BootOptions::default()
@@ -170,6 +232,21 @@ fn nokaslr_boots_at_the_link_address() {
     assert!(t.cmdline.split(' ').any(|w| w == "nokaslr"));
     assert!(!t.kaslr);
     assert_eq!(t.text_addr, 0xffff_ffff_8100_0000);
+    assert_eq!(by_name.get("_text"), Some(&vec![t.text_addr]));
+    let mut compared = 0;
+    for k in t.ksyms.iter().filter(|k| k.module.is_none()) {
+        let addrs = by_name
+            .get(k.name.as_str())
+            .unwrap_or_else(|| panic!("{} not in System.map", k.name));
+        assert!(
+            addrs.contains(&k.addr),
+            "{}: guest {:#x}, System.map {addrs:x?}",
+            k.name,
+            k.addr
+        );
+        compared += 1;
+    }
+    assert!(compared >= 15, "only {compared} symbols compared");
     guest.shutdown().unwrap();
 }
 
@@ -215,13 +292,13 @@ fn a_guest_that_never_gets_ready_times_out_with_its_console() {
         .shell("echo lab-test-marker-before-hang")
         .shell("sleep 100000");
     let opts = BootOptions {
-        timeout: Duration::from_secs(60),
+        timeout: Duration::from_secs(45),
         ..BootOptions::default()
     };
     let err = lab.boot(DEFAULT_KERNEL, &scenario, &opts).unwrap_err();
     match &err {
         Error::BootTimeout { timeout, console } => {
-            assert_eq!(timeout.as_secs(), 60);
+            assert_eq!(timeout.as_secs(), 45);
             assert!(
                 console.contains("lab-test-marker-before-hang"),
                 "console tail: {console}"
@@ -271,4 +348,28 @@ fn unknown_kernel_names_the_closest_builds() {
     }
     let bad = lab.store().image("not a kernel").unwrap_err();
     assert!(matches!(bad, Error::BadKernelName(_)), "{bad}");
+}
+
+/// The flavours resolve and fetch: their configs say which flavour they are.
+#[test]
+fn cloud_and_rt_flavours_fetch() {
+    let lab = common::lab();
+    let rt = lab.store().image("newest:6.1-rt-amd64").unwrap();
+    assert!(rt.abi.ends_with("-rt-amd64"), "{}", rt.abi);
+    let config = fs::read_to_string(&rt.config).unwrap();
+    assert!(config.lines().any(|l| l == "CONFIG_PREEMPT_RT=y"));
+    let cloud = lab.store().image("newest:6.1-cloud-amd64").unwrap();
+    assert!(cloud.abi.ends_with("-cloud-amd64"), "{}", cloud.abi);
+    // the cloud flavour leaves out most hardware drivers
+    let modules = |path: &std::path::Path| {
+        fs::read_to_string(path)
+            .unwrap()
+            .lines()
+            .filter(|l| l.ends_with("=m"))
+            .count()
+    };
+    let generic = lab.store().image(DEFAULT_KERNEL).unwrap();
+    let (c, g) = (modules(&cloud.config), modules(&generic.config));
+    assert!(c * 2 < g, "cloud {c} modules, generic {g}");
+    assert!(fs::metadata(&cloud.vmlinuz).unwrap().len() > 1_000_000);
 }

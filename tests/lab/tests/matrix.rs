@@ -98,6 +98,11 @@ fn debian_6_12() {
 }
 
 #[test]
+fn debian_7_2() {
+    boot_and_check("newest:7.2");
+}
+
+#[test]
 fn debian_7_newest() {
     boot_and_check("newest:7");
 }
