@@ -268,14 +268,19 @@ impl Store {
             return Ok(dir); // another process fetched it while we waited
         }
         let stage = self.cache.staging()?;
+        let mut used = Vec::new();
         match part {
-            Part::Image => self.fetch_image(abi, stage.path())?,
-            Part::Debug => self.fetch_debug(abi, stage.path())?,
-            Part::Headers => self.fetch_headers(abi, stage.path())?,
+            Part::Image => self.fetch_image(abi, stage.path(), &mut used)?,
+            Part::Debug => self.fetch_debug(abi, stage.path(), &mut used)?,
+            Part::Headers => self.fetch_headers(abi, stage.path(), &mut used)?,
         }
         self.cache.commit(stage, &dir)?;
         if !cache::is_complete(&dir, false)? {
             return Err(cache::incomplete(&dir));
+        }
+        // the part is what is kept: its packages (up to ~1 GB for -dbg) are not needed again
+        for deb in used {
+            let _ = fs::remove_file(deb);
         }
         Ok(dir)
     }
@@ -325,17 +330,23 @@ impl Store {
         self.resolve(name)
     }
 
+    fn download(&self, package: &str, used: &mut Vec<PathBuf>) -> Result<PathBuf> {
+        let deb = self.archive.download(package, self.visible)?;
+        used.push(deb.clone());
+        Ok(deb)
+    }
+
     fn has_package(&self, name: &str) -> Result<bool> {
         Ok(self.archive.package_names(name)?.iter().any(|n| n == name))
     }
 
-    fn fetch_image(&self, abi: &str, stage: &Path) -> Result<()> {
+    fn fetch_image(&self, abi: &str, stage: &Path, used: &mut Vec<PathBuf>) -> Result<()> {
         let fw_glob = format!("*/modules/{abi}/kernel/drivers/firmware/qemu_fw_cfg.ko*");
         let unsigned = format!("linux-image-{abi}-unsigned");
         let tmp = stage.join("x");
         fs::create_dir_all(&tmp).ctx("creating", &tmp)?;
         if self.has_package(&unsigned)? {
-            let deb = self.archive.download(&unsigned, self.visible)?;
+            let deb = self.download(&unsigned, used)?;
             let vmlinuz = format!("./boot/vmlinuz-{abi}");
             let config = format!("./boot/config-{abi}");
             extract(&deb, &tmp, &[&vmlinuz, &config], &[&fw_glob], false)?;
@@ -360,7 +371,7 @@ impl Store {
                     closest: closest(abi, &self.available()?),
                 });
             };
-            let deb = self.archive.download(&binary, self.visible)?;
+            let deb = self.download(&binary, used)?;
             let vmlinuz_glob = format!("*/modules/{abi}/vmlinuz*");
             extract(&deb, &tmp, &[], &[&vmlinuz_glob], false)?;
             let found = find_file(&tmp, |p| {
@@ -380,7 +391,7 @@ impl Store {
             move_into(&tmp.join(&config), &stage.join("config"))?;
             let modules = format!("linux-modules-{abi}");
             if self.has_package(&modules)? {
-                let deb = self.archive.download(&modules, self.visible)?;
+                let deb = self.download(&modules, used)?;
                 extract(&deb, &tmp, &[], &[&fw_glob], true)?;
             }
         }
@@ -395,10 +406,8 @@ impl Store {
         Ok(())
     }
 
-    fn fetch_debug(&self, abi: &str, stage: &Path) -> Result<()> {
-        let deb = self
-            .archive
-            .download(&format!("linux-image-{abi}-dbg"), self.visible)?;
+    fn fetch_debug(&self, abi: &str, stage: &Path, used: &mut Vec<PathBuf>) -> Result<()> {
+        let deb = self.download(&format!("linux-image-{abi}-dbg"), used)?;
         let vmlinux = format!("./usr/lib/debug/boot/vmlinux-{abi}");
         let map = format!("./usr/lib/debug/boot/System.map-{abi}");
         let tmp = stage.join("x");
@@ -411,7 +420,7 @@ impl Store {
         Ok(())
     }
 
-    fn fetch_headers(&self, abi: &str, stage: &Path) -> Result<()> {
+    fn fetch_headers(&self, abi: &str, stage: &Path, used: &mut Vec<PathBuf>) -> Result<()> {
         let top = format!("linux-headers-{abi}");
         if !self.has_package(&top)? {
             return Err(Error::UnknownKernel {
@@ -428,7 +437,7 @@ impl Store {
             }
         }
         for p in &packages {
-            let deb = self.archive.download(p, self.visible)?;
+            let deb = self.download(p, used)?;
             tools::run(DPKG_DEB.command()?.arg("-x").arg(&deb).arg(stage))?;
         }
         let kdir = stage.join("usr/src").join(&top);
