@@ -1,6 +1,10 @@
 //! `vmi-core` reads a Linux guest's memory from outside the guest.
 //!
-//! This crate is a placeholder in the workspace laid down by the guest-lab issue. Its
-//! scope (memory sources, x86-64 translation, kernel discovery, typed kernel objects and
-//! the profile schema) is tracked by its own issue; nothing here claims to implement it yet.
+//! Today it holds the kernel **profile** ([`profile::Profile`]): the versioned contract
+//! between every crate of the project (struct layouts and symbol addresses of one kernel
+//! build), and the declaration of what the detector needs from it
+//! ([`profile::needs`]). Memory sources, translation, kernel discovery and typed kernel
+//! objects are tracked by their own issue.
 #![deny(missing_docs)]
+
+pub mod profile;

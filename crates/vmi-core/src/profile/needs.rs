@@ -1,0 +1,245 @@
+//! What the detector needs from a profile, declared once.
+//!
+//! Each needed field lists its aliases in order of preference (kernel versions rename
+//! fields: `task_struct.__state` since 5.14, `.state` before; `module.mem` since 6.4,
+//! `.core_layout` before). A field is *optional* when some supported kernels lack it
+//! under every alias; a missing required field is listed in the profile's `missing`
+//! section and reported as a warning, never written as 0.
+
+/// A needed field: aliases in order of preference.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NeededField {
+    /// Names the field has had; the first one found is used.
+    pub aliases: &'static [&'static str],
+    /// True when some supported kernels have none of the aliases.
+    pub optional: bool,
+}
+
+/// A needed struct or union with its needed fields.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NeededType {
+    /// The type's name (`struct` and `union` share one namespace in profiles).
+    pub name: &'static str,
+    /// Its needed fields.
+    pub fields: &'static [NeededField],
+}
+
+/// A needed symbol.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NeededSymbol {
+    /// Names the symbol has had; the first one found is used.
+    pub aliases: &'static [&'static str],
+    /// True when some supported kernels lack it.
+    pub optional: bool,
+}
+
+const fn f(aliases: &'static [&'static str]) -> NeededField {
+    NeededField {
+        aliases,
+        optional: false,
+    }
+}
+
+const fn opt(aliases: &'static [&'static str]) -> NeededField {
+    NeededField {
+        aliases,
+        optional: true,
+    }
+}
+
+const fn sym(aliases: &'static [&'static str]) -> NeededSymbol {
+    NeededSymbol {
+        aliases,
+        optional: false,
+    }
+}
+
+const fn opt_sym(aliases: &'static [&'static str]) -> NeededSymbol {
+    NeededSymbol {
+        aliases,
+        optional: true,
+    }
+}
+
+/// The types of the default profile.
+pub const TYPES: &[NeededType] = &[
+    NeededType {
+        name: "task_struct",
+        fields: &[
+            f(&["tasks"]),
+            f(&["pid"]),
+            f(&["tgid"]),
+            f(&["comm"]),
+            f(&["__state", "state"]),
+            f(&["flags"]),
+            f(&["mm"]),
+            f(&["active_mm"]),
+            f(&["parent"]),
+            f(&["real_parent"]),
+            f(&["children"]),
+            f(&["sibling"]),
+            f(&["group_leader"]),
+            f(&["thread_node"]),
+            opt(&["thread_group"]),
+            f(&["signal"]),
+            f(&["cred"]),
+            f(&["real_cred"]),
+            f(&["start_time"]),
+            f(&["start_boottime", "real_start_time"]),
+            f(&["thread_pid"]),
+            f(&["stack"]),
+            f(&["on_cpu"]),
+            f(&["exit_state"]),
+        ],
+    },
+    NeededType {
+        name: "signal_struct",
+        fields: &[f(&["nr_threads"]), f(&["thread_head"])],
+    },
+    NeededType {
+        name: "mm_struct",
+        fields: &[
+            f(&["pgd"]),
+            f(&["arg_start"]),
+            f(&["arg_end"]),
+            f(&["start_code"]),
+            f(&["end_code"]),
+            f(&["exe_file"]),
+            opt(&["mm_mt"]),
+            opt(&["mmap"]),
+        ],
+    },
+    NeededType {
+        name: "cred",
+        fields: &[
+            f(&["uid"]),
+            f(&["gid"]),
+            f(&["suid"]),
+            f(&["sgid"]),
+            f(&["euid"]),
+            f(&["egid"]),
+            f(&["fsuid"]),
+            f(&["fsgid"]),
+            f(&["usage"]),
+        ],
+    },
+    NeededType {
+        name: "list_head",
+        fields: &[f(&["next"]), f(&["prev"])],
+    },
+    NeededType {
+        name: "hlist_node",
+        fields: &[f(&["next"]), f(&["pprev"])],
+    },
+    NeededType {
+        name: "module",
+        fields: &[
+            f(&["list"]),
+            f(&["name"]),
+            f(&["state"]),
+            f(&["mkobj"]),
+            opt(&["mem"]),
+            opt(&["core_layout"]),
+            f(&["num_syms"]),
+            f(&["syms"]),
+        ],
+    },
+    NeededType {
+        name: "module_kobject",
+        fields: &[f(&["kobj"]), f(&["mod"])],
+    },
+    NeededType {
+        name: "kobject",
+        fields: &[f(&["name"]), f(&["entry"]), f(&["parent"]), f(&["kset"])],
+    },
+    NeededType {
+        name: "kset",
+        fields: &[f(&["list"]), f(&["kobj"])],
+    },
+    NeededType {
+        name: "pid",
+        fields: &[f(&["level"]), f(&["numbers"]), f(&["tasks"])],
+    },
+    NeededType {
+        name: "upid",
+        fields: &[f(&["nr"]), f(&["ns"])],
+    },
+    NeededType {
+        name: "pid_namespace",
+        fields: &[f(&["idr"]), f(&["level"])],
+    },
+    NeededType {
+        name: "idr",
+        fields: &[f(&["idr_rt"]), f(&["idr_base"])],
+    },
+    NeededType {
+        name: "xarray",
+        fields: &[f(&["xa_head"])],
+    },
+    NeededType {
+        name: "xa_node",
+        fields: &[f(&["shift"]), f(&["slots"]), f(&["count"])],
+    },
+    NeededType {
+        name: "file",
+        fields: &[f(&["f_path"])],
+    },
+    NeededType {
+        name: "path",
+        fields: &[f(&["dentry"]), f(&["mnt"])],
+    },
+    NeededType {
+        name: "dentry",
+        fields: &[f(&["d_name"]), f(&["d_parent"])],
+    },
+    NeededType {
+        name: "qstr",
+        fields: &[f(&["name"])],
+    },
+];
+
+/// The symbols of the default profile.
+pub const SYMBOLS: &[NeededSymbol] = &[
+    sym(&["linux_banner"]),
+    sym(&["_text"]),
+    sym(&["_stext"]),
+    sym(&["_etext"]),
+    sym(&["__start_rodata"]),
+    sym(&["__end_rodata"]),
+    sym(&["init_task"]),
+    sym(&["init_cred"]),
+    sym(&["init_mm"]),
+    sym(&["init_top_pgt", "swapper_pg_dir"]),
+    sym(&["init_pid_ns"]),
+    sym(&["modules"]),
+    sym(&["module_kset"]),
+    sym(&["sys_call_table"]),
+    opt_sym(&["ia32_sys_call_table"]),
+    opt_sym(&["x64_sys_call"]),
+    sym(&["idt_table"]),
+    sym(&["__per_cpu_offset"]),
+    sym(&["page_offset_base"]),
+    sym(&["vmemmap_base"]),
+    sym(&["vmalloc_base"]),
+    opt_sym(&["kallsyms_token_table"]),
+];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_unique() {
+        let mut names: Vec<&str> = TYPES.iter().map(|t| t.name).collect();
+        names.sort_unstable();
+        let before = names.len();
+        names.dedup();
+        assert_eq!(before, names.len());
+        for t in TYPES {
+            assert!(!t.fields.is_empty(), "{}", t.name);
+            for field in t.fields {
+                assert!(!field.aliases.is_empty(), "{}", t.name);
+            }
+        }
+    }
+}
