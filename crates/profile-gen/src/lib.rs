@@ -1,6 +1,16 @@
-//! `profile-gen` builds kernel profiles for `vmi-core`.
+//! `profile-gen` builds kernel profiles ([`vmi_core::profile::Profile`]).
 //!
-//! This crate is a placeholder in the workspace laid down by the guest-lab issue. The
-//! profile builder (DWARF + System.map, BTF, kallsyms, boot image) is tracked by its own
-//! issues; nothing here claims to implement it yet.
+//! - [`dwarf::Layouts`] reads struct and union layouts from vmlinux DWARF.
+//! - [`symbols`] reads System.map (or the vmlinux symbol table).
+//! - [`build`] assembles a profile: the needed set from `vmi_core::profile::needs`
+//!   (with aliases and missing items listed), plus extra types and symbols, or everything.
+//!
+//! BTF, kallsyms and the boot image are tracked by their own issue.
 #![deny(missing_docs)]
+
+pub mod build;
+pub mod dwarf;
+pub mod error;
+pub mod symbols;
+
+pub use error::{Error, Result};

@@ -408,14 +408,44 @@ impl Store {
 
     fn fetch_debug(&self, abi: &str, stage: &Path, used: &mut Vec<PathBuf>) -> Result<()> {
         let deb = self.download(&format!("linux-image-{abi}-dbg"), used)?;
-        let vmlinux = format!("./usr/lib/debug/boot/vmlinux-{abi}");
-        let map = format!("./usr/lib/debug/boot/System.map-{abi}");
+        // bookworm and older: /usr/lib/debug/boot/{vmlinux,System.map}-<abi>;
+        // sid's split layout: /usr/lib/debug/lib/modules/<abi>/{vmlinux,System.map}
+        let classic = (
+            format!("./usr/lib/debug/boot/vmlinux-{abi}"),
+            format!("./usr/lib/debug/boot/System.map-{abi}"),
+        );
+        let split = (
+            format!("./usr/lib/debug/lib/modules/{abi}/vmlinux"),
+            format!("./usr/lib/debug/lib/modules/{abi}/System.map"),
+        );
+        let split_first = self.has_package(&format!("linux-base-{abi}"))?;
+        let layouts = if split_first {
+            [split, classic]
+        } else {
+            [classic, split]
+        };
         let tmp = stage.join("x");
-        fs::create_dir_all(&tmp).ctx("creating", &tmp)?;
-        // --occurrence: tar stops once both members are out instead of reading ~6 GB
-        extract(&deb, &tmp, &[&vmlinux, &map], &[], true)?;
-        move_into(&tmp.join(&vmlinux), &stage.join("vmlinux"))?;
-        move_into(&tmp.join(&map), &stage.join("System.map"))?;
+        let mut last_err = None;
+        for (vmlinux, map) in &layouts {
+            if tmp.exists() {
+                fs::remove_dir_all(&tmp).ctx("removing", &tmp)?;
+            }
+            fs::create_dir_all(&tmp).ctx("creating", &tmp)?;
+            // --occurrence: tar stops once both members are out instead of reading ~6 GB
+            match extract(&deb, &tmp, &[vmlinux, map], &[], true) {
+                Ok(()) => {
+                    move_into(&tmp.join(vmlinux), &stage.join("vmlinux"))?;
+                    move_into(&tmp.join(map), &stage.join("System.map"))?;
+                    last_err = None;
+                    break;
+                }
+                Err(e @ Error::MissingMember { .. }) => last_err = Some(e),
+                Err(e) => return Err(e),
+            }
+        }
+        if let Some(e) = last_err {
+            return Err(e);
+        }
         fs::remove_dir_all(&tmp).ctx("removing", &tmp)?;
         Ok(())
     }
