@@ -124,19 +124,7 @@ impl<'a> Layouts<'a> {
                 .map(|o| o.0)
                 .unwrap_or(usize::MAX);
             let unit = dwarf.unit(header).map_err(|e| gerr(".debug_info", e))?;
-            if let gimli::UnitType::Type {
-                type_signature,
-                type_offset,
-            } = unit.header.type_()
-            {
-                signatures.insert(
-                    type_signature.0,
-                    Loc {
-                        unit: units.len(),
-                        offset: type_offset,
-                    },
-                );
-            }
+            register_type_unit(&unit, units.len(), &mut signatures);
             unit_starts.push((start, units.len()));
             units.push(unit);
         }
@@ -144,19 +132,7 @@ impl<'a> Layouts<'a> {
         let mut type_headers = dwarf.type_units();
         while let Some(header) = type_headers.next().map_err(|e| gerr(".debug_types", e))? {
             let unit = dwarf.unit(header).map_err(|e| gerr(".debug_types", e))?;
-            if let gimli::UnitType::Type {
-                type_signature,
-                type_offset,
-            } = unit.header.type_()
-            {
-                signatures.insert(
-                    type_signature.0,
-                    Loc {
-                        unit: units.len(),
-                        offset: type_offset,
-                    },
-                );
-            }
+            register_type_unit(&unit, units.len(), &mut signatures);
             units.push(unit);
         }
         unit_starts.sort_unstable();
@@ -260,13 +236,10 @@ impl<'a> Layouts<'a> {
         match entry.tag() {
             gimli::DW_TAG_base_type => name.unwrap_or_else(|| "?".into()),
             gimli::DW_TAG_unspecified_type => name.unwrap_or_else(|| "void".into()),
-            gimli::DW_TAG_pointer_type | gimli::DW_TAG_reference_type => {
-                let pointee = next.and_then(|l| self.entry(l).map(|e| (l, e.tag())));
-                match pointee {
-                    Some((l, _)) if self.is_function(l, depth + 1) => "ptr fn".into(),
-                    _ => format!("ptr {}", self.type_name_depth(next, depth + 1)),
-                }
-            }
+            gimli::DW_TAG_pointer_type | gimli::DW_TAG_reference_type => match next {
+                Some(l) if self.is_function(l, depth + 1) => "ptr fn".into(),
+                _ => format!("ptr {}", self.type_name_depth(next, depth + 1)),
+            },
             gimli::DW_TAG_const_type
             | gimli::DW_TAG_volatile_type
             | gimli::DW_TAG_restrict_type
@@ -489,6 +462,23 @@ impl<'a> Layouts<'a> {
             }
         }
         None
+    }
+}
+
+/// Remember where a type unit's type lives, by its signature (DW_FORM_ref_sig8).
+fn register_type_unit(unit: &Unit<'_>, index: usize, signatures: &mut HashMap<u64, Loc>) {
+    if let gimli::UnitType::Type {
+        type_signature,
+        type_offset,
+    } = unit.header.type_()
+    {
+        signatures.insert(
+            type_signature.0,
+            Loc {
+                unit: index,
+                offset: type_offset,
+            },
+        );
     }
 }
 
