@@ -1,10 +1,30 @@
 //! `vmi-core` reads a Linux guest's memory from outside the guest.
 //!
-//! Today it holds the kernel **profile** ([`profile::Profile`]): the versioned contract
-//! between every crate of the project (struct layouts and symbol addresses of one kernel
-//! build), and the declaration of what the detector needs from it
-//! ([`profile::needs`]). Memory sources, translation, kernel discovery and typed kernel
-//! objects are tracked by their own issue.
+//! - [`profile`]: the kernel **profile** ([`profile::Profile`]), the versioned contract
+//!   between every crate of the project (struct layouts and symbol addresses of one
+//!   kernel build), and the declaration of what the detector needs from it
+//!   ([`profile::needs`]).
+//! - [`memory`]: memory **sources** and their capabilities, as small traits a source
+//!   implements only when it can: [`memory::PhysicalMemory`] (guest-physical reads,
+//!   batched reads, the physical memory map), [`memory::VcpuRegisters`] and
+//!   [`memory::PauseResume`]. Sources: raw images ([`memory::RawImage`]), ELF cores
+//!   with QEMU CPU notes and VMCOREINFO ([`memory::ElfCore`]), LiME
+//!   ([`memory::LimeImage`]) and live QEMU guests ([`memory::QemuLive`]: the RAM file
+//!   plus QMP). [`memory::PageCache`] caches any source.
+//! - [`arch::x86_64`]: 4- and 5-level page-table walks ([`arch::x86_64::translate`]) and
+//!   guest-virtual views with a translation cache ([`arch::x86_64::AddressSpace`]).
+//! - [`addr`]: the address newtypes [`Pa`], [`Va`], [`Gfn`]; [`error`]: typed errors that
+//!   carry the failing address.
+//!
+//! Kernel discovery and typed kernel objects are tracked by their own issue.
 #![deny(missing_docs)]
 
+pub mod addr;
+pub mod arch;
+pub mod error;
+pub mod memory;
 pub mod profile;
+pub mod vmcoreinfo;
+
+pub use addr::{Gfn, Pa, Va};
+pub use error::{Error, PhysError, QmpError, ReadError, TranslateError};

@@ -117,7 +117,8 @@ pub struct Guest {
     child: Option<Child>,
     run_dir: tempfile::TempDir,
     ram_path: PathBuf,
-    qmp: Qmp,
+    /// The lab's QMP session; `None` after [`Guest::release_qmp`] until next needed.
+    qmp: Option<Qmp>,
     channel: Channel,
     truth: GroundTruth,
     memory_map: Vec<RamRange>,
@@ -357,7 +358,7 @@ impl Guest {
             child: guest_child,
             run_dir,
             ram_path,
-            qmp,
+            qmp: Some(qmp),
             channel: Channel { writer: stream, rx },
             truth: GroundTruth::default(),
             memory_map,
@@ -522,13 +523,31 @@ impl Guest {
         self.run_dir.path().join("qmp.sock")
     }
 
+    /// Close the lab's QMP session so another client (a VMI tool under test) can
+    /// connect to [`Guest::qmp_socket`]; the lab reconnects when it next needs QMP
+    /// (pause, resume, dumps, ...), so that client must have disconnected by then.
+    pub fn release_qmp(&mut self) {
+        self.qmp = None;
+    }
+
+    /// The lab's QMP session, reconnected after [`Guest::release_qmp`].
+    fn qmp_session(&mut self) -> Result<&mut Qmp> {
+        if self.qmp.is_none() {
+            self.qmp = Some(Qmp::connect(&self.qmp_socket(), Duration::from_secs(60))?);
+        }
+        match self.qmp.as_mut() {
+            Some(q) => Ok(q),
+            None => Err(Error::Channel("no QMP session".into())),
+        }
+    }
+
     /// Run a QMP command on the guest's QEMU.
     pub fn qmp(
         &mut self,
         command: &str,
         arguments: Option<serde_json::Value>,
     ) -> Result<serde_json::Value> {
-        self.qmp.execute(command, arguments)
+        self.qmp_session()?.execute(command, arguments)
     }
 
     /// The guest RAM file (shared mapping of all guest RAM; see [`Guest::memory_map`]).
@@ -563,17 +582,17 @@ impl Guest {
 
     /// Stop the guest's vCPUs.
     pub fn pause(&mut self) -> Result<()> {
-        self.qmp.execute("stop", None).map(|_| ())
+        self.qmp_session()?.execute("stop", None).map(|_| ())
     }
 
     /// Resume the guest's vCPUs.
     pub fn resume(&mut self) -> Result<()> {
-        self.qmp.execute("cont", None).map(|_| ())
+        self.qmp_session()?.execute("cont", None).map(|_| ())
     }
 
     /// True when the vCPUs run.
     pub fn is_running(&mut self) -> Result<bool> {
-        let status = self.qmp.execute("query-status", None)?;
+        let status = self.qmp_session()?.execute("query-status", None)?;
         Ok(status
             .get("running")
             .and_then(|v| v.as_bool())
@@ -584,7 +603,7 @@ impl Guest {
     /// guest's VMCOREINFO note when its fw_cfg driver handed it over). Written atomically.
     pub fn dump_elf(&mut self, path: &Path) -> Result<()> {
         let tmp = temp_beside(path)?;
-        let r = self.qmp.execute_timeout(
+        let r = self.qmp_session()?.execute_timeout(
             "dump-guest-memory",
             Some(json!({ "paging": false, "protocol": format!("file:{}", tmp.display()) })),
             Duration::from_secs(900),
@@ -659,7 +678,9 @@ impl Guest {
             }
             std::thread::sleep(Duration::from_millis(100));
         }
-        let _ = self.qmp.execute("quit", None);
+        if let Ok(qmp) = self.qmp_session() {
+            let _ = qmp.execute("quit", None);
+        }
         std::thread::sleep(Duration::from_secs(2));
         if exited(&mut self.child) {
             return Ok(());

@@ -1,0 +1,3 @@
+//! Processor architectures. Only x86-64 today.
+
+pub mod x86_64;
