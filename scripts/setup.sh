@@ -9,6 +9,7 @@ packages=(
   gcc libc6-dev make  # the static guest worker and test kernel modules
   xz-utils zstd       # compressed kernel modules in the archive's packages
   dwarves             # pahole, the reference for struct layouts
+  time                # /usr/bin/time: peak RSS in scripts/bench-*.sh
   debian-archive-keyring apt dpkg tar
 )
 

@@ -1,9 +1,16 @@
-//! Assemble a profile from DWARF layouts and symbols.
+//! Assemble a profile (native, ISF or libVMI) from DWARF layouts and symbols.
+//!
+//! [`generate`] is the one entry point: it opens the input (a vmlinux file mapped
+//! read-only, plus an optional System.map), hashes the inputs on one thread while the
+//! DWARF is indexed on the others, then writes the requested format. [`from_dwarf`] is
+//! the native profile as a value, for tests and other crates.
 
 use std::collections::BTreeMap;
 use std::fs::File;
-use std::io::Read;
+use std::io::Write;
 use std::path::{Path, PathBuf};
+
+use object::Object;
 
 use sha2::{Digest, Sha256};
 use vmi_core::profile::{
@@ -12,6 +19,7 @@ use vmi_core::profile::{
 
 use crate::dwarf::{DwarfSections, Layouts};
 use crate::error::{Error, Result};
+use crate::isf::{self, IsfInputs, IsfOptions, IsfStats};
 use crate::symbols::{self, SymbolMap};
 
 /// What to put into the profile.
@@ -23,6 +31,44 @@ pub struct Options {
     pub types: Vec<String>,
     /// Extra symbols to include.
     pub symbols: Vec<String>,
+    /// The libVMI stanza's name (default: the kernel release).
+    pub libvmi_name: Option<String>,
+}
+
+/// The output formats.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    /// The project's JSON profile (docs/profile.md).
+    Native,
+    /// Volatility 3 ISF 6.2.0.
+    Isf,
+    /// A libvmi.conf stanza.
+    Libvmi,
+}
+
+/// Where the kernel comes from.
+#[derive(Debug, Clone, Copy)]
+pub enum Input<'p> {
+    /// A vmlinux with DWARF and, optionally, its System.map.
+    Files {
+        /// The vmlinux.
+        vmlinux: &'p Path,
+        /// Its System.map (else the vmlinux symbol table is used).
+        system_map: Option<&'p Path>,
+    },
+    /// A `linux-image-<abi>-dbg` package, read in place.
+    DebugPackage(&'p Path),
+}
+
+/// What the library reports while it works.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Progress {
+    /// Reading a package: compressed bytes consumed of the total.
+    Unpacking(u64, u64),
+    /// Indexing the DWARF units.
+    Indexing,
+    /// Writing the output.
+    Writing,
 }
 
 /// A profile and the warnings about what could not be found.
@@ -34,6 +80,15 @@ pub struct Built {
     pub warnings: Vec<String>,
 }
 
+/// What [`generate`] did.
+#[derive(Debug, Default)]
+pub struct Report {
+    /// Human-readable warnings (missing needed items, ...).
+    pub warnings: Vec<String>,
+    /// Counts, for ISF output.
+    pub isf: Option<IsfStats>,
+}
+
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> Error + '_ {
     move |source| Error::Io {
         path: path.to_path_buf(),
@@ -41,8 +96,10 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> Error + '_ {
     }
 }
 
-/// sha256 and size of a file.
-pub fn describe(path: &Path) -> Result<InputFile> {
+/// sha256 and size of a file, read with plain reads: hashing through a memory map would
+/// make the whole file resident in this process.
+pub fn describe_file(path: &Path) -> Result<InputFile> {
+    use std::io::Read;
     let mut f = File::open(path).map_err(io(path))?;
     let mut h = Sha256::new();
     let mut buf = vec![0u8; 1 << 20];
@@ -56,41 +113,282 @@ pub fn describe(path: &Path) -> Result<InputFile> {
         h.update(&buf[..n]);
     }
     Ok(InputFile {
-        name: path
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default(),
+        name: file_name(path),
         size,
         sha256: h.finalize().iter().map(|b| format!("{b:02x}")).collect(),
     })
 }
 
-/// Build a profile from a DWARF vmlinux and, optionally, its System.map.
-pub fn from_dwarf(vmlinux: &Path, system_map: Option<&Path>, opts: &Options) -> Result<Built> {
-    let file = File::open(vmlinux).map_err(io(vmlinux))?;
-    // SAFETY: the file is opened read-only and not modified while mapped (a concurrent
-    // writer could change what we read, never memory safety of our own data).
-    let map = unsafe { memmap2::Mmap::map(&file) }.map_err(io(vmlinux))?;
-    let elf = object::File::parse(&map[..]).map_err(|e| Error::Input {
-        path: vmlinux.to_path_buf(),
+/// sha256 and size of bytes, named `name`.
+pub fn describe_bytes(name: &str, data: &[u8]) -> InputFile {
+    let mut h = Sha256::new();
+    for chunk in data.chunks(1 << 20) {
+        h.update(chunk);
+    }
+    InputFile {
+        name: name.to_string(),
+        size: data.len() as u64,
+        sha256: h.finalize().iter().map(|b| format!("{b:02x}")).collect(),
+    }
+}
+
+fn file_name(path: &Path) -> String {
+    path.file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default()
+}
+
+/// Everything read from the inputs, handed to the format writers.
+struct Context<'c, 'd> {
+    elf: &'c object::File<'d>,
+    layouts: &'c Layouts<'c>,
+    symbols: SymbolMap,
+    /// symbols came from a System.map (not the ELF symbol table)
+    from_map: bool,
+    /// vmlinux first, then the System.map when given
+    inputs: Vec<InputFile>,
+}
+
+/// A System.map's name and text.
+struct MapText {
+    path: PathBuf,
+    name: String,
+    bytes: Vec<u8>,
+}
+
+/// Open the vmlinux bytes, index them and call `f` with everything read.
+fn with_context<T>(
+    vmlinux_name: &str,
+    data: &[u8],
+    hash: impl FnOnce() -> Result<InputFile> + Send,
+    map: Option<MapText>,
+    progress: &mut dyn FnMut(Progress),
+    f: impl FnOnce(&Context<'_, '_>) -> Result<T>,
+) -> Result<T> {
+    let elf = object::File::parse(data).map_err(|e| Error::Input {
+        path: PathBuf::from(vmlinux_name),
         message: format!("not an ELF vmlinux: {e}"),
     })?;
-    let sections = DwarfSections::load(&elf)?;
-    let layouts = Layouts::new(&sections)?;
+    if elf.kind() == object::ObjectKind::Relocatable {
+        return Err(Error::Input {
+            path: PathBuf::from(vmlinux_name),
+            message: "this is a relocatable object (ET_REL, e.g. a .o or .ko): its DWARF needs relocations applied, which profile-gen does not do. Give a linked vmlinux (or link the object into a shared library first)".into(),
+        });
+    }
+    progress(Progress::Indexing);
+    // hash the vmlinux on one thread while the DWARF is indexed on the others
+    std::thread::scope(|scope| {
+        let hasher = scope.spawn(hash);
+        let sections = DwarfSections::load(&elf)?;
+        let layouts = Layouts::new(&sections)?;
+        let vmlinux_input = hasher.join().map_err(|_| Error::Input {
+            path: PathBuf::from(vmlinux_name),
+            message: "hashing failed".into(),
+        })??;
+        let mut inputs = vec![vmlinux_input];
+        let elf_symbols = symbols::from_elf(&elf);
+        let (all_symbols, from_map) = match map {
+            Some(m) => {
+                let text = String::from_utf8_lossy(&m.bytes);
+                let parsed = symbols::parse_system_map(&m.path, &text)?;
+                check_map_matches(&m.path, &parsed, &elf_symbols)?;
+                inputs.push(describe_bytes(&m.name, &m.bytes));
+                (parsed, true)
+            }
+            None => (elf_symbols, false),
+        };
+        let ctx = Context {
+            elf: &elf,
+            layouts: &layouts,
+            symbols: all_symbols,
+            from_map,
+            inputs,
+        };
+        progress(Progress::Writing);
+        f(&ctx)
+    })
+}
 
-    let mut inputs = vec![describe(vmlinux)?];
-    let elf_symbols = symbols::from_elf(&elf);
-    let all_symbols: SymbolMap = match system_map {
-        Some(p) => {
-            let text = std::fs::read_to_string(p).map_err(io(p))?;
-            let m = symbols::parse_system_map(p, &text)?;
-            check_map_matches(p, &m, &elf_symbols)?;
-            inputs.push(describe(p)?);
-            m
+/// Run `f` on the context of `input`.
+fn with_input<T>(
+    input: Input<'_>,
+    progress: &mut dyn FnMut(Progress),
+    f: impl FnOnce(&Context<'_, '_>) -> Result<T>,
+) -> Result<T> {
+    match input {
+        Input::Files {
+            vmlinux,
+            system_map,
+        } => {
+            let file = File::open(vmlinux).map_err(io(vmlinux))?;
+            // SAFETY: the file is opened read-only and not modified while mapped (a
+            // concurrent writer could change what we read, never the memory safety of
+            // our own data).
+            let map = unsafe { memmap2::Mmap::map(&file) }.map_err(io(vmlinux))?;
+            let map_text = match system_map {
+                Some(p) => Some(MapText {
+                    path: p.to_path_buf(),
+                    name: file_name(p),
+                    bytes: std::fs::read(p).map_err(io(p))?,
+                }),
+                None => None,
+            };
+            let hash = || describe_file(vmlinux);
+            with_context(&file_name(vmlinux), &map, hash, map_text, progress, f)
         }
-        None => elf_symbols,
-    };
+        Input::DebugPackage(path) => {
+            let deb = crate::deb::read_dbg_deb(path, &mut |done, total| {
+                progress(Progress::Unpacking(done, total))
+            })?;
+            let vmlinux_name = deb
+                .vmlinux_member
+                .rsplit('/')
+                .next()
+                .unwrap_or("vmlinux")
+                .to_string();
+            let map_text = match (deb.system_map, deb.system_map_member) {
+                (Some(bytes), Some(member)) => Some(MapText {
+                    path: path.join(&member),
+                    name: member
+                        .rsplit('/')
+                        .next()
+                        .unwrap_or("System.map")
+                        .to_string(),
+                    bytes,
+                }),
+                _ => None,
+            };
+            let data = &deb.vmlinux;
+            let hash = || Ok(describe_bytes(&vmlinux_name, data));
+            with_context(&vmlinux_name, data, hash, map_text, progress, f)
+        }
+    }
+}
 
+/// Make the profile of `input` in `format` and write it to `out`.
+pub fn generate(
+    input: Input<'_>,
+    opts: &Options,
+    format: Format,
+    out: &mut dyn Write,
+    progress: &mut dyn FnMut(Progress),
+) -> Result<Report> {
+    with_input(input, progress, |ctx| write_format(ctx, opts, format, out))
+}
+
+/// [`generate`] on a vmlinux (and System.map) already in memory, e.g. for fuzzing.
+pub fn generate_bytes(
+    vmlinux: &[u8],
+    system_map: Option<&[u8]>,
+    opts: &Options,
+    format: Format,
+    out: &mut dyn Write,
+) -> Result<Report> {
+    let map = system_map.map(|b| MapText {
+        path: PathBuf::from("System.map"),
+        name: "System.map".into(),
+        bytes: b.to_vec(),
+    });
+    let hash = || Ok(describe_bytes("vmlinux", vmlinux));
+    with_context("vmlinux", vmlinux, hash, map, &mut |_| {}, |ctx| {
+        write_format(ctx, opts, format, out)
+    })
+}
+
+fn write_format(
+    ctx: &Context<'_, '_>,
+    opts: &Options,
+    format: Format,
+    out: &mut dyn Write,
+) -> Result<Report> {
+    match format {
+        Format::Native => {
+            let built = native(ctx, opts)?;
+            out.write_all(built.profile.to_json().as_bytes())
+                .map_err(Error::Output)?;
+            Ok(Report {
+                warnings: built.warnings,
+                isf: None,
+            })
+        }
+        Format::Libvmi => {
+            let built = native(ctx, opts)?;
+            let text = libvmi(&built.profile, opts)?;
+            out.write_all(text.as_bytes()).map_err(Error::Output)?;
+            Ok(Report {
+                warnings: built.warnings,
+                isf: None,
+            })
+        }
+        Format::Isf => {
+            let mut warnings = Vec::new();
+            let banner = banner_bytes(ctx);
+            if banner.is_none() {
+                warnings.push(
+                    "linux_banner could not be read: Volatility will not match this ISF to a memory image".into(),
+                );
+            }
+            let mut types: Vec<String> = needs::TYPES.iter().map(|t| t.name.to_string()).collect();
+            types.extend(opts.types.iter().cloned());
+            let mut typed: Vec<String> = needs::SYMBOLS
+                .iter()
+                .flat_map(|s| s.aliases.iter().map(|a| a.to_string()))
+                .collect();
+            typed.extend(opts.symbols.iter().cloned());
+            let iopts = IsfOptions {
+                full: opts.full,
+                types,
+                typed_symbols: typed,
+                datetime: None,
+            };
+            let inputs = IsfInputs {
+                dwarf: &ctx.inputs[0],
+                system_map: if ctx.from_map {
+                    ctx.inputs.get(1)
+                } else {
+                    None
+                },
+            };
+            let stats = isf::write_isf(
+                out,
+                ctx.layouts,
+                &ctx.symbols,
+                banner.as_deref(),
+                &inputs,
+                &iopts,
+            )?;
+            Ok(Report {
+                warnings,
+                isf: Some(stats),
+            })
+        }
+    }
+}
+
+/// Build the native profile from a DWARF vmlinux and, optionally, its System.map.
+pub fn from_dwarf(vmlinux: &Path, system_map: Option<&Path>, opts: &Options) -> Result<Built> {
+    with_input(
+        Input::Files {
+            vmlinux,
+            system_map,
+        },
+        &mut |_| {},
+        |ctx| native(ctx, opts),
+    )
+}
+
+/// The banner bytes with their final NUL, as `linux_banner` holds them.
+fn banner_bytes(ctx: &Context<'_, '_>) -> Option<Vec<u8>> {
+    let addr = ctx.symbols.get("linux_banner")?.address;
+    let s = symbols::string_at(ctx.elf, addr, 1024)?;
+    let mut b = s.into_bytes();
+    b.push(0);
+    Some(b)
+}
+
+fn native(ctx: &Context<'_, '_>, opts: &Options) -> Result<Built> {
+    let layouts = ctx.layouts;
+    let all_symbols = &ctx.symbols;
     let mut warnings = Vec::new();
     let mut missing = Missing::default();
     let mut types = BTreeMap::new();
@@ -136,18 +434,17 @@ pub fn from_dwarf(vmlinux: &Path, system_map: Option<&Path>, opts: &Options) -> 
         .collect();
     if opts.full {
         syms = all_symbols.clone();
-    } else {
-        for (aliases, optional) in &wanted_syms {
-            let mut found = false;
-            for a in aliases {
-                if let Some(s) = all_symbols.get(*a) {
-                    syms.insert(a.to_string(), s.clone());
-                    found = true;
-                }
+    }
+    for (aliases, optional) in &wanted_syms {
+        let mut found = false;
+        for a in aliases {
+            if let Some(s) = all_symbols.get(*a) {
+                syms.insert(a.to_string(), s.clone());
+                found = true;
             }
-            if !found && !optional {
-                missing.symbols.push(aliases[0].to_string());
-            }
+        }
+        if !found && !optional {
+            missing.symbols.push(aliases[0].to_string());
         }
     }
     for t in &missing.types {
@@ -160,9 +457,9 @@ pub fn from_dwarf(vmlinux: &Path, system_map: Option<&Path>, opts: &Options) -> 
         warnings.push(format!("symbol {s} not found"));
     }
 
-    let banner_addr = all_symbols.get("linux_banner").map(|s| s.address);
-    let banner = banner_addr
-        .and_then(|a| symbols::string_at(&elf, a, 1024))
+    let banner = all_symbols
+        .get("linux_banner")
+        .and_then(|s| symbols::string_at(ctx.elf, s.address, 1024))
         .unwrap_or_default();
     if banner.is_empty() {
         warnings.push("linux_banner could not be read: kernel.banner is empty".into());
@@ -178,11 +475,11 @@ pub fn from_dwarf(vmlinux: &Path, system_map: Option<&Path>, opts: &Options) -> 
             release,
             banner,
             arch: "x86_64".into(),
-            build_id: symbols::build_id(&elf),
+            build_id: symbols::build_id(ctx.elf),
         },
         provenance: Provenance {
             source: SourceKind::Dwarf,
-            inputs,
+            inputs: ctx.inputs.clone(),
             tool: format!("profile-gen {}", env!("CARGO_PKG_VERSION")),
         },
         symbols: syms,
@@ -190,6 +487,61 @@ pub fn from_dwarf(vmlinux: &Path, system_map: Option<&Path>, opts: &Options) -> 
         missing,
     };
     Ok(Built { profile, warnings })
+}
+
+/// The libvmi.conf stanza for a profile: the five offsets and init_task libVMI's Linux
+/// driver reads. Missing items are an error (libVMI would read garbage with a 0).
+pub fn libvmi(profile: &Profile, opts: &Options) -> Result<String> {
+    let mut missing = Vec::new();
+    let mut field = |ty: &str, aliases: &[&str]| match profile.field_any(ty, aliases) {
+        Some((_, f)) => f.offset,
+        None => {
+            missing.push(format!("{ty}.{}", aliases[0]));
+            0
+        }
+    };
+    let tasks = field("task_struct", &["tasks"]);
+    let mm = field("task_struct", &["mm"]);
+    let pid = field("task_struct", &["pid"]);
+    let name = field("task_struct", &["comm"]);
+    let pgd = field("mm_struct", &["pgd"]);
+    let init_task = profile.symbol("init_task");
+    if init_task.is_none() {
+        missing.push("symbol init_task".into());
+    }
+    if !missing.is_empty() {
+        return Err(Error::Input {
+            path: PathBuf::from(&profile.kernel.release),
+            message: format!(
+                "cannot write a libVMI stanza: {} not found",
+                missing.join(", ")
+            ),
+        });
+    }
+    let stanza = opts
+        .libvmi_name
+        .clone()
+        .unwrap_or_else(|| profile.kernel.release.clone());
+    let banner: String = profile
+        .kernel
+        .banner
+        .trim_end()
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect();
+    Ok(format!(
+        "# {banner}\n# libVMI offsets for Linux {release}, made by profile-gen {version} from {source}.\n# Rename the stanza to your VM's name; linux_init_task is the unrelocated address (libVMI adds the KASLR shift).\n{stanza} {{\n    ostype = \"Linux\";\n    linux_tasks = {tasks:#x};\n    linux_mm = {mm:#x};\n    linux_pid = {pid:#x};\n    linux_name = {name:#x};\n    linux_pgd = {pgd:#x};\n    linux_init_task = {init:#x};\n}}\n",
+        release = profile.kernel.release,
+        version = env!("CARGO_PKG_VERSION"),
+        source = profile
+            .provenance
+            .inputs
+            .iter()
+            .map(|i| i.name.as_str())
+            .collect::<Vec<_>>()
+            .join(" + "),
+        init = init_task.unwrap_or(0),
+    ))
 }
 
 /// A System.map from another build shows different addresses for the same symbols.

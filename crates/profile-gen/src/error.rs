@@ -42,6 +42,9 @@ pub enum Error {
         /// Which symbol differs.
         message: String,
     },
+    /// Writing the output failed.
+    #[error("writing the output: {0}")]
+    Output(#[source] std::io::Error),
 }
 
 /// profile-gen's result type.

@@ -68,3 +68,169 @@ fn system_map_of_another_build_is_refused_and_a_good_pair_is_written() {
     assert_eq!(p.provenance.inputs.len(), 2);
     assert!(p.field("task_struct", "tasks").is_some());
 }
+
+/// The libVMI stanza carries the profile's offsets (themselves checked against pahole in
+/// tests/pahole.rs) and init_task's address, under the name given.
+#[test]
+fn libvmi_stanza_matches_the_profile() {
+    let lab = vmi_lab::Lab::open_default().unwrap();
+    let d = lab.store().debug("6.1.0-56-amd64").unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let run = |args: &[&str], out: &str| {
+        let path = dir.path().join(out);
+        let o = profile_gen()
+            .arg(&d.vmlinux)
+            .arg(&d.system_map)
+            .args(args)
+            .arg("-o")
+            .arg(&path)
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        std::fs::read_to_string(path).unwrap()
+    };
+    let profile = vmi_core::profile::Profile::from_json(&run(&[], "p.json")).unwrap();
+    let conf = run(
+        &["--format", "libvmi", "--libvmi-name", "guest-61"],
+        "libvmi.conf",
+    );
+    assert!(conf.contains("guest-61 {"), "{conf}");
+    assert!(conf.contains("ostype = \"Linux\";"), "{conf}");
+    assert!(conf.starts_with("# Linux version 6.1.0-56-amd64"), "{conf}");
+    let value = |key: &str| -> u64 {
+        let line = conf
+            .lines()
+            .find(|l| l.trim_start().starts_with(&format!("{key} =")))
+            .unwrap_or_else(|| panic!("no {key} in {conf}"));
+        let v = line.split('=').nth(1).unwrap().trim().trim_end_matches(';');
+        u64::from_str_radix(v.trim_start_matches("0x"), 16).unwrap()
+    };
+    let field = |t: &str, f: &str| profile.field(t, f).unwrap().offset;
+    assert_eq!(value("linux_tasks"), field("task_struct", "tasks"));
+    assert_eq!(value("linux_mm"), field("task_struct", "mm"));
+    assert_eq!(value("linux_pid"), field("task_struct", "pid"));
+    assert_eq!(value("linux_name"), field("task_struct", "comm"));
+    assert_eq!(value("linux_pgd"), field("mm_struct", "pgd"));
+    assert_eq!(
+        value("linux_init_task"),
+        profile.symbol("init_task").unwrap()
+    );
+}
+
+/// A file whose DWARF is damaged gets an error naming the section, exit code 2 (not a
+/// panic's 101), and no output file.
+#[test]
+fn corrupt_dwarf_names_the_section_and_leaves_no_file() {
+    use object::{Object, ObjectSection};
+    let dir = tempfile::tempdir().unwrap();
+    let src =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/golden/anonymous.c");
+    let so = dir.path().join("f.so");
+    let obj = dir.path().join("f.o");
+    assert!(Command::new("gcc")
+        .args(["-c", "-O0", "-fPIC", "-w", "-gdwarf-5"])
+        .arg(&src)
+        .arg("-o")
+        .arg(&obj)
+        .status()
+        .unwrap()
+        .success());
+    // an object file is refused with an explanation
+    let out_path = dir.path().join("out").join("p.json");
+    std::fs::create_dir_all(out_path.parent().unwrap()).unwrap();
+    let o = profile_gen()
+        .arg(&obj)
+        .arg("-o")
+        .arg(&out_path)
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("relocatable object"));
+    assert!(Command::new("gcc")
+        .args(["-shared", "-nostdlib"])
+        .arg(&obj)
+        .arg("-o")
+        .arg(&so)
+        .status()
+        .unwrap()
+        .success());
+    let mut data = std::fs::read(&so).unwrap();
+    let (off, size) = {
+        let f = object::File::parse(&*data).unwrap();
+        let s = f.section_by_name(".debug_abbrev").unwrap();
+        s.file_range().unwrap()
+    };
+    // abbreviation codes that do not exist
+    for b in &mut data[off as usize..(off + size) as usize] {
+        *b = 0x7f;
+    }
+    let bad = dir.path().join("bad.so");
+    std::fs::write(&bad, &data).unwrap();
+    let o = profile_gen()
+        .arg(&bad)
+        .arg("-o")
+        .arg(&out_path)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains(".debug_info") && err.contains("offset"),
+        "{err}"
+    );
+    assert_eq!(
+        std::fs::read_dir(out_path.parent().unwrap())
+            .unwrap()
+            .count(),
+        0,
+        "no partial file"
+    );
+}
+
+/// The -dbg package given as it is gives the same profile as its extracted vmlinux and
+/// System.map (same input hashes), and a usable ISF.
+#[test]
+fn debug_package_gives_the_same_profile_as_its_files() {
+    let store = vmi_lab::Store::open_default().unwrap();
+    let deb = store.dbg_package("6.1.0-56-amd64").unwrap();
+    let d = store.debug("6.1.0-56-amd64").unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let make = |inputs: &[&std::path::Path], extra: &[&str], out: &str| {
+        let path = dir.path().join(out);
+        let o = profile_gen()
+            .args(inputs)
+            .args(extra)
+            .arg("-o")
+            .arg(&path)
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        std::fs::read_to_string(path).unwrap()
+    };
+    let parse = |s: &str| vmi_core::profile::Profile::from_json(s).unwrap();
+    let from_deb = parse(&make(&[&deb], &[], "deb.json"));
+    let from_files = parse(&make(&[&d.vmlinux, &d.system_map], &[], "files.json"));
+    assert_eq!(from_deb.kernel, from_files.kernel);
+    assert_eq!(from_deb.types, from_files.types);
+    assert_eq!(from_deb.symbols, from_files.symbols);
+    let hashes = |p: &vmi_core::profile::Profile| {
+        p.provenance
+            .inputs
+            .iter()
+            .map(|i| i.sha256.clone())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(hashes(&from_deb), hashes(&from_files));
+    assert!(from_deb.provenance.inputs[0]
+        .name
+        .starts_with("vmlinux-6.1.0-56-amd64"));
+
+    let isf = make(&[&deb], &["--format", "isf"], "isf.json");
+    assert!(isf.contains("\"format\": \"6.2.0\""));
+    assert!(isf.contains("\"linux_banner\": {\"address\": "));
+
+    // a package and a System.map together are refused
+    let o = profile_gen().arg(&deb).arg(&d.system_map).output().unwrap();
+    assert_eq!(o.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("carries its own System.map"));
+}

@@ -5,7 +5,8 @@
 //!
 //! ```text
 //! apt/                  private apt configuration, package lists and downloads
-//! kernels/<abi>/<part>/ one directory per fetched part (image, dbg, headers), with MANIFEST
+//! kernels/<abi>/<part>/ one directory per fetched part (image, dbg, dbg-deb, headers), with
+//!                       MANIFEST
 //! worker/<hash>/        the compiled guest worker
 //! modules/<hash>/       built test kernel modules
 //! locks/                lock files (flock), one per entry

@@ -22,6 +22,7 @@ pub mod cache;
 pub mod cpio;
 pub mod error;
 pub mod guest;
+pub mod python;
 pub mod qmp;
 pub mod scenario;
 pub mod store;

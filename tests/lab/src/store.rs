@@ -13,7 +13,9 @@
 //! - [`Part::Debug`]: `vmlinux` (DWARF) and the real `System.map`, streamed out of the
 //!   ~1 GB `linux-image-<abi>-dbg` package: tar stops reading once both are out;
 //! - [`Part::Headers`]: `linux-headers-<abi>` with its `-common` and `linux-kbuild`
-//!   dependencies unpacked into one tree, for building out-of-tree modules.
+//!   dependencies unpacked into one tree, for building out-of-tree modules;
+//! - [`Part::DebugPackage`]: the `linux-image-<abi>-dbg` package file itself, kept for
+//!   tools that read the package directly ([`Part::Debug`] then reuses it).
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -136,6 +138,8 @@ pub enum Part {
     Debug,
     /// The headers tree for building modules.
     Headers,
+    /// The `linux-image-<abi>-dbg` package file itself (about 1 GB).
+    DebugPackage,
 }
 
 impl Part {
@@ -144,6 +148,7 @@ impl Part {
             Part::Image => "image",
             Part::Debug => "dbg",
             Part::Headers => "headers",
+            Part::DebugPackage => "dbg-deb",
         }
     }
 }
@@ -273,6 +278,7 @@ impl Store {
             Part::Image => self.fetch_image(abi, stage.path(), &mut used)?,
             Part::Debug => self.fetch_debug(abi, stage.path(), &mut used)?,
             Part::Headers => self.fetch_headers(abi, stage.path(), &mut used)?,
+            Part::DebugPackage => self.fetch_debug_package(abi, stage.path())?,
         }
         self.cache.commit(stage, &dir)?;
         if !cache::is_complete(&dir, false)? {
@@ -307,6 +313,14 @@ impl Store {
             system_map: dir.join("System.map"),
             abi,
         })
+    }
+
+    /// The `linux-image-<abi>-dbg` package file of a build, kept in the cache (about
+    /// 1 GB download when not cached).
+    pub fn dbg_package(&self, name: &str) -> Result<PathBuf> {
+        let abi = self.resolve_cached(name, Part::DebugPackage)?;
+        let dir = self.ensure(&abi, Part::DebugPackage)?;
+        find_deb_in(&dir)?.ok_or_else(|| cache::incomplete(&dir))
     }
 
     /// The headers of a build, unpacked.
@@ -406,8 +420,25 @@ impl Store {
         Ok(())
     }
 
+    fn fetch_debug_package(&self, abi: &str, stage: &Path) -> Result<()> {
+        // the debug part deletes the package it downloaded: never both at once
+        let _lock = self
+            .cache
+            .lock(&format!("kernel-{abi}-{}", Part::Debug.dir_name()))?;
+        let deb = self
+            .archive
+            .download(&format!("linux-image-{abi}-dbg"), self.visible)?;
+        let name = deb.file_name().map(PathBuf::from).unwrap_or_default();
+        move_into(&deb, &stage.join(name))
+    }
+
     fn fetch_debug(&self, abi: &str, stage: &Path, used: &mut Vec<PathBuf>) -> Result<()> {
-        let deb = self.download(&format!("linux-image-{abi}-dbg"), used)?;
+        let kept = self.part_dir(abi, Part::DebugPackage);
+        let deb = if cache::is_complete(&kept, false)? {
+            find_deb_in(&kept)?.ok_or_else(|| cache::incomplete(&kept))?
+        } else {
+            self.download(&format!("linux-image-{abi}-dbg"), used)?
+        };
         // bookworm and older: /usr/lib/debug/boot/{vmlinux,System.map}-<abi>;
         // sid's split layout: /usr/lib/debug/lib/modules/<abi>/{vmlinux,System.map}
         let classic = (
@@ -631,6 +662,11 @@ fn extract(
         }
     }
     Ok(())
+}
+
+/// The one `.deb` file in a cache entry.
+fn find_deb_in(dir: &Path) -> Result<Option<PathBuf>> {
+    find_file(dir, |p| p.extension().is_some_and(|e| e == "deb"))
 }
 
 fn move_into(src: &Path, dest: &Path) -> Result<()> {

@@ -35,6 +35,9 @@ enum Cmd {
         /// Also fetch vmlinux (DWARF) and System.map from the -dbg package (~1 GB).
         #[arg(long)]
         dbg: bool,
+        /// Also keep the -dbg package file itself (~1 GB) and print its path.
+        #[arg(long)]
+        dbg_deb: bool,
         /// Also fetch the headers for building modules.
         #[arg(long)]
         headers: bool,
@@ -102,7 +105,12 @@ fn run() -> Result<()> {
                 println!("{name:24} {}", lab.store().resolve(name)?);
             }
         }
-        Cmd::Fetch { name, dbg, headers } => {
+        Cmd::Fetch {
+            name,
+            dbg,
+            dbg_deb,
+            headers,
+        } => {
             let image = lab.store().image(&name)?;
             println!("abi       {}", image.abi);
             print_file("vmlinuz", &image.vmlinuz)?;
@@ -114,6 +122,9 @@ fn run() -> Result<()> {
                 let d = lab.store().debug(&image.abi)?;
                 print_file("vmlinux", &d.vmlinux)?;
                 print_file("sysmap", &d.system_map)?;
+            }
+            if dbg_deb {
+                print_file("dbg-deb", &lab.store().dbg_package(&image.abi)?)?;
             }
             if headers {
                 let h = lab.store().headers(&image.abi)?;

@@ -1,0 +1,750 @@
+//! Volatility 3 Intermediate Symbol Format (ISF), format version 6.2.0.
+//!
+//! Unlike the native profile, an ISF is a whole type graph: every field carries a full
+//! type descriptor (`pointer` → `array` → `base` ...), aggregates are referenced by name,
+//! and enums and base types have tables of their own. This module walks the DWARF again
+//! from the [`Layouts`] index and streams the JSON out:
+//!
+//! - named structs/unions keep their DWARF name; anonymous ones get a generated name
+//!   (`unnamed_<unit>_<offset>`, or the name of the typedef that names them) and the
+//!   member that holds them is written with `"anonymous": true`, which Volatility 3
+//!   (format 6.2.0 and later) flattens into the parent, exactly as the native profile does;
+//! - typedefs and qualifiers are resolved to what they name;
+//! - a bitfield is written at the offset of its storage unit (the size of its base type)
+//!   with its bit position inside that unit;
+//! - symbols carry full 64-bit addresses, the type of the variable of that name when the
+//!   DWARF has one, and `linux_banner` carries the banner bytes (with the final NUL) in
+//!   `constant_data`, which is how Volatility matches an ISF to a memory image.
+//!
+//! Volatility 3 2.28 reads format 6.2.0 and rejects 6.3.0, so 6.2.0 is written.
+
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::fmt::Write as _;
+use std::io::Write;
+
+use gimli::AttributeValue;
+use vmi_core::profile::InputFile;
+
+use crate::dwarf::{attr_udata, Layouts, Loc, MAX_TYPE_DEPTH};
+use crate::error::{Error, Result};
+use crate::symbols::SymbolMap;
+
+/// The ISF format version written.
+pub const ISF_FORMAT: &str = "6.2.0";
+
+/// What goes into the ISF.
+#[derive(Debug, Clone, Default)]
+pub struct IsfOptions {
+    /// Every struct and union (otherwise: `types` and everything they reference).
+    pub full: bool,
+    /// Root types when not `full`.
+    pub types: Vec<String>,
+    /// Symbols whose variable type is written when not `full` (all symbols get an
+    /// address either way).
+    pub typed_symbols: Vec<String>,
+    /// Producer timestamp (RFC 3339); `None` writes the current time.
+    pub datetime: Option<String>,
+}
+
+/// The inputs named in the ISF metadata.
+#[derive(Debug, Clone)]
+pub struct IsfInputs<'i> {
+    /// The DWARF file.
+    pub dwarf: &'i InputFile,
+    /// The System.map, when symbols came from one (else the ELF symbol table).
+    pub system_map: Option<&'i InputFile>,
+}
+
+/// Counts of what was written.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct IsfStats {
+    /// Structs and unions.
+    pub user_types: usize,
+    /// Enumerations.
+    pub enums: usize,
+    /// Base types.
+    pub base_types: usize,
+    /// Symbols.
+    pub symbols: usize,
+    /// Symbols with a type.
+    pub typed_symbols: usize,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct BaseType {
+    size: u64,
+    signed: bool,
+    kind: &'static str,
+}
+
+struct Writer<'l, 'a> {
+    l: &'l Layouts<'a>,
+    full: bool,
+    /// aggregates to write: (name, definition)
+    queue: VecDeque<(String, Loc)>,
+    queued: HashSet<String>,
+    /// generated names of anonymous aggregates and enums
+    anon: HashMap<Loc, String>,
+    enums: BTreeMap<String, Loc>,
+    bases: BTreeMap<String, BaseType>,
+}
+
+/// Write the ISF of `layouts` + `symbols` to `out`.
+pub fn write_isf(
+    out: &mut dyn Write,
+    layouts: &Layouts<'_>,
+    symbols: &SymbolMap,
+    banner: Option<&[u8]>,
+    inputs: &IsfInputs<'_>,
+    opts: &IsfOptions,
+) -> Result<IsfStats> {
+    let mut w = Writer {
+        l: layouts,
+        full: opts.full,
+        queue: VecDeque::new(),
+        queued: HashSet::new(),
+        anon: HashMap::new(),
+        enums: BTreeMap::new(),
+        bases: BTreeMap::new(),
+    };
+    let mut stats = IsfStats::default();
+    let roots: Vec<String> = if opts.full {
+        let mut all: Vec<String> = layouts.type_names().map(str::to_string).collect();
+        all.sort();
+        all
+    } else {
+        opts.types.clone()
+    };
+    for name in roots {
+        if let Some(loc) = layouts.aggregate(&name) {
+            w.enqueue(name, loc);
+        }
+    }
+
+    // symbol types first: they may reference more aggregates
+    let typed: HashSet<&str> = opts.typed_symbols.iter().map(String::as_str).collect();
+    let mut syms: Vec<(&str, u64, Option<String>)> = Vec::with_capacity(symbols.len());
+    for (name, sym) in symbols {
+        let ty = if opts.full || typed.contains(name.as_str()) {
+            layouts.variable(name).and_then(|var| {
+                let entry = layouts.entry(var)?;
+                let t = layouts.type_ref(var.unit, &entry);
+                let mut s = String::new();
+                w.desc(t, 0, &mut s);
+                Some(s)
+            })
+        } else {
+            None
+        };
+        syms.push((name.as_str(), sym.address, ty));
+    }
+
+    let io = |e: std::io::Error| Error::Output(e);
+    let mut buf = String::with_capacity(1 << 16);
+    buf.push_str("{\n  \"metadata\": ");
+    metadata(&mut buf, inputs, opts);
+    buf.push_str(",\n  \"user_types\": {");
+    out.write_all(buf.as_bytes()).map_err(io)?;
+    let mut first = true;
+    while let Some((name, loc)) = w.queue.pop_front() {
+        buf.clear();
+        buf.push_str(if first { "\n    " } else { ",\n    " });
+        first = false;
+        json_str(&mut buf, &name);
+        buf.push_str(": ");
+        w.aggregate(loc, &mut buf)?;
+        out.write_all(buf.as_bytes()).map_err(io)?;
+        stats.user_types += 1;
+    }
+    buf.clear();
+    buf.push_str("\n  },\n  \"enums\": {");
+    let enums = std::mem::take(&mut w.enums);
+    for (i, (name, loc)) in enums.iter().enumerate() {
+        buf.push_str(if i == 0 { "\n    " } else { ",\n    " });
+        json_str(&mut buf, name);
+        buf.push_str(": ");
+        w.enumeration(*loc, &mut buf);
+        stats.enums += 1;
+    }
+    buf.push_str("\n  },\n  \"base_types\": {");
+    w.bases.insert(
+        "pointer".into(),
+        BaseType {
+            size: 8,
+            signed: false,
+            kind: "int",
+        },
+    );
+    w.bases.insert(
+        "void".into(),
+        BaseType {
+            size: 0,
+            signed: false,
+            kind: "void",
+        },
+    );
+    for (i, (name, b)) in w.bases.iter().enumerate() {
+        buf.push_str(if i == 0 { "\n    " } else { ",\n    " });
+        json_str(&mut buf, name);
+        let _ = write!(
+            buf,
+            ": {{\"size\": {}, \"signed\": {}, \"kind\": \"{}\", \"endian\": \"little\"}}",
+            b.size, b.signed, b.kind
+        );
+        stats.base_types += 1;
+    }
+    buf.push_str("\n  },\n  \"symbols\": {");
+    out.write_all(buf.as_bytes()).map_err(io)?;
+    for (i, (name, address, ty)) in syms.iter().enumerate() {
+        buf.clear();
+        buf.push_str(if i == 0 { "\n    " } else { ",\n    " });
+        json_str(&mut buf, name);
+        let _ = write!(buf, ": {{\"address\": {address}");
+        if let Some(ty) = ty {
+            buf.push_str(", \"type\": ");
+            buf.push_str(ty);
+            stats.typed_symbols += 1;
+        }
+        if *name == "linux_banner" {
+            if let Some(b) = banner {
+                buf.push_str(", \"constant_data\": \"");
+                base64(b, &mut buf);
+                buf.push('"');
+            }
+        }
+        buf.push('}');
+        out.write_all(buf.as_bytes()).map_err(io)?;
+        stats.symbols += 1;
+    }
+    out.write_all(b"\n  }\n}\n").map_err(io)?;
+    Ok(stats)
+}
+
+fn metadata(buf: &mut String, inputs: &IsfInputs<'_>, opts: &IsfOptions) {
+    let now = opts.datetime.clone().unwrap_or_else(now_rfc3339);
+    let item = |buf: &mut String, kind: &str, f: &InputFile| {
+        buf.push_str("{\"kind\": ");
+        json_str(buf, kind);
+        buf.push_str(", \"name\": ");
+        json_str(buf, &f.name);
+        buf.push_str(", \"hash_type\": \"sha256\", \"hash_value\": ");
+        json_str(buf, &f.sha256);
+        buf.push('}');
+    };
+    buf.push_str("{\"format\": \"");
+    buf.push_str(ISF_FORMAT);
+    buf.push_str("\", \"producer\": {\"name\": \"profile-gen\", \"version\": \"");
+    buf.push_str(env!("CARGO_PKG_VERSION"));
+    buf.push_str("\", \"datetime\": ");
+    json_str(buf, &now);
+    buf.push_str("}, \"linux\": {\"symbols\": [");
+    match inputs.system_map {
+        Some(m) => item(buf, "system-map", m),
+        None => item(buf, "symtab", inputs.dwarf),
+    }
+    buf.push_str("], \"types\": [");
+    item(buf, "dwarf", inputs.dwarf);
+    buf.push_str("]}}");
+}
+
+impl<'l, 'a> Writer<'l, 'a> {
+    fn enqueue(&mut self, name: String, loc: Loc) {
+        if self.queued.insert(name.clone()) {
+            self.queue.push_back((name, loc));
+        }
+    }
+
+    /// The name an aggregate or enum is known by in the ISF, queueing what is needed.
+    fn aggregate_name(&mut self, loc: Loc, typedef: Option<&str>) -> String {
+        let unit = &self.l.units[loc.unit];
+        let Some(entry) = self.l.entry(loc) else {
+            return format!("unnamed_{}_{:x}", loc.unit, loc.offset.0);
+        };
+        if let Some(name) = self.l.name_of(unit, &entry) {
+            if !self.full {
+                // named types are written from their definition (this may be a declaration)
+                if let Some(def) = self.l.aggregate(&name) {
+                    self.enqueue(name.clone(), def);
+                }
+            }
+            return name;
+        }
+        if let Some(name) = self.anon.get(&loc) {
+            return name.clone();
+        }
+        let name = match typedef {
+            Some(t) if !self.queued.contains(t) && self.typedef_names_anonymous(t) => t.to_string(),
+            _ => format!("unnamed_{}_{:x}", loc.unit, loc.offset.0),
+        };
+        self.anon.insert(loc, name.clone());
+        self.enqueue(name.clone(), loc);
+        name
+    }
+
+    /// True when `t` is free to name an anonymous aggregate: no struct/union has that tag,
+    /// or the index knows it as a typedef of an anonymous one.
+    fn typedef_names_anonymous(&self, t: &str) -> bool {
+        match self.l.aggregate(t) {
+            None => true,
+            Some(def) => {
+                let unit = &self.l.units[def.unit];
+                self.l
+                    .entry(def)
+                    .is_some_and(|e| self.l.name_of(unit, &e).is_none())
+            }
+        }
+    }
+
+    fn enum_name(&mut self, loc: Loc, typedef: Option<&str>) -> String {
+        let unit = &self.l.units[loc.unit];
+        let named = self.l.entry(loc).and_then(|e| {
+            self.l
+                .name_of(unit, &e)
+                .map(|n| (n, super::dwarf::is_declaration(&e)))
+        });
+        let name = match named {
+            Some((n, decl)) => {
+                let def = if decl {
+                    self.l.enumeration(&n).unwrap_or(loc)
+                } else {
+                    loc
+                };
+                self.enums.entry(n.clone()).or_insert(def);
+                return n;
+            }
+            None => match self.anon.get(&loc) {
+                Some(n) => return n.clone(),
+                None => match typedef {
+                    Some(t) if !self.enums.contains_key(t) => t.to_string(),
+                    _ => format!("unnamed_enum_{}_{:x}", loc.unit, loc.offset.0),
+                },
+            },
+        };
+        self.anon.insert(loc, name.clone());
+        self.enums.insert(name.clone(), loc);
+        name
+    }
+
+    /// Write the type descriptor of the type at `loc` (`None`: void).
+    fn desc(&mut self, loc: Option<Loc>, depth: usize, out: &mut String) {
+        self.desc_named(loc, depth, None, out)
+    }
+
+    fn desc_named(
+        &mut self,
+        loc: Option<Loc>,
+        depth: usize,
+        typedef: Option<&str>,
+        out: &mut String,
+    ) {
+        let Some(loc) = loc else {
+            out.push_str("{\"kind\": \"base\", \"name\": \"void\"}");
+            return;
+        };
+        let entry = match self.l.entry(loc) {
+            Some(e) if depth <= MAX_TYPE_DEPTH => e,
+            _ => {
+                out.push_str("{\"kind\": \"base\", \"name\": \"void\"}");
+                return;
+            }
+        };
+        let unit = &self.l.units[loc.unit];
+        let next = self.l.type_ref(loc.unit, &entry);
+        match entry.tag() {
+            gimli::DW_TAG_base_type => {
+                let name = self
+                    .l
+                    .name_of(unit, &entry)
+                    .unwrap_or_else(|| "void".into());
+                let size = attr_udata(&entry, gimli::DW_AT_byte_size).unwrap_or(0);
+                let enc = match entry.attr_value(gimli::DW_AT_encoding) {
+                    Ok(Some(AttributeValue::Encoding(e))) => e,
+                    _ => gimli::DW_ATE_signed,
+                };
+                let (kind, signed) = match enc {
+                    gimli::DW_ATE_boolean => ("bool", false),
+                    gimli::DW_ATE_float | gimli::DW_ATE_complex_float => ("float", true),
+                    gimli::DW_ATE_signed_char => ("char", true),
+                    gimli::DW_ATE_unsigned_char => ("char", false),
+                    gimli::DW_ATE_signed => ("int", true),
+                    _ => ("int", false),
+                };
+                self.bases
+                    .entry(name.clone())
+                    .or_insert(BaseType { size, signed, kind });
+                out.push_str("{\"kind\": \"base\", \"name\": ");
+                json_str(out, &name);
+                out.push('}');
+            }
+            gimli::DW_TAG_unspecified_type => {
+                out.push_str("{\"kind\": \"base\", \"name\": \"void\"}");
+            }
+            gimli::DW_TAG_pointer_type | gimli::DW_TAG_reference_type => {
+                out.push_str("{\"kind\": \"pointer\", \"subtype\": ");
+                self.desc(next, depth + 1, out);
+                out.push('}');
+            }
+            gimli::DW_TAG_const_type
+            | gimli::DW_TAG_volatile_type
+            | gimli::DW_TAG_restrict_type
+            | gimli::DW_TAG_atomic_type => self.desc_named(next, depth + 1, typedef, out),
+            gimli::DW_TAG_typedef => {
+                let name = self.l.name_of(unit, &entry);
+                self.desc_named(next, depth + 1, name.as_deref(), out)
+            }
+            gimli::DW_TAG_structure_type | gimli::DW_TAG_union_type => {
+                let kind = if entry.tag() == gimli::DW_TAG_union_type {
+                    "union"
+                } else {
+                    "struct"
+                };
+                let name = self.aggregate_name(loc, typedef);
+                let _ = write!(out, "{{\"kind\": \"{kind}\", \"name\": ");
+                json_str(out, &name);
+                out.push('}');
+            }
+            gimli::DW_TAG_enumeration_type => {
+                let name = self.enum_name(loc, typedef);
+                out.push_str("{\"kind\": \"enum\", \"name\": ");
+                json_str(out, &name);
+                out.push('}');
+            }
+            gimli::DW_TAG_subroutine_type => out.push_str("{\"kind\": \"function\"}"),
+            gimli::DW_TAG_array_type => {
+                let mut dims = self.l.array_dims(loc);
+                if dims.is_empty() {
+                    dims.push(0);
+                }
+                for n in &dims {
+                    let _ = write!(out, "{{\"kind\": \"array\", \"count\": {n}, \"subtype\": ");
+                }
+                self.desc(next, depth + 1, out);
+                for _ in &dims {
+                    out.push('}');
+                }
+            }
+            _ => out.push_str("{\"kind\": \"base\", \"name\": \"void\"}"),
+        }
+    }
+
+    /// Size in bytes of the type at `loc` (through typedefs and qualifiers).
+    fn size_of(&self, mut loc: Loc) -> Option<u64> {
+        for _ in 0..MAX_TYPE_DEPTH {
+            let e = self.l.entry(loc)?;
+            if let Some(s) = attr_udata(&e, gimli::DW_AT_byte_size) {
+                return Some(s);
+            }
+            loc = self.l.type_ref(loc.unit, &e)?;
+        }
+        None
+    }
+
+    /// `{"kind": ..., "size": ..., "fields": {...}}` of the aggregate at `loc`.
+    fn aggregate(&mut self, loc: Loc, out: &mut String) -> Result<()> {
+        let l = self.l;
+        let Some(entry) = l.entry(loc) else {
+            out.push_str("{\"kind\": \"struct\", \"size\": 0, \"fields\": {}}");
+            return Ok(());
+        };
+        let kind = if entry.tag() == gimli::DW_TAG_union_type {
+            "union"
+        } else {
+            "struct"
+        };
+        let size = attr_udata(&entry, gimli::DW_AT_byte_size).unwrap_or(0);
+        let _ = write!(
+            out,
+            "{{\"kind\": \"{kind}\", \"size\": {size}, \"fields\": {{"
+        );
+        let unit = &l.units[loc.unit];
+        let mut tree = unit
+            .entries_tree(Some(loc.offset))
+            .map_err(|e| section_err(loc, e))?;
+        let root = tree.root().map_err(|e| section_err(loc, e))?;
+        let mut children = root.children();
+        let mut seen = HashSet::new();
+        let mut index = 0usize;
+        while let Some(child) = children.next().map_err(|e| section_err(loc, e))? {
+            let e = child.entry();
+            if e.tag() != gimli::DW_TAG_member {
+                continue;
+            }
+            index += 1;
+            let ty = l.type_ref(loc.unit, e);
+            let place = crate::dwarf::member_place(e);
+            let byte_loc = place.byte;
+            let bit_size = place.bits;
+            let (name, anonymous) = match l.name_of(unit, e) {
+                Some(n) => (n, false),
+                None => {
+                    // an anonymous struct/union is flattened by the reader; other unnamed
+                    // members (`int :0` padding) carry nothing
+                    if bit_size.is_some() || ty.and_then(|t| l.strip_to_aggregate(t)).is_none() {
+                        continue;
+                    }
+                    (format!("unnamed_field_{index}"), true)
+                }
+            };
+            if !seen.insert(name.clone()) {
+                continue;
+            }
+            let mut tdesc = String::new();
+            self.desc(ty, 0, &mut tdesc);
+            let offset = match bit_size {
+                Some(bits) => {
+                    let dbo = place.bit_position.unwrap_or(byte_loc.saturating_mul(8));
+                    let storage = ty.and_then(|t| self.size_of(t)).unwrap_or(4).clamp(1, 16) * 8;
+                    let start = dbo / storage * storage;
+                    let (off, pos) = if dbo.saturating_add(bits) <= start.saturating_add(storage) {
+                        (start / 8, dbo - start)
+                    } else {
+                        (dbo / 8, dbo % 8)
+                    };
+                    tdesc = format!(
+                        "{{\"kind\": \"bitfield\", \"bit_position\": {pos}, \"bit_length\": {bits}, \"type\": {tdesc}}}"
+                    );
+                    off
+                }
+                None => byte_loc,
+            };
+            out.push_str(if seen.len() == 1 {
+                "\n      "
+            } else {
+                ",\n      "
+            });
+            json_str(out, &name);
+            let _ = write!(out, ": {{\"type\": {tdesc}, \"offset\": {offset}");
+            if anonymous {
+                out.push_str(", \"anonymous\": true");
+            }
+            out.push('}');
+        }
+        out.push_str(if seen.is_empty() { "}}" } else { "\n    }}" });
+        Ok(())
+    }
+
+    fn enumeration(&mut self, loc: Loc, out: &mut String) {
+        let l = self.l;
+        let Some(entry) = l.entry(loc) else {
+            out.push_str("{\"size\": 4, \"base\": \"int\", \"constants\": {}}");
+            return;
+        };
+        let unit = &l.units[loc.unit];
+        let size = attr_udata(&entry, gimli::DW_AT_byte_size).unwrap_or(4);
+        let mut constants = Vec::new();
+        if let Ok(mut tree) = unit.entries_tree(Some(loc.offset)) {
+            if let Ok(root) = tree.root() {
+                let mut children = root.children();
+                while let Ok(Some(child)) = children.next() {
+                    let e = child.entry();
+                    if e.tag() != gimli::DW_TAG_enumerator {
+                        continue;
+                    }
+                    let Some(name) = l.name_of(unit, e) else {
+                        continue;
+                    };
+                    let value: i128 = match e.attr_value(gimli::DW_AT_const_value) {
+                        Ok(Some(AttributeValue::Sdata(v))) => v.into(),
+                        Ok(Some(AttributeValue::Udata(v))) => v.into(),
+                        Ok(Some(v)) => match v.udata_value() {
+                            Some(u) if size > 0 && size < 8 && u >> (size * 8) == 0 => {
+                                // Data1/2/4: signed when the enum's type is
+                                let bits = size * 8;
+                                if u >> (bits - 1) & 1 == 1 && self.enum_signed(loc) {
+                                    i128::from(u) - (1i128 << bits)
+                                } else {
+                                    u.into()
+                                }
+                            }
+                            Some(u) => u.into(),
+                            None => continue,
+                        },
+                        _ => continue,
+                    };
+                    constants.push((name, value));
+                }
+            }
+        }
+        let signed = constants.iter().any(|(_, v)| *v < 0);
+        // the base must be a type of the ISF's base_types (Volatility builds its natives
+        // from them): the enum's own underlying type when DWARF names it, else one by size
+        let base = entry
+            .attr_value(gimli::DW_AT_type)
+            .ok()
+            .flatten()
+            .and_then(|v| l.resolve(loc.unit, v))
+            .and_then(|t| self.base_of(t));
+        let base = base.unwrap_or_else(|| {
+            let (name, kind) = match (size, signed) {
+                (1, true) => ("signed char", "char"),
+                (1, false) => ("unsigned char", "char"),
+                (2, true) => ("short int", "int"),
+                (2, false) => ("short unsigned int", "int"),
+                (8, true) => ("long int", "int"),
+                (8, false) => ("long unsigned int", "int"),
+                (_, true) => ("int", "int"),
+                (_, false) => ("unsigned int", "int"),
+            };
+            self.bases.entry(name.into()).or_insert(BaseType {
+                size: size.clamp(1, 8),
+                signed,
+                kind,
+            });
+            name.to_string()
+        });
+        let _ = write!(out, "{{\"size\": {size}, \"base\": ");
+        json_str(out, &base);
+        out.push_str(", \"constants\": {");
+        for (i, (name, value)) in constants.iter().enumerate() {
+            if i > 0 {
+                out.push_str(", ");
+            }
+            json_str(out, name);
+            let _ = write!(out, ": {value}");
+        }
+        out.push_str("}}");
+    }
+
+    fn enum_signed(&self, loc: Loc) -> bool {
+        let l = self.l;
+        let Some(e) = l.entry(loc) else { return false };
+        let Some(t) = l.type_ref(loc.unit, &e) else {
+            return false;
+        };
+        let Some(b) = l.entry(t) else { return false };
+        matches!(
+            b.attr_value(gimli::DW_AT_encoding),
+            Ok(Some(AttributeValue::Encoding(gimli::DW_ATE_signed)))
+        )
+    }
+
+    /// The base type named by `loc` (through typedefs), registered in `bases`.
+    fn base_of(&mut self, loc: Loc) -> Option<String> {
+        let mut s = String::new();
+        self.desc(Some(loc), 0, &mut s);
+        let name = s
+            .strip_prefix("{\"kind\": \"base\", \"name\": \"")?
+            .strip_suffix("\"}")?;
+        (name != "void").then(|| name.to_string())
+    }
+}
+
+fn section_err(loc: Loc, e: gimli::Error) -> Error {
+    Error::Section {
+        section: ".debug_info".into(),
+        message: format!("unit {} entry {:#x}: {e}", loc.unit, loc.offset.0),
+    }
+}
+
+/// Append `s` as a JSON string.
+pub(crate) fn json_str(out: &mut String, s: &str) {
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if (c as u32) < 0x20 => {
+                let _ = write!(out, "\\u{:04x}", c as u32);
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+}
+
+fn base64(data: &[u8], out: &mut String) {
+    const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    for chunk in data.chunks(3) {
+        let b = [
+            chunk[0],
+            chunk.get(1).copied().unwrap_or(0),
+            chunk.get(2).copied().unwrap_or(0),
+        ];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        out.push(T[(n >> 18) as usize & 63] as char);
+        out.push(T[(n >> 12) as usize & 63] as char);
+        out.push(if chunk.len() > 1 {
+            T[(n >> 6) as usize & 63] as char
+        } else {
+            '='
+        });
+        out.push(if chunk.len() > 2 {
+            T[n as usize & 63] as char
+        } else {
+            '='
+        });
+    }
+}
+
+/// The current UTC time as RFC 3339 (honours `SOURCE_DATE_EPOCH` for reproducible output).
+fn now_rfc3339() -> String {
+    let secs = std::env::var("SOURCE_DATE_EPOCH")
+        .ok()
+        .and_then(|s| s.parse::<u64>().ok())
+        .unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs())
+        });
+    rfc3339(secs)
+}
+
+fn rfc3339(secs: u64) -> String {
+    let days = (secs / 86400) as i64;
+    let rem = secs % 86400;
+    // civil from days (Howard Hinnant's algorithm)
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
+        rem / 3600,
+        rem / 60 % 60,
+        rem % 60
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn base64_matches_rfc4648_vectors() {
+        for (input, want) in [
+            ("", ""),
+            ("f", "Zg=="),
+            ("fo", "Zm8="),
+            ("foo", "Zm9v"),
+            ("foob", "Zm9vYg=="),
+            ("fooba", "Zm9vYmE="),
+            ("foobar", "Zm9vYmFy"),
+        ] {
+            let mut s = String::new();
+            base64(input.as_bytes(), &mut s);
+            assert_eq!(s, want, "{input}");
+        }
+    }
+
+    #[test]
+    fn json_strings_are_escaped() {
+        let mut s = String::new();
+        json_str(&mut s, "a\"b\\c\n\u{1}");
+        assert_eq!(s, r#""a\"b\\c\n\u0001""#);
+    }
+
+    #[test]
+    fn dates_are_rfc3339() {
+        assert_eq!(rfc3339(1_700_000_000), "2023-11-14T22:13:20Z");
+        assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
+        assert_eq!(rfc3339(951_782_400), "2000-02-29T00:00:00Z");
+    }
+}
