@@ -16,12 +16,16 @@
 //! - [`addr`]: the address newtypes [`Pa`], [`Va`], [`Gfn`]; [`error`]: typed errors that
 //!   carry the failing address.
 //!
-//! Kernel discovery and typed kernel objects are tracked by their own issue.
+//! - [`kernel`]: finding the kernel with no help from the guest ([`kernel::ProfileSet`]
+//!   picks the profile by banner, [`kernel::Kernel::discover`] the KASLR shifts and the
+//!   kernel page table) and typed objects read through the profile (processes, threads,
+//!   modules).
 #![deny(missing_docs)]
 
 pub mod addr;
 pub mod arch;
 pub mod error;
+pub mod kernel;
 pub mod memory;
 pub mod profile;
 pub mod vmcoreinfo;

@@ -1,0 +1,440 @@
+//! Typed kernel objects read through a profile: processes, threads, modules.
+//!
+//! Every walk is bounded ([`Limits`]), detects cycles (an element seen twice that is not
+//! the list head), and refuses pointers outside the kernel half of the address space.
+//! A `task_struct` is read with one guest read of the span of fields used
+//! ([`Layout::task_span`]), then decoded from that buffer.
+
+use std::collections::HashSet;
+
+use crate::addr::Va;
+use crate::kernel::{escape, Kernel, KernelError};
+use crate::memory::{PhysicalMemory, VirtualMemory};
+
+/// Bounds of the walks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Most processes (thread-group leaders) walked.
+    pub max_processes: usize,
+    /// Most threads walked per process.
+    pub max_threads: usize,
+    /// Most modules walked.
+    pub max_modules: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Limits {
+        // PID_MAX_LIMIT is 4M; a guest with more tasks than this is unusual enough to
+        // ask for a raised limit
+        Limits {
+            max_processes: 1 << 20,
+            max_threads: 1 << 20,
+            max_modules: 1 << 14,
+        }
+    }
+}
+
+/// A thread.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Thread {
+    /// Its `task_struct`.
+    pub task: Va,
+    /// Thread id (`task_struct.pid`).
+    pub tid: u32,
+    /// `task_struct.comm` (at most 15 bytes; guest bytes, not text).
+    pub comm: Vec<u8>,
+}
+
+/// A process: a thread-group leader on `init_task.tasks`, and its threads.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Process {
+    /// Its `task_struct`.
+    pub task: Va,
+    /// `task_struct.pid` (equals `tgid` for a group leader).
+    pub pid: u32,
+    /// `task_struct.tgid`.
+    pub tgid: u32,
+    /// `real_parent->tgid` (0 for the idle task's children).
+    pub ppid: u32,
+    /// `task_struct.comm` (at most 15 bytes; guest bytes, not text).
+    pub comm: Vec<u8>,
+    /// `__state` (or `state`).
+    pub state: u32,
+    /// `exit_state`.
+    pub exit_state: u32,
+    /// `task_struct.flags` (PF_*).
+    pub flags: u32,
+    /// `real_cred->uid`, `gid`, `euid`, `egid`.
+    pub uid: u32,
+    /// Real group id.
+    pub gid: u32,
+    /// Effective user id (of the objective credentials).
+    pub euid: u32,
+    /// Effective group id.
+    pub egid: u32,
+    /// `task_struct.mm` (null for kernel threads).
+    pub mm: Va,
+    /// `start_time` (ns since boot, monotonic clock).
+    pub start_time: u64,
+    /// Every thread of the group, the leader included, from `signal->thread_head`.
+    pub threads: Vec<Thread>,
+}
+
+impl Process {
+    /// `comm` escaped for a terminal.
+    pub fn name(&self) -> String {
+        escape(&self.comm)
+    }
+
+    /// True for kernel threads (PF_KTHREAD).
+    pub fn is_kernel_thread(&self) -> bool {
+        self.flags & 0x0020_0000 != 0
+    }
+}
+
+/// A loaded module, from the `modules` list.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Module {
+    /// Its `struct module`.
+    pub addr: Va,
+    /// `module.name` (guest bytes).
+    pub name: Vec<u8>,
+    /// `module.state` (0 live, 1 coming, 2 going, 3 unformed).
+    pub state: u32,
+    /// Base of its core text (`mem[MOD_TEXT].base` or `core_layout.base`).
+    pub core_base: Va,
+    /// Size of its core text.
+    pub core_size: u32,
+}
+
+impl Module {
+    /// `name` escaped for a terminal.
+    pub fn display_name(&self) -> String {
+        escape(&self.name)
+    }
+}
+
+/// True for addresses in the kernel half (the top bit set, canonical for 4- and 5-level).
+fn is_kernel_va(v: u64) -> bool {
+    v >= 0xff00_0000_0000_0000
+}
+
+/// A `list_head` walk: calls `f` with each element's `list_head` address (not the head).
+fn walk_list<V: VirtualMemory + ?Sized>(
+    mem: &V,
+    head: Va,
+    what: &'static str,
+    max: usize,
+    mut f: impl FnMut(Va) -> Result<(), KernelError>,
+) -> Result<usize, KernelError> {
+    let mut seen: HashSet<u64> = HashSet::new();
+    let mut node = mem
+        .read_va(head)
+        .map_err(|source| KernelError::Read { what, source })?;
+    let mut count = 0usize;
+    while node != head {
+        if !is_kernel_va(node.0) {
+            return Err(KernelError::BadPointer {
+                what,
+                value: node.0,
+            });
+        }
+        if !seen.insert(node.0) {
+            return Err(KernelError::Cycle {
+                what,
+                at: node,
+                after: count,
+            });
+        }
+        if count >= max {
+            return Err(KernelError::TooLong { what, max });
+        }
+        f(node)?;
+        count += 1;
+        node = mem
+            .read_va(node)
+            .map_err(|source| KernelError::Read { what, source })?;
+    }
+    Ok(count)
+}
+
+fn u32_at(buf: &[u8], off: u64) -> u32 {
+    let o = off as usize;
+    buf.get(o..o + 4)
+        .map(|b| u32::from_le_bytes(b.try_into().unwrap_or([0; 4])))
+        .unwrap_or(0)
+}
+
+fn u64_at(buf: &[u8], off: u64) -> u64 {
+    let o = off as usize;
+    buf.get(o..o + 8)
+        .map(|b| u64::from_le_bytes(b.try_into().unwrap_or([0; 8])))
+        .unwrap_or(0)
+}
+
+fn comm_at(buf: &[u8], off: u64) -> Vec<u8> {
+    let o = off as usize;
+    let raw = buf.get(o..o + 16).unwrap_or_default();
+    raw.split(|&b| b == 0).next().unwrap_or_default().to_vec()
+}
+
+impl<M: PhysicalMemory> Kernel<M> {
+    /// Read the span of a `task_struct` the walk uses (offsets relative to the task).
+    fn task_bytes(&self, task: Va, buf: &mut Vec<u8>) -> Result<(), KernelError> {
+        let (start, end) = self.layout.task_span;
+        buf.resize((end - start) as usize, 0);
+        self.space
+            .read_virt(Va(task.0.wrapping_add(start)), buf)
+            .map_err(|source| KernelError::Read {
+                what: "task_struct",
+                source,
+            })
+    }
+
+    /// Every process on `init_task.tasks` (the idle task itself excluded, as in /proc),
+    /// with its threads.
+    pub fn processes(&self, limits: &Limits) -> Result<Vec<Process>, KernelError> {
+        let l = self.layout;
+        let base = l.task_span.0;
+        let init = self.symbol("init_task")?;
+        let head = Va(init.0.wrapping_add(l.task_tasks));
+        let mut out = Vec::new();
+        let mut buf = Vec::new();
+        walk_list(
+            &self.space,
+            head,
+            "init_task.tasks",
+            limits.max_processes,
+            |node| {
+                let task = Va(node.0.wrapping_sub(l.task_tasks));
+                self.task_bytes(task, &mut buf)?;
+                let at = |off: u64| off - base;
+                let real_parent = u64_at(&buf, at(l.task_real_parent));
+                let ppid = if is_kernel_va(real_parent) {
+                    self.space
+                        .read_u32(Va(real_parent.wrapping_add(l.task_tgid)))
+                        .map_err(|source| KernelError::Read {
+                            what: "task_struct.real_parent->tgid",
+                            source,
+                        })?
+                } else {
+                    return Err(KernelError::BadPointer {
+                        what: "task_struct.real_parent",
+                        value: real_parent,
+                    });
+                };
+                let cred = u64_at(&buf, at(l.task_real_cred));
+                if !is_kernel_va(cred) {
+                    return Err(KernelError::BadPointer {
+                        what: "task_struct.real_cred",
+                        value: cred,
+                    });
+                }
+                let read_cred = |off: u64| {
+                    self.space
+                        .read_u32(Va(cred.wrapping_add(off)))
+                        .map_err(|source| KernelError::Read {
+                            what: "cred",
+                            source,
+                        })
+                };
+                let mut p = Process {
+                    task,
+                    pid: u32_at(&buf, at(l.task_pid)),
+                    tgid: u32_at(&buf, at(l.task_tgid)),
+                    ppid,
+                    comm: comm_at(&buf, at(l.task_comm)),
+                    state: u32_at(&buf, at(l.task_state)),
+                    exit_state: u32_at(&buf, at(l.task_exit_state)),
+                    flags: u32_at(&buf, at(l.task_flags)),
+                    uid: read_cred(l.cred_uid)?,
+                    gid: read_cred(l.cred_gid)?,
+                    euid: read_cred(l.cred_euid)?,
+                    egid: read_cred(l.cred_egid)?,
+                    mm: Va(u64_at(&buf, at(l.task_mm))),
+                    start_time: u64_at(&buf, at(l.task_start_time)),
+                    threads: Vec::new(),
+                };
+                let signal = u64_at(&buf, at(l.task_signal));
+                if is_kernel_va(signal) {
+                    p.threads = self.threads(Va(signal), limits)?;
+                } else if p.exit_state == 0 {
+                    return Err(KernelError::BadPointer {
+                        what: "task_struct.signal",
+                        value: signal,
+                    });
+                }
+                out.push(p);
+                Ok(())
+            },
+        )?;
+        Ok(out)
+    }
+
+    /// The threads on `signal->thread_head`.
+    fn threads(&self, signal: Va, limits: &Limits) -> Result<Vec<Thread>, KernelError> {
+        let l = self.layout;
+        let head = Va(signal.0.wrapping_add(l.signal_thread_head));
+        let mut threads = Vec::new();
+        let mut buf = [0u8; 20];
+        walk_list(
+            &self.space,
+            head,
+            "signal_struct.thread_head",
+            limits.max_threads,
+            |node| {
+                let task = Va(node.0.wrapping_sub(l.task_thread_node));
+                let what = "thread task_struct";
+                self.space
+                    .read_virt(Va(task.0.wrapping_add(l.task_pid)), &mut buf[..4])
+                    .map_err(|source| KernelError::Read { what, source })?;
+                let tid = u32::from_le_bytes([buf[0], buf[1], buf[2], buf[3]]);
+                self.space
+                    .read_virt(Va(task.0.wrapping_add(l.task_comm)), &mut buf[4..20])
+                    .map_err(|source| KernelError::Read { what, source })?;
+                threads.push(Thread {
+                    task,
+                    tid,
+                    comm: comm_at(&buf[4..20], 0),
+                });
+                Ok(())
+            },
+        )?;
+        Ok(threads)
+    }
+
+    /// Every module on the `modules` list.
+    pub fn modules(&self, limits: &Limits) -> Result<Vec<Module>, KernelError> {
+        let l = self.layout;
+        let head = self.symbol("modules")?;
+        let mut out = Vec::new();
+        walk_list(&self.space, head, "modules", limits.max_modules, |node| {
+            let addr = Va(node.0.wrapping_sub(l.module_list));
+            let what = "struct module";
+            let read = |off: u64, buf: &mut [u8]| {
+                self.space
+                    .read_virt(Va(addr.0.wrapping_add(off)), buf)
+                    .map_err(|source| KernelError::Read { what, source })
+            };
+            let mut name = vec![0u8; l.module_name_len as usize];
+            read(l.module_name, &mut name)?;
+            let name = name.split(|&b| b == 0).next().unwrap_or_default().to_vec();
+            let mut state = [0u8; 4];
+            read(l.module_state, &mut state)?;
+            let mut core = [0u8; 12];
+            read(l.module_core, &mut core)?;
+            out.push(Module {
+                addr,
+                name,
+                state: u32::from_le_bytes(state),
+                core_base: Va(u64::from_le_bytes(core[..8].try_into().unwrap_or([0; 8]))),
+                core_size: u32::from_le_bytes(core[8..12].try_into().unwrap_or([0; 4])),
+            });
+            Ok(())
+        })?;
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::addr::Pa;
+    use crate::error::ReadError;
+
+    /// A flat virtual memory over a byte vector at a kernel base address.
+    struct Flat {
+        base: u64,
+        bytes: Vec<u8>,
+    }
+
+    impl VirtualMemory for Flat {
+        fn read_virt(&self, va: Va, buf: &mut [u8]) -> Result<(), ReadError> {
+            let off = va.0.wrapping_sub(self.base) as usize;
+            match self.bytes.get(off..off + buf.len()) {
+                Some(src) => {
+                    buf.copy_from_slice(src);
+                    Ok(())
+                }
+                None => Err(ReadError::Phys {
+                    va,
+                    pa: Pa(0),
+                    cause: crate::error::PhysError::Unmapped { pa: Pa(0) },
+                }),
+            }
+        }
+    }
+
+    const BASE: u64 = 0xffff_8880_0000_0000;
+
+    fn list(links: &[(u64, u64)]) -> Flat {
+        let mut bytes = vec![0u8; 0x1000];
+        for &(at, next) in links {
+            let o = (at - BASE) as usize;
+            bytes[o..o + 8].copy_from_slice(&next.to_le_bytes());
+        }
+        Flat { base: BASE, bytes }
+    }
+
+    #[test]
+    fn walks_a_list_and_stops_at_its_head() {
+        let m = list(&[
+            (BASE, BASE + 0x100),
+            (BASE + 0x100, BASE + 0x200),
+            (BASE + 0x200, BASE),
+        ]);
+        let mut seen = Vec::new();
+        let n = walk_list(&m, Va(BASE), "t", 10, |v| {
+            seen.push(v.0);
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(n, 2);
+        assert_eq!(seen, vec![BASE + 0x100, BASE + 0x200]);
+    }
+
+    #[test]
+    fn a_cycle_that_skips_the_head_is_reported() {
+        let m = list(&[
+            (BASE, BASE + 0x100),
+            (BASE + 0x100, BASE + 0x200),
+            (BASE + 0x200, BASE + 0x100),
+        ]);
+        let e = walk_list(&m, Va(BASE), "t", 10, |_| Ok(())).unwrap_err();
+        assert!(
+            matches!(e, KernelError::Cycle { at, after: 2, .. } if at == Va(BASE + 0x100)),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn wild_pointers_and_long_lists_are_reported() {
+        let m = list(&[(BASE, 0x4141_4141_4141_4141)]);
+        let e = walk_list(&m, Va(BASE), "t", 10, |_| Ok(())).unwrap_err();
+        assert!(
+            matches!(
+                e,
+                KernelError::BadPointer {
+                    value: 0x4141_4141_4141_4141,
+                    ..
+                }
+            ),
+            "{e}"
+        );
+
+        let links: Vec<(u64, u64)> = (0..20u64)
+            .map(|i| (BASE + i * 0x40, BASE + (i + 1) * 0x40))
+            .collect();
+        let m = list(&links);
+        let e = walk_list(&m, Va(BASE), "t", 5, |_| Ok(())).unwrap_err();
+        assert!(matches!(e, KernelError::TooLong { max: 5, .. }), "{e}");
+
+        // a pointer into unreadable memory is a read error carrying the address
+        let m = list(&[(BASE, BASE + 0x10_0000)]);
+        let e = walk_list(&m, Va(BASE), "t", 5, |_| Ok(())).unwrap_err();
+        assert!(
+            matches!(e, KernelError::Read { source, .. } if source.va() == Va(BASE + 0x10_0000)),
+            "{e}"
+        );
+    }
+}
