@@ -8,6 +8,7 @@ packages=(
   busybox-static      # the guest userland
   gcc libc6-dev make  # the static guest worker and test kernel modules
   xz-utils zstd       # compressed kernel modules in the archive's packages
+  gzip bzip2 lz4 lzop # every boot-image compression, for profile-gen's decompression tests
   dwarves             # pahole, the reference for struct layouts
   time                # /usr/bin/time: peak RSS in scripts/bench-*.sh
   debian-archive-keyring apt dpkg tar

@@ -1,9 +1,12 @@
-//! Assemble a profile (native, ISF or libVMI) from DWARF layouts and symbols.
+//! Assemble a profile (native, ISF or libVMI) from DWARF or BTF layouts and symbols.
 //!
 //! [`generate`] is the one entry point: it opens the input (a vmlinux file mapped
-//! read-only, plus an optional System.map), hashes the inputs on one thread while the
-//! DWARF is indexed on the others, then writes the requested format. [`from_dwarf`] is
-//! the native profile as a value, for tests and other crates.
+//! read-only, plus an optional System.map; or BTF from a boot image, a vmlinux `.BTF`
+//! section or raw BTF, with symbols from a System.map, `/proc/kallsyms` or the image's
+//! own kallsyms), hashes the inputs on one thread while the types are read on the
+//! others, then writes the requested format. Both paths share the native builder,
+//! which works over [`TypeSource`]. [`from_dwarf`] and [`from_btf`] give the native
+//! profile as a value, for tests and other crates.
 
 use std::collections::BTreeMap;
 use std::fs::File;
@@ -17,10 +20,14 @@ use vmi_core::profile::{
     needs, InputFile, KernelIdentity, Missing, Profile, Provenance, SourceKind, FORMAT_VERSION,
 };
 
+use crate::btf::Btf;
 use crate::dwarf::{DwarfSections, Layouts};
 use crate::error::{Error, Result};
-use crate::isf::{self, IsfInputs, IsfOptions, IsfStats};
-use crate::symbols::{self, SymbolMap};
+use crate::isf::{self, IsfInputs, IsfOptions, IsfStats, IsfTypes};
+use crate::kimage::KernelElf;
+use crate::source::TypeSource;
+use crate::symbols::{self, ListKind, SymbolMap};
+use crate::vmlinuz;
 
 /// What to put into the profile.
 #[derive(Debug, Clone, Default)]
@@ -58,6 +65,17 @@ pub enum Input<'p> {
     },
     /// A `linux-image-<abi>-dbg` package, read in place.
     DebugPackage(&'p Path),
+    /// Types from BTF: a boot image (vmlinuz), a vmlinux with a `.BTF` section, or raw
+    /// BTF (a copy of `/sys/kernel/btf/vmlinux`).
+    Btf {
+        /// The boot image, vmlinux or raw BTF.
+        types: &'p Path,
+        /// A System.map or a copy of `/proc/kallsyms` (else the image's symbol table or
+        /// its own kallsyms tables; raw BTF needs one).
+        symbols: Option<&'p Path>,
+        /// A copy of `/proc/version` (the banner), for raw BTF.
+        version: Option<&'p Path>,
+    },
 }
 
 /// What the library reports while it works.
@@ -65,8 +83,12 @@ pub enum Input<'p> {
 pub enum Progress {
     /// Reading a package: compressed bytes consumed of the total.
     Unpacking(u64, u64),
-    /// Indexing the DWARF units.
+    /// Decompressing a boot image.
+    Decompressing,
+    /// Indexing the DWARF units or the BTF.
     Indexing,
+    /// Recovering symbols from the kernel's kallsyms tables.
+    Kallsyms,
     /// Writing the output.
     Writing,
 }
@@ -138,15 +160,39 @@ fn file_name(path: &Path) -> String {
         .unwrap_or_default()
 }
 
+/// The types of a kernel.
+#[derive(Clone, Copy)]
+enum Types<'c> {
+    Dwarf(&'c Layouts<'c>),
+    Btf(&'c Btf),
+}
+
+impl<'c> Types<'c> {
+    fn source(&self) -> &'c dyn TypeSource {
+        match *self {
+            Types::Dwarf(l) => l,
+            Types::Btf(b) => b,
+        }
+    }
+}
+
 /// Everything read from the inputs, handed to the format writers.
-struct Context<'c, 'd> {
-    elf: &'c object::File<'d>,
-    layouts: &'c Layouts<'c>,
+struct Context<'c> {
+    types: Types<'c>,
     symbols: SymbolMap,
-    /// symbols came from a System.map (not the ELF symbol table)
-    from_map: bool,
-    /// vmlinux first, then the System.map when given
+    /// what the symbols came from: `system-map`, `proc-kallsyms` (a copy of
+    /// /proc/kallsyms), `symtab` (the ELF's symbol table) or `kallsyms` (the image's own
+    /// kallsyms tables)
+    symbols_kind: &'static str,
+    /// the input file the symbols came from
+    symbols_input: usize,
+    /// the banner as `linux_banner` holds it, without the final NUL
+    banner: Option<String>,
+    build_id: Option<String>,
+    source: SourceKind,
+    /// the type input first, then the symbol list and version file when given
     inputs: Vec<InputFile>,
+    warnings: Vec<String>,
 }
 
 /// A System.map's name and text.
@@ -157,13 +203,13 @@ struct MapText {
 }
 
 /// Open the vmlinux bytes, index them and call `f` with everything read.
-fn with_context<T>(
+fn with_dwarf<T>(
     vmlinux_name: &str,
     data: &[u8],
     hash: impl FnOnce() -> Result<InputFile> + Send,
     map: Option<MapText>,
     progress: &mut dyn FnMut(Progress),
-    f: impl FnOnce(&Context<'_, '_>) -> Result<T>,
+    f: impl FnOnce(&Context<'_>) -> Result<T>,
 ) -> Result<T> {
     let elf = object::File::parse(data).map_err(|e| Error::Input {
         path: PathBuf::from(vmlinux_name),
@@ -197,12 +243,19 @@ fn with_context<T>(
             }
             None => (elf_symbols, false),
         };
+        let banner = all_symbols
+            .get("linux_banner")
+            .and_then(|s| symbols::string_at(&elf, s.address, 1024));
         let ctx = Context {
-            elf: &elf,
-            layouts: &layouts,
+            types: Types::Dwarf(&layouts),
             symbols: all_symbols,
-            from_map,
+            symbols_kind: if from_map { "system-map" } else { "symtab" },
+            symbols_input: usize::from(from_map),
+            banner,
+            build_id: symbols::build_id(&elf),
+            source: SourceKind::Dwarf,
             inputs,
+            warnings: Vec::new(),
         };
         progress(Progress::Writing);
         f(&ctx)
@@ -213,7 +266,7 @@ fn with_context<T>(
 fn with_input<T>(
     input: Input<'_>,
     progress: &mut dyn FnMut(Progress),
-    f: impl FnOnce(&Context<'_, '_>) -> Result<T>,
+    f: impl FnOnce(&Context<'_>) -> Result<T>,
 ) -> Result<T> {
     match input {
         Input::Files {
@@ -234,7 +287,7 @@ fn with_input<T>(
                 None => None,
             };
             let hash = || describe_file(vmlinux);
-            with_context(&file_name(vmlinux), &map, hash, map_text, progress, f)
+            with_dwarf(&file_name(vmlinux), &map, hash, map_text, progress, f)
         }
         Input::DebugPackage(path) => {
             let deb = crate::deb::read_dbg_deb(path, &mut |done, total| {
@@ -260,8 +313,202 @@ fn with_input<T>(
             };
             let data = &deb.vmlinux;
             let hash = || Ok(describe_bytes(&vmlinux_name, data));
-            with_context(&vmlinux_name, data, hash, map_text, progress, f)
+            with_dwarf(&vmlinux_name, data, hash, map_text, progress, f)
         }
+        Input::Btf {
+            types,
+            symbols,
+            version,
+        } => {
+            let file = File::open(types).map_err(io(types))?;
+            // SAFETY: as above: read-only, not modified while mapped.
+            let map = unsafe { memmap2::Mmap::map(&file) }.map_err(io(types))?;
+            let list = match symbols {
+                Some(p) => Some(MapText {
+                    path: p.to_path_buf(),
+                    name: file_name(p),
+                    bytes: std::fs::read(p).map_err(io(p))?,
+                }),
+                None => None,
+            };
+            let version = match version {
+                Some(p) => Some((file_name(p), std::fs::read(p).map_err(io(p))?)),
+                None => None,
+            };
+            let hash = || describe_file(types);
+            with_btf(types, &map, hash, list, version, progress, f)
+        }
+    }
+}
+
+/// The x86-64 kernel inside a boot image, decompressed as far as a profile needs: the
+/// read-only segments (text, rodata with kallsyms and the banner, notes, BTF).
+fn unpack(path: &Path, image: &[u8], progress: &mut dyn FnMut(Progress)) -> Result<Vec<u8>> {
+    progress(Progress::Decompressing);
+    let payload = vmlinuz::payload(image).map_err(|e| at_path(path, e))?;
+    let mut u = vmlinuz::Unpacker::new(&payload).map_err(|e| at_path(path, e))?;
+    let head = u.fill_to(64 << 10).map_err(|e| at_path(path, e))?;
+    let need = KernelElf::parse(head)
+        .map_err(|e| at_path(path, e))?
+        .needed_len();
+    u.fill_to(need).map_err(|e| at_path(path, e))?;
+    let has_btf = KernelElf::parse(u.data())
+        .ok()
+        .and_then(|k| k.btf())
+        .is_some();
+    if !u.finished() && !has_btf {
+        // not in the read-only segments: take everything (section headers are last)
+        u.fill_to(usize::MAX).map_err(|e| at_path(path, e))?;
+    }
+    Ok(u.into_vec())
+}
+
+/// Errors of the image readers name the file.
+fn at_path(path: &Path, e: Error) -> Error {
+    match e {
+        Error::Input { message, .. } => Error::Input {
+            path: path.to_path_buf(),
+            message,
+        },
+        other => other,
+    }
+}
+
+/// Read BTF types and symbols for the BTF path and call `f`.
+fn with_btf<T>(
+    path: &Path,
+    data: &[u8],
+    hash: impl FnOnce() -> Result<InputFile> + Send,
+    list: Option<MapText>,
+    version: Option<(String, Vec<u8>)>,
+    progress: &mut dyn FnMut(Progress),
+    f: impl FnOnce(&Context<'_>) -> Result<T>,
+) -> Result<T> {
+    std::thread::scope(|scope| {
+        let hasher = scope.spawn(hash);
+        let mut warnings = Vec::new();
+        let unpacked;
+        let kernel = if vmlinuz::is_boot_image(data) {
+            unpacked = unpack(path, data, progress)?;
+            Some(KernelElf::parse(&unpacked).map_err(|e| at_path(path, e))?)
+        } else if data.starts_with(b"\x7fELF") {
+            Some(KernelElf::parse(data).map_err(|e| at_path(path, e))?)
+        } else if Btf::looks_like(data) {
+            None
+        } else {
+            return Err(Error::Input {
+                path: path.to_path_buf(),
+                message: format!(
+                    "not a boot image, an ELF kernel or raw BTF (first bytes {:02x?})",
+                    &data[..data.len().min(8)]
+                ),
+            });
+        };
+        progress(Progress::Indexing);
+        let btf_bytes = match &kernel {
+            Some(k) => k.btf().ok_or_else(|| Error::NoBtf {
+                path: path.to_path_buf(),
+            })?,
+            None => data,
+        };
+        let btf = Btf::parse(btf_bytes)?;
+        let input = hasher.join().map_err(|_| Error::Input {
+            path: path.to_path_buf(),
+            message: "hashing failed".into(),
+        })??;
+        let mut inputs = vec![input];
+
+        let (symbols, symbols_kind, symbols_input) = match (list, &kernel) {
+            (Some(m), _) => {
+                let text = String::from_utf8_lossy(&m.bytes);
+                let (mut parsed, kind) = symbols::parse_symbol_list(&m.path, &text)?;
+                let link_text = kernel
+                    .as_ref()
+                    .and_then(|k| k.text_address())
+                    .unwrap_or(symbols::X86_64_TEXT);
+                let shift = symbols::unrelocate(&mut parsed, link_text);
+                if shift != 0 {
+                    warnings.push(format!(
+                        "{}: _text is {shift:#x} bytes above its link address {link_text:#x} (KASLR): every kernel address was moved back by that much{}",
+                        m.name,
+                        if kernel.is_none() { " (the x86-64 default link address; give the boot image to check it)" } else { "" }
+                    ));
+                }
+                if let Some(k) = &kernel {
+                    check_list_matches(&m.path, &parsed, k)?;
+                }
+                inputs.push(describe_bytes(&m.name, &m.bytes));
+                let kind = match kind {
+                    ListKind::Kallsyms => "proc-kallsyms",
+                    ListKind::SystemMap => "system-map",
+                };
+                (parsed, kind, 1)
+            }
+            (None, Some(k)) => {
+                let elf_symbols = object::File::parse(k.data)
+                    .map(|elf| symbols::from_elf(&elf))
+                    .unwrap_or_default();
+                if elf_symbols.contains_key("_text") {
+                    (elf_symbols, "symtab", 0)
+                } else {
+                    progress(Progress::Kallsyms);
+                    let (map, _) = crate::kallsyms::symbols(k).map_err(|e| at_path(path, e))?;
+                    (map, "kallsyms", 0)
+                }
+            }
+            (None, None) => {
+                return Err(Error::Input {
+                    path: path.to_path_buf(),
+                    message: "raw BTF carries no symbols: give /proc/kallsyms (read as root with kernel.kptr_restrict=0) or the System.map with it".into(),
+                })
+            }
+        };
+        let banner = match (&kernel, version) {
+            (Some(k), _) => symbols
+                .get("linux_banner")
+                .and_then(|s| k.string_at(s.address, 1024))
+                .map(|b| String::from_utf8_lossy(b).into_owned()),
+            (None, Some((name, text))) => {
+                let t = String::from_utf8_lossy(&text).into_owned();
+                inputs.push(describe_bytes(&name, &text));
+                Some(t)
+            }
+            (None, None) => {
+                warnings.push("no banner: give a copy of the guest's /proc/version with raw BTF so the profile names its kernel".into());
+                None
+            }
+        };
+        let ctx = Context {
+            types: Types::Btf(&btf),
+            symbols,
+            symbols_kind,
+            symbols_input,
+            banner,
+            build_id: kernel.as_ref().and_then(|k| k.build_id()),
+            source: SourceKind::Btf,
+            inputs,
+            warnings,
+        };
+        progress(Progress::Writing);
+        f(&ctx)
+    })
+}
+
+/// A symbol list given with a kernel image must describe it: its `linux_banner` must
+/// point at the banner in the image.
+fn check_list_matches(path: &Path, list: &SymbolMap, kernel: &KernelElf<'_>) -> Result<()> {
+    let Some(s) = list.get("linux_banner") else {
+        return Ok(());
+    };
+    match kernel.string_at(s.address, 1024) {
+        Some(b) if b.starts_with(b"Linux version ") => Ok(()),
+        _ => Err(Error::Mismatch {
+            path: path.to_path_buf(),
+            message: format!(
+                "linux_banner is at {:#x} in the list, where the image holds no banner: they come from different builds",
+                s.address
+            ),
+        }),
     }
 }
 
@@ -290,13 +537,13 @@ pub fn generate_bytes(
         bytes: b.to_vec(),
     });
     let hash = || Ok(describe_bytes("vmlinux", vmlinux));
-    with_context("vmlinux", vmlinux, hash, map, &mut |_| {}, |ctx| {
+    with_dwarf("vmlinux", vmlinux, hash, map, &mut |_| {}, |ctx| {
         write_format(ctx, opts, format, out)
     })
 }
 
 fn write_format(
-    ctx: &Context<'_, '_>,
+    ctx: &Context<'_>,
     opts: &Options,
     format: Format,
     out: &mut dyn Write,
@@ -321,8 +568,12 @@ fn write_format(
             })
         }
         Format::Isf => {
-            let mut warnings = Vec::new();
-            let banner = banner_bytes(ctx);
+            let mut warnings = ctx.warnings.clone();
+            let banner = ctx.banner.as_ref().map(|b| {
+                let mut bytes = b.clone().into_bytes();
+                bytes.push(0);
+                bytes
+            });
             if banner.is_none() {
                 warnings.push(
                     "linux_banner could not be read: Volatility will not match this ISF to a memory image".into(),
@@ -342,21 +593,21 @@ fn write_format(
                 datetime: None,
             };
             let inputs = IsfInputs {
-                dwarf: &ctx.inputs[0],
-                system_map: if ctx.from_map {
-                    ctx.inputs.get(1)
-                } else {
-                    None
-                },
+                types: (
+                    match ctx.types {
+                        Types::Dwarf(_) => "dwarf",
+                        Types::Btf(_) => "btf",
+                    },
+                    &ctx.inputs[0],
+                ),
+                symbols: (ctx.symbols_kind, &ctx.inputs[ctx.symbols_input]),
             };
-            let stats = isf::write_isf(
-                out,
-                ctx.layouts,
-                &ctx.symbols,
-                banner.as_deref(),
-                &inputs,
-                &iopts,
-            )?;
+            let types = match ctx.types {
+                Types::Dwarf(l) => IsfTypes::Dwarf(l),
+                Types::Btf(b) => IsfTypes::Btf(b),
+            };
+            let stats =
+                isf::write_isf(out, types, &ctx.symbols, banner.as_deref(), &inputs, &iopts)?;
             Ok(Report {
                 warnings,
                 isf: Some(stats),
@@ -377,25 +628,33 @@ pub fn from_dwarf(vmlinux: &Path, system_map: Option<&Path>, opts: &Options) -> 
     )
 }
 
-/// The banner bytes with their final NUL, as `linux_banner` holds them.
-fn banner_bytes(ctx: &Context<'_, '_>) -> Option<Vec<u8>> {
-    let addr = ctx.symbols.get("linux_banner")?.address;
-    let s = symbols::string_at(ctx.elf, addr, 1024)?;
-    let mut b = s.into_bytes();
-    b.push(0);
-    Some(b)
+/// Build the native profile from BTF: a boot image, a vmlinux with `.BTF` or raw BTF,
+/// with an optional System.map or `/proc/kallsyms` copy and `/proc/version` copy.
+pub fn from_btf(
+    types: &Path,
+    symbols: Option<&Path>,
+    version: Option<&Path>,
+    opts: &Options,
+) -> Result<Built> {
+    with_input(
+        Input::Btf {
+            types,
+            symbols,
+            version,
+        },
+        &mut |_| {},
+        |ctx| native(ctx, opts),
+    )
 }
 
-fn native(ctx: &Context<'_, '_>, opts: &Options) -> Result<Built> {
-    let layouts = ctx.layouts;
+fn native(ctx: &Context<'_>, opts: &Options) -> Result<Built> {
+    let layouts = ctx.types.source();
     let all_symbols = &ctx.symbols;
-    let mut warnings = Vec::new();
+    let mut warnings = ctx.warnings.clone();
     let mut missing = Missing::default();
     let mut types = BTreeMap::new();
     let wanted: Vec<String> = if opts.full {
-        let mut all: Vec<String> = layouts.type_names().map(str::to_string).collect();
-        all.sort();
-        all
+        layouts.type_names()
     } else {
         needs::TYPES
             .iter()
@@ -457,10 +716,7 @@ fn native(ctx: &Context<'_, '_>, opts: &Options) -> Result<Built> {
         warnings.push(format!("symbol {s} not found"));
     }
 
-    let banner = all_symbols
-        .get("linux_banner")
-        .and_then(|s| symbols::string_at(ctx.elf, s.address, 1024))
-        .unwrap_or_default();
+    let banner = ctx.banner.clone().unwrap_or_default();
     if banner.is_empty() {
         warnings.push("linux_banner could not be read: kernel.banner is empty".into());
     }
@@ -475,10 +731,10 @@ fn native(ctx: &Context<'_, '_>, opts: &Options) -> Result<Built> {
             release,
             banner,
             arch: "x86_64".into(),
-            build_id: symbols::build_id(ctx.elf),
+            build_id: ctx.build_id.clone(),
         },
         provenance: Provenance {
-            source: SourceKind::Dwarf,
+            source: ctx.source,
             inputs: ctx.inputs.clone(),
             tool: format!("profile-gen {}", env!("CARGO_PKG_VERSION")),
         },

@@ -26,6 +26,12 @@ pub enum Error {
     /// The ELF has no DWARF.
     #[error("the ELF file has no .debug_info section: use the vmlinux from the linux-image-<abi>-dbg package (or a kernel built with CONFIG_DEBUG_INFO)")]
     NoDwarf,
+    /// The kernel has no BTF.
+    #[error("{path}: the kernel has no BTF (.BTF section): it was built without CONFIG_DEBUG_INFO_BTF. Make the profile from DWARF instead (the vmlinux of the linux-image-<abi>-dbg package, or that package itself), or inside the guest with the guest module")]
+    NoBtf {
+        /// The image.
+        path: PathBuf,
+    },
     /// The input is not a kind profile-gen reads.
     #[error("{path}: {message}")]
     Input {

@@ -46,13 +46,27 @@ pub struct IsfOptions {
     pub datetime: Option<String>,
 }
 
-/// The inputs named in the ISF metadata.
+/// The inputs named in the ISF metadata: `(kind, file)` of the types (`dwarf`, `btf`)
+/// and of the symbols (`system-map`, `symtab`, `kallsyms` recovered from an image,
+/// `proc-kallsyms`). Volatility's schema only allows `dwarf`, `symtab` and `system-map`,
+/// so BTF is written as `dwarf` (type information), kallsyms recovered from the image
+/// as `symtab` (the kernel's own symbol table) and a /proc/kallsyms copy as
+/// `system-map` (the same format); the file names keep the real sources visible.
 #[derive(Debug, Clone)]
 pub struct IsfInputs<'i> {
-    /// The DWARF file.
-    pub dwarf: &'i InputFile,
-    /// The System.map, when symbols came from one (else the ELF symbol table).
-    pub system_map: Option<&'i InputFile>,
+    /// Where the types came from.
+    pub types: (&'static str, &'i InputFile),
+    /// Where the symbols came from.
+    pub symbols: (&'static str, &'i InputFile),
+}
+
+/// The type graph an ISF is written from.
+#[derive(Clone, Copy)]
+pub enum IsfTypes<'t, 'a> {
+    /// DWARF.
+    Dwarf(&'t Layouts<'a>),
+    /// BTF.
+    Btf(&'t crate::btf::Btf),
 }
 
 /// Counts of what was written.
@@ -71,10 +85,28 @@ pub struct IsfStats {
 }
 
 #[derive(Debug, Clone, Copy)]
-struct BaseType {
-    size: u64,
-    signed: bool,
-    kind: &'static str,
+pub(crate) struct BaseType {
+    pub(crate) size: u64,
+    pub(crate) signed: bool,
+    pub(crate) kind: &'static str,
+}
+
+/// What the document skeleton ([`write_isf`]) needs from a type graph: roots queued by
+/// name, variable types, then aggregates written one at a time as they are dequeued,
+/// the enums and the base types they used.
+pub(crate) trait TypeWriter {
+    /// Queue the named struct/union (when defined).
+    fn enqueue_named(&mut self, name: &str);
+    /// Every struct/union name, sorted.
+    fn all_names(&self) -> Vec<String>;
+    /// The type descriptor of the named variable, when known.
+    fn variable_type(&mut self, name: &str) -> Option<String>;
+    /// Write the next queued aggregate as `"name": {...}`; false when none is left.
+    fn write_next(&mut self, out: &mut String) -> Result<bool>;
+    /// Write every enum used, as `"name": {...}` items; returns how many.
+    fn write_enums(&mut self, out: &mut String) -> usize;
+    /// The base types used.
+    fn bases(&mut self) -> &mut BTreeMap<String, BaseType>;
 }
 
 struct Writer<'l, 'a> {
@@ -89,36 +121,51 @@ struct Writer<'l, 'a> {
     bases: BTreeMap<String, BaseType>,
 }
 
-/// Write the ISF of `layouts` + `symbols` to `out`.
+/// Write the ISF of `types` + `symbols` to `out`.
 pub fn write_isf(
     out: &mut dyn Write,
-    layouts: &Layouts<'_>,
+    types: IsfTypes<'_, '_>,
     symbols: &SymbolMap,
     banner: Option<&[u8]>,
     inputs: &IsfInputs<'_>,
     opts: &IsfOptions,
 ) -> Result<IsfStats> {
-    let mut w = Writer {
-        l: layouts,
-        full: opts.full,
-        queue: VecDeque::new(),
-        queued: HashSet::new(),
-        anon: HashMap::new(),
-        enums: BTreeMap::new(),
-        bases: BTreeMap::new(),
-    };
+    match types {
+        IsfTypes::Dwarf(layouts) => {
+            let mut w = Writer {
+                l: layouts,
+                full: opts.full,
+                queue: VecDeque::new(),
+                queued: HashSet::new(),
+                anon: HashMap::new(),
+                enums: BTreeMap::new(),
+                bases: BTreeMap::new(),
+            };
+            write_document(out, &mut w, symbols, banner, inputs, opts)
+        }
+        IsfTypes::Btf(btf) => {
+            let mut w = crate::isf_btf::BtfWriter::new(btf, opts.full, symbols);
+            write_document(out, &mut w, symbols, banner, inputs, opts)
+        }
+    }
+}
+
+fn write_document(
+    out: &mut dyn Write,
+    w: &mut dyn TypeWriter,
+    symbols: &SymbolMap,
+    banner: Option<&[u8]>,
+    inputs: &IsfInputs<'_>,
+    opts: &IsfOptions,
+) -> Result<IsfStats> {
     let mut stats = IsfStats::default();
     let roots: Vec<String> = if opts.full {
-        let mut all: Vec<String> = layouts.type_names().map(str::to_string).collect();
-        all.sort();
-        all
+        w.all_names()
     } else {
         opts.types.clone()
     };
     for name in roots {
-        if let Some(loc) = layouts.aggregate(&name) {
-            w.enqueue(name, loc);
-        }
+        w.enqueue_named(&name);
     }
 
     // symbol types first: they may reference more aggregates
@@ -126,13 +173,7 @@ pub fn write_isf(
     let mut syms: Vec<(&str, u64, Option<String>)> = Vec::with_capacity(symbols.len());
     for (name, sym) in symbols {
         let ty = if opts.full || typed.contains(name.as_str()) {
-            layouts.variable(name).and_then(|var| {
-                let entry = layouts.entry(var)?;
-                let t = layouts.type_ref(var.unit, &entry);
-                let mut s = String::new();
-                w.desc(t, 0, &mut s);
-                Some(s)
-            })
+            w.variable_type(name)
         } else {
             None
         };
@@ -146,28 +187,22 @@ pub fn write_isf(
     buf.push_str(",\n  \"user_types\": {");
     out.write_all(buf.as_bytes()).map_err(io)?;
     let mut first = true;
-    while let Some((name, loc)) = w.queue.pop_front() {
+    loop {
         buf.clear();
         buf.push_str(if first { "\n    " } else { ",\n    " });
+        if !w.write_next(&mut buf)? {
+            break;
+        }
         first = false;
-        json_str(&mut buf, &name);
-        buf.push_str(": ");
-        w.aggregate(loc, &mut buf)?;
         out.write_all(buf.as_bytes()).map_err(io)?;
         stats.user_types += 1;
     }
     buf.clear();
     buf.push_str("\n  },\n  \"enums\": {");
-    let enums = std::mem::take(&mut w.enums);
-    for (i, (name, loc)) in enums.iter().enumerate() {
-        buf.push_str(if i == 0 { "\n    " } else { ",\n    " });
-        json_str(&mut buf, name);
-        buf.push_str(": ");
-        w.enumeration(*loc, &mut buf);
-        stats.enums += 1;
-    }
+    stats.enums = w.write_enums(&mut buf);
     buf.push_str("\n  },\n  \"base_types\": {");
-    w.bases.insert(
+    let bases = w.bases();
+    bases.insert(
         "pointer".into(),
         BaseType {
             size: 8,
@@ -175,7 +210,7 @@ pub fn write_isf(
             kind: "int",
         },
     );
-    w.bases.insert(
+    bases.insert(
         "void".into(),
         BaseType {
             size: 0,
@@ -183,7 +218,7 @@ pub fn write_isf(
             kind: "void",
         },
     );
-    for (i, (name, b)) in w.bases.iter().enumerate() {
+    for (i, (name, b)) in bases.iter().enumerate() {
         buf.push_str(if i == 0 { "\n    " } else { ",\n    " });
         json_str(&mut buf, name);
         let _ = write!(
@@ -220,6 +255,54 @@ pub fn write_isf(
     Ok(stats)
 }
 
+impl TypeWriter for Writer<'_, '_> {
+    fn enqueue_named(&mut self, name: &str) {
+        if let Some(loc) = self.l.aggregate(name) {
+            self.enqueue(name.to_string(), loc);
+        }
+    }
+
+    fn all_names(&self) -> Vec<String> {
+        let mut all: Vec<String> = self.l.type_names().map(str::to_string).collect();
+        all.sort();
+        all
+    }
+
+    fn variable_type(&mut self, name: &str) -> Option<String> {
+        let var = self.l.variable(name)?;
+        let entry = self.l.entry(var)?;
+        let t = self.l.type_ref(var.unit, &entry);
+        let mut s = String::new();
+        self.desc(t, 0, &mut s);
+        Some(s)
+    }
+
+    fn write_next(&mut self, out: &mut String) -> Result<bool> {
+        let Some((name, loc)) = self.queue.pop_front() else {
+            return Ok(false);
+        };
+        json_str(out, &name);
+        out.push_str(": ");
+        self.aggregate(loc, out)?;
+        Ok(true)
+    }
+
+    fn write_enums(&mut self, buf: &mut String) -> usize {
+        let enums = std::mem::take(&mut self.enums);
+        for (i, (name, loc)) in enums.iter().enumerate() {
+            buf.push_str(if i == 0 { "\n    " } else { ",\n    " });
+            json_str(buf, name);
+            buf.push_str(": ");
+            self.enumeration(*loc, buf);
+        }
+        enums.len()
+    }
+
+    fn bases(&mut self) -> &mut BTreeMap<String, BaseType> {
+        &mut self.bases
+    }
+}
+
 fn metadata(buf: &mut String, inputs: &IsfInputs<'_>, opts: &IsfOptions) {
     let now = opts.datetime.clone().unwrap_or_else(now_rfc3339);
     let item = |buf: &mut String, kind: &str, f: &InputFile| {
@@ -237,13 +320,16 @@ fn metadata(buf: &mut String, inputs: &IsfInputs<'_>, opts: &IsfOptions) {
     buf.push_str(env!("CARGO_PKG_VERSION"));
     buf.push_str("\", \"datetime\": ");
     json_str(buf, &now);
+    let schema_kind = |kind: &'static str| match kind {
+        "btf" => "dwarf",
+        "kallsyms" => "symtab",
+        "proc-kallsyms" => "system-map",
+        other => other,
+    };
     buf.push_str("}, \"linux\": {\"symbols\": [");
-    match inputs.system_map {
-        Some(m) => item(buf, "system-map", m),
-        None => item(buf, "symtab", inputs.dwarf),
-    }
+    item(buf, schema_kind(inputs.symbols.0), inputs.symbols.1);
     buf.push_str("], \"types\": [");
-    item(buf, "dwarf", inputs.dwarf);
+    item(buf, schema_kind(inputs.types.0), inputs.types.1);
     buf.push_str("]}}");
 }
 
@@ -493,31 +579,12 @@ impl<'l, 'a> Writer<'l, 'a> {
             let offset = match bit_size {
                 Some(bits) => {
                     let dbo = place.bit_position.unwrap_or(byte_loc.saturating_mul(8));
-                    let storage = ty.and_then(|t| self.size_of(t)).unwrap_or(4).clamp(1, 16) * 8;
-                    let start = dbo / storage * storage;
-                    let (off, pos) = if dbo.saturating_add(bits) <= start.saturating_add(storage) {
-                        (start / 8, dbo - start)
-                    } else {
-                        (dbo / 8, dbo % 8)
-                    };
-                    tdesc = format!(
-                        "{{\"kind\": \"bitfield\", \"bit_position\": {pos}, \"bit_length\": {bits}, \"type\": {tdesc}}}"
-                    );
-                    off
+                    let storage = ty.and_then(|t| self.size_of(t)).unwrap_or(4);
+                    bitfield(&mut tdesc, dbo, bits, storage)
                 }
                 None => byte_loc,
             };
-            out.push_str(if seen.len() == 1 {
-                "\n      "
-            } else {
-                ",\n      "
-            });
-            json_str(out, &name);
-            let _ = write!(out, ": {{\"type\": {tdesc}, \"offset\": {offset}");
-            if anonymous {
-                out.push_str(", \"anonymous\": true");
-            }
-            out.push('}');
+            member(out, seen.len() == 1, &name, &tdesc, offset, anonymous);
         }
         out.push_str(if seen.is_empty() { "}}" } else { "\n    }}" });
         Ok(())
@@ -565,44 +632,14 @@ impl<'l, 'a> Writer<'l, 'a> {
                 }
             }
         }
-        let signed = constants.iter().any(|(_, v)| *v < 0);
-        // the base must be a type of the ISF's base_types (Volatility builds its natives
-        // from them): the enum's own underlying type when DWARF names it, else one by size
+        // the enum's own underlying type when DWARF names it
         let base = entry
             .attr_value(gimli::DW_AT_type)
             .ok()
             .flatten()
             .and_then(|v| l.resolve(loc.unit, v))
             .and_then(|t| self.base_of(t));
-        let base = base.unwrap_or_else(|| {
-            let (name, kind) = match (size, signed) {
-                (1, true) => ("signed char", "char"),
-                (1, false) => ("unsigned char", "char"),
-                (2, true) => ("short int", "int"),
-                (2, false) => ("short unsigned int", "int"),
-                (8, true) => ("long int", "int"),
-                (8, false) => ("long unsigned int", "int"),
-                (_, true) => ("int", "int"),
-                (_, false) => ("unsigned int", "int"),
-            };
-            self.bases.entry(name.into()).or_insert(BaseType {
-                size: size.clamp(1, 8),
-                signed,
-                kind,
-            });
-            name.to_string()
-        });
-        let _ = write!(out, "{{\"size\": {size}, \"base\": ");
-        json_str(out, &base);
-        out.push_str(", \"constants\": {");
-        for (i, (name, value)) in constants.iter().enumerate() {
-            if i > 0 {
-                out.push_str(", ");
-            }
-            json_str(out, name);
-            let _ = write!(out, ": {value}");
-        }
-        out.push_str("}}");
+        enum_body(out, size, base, &constants, &mut self.bases);
     }
 
     fn enum_signed(&self, loc: Loc) -> bool {
@@ -627,6 +664,84 @@ impl<'l, 'a> Writer<'l, 'a> {
             .strip_suffix("\"}")?;
         (name != "void").then(|| name.to_string())
     }
+}
+
+/// The enum's `{"size", "base", "constants"}`. The base must be a type of the ISF's
+/// base_types (Volatility builds its natives from them): the enum's own underlying type
+/// when known, else one chosen by size and sign (and registered in `bases`).
+pub(crate) fn enum_body(
+    out: &mut String,
+    size: u64,
+    base: Option<String>,
+    constants: &[(String, i128)],
+    bases: &mut BTreeMap<String, BaseType>,
+) {
+    let signed = constants.iter().any(|(_, v)| *v < 0);
+    let base = base.unwrap_or_else(|| {
+        let (name, kind) = match (size, signed) {
+            (1, true) => ("signed char", "char"),
+            (1, false) => ("unsigned char", "char"),
+            (2, true) => ("short int", "int"),
+            (2, false) => ("short unsigned int", "int"),
+            (8, true) => ("long int", "int"),
+            (8, false) => ("long unsigned int", "int"),
+            (_, true) => ("int", "int"),
+            (_, false) => ("unsigned int", "int"),
+        };
+        bases.entry(name.into()).or_insert(BaseType {
+            size: size.clamp(1, 8),
+            signed,
+            kind,
+        });
+        name.to_string()
+    });
+    let _ = write!(out, "{{\"size\": {size}, \"base\": ");
+    json_str(out, &base);
+    out.push_str(", \"constants\": {");
+    for (i, (name, value)) in constants.iter().enumerate() {
+        if i > 0 {
+            out.push_str(", ");
+        }
+        json_str(out, name);
+        let _ = write!(out, ": {value}");
+    }
+    out.push_str("}}");
+}
+
+/// Wrap `tdesc` in a bitfield descriptor for a bitfield of `bits` bits at bit `position`
+/// of the aggregate, whose type is `storage` bytes wide; returns the byte offset to write.
+/// Volatility reads a bitfield from its storage unit: the unit holding it when it fits
+/// in one, else from the byte holding its first bit.
+pub(crate) fn bitfield(tdesc: &mut String, position: u64, bits: u64, storage: u64) -> u64 {
+    let storage = storage.clamp(1, 16) * 8;
+    let start = position / storage * storage;
+    let (off, pos) = if position.saturating_add(bits) <= start.saturating_add(storage) {
+        (start / 8, position - start)
+    } else {
+        (position / 8, position % 8)
+    };
+    *tdesc = format!(
+        "{{\"kind\": \"bitfield\", \"bit_position\": {pos}, \"bit_length\": {bits}, \"type\": {tdesc}}}"
+    );
+    off
+}
+
+/// One field of a user type: `"name": {"type": ..., "offset": ...}`.
+pub(crate) fn member(
+    out: &mut String,
+    first: bool,
+    name: &str,
+    tdesc: &str,
+    offset: u64,
+    anonymous: bool,
+) {
+    out.push_str(if first { "\n      " } else { ",\n      " });
+    json_str(out, name);
+    let _ = write!(out, ": {{\"type\": {tdesc}, \"offset\": {offset}");
+    if anonymous {
+        out.push_str(", \"anonymous\": true");
+    }
+    out.push('}');
 }
 
 fn section_err(loc: Loc, e: gimli::Error) -> Error {

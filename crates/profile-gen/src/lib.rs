@@ -1,19 +1,28 @@
 //! `profile-gen` builds kernel profiles ([`vmi_core::profile::Profile`]).
 //!
-//! - [`dwarf::Layouts`] reads struct and union layouts from vmlinux DWARF.
-//! - [`symbols`] reads System.map (or the vmlinux symbol table).
+//! - [`dwarf::Layouts`] reads struct and union layouts from vmlinux DWARF, [`btf::Btf`]
+//!   from BTF; both are a [`source::TypeSource`] for the one native builder.
+//! - [`symbols`] reads System.map, `/proc/kallsyms` copies (or the vmlinux symbol table);
+//!   [`kallsyms`] recovers every symbol from the kernel's own tables in the image.
+//! - [`vmlinuz`] finds and decompresses the kernel in a boot image; [`kimage`] reads that
+//!   kernel (a symbol-less vmlinux ELF) through its program headers.
 //! - [`deb`] reads vmlinux and System.map straight out of a `linux-image-<abi>-dbg` .deb.
 //! - [`build`] assembles a profile: the needed set from `vmi_core::profile::needs`
 //!   (with aliases and missing items listed), plus extra types and symbols, or everything.
-//!
-//! BTF, kallsyms and the boot image are tracked by their own issue.
+//! - [`isf`] writes Volatility 3 ISF from either type source.
 #![deny(missing_docs)]
 
+pub mod btf;
 pub mod build;
 pub mod deb;
 pub mod dwarf;
 pub mod error;
 pub mod isf;
+mod isf_btf;
+pub mod kallsyms;
+pub mod kimage;
+pub mod source;
 pub mod symbols;
+pub mod vmlinuz;
 
 pub use error::{Error, Result};

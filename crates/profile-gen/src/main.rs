@@ -1,6 +1,7 @@
-//! `profile-gen`: make a kernel profile from vmlinux DWARF (+ System.map) or from the
-//! `linux-image-<abi>-dbg` package itself, as the project's JSON profile, a Volatility 3
-//! ISF or a libVMI config stanza.
+//! `profile-gen`: make a kernel profile from vmlinux DWARF (+ System.map), from the
+//! `linux-image-<abi>-dbg` package itself, or from BTF (the boot image alone, a vmlinux
+//! with `.BTF`, or raw BTF + `/proc/kallsyms`), as the project's JSON profile, a
+//! Volatility 3 ISF or a libVMI config stanza.
 
 use std::io::{BufWriter, IsTerminal, Write};
 use std::path::{Path, PathBuf};
@@ -25,11 +26,13 @@ enum Format {
 #[command(
     name = "profile-gen",
     version,
-    about = "Make a kernel profile from vmlinux DWARF (+ System.map) or from the -dbg package"
+    about = "Make a kernel profile from vmlinux DWARF (+ System.map), the -dbg package, or BTF (the boot image alone, or raw BTF + /proc/kallsyms)"
 )]
 struct Cli {
-    /// Inputs, recognised by content: a vmlinux with DWARF and optionally its System.map,
-    /// or a linux-image-<abi>-dbg .deb (read in place).
+    /// Inputs, recognised by content: a vmlinux with DWARF and optionally its System.map;
+    /// a linux-image-<abi>-dbg .deb (read in place); a boot image (vmlinuz) alone; a
+    /// vmlinux with .BTF but no DWARF; or raw BTF (/sys/kernel/btf/vmlinux) with a copy of
+    /// /proc/kallsyms (or the System.map) and of /proc/version.
     #[arg(required = true)]
     inputs: Vec<PathBuf>,
     /// Output file (default: standard output). Written atomically.
@@ -60,6 +63,8 @@ enum Kind {
     SystemMap,
     BootImage,
     Deb,
+    RawBtf,
+    Version,
 }
 
 fn classify(path: &Path) -> Result<Kind> {
@@ -80,6 +85,12 @@ fn classify(path: &Path) -> Result<Kind> {
     if head.len() >= 0x206 && &head[0x202..0x206] == b"HdrS" {
         return Ok(Kind::BootImage);
     }
+    if profile_gen::btf::Btf::looks_like(head) {
+        return Ok(Kind::RawBtf);
+    }
+    if head.starts_with(b"Linux version ") {
+        return Ok(Kind::Version);
+    }
     let text = String::from_utf8_lossy(head);
     let first = text.lines().next().unwrap_or("");
     let mut w = first.split_whitespace();
@@ -89,7 +100,7 @@ fn classify(path: &Path) -> Result<Kind> {
         }
     }
     bail!(
-        "{}: not a vmlinux (ELF) or a System.map (first bytes {:02x?})",
+        "{}: not a vmlinux (ELF), boot image, -dbg package, raw BTF, System.map, /proc/kallsyms or /proc/version copy (first bytes {:02x?})",
         path.display(),
         &head[..head.len().min(8)]
     )
@@ -104,37 +115,65 @@ fn main() {
 
 fn run() -> Result<()> {
     let cli = Cli::parse();
-    let mut vmlinux = None;
+    let mut elf = None;
     let mut map = None;
     let mut deb = None;
+    let mut image = None;
+    let mut raw_btf = None;
+    let mut version = None;
     for input in &cli.inputs {
-        match classify(input)? {
-            Kind::Elf => vmlinux = Some(input.clone()),
-            Kind::SystemMap => map = Some(input.clone()),
-            Kind::Deb => deb = Some(input.clone()),
-            Kind::BootImage => bail!(
-                "{} is a compressed boot image (vmlinuz/bzImage): it has no DWARF. Give the vmlinux from the linux-image-<abi>-dbg package (or that package itself), or make the profile from the image's BTF and kallsyms with the BTF path (see the profile-gen issue on BTF)",
+        let slot = match classify(input)? {
+            Kind::Elf => &mut elf,
+            Kind::SystemMap => &mut map,
+            Kind::Deb => &mut deb,
+            Kind::BootImage => &mut image,
+            Kind::RawBtf => &mut raw_btf,
+            Kind::Version => &mut version,
+        };
+        if let Some(previous) = slot.replace(input.clone()) {
+            bail!(
+                "{} and {} are the same kind of input: give one of each",
+                previous.display(),
                 input.display()
-            ),
+            );
         }
     }
-    let input = match (&vmlinux, &deb) {
-        (Some(v), None) => Input::Files {
+    // an ELF without DWARF but with .BTF goes the BTF way
+    let elf_is_btf = match &elf {
+        Some(e) if image.is_none() && raw_btf.is_none() => !has_dwarf(e)?,
+        _ => false,
+    };
+    let input = match (&elf, &deb, &image, &raw_btf) {
+        (Some(v), None, None, None) if !elf_is_btf => Input::Files {
             vmlinux: v,
             system_map: map.as_deref(),
         },
-        (None, Some(d)) if map.is_none() => Input::DebugPackage(d),
-        (None, Some(_)) => {
+        (None, Some(d), None, None) if map.is_none() => Input::DebugPackage(d),
+        (None, Some(_), None, None) => {
             bail!("a -dbg package carries its own System.map: give the package alone")
         }
-        (Some(_), Some(_)) => {
-            bail!("give either a vmlinux (+ System.map) or a -dbg package, not both")
+        (Some(t), None, None, None) | (None, None, Some(t), None) | (None, None, None, Some(t)) => {
+            Input::Btf {
+                types: t,
+                symbols: map.as_deref(),
+                version: version.as_deref(),
+            }
         }
-        (None, None) => bail!("no vmlinux (ELF with DWARF) or -dbg package among the inputs"),
+        (None, None, None, None) => bail!(
+            "no kernel among the inputs: give a vmlinux, a -dbg package, a boot image (vmlinuz) or raw BTF"
+        ),
+        _ => bail!(
+            "give one kernel: a vmlinux (+ System.map), a -dbg package, a boot image, or raw BTF (+ /proc/kallsyms)"
+        ),
     };
-    let source = vmlinux
+    if version.is_some() && !matches!(input, Input::Btf { .. }) {
+        bail!("a /proc/version copy is only needed with raw BTF (images carry their banner)");
+    }
+    let source = elf
         .as_ref()
         .or(deb.as_ref())
+        .or(image.as_ref())
+        .or(raw_btf.as_ref())
         .cloned()
         .unwrap_or_default();
     let opts = Options {
@@ -165,7 +204,10 @@ fn run() -> Result<()> {
                 }
                 return;
             }
-            Progress::Indexing | Progress::Writing => {}
+            Progress::Decompressing
+            | Progress::Indexing
+            | Progress::Kallsyms
+            | Progress::Writing => {}
         }
         if timings {
             eprintln!("[{:>8.3} s] {p:?}", started.elapsed().as_secs_f64());
@@ -173,7 +215,9 @@ fn run() -> Result<()> {
         if let Some(b) = &bar {
             b.set_style(spinner_style());
             b.set_message(match p {
-                Progress::Indexing => "indexing DWARF",
+                Progress::Decompressing => "decompressing the kernel",
+                Progress::Indexing => "reading types",
+                Progress::Kallsyms => "recovering kallsyms",
                 _ => "writing",
             });
         }
@@ -201,6 +245,18 @@ fn run() -> Result<()> {
         eprintln!("warning: {w}");
     }
     Ok(())
+}
+
+/// True when the ELF file has DWARF (`.debug_info`); else its BTF is used.
+fn has_dwarf(path: &Path) -> Result<bool> {
+    use object::Object;
+    let file = std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
+    // SAFETY: read-only mapping of a file we do not modify.
+    let map = unsafe { memmap2::Mmap::map(&file) }
+        .with_context(|| format!("mapping {}", path.display()))?;
+    let elf = object::File::parse(&*map)
+        .with_context(|| format!("{} is not a valid ELF file", path.display()))?;
+    Ok(elf.section_by_name(".debug_info").is_some() || elf.section_by_name(".BTF").is_none())
 }
 
 /// Write through a temporary file in the target's directory, renamed over the target only

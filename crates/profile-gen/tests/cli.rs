@@ -7,28 +7,116 @@ fn profile_gen() -> Command {
     Command::new(env!("CARGO_BIN_EXE_profile-gen"))
 }
 
-#[test]
-fn boot_image_where_dwarf_is_expected_is_explained() {
-    let lab = vmi_lab::Lab::open_default().unwrap();
-    let image = lab.store().image("6.1.0-56-amd64").unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let out_path = dir.path().join("p.json");
+/// A minimal bzImage (setup header, boot protocol 2.15) around a compressed payload.
+fn bzimage(payload: &[u8], size: u32) -> Vec<u8> {
+    let mut img = vec![0u8; 1024];
+    img[0x1f1] = 1;
+    img[0x202..0x206].copy_from_slice(b"HdrS");
+    img[0x206..0x208].copy_from_slice(&0x20fu16.to_le_bytes());
+    img[0x248..0x24c].copy_from_slice(&0u32.to_le_bytes());
+    img[0x24c..0x250].copy_from_slice(&(payload.len() as u32 + 4).to_le_bytes());
+    img.extend_from_slice(payload);
+    img.extend_from_slice(&size.to_le_bytes());
+    img
+}
+
+fn gzip(data: &[u8]) -> Vec<u8> {
+    use std::io::Write;
+    let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    e.write_all(data).unwrap();
+    e.finish().unwrap()
+}
+
+/// Run profile-gen on `inputs`; expect exit code 2, no output file, and return stderr.
+fn refused(dir: &std::path::Path, inputs: &[&std::path::Path]) -> String {
+    let out_path = dir.join("p.json");
     let out = profile_gen()
-        .arg(&image.vmlinuz)
+        .args(inputs)
         .arg("-o")
         .arg(&out_path)
         .output()
         .unwrap();
-    assert_eq!(out.status.code(), Some(2));
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("compressed boot image"), "{err}");
-    assert!(err.contains("-dbg"), "{err}");
-    assert!(!out_path.exists());
-    assert_eq!(
-        std::fs::read_dir(dir.path()).unwrap().count(),
-        0,
-        "no partial file"
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(!out_path.exists(), "no output file");
+    err
+}
+
+/// Bad boot images: unknown compression names the magic bytes; a kernel without BTF
+/// points to the DWARF path and the guest module; a kernel whose kallsyms tables do not
+/// decode (here: an ELF that is not Linux, carrying real BTF) is refused, never given
+/// garbage symbols.
+#[test]
+fn bad_boot_images_are_explained() {
+    let dir = tempfile::tempdir().unwrap();
+    let unknown = dir.path().join("vmlinuz-unknown");
+    std::fs::write(&unknown, bzimage(b"\x11\x22\x33\x44 what is this", 64)).unwrap();
+    let err = refused(dir.path(), &[&unknown]);
+    assert!(
+        err.contains("unknown compression") && err.contains("[11, 22, 33, 44"),
+        "{err}"
     );
+
+    // an ELF kernel without BTF: this test binary, compressed
+    let me = std::fs::read(std::env::current_exe().unwrap()).unwrap();
+    let no_btf = dir.path().join("vmlinuz-nobtf");
+    std::fs::write(&no_btf, bzimage(&gzip(&me), me.len() as u32)).unwrap();
+    let err = refused(dir.path(), &[&no_btf]);
+    assert!(
+        err.contains("no BTF") && err.contains("-dbg") && err.contains("guest module"),
+        "{err}"
+    );
+
+    // real BTF (from the 6.1 vmlinux) in an ELF without kallsyms (and without DWARF,
+    // which would take precedence)
+    let lab = vmi_lab::Lab::open_default().unwrap();
+    let d = lab.store().debug("6.1.0-56-amd64").unwrap();
+    let btf = dir.path().join("btf.bin");
+    let elf = dir.path().join("btf.elf");
+    let run = |args: &[&std::ffi::OsStr]| {
+        let ok = Command::new("objcopy")
+            .args(args)
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "objcopy {args:?}");
+    };
+    run(&[
+        "-O".as_ref(),
+        "binary".as_ref(),
+        "--only-section=.BTF".as_ref(),
+        d.vmlinux.as_os_str(),
+        btf.as_os_str(),
+    ]);
+    let add = format!(".BTF={}", btf.display());
+    run(&[
+        "--strip-debug".as_ref(),
+        "--add-section".as_ref(),
+        add.as_ref(),
+        std::env::current_exe().unwrap().as_os_str(),
+        elf.as_os_str(),
+    ]);
+    let elf_bytes = std::fs::read(&elf).unwrap();
+    let not_linux = dir.path().join("vmlinuz-notlinux");
+    std::fs::write(
+        &not_linux,
+        bzimage(&gzip(&elf_bytes), elf_bytes.len() as u32),
+    )
+    .unwrap();
+    let err = refused(dir.path(), &[&not_linux]);
+    assert!(err.contains("kallsyms"), "{err}");
+    // the same ELF given as it is, and raw BTF without symbols
+    let err = refused(dir.path(), &[&elf]);
+    assert!(err.contains("kallsyms"), "{err}");
+    let err = refused(dir.path(), &[&btf]);
+    assert!(err.contains("raw BTF carries no symbols"), "{err}");
+    // a truncated image
+    let image = lab.store().image("6.1.0-56-amd64").unwrap();
+    let bytes = std::fs::read(&image.vmlinuz).unwrap();
+    let cut = dir.path().join("vmlinuz-cut");
+    std::fs::write(&cut, &bytes[..bytes.len() / 3]).unwrap();
+    let err = refused(dir.path(), &[&cut]);
+    assert!(err.contains("truncated"), "{err}");
 }
 
 #[test]

@@ -507,6 +507,29 @@ impl Guest {
         }
     }
 
+    /// Copy a file out of the guest (e.g. `/proc/kallsyms`, `/sys/kernel/btf/vmlinux`):
+    /// the guest sends it gzip-compressed and base64-encoded over the lab channel, which
+    /// carries text lines. Several MB take a few seconds under TCG.
+    pub fn read_file(&mut self, path: &str) -> Result<Vec<u8>> {
+        let out = self.sh(&format!("gzip -c {path} | base64"))?;
+        if out.status != 0 {
+            return Err(Error::Channel(format!(
+                "reading {path} in the guest failed (status {}): {}",
+                out.status,
+                out.lines.join(" / ")
+            )));
+        }
+        let packed = base64_decode(&out.lines.concat())
+            .ok_or_else(|| Error::Channel(format!("{path}: the guest sent bad base64")))?;
+        let mut data = Vec::new();
+        flate2::read::GzDecoder::new(&packed[..])
+            .read_to_end(&mut data)
+            .map_err(|e| {
+                Error::Channel(format!("{path}: the guest sent a bad gzip stream: {e}"))
+            })?;
+        Ok(data)
+    }
+
     /// The kernel's ABI name.
     pub fn abi(&self) -> &str {
         &self.abi
@@ -797,6 +820,30 @@ fn copy_range(ram: &mut File, out: &mut File, offset: u64, len: u64) -> std::io:
     Ok(())
 }
 
+/// Decode standard base64 (RFC 4648, padding optional; whitespace is not allowed).
+fn base64_decode(text: &str) -> Option<Vec<u8>> {
+    let mut out = Vec::with_capacity(text.len() / 4 * 3);
+    let (mut acc, mut bits) = (0u32, 0u32);
+    for c in text.bytes().take_while(|&c| c != b'=') {
+        let v = match c {
+            b'A'..=b'Z' => c - b'A',
+            b'a'..=b'z' => c - b'a' + 26,
+            b'0'..=b'9' => c - b'0' + 52,
+            b'+' => 62,
+            b'/' => 63,
+            _ => return None,
+        };
+        acc = (acc << 6) | u32::from(v);
+        bits += 6;
+        if bits >= 8 {
+            bits -= 8;
+            out.push((acc >> bits) as u8);
+            acc &= (1 << bits) - 1;
+        }
+    }
+    Some(out)
+}
+
 /// The LiME range header: magic "EMiL" (0x4C694D45 little-endian), version 1, first and
 /// last (inclusive) physical address, 8 reserved bytes.
 pub fn lime_header(start: u64, end: u64) -> [u8; 32] {
@@ -903,6 +950,20 @@ mod tests {
                 },
             ]
         );
+    }
+
+    #[test]
+    fn base64_decodes_rfc4648_vectors() {
+        for (text, want) in [
+            ("", ""),
+            ("Zg==", "f"),
+            ("Zm8=", "fo"),
+            ("Zm9v", "foo"),
+            ("Zm9vYmFy", "foobar"),
+        ] {
+            assert_eq!(base64_decode(text).unwrap(), want.as_bytes(), "{text}");
+        }
+        assert!(base64_decode("Zm9v YmFy").is_none());
     }
 
     #[test]
