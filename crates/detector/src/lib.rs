@@ -1,6 +1,25 @@
-//! `detector` runs intrusion checks against a Linux guest read through `vmi-core`.
+//! `detector` reads a Linux guest from outside (a dump or a live QEMU) through
+//! `vmi-core` and reports what runs in it and whether its kernel was tampered with.
 //!
-//! This crate is a placeholder in the workspace laid down by the guest-lab issue. Its
-//! commands and checks are tracked by their own issues; nothing here claims to implement
-//! them yet.
+//! - [`target::Target`] opens a guest: the memory source ([`target::SourceSpec`]: a
+//!   dump recognised by content, or a QEMU QMP socket), the profile
+//!   ([`target::ProfileSpec`]: a directory searched by banner, or one file) and the
+//!   kernel found in memory.
+//! - [`checks`] holds the intrusion checks ([`checks::Check`]); [`checks::run_once`]
+//!   runs a set of them over one [`checks::Scan`] of shared kernel views and returns a
+//!   [`checks::Report`] of [`finding::Finding`]s.
+//! - [`render`] turns process lists, module lists, the identification and reports into
+//!   text or JSON. Guest strings are escaped before they reach either.
+//!
+//! The `detector` binary (`src/main.rs`) is the command line over these.
 #![deny(missing_docs)]
+
+pub mod checks;
+pub mod error;
+pub mod finding;
+pub mod render;
+pub mod target;
+
+pub use error::DetectorError;
+pub use finding::{Finding, Severity};
+pub use target::{ProfileSpec, SourceSpec, Target};

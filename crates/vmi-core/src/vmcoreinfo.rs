@@ -103,6 +103,37 @@ impl VmcoreInfo {
     }
 }
 
+/// Find the kernel's VMCOREINFO page in guest memory (for sources without an ELF note:
+/// raw, LiME, live). The kernel keeps it in a page of its own (`vmcoreinfo_data`, from
+/// `get_zeroed_page`) that starts with `OSRELEASE=`, so only page starts are probed. A
+/// page counts only if its text parses into `OSRELEASE`, `PAGESIZE` and `KERNELOFFSET`
+/// (a stray `OSRELEASE=` string is not enough). Returns its address and contents.
+pub fn find_in_memory<M: crate::memory::PhysicalMemory + ?Sized>(
+    mem: &M,
+) -> Option<(crate::addr::Pa, VmcoreInfo)> {
+    const KEY: &[u8] = b"OSRELEASE=";
+    let mut head = [0u8; 10];
+    let mut page = vec![0u8; 4096];
+    for range in mem.ranges() {
+        let mut pa = range.start.0.next_multiple_of(4096);
+        while pa + 4096 <= range.end.0 {
+            let at = crate::addr::Pa(pa);
+            if mem.read_phys(at, &mut head).is_ok()
+                && head == KEY
+                && mem.read_phys(at, &mut page).is_ok()
+            {
+                let v = VmcoreInfo::parse(&page);
+                if v.osrelease().is_some() && v.page_size().is_some() && v.kernel_offset().is_some()
+                {
+                    return Some((at, v));
+                }
+            }
+            pa += 4096;
+        }
+    }
+    None
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

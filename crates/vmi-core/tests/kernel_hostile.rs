@@ -29,7 +29,11 @@ fn corrupted_task_lists_fail_bounded_and_reported() {
     set.add("6.1.json".into(), profile.clone());
 
     let mut guest = lab
-        .boot(DEFAULT_KERNEL, &Scenario::standard(), &BootOptions::default())
+        .boot(
+            DEFAULT_KERNEL,
+            &Scenario::standard(),
+            &BootOptions::default(),
+        )
         .expect("boot");
     guest.release_qmp();
     let live = QemuLive::connect(guest.qmp_socket(), &QemuOptions::default()).expect("live");
@@ -41,7 +45,7 @@ fn corrupted_task_lists_fail_bounded_and_reported() {
         profile.clone(),
         id.banner_pa,
         &Hints {
-            registers: Some(regs.clone()),
+            registers: Some(regs),
             vmcoreinfo: None,
         },
     )
@@ -57,12 +61,11 @@ fn corrupted_task_lists_fail_bounded_and_reported() {
     // where victim.tasks.next lives in the RAM file
     let next_va = Va(victim.task.0 + l.task_tasks);
     let pa = kernel.space().translate(next_va).expect("translate").pa;
-    let region = live
+    let region = *live
         .memory_map()
         .iter()
         .find(|r| r.start <= pa && pa.0 + 8 <= r.end.0)
-        .expect("RAM region")
-        .clone();
+        .expect("RAM region");
     let file_off = region.file_offset + (pa.0 - region.start.0);
     let ram = OpenOptions::new()
         .read(true)
@@ -89,7 +92,13 @@ fn corrupted_task_lists_fail_bounded_and_reported() {
     let e = kernel.processes(&Limits::default()).unwrap_err();
     eprintln!("wild: {e}");
     assert!(
-        matches!(e, KernelError::BadPointer { value: 0x4141_4141_4141_4141, .. }),
+        matches!(
+            e,
+            KernelError::BadPointer {
+                value: 0x4141_4141_4141_4141,
+                ..
+            }
+        ),
         "{e}"
     );
 
@@ -100,10 +109,9 @@ fn corrupted_task_lists_fail_bounded_and_reported() {
     eprintln!("unmapped: {e}");
     match &e {
         // the walk reads the task around the bad node: the span of fields it uses
-        KernelError::Read { source, .. } => assert_eq!(
-            source.va(),
-            Va(unmapped - l.task_tasks + l.task_span.0)
-        ),
+        KernelError::Read { source, .. } => {
+            assert_eq!(source.va(), Va(unmapped - l.task_tasks + l.task_span.0))
+        }
         other => panic!("expected a read error at {unmapped:#x}, got {other}"),
     }
 
@@ -118,7 +126,9 @@ fn corrupted_task_lists_fail_bounded_and_reported() {
     assert!(matches!(e, KernelError::TooLong { max: 5, .. }), "{e}");
 
     // restored: the same list as before
-    let after = kernel.processes(&Limits::default()).expect("walk after restore");
+    let after = kernel
+        .processes(&Limits::default())
+        .expect("walk after restore");
     assert_eq!(after, before);
 
     // KPTI: the user half of a user process's page table as CR3 still finds the kernel
@@ -132,7 +142,7 @@ fn corrupted_task_lists_fail_bounded_and_reported() {
         .map(Va)
         .expect("mm->pgd");
     let pgd_pa = kernel.space().translate(pgd_va).expect("pgd").pa;
-    let mut user_regs: Registers = regs.clone();
+    let mut user_regs: Registers = regs;
     user_regs.cr3 = pgd_pa.0 | 0x1000 | 0x8000_0000_0000_0001; // user PGD, NOFLUSH, PCID 1
     let k2 = Kernel::discover_at(
         &live,

@@ -99,6 +99,21 @@ fn check<M: PhysicalMemory>(
         rows.len()
     );
     let place = k.placement();
+    // VMCOREINFO found in memory agrees (the kernel publishes it for every source)
+    match vmi_core::vmcoreinfo::find_in_memory(k.space().memory()) {
+        Some((_, v)) => {
+            if v.osrelease() != Some(truth.release.as_str())
+                || v.kernel_offset() != Some(place.virt_shift)
+            {
+                problems.push(format!(
+                    "{what}: VMCOREINFO in memory says {:?} / KERNELOFFSET {:x?}",
+                    v.osrelease(),
+                    v.kernel_offset()
+                ));
+            }
+        }
+        None => problems.push(format!("{what}: no VMCOREINFO page in memory")),
+    }
     let kaslr = truth.text_addr.wrapping_sub(0xffff_ffff_8100_0000);
     if place.virt_shift != kaslr {
         problems.push(format!(
@@ -228,6 +243,26 @@ fn processes_and_modules_match_the_guest_on_every_kernel_and_source() {
         drop(core);
         let no_hints = Hints::default();
         let r = RawImage::open(&raw).expect("raw image");
+        let mut others = ProfileSet::new();
+        for (k2, p2) in KERNELS.iter().zip(&profiles) {
+            if k2 != kernel {
+                others.add(PathBuf::from(format!("{k2}.json")), p2.clone());
+            }
+        }
+        match others.identify(&r) {
+            Err(vmi_core::kernel::KernelError::NoProfile { banners, closest }) => {
+                if !banners.iter().any(|b| b == truth.version.trim_end())
+                    || closest.len() != KERNELS.len() - 1
+                {
+                    problems.push(format!(
+                        "{kernel}: unknown kernel reported as {banners:?}, closest {closest:?}"
+                    ));
+                }
+            }
+            other => problems.push(format!(
+                "{kernel}: identify without its profile gave {other:?}"
+            )),
+        }
         problems.extend(check(
             &format!("{kernel} raw"),
             &r,

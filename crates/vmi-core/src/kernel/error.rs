@@ -13,11 +13,12 @@ pub enum KernelError {
     /// No `Linux version ...` banner anywhere in guest memory.
     #[error("no Linux banner (\"Linux version ...\") in guest memory: is this a Linux guest, and is the dump complete?")]
     NoBanner,
-    /// A banner was found but no profile matches it.
-    #[error("no profile for the banner found in guest memory:\n  {banner}\nMake one with profile-gen from this kernel's -dbg package, vmlinuz or BTF.{}", closest_list(.closest))]
+    /// Banners were found but no profile matches them.
+    #[error("no profile for the banner found in guest memory:{}\nMake one with profile-gen from this kernel's -dbg package, vmlinuz or BTF.{}", banner_list(.banners), closest_list(.closest))]
     NoProfile {
-        /// The banner found (escaped).
-        banner: String,
+        /// The distinct banners found, most frequent first (escaped). Besides the
+        /// kernel's own, memory can hold stray variants (e.g. a build's placeholder).
+        banners: Vec<String>,
         /// Banners of the closest profiles available.
         closest: Vec<String>,
     },
@@ -105,6 +106,15 @@ pub enum KernelError {
         /// Its value.
         value: u64,
     },
+}
+
+fn banner_list(banners: &[String]) -> String {
+    let mut s = String::new();
+    for b in banners {
+        s.push_str("\n  ");
+        s.push_str(b);
+    }
+    s
 }
 
 fn closest_list(closest: &[String]) -> String {

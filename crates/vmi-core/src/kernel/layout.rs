@@ -71,7 +71,7 @@ pub struct Layout {
     pub task_span: (u64, u64),
 }
 
-fn field(p: &Profile, ty: &str, aliases: &[&str]) -> Result<u64, KernelError> {
+pub(crate) fn field(p: &Profile, ty: &str, aliases: &[&str]) -> Result<u64, KernelError> {
     p.field_any(ty, aliases)
         .map(|(_, f)| f.offset)
         .ok_or_else(|| KernelError::MissingField(format!("{ty}.{}", aliases[0])))
@@ -148,7 +148,7 @@ impl Layout {
 }
 
 /// `char[56]` → 56.
-fn array_len(ty: &str) -> Option<u64> {
+pub(crate) fn array_len(ty: &str) -> Option<u64> {
     let open = ty.rfind('[')?;
     ty[open + 1..].strip_suffix(']')?.parse().ok()
 }

@@ -86,12 +86,12 @@ impl<M: PhysicalMemory> Kernel<M> {
     ) -> Result<Kernel<M>, KernelError> {
         let banner_pa = profiles::probe_banner(&mem, &profile).ok_or_else(|| {
             let found = scan_banners(&mem, 4);
-            match found.first() {
-                None => KernelError::NoBanner,
-                Some((_, b)) => KernelError::NoProfile {
-                    banner: escape(b),
-                    closest: vec![escape(profile.kernel.banner.trim_end().as_bytes())],
-                },
+            if found.is_empty() {
+                return KernelError::NoBanner;
+            }
+            KernelError::NoProfile {
+                banners: found.iter().map(|(_, b)| escape(b)).collect(),
+                closest: vec![escape(profile.kernel.banner.trim_end().as_bytes())],
             }
         })?;
         Self::discover_at(mem, profile, banner_pa, hints)
@@ -254,15 +254,17 @@ fn place<M: PhysicalMemory + ?Sized>(
     })
 }
 
-/// Banners (`Linux version ` up to the end of line, at most 512 bytes, printable) found
-/// in `mem`, at most `max`, by a scan of every range (used only to report what a guest
-/// runs when no profile matches).
+/// Distinct banners (`Linux version ` up to the end of line, at most 512 bytes,
+/// printable) found in `mem`, at most `max`, by a scan of every range (used only to
+/// report what a guest runs when no profile matches). The kernel's own banner is in
+/// memory more than once (`linux_banner`, the boot log), stray variants (e.g. the boot
+/// decompressor's) once: the most frequent comes first.
 pub fn scan_banners<M: PhysicalMemory + ?Sized>(mem: &M, max: usize) -> Vec<(Pa, Vec<u8>)> {
     const NEEDLE: &[u8] = b"Linux version ";
     const CHUNK: u64 = 4 << 20;
     const TAIL: u64 = 512;
     let finder = memchr::memmem::Finder::new(NEEDLE);
-    let mut out: Vec<(Pa, Vec<u8>)> = Vec::new();
+    let mut out: Vec<(Pa, Vec<u8>, usize)> = Vec::new();
     let mut buf = vec![0u8; (CHUNK + TAIL) as usize];
     for range in mem.ranges() {
         let mut at = range.start.0;
@@ -282,11 +284,12 @@ pub fn scan_banners<M: PhysicalMemory + ?Sized>(mem: &M, max: usize) -> Vec<(Pa,
                     let line = &text[..end];
                     if line.len() > NEEDLE.len() + 8
                         && line.iter().all(|&b| (0x20..0x7f).contains(&b))
-                        && !out.iter().any(|(_, b)| b.as_slice() == line)
                     {
-                        out.push((Pa(at + pos as u64), line.to_vec()));
-                        if out.len() >= max {
-                            return out;
+                        let full = out.len() >= max;
+                        match out.iter_mut().find(|(_, b, _)| b.as_slice() == line) {
+                            Some(seen) => seen.2 += 1,
+                            None if !full => out.push((Pa(at + pos as u64), line.to_vec(), 1)),
+                            None => {}
                         }
                     }
                 }
@@ -294,7 +297,8 @@ pub fn scan_banners<M: PhysicalMemory + ?Sized>(mem: &M, max: usize) -> Vec<(Pa,
             at += CHUNK;
         }
     }
-    out
+    out.sort_by_key(|b| std::cmp::Reverse(b.2));
+    out.into_iter().map(|(pa, b, _)| (pa, b)).collect()
 }
 
 /// Guest bytes made safe for a terminal: printable ASCII kept, everything else `\xNN`.

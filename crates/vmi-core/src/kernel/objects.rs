@@ -115,12 +115,12 @@ impl Module {
 }
 
 /// True for addresses in the kernel half (the top bit set, canonical for 4- and 5-level).
-fn is_kernel_va(v: u64) -> bool {
+pub(crate) fn is_kernel_va(v: u64) -> bool {
     v >= 0xff00_0000_0000_0000
 }
 
 /// A `list_head` walk: calls `f` with each element's `list_head` address (not the head).
-fn walk_list<V: VirtualMemory + ?Sized>(
+pub(crate) fn walk_list<V: VirtualMemory + ?Sized>(
     mem: &V,
     head: Va,
     what: &'static str,
@@ -303,33 +303,38 @@ impl<M: PhysicalMemory> Kernel<M> {
         Ok(threads)
     }
 
+    /// The name, state and core memory of the `struct module` at `addr`.
+    pub(crate) fn read_module(&self, addr: Va) -> Result<Module, KernelError> {
+        let l = self.layout;
+        let what = "struct module";
+        let read = |off: u64, buf: &mut [u8]| {
+            self.space
+                .read_virt(Va(addr.0.wrapping_add(off)), buf)
+                .map_err(|source| KernelError::Read { what, source })
+        };
+        let mut name = vec![0u8; l.module_name_len as usize];
+        read(l.module_name, &mut name)?;
+        let name = name.split(|&b| b == 0).next().unwrap_or_default().to_vec();
+        let mut state = [0u8; 4];
+        read(l.module_state, &mut state)?;
+        let mut core = [0u8; 12];
+        read(l.module_core, &mut core)?;
+        Ok(Module {
+            addr,
+            name,
+            state: u32::from_le_bytes(state),
+            core_base: Va(u64::from_le_bytes(core[..8].try_into().unwrap_or([0; 8]))),
+            core_size: u32::from_le_bytes(core[8..12].try_into().unwrap_or([0; 4])),
+        })
+    }
+
     /// Every module on the `modules` list.
     pub fn modules(&self, limits: &Limits) -> Result<Vec<Module>, KernelError> {
         let l = self.layout;
         let head = self.symbol("modules")?;
         let mut out = Vec::new();
         walk_list(&self.space, head, "modules", limits.max_modules, |node| {
-            let addr = Va(node.0.wrapping_sub(l.module_list));
-            let what = "struct module";
-            let read = |off: u64, buf: &mut [u8]| {
-                self.space
-                    .read_virt(Va(addr.0.wrapping_add(off)), buf)
-                    .map_err(|source| KernelError::Read { what, source })
-            };
-            let mut name = vec![0u8; l.module_name_len as usize];
-            read(l.module_name, &mut name)?;
-            let name = name.split(|&b| b == 0).next().unwrap_or_default().to_vec();
-            let mut state = [0u8; 4];
-            read(l.module_state, &mut state)?;
-            let mut core = [0u8; 12];
-            read(l.module_core, &mut core)?;
-            out.push(Module {
-                addr,
-                name,
-                state: u32::from_le_bytes(state),
-                core_base: Va(u64::from_le_bytes(core[..8].try_into().unwrap_or([0; 8]))),
-                core_size: u32::from_le_bytes(core[8..12].try_into().unwrap_or([0; 4])),
-            });
+            out.push(self.read_module(Va(node.0.wrapping_sub(l.module_list)))?);
             Ok(())
         })?;
         Ok(out)

@@ -111,13 +111,16 @@ impl ProfileSet {
             }
         }
         // nothing at the expected places: say what the guest runs
-        let found = scan_banners(mem, 16);
+        let found = scan_banners(mem, 8);
         let Some((_, banner)) = found.first() else {
             return Err(KernelError::NoBanner);
         };
         let banner_text = String::from_utf8_lossy(banner).into_owned();
         Err(KernelError::NoProfile {
-            banner: crate::kernel::escape(banner.as_slice()),
+            banners: found
+                .iter()
+                .map(|(_, b)| crate::kernel::escape(b))
+                .collect(),
             closest: self.closest(&banner_text, 5),
         })
     }

@@ -87,6 +87,7 @@ pub const TYPES: &[NeededType] = &[
             f(&["start_time"]),
             f(&["start_boottime", "real_start_time"]),
             f(&["thread_pid"]),
+            f(&["pid_links"]),
             f(&["stack"]),
             f(&["on_cpu"]),
             f(&["exit_state"]),
@@ -121,7 +122,12 @@ pub const TYPES: &[NeededType] = &[
             f(&["fsuid"]),
             f(&["fsgid"]),
             f(&["usage"]),
+            f(&["user"]),
         ],
+    },
+    NeededType {
+        name: "user_struct",
+        fields: &[f(&["uid"])],
     },
     NeededType {
         name: "list_head",
@@ -180,6 +186,12 @@ pub const TYPES: &[NeededType] = &[
         name: "xa_node",
         fields: &[f(&["shift"]), f(&["slots"]), f(&["count"])],
     },
+    // NR_syscalls, the length of sys_call_table, is the length of this array (present
+    // with CONFIG_FTRACE_SYSCALLS, as in every distribution kernel)
+    NeededType {
+        name: "trace_array",
+        fields: &[opt(&["enter_syscall_files"])],
+    },
     NeededType {
         name: "file",
         fields: &[f(&["f_path"])],
@@ -217,6 +229,9 @@ pub const SYMBOLS: &[NeededSymbol] = &[
     opt_sym(&["ia32_sys_call_table"]),
     opt_sym(&["x64_sys_call"]),
     sym(&["idt_table"]),
+    // the early exception stubs: reserved vectors 20..31 keep pointing at them after
+    // boot (idt_setup_early_handler fills all 32, idt_setup_traps only the defined)
+    opt_sym(&["early_idt_handler_array"]),
     sym(&["__per_cpu_offset"]),
     sym(&["page_offset_base"]),
     sym(&["vmemmap_base"]),

@@ -1,0 +1,98 @@
+//! `credentials`: user tasks must not share `init_cred`, and a credential's `uid` must
+//! be the uid of its `user_struct`.
+//!
+//! - `init_cred` belongs to the kernel's own threads; a user task pointing to it
+//!   (`task->cred = &init_cred`) was given full root by a module.
+//! - The kernel sets `cred->uid` only through paths that also switch `cred->user`
+//!   (`set_user()`); an escalation that writes the ids of a `struct cred` directly
+//!   (`prepare_creds()`, ids set to 0, `commit_creds()`: the usual rootkit "give me
+//!   root") leaves `user` pointing to the old uid's `user_struct`.
+//! - Subjective credentials (`cred`) that are root while the objective ones
+//!   (`real_cred`) are not: the kernel overrides credentials only briefly, so a scan
+//!   that sees it twice (live guests are confirmed by a second read) is suspicious.
+
+use vmi_core::kernel::creds::CredIds;
+use vmi_core::memory::PhysicalMemory;
+use vmi_core::Va;
+
+use crate::checks::{needed, CheckFailure, Scan};
+use crate::finding::{guest_str, Finding, Severity};
+
+const NAME: &str = "credentials";
+
+/// Run the check.
+pub fn run<M: PhysicalMemory>(scan: &Scan<'_, M>) -> Result<Vec<Finding>, CheckFailure> {
+    let procs = needed(&scan.processes, "the tasks list")?;
+    let init_cred = scan.kernel.symbol("init_cred")?;
+    let mut findings = Vec::new();
+    for p in procs.iter().filter(|p| !p.is_kernel_thread()) {
+        let comm = guest_str(&p.comm);
+        let mut tasks: Vec<(Va, u32)> = vec![(p.task, p.pid)];
+        tasks.extend(
+            p.threads
+                .iter()
+                .filter(|t| t.task != p.task)
+                .map(|t| (t.task, t.tid)),
+        );
+        for (task, tid) in tasks {
+            let c = scan.kernel.task_creds(task)?;
+            let base = |key: String, sev: Severity, summary: String| {
+                Finding::new(NAME, sev, key, summary)
+                    .num("pid", u64::from(p.pid))
+                    .num("tid", u64::from(tid))
+                    .text("comm", comm.clone())
+                    .addr("task", task.0)
+            };
+            for (which, ids) in [("real_cred", &c.real), ("cred", &c.subjective)] {
+                if ids.addr == init_cred {
+                    findings.push(
+                        base(
+                            format!("{NAME}:init_cred:{which}:{:#x}", task.0),
+                            Severity::High,
+                            format!(
+                                "user task {tid} of process {} ({comm}) uses init_cred as its {which}: the kernel's own root credentials were handed to it",
+                                p.pid
+                            ),
+                        )
+                        .addr(which, ids.addr.0)
+                        .addr("init_cred", init_cred.0),
+                    );
+                } else if ids.uid != ids.user_uid {
+                    findings.push(
+                        base(
+                            format!("{NAME}:uid:{which}:{:#x}:{}", task.0, ids.uid),
+                            Severity::High,
+                            format!(
+                                "task {tid} of process {} ({comm}) has uid {} in its {which} but the user_struct of uid {}: the ids were written directly, not set by the kernel",
+                                p.pid, ids.uid, ids.user_uid
+                            ),
+                        )
+                        .addr(which, ids.addr.0)
+                        .num("uid", u64::from(ids.uid))
+                        .num("euid", u64::from(ids.euid))
+                        .num("user_struct_uid", u64::from(ids.user_uid)),
+                    );
+                }
+            }
+            if c.subjective.addr != c.real.addr && is_root(&c.subjective) && !is_root(&c.real) {
+                findings.push(
+                    base(
+                        format!("{NAME}:override:{:#x}:{:#x}", task.0, c.subjective.addr.0),
+                        Severity::Medium,
+                        format!(
+                            "task {tid} of process {} ({comm}) acts as root (cred euid {}) while its real credentials are uid {} euid {}",
+                            p.pid, c.subjective.euid, c.real.uid, c.real.euid
+                        ),
+                    )
+                    .addr("cred", c.subjective.addr.0)
+                    .addr("real_cred", c.real.addr.0),
+                );
+            }
+        }
+    }
+    Ok(findings)
+}
+
+fn is_root(c: &CredIds) -> bool {
+    c.euid == 0 || c.fsuid == 0
+}

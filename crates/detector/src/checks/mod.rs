@@ -1,0 +1,225 @@
+//! The intrusion checks.
+//!
+//! Each check compares two views the kernel keeps of the same thing, or a kernel table
+//! with where its entries must point, and returns [`Finding`]s:
+//!
+//! | check | what it compares |
+//! |---|---|
+//! | `hidden-process` ([`processes`]) | the `tasks` list (and thread lists) with the pid namespace IDR |
+//! | `hidden-module` ([`modules`]) | the `modules` list with the kobjects of `module_kset` |
+//! | `syscall-table` ([`syscalls`]) | every `sys_call_table` (and `ia32_sys_call_table`) entry with kernel text |
+//! | `idt` ([`idt`]) | every IDT gate with kernel text and `__KERNEL_CS`; each vCPU's IDTR with `idt_table` |
+//! | `credentials` ([`creds`]) | user tasks' credentials with `init_cred` and with their `user_struct` |
+//!
+//! [`Scan`] reads what several checks share (processes, modules, module kobjects)
+//! once. A check that cannot run (a read fails, the profile lacks a field) reports a
+//! [`CheckError`] and the others still run.
+
+pub mod creds;
+pub mod idt;
+pub mod modules;
+pub mod owner;
+pub mod processes;
+pub mod syscalls;
+
+use std::collections::BTreeSet;
+
+use vmi_core::arch::x86_64::Registers;
+use vmi_core::kernel::{Kernel, KernelError, Limits, Module, Process};
+use vmi_core::memory::PhysicalMemory;
+
+use crate::finding::Finding;
+pub use owner::{Owner, Owners};
+
+/// The checks, by name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Check {
+    /// Tasks hidden from the `tasks` list or from the pid namespace.
+    HiddenProcess,
+    /// Modules hidden from the `modules` list.
+    HiddenModule,
+    /// System call table entries outside kernel text.
+    SyscallTable,
+    /// IDT gates outside kernel text, IDTR elsewhere.
+    Idt,
+    /// Credentials shared with `init_cred` or rewritten.
+    Credentials,
+}
+
+impl Check {
+    /// Every check, in the order they run.
+    pub const ALL: [Check; 5] = [
+        Check::HiddenProcess,
+        Check::HiddenModule,
+        Check::SyscallTable,
+        Check::Idt,
+        Check::Credentials,
+    ];
+
+    /// The check's name in findings and on the command line.
+    pub fn name(self) -> &'static str {
+        match self {
+            Check::HiddenProcess => "hidden-process",
+            Check::HiddenModule => "hidden-module",
+            Check::SyscallTable => "syscall-table",
+            Check::Idt => "idt",
+            Check::Credentials => "credentials",
+        }
+    }
+
+    /// The check named `name`.
+    pub fn from_name(name: &str) -> Option<Check> {
+        Check::ALL.into_iter().find(|c| c.name() == name)
+    }
+}
+
+/// Why a check could not run.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum CheckFailure {
+    /// A read or the profile failed the check itself.
+    #[error(transparent)]
+    Kernel(#[from] KernelError),
+    /// A walk the check needs failed.
+    #[error("it needs {walk}, which failed: {error}")]
+    Walk {
+        /// The walk.
+        walk: &'static str,
+        /// Its error.
+        error: String,
+    },
+}
+
+/// A check that could not run.
+#[derive(Debug, thiserror::Error)]
+#[error("{check}: {source}")]
+pub struct CheckError {
+    /// The check's name.
+    pub check: &'static str,
+    /// Why.
+    pub source: CheckFailure,
+}
+
+/// What one run of the checks found.
+#[derive(Debug, Default)]
+pub struct Report {
+    /// Findings, in check order.
+    pub findings: Vec<Finding>,
+    /// Checks that could not run.
+    pub errors: Vec<CheckError>,
+    /// The checks that ran to the end.
+    pub ran: Vec<Check>,
+}
+
+/// What the checks share, read once per scan.
+pub struct Scan<'k, M> {
+    /// The kernel.
+    pub kernel: &'k Kernel<M>,
+    /// vCPU registers (empty for dumps without CPU state).
+    pub registers: &'k [Registers],
+    /// The `tasks` list walk.
+    pub processes: Result<Vec<Process>, KernelError>,
+    /// The `modules` list walk.
+    pub modules: Result<Vec<Module>, KernelError>,
+    /// Who owns kernel addresses (text, listed and hidden modules).
+    pub owners: Owners,
+    /// What `module_kset` holds beyond the `modules` list.
+    pub kset: Result<modules::KsetView, CheckFailure>,
+}
+
+/// Most module kobjects walked.
+pub const MAX_KOBJECTS: usize = 1 << 14;
+
+impl<'k, M: PhysicalMemory> Scan<'k, M> {
+    /// Read the shared views.
+    pub fn new(kernel: &'k Kernel<M>, registers: &'k [Registers], limits: &Limits) -> Self {
+        let processes = kernel.processes(limits);
+        let modules = kernel.modules(limits);
+        let kset = match &modules {
+            Ok(list) => modules::kset_view(kernel, list).map_err(CheckFailure::from),
+            Err(e) => Err(CheckFailure::Walk {
+                walk: "the modules list",
+                error: e.to_string(),
+            }),
+        };
+        let owners = Owners::new(
+            kernel.text_range().ok(),
+            modules.as_deref().unwrap_or(&[]),
+            kset.as_ref()
+                .map(|k| k.hidden.as_slice())
+                .unwrap_or(&[])
+                .iter()
+                .map(|h| &h.module),
+        );
+        Scan {
+            kernel,
+            registers,
+            processes,
+            modules,
+            owners,
+            kset,
+        }
+    }
+
+    /// Run one check.
+    pub fn run(&self, check: Check) -> Result<Vec<Finding>, CheckFailure> {
+        match check {
+            Check::HiddenProcess => processes::run(self),
+            Check::HiddenModule => modules::run(self),
+            Check::SyscallTable => syscalls::run(self),
+            Check::Idt => idt::run(self),
+            Check::Credentials => creds::run(self),
+        }
+    }
+}
+
+/// The result of a shared walk, for a check that needs it.
+pub(crate) fn needed<'a, T, E: std::fmt::Display>(
+    r: &'a Result<T, E>,
+    walk: &'static str,
+) -> Result<&'a T, CheckFailure> {
+    r.as_ref().map_err(|e| CheckFailure::Walk {
+        walk,
+        error: e.to_string(),
+    })
+}
+
+/// Run `checks` on the kernel once.
+pub fn run_once<M: PhysicalMemory>(
+    kernel: &Kernel<M>,
+    registers: &[Registers],
+    checks: &[Check],
+    limits: &Limits,
+) -> Report {
+    let scan = Scan::new(kernel, registers, limits);
+    let mut report = Report::default();
+    for &c in checks {
+        match scan.run(c) {
+            Ok(f) => {
+                report.findings.extend(f);
+                report.ran.push(c);
+            }
+            Err(source) => report.errors.push(CheckError {
+                check: c.name(),
+                source,
+            }),
+        }
+    }
+    report
+}
+
+/// Keep only the findings of `first` that `second` confirms (same key). A live guest
+/// that runs while it is read can show a process half-created or a list mid-update
+/// once; what two reads agree on is real.
+pub fn confirmed(first: Report, second: &Report) -> Report {
+    let keys: BTreeSet<&str> = second.findings.iter().map(|f| f.key.as_str()).collect();
+    Report {
+        findings: first
+            .findings
+            .into_iter()
+            .filter(|f| keys.contains(f.key.as_str()))
+            .collect(),
+        errors: first.errors,
+        ran: first.ran,
+    }
+}

@@ -1,0 +1,138 @@
+//! `hidden-module`: every module with a kobject in `module_kset` (`/sys/module`) must
+//! be on the `modules` list (`/proc/modules`, `lsmod`).
+//!
+//! A rootkit that `list_del`s itself from `modules` vanishes from `lsmod` and from
+//! list-walking tools but keeps its kobject. Found that way, the module's name and core
+//! memory are read from its `struct module`, whose own `mkobj.mod` must point back to
+//! it; the other checks then name it as the owner of any hook inside it.
+
+use std::collections::HashSet;
+
+use vmi_core::kernel::{Kernel, KernelError, Module};
+use vmi_core::memory::PhysicalMemory;
+use vmi_core::Va;
+
+use crate::checks::{CheckFailure, Scan, MAX_KOBJECTS};
+use crate::finding::{guest_str, Finding, Severity};
+
+const NAME: &str = "hidden-module";
+
+/// A module found through its kobject only.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HiddenModule {
+    /// The module, read from its `struct module`.
+    pub module: Module,
+    /// Its kobject.
+    pub kobj: Va,
+    /// The kobject's name (guest bytes).
+    pub kobj_name: Vec<u8>,
+}
+
+/// A kobject of `module_kset` whose `mod` is no module.
+#[derive(Debug)]
+pub struct Bogus {
+    /// The kobject.
+    pub kobj: Va,
+    /// Its name (guest bytes).
+    pub name: Vec<u8>,
+    /// What its `mod` points to.
+    pub module: Va,
+    /// Why that is no module.
+    pub error: KernelError,
+}
+
+/// What `module_kset` holds beyond the `modules` list.
+#[derive(Debug, Default)]
+pub struct KsetView {
+    /// Modules not on the list.
+    pub hidden: Vec<HiddenModule>,
+    /// Kobjects whose module cannot be read as one.
+    pub bogus: Vec<Bogus>,
+}
+
+/// Compare `module_kset` with the listed modules.
+pub fn kset_view<M: PhysicalMemory>(
+    kernel: &Kernel<M>,
+    listed: &[Module],
+) -> Result<KsetView, KernelError> {
+    let on_list: HashSet<Va> = listed.iter().map(|m| m.addr).collect();
+    let mut hidden = Vec::new();
+    let mut bogus = Vec::new();
+    for k in kernel.module_kobjects(MAX_KOBJECTS)? {
+        let Some(m) = k.module else { continue };
+        if on_list.contains(&m) {
+            continue;
+        }
+        match kernel.module_at(m) {
+            Ok(module) => hidden.push(HiddenModule {
+                module,
+                kobj: k.kobj,
+                kobj_name: k.name,
+            }),
+            Err(error) => bogus.push(Bogus {
+                kobj: k.kobj,
+                name: k.name,
+                module: m,
+                error,
+            }),
+        }
+    }
+    Ok(KsetView { hidden, bogus })
+}
+
+/// Run the check.
+pub fn run<M: PhysicalMemory>(scan: &Scan<'_, M>) -> Result<Vec<Finding>, CheckFailure> {
+    let view = match &scan.kset {
+        Ok(v) => v,
+        Err(CheckFailure::Walk { walk, error }) => {
+            return Err(CheckFailure::Walk {
+                walk,
+                error: error.clone(),
+            })
+        }
+        Err(e) => {
+            return Err(CheckFailure::Walk {
+                walk: "the module kset",
+                error: e.to_string(),
+            })
+        }
+    };
+    let mut findings = Vec::new();
+    for h in &view.hidden {
+        let name = guest_str(&h.module.name);
+        findings.push(
+            Finding::new(
+                NAME,
+                Severity::High,
+                format!("{NAME}:{:#x}", h.module.addr.0),
+                format!(
+                    "module {name} is loaded (it has a kobject in /sys/module) but is not on the modules list: hidden from lsmod"
+                ),
+            )
+            .text("module", name)
+            .addr("struct_module", h.module.addr.0)
+            .addr("core_base", h.module.core_base.0)
+            .num("core_size", u64::from(h.module.core_size))
+            .addr("kobject", h.kobj.0)
+            .text("kobject_name", guest_str(&h.kobj_name)),
+        );
+    }
+    for b in &view.bogus {
+        let name = guest_str(&b.name);
+        findings.push(
+            Finding::new(
+                NAME,
+                Severity::Medium,
+                format!("{NAME}:bogus:{:#x}", b.kobj.0),
+                format!(
+                    "the /sys/module kobject {name} points to {:#x}, which is not a module on the list and not a readable module ({})",
+                    b.module.0, b.error
+                ),
+            )
+            .text("kobject_name", name)
+            .addr("kobject", b.kobj.0)
+            .addr("module", b.module.0),
+        );
+    }
+    Ok(findings)
+}

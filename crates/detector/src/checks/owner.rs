@@ -1,0 +1,142 @@
+//! Who owns a kernel address: kernel text, a listed module, a hidden module, or nobody.
+
+use std::fmt;
+
+use vmi_core::kernel::syscalls::{in_module_area, TextRange};
+use vmi_core::kernel::Module;
+use vmi_core::Va;
+
+use crate::finding::guest_str;
+
+/// The owner of an address.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Owner {
+    /// The kernel's own text.
+    KernelText,
+    /// A module's core memory; `hidden` when it is not on the `modules` list.
+    Module {
+        /// The module name (escaped).
+        name: String,
+        /// True for a module found only through its kobject.
+        hidden: bool,
+    },
+    /// In the module area, but in no module known (a module that hid itself entirely,
+    /// or code left behind by one unloaded).
+    UnknownModuleArea,
+    /// Anywhere else.
+    Unknown,
+}
+
+impl fmt::Display for Owner {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Owner::KernelText => f.write_str("kernel text"),
+            Owner::Module {
+                name,
+                hidden: false,
+            } => write!(f, "module {name}"),
+            Owner::Module { name, hidden: true } => write!(f, "hidden module {name}"),
+            Owner::UnknownModuleArea => f.write_str("module area, no known module (hidden)"),
+            Owner::Unknown => f.write_str("unknown memory"),
+        }
+    }
+}
+
+/// Address ranges and their owners.
+#[derive(Debug, Clone, Default)]
+pub struct Owners {
+    text: Option<TextRange>,
+    /// (start, end, name, hidden), sorted by start.
+    modules: Vec<(u64, u64, String, bool)>,
+}
+
+impl Owners {
+    /// Owners from the kernel's text range, the listed modules and hidden ones.
+    pub fn new<'a>(
+        text: Option<TextRange>,
+        listed: &[Module],
+        hidden: impl Iterator<Item = &'a Module>,
+    ) -> Owners {
+        let mut modules: Vec<(u64, u64, String, bool)> = listed
+            .iter()
+            .map(|m| (m, false))
+            .chain(hidden.map(|m| (m, true)))
+            .map(|(m, h)| {
+                let start = m.core_base.0;
+                (
+                    start,
+                    start.saturating_add(u64::from(m.core_size)),
+                    guest_str(&m.name),
+                    h,
+                )
+            })
+            .collect();
+        modules.sort();
+        Owners { text, modules }
+    }
+
+    /// Who owns `va`.
+    pub fn owner(&self, va: Va) -> Owner {
+        if self.text.is_some_and(|t| t.contains(va)) {
+            return Owner::KernelText;
+        }
+        if let Some((_, _, name, hidden)) = self
+            .modules
+            .iter()
+            .find(|(s, e, _, _)| (*s..*e).contains(&va.0))
+        {
+            return Owner::Module {
+                name: name.clone(),
+                hidden: *hidden,
+            };
+        }
+        if in_module_area(va) {
+            Owner::UnknownModuleArea
+        } else {
+            Owner::Unknown
+        }
+    }
+
+    /// True for kernel text.
+    pub fn in_text(&self, va: Va) -> bool {
+        self.text.is_some_and(|t| t.contains(va))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn module(name: &str, base: u64, size: u32) -> Module {
+        Module {
+            addr: Va(0xffff_ffff_c100_0000),
+            name: name.as_bytes().to_vec(),
+            state: 0,
+            core_base: Va(base),
+            core_size: size,
+        }
+    }
+
+    #[test]
+    fn addresses_get_their_owner() {
+        let text = TextRange {
+            start: Va(0xffff_ffff_8100_0000),
+            end: Va(0xffff_ffff_8200_0000),
+        };
+        let listed = [module("ext4", 0xffff_ffff_c000_0000, 0x1000)];
+        let hidden = [module("rk\x1b", 0xffff_ffff_c000_2000, 0x1000)];
+        let o = Owners::new(Some(text), &listed, hidden.iter());
+        assert_eq!(o.owner(Va(0xffff_ffff_8100_0010)), Owner::KernelText);
+        assert_eq!(
+            o.owner(Va(0xffff_ffff_c000_0fff)).to_string(),
+            "module ext4"
+        );
+        assert_eq!(
+            o.owner(Va(0xffff_ffff_c000_2010)).to_string(),
+            "hidden module rk\\x1b"
+        );
+        assert_eq!(o.owner(Va(0xffff_ffff_c000_1000)), Owner::UnknownModuleArea);
+        assert_eq!(o.owner(Va(0xffff_8880_0000_0000)), Owner::Unknown);
+        assert_eq!(o.owner(Va(0xffff_ffff_8200_0000)), Owner::Unknown);
+    }
+}

@@ -1,0 +1,350 @@
+//! Text and JSON forms of what the commands print.
+//!
+//! JSON is built with `serde_json` values (never by string concatenation), so it is valid
+//! for any name; guest strings are escaped to printable ASCII in both forms.
+
+use std::collections::{BTreeMap, HashSet};
+use std::fmt::Write as _;
+
+use serde_json::{json, Value};
+use vmi_core::arch::x86_64::PagingMode;
+use vmi_core::kernel::{Module, Process};
+
+use crate::checks::Report;
+use crate::finding::guest_str;
+use crate::target::Target;
+
+/// The `ps` state letter of a task (as `/proc/<pid>/stat` shows it).
+pub fn state_letter(state: u32, exit_state: u32) -> char {
+    const TASK_IDLE: u32 = 0x0402;
+    if state == TASK_IDLE {
+        return 'I';
+    }
+    let report = (state | exit_state) & 0x7f;
+    let idx = (32 - report.leading_zeros()) as usize;
+    b"RSDTtXZP"[idx.min(7)] as char
+}
+
+/// `identify` as JSON.
+pub fn identify_json(t: &Target) -> Value {
+    let p = t.profile();
+    let place = t.kernel.placement();
+    json!({
+        "source": { "kind": t.kind.name(), "path": t.path.display().to_string() },
+        "banner": p.kernel.banner.trim_end(),
+        "release": p.kernel.release,
+        "profile": {
+            "path": t.profile_path.display().to_string(),
+            "source": p.provenance.source.to_string(),
+            "build_id": p.kernel.build_id,
+        },
+        "banner_pa": format!("{:#x}", place.banner_pa.0),
+        "kaslr": {
+            "virtual_shift": format!("{:#x}", place.virt_shift),
+            "physical_shift": format!("{:#x}", place.phys_shift),
+        },
+        "page_table_root": format!("{:#x}", place.root.table.0),
+        "paging": paging(place.root.mode),
+        "vcpus": t.registers.len(),
+        "warnings": t.warnings,
+    })
+}
+
+fn paging(m: PagingMode) -> &'static str {
+    match m {
+        PagingMode::FourLevel => "4-level",
+        PagingMode::FiveLevel => "5-level",
+    }
+}
+
+/// `identify` as text.
+pub fn identify_text(t: &Target) -> String {
+    let p = t.profile();
+    let place = t.kernel.placement();
+    let mut s = String::new();
+    let _ = writeln!(s, "source          {} {}", t.kind.name(), t.path.display());
+    let _ = writeln!(
+        s,
+        "banner          {}",
+        guest_str(p.kernel.banner.trim_end().as_bytes())
+    );
+    let _ = writeln!(
+        s,
+        "release         {}",
+        guest_str(p.kernel.release.as_bytes())
+    );
+    let _ = writeln!(
+        s,
+        "profile         {} ({})",
+        t.profile_path.display(),
+        p.provenance.source
+    );
+    let _ = writeln!(s, "banner at       {:#x} (physical)", place.banner_pa.0);
+    let _ = writeln!(s, "KASLR virtual   {:#x}", place.virt_shift);
+    let _ = writeln!(s, "KASLR physical  {:#x}", place.phys_shift);
+    let _ = writeln!(
+        s,
+        "page tables     {:#x} ({})",
+        place.root.table.0,
+        paging(place.root.mode)
+    );
+    let _ = writeln!(s, "vCPUs           {}", t.registers.len());
+    for w in &t.warnings {
+        let _ = writeln!(s, "warning         {w}");
+    }
+    s
+}
+
+fn process_json(p: &Process) -> Value {
+    json!({
+        "pid": p.pid,
+        "ppid": p.ppid,
+        "tgid": p.tgid,
+        "uid": p.uid,
+        "gid": p.gid,
+        "euid": p.euid,
+        "egid": p.egid,
+        "comm": guest_str(&p.comm),
+        "state": state_letter(p.state, p.exit_state).to_string(),
+        "kernel_thread": p.is_kernel_thread(),
+        "start_time_ns": p.start_time,
+        "task": format!("{:#x}", p.task.0),
+        "threads": p.threads.iter().map(|t| json!({
+            "tid": t.tid,
+            "comm": guest_str(&t.comm),
+            "task": format!("{:#x}", t.task.0),
+        })).collect::<Vec<_>>(),
+    })
+}
+
+/// `ps` as JSON: an array of processes.
+pub fn ps_json(procs: &[Process]) -> Value {
+    Value::Array(procs.iter().map(process_json).collect())
+}
+
+/// `ps` as text, as a table or a tree (children under their parent).
+pub fn ps_text(procs: &[Process], tree: bool) -> String {
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        "{:>7} {:>7} {:>6} {:>6} {:>4} S COMM",
+        "PID", "PPID", "UID", "EUID", "THR"
+    );
+    let line = |s: &mut String, p: &Process, indent: usize| {
+        let name = guest_str(&p.comm);
+        let name = if p.is_kernel_thread() {
+            format!("[{name}]")
+        } else {
+            name
+        };
+        let _ = writeln!(
+            s,
+            "{:>7} {:>7} {:>6} {:>6} {:>4} {} {}{}",
+            p.pid,
+            p.ppid,
+            p.uid,
+            p.euid,
+            p.threads.len(),
+            state_letter(p.state, p.exit_state),
+            if indent > 0 {
+                format!("{}\\_ ", "  ".repeat(indent - 1))
+            } else {
+                String::new()
+            },
+            name
+        );
+    };
+    if !tree {
+        for p in procs {
+            line(&mut s, p, 0);
+        }
+        return s;
+    }
+    let pids: HashSet<u32> = procs.iter().map(|p| p.pid).collect();
+    let mut children: BTreeMap<u32, Vec<&Process>> = BTreeMap::new();
+    let mut roots: Vec<&Process> = Vec::new();
+    for p in procs {
+        if p.ppid != p.pid && pids.contains(&p.ppid) {
+            children.entry(p.ppid).or_default().push(p);
+        } else {
+            roots.push(p);
+        }
+    }
+    // depth-first, each pid once (a hostile parent cycle cannot loop)
+    let mut printed: HashSet<u32> = HashSet::new();
+    let mut stack: Vec<(&Process, usize)> = roots.iter().rev().map(|p| (*p, 0)).collect();
+    while let Some((p, depth)) = stack.pop() {
+        if !printed.insert(p.pid) {
+            continue;
+        }
+        line(&mut s, p, depth);
+        if let Some(kids) = children.get(&p.pid) {
+            stack.extend(kids.iter().rev().map(|k| (*k, depth + 1)));
+        }
+    }
+    // processes in a parent cycle have no root: print them flat
+    for p in procs.iter().filter(|p| !printed.contains(&p.pid)) {
+        line(&mut s, p, 0);
+    }
+    s
+}
+
+fn module_state(state: u32) -> &'static str {
+    match state {
+        0 => "live",
+        1 => "coming",
+        2 => "going",
+        3 => "unformed",
+        _ => "invalid",
+    }
+}
+
+/// `lsmod` as JSON.
+pub fn lsmod_json(mods: &[Module]) -> Value {
+    Value::Array(
+        mods.iter()
+            .map(|m| {
+                json!({
+                    "name": guest_str(&m.name),
+                    "state": module_state(m.state),
+                    "core_base": format!("{:#x}", m.core_base.0),
+                    "core_size": m.core_size,
+                    "struct_module": format!("{:#x}", m.addr.0),
+                })
+            })
+            .collect(),
+    )
+}
+
+/// `lsmod` as text.
+pub fn lsmod_text(mods: &[Module]) -> String {
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        "{:<24} {:>18} {:>8} {:<8} STRUCT",
+        "MODULE", "CORE", "SIZE", "STATE"
+    );
+    for m in mods {
+        let _ = writeln!(
+            s,
+            "{:<24} {:>#18x} {:>8} {:<8} {:#x}",
+            guest_str(&m.name),
+            m.core_base.0,
+            m.core_size,
+            module_state(m.state),
+            m.addr.0
+        );
+    }
+    s
+}
+
+/// A check report as JSON.
+pub fn report_json(r: &Report) -> Value {
+    json!({
+        "findings": r.findings.iter().map(|f| f.to_json()).collect::<Vec<_>>(),
+        "errors": r.errors.iter().map(|e| json!({
+            "check": e.check,
+            "error": e.source.to_string(),
+        })).collect::<Vec<_>>(),
+        "checks": r.ran.iter().map(|c| c.name()).collect::<Vec<_>>(),
+    })
+}
+
+/// A check report as text: one finding per line, then errors, then a summary line.
+pub fn report_text(r: &Report) -> String {
+    let mut s = String::new();
+    for f in &r.findings {
+        let _ = writeln!(s, "{f}");
+    }
+    for e in &r.errors {
+        let _ = writeln!(s, "error  {e}");
+    }
+    let _ = writeln!(
+        s,
+        "{} finding(s); checks run: {}{}",
+        r.findings.len(),
+        r.ran
+            .iter()
+            .map(|c| c.name())
+            .collect::<Vec<_>>()
+            .join(", "),
+        if r.errors.is_empty() {
+            String::new()
+        } else {
+            format!("; {} check(s) could not run", r.errors.len())
+        }
+    );
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use vmi_core::kernel::Thread;
+    use vmi_core::Va;
+
+    fn proc_(pid: u32, ppid: u32, comm: &[u8]) -> Process {
+        Process {
+            task: Va(0xffff_8880_0000_0000 + u64::from(pid) * 0x1000),
+            pid,
+            tgid: pid,
+            ppid,
+            comm: comm.to_vec(),
+            state: 1,
+            exit_state: 0,
+            flags: 0,
+            uid: 0,
+            gid: 0,
+            euid: 0,
+            egid: 0,
+            mm: Va(1),
+            start_time: 0,
+            threads: vec![Thread {
+                task: Va(0),
+                tid: pid,
+                comm: comm.to_vec(),
+            }],
+        }
+    }
+
+    #[test]
+    fn state_letters_follow_proc() {
+        assert_eq!(state_letter(0, 0), 'R');
+        assert_eq!(state_letter(1, 0), 'S');
+        assert_eq!(state_letter(2, 0), 'D');
+        assert_eq!(state_letter(0x402, 0), 'I');
+        assert_eq!(state_letter(0, 0x20), 'Z');
+        assert_eq!(state_letter(4, 0), 'T');
+    }
+
+    #[test]
+    fn the_tree_nests_children_and_survives_parent_cycles() {
+        let procs = vec![
+            proc_(1, 0, b"init"),
+            proc_(5, 1, b"sh"),
+            proc_(7, 5, b"child\x1b[31m"),
+            proc_(9, 1, b"other"),
+            // 20 and 21 are each other's parent
+            proc_(20, 21, b"a"),
+            proc_(21, 20, b"b"),
+        ];
+        let t = ps_text(&procs, true);
+        let names: Vec<&str> = t.lines().skip(1).map(|l| l.split_at(37).1).collect();
+        assert_eq!(
+            names,
+            vec![
+                "init",
+                "\\_ sh",
+                "  \\_ child\\x1b[31m",
+                "\\_ other",
+                "a",
+                "b"
+            ],
+            "{t}"
+        );
+        assert!(t.bytes().all(|b| b == b'\n' || (0x20..0x7f).contains(&b)));
+        let j = ps_json(&procs).to_string();
+        let back: Value = serde_json::from_str(&j).unwrap();
+        assert_eq!(back[2]["comm"], "child\\x1b[31m");
+    }
+}

@@ -1,0 +1,296 @@
+//! Opening a guest: the memory source (a dump recognised by content, or a live QEMU),
+//! the profile, and the kernel found in memory.
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use vmi_core::arch::x86_64::Registers;
+use vmi_core::kernel::{Hints, Kernel, ProfileSet};
+use vmi_core::memory::{
+    ElfCore, LimeImage, PauseGuard, PhysicalMemory, QemuLive, QemuOptions, RawImage, VcpuRegisters,
+};
+use vmi_core::profile::Profile;
+
+use crate::error::DetectorError;
+
+/// Guest memory as the checks read it.
+pub type Memory = Arc<dyn PhysicalMemory + Send + Sync>;
+
+/// Where guest memory comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SourceSpec {
+    /// A dump file: ELF core, LiME or raw, recognised by its first bytes.
+    Dump(PathBuf),
+    /// A live QEMU guest: its QMP socket, and the RAM file when QEMU's `mem-path`
+    /// is not the path to use (e.g. another mount namespace).
+    Qemu {
+        /// The QMP socket.
+        socket: PathBuf,
+        /// The RAM file.
+        mem_path: Option<PathBuf>,
+    },
+}
+
+/// Which profiles to try.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ProfileSpec {
+    /// Every profile under a directory; the one whose banner is in memory is used.
+    Dir(PathBuf),
+    /// One profile file.
+    File(PathBuf),
+}
+
+/// The kind of memory source.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SourceKind {
+    /// ELF core dump.
+    Elf,
+    /// LiME image.
+    Lime,
+    /// Raw physical image.
+    Raw,
+    /// Live QEMU guest.
+    Qemu,
+}
+
+impl SourceKind {
+    /// A short name.
+    pub fn name(self) -> &'static str {
+        match self {
+            SourceKind::Elf => "elf",
+            SourceKind::Lime => "lime",
+            SourceKind::Raw => "raw",
+            SourceKind::Qemu => "qemu",
+        }
+    }
+}
+
+/// An opened guest with its kernel found.
+pub struct Target {
+    /// The kernel.
+    pub kernel: Kernel<Memory>,
+    /// The profile file used.
+    pub profile_path: PathBuf,
+    /// What kind of source.
+    pub kind: SourceKind,
+    /// The dump file or QMP socket.
+    pub path: PathBuf,
+    /// Registers of every vCPU the source reports (empty for raw and LiME dumps).
+    pub registers: Vec<Registers>,
+    /// Things the source or profile loading had to skip.
+    pub warnings: Vec<String>,
+    live: Option<Arc<QemuLive>>,
+}
+
+impl std::fmt::Debug for Target {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Target")
+            .field("kind", &self.kind)
+            .field("path", &self.path)
+            .field("profile_path", &self.profile_path)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Largest profile file read (as vmi-core's profile directories).
+const MAX_PROFILE_BYTES: u64 = 256 << 20;
+/// ELF magic.
+const ELF_MAGIC: &[u8; 4] = b"\x7fELF";
+/// LiME magic as it is on disk (0x4C694D45 little-endian).
+const LIME_MAGIC: &[u8; 4] = b"EMiL";
+
+/// Recognise a dump by its first bytes.
+pub fn dump_kind(path: &Path) -> Result<SourceKind, DetectorError> {
+    let mut head = [0u8; 4];
+    let mut f = std::fs::File::open(path).map_err(|source| DetectorError::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let n = f.read(&mut head).map_err(|source| DetectorError::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    Ok(match &head[..n] {
+        h if h == ELF_MAGIC => SourceKind::Elf,
+        h if h == LIME_MAGIC => SourceKind::Lime,
+        _ => SourceKind::Raw,
+    })
+}
+
+fn open_err(path: &Path) -> impl FnOnce(vmi_core::Error) -> DetectorError + '_ {
+    move |source| DetectorError::Open {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+fn all_registers<R: VcpuRegisters + ?Sized>(src: &R) -> Vec<Registers> {
+    (0..src.vcpu_count().min(4096))
+        .filter_map(|i| src.registers(i).ok())
+        .collect()
+}
+
+impl Target {
+    /// Open the source, pick the profile and find the kernel.
+    pub fn open(source: &SourceSpec, profiles: &ProfileSpec) -> Result<Target, DetectorError> {
+        let mut warnings = Vec::new();
+        let (mem, kind, path, registers, vmcoreinfo, live): (
+            Memory,
+            SourceKind,
+            PathBuf,
+            Vec<Registers>,
+            _,
+            Option<Arc<QemuLive>>,
+        ) = match source {
+            SourceSpec::Dump(path) => match dump_kind(path)? {
+                SourceKind::Elf => {
+                    let core = ElfCore::open(path).map_err(open_err(path))?;
+                    warnings.extend(core.warnings().iter().cloned());
+                    let regs = all_registers(&core);
+                    let vmci = core.vmcoreinfo().cloned();
+                    (
+                        Arc::new(core),
+                        SourceKind::Elf,
+                        path.clone(),
+                        regs,
+                        vmci,
+                        None,
+                    )
+                }
+                SourceKind::Lime => {
+                    let l = LimeImage::open(path).map_err(open_err(path))?;
+                    warnings.extend(l.warnings().iter().cloned());
+                    (
+                        Arc::new(l),
+                        SourceKind::Lime,
+                        path.clone(),
+                        vec![],
+                        None,
+                        None,
+                    )
+                }
+                _ => {
+                    let r = RawImage::open(path).map_err(open_err(path))?;
+                    (
+                        Arc::new(r),
+                        SourceKind::Raw,
+                        path.clone(),
+                        vec![],
+                        None,
+                        None,
+                    )
+                }
+            },
+            SourceSpec::Qemu { socket, mem_path } => {
+                let opts = QemuOptions {
+                    ram_path: mem_path.clone(),
+                    ..QemuOptions::default()
+                };
+                let live = Arc::new(QemuLive::connect(socket, &opts).map_err(open_err(socket))?);
+                warnings.extend(live.warnings().iter().cloned());
+                let regs = all_registers(live.as_ref());
+                let mem: Memory = live.clone();
+                (
+                    mem,
+                    SourceKind::Qemu,
+                    socket.clone(),
+                    regs,
+                    None,
+                    Some(live),
+                )
+            }
+        };
+        let set = match profiles {
+            ProfileSpec::Dir(dir) => {
+                let (set, w) = ProfileSet::load_dir(dir)?;
+                if set.is_empty() {
+                    return Err(DetectorError::NoProfiles {
+                        path: dir.clone(),
+                        warnings: w,
+                    });
+                }
+                warnings.extend(w);
+                set
+            }
+            ProfileSpec::File(file) => {
+                let profile = read_profile(file)?;
+                let mut set = ProfileSet::new();
+                set.add(file.clone(), Arc::new(profile));
+                set
+            }
+        };
+        let hints = Hints {
+            registers: registers.first().cloned(),
+            vmcoreinfo,
+        };
+        let id = set.identify(&mem)?;
+        let kernel = Kernel::discover_at(mem, id.profile.clone(), id.banner_pa, &hints)?;
+        Ok(Target {
+            kernel,
+            profile_path: id.path,
+            kind,
+            path,
+            registers,
+            warnings,
+            live,
+        })
+    }
+
+    /// The profile.
+    pub fn profile(&self) -> &Arc<Profile> {
+        self.kernel.profile()
+    }
+
+    /// True for a live guest.
+    pub fn is_live(&self) -> bool {
+        self.live.is_some()
+    }
+
+    /// The live guest, if this is one.
+    pub fn live(&self) -> Option<&Arc<QemuLive>> {
+        self.live.as_ref()
+    }
+
+    /// Pause a live guest until the guard is dropped (`None` for dumps).
+    pub fn pause(&self) -> Result<Option<PauseGuard<'_, QemuLive>>, DetectorError> {
+        match &self.live {
+            Some(l) => Ok(Some(
+                PauseGuard::new(l.as_ref()).map_err(DetectorError::Pause)?,
+            )),
+            None => Ok(None),
+        }
+    }
+
+    /// Read the vCPU registers again (live guests).
+    pub fn refresh_registers(&mut self) {
+        if let Some(l) = &self.live {
+            self.registers = all_registers(l.as_ref());
+        }
+    }
+}
+
+/// Read one profile file.
+pub fn read_profile(path: &Path) -> Result<Profile, DetectorError> {
+    let io = |source| DetectorError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    let len = std::fs::metadata(path).map_err(io)?.len();
+    if len > MAX_PROFILE_BYTES {
+        return Err(io(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!("{len} bytes is too large for a profile"),
+        )));
+    }
+    let text = std::fs::read_to_string(path).map_err(|source| DetectorError::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    Profile::from_json(&text).map_err(|source| {
+        DetectorError::Kernel(vmi_core::kernel::KernelError::ProfileFile {
+            path: path.to_path_buf(),
+            source,
+        })
+    })
+}
