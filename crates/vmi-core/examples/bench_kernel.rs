@@ -89,7 +89,11 @@ fn main() {
 
     println!("bench: {DEFAULT_KERNEL}, standard scenario, 1 GiB guest, TCG");
     let mut guest = lab
-        .boot(DEFAULT_KERNEL, &Scenario::standard(), &BootOptions::default())
+        .boot(
+            DEFAULT_KERNEL,
+            &Scenario::standard(),
+            &BootOptions::default(),
+        )
         .expect("boot");
     guest.release_qmp();
     {
@@ -163,7 +167,10 @@ fn main() {
                 .output()
                 .expect("vol");
             let second = t.elapsed();
-            let rows = String::from_utf8_lossy(&o2.stdout).lines().count().saturating_sub(2);
+            let rows = String::from_utf8_lossy(&o2.stdout)
+                .lines()
+                .count()
+                .saturating_sub(2);
             println!(
                 "baseline: Volatility 3 linux.pslist on the same dump: {first:.1?} (first run, builds its symbol cache), {second:.1?} (cached), {rows} rows{}",
                 if o.status.success() && o2.status.success() { "" } else { " (FAILED)" }

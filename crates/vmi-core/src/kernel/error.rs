@@ -98,6 +98,14 @@ pub enum KernelError {
         /// The bound.
         max: usize,
     },
+    /// A kernel object has a shape no kernel gives it.
+    #[error("{what} at {at}: corrupted or manipulated kernel memory")]
+    Corrupt {
+        /// What is wrong with it.
+        what: String,
+        /// Where the object is.
+        at: Va,
+    },
     /// A pointer read from the guest is not a kernel address.
     #[error("{what}: {value:#x} is not a kernel address (corrupted or manipulated kernel memory)")]
     BadPointer {

@@ -17,10 +17,15 @@
 //! Guest memory is hostile: every list walk is bounded, detects cycles and checks that
 //! pointers are kernel addresses; strings have a maximum length; errors carry the address.
 
+pub mod creds;
 mod error;
+pub mod idt;
+pub mod kobject;
 pub mod layout;
 pub mod objects;
+pub mod pidns;
 pub mod profiles;
+pub mod syscalls;
 
 use std::sync::Arc;
 
