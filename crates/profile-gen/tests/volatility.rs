@@ -1,76 +1,31 @@
-//! The ISF written by `profile-gen --full --format isf` is what Volatility 3 expects: it
-//! validates against Volatility's own ISF 6.2.0 JSON Schema, and `vol linux.pslist` on an
-//! ELF dump of a lab guest lists exactly the processes the guest itself reports.
+//! The ISF written by `profile-gen --full --format isf` is what Volatility 3 expects, made
+//! from DWARF (the -dbg files) and from the boot image alone (BTF + the image's kallsyms):
+//! each validates against Volatility's own ISF 6.2.0 JSON Schema, and `vol linux.pslist`
+//! on an ELF dump of a lab guest lists exactly the processes the guest itself reports.
+//!
+//! The same guest runs with KASLR, so it also checks the profile made from its raw BTF
+//! and relocated /proc/kallsyms: moved back, the symbols equal the boot image's.
 //!
 //! Volatility 3 (pinned, from PyPI) lives in a venv the lab makes once in its cache.
 
-use std::collections::BTreeSet;
+mod common;
+
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Instant;
 
+use common::{parse_pslist_csv, processes};
+use profile_gen::build::{self, Options};
 use vmi_lab::python::{Venv, JSONSCHEMA, VOLATILITY};
-use vmi_lab::{BootOptions, GroundTruth, Lab, Scenario, DEFAULT_KERNEL};
+use vmi_lab::{BootOptions, Lab, Scenario, DEFAULT_KERNEL};
 
-/// (pid, ppid, comm) of every process (thread-group leader), comm as `task_struct.comm`
-/// holds it: at most 15 bytes, and without the workqueue suffix `/proc` adds to kworkers.
-fn processes(truth: &GroundTruth) -> BTreeSet<(u32, u32, String)> {
-    truth
-        .processes
-        .iter()
-        .filter(|p| p.pid == p.tgid)
-        .map(|p| {
-            let mut comm = p.comm.clone();
-            if comm.starts_with("kworker/") {
-                if let Some(i) = comm.find('-') {
-                    comm.truncate(i);
-                }
-            }
-            let mut end = comm.len().min(15);
-            while !comm.is_char_boundary(end) {
-                end -= 1;
-            }
-            comm.truncate(end);
-            (p.pid, p.ppid, comm)
-        })
-        .collect()
-}
-
-fn parse_pslist_csv(text: &str) -> BTreeSet<(u32, u32, String)> {
-    let mut lines = text.lines().skip_while(|l| !l.starts_with("TreeDepth,"));
-    let header: Vec<&str> = lines.next().expect("a CSV header").split(',').collect();
-    let col = |name: &str| {
-        header
-            .iter()
-            .position(|h| *h == name)
-            .unwrap_or_else(|| panic!("no column {name} in {header:?}"))
-    };
-    let (pid, ppid, comm) = (col("PID"), col("PPID"), col("COMM"));
-    lines
-        .filter(|l| !l.trim().is_empty())
-        .map(|l| {
-            let f: Vec<&str> = l.split(',').collect();
-            (
-                f[pid].parse().expect("a pid"),
-                f[ppid].parse().expect("a ppid"),
-                f[comm].trim_matches('"').to_string(),
-            )
-        })
-        .collect()
-}
-
-#[test]
-fn volatility_pslist_on_a_lab_dump_matches_the_guest() {
-    let lab = Lab::open_default().expect("lab cache");
-    let dbg = lab.store().debug(DEFAULT_KERNEL).expect("-dbg package");
-    let dir = tempfile::tempdir().expect("tempdir");
-    let symbols = dir.path().join("symbols");
+/// Write `profile-gen <inputs> --full --format isf` under `symbols/linux/`.
+fn make_isf(inputs: &[&Path], symbols: &Path, name: &str) -> PathBuf {
     std::fs::create_dir_all(symbols.join("linux")).unwrap();
-    let isf = symbols.join("linux").join(format!("{}.json", dbg.abi));
-
+    let isf = symbols.join("linux").join(format!("{name}.json"));
     let started = Instant::now();
     let out = Command::new(env!("CARGO_BIN_EXE_profile-gen"))
-        .arg(&dbg.vmlinux)
-        .arg(&dbg.system_map)
+        .args(inputs)
         .args(["--full", "--format", "isf", "-o"])
         .arg(&isf)
         .output()
@@ -81,13 +36,15 @@ fn volatility_pslist_on_a_lab_dump_matches_the_guest() {
         String::from_utf8_lossy(&out.stderr)
     );
     eprintln!(
-        "ISF for {}: {} bytes in {:.1?} (test build)",
-        dbg.abi,
+        "ISF {name}: {} bytes in {:.1?} (test build)",
         std::fs::metadata(&isf).unwrap().len(),
         started.elapsed()
     );
+    isf
+}
 
-    let venv = Venv::ensure(lab.cache(), &[VOLATILITY, JSONSCHEMA]).expect("volatility venv");
+/// The ISF validates against Volatility's schema and types init_task.
+fn validate(venv: &Venv, isf: &Path) {
     let schema = venv
         .package_dir("volatility3")
         .expect("volatility3 installed")
@@ -100,21 +57,66 @@ fn volatility_pslist_on_a_lab_dump_matches_the_guest() {
              jsonschema.validate(isf, schema)\n\
              assert isf['metadata']['format'] == '6.2.0'\n\
              assert isf['symbols']['init_task']['type'] == {'kind': 'struct', 'name': 'task_struct'}\n\
+             assert 'constant_data' in isf['symbols']['linux_banner']\n\
              print(len(isf['user_types']), len(isf['enums']), len(isf['symbols']))",
         )
-        .arg(&isf)
+        .arg(isf)
         .arg(&schema)
         .output()
         .expect("run python");
     assert!(
         check.status.success(),
-        "the ISF does not validate against Volatility's schema: {}",
+        "{} does not validate against Volatility's schema: {}",
+        isf.display(),
         String::from_utf8_lossy(&check.stderr)
     );
     eprintln!(
         "schema ok; user_types enums symbols: {}",
         String::from_utf8_lossy(&check.stdout).trim()
     );
+}
+
+/// `vol linux.pslist` on `dump` with the ISFs under `symbols`.
+fn pslist(venv: &Venv, symbols: &Path, dump: &Path, work: &Path) -> String {
+    let volcache = work.join("volcache");
+    std::fs::create_dir_all(&volcache).unwrap();
+    let started = Instant::now();
+    let vol = Command::new(venv.bin("vol"))
+        .args(["-q", "-r", "csv", "-s"])
+        .arg(symbols)
+        .arg("--cache-path")
+        .arg(&volcache)
+        .arg("-f")
+        .arg(dump)
+        .arg("linux.pslist")
+        .current_dir(work)
+        .output()
+        .expect("run vol");
+    let stdout = String::from_utf8_lossy(&vol.stdout).into_owned();
+    assert!(
+        vol.status.success() && stdout.contains("TreeDepth,"),
+        "vol linux.pslist failed ({}):\n{stdout}\n{}",
+        vol.status,
+        String::from_utf8_lossy(&vol.stderr)
+    );
+    eprintln!("vol linux.pslist: {:.1?}", started.elapsed());
+    stdout
+}
+
+#[test]
+fn volatility_pslist_on_a_lab_dump_matches_the_guest() {
+    let lab = Lab::open_default().expect("lab cache");
+    let dbg = lab.store().debug(DEFAULT_KERNEL).expect("-dbg package");
+    let image = lab.store().image(DEFAULT_KERNEL).expect("image");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let dwarf_symbols = dir.path().join("symbols-dwarf");
+    let btf_symbols = dir.path().join("symbols-btf");
+    let dwarf_isf = make_isf(&[&dbg.vmlinux, &dbg.system_map], &dwarf_symbols, &dbg.abi);
+    let btf_isf = make_isf(&[&image.vmlinuz], &btf_symbols, &dbg.abi);
+
+    let venv = Venv::ensure(lab.cache(), &[VOLATILITY, JSONSCHEMA]).expect("volatility venv");
+    validate(&venv, &dwarf_isf);
+    validate(&venv, &btf_isf);
 
     // a dump whose process list is known: the truth before and after the dump agree
     let mut guest = lab
@@ -138,38 +140,58 @@ fn volatility_pslist_on_a_lab_dump_matches_the_guest() {
         }
         std::fs::remove_file(&dump).ok();
     };
+    assert!(truth.kaslr, "the guest runs with KASLR");
+    let raw = dir.path().join("raw");
+    std::fs::create_dir_all(&raw).unwrap();
+    for (path, name) in [
+        ("/sys/kernel/btf/vmlinux", "vmlinux.btf"),
+        ("/proc/kallsyms", "kallsyms"),
+        ("/proc/version", "version"),
+    ] {
+        let data = guest.read_file(path).expect("a file out of the guest");
+        std::fs::write(raw.join(name), data).unwrap();
+    }
     guest.shutdown().expect("shutdown");
     let want = processes(&truth);
 
-    let volcache = dir.path().join("volcache");
-    std::fs::create_dir_all(&volcache).unwrap();
-    let started = Instant::now();
-    let vol = Command::new(venv.bin("vol"))
-        .args(["-q", "-r", "csv", "-s"])
-        .arg(&symbols)
-        .arg("--cache-path")
-        .arg(&volcache)
-        .arg("-f")
-        .arg(&dump)
-        .arg("linux.pslist")
-        .current_dir(dir.path())
-        .output()
-        .expect("run vol");
-    let stdout = String::from_utf8_lossy(&vol.stdout);
+    // the relocated kallsyms, moved back, give the image's symbols
+    let from_image = build::from_btf(&image.vmlinuz, None, None, &Options::default())
+        .expect("profile from the image");
+    let from_guest = build::from_btf(
+        &raw.join("vmlinux.btf"),
+        Some(&raw.join("kallsyms")),
+        Some(&raw.join("version")),
+        &Options::default(),
+    )
+    .expect("profile from raw BTF + relocated kallsyms");
     assert!(
-        vol.status.success() && stdout.contains("TreeDepth,"),
-        "vol linux.pslist failed ({}):\n{stdout}\n{}",
-        vol.status,
-        String::from_utf8_lossy(&vol.stderr)
+        from_guest.warnings.iter().any(|w| w.contains("KASLR")),
+        "the shift is reported: {:?}",
+        from_guest.warnings
     );
-    eprintln!("vol linux.pslist: {:.1?}", started.elapsed());
-    let got = parse_pslist_csv(&stdout);
-    let missing: Vec<_> = want.difference(&got).collect();
-    let extra: Vec<_> = got.difference(&want).collect();
-    assert!(
-        missing.is_empty() && extra.is_empty(),
-        "Volatility's pslist differs from the guest's own list.\nonly in the guest: {missing:?}\nonly in Volatility: {extra:?}"
+    assert_eq!(from_image.profile.types, from_guest.profile.types);
+    assert_eq!(
+        from_image.profile.kernel.banner,
+        from_guest.profile.kernel.banner
     );
+    for (name, s) in &from_image.profile.symbols {
+        match from_guest.profile.symbols.get(name) {
+            Some(g) => assert_eq!(s, g, "symbol {name}"),
+            None => assert!(name.starts_with("kallsyms_"), "{name} missing"),
+        }
+    }
+
+    for (what, symbols) in [("DWARF", &dwarf_symbols), ("boot image", &btf_symbols)] {
+        let work = dir.path().join(what.replace(' ', "-"));
+        std::fs::create_dir_all(&work).unwrap();
+        let got = parse_pslist_csv(&pslist(&venv, symbols, &dump, &work));
+        let missing: Vec<_> = want.difference(&got).collect();
+        let extra: Vec<_> = got.difference(&want).collect();
+        assert!(
+            missing.is_empty() && extra.is_empty(),
+            "Volatility's pslist with the ISF from the {what} differs from the guest's own list.\nonly in the guest: {missing:?}\nonly in Volatility: {extra:?}"
+        );
+    }
     assert!(
         want.len() > 40,
         "a standard guest runs more than 40 processes"
