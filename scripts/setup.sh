@@ -10,6 +10,7 @@ packages=(
   xz-utils zstd       # compressed kernel modules in the archive's packages
   gzip bzip2 lz4 lzop # every boot-image compression, for profile-gen's decompression tests
   dwarves             # pahole, the reference for struct layouts
+  bpftool             # a baseline reader of BTF in scripts/bench-profile-gen-btf.sh
   time                # /usr/bin/time: peak RSS in scripts/bench-*.sh
   debian-archive-keyring apt dpkg tar
 )
