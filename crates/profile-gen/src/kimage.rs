@@ -45,13 +45,19 @@ fn bad(message: String) -> Error {
 }
 
 fn u16_at(d: &[u8], o: usize) -> Option<u16> {
-    Some(u16::from_le_bytes(d.get(o..o + 2)?.try_into().ok()?))
+    Some(u16::from_le_bytes(
+        d.get(o..o.checked_add(2)?)?.try_into().ok()?,
+    ))
 }
 fn u32_at(d: &[u8], o: usize) -> Option<u32> {
-    Some(u32::from_le_bytes(d.get(o..o + 4)?.try_into().ok()?))
+    Some(u32::from_le_bytes(
+        d.get(o..o.checked_add(4)?)?.try_into().ok()?,
+    ))
 }
 fn u64_at(d: &[u8], o: usize) -> Option<u64> {
-    Some(u64::from_le_bytes(d.get(o..o + 8)?.try_into().ok()?))
+    Some(u64::from_le_bytes(
+        d.get(o..o.checked_add(8)?)?.try_into().ok()?,
+    ))
 }
 
 impl<'a> KernelElf<'a> {
@@ -85,12 +91,13 @@ impl<'a> KernelElf<'a> {
         let mut notes = Vec::new();
         for i in 0..phnum {
             let at = phoff.saturating_add(i * phentsize);
+            let field = |off: usize| at.saturating_add(off);
             let (Some(kind), Some(flags), Some(offset), Some(vaddr), Some(filesz)) = (
                 u32_at(data, at),
-                u32_at(data, at + 4),
-                u64_at(data, at + 8),
-                u64_at(data, at + 16),
-                u64_at(data, at + 32),
+                u32_at(data, field(4)),
+                u64_at(data, field(8)),
+                u64_at(data, field(16)),
+                u64_at(data, field(32)),
             ) else {
                 return Err(bad("program headers truncated".into()));
             };
@@ -129,6 +136,7 @@ impl<'a> KernelElf<'a> {
             .filter(|s| !s.write)
             .map(|s| s.offset.saturating_add(s.filesz))
             .max();
+        // (the caller caps what it decompresses)
         let notes = self.notes.iter().map(|(o, l)| o.saturating_add(*l)).max();
         ro.max(notes).unwrap_or(0).min(usize::MAX as u64) as usize
     }
@@ -144,7 +152,7 @@ impl<'a> KernelElf<'a> {
             .segments
             .iter()
             .find(|s| vaddr >= s.vaddr && vaddr - s.vaddr < s.filesz)?;
-        usize::try_from(s.offset + (vaddr - s.vaddr)).ok()
+        usize::try_from(s.offset.checked_add(vaddr - s.vaddr)?).ok()
     }
 
     /// The virtual address of a file offset inside a loadable segment.
@@ -154,7 +162,7 @@ impl<'a> KernelElf<'a> {
             .segments
             .iter()
             .find(|s| o >= s.offset && o - s.offset < s.filesz)?;
-        Some(s.vaddr + (o - s.offset))
+        s.vaddr.checked_add(o - s.offset)
     }
 
     /// The NUL-terminated string at a virtual address (at most `max` bytes).
@@ -180,8 +188,8 @@ impl<'a> KernelElf<'a> {
                 let name_at = at + 12;
                 let desc_at = name_at.checked_add(namesz.checked_add(3)? & !3)?;
                 let next = desc_at.checked_add(descsz.checked_add(3)? & !3)?;
-                if kind == 3 && notes.get(name_at..name_at + namesz) == Some(b"GNU\0") {
-                    let id = notes.get(desc_at..desc_at + descsz)?;
+                if kind == 3 && notes.get(name_at..name_at.checked_add(namesz)?) == Some(b"GNU\0") {
+                    let id = notes.get(desc_at..desc_at.checked_add(descsz)?)?;
                     return Some(id.iter().map(|b| format!("{b:02x}")).collect());
                 }
                 at = next;
@@ -212,14 +220,14 @@ impl<'a> KernelElf<'a> {
             let at = shoff.checked_add(i.checked_mul(entsize)?)?;
             Some((
                 u32_at(self.data, at)?,
-                u64_at(self.data, at + 24)?,
-                u64_at(self.data, at + 32)?,
+                u64_at(self.data, at.checked_add(24)?)?,
+                u64_at(self.data, at.checked_add(32)?)?,
             ))
         };
         let (_, str_off, str_size) = header(usize::from(self.shstrndx))?;
-        let strtab = self
-            .data
-            .get(usize::try_from(str_off).ok()?..usize::try_from(str_off + str_size).ok()?)?;
+        let strtab = self.data.get(
+            usize::try_from(str_off).ok()?..usize::try_from(str_off.checked_add(str_size)?).ok()?,
+        )?;
         for i in 0..usize::from(self.shnum) {
             let (name_off, off, size) = header(i)?;
             let n = strtab.get(name_off as usize..)?;

@@ -322,3 +322,54 @@ fn debug_package_gives_the_same_profile_as_its_files() {
     assert_eq!(o.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&o.stderr).contains("carries its own System.map"));
 }
+
+/// A boot image with a symbol list: the list is used when it belongs to the image (the
+/// same profile as the image alone), refused when it does not; the libVMI stanza from
+/// the image alone carries the same offsets as the DWARF one.
+#[test]
+fn boot_image_with_a_system_map_and_as_libvmi() {
+    let store = vmi_lab::Store::open_default().unwrap();
+    let image = store.image("6.1.0-56-amd64").unwrap();
+    let d61 = store.debug("6.1.0-56-amd64").unwrap();
+    let d72 = store.debug("newest:7.2").unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let err = refused(dir.path(), &[&image.vmlinuz, &d72.system_map]);
+    assert!(err.contains("different builds"), "{err}");
+
+    let make = |inputs: &[&std::path::Path], extra: &[&str], out: &str| {
+        let path = dir.path().join(out);
+        let o = profile_gen()
+            .args(inputs)
+            .args(extra)
+            .arg("-o")
+            .arg(&path)
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        std::fs::read_to_string(path).unwrap()
+    };
+    let parse = |s: &str| vmi_core::profile::Profile::from_json(s).unwrap();
+    let alone = parse(&make(&[&image.vmlinuz], &[], "alone.json"));
+    let with_map = parse(&make(&[&image.vmlinuz, &d61.system_map], &[], "map.json"));
+    assert_eq!(alone.types, with_map.types);
+    assert_eq!(alone.kernel, with_map.kernel);
+    for (name, s) in &alone.symbols {
+        assert_eq!(Some(s), with_map.symbols.get(name), "{name}");
+    }
+    assert_eq!(with_map.provenance.inputs.len(), 2);
+    assert_eq!(alone.provenance.source, vmi_core::profile::SourceKind::Btf);
+
+    let from_image = make(&[&image.vmlinuz], &["--format", "libvmi"], "btf.conf");
+    let from_dwarf = make(
+        &[&d61.vmlinux, &d61.system_map],
+        &["--format", "libvmi"],
+        "dwarf.conf",
+    );
+    let body = |s: &str| -> Vec<String> {
+        s.lines()
+            .filter(|l| !l.starts_with('#'))
+            .map(str::to_string)
+            .collect()
+    };
+    assert_eq!(body(&from_image), body(&from_dwarf));
+}

@@ -2,7 +2,8 @@
 //! never a panic or a hang. A small real ELF (a gcc -g fixture linked into a shared
 //! library) is mutated deterministically: truncated at many lengths and with bytes
 //! overwritten inside every DWARF section; each mutant goes through the native and the
-//! full ISF writers. (`cargo fuzz` targets in crates/profile-gen/fuzz explore further.)
+//! full ISF writers; real BTF and kallsyms tables (Debian 6.1's boot image) are damaged the
+//! same way. (`cargo fuzz` targets in crates/profile-gen/fuzz explore further.)
 
 use std::path::Path;
 use std::process::Command;
@@ -152,4 +153,118 @@ fn garbage_system_maps_are_errors() {
         let e = r.expect_err("a garbage System.map must be refused");
         assert!(e.to_string().contains("System.map"), "{e}");
     }
+}
+
+/// Overwrite 1-4 bytes of `data[range]` with values that break parsers most often.
+fn mutate(data: &[u8], range: std::ops::Range<usize>, rng: &mut Rng) -> Vec<u8> {
+    let mut m = data.to_vec();
+    let n = 1 + (rng.next() % 4) as usize;
+    for _ in 0..n {
+        let at = range.start + (rng.next() as usize) % (range.end - range.start).max(1);
+        if let Some(b) = m.get_mut(at) {
+            *b = match rng.next() % 4 {
+                0 => 0,
+                1 => 0xff,
+                2 => *b ^ (1 << (rng.next() % 8)),
+                _ => rng.next() as u8,
+            };
+        }
+    }
+    m
+}
+
+/// The kernel inside Debian 6.1's boot image (decompressed as far as profiles need).
+fn kernel_6_1() -> Vec<u8> {
+    use profile_gen::vmlinuz;
+    let store = vmi_lab::Store::open_default().unwrap();
+    let image = std::fs::read(store.image("6.1.0-56-amd64").unwrap().vmlinuz).unwrap();
+    let payload = vmlinuz::payload(&image).unwrap();
+    vmlinuz::decompress(&payload, usize::MAX).unwrap()
+}
+
+/// Real BTF, truncated and with bytes overwritten in its header, its type records and
+/// its strings: an error or layouts, never a panic.
+#[test]
+fn mutated_btf_never_panics() {
+    use profile_gen::btf::Btf;
+    use profile_gen::kimage::KernelElf;
+    let kernel = kernel_6_1();
+    let btf = KernelElf::parse(&kernel).unwrap().btf().unwrap().to_vec();
+    let exercise = |data: &[u8], what: &str| {
+        let r = std::panic::catch_unwind(|| {
+            let Ok(b) = Btf::parse(data) else {
+                return false;
+            };
+            for t in vmi_core::profile::needs::TYPES {
+                let _ = b.layout(t.name);
+            }
+            for id in (0..b.len() as u32 + 2).step_by(97) {
+                let _ = b.type_name(id);
+                let _ = b.size_of(id);
+            }
+            true
+        });
+        r.unwrap_or_else(|_| panic!("{what}: the BTF reader panicked"))
+    };
+    assert!(exercise(&btf, "intact"));
+    for cut in (0..64).chain((0..btf.len()).step_by(btf.len() / 100 + 1)) {
+        exercise(&btf[..cut], &format!("cut at {cut}"));
+    }
+    let mut rng = Rng(0x2545_f491_4f6c_dd1d);
+    let types_end = 24 + u32::from_le_bytes(btf[12..16].try_into().unwrap()) as usize;
+    for (name, range) in [
+        ("header", 0..24),
+        ("types", 24..types_end),
+        ("strings", types_end..btf.len()),
+    ] {
+        for round in 0..100 {
+            let m = mutate(&btf, range.clone(), &mut rng);
+            exercise(&m, &format!("{name} round {round}"));
+        }
+    }
+}
+
+/// Damaged kallsyms tables are refused (or still decode consistently), never a panic,
+/// and never a table whose anchors (`_text`, the banner) are wrong.
+#[test]
+fn mutated_kallsyms_tables_never_panic() {
+    use profile_gen::kallsyms;
+    use profile_gen::kimage::KernelElf;
+    let kernel = kernel_6_1();
+    let elf = KernelElf::parse(&kernel).unwrap();
+    let (_, layout) = kallsyms::recover(&elf).expect("the intact tables decode");
+    let text = elf.text_address().unwrap();
+    let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+    let regions = [
+        ("names", layout.names..layout.markers.0),
+        ("markers", layout.markers.0..layout.token_table),
+        ("token table", layout.token_table..layout.token_index),
+        ("token index", layout.token_index..layout.token_index + 512),
+        ("num_syms", layout.num_syms..layout.num_syms + 4),
+    ];
+    let (mut refused, mut decoded) = (0, 0);
+    for (name, range) in regions {
+        for round in 0..8 {
+            let m = mutate(&kernel, range.clone(), &mut rng);
+            let r = std::panic::catch_unwind(|| {
+                let elf = KernelElf::parse(&m).unwrap();
+                kallsyms::recover(&elf).map(|(entries, _)| {
+                    entries
+                        .iter()
+                        .find(|(n, _, _)| n == "_text")
+                        .map(|(_, a, _)| *a)
+                })
+            });
+            match r {
+                Err(_) => panic!("{name} round {round}: kallsyms recovery panicked"),
+                Ok(Err(_)) => refused += 1,
+                Ok(Ok(t)) => {
+                    assert_eq!(t, Some(text), "{name} round {round}: _text moved");
+                    decoded += 1;
+                }
+            }
+        }
+    }
+    eprintln!("damaged kallsyms: {refused} refused, {decoded} still consistent");
+    assert!(refused > 0, "some damage must be refused");
 }
