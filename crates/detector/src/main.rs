@@ -108,7 +108,30 @@ fn emit(json: bool, value: serde_json::Value, text: String) -> Result<()> {
     Ok(())
 }
 
+/// The checks `check` runs: those named, or all.
+fn wanted_checks(only: &[String]) -> Result<Vec<Check>> {
+    let mut wanted = Vec::new();
+    for name in only {
+        match Check::from_name(name) {
+            Some(c) => wanted.push(c),
+            None => bail!(
+                "no check named {:?}; the checks are: {}",
+                vmi_core::kernel::escape(name.as_bytes()),
+                Check::ALL.map(|c| c.name()).join(", ")
+            ),
+        }
+    }
+    if wanted.is_empty() {
+        wanted = Check::ALL.to_vec();
+    }
+    Ok(wanted)
+}
+
 fn run(cli: &Cli) -> Result<ExitCode> {
+    let wanted = match &cli.command {
+        Command::Check { only, .. } => wanted_checks(only)?,
+        _ => Vec::new(),
+    };
     let target = open(&cli.opts)?;
     let json = cli.opts.json;
     let limits = Limits::default();
@@ -138,20 +161,7 @@ fn run(cli: &Cli) -> Result<ExitCode> {
                 .context("walking the modules list")?;
             emit(json, render::lsmod_json(&mods), render::lsmod_text(&mods))?;
         }
-        Command::Check { only, pause } => {
-            let mut wanted = Vec::new();
-            for name in only {
-                match Check::from_name(name) {
-                    Some(c) => wanted.push(c),
-                    None => bail!(
-                        "no check named {name:?}; the checks are: {}",
-                        Check::ALL.map(|c| c.name()).join(", ")
-                    ),
-                }
-            }
-            if wanted.is_empty() {
-                wanted = Check::ALL.to_vec();
-            }
+        Command::Check { pause, .. } => {
             let report = check(&target, &wanted, *pause, &limits)?;
             emit(
                 json,

@@ -43,7 +43,13 @@ pub fn run<M: PhysicalMemory>(scan: &Scan<'_, M>) -> Result<Vec<Finding>, CheckF
                     .text("comm", comm.clone())
                     .addr("task", task.0)
             };
-            for (which, ids) in [("real_cred", &c.real), ("cred", &c.subjective)] {
+            // one struct cred serves both unless the kernel overrides the subjective one
+            let sets: &[(&'static str, &CredIds)] = if c.subjective.addr == c.real.addr {
+                &[("cred", &c.real)]
+            } else {
+                &[("real_cred", &c.real), ("cred", &c.subjective)]
+            };
+            for &(which, ids) in sets {
                 if ids.addr == init_cred {
                     findings.push(
                         base(
