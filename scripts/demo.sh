@@ -1,9 +1,38 @@
 #!/usr/bin/env bash
-# The demo: set up, fetch a real Debian kernel, boot it under QEMU with the standard
-# scenario and print what the guest reports about itself. Extra arguments go to
-# `lab boot` (e.g. a kernel name such as `newest:7`, or `--nokaslr`).
+# The main job on a real default: fetch Debian's 6.1 kernel, make its profile from the
+# boot image alone (its BTF and kallsyms), boot it under QEMU with KASLR and the lab's
+# standard scenario, dump its memory, and read the guest from outside: which kernel runs
+# and where, its processes, its modules, and the intrusion checks. The guest's own view
+# (what it reports about itself over the lab channel) is printed first, for comparison.
+# Usage: scripts/demo.sh [KERNEL]   (default 6.1.0-56-amd64; e.g. 6.12.117+deb12-amd64)
 set -euo pipefail
 cd "$(dirname "$0")/.."
+kernel="${1:-6.1.0-56-amd64}"
 bash scripts/setup.sh
-cargo build --release -q -p vmi-lab --bin lab
-exec ./target/release/lab boot "$@"
+cargo build --release -q -p vmi-lab -p profile-gen -p detector
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+bin=target/release
+
+vmlinuz=$("$bin/lab" fetch "$kernel" | awk '$1 == "vmlinuz" {print $2}')
+echo "== 1. the profile, from the boot image alone: $vmlinuz"
+mkdir -p "$work/profiles"
+"$bin/profile-gen" "$vmlinuz" -o "$work/profiles/$kernel.json" --timings
+
+echo
+echo "== 2. the guest boots (QEMU TCG, KASLR on) and reports about itself; then a dump of its memory"
+"$bin/lab" boot "$kernel" --dump-elf "$work/guest.elf"
+
+echo
+echo "== 3. from outside the guest, with no help from it"
+args=(--dump "$work/guest.elf" --profiles "$work/profiles")
+"$bin/detector" identify "${args[@]}"
+echo
+"$bin/detector" ps --tree "${args[@]}"
+echo
+"$bin/detector" lsmod "${args[@]}"
+echo
+status=0
+"$bin/detector" check "${args[@]}" || status=$?
+# detector: 0 clean, 1 findings, 2 error
+[ "$status" -le 1 ] || exit "$status"
