@@ -144,7 +144,8 @@ pub fn write_isf(
             write_document(out, &mut w, symbols, banner, inputs, opts)
         }
         IsfTypes::Btf(btf) => {
-            let mut w = crate::isf_btf::BtfWriter::new(btf, opts.full, symbols);
+            let mut w =
+                crate::isf_btf::BtfWriter::new(btf, opts.full, symbols, banner.map(<[u8]>::len));
             write_document(out, &mut w, symbols, banner, inputs, opts)
         }
     }

@@ -7,8 +7,12 @@
 //! variables have no type in BTF. Volatility needs typed symbols for a few of them
 //! (`linux.pslist` starts from `init_task`), so the variables in [`KNOWN_VARIABLES`] —
 //! the kernel's fixed declarations of the symbols the profile needs, such as `struct
-//! task_struct init_task` — get their declared type when BTF defines it. Everything
-//! else gets an address only, as in an ISF made from a System.map.
+//! task_struct init_task` — get their declared type when BTF defines it. Arrays whose
+//! length BTF does not carry are sized by the banner (`linux_banner`), by a BTF array of
+//! the same length (`sys_call_table`), or by the distance to the next symbol where the
+//! array fills it (`__per_cpu_offset[NR_CPUS]`, `idt_table`); arrays that cannot be sized
+//! that way (`taint_flags`) are left untyped. Everything else gets an address only, as in
+//! an ISF made from a System.map.
 
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::fmt::Write as _;
@@ -34,8 +38,14 @@ pub enum Declared {
     UlongArray,
     /// `struct NAME var[]`, sized by the symbol's extent.
     StructArray(&'static str),
-    /// `const char var[]`, sized by the symbol's extent (the banner).
-    CharArray,
+    /// `const char linux_banner[]`, sized by the banner.
+    Banner,
+    /// `extern char var[]`: a linker-script section marker.
+    Marker,
+    /// `const sys_call_ptr_t var[NR_syscalls]`: `NR_syscalls` is the length of
+    /// `trace_array.enter_syscall_files` (CONFIG_FTRACE_SYSCALLS, as on every distribution
+    /// kernel).
+    SyscallTable,
 }
 
 /// Variables whose declaration is fixed across the supported kernels (5.10 to 7.x).
@@ -51,12 +61,30 @@ pub const KNOWN_VARIABLES: &[(&str, Declared)] = &[
     ("init_net", Declared::Struct("net")),
     ("modules", Declared::Struct("list_head")),
     ("module_kset", Declared::StructPtr("kset")),
+    ("mod_tree", Declared::Struct("mod_tree_root")),
+    ("tainted_mask", Declared::Ulong),
+    ("net_namespace_list", Declared::Struct("list_head")),
+    ("super_blocks", Declared::Struct("list_head")),
+    ("file_systems", Declared::StructPtr("file_system_type")),
     ("idt_table", Declared::StructArray("gate_struct")),
     ("__per_cpu_offset", Declared::UlongArray),
     ("page_offset_base", Declared::Ulong),
     ("vmemmap_base", Declared::Ulong),
     ("vmalloc_base", Declared::Ulong),
-    ("linux_banner", Declared::CharArray),
+    ("linux_banner", Declared::Banner),
+    ("sys_call_table", Declared::SyscallTable),
+    ("_text", Declared::Marker),
+    ("_stext", Declared::Marker),
+    ("_etext", Declared::Marker),
+    ("_sdata", Declared::Marker),
+    ("_edata", Declared::Marker),
+    ("__start_rodata", Declared::Marker),
+    ("__end_rodata", Declared::Marker),
+    ("_sinittext", Declared::Marker),
+    ("_einittext", Declared::Marker),
+    ("__bss_start", Declared::Marker),
+    ("__bss_stop", Declared::Marker),
+    ("_end", Declared::Marker),
 ];
 
 pub(crate) struct BtfWriter<'b> {
@@ -71,10 +99,17 @@ pub(crate) struct BtfWriter<'b> {
     percpu: HashMap<&'b str, u32>,
     /// bytes from each symbol to the next one (for arrays sized by their extent)
     extent: HashMap<String, u64>,
+    /// the banner's length with its NUL
+    banner_len: Option<usize>,
 }
 
 impl<'b> BtfWriter<'b> {
-    pub(crate) fn new(btf: &'b Btf, full: bool, symbols: &SymbolMap) -> BtfWriter<'b> {
+    pub(crate) fn new(
+        btf: &'b Btf,
+        full: bool,
+        symbols: &SymbolMap,
+        banner_len: Option<usize>,
+    ) -> BtfWriter<'b> {
         let percpu = btf
             .variables()
             .into_iter()
@@ -107,7 +142,17 @@ impl<'b> BtfWriter<'b> {
             bases: BTreeMap::new(),
             percpu,
             extent,
+            banner_len,
         }
+    }
+
+    fn char_base(&mut self) -> String {
+        self.bases.entry("char".into()).or_insert(BaseType {
+            size: 1,
+            signed: true,
+            kind: "char",
+        });
+        "{\"kind\": \"base\", \"name\": \"char\"}".into()
     }
 
     fn enqueue(&mut self, name: String, id: u32) {
@@ -340,15 +385,23 @@ impl<'b> BtfWriter<'b> {
                     extent? / size.max(1)
                 )
             }
-            Declared::CharArray => {
-                self.bases.entry("char".into()).or_insert(BaseType {
-                    size: 1,
-                    signed: true,
-                    kind: "char",
-                });
+            Declared::Banner => format!(
+                "{{\"kind\": \"array\", \"count\": {}, \"subtype\": {}}}",
+                self.banner_len?,
+                self.char_base()
+            ),
+            Declared::Marker => format!(
+                "{{\"kind\": \"array\", \"count\": 0, \"subtype\": {}}}",
+                self.char_base()
+            ),
+            Declared::SyscallTable => {
+                let ta = btf.get(btf.aggregate("trace_array")?)?;
+                let m = btf
+                    .members(ta)
+                    .find(|m| btf.member_name(m) == "enter_syscall_files")?;
+                let (_, count) = btf.array(btf.get(btf.strip(m.ty, true))?)?;
                 format!(
-                    "{{\"kind\": \"array\", \"count\": {}, \"subtype\": {{\"kind\": \"base\", \"name\": \"char\"}}}}",
-                    extent?
+                    "{{\"kind\": \"array\", \"count\": {count}, \"subtype\": {{\"kind\": \"pointer\", \"subtype\": {{\"kind\": \"function\"}}}}}}"
                 )
             }
         })

@@ -117,6 +117,36 @@ fn volatility_pslist_on_a_lab_dump_matches_the_guest() {
     let venv = Venv::ensure(lab.cache(), &[VOLATILITY, JSONSCHEMA]).expect("volatility venv");
     validate(&venv, &dwarf_isf);
     validate(&venv, &btf_isf);
+    // BTF types few variables: those it types match DWARF's (anonymous types by kind)
+    let typed = Command::new(venv.bin("python"))
+        .arg("-c")
+        .arg(
+            "import json, sys\n\
+             d = json.load(open(sys.argv[1]))['symbols']; b = json.load(open(sys.argv[2]))['symbols']\n\
+             def norm(t):\n\
+             \x20   if isinstance(t, dict):\n\
+             \x20       return {k: ('anon' if k == 'name' and v.startswith('unnamed_') else norm(v)) for k, v in t.items()}\n\
+             \x20   return t\n\
+             typed = [n for n, s in b.items() if 'type' in s]\n\
+             bad = [n for n in typed if norm(b[n]['type']) != norm(d[n].get('type'))]\n\
+             assert not bad, bad[:20]\n\
+             need = ['init_task', 'init_mm', 'modules', 'mod_tree', 'idt_table', 'sys_call_table', '_text', 'linux_banner', '__per_cpu_offset']\n\
+             assert all('type' in b[n] for n in need), [n for n in need if 'type' not in b[n]]\n\
+             print(len(typed))",
+        )
+        .arg(&dwarf_isf)
+        .arg(&btf_isf)
+        .output()
+        .expect("run python");
+    assert!(
+        typed.status.success(),
+        "symbol types of the ISF from the boot image differ from DWARF's: {}",
+        String::from_utf8_lossy(&typed.stderr)
+    );
+    eprintln!(
+        "{} typed symbols of the boot image's ISF equal DWARF's",
+        String::from_utf8_lossy(&typed.stdout).trim()
+    );
 
     // a dump whose process list is known: the truth before and after the dump agree
     let mut guest = lab
