@@ -278,6 +278,13 @@ fn write_atomically<T>(
             .into_inner()
             .map_err(|e| e.into_error())
             .with_context(|| format!("writing {}", path.display()))?;
+        // a profile is not secret: readable like any file written with the usual umask
+        {
+            use std::os::unix::fs::PermissionsExt;
+            tmp.as_file()
+                .set_permissions(std::fs::Permissions::from_mode(0o644))
+                .with_context(|| format!("writing {}", path.display()))?;
+        }
         tmp.persist(path)
             .with_context(|| format!("writing {}", path.display()))?;
     }

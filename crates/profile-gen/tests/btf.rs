@@ -221,6 +221,28 @@ fn debian_7_2_boot_image_equals_dwarf() {
     check("newest:7.2");
 }
 
+/// Other flavours of the same release, from the boot image alone: the cloud kernel is
+/// compressed with lz4, the real-time one (PREEMPT_RT, other layouts) with xz.
+#[test]
+fn cloud_and_rt_flavours_from_the_boot_image_alone() {
+    let store = vmi_lab::Store::open_default().unwrap();
+    for (kernel, compression) in [
+        ("6.1.0-56-cloud-amd64", vmlinuz::Compression::Lz4),
+        ("6.1.0-56-rt-amd64", vmlinuz::Compression::Xz),
+    ] {
+        let image = store.image(kernel).expect("the image part");
+        let bytes = std::fs::read(&image.vmlinuz).unwrap();
+        assert_eq!(vmlinuz::payload(&bytes).unwrap().compression, compression);
+        let b = build::from_btf(&image.vmlinuz, None, None, &Options::default())
+            .expect("profile from vmlinuz");
+        let p = b.profile;
+        assert!(p.missing.is_empty(), "{kernel}: {:?}", p.missing);
+        assert_eq!(p.kernel.release, kernel);
+        assert_eq!(p.symbol("_text"), Some(0xffff_ffff_8100_0000), "{kernel}");
+        assert!(p.kernel.build_id.is_some(), "{kernel}");
+    }
+}
+
 #[test]
 fn dimensions_flatten_like_btf() {
     use common::flatten_dims;
