@@ -10,6 +10,9 @@
 //!   [`checks::Report`] of [`finding::Finding`]s.
 //! - [`render`] turns process lists, module lists, the identification and reports into
 //!   text or JSON. Guest strings are escaped before they reach either.
+//! - [`watch::Watcher`] monitors a live guest: one [`watch::Watcher::tick`] per interval
+//!   turns what changed (processes, findings, the guest's state) into
+//!   [`watch::Event`]s.
 //!
 //! The `detector` binary (`src/main.rs`) is the command line over these.
 #![deny(missing_docs)]
@@ -19,6 +22,7 @@ pub mod error;
 pub mod finding;
 pub mod render;
 pub mod target;
+pub mod watch;
 
 pub use error::DetectorError;
 pub use finding::{Finding, Severity};

@@ -4,15 +4,19 @@
 //! Exit status: 0 clean, 1 findings, 2 error (also when a check could not run and
 //! nothing was found).
 
-use std::io::Write;
+use std::fs::{File, OpenOptions};
+use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
 use detector::checks::{self, Check, Report};
 use detector::render;
 use detector::target::{ProfileSpec, SourceSpec, Target};
+use detector::watch::{self, Event, Tick, WatchOptions, Watcher};
 use vmi_core::kernel::Limits;
 
 #[derive(Parser, Debug)]
@@ -76,6 +80,75 @@ enum Command {
         #[arg(long)]
         pause: bool,
     },
+    /// Monitor a live guest: one line per process start and exit, per new finding and
+    /// per change of the guest's state (paused, reset, shut down). SIGTERM and SIGINT
+    /// stop it cleanly.
+    Watch {
+        /// Time between scans (e.g. 1s, 500ms, 2m).
+        #[arg(long, default_value = "1s", value_parser = parse_duration)]
+        interval: Duration,
+        /// Append findings and guest resets/shutdowns to this file as JSON lines, each
+        /// synced to disk before watch goes on.
+        #[arg(long, value_name = "FILE")]
+        alerts: Option<PathBuf>,
+        /// Pause the guest around each scan (default: read it running).
+        #[arg(long)]
+        pause: bool,
+        /// When QEMU goes away: exit (status 0), or wait for a guest to appear at the same
+        /// QMP socket and watch it.
+        #[arg(long, value_enum, default_value = "exit")]
+        on_shutdown: OnShutdown,
+        /// Stop after this many scans.
+        #[arg(long, value_name = "N")]
+        scans: Option<u64>,
+        /// Only these checks (as for `check`).
+        #[arg(long = "check", value_name = "NAME", value_delimiter = ',')]
+        only: Vec<String>,
+    },
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+enum OnShutdown {
+    /// Report it and exit 0.
+    Exit,
+    /// Report it and wait for the guest to come back.
+    Wait,
+}
+
+/// `1s`, `500ms`, `2m`, `1.5s`.
+fn parse_duration(s: &str) -> std::result::Result<Duration, String> {
+    let (num, unit) = match s.find(|c: char| c.is_ascii_alphabetic()) {
+        Some(i) => s.split_at(i),
+        None => (s, "s"),
+    };
+    let n: f64 = num
+        .parse()
+        .map_err(|_| format!("{s:?}: a number and a unit (ms, s, m), e.g. 1s"))?;
+    let secs = match unit {
+        "ms" => n / 1000.0,
+        "s" => n,
+        "m" => n * 60.0,
+        _ => return Err(format!("{s:?}: the unit is ms, s or m")),
+    };
+    if !(0.01..=86_400.0).contains(&secs) {
+        return Err(format!("{s:?}: between 10ms and 24h"));
+    }
+    Ok(Duration::from_secs_f64(secs))
+}
+
+static STOP: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn on_signal(_: libc::c_int) {
+    STOP.store(true, Ordering::SeqCst);
+}
+
+fn install_signal_handlers() {
+    for sig in [libc::SIGTERM, libc::SIGINT] {
+        // SAFETY: the handler only stores to an atomic, which is async-signal-safe
+        unsafe {
+            libc::signal(sig, on_signal as *const () as libc::sighandler_t);
+        }
+    }
 }
 
 fn open(opts: &Opts) -> Result<Target> {
@@ -129,9 +202,28 @@ fn wanted_checks(only: &[String]) -> Result<Vec<Check>> {
 
 fn run(cli: &Cli) -> Result<ExitCode> {
     let wanted = match &cli.command {
-        Command::Check { only, .. } => wanted_checks(only)?,
+        Command::Check { only, .. } | Command::Watch { only, .. } => wanted_checks(only)?,
         _ => Vec::new(),
     };
+    if let Command::Watch {
+        interval,
+        alerts,
+        pause,
+        on_shutdown,
+        scans,
+        ..
+    } = &cli.command
+    {
+        if cli.opts.qemu.is_none() {
+            bail!("watch needs a live guest: --qemu QMP_SOCKET");
+        }
+        let opts = WatchOptions {
+            checks: wanted,
+            pause: *pause,
+            ..WatchOptions::default()
+        };
+        return run_watch(cli, opts, *interval, alerts.as_ref(), *on_shutdown, *scans);
+    }
     let target = open(&cli.opts)?;
     let json = cli.opts.json;
     let limits = Limits::default();
@@ -176,7 +268,123 @@ fn run(cli: &Cli) -> Result<ExitCode> {
                 ExitCode::SUCCESS
             });
         }
+        Command::Watch { .. } => unreachable!("watch returned above"),
     }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Where watch events go: stdout (text or JSON lines), the alert file, and a spinner on
+/// a terminal.
+struct Sink {
+    json: bool,
+    alerts: Option<File>,
+    spinner: Option<indicatif::ProgressBar>,
+}
+
+impl Sink {
+    fn emit(&mut self, events: &[Event]) -> Result<()> {
+        let mut out = std::io::stdout().lock();
+        for e in events {
+            let line = if self.json {
+                e.to_json().to_string()
+            } else {
+                e.to_text()
+            };
+            match &self.spinner {
+                Some(s) => s.suspend(|| writeln!(out, "{line}"))?,
+                None => writeln!(out, "{line}")?,
+            }
+            if e.is_alert() {
+                if let Some(f) = &mut self.alerts {
+                    writeln!(f, "{}", e.to_json()).context("writing the alert file")?;
+                    f.sync_data().context("syncing the alert file")?;
+                }
+            }
+        }
+        out.flush()?;
+        Ok(())
+    }
+}
+
+fn run_watch(
+    cli: &Cli,
+    opts: WatchOptions,
+    interval: Duration,
+    alerts: Option<&PathBuf>,
+    on_shutdown: OnShutdown,
+    max_scans: Option<u64>,
+) -> Result<ExitCode> {
+    install_signal_handlers();
+    let alerts = match alerts {
+        Some(p) => Some(
+            OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(p)
+                .with_context(|| format!("opening the alert file {}", p.display()))?,
+        ),
+        None => None,
+    };
+    let spinner = (!cli.opts.json && std::io::stderr().is_terminal()).then(|| {
+        let s = indicatif::ProgressBar::new_spinner();
+        s.enable_steady_tick(Duration::from_millis(200));
+        s
+    });
+    let mut sink = Sink {
+        json: cli.opts.json,
+        alerts,
+        spinner,
+    };
+    let stop = || STOP.load(Ordering::SeqCst);
+    let mut target = open(&cli.opts)?;
+    let mut watcher = Watcher::new(opts.clone());
+    let reason = loop {
+        let t = Instant::now();
+        let tick = watcher.tick(&mut target);
+        let gone = matches!(tick, Tick::Gone(_));
+        let (Tick::Continue(events) | Tick::Gone(events)) = tick;
+        sink.emit(&events)?;
+        if let Some(s) = &sink.spinner {
+            s.set_message(format!("scan {} in {:.1?}", watcher.scans(), t.elapsed()));
+        }
+        if gone {
+            if on_shutdown == OnShutdown::Exit {
+                break "the guest is gone".to_string();
+            }
+            // wait for a guest at the same socket
+            let next = loop {
+                watch::sleep_until(Instant::now() + interval, &stop);
+                if stop() {
+                    break None;
+                }
+                if let Ok(t) = open(&cli.opts) {
+                    break Some(t);
+                }
+            };
+            match next {
+                Some(t) => {
+                    target = t;
+                    watcher = Watcher::new(opts.clone());
+                    continue;
+                }
+                None => break "signal".to_string(),
+            }
+        }
+        if max_scans.is_some_and(|m| watcher.scans() >= m) {
+            break format!("{} scans done", watcher.scans());
+        }
+        watch::sleep_until(t + interval, &stop);
+        if stop() {
+            break "signal".to_string();
+        }
+    };
+    if let Some(s) = sink.spinner.take() {
+        s.finish_and_clear();
+    }
+    sink.emit(&[Event::Stopped {
+        scans: watcher.scans(),
+        reason,
+    }])?;
     Ok(ExitCode::SUCCESS)
 }
 

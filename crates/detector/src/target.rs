@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use vmi_core::arch::x86_64::Registers;
+use vmi_core::kernel::candidates::{all_candidates, Executing};
 use vmi_core::kernel::{Hints, Kernel, ProfileSet};
 use vmi_core::memory::{
     ElfCore, LimeImage, PauseGuard, PhysicalMemory, QemuLive, QemuOptions, RawImage, VcpuRegisters,
@@ -81,6 +82,7 @@ pub struct Target {
     /// Things the source or profile loading had to skip.
     pub warnings: Vec<String>,
     live: Option<Arc<QemuLive>>,
+    profiles: ProfileSet,
 }
 
 impl std::fmt::Debug for Target {
@@ -234,7 +236,67 @@ impl Target {
             registers,
             warnings,
             live,
+            profiles: set,
         })
+    }
+
+    /// Whether the vCPUs execute the kernel this target describes: [`Executing::Other`]
+    /// when any vCPU runs something else, [`Executing::This`] when one runs it and none
+    /// runs something else. Reads the registers again.
+    pub fn executing(&mut self) -> Executing {
+        self.refresh_registers();
+        let mut seen = Executing::Unknown;
+        for r in &self.registers {
+            match self.kernel.executing(r) {
+                Executing::Other => return Executing::Other,
+                Executing::This => seen = Executing::This,
+                Executing::Unknown => {}
+            }
+        }
+        seen
+    }
+
+    /// Find the kernel again after the guest rebooted in place: of every banner
+    /// position of every profile where a kernel can be discovered, the one a vCPU
+    /// executes (sampled up to `samples` times, `gap` apart, until one is seen in kernel
+    /// text). `Ok(false)` when none is seen running yet (e.g. still booting).
+    pub fn reidentify(
+        &mut self,
+        samples: usize,
+        gap: std::time::Duration,
+    ) -> Result<bool, DetectorError> {
+        let Some(live) = self.live.clone() else {
+            return Ok(false);
+        };
+        let mem: Memory = live.clone();
+        let mut kernels = Vec::new();
+        for c in all_candidates(&self.profiles, &mem) {
+            let hints = Hints {
+                registers: self.registers.first().cloned(),
+                vmcoreinfo: None,
+            };
+            if let Ok(k) = Kernel::discover_at(mem.clone(), c.profile.clone(), c.banner_pa, &hints)
+            {
+                kernels.push((c.path, k));
+            }
+        }
+        for i in 0..samples.max(1) {
+            self.refresh_registers();
+            if let Some(at) = kernels.iter().position(|(_, k)| {
+                self.registers
+                    .iter()
+                    .any(|r| k.executing(r) == Executing::This)
+            }) {
+                let (path, kernel) = kernels.swap_remove(at);
+                self.kernel = kernel;
+                self.profile_path = path;
+                return Ok(true);
+            }
+            if i + 1 < samples {
+                std::thread::sleep(gap);
+            }
+        }
+        Ok(false)
     }
 
     /// The profile.

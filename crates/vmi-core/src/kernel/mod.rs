@@ -17,6 +17,7 @@
 //! Guest memory is hostile: every list walk is bounded, detects cycles and checks that
 //! pointers are kernel addresses; strings have a maximum length; errors carry the address.
 
+pub mod candidates;
 pub mod creds;
 mod error;
 pub mod idt;

@@ -59,6 +59,11 @@ impl ProfileSet {
         self.profiles.is_empty()
     }
 
+    /// The profiles and their files.
+    pub fn iter(&self) -> impl Iterator<Item = (&Path, &Arc<Profile>)> + '_ {
+        self.profiles.iter().map(|(p, prof)| (p.as_path(), prof))
+    }
+
     /// Every native profile (`*.json` with a `format_version`) under `dir`. Files that are
     /// not profiles are skipped and named in the returned warnings; a profile of an
     /// unsupported format version is a warning too.

@@ -1,0 +1,254 @@
+//! Benchmark of `detector check` on a live Debian 6.1 guest (target: ≤ 50 ms), with
+//! Volatility 3's matching plugins on a dump of the same guest as the baseline, in the
+//! same run.
+//!
+//! `cargo run --release -p detector --example bench_check` (scripts/bench-detector.sh
+//! runs it). Prints:
+//! - `detector check --qemu` as a command (connect to QMP, map the RAM file, load the
+//!   profile directory, identify and discover the kernel, run every check), running
+//!   guest and `--pause`;
+//! - one scan of every check in a process that stays attached (what `watch` pays per
+//!   interval), and each check alone;
+//! - `detector check --dump` on the 1 GiB ELF dump;
+//! - `detector watch --interval 1s` for 30 s: CPU time used, as a share of one core
+//!   (target: ≤ 1 %);
+//! - Volatility 3 (linux.pslist, linux.check_syscall, linux.check_idt,
+//!   linux.hidden_modules, linux.check_creds) on the same dump.
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use detector::checks::{self, Check};
+use detector::target::{ProfileSpec, SourceSpec, Target};
+use vmi_core::kernel::Limits;
+use vmi_lab::python::{Venv, VOLATILITY};
+use vmi_lab::{BootOptions, Lab, Scenario, DEFAULT_KERNEL};
+
+/// The `detector` binary built next to this example (`target/<profile>/detector`).
+fn bin() -> std::path::PathBuf {
+    let exe = std::env::current_exe().expect("current exe");
+    let dir = exe.parent().and_then(|p| p.parent()).expect("target dir");
+    let bin = dir.join("detector");
+    assert!(
+        bin.exists(),
+        "{} is missing: build it first (cargo build --release -p detector)",
+        bin.display()
+    );
+    bin
+}
+
+fn median(mut v: Vec<Duration>) -> Duration {
+    v.sort();
+    v[v.len() / 2]
+}
+
+fn time_cli(args: &[&str], runs: usize) -> (Duration, Duration, i32) {
+    let mut times = Vec::with_capacity(runs);
+    let mut code = -1;
+    for _ in 0..runs {
+        let t = Instant::now();
+        let out = Command::new(bin()).args(args).output().expect("detector");
+        times.push(t.elapsed());
+        code = out.status.code().unwrap_or(-1);
+    }
+    let min = *times.iter().min().unwrap();
+    (median(times), min, code)
+}
+
+/// User + system CPU time of a process, from /proc.
+fn cpu_time(pid: u32) -> Duration {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let rest = stat.rsplit(')').next().unwrap_or("");
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: u64 = f.get(11).and_then(|s| s.parse().ok()).unwrap_or(0)
+        + f.get(12).and_then(|s| s.parse().ok()).unwrap_or(0);
+    // SAFETY: sysconf has no preconditions
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1);
+    Duration::from_secs_f64(ticks as f64 / hz as f64)
+}
+
+fn vol(
+    venv: &Venv,
+    symbols: &Path,
+    cache: &Path,
+    dump: &Path,
+    plugin: &str,
+) -> (Duration, bool, usize) {
+    let t = Instant::now();
+    let o = Command::new(venv.bin("vol"))
+        .args(["-q", "-r", "csv", "-s"])
+        .arg(symbols)
+        .arg("--cache-path")
+        .arg(cache)
+        .arg("-f")
+        .arg(dump)
+        .arg(plugin)
+        .output()
+        .expect("vol");
+    let rows = String::from_utf8_lossy(&o.stdout)
+        .lines()
+        .count()
+        .saturating_sub(1);
+    (t.elapsed(), o.status.success(), rows)
+}
+
+fn main() {
+    let lab = Lab::open_default().expect("lab");
+    let d = lab.store().debug(DEFAULT_KERNEL).expect("-dbg");
+    let built =
+        profile_gen::build::from_dwarf(&d.vmlinux, Some(&d.system_map), &Default::default())
+            .expect("profile");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let profiles = dir.path().join("profiles");
+    std::fs::create_dir_all(&profiles).unwrap();
+    std::fs::write(profiles.join("6.1.json"), built.profile.to_json()).unwrap();
+    let pdir = profiles.to_str().unwrap();
+
+    println!("bench: {DEFAULT_KERNEL}, standard scenario, 1 GiB guest, TCG");
+    let mut guest = lab
+        .boot(
+            DEFAULT_KERNEL,
+            &Scenario::standard(),
+            &BootOptions::default(),
+        )
+        .expect("boot");
+    guest.release_qmp();
+    let sock = guest.qmp_socket();
+    let sock = sock.to_str().unwrap();
+
+    let (med, min, code) = time_cli(&["--qemu", sock, "--profiles", pdir, "check"], 20);
+    println!("detector check --qemu (running guest): median {med:.1?}, min {min:.1?}, exit {code} [target <= 50 ms]");
+    let (med, min, code) = time_cli(
+        &["--qemu", sock, "--profiles", pdir, "check", "--pause"],
+        20,
+    );
+    println!("detector check --qemu --pause:        median {med:.1?}, min {min:.1?}, exit {code}");
+
+    {
+        let target = Target::open(
+            &SourceSpec::Qemu {
+                socket: sock.into(),
+                mem_path: None,
+            },
+            &ProfileSpec::Dir(profiles.clone()),
+        )
+        .expect("target");
+        let limits = Limits::default();
+        let mut all = Vec::new();
+        for _ in 0..200 {
+            let t = Instant::now();
+            let r = checks::run_once(&target.kernel, &target.registers, &Check::ALL, &limits);
+            all.push(t.elapsed());
+            assert!(r.errors.is_empty() && r.findings.is_empty(), "{r:?}");
+        }
+        println!(
+            "one scan, every check, attached (as in watch): median {:.2?}",
+            median(all)
+        );
+        for c in Check::ALL {
+            let times: Vec<Duration> = (0..100)
+                .map(|_| {
+                    let t = Instant::now();
+                    let _ = checks::run_once(&target.kernel, &target.registers, &[c], &limits);
+                    t.elapsed()
+                })
+                .collect();
+            println!(
+                "  {:<15} median {:.2?} (shared walks included)",
+                c.name(),
+                median(times)
+            );
+        }
+    }
+
+    // watch: CPU share over 30 s
+    let mut child = Command::new(bin())
+        .args([
+            "--qemu",
+            sock,
+            "--profiles",
+            pdir,
+            "--json",
+            "watch",
+            "--interval",
+            "1s",
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("watch");
+    std::thread::sleep(Duration::from_secs(3));
+    let c0 = cpu_time(child.id());
+    let t0 = Instant::now();
+    std::thread::sleep(Duration::from_secs(30));
+    let used = cpu_time(child.id()) - c0;
+    let wall = t0.elapsed();
+    let _ = child.kill();
+    let _ = child.wait();
+    println!(
+        "detector watch --interval 1s: {used:.2?} CPU in {wall:.0?} = {:.2} % of one core [target <= 1 %]",
+        used.as_secs_f64() * 100.0 / wall.as_secs_f64()
+    );
+
+    let dump = dir.path().join("guest.elf");
+    guest.dump_elf(&dump).expect("dump");
+    guest.shutdown().expect("shutdown");
+    let (med, min, code) = time_cli(
+        &[
+            "--dump",
+            dump.to_str().unwrap(),
+            "--profiles",
+            pdir,
+            "check",
+        ],
+        10,
+    );
+    println!("detector check --dump (1 GiB ELF): median {med:.1?}, min {min:.1?}, exit {code}");
+
+    match Venv::ensure(lab.cache(), &[VOLATILITY]) {
+        Ok(venv) => {
+            let syms = dir.path().join("symbols/linux");
+            std::fs::create_dir_all(&syms).unwrap();
+            let mut out =
+                std::io::BufWriter::new(std::fs::File::create(syms.join("6.1.json")).unwrap());
+            let opts = profile_gen::build::Options {
+                full: true,
+                ..Default::default()
+            };
+            profile_gen::build::generate(
+                profile_gen::build::Input::Files {
+                    vmlinux: &d.vmlinux,
+                    system_map: Some(&d.system_map),
+                },
+                &opts,
+                profile_gen::build::Format::Isf,
+                &mut out,
+                &mut |_| {},
+            )
+            .expect("ISF");
+            drop(out);
+            let cache = dir.path().join("volcache");
+            std::fs::create_dir_all(&cache).unwrap();
+            let symbols = dir.path().join("symbols");
+            let _ = vol(&venv, &symbols, &cache, &dump, "linux.pslist"); // builds its cache
+            let mut total = Duration::ZERO;
+            for plugin in [
+                "linux.pslist",
+                "linux.check_syscall",
+                "linux.check_idt",
+                "linux.hidden_modules",
+                "linux.check_creds",
+            ] {
+                let (t, ok, rows) = vol(&venv, &symbols, &cache, &dump, plugin);
+                total += t;
+                println!(
+                    "baseline: Volatility 3 {plugin}: {t:.1?}, {rows} rows{}",
+                    if ok { "" } else { " (FAILED)" }
+                );
+            }
+            println!("baseline: Volatility 3, those five plugins together: {total:.1?}");
+        }
+        Err(e) => println!("baseline: Volatility 3 unavailable: {e}"),
+    }
+}

@@ -1,0 +1,276 @@
+//! `detector watch` end to end on one live Debian 6.1 guest (KASLR on, TCG):
+//!
+//! 1. started while the guest is paused: it reports the pause, does not scan, and
+//!    SIGTERM stops it cleanly (exit 0, a last `stopped` line);
+//! 2. on the running guest (JSON lines, 500 ms interval, an alert file): a
+//!    `process-start` for every process the guest has, then for a process started in the
+//!    guest and its `process-exit` when it is killed; a credentials finding for a process
+//!    given a fresh copy of the kernel's credentials (consistent in itself, so only a
+//!    change over time shows it); one syscall-table finding for a hook, raised once;
+//!    the guest rebooted in place (QEMU's reboot action set to reset): `reset`, then
+//!    the kernel found again at its new KASLR shift, and its processes again; QEMU
+//!    killed: `shutdown`, exit 0;
+//! 3. the alert file holds exactly the findings, the reset and the shutdown, as JSON.
+
+use std::collections::BTreeSet;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc::{channel, Receiver};
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+use vmi_lab::build::ModuleSource;
+use vmi_lab::{BootOptions, Guest, Lab, Scenario, DEFAULT_KERNEL};
+
+const MODS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/mods");
+
+fn build(lab: &Lab, name: &str) -> PathBuf {
+    let read = |f: &str| std::fs::read_to_string(Path::new(MODS).join(f)).unwrap();
+    let src = ModuleSource {
+        name: name.to_string(),
+        files: vec![
+            (format!("{name}.c"), read(&format!("{name}.c"))),
+            ("vmi_attack.h".into(), read("vmi_attack.h")),
+        ],
+    };
+    lab.build_module(DEFAULT_KERNEL, &src).expect("module")
+}
+
+/// A running `detector watch` and the JSON lines it printed.
+struct Watch {
+    child: Child,
+    lines: Receiver<Value>,
+    seen: Vec<Value>,
+}
+
+impl Watch {
+    fn start(guest: &mut Guest, profiles: &Path, extra: &[&str]) -> Watch {
+        guest.release_qmp();
+        let mut child = Command::new(env!("CARGO_BIN_EXE_detector"))
+            .arg("--qemu")
+            .arg(guest.qmp_socket())
+            .arg("--profiles")
+            .arg(profiles)
+            .args(["--json", "watch"])
+            .args(extra)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("detector watch");
+        let out = child.stdout.take().unwrap();
+        let (tx, rx) = channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(out).lines().map_while(Result::ok) {
+                let v: Value = serde_json::from_str(&line).unwrap_or_else(
+                    |e| json!({"event": "BAD-JSON", "line": line, "error": e.to_string()}),
+                );
+                if tx.send(v).is_err() {
+                    break;
+                }
+            }
+        });
+        Watch {
+            child,
+            lines: rx,
+            seen: Vec::new(),
+        }
+    }
+
+    /// Wait for an event matching `f`; everything read is kept in `seen`.
+    fn wait_for(&mut self, what: &str, timeout: Duration, f: impl Fn(&Value) -> bool) -> Value {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(v) => {
+                    assert_ne!(v["event"], "BAD-JSON", "{v}");
+                    self.seen.push(v.clone());
+                    if f(&v) {
+                        return v;
+                    }
+                }
+                Err(_) => panic!(
+                    "no {what} within {timeout:?}; seen:\n{}",
+                    self.seen
+                        .iter()
+                        .map(|v| v.to_string())
+                        .collect::<Vec<_>>()
+                        .join("\n")
+                ),
+            }
+        }
+    }
+
+    /// Everything printed until the process exits, and its exit code.
+    fn finish(mut self) -> (Vec<Value>, i32) {
+        let code = self.child.wait().expect("wait").code().unwrap_or(-1);
+        while let Ok(v) = self.lines.recv_timeout(Duration::from_secs(5)) {
+            self.seen.push(v);
+        }
+        (self.seen, code)
+    }
+
+    fn signal(&self, sig: libc::c_int) {
+        // SAFETY: kill(2) on our own child
+        unsafe {
+            libc::kill(self.child.id() as libc::pid_t, sig);
+        }
+    }
+}
+
+fn event(v: &Value) -> &str {
+    v["event"].as_str().unwrap_or("")
+}
+
+#[test]
+fn watch_reports_processes_findings_pause_reset_and_shutdown() {
+    let lab = Lab::open_default().expect("lab");
+    let creds = build(&lab, "vmi_creds");
+    let hooksys = build(&lab, "vmi_hooksys");
+    let profiles = tempfile::tempdir().expect("tempdir");
+    let d = lab.store().debug(DEFAULT_KERNEL).expect("-dbg");
+    let built =
+        profile_gen::build::from_dwarf(&d.vmlinux, Some(&d.system_map), &Default::default())
+            .expect("profile-gen");
+    std::fs::write(profiles.path().join("6.1.json"), built.profile.to_json()).unwrap();
+    let scenario = Scenario::standard()
+        .run_as("vmi-esc", 1000)
+        .file(&creds, "/lab/vmi_creds.ko", 0o644)
+        .file(&hooksys, "/lab/vmi_hooksys.ko", 0o644);
+    let mut guest = lab
+        .boot(DEFAULT_KERNEL, &scenario, &BootOptions::default())
+        .expect("boot");
+    let truth = guest.refresh_truth().expect("truth");
+    let esc = truth.by_comm("vmi-esc").next().expect("vmi-esc").pid;
+    // a reboot in the guest resets the machine instead of ending QEMU
+    guest
+        .qmp("set-action", Some(json!({ "reboot": "reset" })))
+        .expect("set-action");
+
+    // 1. paused guest, then SIGTERM
+    guest.pause().expect("pause");
+    let mut w = Watch::start(&mut guest, profiles.path(), &["--interval", "200ms"]);
+    w.wait_for("started", Duration::from_secs(30), |v| {
+        event(v) == "started"
+    });
+    w.wait_for("paused", Duration::from_secs(10), |v| event(v) == "paused");
+    std::thread::sleep(Duration::from_millis(600));
+    w.signal(libc::SIGTERM);
+    let (seen, code) = w.finish();
+    assert_eq!(code, 0, "{seen:?}");
+    let last = seen.last().expect("lines");
+    assert_eq!(event(last), "stopped", "{seen:?}");
+    assert_eq!(last["reason"], "signal");
+    assert!(
+        !seen.iter().any(|v| event(v) == "process-start"),
+        "scanned a paused guest: {seen:?}"
+    );
+    guest.resume().expect("resume");
+
+    // 2. the running guest
+    let alerts = profiles.path().join("alerts.jsonl");
+    let mut w = Watch::start(
+        &mut guest,
+        profiles.path(),
+        &["--interval", "500ms", "--alerts", alerts.to_str().unwrap()],
+    );
+    let started = w.wait_for("started", Duration::from_secs(30), |v| {
+        event(v) == "started"
+    });
+    let shift = started["virtual_shift"].as_str().unwrap().to_string();
+    assert_eq!(
+        shift,
+        format!("{:#x}", truth.text_addr.wrapping_sub(0xffff_ffff_8100_0000))
+    );
+    // every process the guest has, once
+    let want: BTreeSet<u64> = truth.processes.iter().map(|p| u64::from(p.pid)).collect();
+    let mut got = BTreeSet::new();
+    while !want.is_subset(&got) {
+        let v = w.wait_for("process-start", Duration::from_secs(30), |v| {
+            event(v) == "process-start"
+        });
+        assert!(got.insert(v["pid"].as_u64().unwrap()), "twice: {v}");
+    }
+
+    let out = guest.sh("sleep 999 & echo $!").expect("sh");
+    let sleeper: u64 = out.lines[0].trim().parse().expect("pid");
+    w.wait_for("the sleep starting", Duration::from_secs(30), |v| {
+        event(v) == "process-start" && v["pid"] == sleeper && v["comm"] == "sleep"
+    });
+    guest.sh(&format!("kill {sleeper}")).expect("kill");
+    w.wait_for("the sleep exiting", Duration::from_secs(30), |v| {
+        event(v) == "process-exit" && v["pid"] == sleeper
+    });
+
+    let out = guest
+        .sh(&format!("insmod /lab/vmi_creds.ko kcred_pid={esc}"))
+        .expect("insmod");
+    assert_eq!(out.status, 0, "{:?}", out.lines);
+    let f = w.wait_for("vmi-esc becoming root", Duration::from_secs(30), |v| {
+        event(v) == "finding" && v["check"] == "credentials"
+    });
+    assert_eq!(f["evidence"]["pid"], esc, "{f}");
+    assert_eq!(f["evidence"]["uid_before"], 1000, "{f}");
+    assert_eq!(f["evidence"]["uid"], 0, "{f}");
+
+    let out = guest
+        .sh("insmod /lab/vmi_hooksys.ko nr=180")
+        .expect("insmod");
+    assert_eq!(out.status, 0, "{:?}", out.lines);
+    let f = w.wait_for("the syscall hook", Duration::from_secs(30), |v| {
+        event(v) == "finding" && v["check"] == "syscall-table"
+    });
+    assert_eq!(f["evidence"]["nr"], 180);
+    assert_eq!(f["evidence"]["owner"], "module vmi_hooksys");
+
+    // reboot in place: the old kernel's image stays in RAM next to the new one
+    let _ = guest.sh_timeout("reboot -f", Duration::from_secs(3));
+    w.wait_for("reset", Duration::from_secs(120), |v| event(v) == "reset");
+    let again = w.wait_for("the kernel found again", Duration::from_secs(300), |v| {
+        event(v) == "started"
+    });
+    assert_eq!(again["after_reset"], true);
+    assert_eq!(again["release"], truth.release.as_str());
+    w.wait_for("init of the new boot", Duration::from_secs(120), |v| {
+        event(v) == "process-start" && v["pid"] == 1
+    });
+
+    // QEMU goes away
+    drop(guest);
+    w.wait_for("shutdown", Duration::from_secs(60), |v| {
+        event(v) == "shutdown"
+    });
+    let (seen, code) = w.finish();
+    assert_eq!(code, 0);
+    assert_eq!(event(seen.last().unwrap()), "stopped");
+    let findings: Vec<&Value> = seen.iter().filter(|v| event(v) == "finding").collect();
+    // the hook and the credentials change, each once; after the reboot: nothing
+    assert_eq!(findings.len(), 2, "{findings:?}");
+    if again["virtual_shift"] == shift.as_str() {
+        eprintln!("note: the new boot drew the same KASLR shift {shift}");
+    }
+
+    // 3. the alert file
+    let text = std::fs::read_to_string(&alerts).expect("alert file");
+    let kinds: Vec<String> = text
+        .lines()
+        .map(|l| {
+            let v: Value = serde_json::from_str(l).expect("alert JSON");
+            match v["check"].as_str() {
+                Some(c) => format!("finding {c}"),
+                None => v["event"].as_str().unwrap().to_string(),
+            }
+        })
+        .collect();
+    assert_eq!(
+        kinds,
+        vec![
+            "finding credentials",
+            "finding syscall-table",
+            "reset",
+            "shutdown"
+        ],
+        "{text}"
+    );
+}
