@@ -1,7 +1,8 @@
 //! The profile made from the boot image alone (BTF + the kernel's own kallsyms) equals
 //! the profile made from the -dbg package (DWARF + System.map): kernel identity (release,
 //! banner, build-id), every type field by field and every symbol, for the default
-//! profile and for `--full`, on every kernel of the lab whose debug package exists.
+//! profile and for `--full`, on every kernel of the lab whose debug package exists; and
+//! its types equal what `pahole -F btf` reads from the same BTF.
 //!
 //! The differences BTF and kallsyms really have are allowed by name and counted, never
 //! by loosening the comparison:
@@ -36,13 +37,12 @@ fn config_has(config: &std::path::Path, option: &str) -> bool {
         .any(|l| l == format!("{option}=y"))
 }
 
-/// Names with more than one struct/union definition in the image's BTF.
-fn ambiguous_names(vmlinuz_path: &std::path::Path) -> std::collections::HashSet<String> {
+/// The image's BTF.
+fn image_btf(vmlinuz_path: &std::path::Path) -> Vec<u8> {
     let image = std::fs::read(vmlinuz_path).unwrap();
     let payload = vmlinuz::payload(&image).unwrap();
     let kernel = vmlinuz::decompress(&payload, usize::MAX).unwrap();
-    let elf = KernelElf::parse(&kernel).unwrap();
-    Btf::parse(elf.btf().unwrap()).unwrap().ambiguous().clone()
+    KernelElf::parse(&kernel).unwrap().btf().unwrap().to_vec()
 }
 
 fn compare_types(
@@ -142,7 +142,8 @@ fn check(kernel: &str) {
     let dbg = store.debug(kernel).expect("the -dbg part");
     let abi = &dbg.abi;
     let rust = config_has(&image.config, "CONFIG_RUST");
-    let ambiguous = ambiguous_names(&image.vmlinuz);
+    let raw_btf = image_btf(&image.vmlinuz);
+    let ambiguous = Btf::parse(&raw_btf).unwrap().ambiguous().clone();
 
     // the default profile: exactly equal but for flattened dimensions
     let opts = Options::default();

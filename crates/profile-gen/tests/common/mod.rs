@@ -3,7 +3,7 @@
 
 use std::collections::BTreeSet;
 
-use vmi_core::profile::TypeDef;
+use vmi_core::profile::{needs, Profile, TypeDef};
 use vmi_lab::GroundTruth;
 
 /// Kernel image addresses start here on x86-64; smaller ones are per-CPU offsets.
@@ -131,4 +131,200 @@ pub fn parse_pslist_csv(text: &str) -> BTreeSet<(u32, u32, String)> {
             )
         })
         .collect()
+}
+
+/// A struct or union as pahole prints it.
+#[derive(Debug)]
+pub struct PaholeStruct {
+    /// Size in bytes.
+    pub size: u64,
+    /// name → bit position from the start of the struct
+    pub fields: std::collections::BTreeMap<String, u64>,
+}
+
+struct Frame {
+    fields: std::collections::BTreeMap<String, u64>,
+}
+
+fn member_name(decl: &str) -> Option<String> {
+    let decl = match decl.find("__attribute__") {
+        Some(i) => decl[..i].trim(),
+        None => decl,
+    };
+    // function pointers: "void (*name)(args)"
+    if let Some(i) = decl.find("(*") {
+        let rest = &decl[i + 2..];
+        let end = rest.find(')')?;
+        return Some(rest[..end].trim().to_string());
+    }
+    if decl.contains(':') {
+        // an unnamed bitfield ("unsigned int :0") names no member
+        let before = decl.split(':').next()?.trim();
+        let last = before.split_whitespace().last()?;
+        if [
+            "int", "char", "long", "short", "_Bool", "unsigned", "signed", "u8", "u16", "u32",
+            "u64",
+        ]
+        .contains(&last)
+        {
+            return None;
+        }
+    }
+    let decl = decl.split(':').next()?.trim(); // drop ":bits"
+    let decl = decl.split('[').next()?.trim(); // drop array dimensions
+    let name = decl
+        .rsplit(|c: char| c.is_whitespace() || c == '*')
+        .next()?;
+    Some(name.to_string())
+}
+
+/// "/* 2344: 2  4 */" → bit position; "/* 24 4 */" → byte offset * 8
+fn comment_bits(comment: &str) -> Option<u64> {
+    let inner = comment
+        .trim()
+        .strip_prefix("/*")?
+        .strip_suffix("*/")?
+        .trim();
+    let first = inner.split_whitespace().next()?;
+    if let Some(byte) = first.strip_suffix(':') {
+        let bit: u64 = inner.split_whitespace().nth(1)?.parse().ok()?;
+        return Some(byte.parse::<u64>().ok()? * 8 + bit);
+    }
+    if let Some((byte, bit)) = first.split_once(':') {
+        return Some(byte.parse::<u64>().ok()? * 8 + bit.parse::<u64>().ok()?);
+    }
+    Some(first.parse::<u64>().ok()? * 8)
+}
+
+/// Parse `pahole -C ...` output: members of anonymous aggregates belong to the parent.
+pub fn parse_pahole(text: &str) -> std::collections::BTreeMap<String, PaholeStruct> {
+    let mut out = std::collections::BTreeMap::new();
+    let mut current: Option<String> = None;
+    let mut stack: Vec<Frame> = Vec::new();
+    for line in text.lines() {
+        let t = line.trim();
+        if stack.is_empty() {
+            if let Some(rest) = t
+                .strip_prefix("struct ")
+                .or_else(|| t.strip_prefix("union "))
+            {
+                if let Some(name) = rest.strip_suffix(" {") {
+                    current = Some(name.to_string());
+                    stack.push(Frame {
+                        fields: std::collections::BTreeMap::new(),
+                    });
+                }
+            }
+            continue;
+        }
+        if let Some(size) = t.strip_prefix("/* size: ") {
+            if stack.len() == 1 {
+                let n: u64 = size.split(',').next().unwrap().trim().parse().unwrap();
+                let frame = stack.pop().unwrap();
+                out.insert(
+                    current.take().unwrap(),
+                    PaholeStruct {
+                        size: n,
+                        fields: frame.fields,
+                    },
+                );
+                stack.clear();
+            }
+            continue;
+        }
+        if t.starts_with("/*") || t.is_empty() {
+            continue;
+        }
+        let (code, comment) = match t.find("/*") {
+            Some(i) => (t[..i].trim(), &t[i..]),
+            None => (t, ""),
+        };
+        if code.ends_with('{') {
+            stack.push(Frame {
+                fields: std::collections::BTreeMap::new(),
+            });
+            continue;
+        }
+        if code.starts_with('}') {
+            let frame = stack.pop().unwrap();
+            let rest = code
+                .trim_start_matches('}')
+                .trim()
+                .trim_end_matches(';')
+                .trim();
+            let rest = match rest.find("__attribute__") {
+                Some(i) => rest[..i].trim(),
+                None => rest,
+            };
+            let parent = stack.last_mut().expect("closing brace at top level");
+            if rest.is_empty() {
+                // anonymous: its members belong to the parent
+                parent.fields.extend(frame.fields);
+            } else if let (Some(name), Some(bits)) = (member_name(rest), comment_bits(comment)) {
+                parent.fields.insert(name, bits);
+            }
+            continue;
+        }
+        if code.ends_with(';') {
+            if let (Some(name), Some(bits)) = (
+                member_name(code.trim_end_matches(';')),
+                comment_bits(comment),
+            ) {
+                stack.last_mut().unwrap().fields.insert(name, bits);
+            }
+        }
+    }
+    out
+}
+
+/// The needed types of `profile` equal what `pahole <format> -C <needed types> <file>`
+/// prints: sizes, and every field's bit position; returns the number of fields compared.
+pub fn assert_matches_pahole(
+    abi: &str,
+    profile: &Profile,
+    format: &[&str],
+    file: &std::path::Path,
+) -> usize {
+    let names: Vec<&str> = needs::TYPES.iter().map(|t| t.name).collect();
+    let out = std::process::Command::new("pahole")
+        .args(format)
+        .arg("-C")
+        .arg(names.join(","))
+        .arg(file)
+        .output()
+        .expect("running pahole (Debian package dwarves)");
+    assert!(
+        out.status.success(),
+        "pahole: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let pahole = parse_pahole(&String::from_utf8_lossy(&out.stdout));
+    let mut compared = 0;
+    for t in needs::TYPES {
+        let ours = &profile.types[t.name];
+        let theirs = pahole
+            .get(t.name)
+            .unwrap_or_else(|| panic!("{abi}: pahole printed no {}", t.name));
+        assert_eq!(ours.size, theirs.size, "{abi}: size of {}", t.name);
+        for (field, bits) in &theirs.fields {
+            let f = ours
+                .fields
+                .get(field)
+                .unwrap_or_else(|| panic!("{abi}: {}.{field} missing from the profile", t.name));
+            let our_bits = f.offset * 8 + u64::from(f.bit_offset.unwrap_or(0));
+            assert_eq!(our_bits, *bits, "{abi}: {}.{field} ({f:?})", t.name);
+            compared += 1;
+        }
+        assert_eq!(
+            ours.fields.len(),
+            theirs.fields.len(),
+            "{abi}: {} has fields pahole does not show: {:?}",
+            t.name,
+            ours.fields
+                .keys()
+                .filter(|k| !theirs.fields.contains_key(*k))
+                .collect::<Vec<_>>()
+        );
+    }
+    compared
 }
