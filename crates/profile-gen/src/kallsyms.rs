@@ -57,6 +57,9 @@ use vmi_core::profile::Symbol;
 
 /// Most symbols accepted (Debian's 7.2 has about 200,000).
 const MAX_SYMS: usize = 1 << 22;
+/// Most token-table look-alikes, and markers candidates per token table, tried (a real
+/// kernel has one of each; crafted input must not make the search quadratic).
+const MAX_CANDIDATES: usize = 16;
 /// Type letters kallsyms writes (nm's, lower case for local symbols).
 const TYPES: &[u8] = b"AaBbCDdGgiNnpRrSsTtUuVvWw?";
 
@@ -197,12 +200,17 @@ pub fn recover(elf: &KernelElf<'_>) -> Result<(Entries, Layout)> {
     let digits = b"0\x001\x002\x003\x004\x005\x006\x007\x008\x009\x00";
     let mut from = 0;
     let mut last_error = None;
+    let mut tried = 0;
     while let Some(pos) = find(&d[from..], digits) {
         let q = from + pos;
         from = q + 1;
         let Some((table, index)) = token_table_at(d, q) else {
             continue;
         };
+        tried += 1;
+        if tried > MAX_CANDIDATES {
+            break;
+        }
         match from_token_table(elf, table, index) {
             Ok(r) => return Ok(r),
             Err(e) => last_error = Some(e),
@@ -377,7 +385,7 @@ fn from_token_table(elf: &KernelElf<'_>, table: usize, index: usize) -> Result<(
                     }
                     _ => false,
                 });
-                if increasing {
+                if increasing && candidates.len() < MAX_CANDIDATES {
                     let values: Vec<u64> = (0..m)
                         .filter_map(|k| u32_at(d, start + 4 * k).map(u64::from))
                         .collect();
