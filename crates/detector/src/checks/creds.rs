@@ -56,8 +56,9 @@ pub fn run<M: PhysicalMemory>(scan: &Scan<'_, M>) -> Result<Vec<Finding>, CheckF
                             format!("{NAME}:init_cred:{which}:{:#x}", task.0),
                             Severity::High,
                             format!(
-                                "user task {tid} of process {} ({comm}) uses init_cred as its {which}: the kernel's own root credentials were handed to it",
-                                p.pid
+                                "user task {tid} of process {} ({comm}) uses init_cred as {}: the kernel's own root credentials were handed to it",
+                                p.pid,
+                                describe(which, sets.len())
                             ),
                         )
                         .addr(which, ids.addr.0)
@@ -69,8 +70,11 @@ pub fn run<M: PhysicalMemory>(scan: &Scan<'_, M>) -> Result<Vec<Finding>, CheckF
                             format!("{NAME}:uid:{which}:{:#x}:{}", task.0, ids.uid),
                             Severity::High,
                             format!(
-                                "task {tid} of process {} ({comm}) has uid {} in its {which} but the user_struct of uid {}: the ids were written directly, not set by the kernel",
-                                p.pid, ids.uid, ids.user_uid
+                                "task {tid} of process {} ({comm}) has uid {} in {} but the user_struct of uid {}: the ids were written directly, not set by the kernel",
+                                p.pid,
+                                ids.uid,
+                                describe(which, sets.len()),
+                                ids.user_uid
                             ),
                         )
                         .addr(which, ids.addr.0)
@@ -97,6 +101,15 @@ pub fn run<M: PhysicalMemory>(scan: &Scan<'_, M>) -> Result<Vec<Finding>, CheckF
         }
     }
     Ok(findings)
+}
+
+/// "its cred", or "its credentials (cred and real_cred)" when one struct serves both.
+fn describe(which: &str, sets: usize) -> String {
+    if sets == 1 {
+        "its credentials (cred and real_cred)".into()
+    } else {
+        format!("its {which}")
+    }
 }
 
 fn is_root(c: &CredIds) -> bool {

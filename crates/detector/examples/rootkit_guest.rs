@@ -1,0 +1,93 @@
+//! Boot a lab guest, load the detector's test rootkits in it, and dump its memory: the
+//! input of the demo's last step.
+//!
+//! `cargo run --release -p detector --example rootkit_guest -- [KERNEL] OUT.elf`
+//! (KERNEL: 6.1.0-56-amd64 by default; the modules build for the bookworm kernels 6.1
+//! and 6.12, whose headers this machine's gcc-12 builds for).
+//!
+//! The guest runs the lab's standard scenario plus `vmi-hideme` (a sleeper) and
+//! `vmi-victim` (uid 1000); then: `vmi_hideproc` unlinks `vmi-hideme` from the tasks
+//! list, `vmi_hidemod` removes itself from the modules list, `vmi_hooksys` hooks
+//! `sys_call_table[180]`, `vmi_hookidt` hooks IDT vector 15 and hides, `vmi_creds`
+//! hands `init_cred` to `vmi-victim`. What the guest then says about itself (`ps`,
+//! `lsmod`) is printed, before the dump is written.
+
+use std::path::{Path, PathBuf};
+
+use vmi_lab::build::ModuleSource;
+use vmi_lab::{BootOptions, Lab, Scenario, DEFAULT_KERNEL};
+
+const MODS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/mods");
+
+fn build(lab: &Lab, kernel: &str, name: &str) -> PathBuf {
+    let read = |f: &str| {
+        std::fs::read_to_string(Path::new(MODS).join(f)).unwrap_or_else(|e| panic!("{f}: {e}"))
+    };
+    let src = ModuleSource {
+        name: name.to_string(),
+        files: vec![
+            (format!("{name}.c"), read(&format!("{name}.c"))),
+            ("vmi_attack.h".into(), read("vmi_attack.h")),
+        ],
+    };
+    lab.build_module(kernel, &src)
+        .unwrap_or_else(|e| panic!("building {name} for {kernel}: {e}"))
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let (kernel, out) = match args.as_slice() {
+        [out] => (DEFAULT_KERNEL.to_string(), PathBuf::from(out)),
+        [k, out] => (k.clone(), PathBuf::from(out)),
+        _ => {
+            eprintln!("usage: rootkit_guest [KERNEL] OUT.elf");
+            std::process::exit(2);
+        }
+    };
+    let lab = Lab::open_default().expect("lab");
+    let mods = [
+        "vmi_hideproc",
+        "vmi_hidemod",
+        "vmi_hooksys",
+        "vmi_hookidt",
+        "vmi_creds",
+    ];
+    let mut scenario = Scenario::standard()
+        .sleeper("vmi-hideme")
+        .run_as("vmi-victim", 1000);
+    for m in mods {
+        scenario = scenario.file(build(&lab, &kernel, m), &format!("/lab/{m}.ko"), 0o644);
+    }
+    let mut guest = lab
+        .boot(&kernel, &scenario, &BootOptions::default())
+        .expect("boot");
+    let truth = guest.truth().clone();
+    let pid = |comm: &str| truth.by_comm(comm).next().expect(comm).pid;
+    let (hideme, victim) = (pid("vmi-hideme"), pid("vmi-victim"));
+    for line in [
+        format!("insmod /lab/vmi_hideproc.ko pid={hideme}"),
+        "insmod /lab/vmi_hidemod.ko".into(),
+        "insmod /lab/vmi_hooksys.ko nr=180".into(),
+        "insmod /lab/vmi_hookidt.ko vector=15 hide=1".into(),
+        format!("insmod /lab/vmi_creds.ko init_pid={victim}"),
+    ] {
+        let o = guest.sh(&line).expect("sh");
+        assert_eq!(o.status, 0, "{line}: {:?}", o.lines);
+        println!("guest# {line}");
+    }
+    println!("guest# lsmod   (the guest's own view: the hidden modules are not there)");
+    for l in guest.sh("cat /proc/modules").expect("sh").lines {
+        println!("  {l}");
+    }
+    println!("guest# ps | grep vmi-   (/proc still shows vmi-hideme: only the tasks list lost it)");
+    for l in guest
+        .sh("ps -o pid,user,comm | grep vmi-")
+        .expect("sh")
+        .lines
+    {
+        println!("  {l}");
+    }
+    guest.dump_elf(&out).expect("dump");
+    guest.shutdown().expect("shutdown");
+    println!("memory dump: {}", out.display());
+}
