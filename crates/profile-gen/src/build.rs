@@ -494,6 +494,92 @@ fn with_btf<T>(
     })
 }
 
+/// The context of a kernel read back from guest memory (see [`crate::memory`]).
+fn with_memory<T, M: vmi_core::memory::PhysicalMemory + ?Sized>(
+    mem: &M,
+    progress: &mut dyn FnMut(Progress),
+    f: impl FnOnce(&Context<'_>) -> Result<T>,
+) -> Result<T> {
+    let bad = |message: String| Error::Input {
+        path: "guest memory".into(),
+        message,
+    };
+    let image = crate::memory::kernel_image(mem)?;
+    let kernel = KernelElf::from_image(&image.data, image.text_va);
+    progress(Progress::Indexing);
+    let btf_bytes = kernel.btf().ok_or_else(|| {
+        bad(format!(
+            "no BTF in the kernel image in memory (a kernel built without CONFIG_DEBUG_INFO_BTF): {}",
+            crate::memory::OTHER_PATHS
+        ))
+    })?;
+    let btf = Btf::parse(btf_bytes)?;
+    progress(Progress::Kallsyms);
+    let (mut symbols, _) = crate::kallsyms::symbols(&kernel).map_err(|e| {
+        bad(format!(
+            "the kallsyms tables in memory do not decode ({e}): {}",
+            crate::memory::OTHER_PATHS
+        ))
+    })?;
+    let banner = symbols
+        .get("linux_banner")
+        .and_then(|s| kernel.string_at(s.address, 1024))
+        .map(|b| String::from_utf8_lossy(b).into_owned())
+        .filter(|b| b.starts_with("Linux version "))
+        .ok_or_else(|| bad("linux_banner in memory does not hold a banner".into()))?;
+    let shift = symbols::unrelocate(&mut symbols, symbols::X86_64_TEXT);
+    if shift != image.virt_shift {
+        return Err(bad(format!(
+            "kallsyms puts _text {shift:#x} above its link address, VMCOREINFO says {:#x}: the memory is inconsistent",
+            image.virt_shift
+        )));
+    }
+    let mut warnings = Vec::new();
+    if image
+        .vmcoreinfo
+        .osrelease()
+        .is_some_and(|r| !banner.contains(r))
+    {
+        warnings.push(format!(
+            "VMCOREINFO names release {:?}, the banner says {banner:?}",
+            image.vmcoreinfo.osrelease().unwrap_or_default()
+        ));
+    }
+    let ctx = Context {
+        types: Types::Btf(&btf),
+        symbols,
+        symbols_kind: "kallsyms",
+        symbols_input: 0,
+        banner: Some(banner),
+        build_id: image.vmcoreinfo.get("BUILD-ID").map(str::to_string),
+        source: SourceKind::Memory,
+        inputs: vec![describe_bytes("guest memory: kernel image", &image.data)],
+        warnings,
+    };
+    progress(Progress::Writing);
+    f(&ctx)
+}
+
+/// Build the native profile of the kernel running in guest memory, from its own BTF and
+/// kallsyms (provenance `memory`).
+pub fn from_memory<M: vmi_core::memory::PhysicalMemory + ?Sized>(
+    mem: &M,
+    opts: &Options,
+) -> Result<Built> {
+    with_memory(mem, &mut |_| {}, |ctx| native(ctx, opts))
+}
+
+/// [`generate`] for the kernel running in guest memory.
+pub fn generate_from_memory<M: vmi_core::memory::PhysicalMemory + ?Sized>(
+    mem: &M,
+    opts: &Options,
+    format: Format,
+    out: &mut dyn Write,
+    progress: &mut dyn FnMut(Progress),
+) -> Result<Report> {
+    with_memory(mem, progress, |ctx| write_format(ctx, opts, format, out))
+}
+
 /// A symbol list given with a kernel image must describe it: its `linux_banner` must
 /// point at the banner in the image.
 fn check_list_matches(path: &Path, list: &SymbolMap, kernel: &KernelElf<'_>) -> Result<()> {

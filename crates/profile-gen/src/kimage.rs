@@ -127,6 +127,27 @@ impl<'a> KernelElf<'a> {
         })
     }
 
+    /// A kernel image as it lies in memory (read from a running guest): `data` starts at
+    /// `_text`, whose run-time virtual address is `text_vaddr`, and is one executable
+    /// segment (no ELF headers, no notes, no section headers).
+    pub fn from_image(data: &'a [u8], text_vaddr: u64) -> KernelElf<'a> {
+        KernelElf {
+            data,
+            segments: vec![Segment {
+                vaddr: text_vaddr,
+                offset: 0,
+                filesz: data.len() as u64,
+                exec: true,
+                write: false,
+            }],
+            notes: Vec::new(),
+            shoff: 0,
+            shnum: 0,
+            shentsize: 0,
+            shstrndx: 0,
+        }
+    }
+
     /// Bytes of the file that hold the read-only segments (text, rodata, notes, BTF):
     /// everything up to the end of the last non-writable segment.
     pub fn needed_len(&self) -> usize {

@@ -21,6 +21,7 @@ pub mod isf;
 mod isf_btf;
 pub mod kallsyms;
 pub mod kimage;
+pub mod memory;
 pub mod source;
 pub mod symbols;
 pub mod vmlinuz;

@@ -33,8 +33,12 @@ struct Cli {
     /// a linux-image-<abi>-dbg .deb (read in place); a boot image (vmlinuz) alone; a
     /// vmlinux with .BTF but no DWARF; or raw BTF (/sys/kernel/btf/vmlinux) with a copy of
     /// /proc/kallsyms (or the System.map) and of /proc/version.
-    #[arg(required = true)]
+    #[arg(required_unless_present = "from_dump")]
     inputs: Vec<PathBuf>,
+    /// Make the profile of the kernel running in a memory dump (ELF core, LiME or raw),
+    /// from the BTF and kallsyms in its memory: no file from the guest needed.
+    #[arg(long, value_name = "DUMP", conflicts_with = "inputs")]
+    from_dump: Option<PathBuf>,
     /// Output file (default: standard output). Written atomically.
     #[arg(short, long)]
     output: Option<PathBuf>,
@@ -115,6 +119,9 @@ fn main() {
 
 fn run() -> Result<()> {
     let cli = Cli::parse();
+    if let Some(dump) = &cli.from_dump {
+        return run_from_dump(&cli, dump);
+    }
     let mut elf = None;
     let mut map = None;
     let mut deb = None;
@@ -239,6 +246,66 @@ fn run() -> Result<()> {
         b.finish_and_clear();
     }
     if timings {
+        eprintln!("[{:>8.3} s] done", started.elapsed().as_secs_f64());
+    }
+    for w in &report.warnings {
+        eprintln!("warning: {w}");
+    }
+    Ok(())
+}
+
+/// `--from-dump`: the profile of the kernel in a memory dump.
+fn run_from_dump(cli: &Cli, dump: &Path) -> Result<()> {
+    use vmi_core::memory::{ElfCore, LimeImage, PhysicalMemory, RawImage};
+    let mut head = [0u8; 4];
+    {
+        use std::io::Read;
+        let mut f =
+            std::fs::File::open(dump).with_context(|| format!("opening {}", dump.display()))?;
+        let _ = f.read(&mut head)?;
+    }
+    let mem: Box<dyn PhysicalMemory> = match &head {
+        b"\x7fELF" => Box::new(ElfCore::open(dump)?),
+        b"EMiL" => Box::new(LimeImage::open(dump)?),
+        _ => Box::new(RawImage::open(dump)?),
+    };
+    let opts = Options {
+        full: cli.full,
+        types: cli.types.clone(),
+        symbols: cli.symbols.clone(),
+        libvmi_name: cli.libvmi_name.clone(),
+    };
+    let format = match cli.format {
+        Format::Native => build::Format::Native,
+        Format::Isf => build::Format::Isf,
+        Format::Libvmi => build::Format::Libvmi,
+    };
+    let started = std::time::Instant::now();
+    let mut on_progress = |p: Progress| {
+        if cli.timings {
+            eprintln!("[{:>8.3} s] {p:?}", started.elapsed().as_secs_f64());
+        }
+    };
+    let report = match &cli.output {
+        None => {
+            let stdout = std::io::stdout();
+            let mut out = BufWriter::with_capacity(1 << 20, stdout.lock());
+            let r = build::generate_from_memory(
+                mem.as_ref(),
+                &opts,
+                format,
+                &mut out,
+                &mut on_progress,
+            );
+            out.flush()?;
+            r
+        }
+        Some(path) => write_atomically(path, |out| {
+            build::generate_from_memory(mem.as_ref(), &opts, format, out, &mut on_progress)
+        })?,
+    }
+    .with_context(|| format!("making the profile of the kernel in {}", dump.display()))?;
+    if cli.timings {
         eprintln!("[{:>8.3} s] done", started.elapsed().as_secs_f64());
     }
     for w in &report.warnings {

@@ -373,3 +373,31 @@ fn boot_image_with_a_system_map_and_as_libvmi() {
     };
     assert_eq!(body(&from_image), body(&from_dwarf));
 }
+
+/// `--from-dump` on memory that holds no kernel: exit code 2, an error naming the other
+/// onboarding paths, no output file.
+#[test]
+fn from_dump_without_a_kernel_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let raw = dir.path().join("zero.raw");
+    std::fs::File::create(&raw)
+        .unwrap()
+        .set_len(16 << 20)
+        .unwrap();
+    let out_dir = dir.path().join("out");
+    std::fs::create_dir_all(&out_dir).unwrap();
+    let o = profile_gen()
+        .arg("--from-dump")
+        .arg(&raw)
+        .arg("-o")
+        .arg(out_dir.join("p.json"))
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("VMCOREINFO") && err.contains("vmlinuz"),
+        "{err}"
+    );
+    assert_eq!(std::fs::read_dir(&out_dir).unwrap().count(), 0);
+}
