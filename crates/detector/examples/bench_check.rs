@@ -19,9 +19,8 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use detector::checks::{self, Check};
+use detector::checks::{self, Check, Settings};
 use detector::target::{ProfileSpec, SourceSpec, Target};
-use vmi_core::kernel::Limits;
 use vmi_lab::python::{Venv, VOLATILITY};
 use vmi_lab::{BootOptions, Lab, Scenario, DEFAULT_KERNEL};
 
@@ -134,11 +133,11 @@ fn main() {
             &ProfileSpec::Dir(profiles.clone()),
         )
         .expect("target");
-        let limits = Limits::default();
+        let settings = Settings::default();
         let mut all = Vec::new();
         for _ in 0..200 {
             let t = Instant::now();
-            let r = checks::run_once(&target.kernel, &target.registers, &Check::ALL, &limits);
+            let r = checks::run_once(&target.kernel, &target.registers, &Check::ALL, &settings);
             all.push(t.elapsed());
             assert!(r.errors.is_empty() && r.findings.is_empty(), "{r:?}");
         }
@@ -150,7 +149,7 @@ fn main() {
             let times: Vec<Duration> = (0..100)
                 .map(|_| {
                     let t = Instant::now();
-                    let _ = checks::run_once(&target.kernel, &target.registers, &[c], &limits);
+                    let _ = checks::run_once(&target.kernel, &target.registers, &[c], &settings);
                     t.elapsed()
                 })
                 .collect();

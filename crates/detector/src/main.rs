@@ -13,7 +13,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
-use detector::checks::{self, Check, Report};
+use detector::checks::{self, Check, Report, Settings};
+use detector::policy::Policy;
 use detector::render;
 use detector::target::{ProfileSpec, SourceSpec, Target};
 use detector::watch::{self, Event, Tick, WatchOptions, Watcher};
@@ -55,6 +56,10 @@ struct Opts {
     /// One profile file.
     #[arg(long, global = true, value_name = "FILE")]
     profile: Option<PathBuf>,
+    /// A policy file (TOML: deny_names, deny_exe, root_uids); adds the `policy` check to
+    /// `check` and `watch`.
+    #[arg(long, global = true, value_name = "FILE")]
+    policy: Option<PathBuf>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -72,7 +77,7 @@ enum Command {
     /// Run the intrusion checks; one finding per line.
     Check {
         /// Only these checks (repeat or comma-separate): hidden-process, hidden-module,
-        /// syscall-table, idt, credentials.
+        /// syscall-table, idt, credentials, policy.
         #[arg(long = "check", value_name = "NAME", value_delimiter = ',')]
         only: Vec<String>,
         /// Pause a live guest while it is read (default: read it running and confirm
@@ -181,14 +186,17 @@ fn emit(json: bool, value: serde_json::Value, text: String) -> Result<()> {
     Ok(())
 }
 
-/// The checks `check` runs: those named, or all.
-fn wanted_checks(only: &[String]) -> Result<Vec<Check>> {
+/// The checks `check` runs: those named, or all (with `policy` when there is a policy).
+fn wanted_checks(only: &[String], have_policy: bool) -> Result<Vec<Check>> {
     let mut wanted = Vec::new();
     for name in only {
         match Check::from_name(name) {
+            Some(Check::Policy) if !have_policy => {
+                bail!("the policy check needs a policy: --policy FILE")
+            }
             Some(c) => wanted.push(c),
             None => bail!(
-                "no check named {:?}; the checks are: {}",
+                "no check named {:?}; the checks are: {}, policy",
                 vmi_core::kernel::escape(name.as_bytes()),
                 Check::ALL.map(|c| c.name()).join(", ")
             ),
@@ -196,13 +204,30 @@ fn wanted_checks(only: &[String]) -> Result<Vec<Check>> {
     }
     if wanted.is_empty() {
         wanted = Check::ALL.to_vec();
+        if have_policy {
+            wanted.push(Check::Policy);
+        }
     }
     Ok(wanted)
 }
 
+fn settings(opts: &Opts) -> Result<Settings> {
+    let policy = match &opts.policy {
+        Some(p) => Some(Policy::load(p)?),
+        None => None,
+    };
+    Ok(Settings {
+        limits: Limits::default(),
+        policy,
+    })
+}
+
 fn run(cli: &Cli) -> Result<ExitCode> {
+    let settings = settings(&cli.opts)?;
     let wanted = match &cli.command {
-        Command::Check { only, .. } | Command::Watch { only, .. } => wanted_checks(only)?,
+        Command::Check { only, .. } | Command::Watch { only, .. } => {
+            wanted_checks(only, settings.policy.is_some())?
+        }
         _ => Vec::new(),
     };
     if let Command::Watch {
@@ -220,13 +245,14 @@ fn run(cli: &Cli) -> Result<ExitCode> {
         let opts = WatchOptions {
             checks: wanted,
             pause: *pause,
+            settings,
             ..WatchOptions::default()
         };
         return run_watch(cli, opts, *interval, alerts.as_ref(), *on_shutdown, *scans);
     }
     let target = open(&cli.opts)?;
     let json = cli.opts.json;
-    let limits = Limits::default();
+    let limits = settings.limits;
     match &cli.command {
         Command::Identify => {
             emit(
@@ -240,9 +266,16 @@ fn run(cli: &Cli) -> Result<ExitCode> {
                 .kernel
                 .processes(&limits)
                 .context("walking the tasks list")?;
+            let exes: Vec<Option<String>> = procs
+                .iter()
+                .map(|p| match target.kernel.exe_path(p.mm) {
+                    Ok(Some(path)) => Some(vmi_core::kernel::escape(&path)),
+                    _ => None,
+                })
+                .collect();
             emit(
                 json,
-                render::ps_json(&procs),
+                render::ps_json(&procs, &exes),
                 render::ps_text(&procs, *tree),
             )?;
         }
@@ -254,7 +287,7 @@ fn run(cli: &Cli) -> Result<ExitCode> {
             emit(json, render::lsmod_json(&mods), render::lsmod_text(&mods))?;
         }
         Command::Check { pause, .. } => {
-            let report = check(&target, &wanted, *pause, &limits)?;
+            let report = check(&target, &wanted, *pause, &settings)?;
             emit(
                 json,
                 render::report_json(&report),
@@ -388,9 +421,9 @@ fn run_watch(
     Ok(ExitCode::SUCCESS)
 }
 
-fn check(target: &Target, wanted: &[Check], pause: bool, limits: &Limits) -> Result<Report> {
+fn check(target: &Target, wanted: &[Check], pause: bool, settings: &Settings) -> Result<Report> {
     let guard = if pause { target.pause()? } else { None };
-    let first = checks::run_once(&target.kernel, &target.registers, wanted, limits);
+    let first = checks::run_once(&target.kernel, &target.registers, wanted, settings);
     if guard.is_some() || !target.is_live() || first.findings.is_empty() {
         if let Some(g) = guard {
             g.resume().context("resuming the guest")?;
@@ -399,7 +432,7 @@ fn check(target: &Target, wanted: &[Check], pause: bool, limits: &Limits) -> Res
     }
     // a running guest: what a second read confirms is real
     target.kernel.invalidate();
-    let second = checks::run_once(&target.kernel, &target.registers, wanted, limits);
+    let second = checks::run_once(&target.kernel, &target.registers, wanted, settings);
     Ok(checks::confirmed(first, &second))
 }
 

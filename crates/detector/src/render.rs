@@ -95,8 +95,9 @@ pub fn identify_text(t: &Target) -> String {
     s
 }
 
-fn process_json(p: &Process) -> Value {
+fn process_json(p: &Process, exe: Option<&String>) -> Value {
     json!({
+        "exe": exe,
         "pid": p.pid,
         "ppid": p.ppid,
         "tgid": p.tgid,
@@ -117,9 +118,16 @@ fn process_json(p: &Process) -> Value {
     })
 }
 
-/// `ps` as JSON: an array of processes.
-pub fn ps_json(procs: &[Process]) -> Value {
-    Value::Array(procs.iter().map(process_json).collect())
+/// `ps` as JSON: an array of processes; `exes` (escaped executable paths, `null` for
+/// kernel threads and unreadable ones) in the same order.
+pub fn ps_json(procs: &[Process], exes: &[Option<String>]) -> Value {
+    Value::Array(
+        procs
+            .iter()
+            .enumerate()
+            .map(|(i, p)| process_json(p, exes.get(i).and_then(Option::as_ref)))
+            .collect(),
+    )
 }
 
 /// `ps` as text, as a table or a tree (children under their parent).
@@ -343,7 +351,7 @@ mod tests {
             "{t}"
         );
         assert!(t.bytes().all(|b| b == b'\n' || (0x20..0x7f).contains(&b)));
-        let j = ps_json(&procs).to_string();
+        let j = ps_json(&procs, &[]).to_string();
         let back: Value = serde_json::from_str(&j).unwrap();
         assert_eq!(back[2]["comm"], "child\\x1b[31m");
     }

@@ -20,11 +20,11 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 use vmi_core::kernel::candidates::Executing;
-use vmi_core::kernel::{Limits, Process};
+use vmi_core::kernel::Process;
 use vmi_core::memory::PauseResume;
 use vmi_core::Va;
 
-use crate::checks::{self, Check};
+use crate::checks::{self, Check, Settings};
 use crate::finding::{guest_str, Finding, Severity};
 use crate::target::Target;
 
@@ -186,8 +186,8 @@ pub struct WatchOptions {
     pub checks: Vec<Check>,
     /// Pause the guest around each scan.
     pub pause: bool,
-    /// Walk bounds.
-    pub limits: Limits,
+    /// Walk bounds and the policy.
+    pub settings: Settings,
     /// Retries of a failed walk on a running guest.
     pub retries: usize,
 }
@@ -197,7 +197,7 @@ impl Default for WatchOptions {
         WatchOptions {
             checks: Check::ALL.to_vec(),
             pause: false,
-            limits: Limits::default(),
+            settings: Settings::default(),
             retries: 3,
         }
     }
@@ -370,7 +370,7 @@ impl Watcher {
     fn processes(&self, target: &Target) -> Result<Vec<Process>, String> {
         let mut last = String::new();
         for _ in 0..=self.opts.retries {
-            match target.kernel.processes(&self.opts.limits) {
+            match target.kernel.processes(&self.opts.settings.limits) {
                 Ok(p) => return Ok(p),
                 Err(e) => {
                     last = e.to_string();
@@ -397,7 +397,7 @@ impl Watcher {
             &target.kernel,
             &target.registers,
             &self.opts.checks,
-            &self.opts.limits,
+            &self.opts.settings,
         );
         let report = if target.is_live() && !self.opts.pause && !first.findings.is_empty() {
             target.kernel.invalidate();
@@ -405,7 +405,7 @@ impl Watcher {
                 &target.kernel,
                 &target.registers,
                 &self.opts.checks,
-                &self.opts.limits,
+                &self.opts.settings,
             );
             checks::confirmed(first, &second)
         } else {

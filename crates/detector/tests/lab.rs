@@ -220,6 +220,26 @@ fn views_match(label: &str, d: &Detector, source: &[&str], truth: &GroundTruth) 
             want.difference(&got).collect::<Vec<_>>()
         ));
     }
+    // executables, rebuilt from mm->exe_file across mounts, as /proc/<pid>/exe says
+    let got: BTreeSet<(u64, String)> = ps
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|p| Some((p["pid"].as_u64()?, p["exe"].as_str()?.to_string())))
+        .collect();
+    let want: BTreeSet<(u64, String)> = truth
+        .processes
+        .iter()
+        .filter(|p| !p.exe.is_empty())
+        .map(|p| (u64::from(p.pid), p.exe.clone()))
+        .collect();
+    if got != want || want.is_empty() {
+        problems.push(format!(
+            "{label}: executables differ: only in memory {:?}, only in the guest {:?}",
+            got.difference(&want).collect::<Vec<_>>(),
+            want.difference(&got).collect::<Vec<_>>()
+        ));
+    }
     let lsmod = d.run(source, &["--json", "lsmod"]).json();
     let got: BTreeSet<(String, String)> = lsmod
         .as_array()
@@ -332,6 +352,73 @@ fn build(lab: &Lab, kernel: &str, name: &str) -> PathBuf {
         .unwrap_or_else(|e| panic!("{kernel}: building {name}: {e}"))
 }
 
+/// The policy check on the clean guest: each rule finds exactly the processes the guest
+/// says it should, and an allowing policy finds nothing.
+fn policy(
+    kernel: &str,
+    d: &Detector,
+    guest: &mut Guest,
+    truth: &GroundTruth,
+    dir: &Path,
+) -> Vec<String> {
+    let mut problems = Vec::new();
+    let file = dir.join("policy.toml");
+    let run_with = |guest: &mut Guest, text: &str| {
+        std::fs::write(&file, text).unwrap();
+        d.live(
+            guest,
+            &[
+                "--json",
+                "--policy",
+                file.to_str().unwrap(),
+                "check",
+                "--check",
+                "policy",
+            ],
+        )
+    };
+    let user = |p: &&vmi_lab::truth::Process| !p.is_kernel_thread();
+    let sleeper = pid_of(truth, "lab-sleeper");
+    let chains: Vec<u32> = truth.by_comm("lab-chain").map(|p| p.pid).collect();
+    let roots: Vec<u32> = truth
+        .processes
+        .iter()
+        .filter(user)
+        .filter(|p| p.euid == 0)
+        .map(|p| p.pid)
+        .collect();
+    let mut wants = vec![want("lab-sleeper by name", "policy", move |e| {
+        e["rule"] == "deny_names" && e["pid"] == sleeper
+    })];
+    for pid in chains {
+        wants.push(want(
+            &format!("lab-chain {pid} by path"),
+            "policy",
+            move |e| e["rule"] == "deny_exe" && e["pid"] == pid && e["exe"] == "/bin/lab-chain",
+        ));
+    }
+    for pid in roots {
+        wants.push(want(&format!("root process {pid}"), "policy", move |e| {
+            e["rule"] == "root_uids" && e["pid"] == pid
+        }));
+    }
+    let run = run_with(
+        guest,
+        "deny_names = [\"lab-sleeper\"]\ndeny_exe = [\"/bin/lab-ch*\"]\nroot_uids = [1]\n",
+    );
+    problems.extend(expect_exactly(&format!("{kernel} policy"), &run, &wants));
+    let run = run_with(
+        guest,
+        "deny_names = [\"nc\"]\ndeny_exe = [\"/tmp/*\"]\nroot_uids = [0]\n",
+    );
+    problems.extend(expect_exactly(
+        &format!("{kernel} allowing policy"),
+        &run,
+        &[],
+    ));
+    problems
+}
+
 fn attack(lab: &Lab, kernel: &str) -> Vec<String> {
     let mods = [
         "vmi_hideproc",
@@ -372,6 +459,7 @@ fn attack(lab: &Lab, kernel: &str) -> Vec<String> {
     guest.resume().expect("resume");
     let run = d.live(&mut guest, &["--json", "check"]);
     problems.extend(expect_exactly(&format!("{kernel} clean"), &run, &[]));
+    problems.extend(policy(kernel, &d, &mut guest, &truth, profiles.path()));
 
     let hideme = pid_of(&truth, "vmi-hideme");
     let victim = pid_of(&truth, "vmi-victim");

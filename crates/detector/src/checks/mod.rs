@@ -10,6 +10,7 @@
 //! | `syscall-table` ([`syscalls`]) | every `sys_call_table` (and `ia32_sys_call_table`) entry with kernel text |
 //! | `idt` ([`idt`]) | every IDT gate with kernel text and `__KERNEL_CS`; each vCPU's IDTR with `idt_table` |
 //! | `credentials` ([`creds`]) | user tasks' credentials with `init_cred` and with their `user_struct` |
+//! | `policy` ([`policy`]) | processes with the policy file (names, executables, who may be root); only with a policy |
 //!
 //! [`Scan`] reads what several checks share (processes, modules, module kobjects)
 //! once. A check that cannot run (a read fails, the profile lacks a field) reports a
@@ -19,6 +20,7 @@ pub mod creds;
 pub mod idt;
 pub mod modules;
 pub mod owner;
+pub mod policy;
 pub mod processes;
 pub mod syscalls;
 
@@ -29,6 +31,7 @@ use vmi_core::kernel::{Kernel, KernelError, Limits, Module, Process};
 use vmi_core::memory::PhysicalMemory;
 
 use crate::finding::Finding;
+use crate::policy::Policy;
 pub use owner::{Owner, Owners};
 
 /// The checks, by name.
@@ -44,10 +47,12 @@ pub enum Check {
     Idt,
     /// Credentials shared with `init_cred` or rewritten.
     Credentials,
+    /// What the policy file forbids (runs only with a policy).
+    Policy,
 }
 
 impl Check {
-    /// Every check, in the order they run.
+    /// Every check that needs no configuration, in the order they run.
     pub const ALL: [Check; 5] = [
         Check::HiddenProcess,
         Check::HiddenModule,
@@ -64,13 +69,26 @@ impl Check {
             Check::SyscallTable => "syscall-table",
             Check::Idt => "idt",
             Check::Credentials => "credentials",
+            Check::Policy => "policy",
         }
     }
 
     /// The check named `name`.
     pub fn from_name(name: &str) -> Option<Check> {
-        Check::ALL.into_iter().find(|c| c.name() == name)
+        Check::ALL
+            .into_iter()
+            .chain([Check::Policy])
+            .find(|c| c.name() == name)
     }
+}
+
+/// What the checks are run with.
+#[derive(Debug, Clone, Default)]
+pub struct Settings {
+    /// Walk bounds.
+    pub limits: Limits,
+    /// The policy (the `policy` check fails without one).
+    pub policy: Option<Policy>,
 }
 
 /// Why a check could not run.
@@ -115,6 +133,8 @@ pub struct Report {
 pub struct Scan<'k, M> {
     /// The kernel.
     pub kernel: &'k Kernel<M>,
+    /// What the checks run with.
+    pub settings: &'k Settings,
     /// vCPU registers (empty for dumps without CPU state).
     pub registers: &'k [Registers],
     /// The `tasks` list walk.
@@ -132,9 +152,9 @@ pub const MAX_KOBJECTS: usize = 1 << 14;
 
 impl<'k, M: PhysicalMemory> Scan<'k, M> {
     /// Read the shared views.
-    pub fn new(kernel: &'k Kernel<M>, registers: &'k [Registers], limits: &Limits) -> Self {
-        let processes = kernel.processes(limits);
-        let modules = kernel.modules(limits);
+    pub fn new(kernel: &'k Kernel<M>, registers: &'k [Registers], settings: &'k Settings) -> Self {
+        let processes = kernel.processes(&settings.limits);
+        let modules = kernel.modules(&settings.limits);
         let kset = match &modules {
             Ok(list) => modules::kset_view(kernel, list).map_err(CheckFailure::from),
             Err(e) => Err(CheckFailure::Walk {
@@ -153,6 +173,7 @@ impl<'k, M: PhysicalMemory> Scan<'k, M> {
         );
         Scan {
             kernel,
+            settings,
             registers,
             processes,
             modules,
@@ -169,6 +190,13 @@ impl<'k, M: PhysicalMemory> Scan<'k, M> {
             Check::SyscallTable => syscalls::run(self),
             Check::Idt => idt::run(self),
             Check::Credentials => creds::run(self),
+            Check::Policy => match &self.settings.policy {
+                Some(p) => policy::run(self, p),
+                None => Err(CheckFailure::Walk {
+                    walk: "a policy file",
+                    error: "none was given (--policy FILE)".into(),
+                }),
+            },
         }
     }
 }
@@ -189,9 +217,9 @@ pub fn run_once<M: PhysicalMemory>(
     kernel: &Kernel<M>,
     registers: &[Registers],
     checks: &[Check],
-    limits: &Limits,
+    settings: &Settings,
 ) -> Report {
-    let scan = Scan::new(kernel, registers, limits);
+    let scan = Scan::new(kernel, registers, settings);
     let mut report = Report::default();
     for &c in checks {
         match scan.run(c) {

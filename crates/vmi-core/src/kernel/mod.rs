@@ -19,6 +19,7 @@
 
 pub mod candidates;
 pub mod creds;
+pub mod files;
 mod error;
 pub mod idt;
 pub mod kobject;

@@ -196,6 +196,15 @@ pub const TYPES: &[NeededType] = &[
         name: "file",
         fields: &[f(&["f_path"])],
     },
+    // crossing mount points on the way from a dentry to the root
+    NeededType {
+        name: "mount",
+        fields: &[f(&["mnt_parent"]), f(&["mnt_mountpoint"]), f(&["mnt"])],
+    },
+    NeededType {
+        name: "vfsmount",
+        fields: &[f(&["mnt_root"])],
+    },
     NeededType {
         name: "path",
         fields: &[f(&["dentry"]), f(&["mnt"])],

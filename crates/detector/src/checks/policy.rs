@@ -1,0 +1,85 @@
+//! `policy`: what the policy file ([`crate::policy::Policy`]) forbids: process names,
+//! executables (read from `mm->exe_file`, the path rebuilt across mounts), and root
+//! processes of users not allowed to be root. Kernel threads are not checked.
+
+use vmi_core::memory::PhysicalMemory;
+
+use crate::checks::{needed, CheckFailure, Scan};
+use crate::finding::{guest_str, Finding, Severity};
+use crate::policy::Policy;
+
+const NAME: &str = "policy";
+
+/// Run the check with `policy`.
+pub fn run<M: PhysicalMemory>(
+    scan: &Scan<'_, M>,
+    policy: &Policy,
+) -> Result<Vec<Finding>, CheckFailure> {
+    let procs = needed(&scan.processes, "the tasks list")?;
+    let mut findings = Vec::new();
+    for p in procs.iter().filter(|p| !p.is_kernel_thread()) {
+        let comm = guest_str(&p.comm);
+        let id = format!("{}:{}", p.pid, p.start_time);
+        let base = |rule: &str, sev: Severity, summary: String| {
+            Finding::new(NAME, sev, format!("{NAME}:{rule}:{id}"), summary)
+                .num("pid", u64::from(p.pid))
+                .text("comm", comm.clone())
+                .num("uid", u64::from(p.uid))
+                .num("euid", u64::from(p.euid))
+                .text("rule", rule.to_string())
+        };
+        if policy.deny_names.iter().any(|n| n.as_bytes() == p.comm) {
+            findings.push(base(
+                "deny_names",
+                Severity::Medium,
+                format!(
+                    "process {} ({comm}) runs: its name is denied by the policy",
+                    p.pid
+                ),
+            ));
+        }
+        if !policy.deny_exe.is_empty() {
+            match scan.kernel.exe_path(p.mm) {
+                Ok(Some(path)) => {
+                    if let Some(g) = policy.denied_exe(&path) {
+                        let path = guest_str(&path);
+                        findings.push(
+                            base(
+                                "deny_exe",
+                                Severity::Medium,
+                                format!(
+                                    "process {} ({comm}) runs {path}, which the policy denies ({g})",
+                                    p.pid
+                                ),
+                            )
+                            .text("exe", path)
+                            .text("pattern", g.to_string()),
+                        );
+                    }
+                }
+                Ok(None) => {}
+                Err(e) => findings.push(base(
+                    "deny_exe",
+                    Severity::Low,
+                    format!(
+                        "the executable of process {} ({comm}) cannot be read, so the policy cannot be applied to it: {e}",
+                        p.pid
+                    ),
+                )),
+            }
+        }
+        if let Some(allowed) = &policy.root_uids {
+            if p.euid == 0 && !allowed.contains(&p.uid) {
+                findings.push(base(
+                    "root_uids",
+                    Severity::Medium,
+                    format!(
+                        "process {} ({comm}) runs as root for uid {}, which the policy does not allow to be root",
+                        p.pid, p.uid
+                    ),
+                ));
+            }
+        }
+    }
+    Ok(findings)
+}

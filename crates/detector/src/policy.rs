@@ -1,0 +1,202 @@
+//! The policy file: what may not run in the guest, and who may run as root.
+//!
+//! ```toml
+//! # process names (comm, at most 15 bytes) that must not run
+//! deny_names = ["nc", "xmrig"]
+//! # executables that must not run: globs over the whole path, `*` any run of
+//! # characters (slashes included), `?` one character
+//! deny_exe = ["/tmp/*", "/dev/shm/*", "*/.*/*"]
+//! # a process whose effective uid is 0 must have a real uid in this list (0: root
+//! # itself); a user running a setuid-root program, or given root, is a violation
+//! root_uids = [0]
+//! ```
+//!
+//! Every key is optional; unknown keys are an error (a typo must not disable a rule).
+//! Kernel threads are not processes of any user and are not checked.
+
+use std::collections::BTreeSet;
+use std::path::Path;
+
+/// Largest policy file read.
+const MAX_POLICY_BYTES: u64 = 1 << 20;
+
+/// Why a policy file was refused.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum PolicyError {
+    /// The file could not be read.
+    #[error("reading the policy {path}: {source}")]
+    Io {
+        /// The file.
+        path: String,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// Not TOML.
+    #[error("the policy is not valid TOML: {0}")]
+    Toml(String),
+    /// A key it does not know, or a value of the wrong type.
+    #[error("the policy's {key}: {what}")]
+    Key {
+        /// The key.
+        key: String,
+        /// What is wrong.
+        what: String,
+    },
+}
+
+/// A parsed policy.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Policy {
+    /// Process names that must not run.
+    pub deny_names: Vec<String>,
+    /// Executable path globs that must not run.
+    pub deny_exe: Vec<String>,
+    /// Real uids allowed to run with effective uid 0 (`None`: no rule).
+    pub root_uids: Option<BTreeSet<u32>>,
+}
+
+fn strings(key: &str, v: &toml::Value) -> Result<Vec<String>, PolicyError> {
+    let bad = || PolicyError::Key {
+        key: key.into(),
+        what: "a list of strings is expected".into(),
+    };
+    v.as_array()
+        .ok_or_else(bad)?
+        .iter()
+        .map(|s| s.as_str().map(str::to_string).ok_or_else(bad))
+        .collect()
+}
+
+impl Policy {
+    /// Parse a policy from TOML text.
+    pub fn parse(text: &str) -> Result<Policy, PolicyError> {
+        let table: toml::Table = text
+            .parse()
+            .map_err(|e: toml::de::Error| PolicyError::Toml(e.to_string()))?;
+        let mut p = Policy::default();
+        for (key, v) in &table {
+            match key.as_str() {
+                "deny_names" => p.deny_names = strings(key, v)?,
+                "deny_exe" => p.deny_exe = strings(key, v)?,
+                "root_uids" => {
+                    let bad = || PolicyError::Key {
+                        key: key.clone(),
+                        what: "a list of uids (0 to 4294967294) is expected".into(),
+                    };
+                    let uids = v
+                        .as_array()
+                        .ok_or_else(bad)?
+                        .iter()
+                        .map(|u| {
+                            u.as_integer()
+                                .and_then(|i| u32::try_from(i).ok())
+                                .filter(|&i| i != u32::MAX)
+                                .ok_or_else(bad)
+                        })
+                        .collect::<Result<BTreeSet<u32>, _>>()?;
+                    p.root_uids = Some(uids);
+                }
+                other => {
+                    return Err(PolicyError::Key {
+                        key: other.into(),
+                        what: "unknown key (the keys are deny_names, deny_exe, root_uids)".into(),
+                    })
+                }
+            }
+        }
+        Ok(p)
+    }
+
+    /// Read and parse a policy file.
+    pub fn load(path: &Path) -> Result<Policy, PolicyError> {
+        let io = |source| PolicyError::Io {
+            path: path.display().to_string(),
+            source,
+        };
+        let len = std::fs::metadata(path).map_err(io)?.len();
+        if len > MAX_POLICY_BYTES {
+            return Err(PolicyError::Toml(format!(
+                "{len} bytes is too large for a policy"
+            )));
+        }
+        Policy::parse(&std::fs::read_to_string(path).map_err(io)?)
+    }
+
+    /// The `deny_exe` glob that `path` matches.
+    pub fn denied_exe(&self, path: &[u8]) -> Option<&str> {
+        self.deny_exe
+            .iter()
+            .find(|g| glob(g.as_bytes(), path))
+            .map(String::as_str)
+    }
+}
+
+/// `*` any run of bytes, `?` one byte, everything else itself. Iterative with one
+/// backtrack point, so hostile paths cost O(len(pattern) * len(path)) at worst.
+pub fn glob(pattern: &[u8], text: &[u8]) -> bool {
+    let (mut p, mut t) = (0usize, 0usize);
+    let mut star: Option<(usize, usize)> = None;
+    while t < text.len() {
+        if p < pattern.len() && (pattern[p] == b'?' || pattern[p] == text[t]) {
+            p += 1;
+            t += 1;
+        } else if p < pattern.len() && pattern[p] == b'*' {
+            star = Some((p, t));
+            p += 1;
+        } else if let Some((sp, st)) = star {
+            p = sp + 1;
+            t = st + 1;
+            star = Some((sp, st + 1));
+        } else {
+            return false;
+        }
+    }
+    while p < pattern.len() && pattern[p] == b'*' {
+        p += 1;
+    }
+    p == pattern.len()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn globs() {
+        assert!(glob(b"/tmp/*", b"/tmp/x/y"));
+        assert!(!glob(b"/tmp/*", b"/usr/tmp/x"));
+        assert!(glob(b"*/.*/*", b"/home/u/.cache/miner"));
+        assert!(glob(b"/bin/?s", b"/bin/ls"));
+        assert!(!glob(b"/bin/?s", b"/bin/lss"));
+        assert!(glob(b"*", b""));
+        assert!(glob(b"a*b*c", b"aXXbYYc"));
+        assert!(!glob(b"a*b*c", b"aXXbYY"));
+        // long hostile input stays fast
+        let long = vec![b'a'; 100_000];
+        assert!(!glob(b"*a*a*a*b", &long));
+    }
+
+    #[test]
+    fn parses_and_refuses() {
+        let p = Policy::parse(
+            "deny_names = [\"nc\"]\ndeny_exe = [\"/tmp/*\"]\nroot_uids = [0, 1000]\n",
+        )
+        .unwrap();
+        assert_eq!(p.deny_names, vec!["nc"]);
+        assert_eq!(p.denied_exe(b"/tmp/x"), Some("/tmp/*"));
+        assert_eq!(p.denied_exe(b"/bin/sh"), None);
+        assert_eq!(p.root_uids, Some([0, 1000].into_iter().collect()));
+        assert_eq!(Policy::parse("").unwrap(), Policy::default());
+        let e = Policy::parse("deny_name = [\"nc\"]").unwrap_err();
+        assert!(e.to_string().contains("unknown key"), "{e}");
+        let e = Policy::parse("root_uids = [-1]").unwrap_err();
+        assert!(e.to_string().contains("root_uids"), "{e}");
+        let e = Policy::parse("deny_exe = \"/tmp/*\"").unwrap_err();
+        assert!(e.to_string().contains("list of strings"), "{e}");
+        assert!(matches!(
+            Policy::parse("deny_names = [").unwrap_err(),
+            PolicyError::Toml(_)
+        ));
+    }
+}
