@@ -41,6 +41,7 @@
 //! 3. The names end where the markers start (plus padding); `kallsyms_num_syms` sits
 //!    right before the names, so each candidate start whose preceding u32 is an N with
 //!    `ceil(N / 256)` markers is checked by walking the last 256-symbol block to the end.
+//!    In the `seqs_of_names` layout, N must also be the count `kallsyms_num_syms` gives.
 //! 4. Every name is decoded; each 256th must start at its marker, each must expand to a
 //!    known type letter and printable characters, and the walk must end exactly at the
 //!    end of the names.
@@ -76,6 +77,8 @@ pub struct Layout {
     pub names: usize,
     /// File offset of `kallsyms_markers` and the marker width in bytes.
     pub markers: (usize, usize),
+    /// File offset of `kallsyms_seqs_of_names`, when it lies before the token table.
+    pub seqs_of_names: Option<usize>,
     /// Number of symbols.
     pub count: usize,
     /// How addresses are stored.
@@ -177,6 +180,9 @@ impl Layout {
             ("kallsyms_markers", self.markers.0),
             ("kallsyms_num_syms", self.num_syms),
         ];
+        if let Some(seqs) = self.seqs_of_names {
+            t.push(("kallsyms_seqs_of_names", seqs));
+        }
         match self.addressing {
             Addressing::Relative {
                 offsets, base_at, ..
@@ -345,7 +351,14 @@ fn from_token_table(elf: &KernelElf<'_>, table: usize, index: usize) -> Result<(
     let direct = markers_ending_at(d, table);
     let mut last = fail("the kallsyms markers before the token table could not be found");
     for (mstart, width, markers) in direct {
-        match layout_from_markers(elf, &tokens, mstart, width, &markers, table, index) {
+        let found = Found {
+            table,
+            index,
+            mstart,
+            width,
+            seqs: None,
+        };
+        match layout_from_markers(elf, &tokens, &found, &markers) {
             Ok(r) => return Ok(r),
             Err(e) => last = e,
         }
@@ -389,13 +402,20 @@ fn from_token_table(elf: &KernelElf<'_>, table: usize, index: usize) -> Result<(
                     let values: Vec<u64> = (0..m)
                         .filter_map(|k| u32_at(d, start + 4 * k).map(u64::from))
                         .collect();
-                    candidates.push((start, 4, values));
+                    candidates.push((start, values, (s, n)));
                 }
             }
         }
     }
-    for (mstart, width, markers) in candidates {
-        match layout_from_markers(elf, &tokens, mstart, width, &markers, table, index) {
+    for (mstart, markers, seqs) in candidates {
+        let found = Found {
+            table,
+            index,
+            mstart,
+            width: 4,
+            seqs: Some(seqs),
+        };
+        match layout_from_markers(elf, &tokens, &found, &markers) {
             Ok(r) => return Ok(r),
             Err(e) => last = e,
         }
@@ -403,26 +423,43 @@ fn from_token_table(elf: &KernelElf<'_>, table: usize, index: usize) -> Result<(
     Err(last)
 }
 
+/// Where the tables found so far are.
+struct Found {
+    table: usize,
+    index: usize,
+    /// start and width of the markers
+    mstart: usize,
+    width: usize,
+    /// start and symbol count of `kallsyms_seqs_of_names` when it lies before the token
+    /// table
+    seqs: Option<(usize, usize)>,
+}
+
 fn layout_from_markers(
     elf: &KernelElf<'_>,
     tokens: &Tokens<'_>,
-    mstart: usize,
-    width: usize,
+    f: &Found,
     markers: &[u64],
-    table: usize,
-    index: usize,
 ) -> Result<(Entries, Layout)> {
-    let (names, count) = names_before(elf, mstart, markers)?;
+    let (names, count) = names_before(elf, f.mstart, markers)?;
+    if let Some((_, n)) = f.seqs {
+        if n != count {
+            return Err(fail(format!(
+                "kallsyms_seqs_of_names holds {n} entries but kallsyms_num_syms says {count}"
+            )));
+        }
+    }
     let (entries, addressing, num_syms) =
-        decode(elf, tokens, names, count, markers, mstart, index)?;
+        decode(elf, tokens, names, count, markers, f.mstart, f.index)?;
     Ok((
         entries,
         Layout {
-            token_table: table,
-            token_index: index,
+            token_table: f.table,
+            token_index: f.index,
             num_syms,
             names,
-            markers: (mstart, width),
+            markers: (f.mstart, f.width),
+            seqs_of_names: f.seqs.map(|(s, _)| s),
             count,
             addressing,
         },
