@@ -3,8 +3,10 @@
  * initramfs under several names.
  *
  *   as /init (pid 1)         mount /proc, /sys, /dev; run /lab/boot.sh (the scenario);
- *                            then serve the lab channel (/dev/ttyS1): print the ground
- *                            truth, READY, and answer commands from the host.
+ *                            then serve the lab channel (/dev/ttyS1, or the device named
+ *                            by labchannel=/dev/NAME on the kernel command line, e.g. a
+ *                            Xen guest's console /dev/hvc0): print the ground truth,
+ *                            READY, and answer commands from the host.
  *   NAME sleep [args...]     sleep forever (args only lengthen the command line)
  *   NAME threads N           N threads in one process (the main thread counts)
  *   NAME chain DEPTH         parent -> child -> ... DEPTH processes, all sleeping
@@ -508,6 +510,27 @@ static int serve(const char *dev)
 	}
 }
 
+/* The lab channel: labchannel=/dev/NAME on the kernel command line, else /dev/ttyS1. */
+static const char *channel_device(void)
+{
+	static char buf[4096];
+	static char dev[64];
+	if (read_file("/proc/cmdline", buf, sizeof buf) <= 0)
+		return "/dev/ttyS1";
+	for (char *p = buf; (p = strstr(p, "labchannel=/dev/")) != NULL; p++) {
+		if (p != buf && p[-1] != ' ')
+			continue;
+		p += strlen("labchannel=");
+		size_t n = strcspn(p, " \n");
+		if (n < sizeof dev && !memchr(p, '.', n)) {
+			memcpy(dev, p, n);
+			dev[n] = 0;
+			return dev;
+		}
+	}
+	return "/dev/ttyS1";
+}
+
 static void init_main(void)
 {
 	mkdir("/proc", 0555);
@@ -540,7 +563,7 @@ static void init_main(void)
 	printf("lab: scenario finished with status %d\n", WIFEXITED(status) ? WEXITSTATUS(status) : -1);
 	printf("lab: READY\n");
 	fflush(stdout);
-	serve("/dev/ttyS1");
+	serve(channel_device());
 	sleep_forever();
 }
 

@@ -287,28 +287,54 @@ impl Archive {
         Ok(deps)
     }
 
+    /// The newest version of `package` in one of `suites` (e.g. `bookworm` with its
+    /// `-security` and `-updates` suites), when the candidate of all suites is not
+    /// wanted (it may come from a newer release).
+    pub fn version_in(&self, package: &str, suites: &[&str]) -> Result<String> {
+        let out = tools::run(self.apt_cache()?.args(["madison", package]))?;
+        if let Some(v) = newest_in(&String::from_utf8_lossy(&out.stdout), package, suites) {
+            return Ok(v);
+        }
+        Err(Error::Command {
+            command: format!("apt-cache madison {package}"),
+            status: "exit status 0".into(),
+            stderr: format!("no version of {package} in {}", suites.join(", ")),
+        })
+    }
+
     /// Download `package` (candidate version) into the lab's deb directory and return
     /// the file. A package already downloaded completely is reused. With `visible`,
     /// apt's own progress goes to the terminal.
     pub fn download(&self, package: &str, visible: bool) -> Result<PathBuf> {
+        self.fetch(package, package, &format!("{package}_"), visible)
+    }
+
+    /// Download `package` at exactly `version` (see [`Archive::version_in`]), reused
+    /// when that version was downloaded before.
+    pub fn download_version(&self, package: &str, version: &str, visible: bool) -> Result<PathBuf> {
+        // apt writes an epoch's colon as %3a in file names
+        let prefix = format!("{package}_{}_", version.replace(':', "%3a"));
+        self.fetch(package, &format!("{package}={version}"), &prefix, visible)
+    }
+
+    fn fetch(&self, package: &str, request: &str, prefix: &str, visible: bool) -> Result<PathBuf> {
         let _lock = self.cache.lock(&format!("deb-{package}"))?;
         let debs = self.debs_dir();
-        let prefix = format!("{package}_");
-        if let Some(existing) = find_deb(&debs, &prefix)? {
+        if let Some(existing) = find_deb(&debs, prefix)? {
             return Ok(existing);
         }
         let stage = self.cache.staging()?;
         let mut cmd = self.apt_get()?;
-        cmd.current_dir(stage.path()).args(["download", package]);
+        cmd.current_dir(stage.path()).args(["download", request]);
         if visible {
             cmd.args(["-q=0"]);
             tools::run_visible(&mut cmd)?;
         } else {
             tools::run(&mut cmd)?;
         }
-        let Some(file) = find_deb(stage.path(), &prefix)? else {
+        let Some(file) = find_deb(stage.path(), prefix)? else {
             return Err(Error::Command {
-                command: format!("apt-get download {package}"),
+                command: format!("apt-get download {request}"),
                 status: "exit status 0".into(),
                 stderr: "no .deb file was written".into(),
             });
@@ -320,6 +346,19 @@ impl Archive {
         fs::rename(&file, &dest).ctx("moving download to", &dest)?;
         Ok(dest)
     }
+}
+
+/// The first (newest) version in `apt-cache madison` output ("pkg | version | uri
+/// suite/component arch Packages" lines) that comes from one of `suites`.
+fn newest_in(madison: &str, package: &str, suites: &[&str]) -> Option<String> {
+    madison.lines().find_map(|line| {
+        let fields: Vec<&str> = line.split('|').map(str::trim).collect();
+        let [name, version, origin] = fields[..] else {
+            return None;
+        };
+        let suite = origin.split_whitespace().nth(1)?.split('/').next()?;
+        (name == package && suites.contains(&suite)).then(|| version.to_string())
+    })
 }
 
 fn find_deb(dir: &Path, prefix: &str) -> Result<Option<PathBuf>> {
@@ -378,6 +417,19 @@ mod tests {
     fn disabled_and_foreign_sources_are_ignored() {
         let text = "Types: deb\nURIs: http://a.example/debian\nSuites: bookworm\nEnabled: no\n\nTypes: deb\nURIs: http://b.example/node\nSuites: nodistro\n";
         assert!(mirrors_from(&parse_deb822(text)).is_none());
+    }
+
+    #[test]
+    fn newest_version_of_a_release() {
+        let madison = "     libc6 |     2.43-7 | http://m.example/debian sid/main amd64 Packages\n     libc6 | 2.36-9+deb12u14 | http://m.example/debian bookworm/main amd64 Packages\n     libc6 | 2.36-9+deb12u7 | http://m.example/debian-security bookworm-security/main amd64 Packages\n";
+        let bookworm = ["bookworm", "bookworm-security"];
+        assert_eq!(
+            newest_in(madison, "libc6", &bookworm).as_deref(),
+            Some("2.36-9+deb12u14")
+        );
+        assert_eq!(newest_in(madison, "libc6", &["trixie"]), None);
+        assert_eq!(newest_in(madison, "libc", &bookworm), None);
+        assert_eq!(newest_in("garbage\n| |\n", "libc6", &bookworm), None);
     }
 
     #[test]

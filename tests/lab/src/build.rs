@@ -13,7 +13,7 @@ use crate::tools::{self, CC, MAKE};
 /// The guest worker's source (PID 1 of every lab guest, and its workloads).
 pub const WORKER_SOURCE: &str = include_str!("../guest/labworker.c");
 
-fn digest(parts: &[&[u8]]) -> String {
+pub(crate) fn digest(parts: &[&[u8]]) -> String {
     let mut h = Sha256::new();
     for p in parts {
         h.update((p.len() as u64).to_le_bytes());

@@ -87,17 +87,55 @@ enum ChanMsg {
     Closed,
 }
 
-/// The host end of the lab channel.
-struct Channel {
+/// The host end of a lab channel: lines from the guest worker arrive on a reader thread;
+/// ground-truth blocks, shell commands and file copies are framed over it. Shared by
+/// [`Guest`] and the Xen rig's guests.
+pub(crate) struct Channel {
     writer: UnixStream,
     rx: Receiver<ChanMsg>,
 }
 
 impl Channel {
-    fn send(&mut self, line: &str) -> Result<()> {
+    /// Start reading `stream` on a thread named `name`.
+    pub(crate) fn spawn(stream: UnixStream, name: &str, what: &Path) -> Result<Channel> {
+        let reader = stream.try_clone().ctx("cloning", what)?;
+        let (tx, rx) = mpsc::channel();
+        std::thread::Builder::new()
+            .name(name.into())
+            .spawn(move || {
+                let mut r = BufReader::new(reader);
+                let mut buf = Vec::new();
+                loop {
+                    buf.clear();
+                    match r.read_until(b'\n', &mut buf) {
+                        Ok(0) | Err(_) => {
+                            let _ = tx.send(ChanMsg::Closed);
+                            return;
+                        }
+                        Ok(_) => {
+                            let line = String::from_utf8_lossy(&buf)
+                                .trim_end_matches(['\n', '\r'])
+                                .to_string();
+                            if tx.send(ChanMsg::Line(line)).is_err() {
+                                return;
+                            }
+                        }
+                    }
+                }
+            })
+            .ctx("starting channel reader for", what)?;
+        Ok(Channel { writer: stream, rx })
+    }
+
+    pub(crate) fn send(&mut self, line: &str) -> Result<()> {
         self.writer
             .write_all(format!("{line}\n").as_bytes())
             .map_err(|e| Error::Channel(format!("sending {line:?}: {e}")))
+    }
+
+    /// Drop the lines received so far (what a previous user of the channel left).
+    pub(crate) fn drain(&mut self) {
+        while let Ok(ChanMsg::Line(_)) = self.rx.try_recv() {}
     }
 
     fn next_line(&mut self, deadline: Instant) -> Result<Option<String>> {
@@ -109,6 +147,109 @@ impl Channel {
             }
             Err(RecvTimeoutError::Timeout) => Ok(None),
         }
+    }
+
+    /// Read one ground-truth block (and, with `ready`, the READY line after it) by
+    /// `deadline`. Every half second `alive` may report that the guest is gone; a timeout
+    /// becomes the error `timed_out` makes. Lines outside a block (console text when the
+    /// channel is a console) are passed to `other`.
+    pub(crate) fn read_truth(
+        &mut self,
+        deadline: Instant,
+        ready: bool,
+        alive: &mut dyn FnMut() -> Option<Error>,
+        timed_out: &dyn Fn() -> Error,
+        other: &mut dyn FnMut(&str),
+    ) -> Result<GroundTruth> {
+        let mut block = String::new();
+        let mut inside = false;
+        let mut done = false;
+        loop {
+            let line =
+                match self.next_line(deadline.min(Instant::now() + Duration::from_millis(500))) {
+                    Ok(Some(l)) => l,
+                    Ok(None) => {
+                        if let Some(e) = alive() {
+                            return Err(e);
+                        }
+                        if Instant::now() >= deadline {
+                            return Err(timed_out());
+                        }
+                        continue;
+                    }
+                    Err(e) => {
+                        return Err(alive().unwrap_or(e));
+                    }
+                };
+            if line == truth::BEGIN {
+                inside = true;
+                block.clear();
+            }
+            if inside {
+                block.push_str(&line);
+                block.push('\n');
+                if line.starts_with(truth::END) {
+                    inside = false;
+                    done = true;
+                    if !ready {
+                        break;
+                    }
+                }
+            } else if done && line == "@@READY" {
+                break;
+            } else {
+                other(&line);
+            }
+        }
+        GroundTruth::parse(&block)
+    }
+
+    /// Run a shell command in the guest and wait for its output and status.
+    pub(crate) fn sh_timeout(&mut self, command: &str, timeout: Duration) -> Result<ShellOutput> {
+        self.send(&format!("sh {}", escape(command.as_bytes())))?;
+        let deadline = Instant::now() + timeout;
+        let mut lines = Vec::new();
+        loop {
+            let Some(line) = self.next_line(deadline)? else {
+                return Err(Error::Channel(format!(
+                    "no reply to {command:?} within {}s",
+                    timeout.as_secs()
+                )));
+            };
+            if let Some(out) = line.strip_prefix("@@OUT ") {
+                lines.push(String::from_utf8_lossy(&unescape(out)).into_owned());
+            } else if let Some(status) = line.strip_prefix("@@EXIT ") {
+                let status = status
+                    .trim()
+                    .parse()
+                    .map_err(|_| Error::Channel(format!("bad exit line {line:?}")))?;
+                return Ok(ShellOutput { status, lines });
+            }
+        }
+    }
+
+    /// Copy a file out of the guest (gzip + base64 over the channel).
+    pub(crate) fn read_file(&mut self, path: &str) -> Result<Vec<u8>> {
+        let out = self.sh_timeout(
+            &format!("gzip -c {path} | base64"),
+            Duration::from_secs(300),
+        )?;
+        if out.status != 0 {
+            return Err(Error::Channel(format!(
+                "reading {path} in the guest failed (status {}): {}",
+                out.status,
+                out.lines.join(" / ")
+            )));
+        }
+        let packed = base64_decode(&out.lines.concat())
+            .ok_or_else(|| Error::Channel(format!("{path}: the guest sent bad base64")))?;
+        let mut data = Vec::new();
+        flate2::read::GzDecoder::new(&packed[..])
+            .read_to_end(&mut data)
+            .map_err(|e| {
+                Error::Channel(format!("{path}: the guest sent a bad gzip stream: {e}"))
+            })?;
+        Ok(data)
     }
 }
 
@@ -157,7 +298,7 @@ fn spawner() -> &'static Mutex<Sender<SpawnRequest>> {
     })
 }
 
-fn spawn_tied(mut cmd: Command) -> std::io::Result<Child> {
+pub(crate) fn spawn_tied(mut cmd: Command) -> std::io::Result<Child> {
     // SAFETY: prctl and getppid are async-signal-safe; nothing else runs between fork
     // and exec.
     unsafe {
@@ -320,32 +461,14 @@ impl Guest {
                 return Err(e);
             }
         };
-        let reader = stream.try_clone().ctx("cloning", &lab_sock)?;
-        let (tx, rx) = mpsc::channel();
-        std::thread::Builder::new()
-            .name("vmi-lab-channel".into())
-            .spawn(move || {
-                let mut r = BufReader::new(reader);
-                let mut buf = Vec::new();
-                loop {
-                    buf.clear();
-                    match r.read_until(b'\n', &mut buf) {
-                        Ok(0) | Err(_) => {
-                            let _ = tx.send(ChanMsg::Closed);
-                            return;
-                        }
-                        Ok(_) => {
-                            let line = String::from_utf8_lossy(&buf)
-                                .trim_end_matches(['\n', '\r'])
-                                .to_string();
-                            if tx.send(ChanMsg::Line(line)).is_err() {
-                                return;
-                            }
-                        }
-                    }
-                }
-            })
-            .ctx("starting channel reader for", &lab_sock)?;
+        let channel = match Channel::spawn(stream, "vmi-lab-channel", &lab_sock) {
+            Ok(c) => c,
+            Err(e) => {
+                kill(&mut guest_child);
+                let _ = fs::remove_file(&ram_path);
+                return Err(e);
+            }
+        };
         let memory_map = match qmp.hmp("info mtree -f") {
             Ok(text) => parse_memory_map(&text, "lab-ram"),
             Err(e) => {
@@ -359,7 +482,7 @@ impl Guest {
             run_dir,
             ram_path,
             qmp: Some(qmp),
-            channel: Channel { writer: stream, rx },
+            channel,
             truth: GroundTruth::default(),
             memory_map,
             abi: kernel.abi.clone(),
@@ -402,66 +525,10 @@ impl Guest {
         total: Duration,
         ready: bool,
     ) -> Result<GroundTruth> {
-        let mut block = String::new();
-        let mut inside = false;
-        let mut done = false;
-        loop {
-            let line = match self
-                .channel
-                .next_line(deadline.min(Instant::now() + Duration::from_millis(500)))
-            {
-                Ok(Some(l)) => l,
-                Ok(None) => {
-                    if let Some(e) = self.check_alive() {
-                        return Err(e);
-                    }
-                    if Instant::now() >= deadline {
-                        return Err(Error::BootTimeout {
-                            timeout: total,
-                            console: self.console_tail(CONSOLE_TAIL),
-                        });
-                    }
-                    continue;
-                }
-                Err(e) => {
-                    return Err(self.check_alive().unwrap_or(e));
-                }
-            };
-            if line == truth::BEGIN {
-                inside = true;
-                block.clear();
-            }
-            if inside {
-                block.push_str(&line);
-                block.push('\n');
-                if line.starts_with(truth::END) {
-                    inside = false;
-                    done = true;
-                    if !ready {
-                        break;
-                    }
-                }
-            } else if done && line == "@@READY" {
-                break;
-            }
-        }
-        GroundTruth::parse(&block)
-    }
-
-    /// The error to report if QEMU has exited.
-    fn check_alive(&mut self) -> Option<Error> {
-        let console = self.run_dir.path().join("console.log");
+        let console = self.console_path();
         let stderr = self.run_dir.path().join("qemu.stderr");
-        if exited(&mut self.child) {
-            Some(with_exit(
-                Error::Channel("QEMU exited".into()),
-                &mut self.child,
-                &console,
-                &stderr,
-            ))
-        } else {
-            None
-        }
+        let Guest { channel, child, .. } = self;
+        boot_truth(channel, child, &console, &stderr, deadline, total, ready)
     }
 
     /// The ground truth the guest reported when it became ready.
@@ -484,50 +551,14 @@ impl Guest {
 
     /// [`Guest::sh`] with a timeout.
     pub fn sh_timeout(&mut self, command: &str, timeout: Duration) -> Result<ShellOutput> {
-        self.channel
-            .send(&format!("sh {}", escape(command.as_bytes())))?;
-        let deadline = Instant::now() + timeout;
-        let mut lines = Vec::new();
-        loop {
-            let Some(line) = self.channel.next_line(deadline)? else {
-                return Err(Error::Channel(format!(
-                    "no reply to {command:?} within {}s",
-                    timeout.as_secs()
-                )));
-            };
-            if let Some(out) = line.strip_prefix("@@OUT ") {
-                lines.push(String::from_utf8_lossy(&unescape(out)).into_owned());
-            } else if let Some(status) = line.strip_prefix("@@EXIT ") {
-                let status = status
-                    .trim()
-                    .parse()
-                    .map_err(|_| Error::Channel(format!("bad exit line {line:?}")))?;
-                return Ok(ShellOutput { status, lines });
-            }
-        }
+        self.channel.sh_timeout(command, timeout)
     }
 
     /// Copy a file out of the guest (e.g. `/proc/kallsyms`, `/sys/kernel/btf/vmlinux`):
     /// the guest sends it gzip-compressed and base64-encoded over the lab channel, which
     /// carries text lines. Several MB take a few seconds under TCG.
     pub fn read_file(&mut self, path: &str) -> Result<Vec<u8>> {
-        let out = self.sh(&format!("gzip -c {path} | base64"))?;
-        if out.status != 0 {
-            return Err(Error::Channel(format!(
-                "reading {path} in the guest failed (status {}): {}",
-                out.status,
-                out.lines.join(" / ")
-            )));
-        }
-        let packed = base64_decode(&out.lines.concat())
-            .ok_or_else(|| Error::Channel(format!("{path}: the guest sent bad base64")))?;
-        let mut data = Vec::new();
-        flate2::read::GzDecoder::new(&packed[..])
-            .read_to_end(&mut data)
-            .map_err(|e| {
-                Error::Channel(format!("{path}: the guest sent a bad gzip stream: {e}"))
-            })?;
-        Ok(data)
+        self.channel.read_file(path)
     }
 
     /// The kernel's ABI name.
@@ -721,7 +752,33 @@ impl Drop for Guest {
     }
 }
 
-fn kill(child: &mut Option<Child>) {
+/// Read a ground-truth block from the channel of the guest QEMU `child` runs: QEMU
+/// exiting is an error with its console and stderr, a timeout one with the console.
+pub(crate) fn boot_truth(
+    channel: &mut Channel,
+    child: &mut Option<Child>,
+    console: &Path,
+    stderr: &Path,
+    deadline: Instant,
+    total: Duration,
+    ready: bool,
+) -> Result<GroundTruth> {
+    channel.read_truth(
+        deadline,
+        ready,
+        &mut || {
+            exited(child)
+                .then(|| with_exit(Error::Channel("QEMU exited".into()), child, console, stderr))
+        },
+        &|| Error::BootTimeout {
+            timeout: total,
+            console: console_tail(console, CONSOLE_TAIL),
+        },
+        &mut |_| {},
+    )
+}
+
+pub(crate) fn kill(child: &mut Option<Child>) {
     if let Some(mut c) = child.take() {
         let _ = c.kill();
         let _ = c.wait();
@@ -729,14 +786,19 @@ fn kill(child: &mut Option<Child>) {
 }
 
 /// True when the child has exited (it stays in the Option so its status can be read).
-fn exited(child: &mut Option<Child>) -> bool {
+pub(crate) fn exited(child: &mut Option<Child>) -> bool {
     match child {
         Some(c) => !matches!(c.try_wait(), Ok(None)),
         None => true,
     }
 }
 
-fn with_exit(e: Error, child: &mut Option<Child>, console: &Path, stderr: &Path) -> Error {
+pub(crate) fn with_exit(
+    e: Error,
+    child: &mut Option<Child>,
+    console: &Path,
+    stderr: &Path,
+) -> Error {
     if let Some(c) = child {
         if let Ok(Some(status)) = c.try_wait() {
             return Error::QemuExited {
@@ -749,7 +811,7 @@ fn with_exit(e: Error, child: &mut Option<Child>, console: &Path, stderr: &Path)
     e
 }
 
-fn accept_until(
+pub(crate) fn accept_until(
     listener: &UnixListener,
     timeout: Duration,
     mut gone: impl FnMut() -> bool,
@@ -779,7 +841,7 @@ fn accept_until(
     }
 }
 
-fn console_tail(path: &Path, n: usize) -> String {
+pub(crate) fn console_tail(path: &Path, n: usize) -> String {
     let bytes = fs::read(path).unwrap_or_default();
     // console text comes from the guest: keep it printable
     let text: String = String::from_utf8_lossy(&bytes)

@@ -11,6 +11,9 @@
 //!   report its [`GroundTruth`] on the lab channel, and exposes QMP, the RAM file and its
 //!   memory map, dumps (ELF, raw, LiME), pause/resume and shutdown. Dropping it kills QEMU.
 //! - [`build::kernel_module`] builds out-of-tree C modules against a kernel's headers.
+//! - [`XenRig`] boots Debian's Xen 4.17 with a dom0 toolstack in QEMU and starts domUs
+//!   ([`DomuSpec`]: PVH or PV) that run scenarios and report their ground truth
+//!   ([`XenDomu`]); host programs run in dom0 ([`xen`]).
 //!
 //! [`Lab`] ties them together for tests: `Lab::open_default()?.boot("6.1.0-56-amd64",
 //! &Scenario::standard(), &BootOptions::default())`.
@@ -28,6 +31,7 @@ pub mod scenario;
 pub mod store;
 pub mod tools;
 pub mod truth;
+pub mod xen;
 
 use std::path::PathBuf;
 
@@ -37,6 +41,7 @@ pub use guest::{BootOptions, Guest, RamRange, ShellOutput};
 pub use scenario::{Expectation, Scenario, Step, WorkloadKind};
 pub use store::{KernelDebug, KernelHeaders, KernelImage, KernelSpec, Store};
 pub use truth::GroundTruth;
+pub use xen::{DomuKind, DomuSpec, XenDomu, XenImage, XenOptions, XenRig};
 
 /// The kernels every lab test runs on: one per supported series. Exact builds where the
 /// archive keeps them (bullseye, bookworm); the fast-moving 7.x builds (sid,

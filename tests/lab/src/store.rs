@@ -584,7 +584,7 @@ fn edit_distance(a: &str, b: &str) -> usize {
 /// Extract members of a .deb's data archive into `dest`: `exact` names and `globs`
 /// (shell patterns). Every exact name and glob must match, except globs when
 /// `globs_optional`. With only exact names, tar stops at the last one found.
-fn extract(
+pub(crate) fn extract(
     deb: &Path,
     dest: &Path,
     exact: &[&str],
@@ -673,7 +673,10 @@ fn move_into(src: &Path, dest: &Path) -> Result<()> {
     fs::rename(src, dest).ctx("moving into place", dest)
 }
 
-fn find_file(dir: &Path, pred: impl Fn(&Path) -> bool + Copy) -> Result<Option<PathBuf>> {
+pub(crate) fn find_file(
+    dir: &Path,
+    pred: impl Fn(&Path) -> bool + Copy,
+) -> Result<Option<PathBuf>> {
     for entry in fs::read_dir(dir).ctx("listing", dir)? {
         let entry = entry.ctx("listing", dir)?;
         let path = entry.path();
@@ -689,7 +692,7 @@ fn find_file(dir: &Path, pred: impl Fn(&Path) -> bool + Copy) -> Result<Option<P
     Ok(None)
 }
 
-fn decompress_module(src: &Path, dest: &Path) -> Result<()> {
+pub(crate) fn decompress_module(src: &Path, dest: &Path) -> Result<()> {
     let name = src.to_string_lossy();
     let tool = if name.ends_with(".xz") {
         Some(XZ)
