@@ -441,11 +441,12 @@ fn main() -> ExitCode {
     match run(&cli) {
         Ok(code) => code,
         Err(e) => {
+            // stdout or stderr may be gone (a closed pipe is one way to fail): no panic
             if cli.opts.json {
                 let v = serde_json::json!({ "error": format!("{e:#}") });
-                println!("{v}");
+                let _ = writeln!(std::io::stdout(), "{v}");
             }
-            eprintln!("detector: {e:#}");
+            let _ = writeln!(std::io::stderr(), "detector: {e:#}");
             ExitCode::from(2)
         }
     }

@@ -193,7 +193,7 @@ fn watch_reports_processes_findings_pause_reset_and_shutdown() {
         assert!(got.insert(v["pid"].as_u64().unwrap()), "twice: {v}");
     }
 
-    let out = guest.sh("sleep 999 & echo $!").expect("sh");
+    let out = guest.sh("sleep 999 >/dev/null 2>&1 & echo $!").expect("sh");
     let sleeper: u64 = out.lines[0].trim().parse().expect("pid");
     w.wait_for("the sleep starting", Duration::from_secs(30), |v| {
         event(v) == "process-start" && v["pid"] == sleeper && v["comm"] == "sleep"
