@@ -127,6 +127,34 @@ impl Index {
         self.typedef_signatures.extend(later.typedef_signatures);
     }
 
+    /// The same index with unit numbers moved by `base` (a chunk's first unit).
+    fn shifted(self, base: usize) -> Index {
+        let shift = |m: HashMap<String, Loc>| -> HashMap<String, Loc> {
+            m.into_iter()
+                .map(|(k, l)| {
+                    (
+                        k,
+                        Loc {
+                            unit: l.unit + base,
+                            offset: l.offset,
+                        },
+                    )
+                })
+                .collect()
+        };
+        Index {
+            aggregates: shift(self.aggregates),
+            enums: shift(self.enums),
+            variables: shift(self.variables),
+            nested_aggregates: shift(self.nested_aggregates),
+            nested_enums: shift(self.nested_enums),
+            declared_variables: shift(self.declared_variables),
+            typedef_aggregates: shift(self.typedef_aggregates),
+            typedef_enums: shift(self.typedef_enums),
+            typedef_signatures: self.typedef_signatures,
+        }
+    }
+
     fn finish(&mut self) {
         for (k, v) in std::mem::take(&mut self.nested_aggregates) {
             self.aggregates.entry(k).or_insert(v);
@@ -274,34 +302,13 @@ impl<'a> Layouts<'a> {
         let mut unit_starts = Vec::new();
         let mut signatures = HashMap::new();
         let mut index = Index::default();
+        let mut rust_indexes = Vec::new();
         for r in results {
-            let (chunk_units, chunk_sections, chunk_starts, chunk_index) = r?;
+            let (chunk_units, chunk_sections, chunk_starts, chunk_index, chunk_rust) = r?;
             let base = units.len();
+            rust_indexes.push((base, chunk_rust));
             // chunk indexes refer to units by their position in the chunk
-            let shift = |m: HashMap<String, Loc>| -> HashMap<String, Loc> {
-                m.into_iter()
-                    .map(|(k, l)| {
-                        (
-                            k,
-                            Loc {
-                                unit: l.unit + base,
-                                offset: l.offset,
-                            },
-                        )
-                    })
-                    .collect()
-            };
-            index.merge(Index {
-                aggregates: shift(chunk_index.aggregates),
-                enums: shift(chunk_index.enums),
-                variables: shift(chunk_index.variables),
-                nested_aggregates: shift(chunk_index.nested_aggregates),
-                nested_enums: shift(chunk_index.nested_enums),
-                declared_variables: shift(chunk_index.declared_variables),
-                typedef_aggregates: shift(chunk_index.typedef_aggregates),
-                typedef_enums: shift(chunk_index.typedef_enums),
-                typedef_signatures: chunk_index.typedef_signatures,
-            });
+            index.merge(chunk_index.shifted(base));
             for (i, unit) in chunk_units.into_iter().enumerate() {
                 let ui = base + i;
                 register_type_unit(&unit, ui, &mut signatures);
@@ -321,6 +328,12 @@ impl<'a> Layouts<'a> {
         };
         me.resolve_typedef_signatures();
         me.index.finish();
+        // Rust units' definitions only where no C unit defines the name, however the C
+        // unit defines it (a typedef of an anonymous struct included)
+        for (base, mut chunk_index) in rust_indexes {
+            chunk_index.finish();
+            me.index.merge(chunk_index.shifted(base));
+        }
         Ok(me)
     }
 
@@ -777,8 +790,23 @@ pub(crate) fn is_declaration(entry: &DebuggingInformationEntry<R<'_>>) -> bool {
     )
 }
 
-/// One chunk's units, the section and start offset of each, and their index.
-type Chunk<'a> = (Vec<Unit<'a>>, Vec<&'static str>, Vec<usize>, Index);
+/// One chunk's units, the section and start offset of each, the index of its C (and
+/// other non-Rust) units and the index of its Rust units.
+type Chunk<'a> = (Vec<Unit<'a>>, Vec<&'static str>, Vec<usize>, Index, Index);
+
+/// True for units written in Rust: on Rust-enabled kernels (7.x), the Rust bindings
+/// carry their own copies of C structs, laid out with Rust field types; the C
+/// definitions must win.
+fn is_rust(unit: &Unit<'_>) -> bool {
+    let mut entries = unit.entries();
+    matches!(entries.next_dfs(), Ok(Some(_)))
+        && matches!(
+            entries
+                .current()
+                .map(|e| e.attr_value(gimli::DW_AT_language)),
+            Some(Ok(Some(AttributeValue::Language(gimli::DW_LANG_Rust))))
+        )
+}
 
 /// Parse the units of one chunk and index their named definitions.
 fn index_chunk<'a>(dwarf: &gimli::Dwarf<R<'a>>, chunk: Vec<Pending<'a>>) -> Result<Chunk<'a>> {
@@ -786,17 +814,23 @@ fn index_chunk<'a>(dwarf: &gimli::Dwarf<R<'a>>, chunk: Vec<Pending<'a>>) -> Resu
     let mut sections = Vec::with_capacity(chunk.len());
     let mut starts = Vec::with_capacity(chunk.len());
     let mut index = Index::default();
+    let mut rust = Index::default();
     for p in chunk {
         let unit = dwarf
             .unit(p.header)
             .map_err(|e| gerr_at(p.section, p.start, e))?;
-        index_unit(dwarf, &unit, units.len(), &mut index)
+        let target = if is_rust(&unit) {
+            &mut rust
+        } else {
+            &mut index
+        };
+        index_unit(dwarf, &unit, units.len(), target)
             .map_err(|e| gerr_at(p.section, p.start, e))?;
         units.push(unit);
         sections.push(p.section);
         starts.push(p.start);
     }
-    Ok((units, sections, starts, index))
+    Ok((units, sections, starts, index, rust))
 }
 
 /// One pass over a unit's entries, reading attributes only of the entries that matter.

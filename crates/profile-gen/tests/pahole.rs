@@ -58,3 +58,35 @@ fn debian_6_1_equals_pahole_and_system_map() {
 fn debian_7_2_equals_pahole_and_system_map() {
     check_kernel("newest:7.2");
 }
+
+/// Rust-enabled kernels (Debian's 7.x) carry the Rust bindings' copies of C structs in
+/// their DWARF, with Rust field types: the C definitions must win.
+#[test]
+fn c_definitions_win_over_rust_bindings() {
+    let lab = vmi_lab::Lab::open_default().unwrap();
+    let d = lab.store().debug("newest:7.2").unwrap();
+    let opts = profile_gen::build::Options {
+        types: vec![
+            "atomic_t".into(),
+            "atomic64_t".into(),
+            "refcount_struct".into(),
+        ],
+        ..Default::default()
+    };
+    let p = profile_gen::build::from_dwarf(&d.vmlinux, Some(&d.system_map), &opts)
+        .unwrap()
+        .profile;
+    assert_eq!(p.field("atomic_t", "counter").unwrap().ty, "int");
+    assert_eq!(
+        p.field("atomic64_t", "counter").unwrap().ty,
+        "long long int"
+    );
+    assert_eq!(
+        p.field("refcount_struct", "refs").unwrap().ty,
+        "struct atomic_t"
+    );
+    assert_eq!(
+        p.field("task_struct", "tasks").unwrap().ty,
+        "struct list_head"
+    );
+}
