@@ -12,6 +12,8 @@ packages=(
   dwarves             # pahole, the reference for struct layouts
   bpftool             # a baseline reader of BTF in scripts/bench-profile-gen-btf.sh
   time                # /usr/bin/time: peak RSS in scripts/bench-*.sh
+  libxen-dev          # Xen 4.17's headers: vmi-core's Xen source is checked against their layouts
+  binutils            # strip: debug sections off the test programs put into the Xen rig's dom0
   debian-archive-keyring apt dpkg tar
 )
 

@@ -247,6 +247,9 @@ pub enum Error {
     /// The live QEMU guest cannot be read the way it is configured.
     #[error("live QEMU source: {0}")]
     Qemu(String),
+    /// A Xen domain cannot be opened or controlled.
+    #[error(transparent)]
+    Xen(#[from] crate::memory::XenError),
     /// The source has no such vCPU.
     #[error("no vCPU {vcpu}: the source has {count}")]
     NoSuchVcpu {

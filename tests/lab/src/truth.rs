@@ -324,6 +324,18 @@ impl GroundTruth {
         self.processes.iter().filter(move |p| p.comm == name)
     }
 
+    /// The thread ids of the process `tgid` (its main thread included), sorted.
+    pub fn thread_ids(&self, tgid: u32) -> Vec<u32> {
+        let mut tids: Vec<u32> = self
+            .threads
+            .iter()
+            .filter(|t| t.tgid == tgid)
+            .map(|t| t.tid)
+            .collect();
+        tids.sort_unstable();
+        tids
+    }
+
     /// A process by pid.
     pub fn process(&self, pid: u32) -> Option<&Process> {
         self.processes.iter().find(|p| p.pid == pid)

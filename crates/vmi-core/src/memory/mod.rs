@@ -8,6 +8,7 @@
 //! | [`ElfCore`] (QEMU `dump-guest-memory`, `virsh dump`) | yes | with QEMU CPU notes | — |
 //! | [`LimeImage`] | yes | — | — |
 //! | [`QemuLive`] (RAM file + QMP) | yes | yes | yes |
+//! | [`XenDomain`] (from dom0: foreign mappings, libxenctrl) | yes | yes | yes |
 //! | [`MockMemory`] (tests) | yes | — | — |
 //!
 //! Caches are wrappers around any source: [`PageCache`] keeps recently read pages
@@ -25,6 +26,8 @@ mod mock;
 mod qemu;
 pub mod qmp;
 mod raw;
+mod xen;
+mod xen_ffi;
 
 pub use cache::{CacheStats, PageCache};
 pub use elf::{ElfCore, PrStatus};
@@ -32,6 +35,9 @@ pub use lime::LimeImage;
 pub use mock::MockMemory;
 pub use qemu::{parse_info_registers, parse_mtree, QemuLive, QemuOptions, RamRegion};
 pub use raw::RawImage;
+pub use xen::{
+    list_domains, XenDomain, XenDomainInfo, XenError, XenGuestKind, XenOptions, XenStats,
+};
 
 use std::sync::Arc;
 
@@ -300,6 +306,7 @@ mod tests {
         send_sync::<ElfCore>();
         send_sync::<LimeImage>();
         send_sync::<QemuLive>();
+        send_sync::<XenDomain>();
         send_sync::<MockMemory>();
         send_sync::<PageCache<ElfCore>>();
         send_sync::<crate::arch::x86_64::AddressSpace<PageCache<QemuLive>>>();
