@@ -18,7 +18,7 @@
 //! (init_task is pid 0 `swapper*`, the task list is consistent).
 
 use vmi_core::memory::PhysicalMemory;
-use vmi_core::vmcoreinfo::{find_in_memory, VmcoreInfo};
+use vmi_core::vmcoreinfo::{find_all_in_memory, VmcoreInfo};
 use vmi_core::Pa;
 
 use crate::error::{Error, Result};
@@ -55,13 +55,22 @@ fn no_image(message: String) -> Error {
 /// What to do instead when memory alone cannot give a profile.
 pub const OTHER_PATHS: &str = "make the profile from this kernel's vmlinuz (BTF + kallsyms), its -dbg package (DWARF), or with the in-guest extractor";
 
-/// Find the kernel image in `mem` and read it.
-pub fn kernel_image<M: PhysicalMemory + ?Sized>(mem: &M) -> Result<MemoryImage> {
-    let (_, info) = find_in_memory(mem).ok_or_else(|| {
-        no_image(format!(
+/// VMCOREINFO look-alike pages tried at most (a guest may plant some).
+pub const MAX_CANDIDATES: usize = 8;
+
+/// The VMCOREINFO pages in `mem` that could place the kernel, in address order.
+pub fn candidates<M: PhysicalMemory + ?Sized>(mem: &M) -> Result<Vec<VmcoreInfo>> {
+    let found = find_all_in_memory(mem, MAX_CANDIDATES);
+    if found.is_empty() {
+        return Err(no_image(format!(
             "no VMCOREINFO page in guest memory, so the kernel image cannot be placed: {OTHER_PATHS}"
-        ))
-    })?;
+        )));
+    }
+    Ok(found.into_iter().map(|(_, v)| v).collect())
+}
+
+/// Read the kernel image where `info` places it.
+pub fn kernel_image<M: PhysicalMemory + ?Sized>(mem: &M, info: VmcoreInfo) -> Result<MemoryImage> {
     let virt_shift = info
         .kernel_offset()
         .ok_or_else(|| no_image("VMCOREINFO has no KERNELOFFSET".into()))?;

@@ -183,3 +183,70 @@ fn memory_without_a_kernel_is_refused_with_the_other_paths() {
         "{e}"
     );
 }
+
+/// A guest that plants a VMCOREINFO look-alike does not get a wrong profile: a fake page
+/// before the real one is skipped (its image does not decode), and when the real page is
+/// falsified too the result is an error, never a guessed profile.
+#[test]
+fn planted_vmcoreinfo_pages_never_give_a_wrong_profile() {
+    use std::os::unix::fs::FileExt;
+    let lab = Lab::open_default().expect("lab");
+    let kernel = vmi_lab::DEFAULT_KERNEL;
+    let image = lab.store().image(kernel).expect("image");
+    let want = from_btf(&image.vmlinuz, None, None, &Options::default())
+        .expect("profile from vmlinuz")
+        .profile;
+    let mut guest = lab
+        .boot(kernel, &Scenario::standard(), &BootOptions::default())
+        .expect("boot");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let raw = dir.path().join("g.raw");
+    guest.dump_raw(&raw).expect("raw dump");
+    guest.shutdown().ok();
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&raw)
+        .unwrap();
+    let open = || vmi_core::memory::RawImage::open(&raw).expect("raw image");
+
+    let real = vmi_core::vmcoreinfo::find_all_in_memory(&open(), 8);
+    assert_eq!(real.len(), 1, "one VMCOREINFO page in a clean guest");
+    let (real_pa, real_info) = real.into_iter().next().unwrap();
+    let fake = format!(
+        "OSRELEASE={}\nPAGESIZE=4096\nKERNELOFFSET=0\nNUMBER(phys_base)=0\n",
+        real_info.osrelease().unwrap()
+    );
+    let mut page = fake.into_bytes();
+    page.resize(4096, 0);
+    file.write_all_at(&page, 0x20_0000).unwrap(); // below the kernel, before the real page
+
+    let mem = open();
+    assert_eq!(vmi_core::vmcoreinfo::find_all_in_memory(&mem, 8).len(), 2);
+    let got = from_memory(&mem, &Options::default()).expect("the real page still wins");
+    let mut problems = Vec::new();
+    compare("with a planted page", &got.profile, &want, &mut problems);
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
+    drop(mem);
+
+    // falsify the real page's KERNELOFFSET as well: nothing consistent is left
+    let mut real_page = vec![0u8; 4096];
+    file.read_exact_at(&mut real_page, real_pa.0).unwrap();
+    let text = String::from_utf8_lossy(&real_page).into_owned();
+    let offset = real_info.get("KERNELOFFSET").unwrap();
+    let forged = text.replacen(
+        &format!("KERNELOFFSET={offset}"),
+        &format!(
+            "KERNELOFFSET={:x}",
+            real_info.kernel_offset().unwrap() + 0x20_0000
+        ),
+        1,
+    );
+    let mut forged = forged.into_bytes();
+    forged.resize(4096, 0);
+    file.write_all_at(&forged, real_pa.0).unwrap();
+    let e = from_memory(&open(), &Options::default())
+        .expect_err("no consistent kernel image is left")
+        .to_string();
+    assert!(e.contains("vmlinuz"), "{e}");
+}

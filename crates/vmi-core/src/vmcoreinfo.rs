@@ -111,7 +111,18 @@ impl VmcoreInfo {
 pub fn find_in_memory<M: crate::memory::PhysicalMemory + ?Sized>(
     mem: &M,
 ) -> Option<(crate::addr::Pa, VmcoreInfo)> {
+    find_all_in_memory(mem, 1).into_iter().next()
+}
+
+/// Every page that looks like VMCOREINFO (see [`find_in_memory`]), at most `max`, in
+/// address order. A guest can plant look-alikes: callers that place the kernel by it
+/// must check each candidate against the image it points to.
+pub fn find_all_in_memory<M: crate::memory::PhysicalMemory + ?Sized>(
+    mem: &M,
+    max: usize,
+) -> Vec<(crate::addr::Pa, VmcoreInfo)> {
     const KEY: &[u8] = b"OSRELEASE=";
+    let mut found = Vec::new();
     let mut head = [0u8; 10];
     let mut page = vec![0u8; 4096];
     for range in mem.ranges() {
@@ -125,13 +136,16 @@ pub fn find_in_memory<M: crate::memory::PhysicalMemory + ?Sized>(
                 let v = VmcoreInfo::parse(&page);
                 if v.osrelease().is_some() && v.page_size().is_some() && v.kernel_offset().is_some()
                 {
-                    return Some((at, v));
+                    found.push((at, v));
+                    if found.len() >= max {
+                        return found;
+                    }
                 }
             }
             pa += 4096;
         }
     }
-    None
+    found
 }
 
 #[cfg(test)]
