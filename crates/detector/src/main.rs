@@ -24,7 +24,7 @@ use vmi_core::kernel::Limits;
 #[command(
     name = "detector",
     version,
-    about = "Read a Linux guest from outside (a memory dump or a live QEMU guest) and check its kernel for tampering",
+    about = "Read a Linux guest from outside (a memory dump, a live QEMU guest or a Xen domain) and check its kernel for tampering",
     after_help = "Exit status: 0 clean, 1 findings, 2 error."
 )]
 struct Cli {
@@ -41,7 +41,7 @@ struct Opts {
     json: bool,
     /// A memory dump: ELF core (QEMU dump-guest-memory, virsh dump), LiME or raw,
     /// recognised by content.
-    #[arg(long, global = true, value_name = "FILE", conflicts_with = "qemu")]
+    #[arg(long, global = true, value_name = "FILE", conflicts_with_all = ["qemu", "xen"])]
     dump: Option<PathBuf>,
     /// A live QEMU guest, by its QMP socket (guest RAM must be a shared
     /// memory-backend-file).
@@ -50,6 +50,9 @@ struct Opts {
     /// The guest RAM file, when QEMU's mem-path is not the path to open.
     #[arg(long, global = true, value_name = "FILE", requires = "qemu")]
     mem_path: Option<PathBuf>,
+    /// A live Xen domain (PVH or HVM), by name or id; run in dom0 as root.
+    #[arg(long, global = true, value_name = "DOMAIN", conflicts_with = "qemu")]
+    xen: Option<String>,
     /// A directory of profiles; the one matching the guest's banner is used.
     #[arg(long, global = true, value_name = "DIR", conflicts_with = "profile")]
     profiles: Option<PathBuf>,
@@ -157,13 +160,16 @@ fn install_signal_handlers() {
 }
 
 fn open(opts: &Opts) -> Result<Target> {
-    let source = match (&opts.dump, &opts.qemu) {
-        (Some(d), None) => SourceSpec::Dump(d.clone()),
-        (None, Some(q)) => SourceSpec::Qemu {
+    let source = match (&opts.dump, &opts.qemu, &opts.xen) {
+        (Some(d), None, None) => SourceSpec::Dump(d.clone()),
+        (None, Some(q), None) => SourceSpec::Qemu {
             socket: q.clone(),
             mem_path: opts.mem_path.clone(),
         },
-        _ => bail!("give the guest: --dump FILE or --qemu QMP_SOCKET"),
+        (None, None, Some(x)) => SourceSpec::Xen { domain: x.clone() },
+        _ => bail!(
+            "give the guest: --dump FILE or --qemu QMP_SOCKET (or --xen DOMAIN in a Xen dom0)"
+        ),
     };
     let profiles = match (&opts.profiles, &opts.profile) {
         (Some(d), None) => ProfileSpec::Dir(d.clone()),
@@ -239,6 +245,9 @@ fn run(cli: &Cli) -> Result<ExitCode> {
         ..
     } = &cli.command
     {
+        if cli.opts.xen.is_some() {
+            bail!("watch does not read Xen domains yet; identify, ps, lsmod and check do");
+        }
         if cli.opts.qemu.is_none() {
             bail!("watch needs a live guest: --qemu QMP_SOCKET");
         }

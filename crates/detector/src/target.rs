@@ -1,5 +1,5 @@
-//! Opening a guest: the memory source (a dump recognised by content, or a live QEMU),
-//! the profile, and the kernel found in memory.
+//! Opening a guest: the memory source (a dump recognised by content, a live QEMU, or a
+//! Xen domain read from dom0), the profile, and the kernel found in memory.
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -9,7 +9,8 @@ use vmi_core::arch::x86_64::Registers;
 use vmi_core::kernel::candidates::{all_candidates, Executing};
 use vmi_core::kernel::{Hints, Kernel, ProfileSet};
 use vmi_core::memory::{
-    ElfCore, LimeImage, PauseGuard, PhysicalMemory, QemuLive, QemuOptions, RawImage, VcpuRegisters,
+    ElfCore, LimeImage, PauseGuard, PauseResume, PhysicalMemory, QemuLive, QemuOptions, RawImage,
+    VcpuRegisters, XenDomain, XenOptions,
 };
 use vmi_core::profile::Profile;
 
@@ -30,6 +31,11 @@ pub enum SourceSpec {
         socket: PathBuf,
         /// The RAM file.
         mem_path: Option<PathBuf>,
+    },
+    /// A live Xen domain (PVH or HVM), by name or id, read from dom0.
+    Xen {
+        /// The domain's name or id.
+        domain: String,
     },
 }
 
@@ -53,6 +59,8 @@ pub enum SourceKind {
     Raw,
     /// Live QEMU guest.
     Qemu,
+    /// Live Xen domain.
+    Xen,
 }
 
 impl SourceKind {
@@ -63,6 +71,7 @@ impl SourceKind {
             SourceKind::Lime => "lime",
             SourceKind::Raw => "raw",
             SourceKind::Qemu => "qemu",
+            SourceKind::Xen => "xen",
         }
     }
 }
@@ -75,13 +84,14 @@ pub struct Target {
     pub profile_path: PathBuf,
     /// What kind of source.
     pub kind: SourceKind,
-    /// The dump file or QMP socket.
+    /// The dump file, QMP socket or Xen domain.
     pub path: PathBuf,
     /// Registers of every vCPU the source reports (empty for raw and LiME dumps).
     pub registers: Vec<Registers>,
     /// Things the source or profile loading had to skip.
     pub warnings: Vec<String>,
     live: Option<Arc<QemuLive>>,
+    xen: Option<Arc<XenDomain>>,
     profiles: ProfileSet,
 }
 
@@ -137,6 +147,7 @@ impl Target {
     /// Open the source, pick the profile and find the kernel.
     pub fn open(source: &SourceSpec, profiles: &ProfileSpec) -> Result<Target, DetectorError> {
         let mut warnings = Vec::new();
+        let mut xen = None;
         let (mem, kind, path, registers, vmcoreinfo, live): (
             Memory,
             SourceKind,
@@ -202,6 +213,16 @@ impl Target {
                     Some(live),
                 )
             }
+            SourceSpec::Xen { domain } => {
+                let path = PathBuf::from(domain);
+                let dom = Arc::new(
+                    XenDomain::open(domain, &XenOptions::default()).map_err(open_err(&path))?,
+                );
+                let regs = all_registers(dom.as_ref());
+                let mem: Memory = dom.clone();
+                xen = Some(dom);
+                (mem, SourceKind::Xen, path, regs, None, None)
+            }
         };
         let set = match profiles {
             ProfileSpec::Dir(dir) => {
@@ -236,6 +257,7 @@ impl Target {
             registers,
             warnings,
             live,
+            xen,
             profiles: set,
         })
     }
@@ -304,9 +326,9 @@ impl Target {
         self.kernel.profile()
     }
 
-    /// True for a live guest.
+    /// True for a live guest (QEMU or Xen).
     pub fn is_live(&self) -> bool {
-        self.live.is_some()
+        self.live.is_some() || self.xen.is_some()
     }
 
     /// The live guest, if this is one.
@@ -315,19 +337,21 @@ impl Target {
     }
 
     /// Pause a live guest until the guard is dropped (`None` for dumps).
-    pub fn pause(&self) -> Result<Option<PauseGuard<'_, QemuLive>>, DetectorError> {
-        match &self.live {
-            Some(l) => Ok(Some(
-                PauseGuard::new(l.as_ref()).map_err(DetectorError::Pause)?,
-            )),
-            None => Ok(None),
-        }
+    pub fn pause(&self) -> Result<Option<PauseGuard<'_, dyn PauseResume + '_>>, DetectorError> {
+        let source: &dyn PauseResume = match (&self.live, &self.xen) {
+            (Some(l), _) => l.as_ref(),
+            (None, Some(x)) => x.as_ref(),
+            (None, None) => return Ok(None),
+        };
+        Ok(Some(PauseGuard::new(source).map_err(DetectorError::Pause)?))
     }
 
     /// Read the vCPU registers again (live guests).
     pub fn refresh_registers(&mut self) {
         if let Some(l) = &self.live {
             self.registers = all_registers(l.as_ref());
+        } else if let Some(x) = &self.xen {
+            self.registers = all_registers(x.as_ref());
         }
     }
 }
