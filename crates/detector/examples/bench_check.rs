@@ -20,6 +20,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use detector::checks::{self, Check, Settings};
+use detector::image::KernelImage;
 use detector::target::{ProfileSpec, SourceSpec, Target};
 use vmi_lab::python::{Venv, VOLATILITY};
 use vmi_lab::{BootOptions, Lab, Scenario, DEFAULT_KERNEL};
@@ -118,6 +119,20 @@ fn main() {
 
     let (med, min, code) = time_cli(&["--qemu", sock, "--profiles", pdir, "check"], 20);
     println!("detector check --qemu (running guest): median {med:.1?}, min {min:.1?}, exit {code} [target <= 50 ms]");
+    let vmlinux = d.vmlinux.to_str().unwrap();
+    let (med, min, code) = time_cli(
+        &[
+            "--qemu",
+            sock,
+            "--profiles",
+            pdir,
+            "--image",
+            vmlinux,
+            "check",
+        ],
+        20,
+    );
+    println!("detector check --qemu --image vmlinux (text/rodata too): median {med:.1?}, min {min:.1?}, exit {code}");
     let (med, min, code) = time_cli(
         &["--qemu", sock, "--profiles", pdir, "check", "--pause"],
         20,
@@ -133,6 +148,35 @@ fn main() {
             &ProfileSpec::Dir(profiles.clone()),
         )
         .expect("target");
+        let t = Instant::now();
+        let image =
+            std::sync::Arc::new(KernelImage::open(&d.vmlinux, target.profile()).expect("image"));
+        println!(
+            "kernel image model from the vmlinux ({} patch sites): {:.1?}",
+            image.sites.len(),
+            t.elapsed()
+        );
+        let with_image = Settings {
+            image: Some(image),
+            ..Settings::default()
+        };
+        let text: Vec<Duration> = (0..50)
+            .map(|_| {
+                let t = Instant::now();
+                let r = checks::run_once(
+                    &target.kernel,
+                    &target.registers,
+                    &[Check::KernelText],
+                    &with_image,
+                );
+                assert!(r.errors.is_empty() && r.findings.is_empty(), "{r:?}");
+                t.elapsed()
+            })
+            .collect();
+        println!(
+            "one kernel-text scan (.text and .rodata against the image), attached: median {:.2?}",
+            median(text)
+        );
         let settings = Settings::default();
         let mut all = Vec::new();
         for _ in 0..200 {

@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
 use detector::checks::{self, Check, Report, Settings};
+use detector::image::KernelImage;
 use detector::policy::Policy;
 use detector::render;
 use detector::target::{ProfileSpec, SourceSpec, Target};
@@ -63,6 +64,10 @@ struct Opts {
     /// `check` and `watch`.
     #[arg(long, global = true, value_name = "FILE")]
     policy: Option<PathBuf>,
+    /// The vmlinux the guest booted (with its symbol table, e.g. from the -dbg package);
+    /// adds the `kernel-text` check (.text and .rodata against the image).
+    #[arg(long, global = true, value_name = "VMLINUX")]
+    image: Option<PathBuf>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -80,7 +85,7 @@ enum Command {
     /// Run the intrusion checks; one finding per line.
     Check {
         /// Only these checks (repeat or comma-separate): hidden-process, hidden-module,
-        /// syscall-table, idt, credentials, policy.
+        /// syscall-table, idt, credentials, policy, kernel-text.
         #[arg(long = "check", value_name = "NAME", value_delimiter = ',')]
         only: Vec<String>,
         /// Pause a live guest while it is read (default: read it running and confirm
@@ -192,17 +197,21 @@ fn emit(json: bool, value: serde_json::Value, text: String) -> Result<()> {
     Ok(())
 }
 
-/// The checks `check` runs: those named, or all (with `policy` when there is a policy).
-fn wanted_checks(only: &[String], have_policy: bool) -> Result<Vec<Check>> {
+/// The checks `check` runs: those named, or all (with `policy` when there is a policy,
+/// `kernel-text` when there is an image).
+fn wanted_checks(only: &[String], opts: &Opts) -> Result<Vec<Check>> {
     let mut wanted = Vec::new();
     for name in only {
         match Check::from_name(name) {
-            Some(Check::Policy) if !have_policy => {
+            Some(Check::Policy) if opts.policy.is_none() => {
                 bail!("the policy check needs a policy: --policy FILE")
+            }
+            Some(Check::KernelText) if opts.image.is_none() => {
+                bail!("the kernel-text check needs the kernel image: --image VMLINUX")
             }
             Some(c) => wanted.push(c),
             None => bail!(
-                "no check named {:?}; the checks are: {}, policy",
+                "no check named {:?}; the checks are: {}, policy, kernel-text",
                 vmi_core::kernel::escape(name.as_bytes()),
                 Check::ALL.map(|c| c.name()).join(", ")
             ),
@@ -210,11 +219,25 @@ fn wanted_checks(only: &[String], have_policy: bool) -> Result<Vec<Check>> {
     }
     if wanted.is_empty() {
         wanted = Check::ALL.to_vec();
-        if have_policy {
+        if opts.policy.is_some() {
             wanted.push(Check::Policy);
+        }
+        if opts.image.is_some() {
+            wanted.push(Check::KernelText);
         }
     }
     Ok(wanted)
+}
+
+/// Open the image given with `--image` for the target's kernel.
+fn open_image(opts: &Opts, target: &Target) -> Result<Option<std::sync::Arc<KernelImage>>> {
+    match &opts.image {
+        Some(p) => Ok(Some(std::sync::Arc::new(KernelImage::open(
+            p,
+            target.profile(),
+        )?))),
+        None => Ok(None),
+    }
 }
 
 fn settings(opts: &Opts) -> Result<Settings> {
@@ -225,14 +248,15 @@ fn settings(opts: &Opts) -> Result<Settings> {
     Ok(Settings {
         limits: Limits::default(),
         policy,
+        image: None,
     })
 }
 
 fn run(cli: &Cli) -> Result<ExitCode> {
-    let settings = settings(&cli.opts)?;
+    let mut settings = settings(&cli.opts)?;
     let wanted = match &cli.command {
         Command::Check { only, .. } | Command::Watch { only, .. } => {
-            wanted_checks(only, settings.policy.is_some())?
+            wanted_checks(only, &cli.opts)?
         }
         _ => Vec::new(),
     };
@@ -260,6 +284,7 @@ fn run(cli: &Cli) -> Result<ExitCode> {
         return run_watch(cli, opts, *interval, alerts.as_ref(), *on_shutdown, *scans);
     }
     let target = open(&cli.opts)?;
+    settings.image = open_image(&cli.opts, &target)?;
     let json = cli.opts.json;
     let limits = settings.limits;
     match &cli.command {
@@ -379,6 +404,8 @@ fn run_watch(
     };
     let stop = || STOP.load(Ordering::SeqCst);
     let mut target = open(&cli.opts)?;
+    let mut opts = opts;
+    opts.settings.image = open_image(&cli.opts, &target)?;
     let mut watcher = Watcher::new(opts.clone());
     let reason = loop {
         let t = Instant::now();

@@ -6,7 +6,8 @@
 //!   gcc builds modules for), one guest per kernel. Clean first: `check` finds nothing,
 //!   `ps`/`lsmod` equal the guest's own view, and the views the checks compare (pid
 //!   namespace IDR, module kset, syscall table, IDT) are really read. Then test rootkits
-//!   (`tests/mods/*.c`) are loaded one after the other, and after each, `check` must
+//!   (`tests/mods/*.c`, the last an inline hook found by comparing kernel text with the
+//!   image) are loaded one after the other, and after each, `check` must
 //!   report exactly the findings of the attacks so far, naming the right process,
 //!   module, system call, vector and owner.
 //! - `clean_guests_raise_nothing`: every other kernel of the lab's matrix (5.10, 7.2,
@@ -31,9 +32,11 @@ const ATTACK_KERNELS: &[&str] = &["6.1.0-56-amd64", "6.12.117+deb12-amd64"];
 
 const MODS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/mods");
 
-/// The detector binary with a profile directory.
+/// The detector binary with a profile directory, and the kernel image (the vmlinux of
+/// the -dbg package) for the kernel-text check.
 struct Detector {
     profiles: PathBuf,
+    image: Option<PathBuf>,
 }
 
 struct Run {
@@ -55,13 +58,12 @@ impl Run {
 
 impl Detector {
     fn run(&self, source: &[&str], args: &[&str]) -> Run {
-        let out = Command::new(env!("CARGO_BIN_EXE_detector"))
-            .args(source)
-            .arg("--profiles")
-            .arg(&self.profiles)
-            .args(args)
-            .output()
-            .expect("running detector");
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_detector"));
+        cmd.args(source).arg("--profiles").arg(&self.profiles);
+        if let Some(image) = &self.image {
+            cmd.arg("--image").arg(image);
+        }
+        let out = cmd.args(args).output().expect("running detector");
         Run {
             code: out.status.code().unwrap_or(-1),
             stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
@@ -426,6 +428,7 @@ fn attack(lab: &Lab, kernel: &str) -> Vec<String> {
         "vmi_hooksys",
         "vmi_hookidt",
         "vmi_creds",
+        "vmi_inline",
     ];
     let mut scenario = Scenario::standard()
         .sleeper("vmi-hideme")
@@ -438,6 +441,7 @@ fn attack(lab: &Lab, kernel: &str) -> Vec<String> {
     profile_into(lab, kernel, profiles.path());
     let d = Detector {
         profiles: profiles.path().to_path_buf(),
+        image: Some(lab.store().debug(kernel).expect("-dbg").vmlinux),
     };
     let mut guest = lab
         .boot(kernel, &scenario, &BootOptions::default())
@@ -515,6 +519,13 @@ fn attack(lab: &Lab, kernel: &str) -> Vec<String> {
         "syscall-table",
         |e| e["table"] == "sys_call_table" && e["nr"] == 180 && e["owner"] == "module vmi_hooksys",
     ));
+    // sys_call_table lies in .rodata, outside __ro_after_init: the image comparison
+    // sees the same write
+    wants.push(want(
+        "sys_call_table differing from the image",
+        "kernel-text",
+        |e| e["symbol"] == "sys_call_table",
+    ));
     let run = d.live(&mut guest, &["--json", "check"]);
     problems.extend(expect_exactly(&format!("{kernel} hooksys"), &run, &wants));
 
@@ -554,6 +565,13 @@ fn attack(lab: &Lab, kernel: &str) -> Vec<String> {
             problems.push(format!("{kernel}: the guest does not see {pid} as root"));
         }
     }
+    // 6. an inline hook at a kernel function's entry
+    insmod(&mut guest, "/lab/vmi_inline.ko");
+    wants.push(want(
+        "__x64_sys_sysfs hooked inline by vmi_inline",
+        "kernel-text",
+        |e| e["symbol"] == "__x64_sys_sysfs" && e["owner"] == "module vmi_inline",
+    ));
     let run = d.live(&mut guest, &["--json", "check"]);
     let label = format!("{kernel} creds (live)");
     problems.extend(expect_exactly(&label, &run, &wants));
@@ -603,6 +621,7 @@ fn clean_guests_raise_nothing() {
         profile_into(&lab, kernel, profiles.path());
         let d = Detector {
             profiles: profiles.path().to_path_buf(),
+            image: Some(lab.store().debug(kernel).expect("-dbg").vmlinux),
         };
         let mut guest = match lab.boot(kernel, &Scenario::standard(), &BootOptions::default()) {
             Ok(g) => g,
@@ -643,7 +662,10 @@ fn bad_input_is_an_error_with_exit_code_2() {
     std::fs::write(&junk, vec![0u8; 1 << 20]).unwrap();
     let profiles = dir.path().join("profiles");
     std::fs::create_dir(&profiles).unwrap();
-    let d = Detector { profiles };
+    let d = Detector {
+        profiles,
+        image: None,
+    };
     // no profiles at all
     let run = d.run(&["--dump", junk.to_str().unwrap()], &["check"]);
     assert_eq!(run.code, 2, "{}", run.stderr);

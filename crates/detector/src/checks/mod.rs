@@ -11,6 +11,7 @@
 //! | `idt` ([`idt`]) | every IDT gate with kernel text and `__KERNEL_CS`; each vCPU's IDTR with `idt_table` |
 //! | `credentials` ([`creds`]) | user tasks' credentials with `init_cred` and with their `user_struct` |
 //! | `policy` ([`policy`]) | processes with the policy file (names, executables, who may be root); only with a policy |
+//! | `kernel-text` ([`text`]) | `.text` and `.rodata` with the kernel image, patch sites accounted for; only with an image |
 //!
 //! [`Scan`] reads what several checks share (processes, modules, module kobjects)
 //! once. A check that cannot run (a read fails, the profile lacks a field) reports a
@@ -23,6 +24,7 @@ pub mod owner;
 pub mod policy;
 pub mod processes;
 pub mod syscalls;
+pub mod text;
 
 use std::collections::BTreeSet;
 
@@ -31,6 +33,7 @@ use vmi_core::kernel::{Kernel, KernelError, Limits, Module, Process};
 use vmi_core::memory::PhysicalMemory;
 
 use crate::finding::Finding;
+use crate::image::KernelImage;
 use crate::policy::Policy;
 pub use owner::{Owner, Owners};
 
@@ -49,6 +52,8 @@ pub enum Check {
     Credentials,
     /// What the policy file forbids (runs only with a policy).
     Policy,
+    /// Kernel text and read-only data against the image (runs only with an image).
+    KernelText,
 }
 
 impl Check {
@@ -70,6 +75,7 @@ impl Check {
             Check::Idt => "idt",
             Check::Credentials => "credentials",
             Check::Policy => "policy",
+            Check::KernelText => "kernel-text",
         }
     }
 
@@ -77,7 +83,7 @@ impl Check {
     pub fn from_name(name: &str) -> Option<Check> {
         Check::ALL
             .into_iter()
-            .chain([Check::Policy])
+            .chain([Check::Policy, Check::KernelText])
             .find(|c| c.name() == name)
     }
 }
@@ -89,6 +95,8 @@ pub struct Settings {
     pub limits: Limits,
     /// The policy (the `policy` check fails without one).
     pub policy: Option<Policy>,
+    /// The kernel image (the `kernel-text` check fails without one).
+    pub image: Option<std::sync::Arc<KernelImage>>,
 }
 
 /// Why a check could not run.
@@ -195,6 +203,13 @@ impl<'k, M: PhysicalMemory> Scan<'k, M> {
                 None => Err(CheckFailure::Walk {
                     walk: "a policy file",
                     error: "none was given (--policy FILE)".into(),
+                }),
+            },
+            Check::KernelText => match &self.settings.image {
+                Some(i) => text::run(self, i),
+                None => Err(CheckFailure::Walk {
+                    walk: "the kernel image",
+                    error: "none was given (--image VMLINUX)".into(),
                 }),
             },
         }

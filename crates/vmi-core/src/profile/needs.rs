@@ -192,6 +192,17 @@ pub const TYPES: &[NeededType] = &[
         name: "trace_array",
         fields: &[opt(&["enter_syscall_files"])],
     },
+    // the boot-time patch sites of kernel text (`.altinstructions`), which the text
+    // comparison with the image must not take for hooks
+    NeededType {
+        name: "alt_instr",
+        fields: &[
+            f(&["instr_offset"]),
+            f(&["repl_offset"]),
+            f(&["instrlen"]),
+            f(&["replacementlen"]),
+        ],
+    },
     NeededType {
         name: "file",
         fields: &[f(&["f_path"])],
