@@ -1,7 +1,7 @@
 //! The Xen rig, booted once: Debian's Xen 4.17 and a dom0 toolstack in QEMU (TCG), a PVH
 //! domU running the standard scenario whose ground truth arrives over its console relayed
-//! by dom0, a shell in both, a program copied in from the host running in dom0, and the
-//! domU destroyed again.
+//! by dom0, a shell in both, a program copied in from the host running in dom0, the
+//! domU destroyed and started again, and a PV domU next to it.
 
 mod common;
 
@@ -33,7 +33,8 @@ fn xen_rig_runs_a_pvh_domu_with_the_standard_scenario() {
     let scenario = Scenario::standard();
     let expectations = scenario.expectations();
     let opts = XenOptions::default()
-        .domu(DomuSpec::pvh("lab-pvh", DEFAULT_KERNEL, scenario))
+        .domu(DomuSpec::pvh("lab-pvh", DEFAULT_KERNEL, scenario.clone()))
+        .domu(DomuSpec::pvh("lab-pv", DEFAULT_KERNEL, scenario).pv())
         // a host-built program runs in dom0 (the host is bookworm as dom0)
         .program("/bin/true", "/lab/files/host-true");
     let mut rig = XenRig::boot(&lab, &opts).expect("boot Xen and dom0");
@@ -133,6 +134,21 @@ fn xen_rig_runs_a_pvh_domu_with_the_standard_scenario() {
     let again = rig.start("lab-pvh").expect("start the domU again");
     assert!(again.truth().check(&expectations).is_empty());
     assert_ne!(again.domid(), domu.domid());
+
+    // a PV domU next to it: PV guests boot too (their introspection comes later)
+    let pv = rig.start("lab-pv").expect("start the PV domU");
+    eprintln!("PV domU ready in {:.1?}", pv.boot_time());
+    assert!(pv.truth().check(&expectations).is_empty());
+    let both = rig.dom0_sh(&format!("{XEN_BIN}/xl list")).expect("xl list");
+    assert_eq!(
+        both.lines
+            .iter()
+            .filter(|l| l.starts_with("lab-pv ") || l.starts_with("lab-pvh "))
+            .count(),
+        2,
+        "{:?}",
+        both.lines
+    );
     let t = Instant::now();
     rig.shutdown().expect("power off");
     eprintln!("powered off in {:.1?}", t.elapsed());
