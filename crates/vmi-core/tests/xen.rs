@@ -3,7 +3,8 @@
 //! binary copies itself into dom0 and runs `in_dom0` there, which opens the domU by
 //! name, picks its profile by the banner in its memory, finds the kernel and lists its
 //! processes and modules, which must equal what the domU reported about itself; it also
-//! reads registers, pauses and resumes, and checks the error paths and throughput.
+//! reads registers, pauses and resumes, and checks the error paths (an unknown domain,
+//! a PV domU next to it, which is refused for now) and throughput.
 //!
 //! `in_dom0` is ignored in a normal run: it needs a dom0, and the outer test gives it
 //! the domU's ground truth in a file (`VMI_XEN_TRUTH`).
@@ -15,7 +16,8 @@ use std::time::{Duration, Instant};
 
 use vmi_core::kernel::{Hints, Kernel, Limits, ProfileSet};
 use vmi_core::memory::{
-    PauseGuard, PauseResume, PhysicalMemory, VcpuRegisters, XenDomain, XenGuestKind, XenOptions,
+    list_domains, PauseGuard, PauseResume, PhysicalMemory, VcpuRegisters, XenDomain, XenError,
+    XenGuestKind, XenOptions,
 };
 use vmi_core::{Error, Pa, PhysError};
 use vmi_lab::build::ModuleSource;
@@ -23,6 +25,7 @@ use vmi_lab::truth::{escape, unescape};
 use vmi_lab::{DomuSpec, Lab, Scenario, XenRig, DEFAULT_KERNEL};
 
 const DOMU: &str = "vmi-pvh";
+const PV: &str = "vmi-pv";
 const BIN: &str = "/lab/files/vmi-core-xen-test";
 const PROFILES: &str = "/lab/files/profiles";
 const TRUTH: &str = "/lab/files/truth.txt";
@@ -117,6 +120,7 @@ fn xen_pvh_domu_read_from_dom0_equals_its_ground_truth() {
     let me = std::env::current_exe().expect("this test binary");
     let opts = vmi_lab::XenOptions::default()
         .domu(DomuSpec::pvh(DOMU, DEFAULT_KERNEL, scenario.clone()))
+        .domu(DomuSpec::pvh(PV, DEFAULT_KERNEL, Scenario::new().sleeper("lab-pv")).pv())
         .program(&me, BIN)
         .file(&profile, &format!("{PROFILES}/{DEFAULT_KERNEL}.json"));
     let mut rig = XenRig::boot(&lab, &opts).expect("Xen rig");
@@ -131,6 +135,9 @@ fn xen_pvh_domu_read_from_dom0_equals_its_ground_truth() {
         truth.modules
     );
 
+    let pv = rig.start(PV).expect("PV domU");
+    eprintln!("PV domU ready in {:.1?}", pv.boot_time());
+
     let expected = write_expected(&truth);
     let b64 = base64(expected.as_bytes());
     let put = rig
@@ -141,7 +148,7 @@ fn xen_pvh_domu_read_from_dom0_equals_its_ground_truth() {
     let run = rig
         .dom0_sh_timeout(
             &format!(
-                "VMI_XEN_DOMAIN={DOMU} VMI_XEN_PROFILES={PROFILES} VMI_XEN_TRUTH={TRUTH} \
+                "VMI_XEN_DOMAIN={DOMU} VMI_XEN_PV={PV} VMI_XEN_PROFILES={PROFILES} VMI_XEN_TRUTH={TRUTH} \
                  RUST_BACKTRACE=1 {BIN} --ignored --exact in_dom0 --nocapture --test-threads=1 2>&1"
             ),
             Duration::from_secs(900),
@@ -213,6 +220,30 @@ fn in_dom0() {
     assert!(
         text.contains("Domain-0 (id 0)") && text.contains(&domain),
         "{text}"
+    );
+
+    // every domain with its kind; a PV guest is refused, saying why
+    let pv = std::env::var("VMI_XEN_PV").expect("VMI_XEN_PV");
+    let domains = list_domains().expect("list the domains");
+    let kind = |name: &str| {
+        domains
+            .iter()
+            .find(|d| d.name.as_deref() == Some(name))
+            .map(|d| d.kind)
+    };
+    assert_eq!(kind("Domain-0"), Some(XenGuestKind::Pv), "{domains:?}");
+    assert_eq!(kind(&domain), Some(XenGuestKind::Pvh), "{domains:?}");
+    assert_eq!(kind(&pv), Some(XenGuestKind::Pv), "{domains:?}");
+    let err = XenDomain::open(&pv, &XenOptions::default()).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            Error::Xen(XenError::Unsupported {
+                kind: XenGuestKind::Pv,
+                ..
+            })
+        ),
+        "{err}"
     );
 
     let t = Instant::now();
