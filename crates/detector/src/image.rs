@@ -522,15 +522,16 @@ impl KernelImage {
 /// Whether the difference at byte `i` of `run` (running bytes) against `img` (image
 /// bytes) is a KASLR relocation: some 4- or 8-byte value covering it equals the image's
 /// plus `shift` (absolute addresses; 32-bit ones sign-extended) or minus it (the
-/// inverse relocations of per-CPU references).
-pub fn explained_by_shift(img: &[u8], run: &[u8], i: usize, shift: u64) -> bool {
+/// inverse relocations of per-CPU references). Returns the end of that value, so a
+/// caller can skip its remaining bytes.
+pub fn explained_by_shift(img: &[u8], run: &[u8], i: usize, shift: u64) -> Option<usize> {
     let n = img.len().min(run.len());
     for o in i.saturating_sub(7)..=i {
         if o + 8 <= n {
             let a = u64::from_le_bytes(img[o..o + 8].try_into().unwrap_or([0; 8]));
             let b = u64::from_le_bytes(run[o..o + 8].try_into().unwrap_or([0; 8]));
             if a != b && a.wrapping_add(shift) == b {
-                return true;
+                return Some(o + 8);
             }
         }
         if o + 4 <= n && o + 3 >= i {
@@ -538,11 +539,11 @@ pub fn explained_by_shift(img: &[u8], run: &[u8], i: usize, shift: u64) -> bool 
             let b = u32::from_le_bytes(run[o..o + 4].try_into().unwrap_or([0; 4]));
             let s = shift as u32;
             if a != b && (a.wrapping_add(s) == b || a.wrapping_sub(s) == b) {
-                return true;
+                return Some(o + 4);
             }
         }
     }
-    false
+    None
 }
 
 #[cfg(test)]
@@ -559,17 +560,22 @@ mod tests {
         run[3..7].copy_from_slice(&v.to_le_bytes());
         for i in 3..7 {
             if img[i] != run[i] {
-                assert!(explained_by_shift(&img, &run, i, shift), "byte {i}");
+                assert!(
+                    explained_by_shift(&img, &run, i, shift).is_some(),
+                    "byte {i}"
+                );
             }
         }
         // a jmp written over the same bytes is not
         let hook = [0xe9, 0x10, 0x20, 0x30, 0x40, 0x00, 0x82, 0x90];
-        assert!(!explained_by_shift(&img, &hook, 0, shift));
-        assert!(!explained_by_shift(&img, &hook, 3, shift));
+        assert!(explained_by_shift(&img, &hook, 0, shift).is_none());
+        assert!(explained_by_shift(&img, &hook, 3, shift).is_none());
         // a 64-bit pointer
         let a = 0xffff_ffff_8200_1000u64;
         let img = a.to_le_bytes();
         let run = a.wrapping_add(shift).to_le_bytes();
-        assert!((0..8).all(|i| img[i] == run[i] || explained_by_shift(&img, &run, i, shift)));
+        assert!(
+            (0..8).all(|i| img[i] == run[i] || explained_by_shift(&img, &run, i, shift) == Some(8))
+        );
     }
 }

@@ -238,8 +238,8 @@ fn diff_chunk(
             i = e.max(i + 1);
             continue;
         }
-        if explained_by_shift(img, run, i, shift) {
-            i += 1;
+        if let Some(end) = explained_by_shift(img, run, i, shift) {
+            i = end.max(i + 1);
             continue;
         }
         match regions.last_mut() {
