@@ -7,7 +7,10 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
-use vmi_lab::{BootOptions, GroundTruth, Lab, Scenario, DEFAULT_KERNEL, MATRIX};
+use vmi_lab::{
+    BootOptions, DomuSpec, GroundTruth, Lab, Scenario, ShellOutput, XenOptions, XenRig,
+    DEFAULT_KERNEL, MATRIX,
+};
 
 #[derive(Parser)]
 #[command(
@@ -75,6 +78,32 @@ enum Cmd {
     },
     /// Print the kernels the lab tests run on, resolved.
     Matrix,
+    /// Boot Xen and dom0 in QEMU, start one domU (`lab-domu`) with a scenario, print its
+    /// ground truth, run shell commands in the domU and in dom0, then power off.
+    Xen {
+        /// The domU's kernel: ABI name or series; default: the lab's default kernel.
+        #[arg(default_value = DEFAULT_KERNEL)]
+        name: String,
+        /// Scenario: `standard` (workloads of every kind) or `empty`.
+        #[arg(long, default_value = "standard")]
+        scenario: String,
+        /// A PV domU instead of PVH.
+        #[arg(long)]
+        pv: bool,
+        /// The domU's RAM in MiB.
+        #[arg(long, default_value_t = 256)]
+        memory: u32,
+        /// Put a host file into dom0, as HOST:GUEST (executables keep running: the host
+        /// is bookworm like dom0), e.g. target/debug/detector:/lab/files/detector.
+        #[arg(long, value_name = "HOST:GUEST")]
+        put: Vec<String>,
+        /// Run this shell command in the domU and print its output.
+        #[arg(long)]
+        sh: Vec<String>,
+        /// Run this shell command in dom0 (after the domU is up) and print its output.
+        #[arg(long)]
+        dom0_sh: Vec<String>,
+    },
 }
 
 fn main() {
@@ -142,11 +171,7 @@ fn run() -> Result<()> {
             dump_lime,
             sh,
         } => {
-            let scenario = match scenario.as_str() {
-                "standard" => Scenario::standard(),
-                "empty" => Scenario::new(),
-                other => anyhow::bail!("unknown scenario {other:?}: use standard or empty"),
-            };
+            let scenario = scenario_named(&scenario)?;
             let opts = BootOptions {
                 memory_mib: memory,
                 kaslr: !nokaslr,
@@ -170,11 +195,7 @@ fn run() -> Result<()> {
                 println!("MISMATCH {p}");
             }
             for cmd in &sh {
-                let out = guest.sh(cmd)?;
-                println!("$ {cmd}   (exit {})", out.status);
-                for l in out.lines {
-                    println!("{}", printable(&l));
-                }
+                print_shell(cmd, &guest.sh(cmd)?);
             }
             for (path, kind) in [(dump_elf, "elf"), (dump_raw, "raw"), (dump_lime, "lime")] {
                 let Some(path) = path else { continue };
@@ -195,8 +216,84 @@ fn run() -> Result<()> {
                 anyhow::bail!("the ground truth does not match the scenario");
             }
         }
+        Cmd::Xen {
+            name,
+            scenario,
+            pv,
+            memory,
+            put,
+            sh,
+            dom0_sh,
+        } => {
+            let scenario = scenario_named(&scenario)?;
+            let abi = lab.store().image(&name)?.abi;
+            let mut spec = DomuSpec::pvh("lab-domu", &abi, scenario.clone());
+            spec.memory_mib = memory;
+            if pv {
+                spec = spec.pv();
+            }
+            let mut opts = XenOptions::default().domu(spec);
+            for p in &put {
+                let Some((host, guest)) = p.split_once(':') else {
+                    anyhow::bail!("--put {p:?}: give HOST:GUEST");
+                };
+                use std::os::unix::fs::PermissionsExt;
+                let mode = std::fs::metadata(host)
+                    .with_context(|| format!("--put {host}"))?
+                    .permissions()
+                    .mode();
+                opts = if mode & 0o111 != 0 {
+                    opts.program(host, guest)
+                } else {
+                    opts.file(host, guest)
+                };
+            }
+            eprintln!("booting Xen and dom0 under QEMU (TCG) ...");
+            let mut rig = XenRig::boot(&lab, &opts).context("booting the Xen rig")?;
+            eprintln!(
+                "dom0 ready after {:.1} s; starting lab-domu ({abi}, {}) ...",
+                rig.boot_time().as_secs_f64(),
+                if pv { "PV" } else { "PVH" }
+            );
+            let mut domu = rig.start("lab-domu")?;
+            eprintln!(
+                "lab-domu (domid {}) ready after {:.1} s",
+                domu.domid(),
+                domu.boot_time().as_secs_f64()
+            );
+            print_truth(domu.truth());
+            let problems = domu.truth().check(&scenario.expectations());
+            for p in &problems {
+                println!("MISMATCH {p}");
+            }
+            for cmd in &sh {
+                print_shell(cmd, &domu.sh(cmd)?);
+            }
+            for cmd in &dom0_sh {
+                print_shell(&format!("(dom0) {cmd}"), &rig.dom0_sh(cmd)?);
+            }
+            rig.shutdown()?;
+            if !problems.is_empty() {
+                anyhow::bail!("the ground truth does not match the scenario");
+            }
+        }
     }
     Ok(())
+}
+
+fn scenario_named(name: &str) -> Result<Scenario> {
+    match name {
+        "standard" => Ok(Scenario::standard()),
+        "empty" => Ok(Scenario::new()),
+        other => anyhow::bail!("unknown scenario {other:?}: use standard or empty"),
+    }
+}
+
+fn print_shell(cmd: &str, out: &ShellOutput) {
+    println!("$ {cmd}   (exit {})", out.status);
+    for l in &out.lines {
+        println!("{}", printable(l));
+    }
 }
 
 fn print_file(label: &str, path: &std::path::Path) -> Result<()> {
