@@ -117,6 +117,9 @@ enum Command {
         /// Only these checks (as for `check`).
         #[arg(long = "check", value_name = "NAME", value_delimiter = ',')]
         only: Vec<String>,
+        /// With --image: compare kernel text on one scan in N (the first included).
+        #[arg(long, value_name = "N", default_value_t = 10)]
+        text_every: u64,
     },
 }
 
@@ -266,6 +269,7 @@ fn run(cli: &Cli) -> Result<ExitCode> {
         pause,
         on_shutdown,
         scans,
+        text_every,
         ..
     } = &cli.command
     {
@@ -279,6 +283,7 @@ fn run(cli: &Cli) -> Result<ExitCode> {
             checks: wanted,
             pause: *pause,
             settings,
+            text_every: *text_every,
             ..WatchOptions::default()
         };
         return run_watch(cli, opts, *interval, alerts.as_ref(), *on_shutdown, *scans);

@@ -13,7 +13,9 @@
 //!   space (no `exec` of a setuid binary happened in between).
 //!
 //! No pause by default: a walk that fails on a running guest (a pointer freed under it)
-//! is retried; `--pause` pauses the guest around each scan for comparison.
+//! is retried; `--pause` pauses the guest around each scan for comparison. The
+//! `kernel-text` comparison (with an image) runs on one scan in
+//! [`WatchOptions::text_every`], the others on every scan.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::{Duration, Instant};
@@ -190,6 +192,9 @@ pub struct WatchOptions {
     pub settings: Settings,
     /// Retries of a failed walk on a running guest.
     pub retries: usize,
+    /// Run the `kernel-text` check (17 ms on a 6.1 guest, the other checks together
+    /// 60 µs) on one scan in this many, the first included.
+    pub text_every: u64,
 }
 
 impl Default for WatchOptions {
@@ -199,6 +204,7 @@ impl Default for WatchOptions {
             pause: false,
             settings: Settings::default(),
             retries: 3,
+            text_every: 10,
         }
     }
 }
@@ -393,10 +399,18 @@ impl Watcher {
                 error: format!("tasks list: {error}"),
             }),
         }
+        let text_now = (self.scans - 1).is_multiple_of(self.opts.text_every.max(1));
+        let checks: Vec<Check> = self
+            .opts
+            .checks
+            .iter()
+            .copied()
+            .filter(|&c| c != Check::KernelText || text_now)
+            .collect();
         let first = checks::run_once(
             &target.kernel,
             &target.registers,
-            &self.opts.checks,
+            &checks,
             &self.opts.settings,
         );
         let report = if target.is_live() && !self.opts.pause && !first.findings.is_empty() {
@@ -404,7 +418,7 @@ impl Watcher {
             let second = checks::run_once(
                 &target.kernel,
                 &target.registers,
-                &self.opts.checks,
+                &checks,
                 &self.opts.settings,
             );
             checks::confirmed(first, &second)
