@@ -19,8 +19,8 @@
 
 pub mod candidates;
 pub mod creds;
-pub mod files;
 mod error;
+pub mod files;
 pub mod idt;
 pub mod kobject;
 pub mod layout;
