@@ -13,6 +13,14 @@
  *   NAME setuid UID          drop to uid/gid UID, then sleep
  *   NAME spawn N             fork N sleeping children
  *   NAME truth               print the ground-truth block on stdout
+ *   NAME cpubench ROUNDS N   fixed CPU-bound work: ROUNDS rounds of N iterations of an
+ *                            integer hash over a 64 KiB table, each round timed by the
+ *                            guest's CLOCK_MONOTONIC; one line per round on stdout,
+ *                            "@@BENCH round=I iters=N ns=T ops_per_s=X", then
+ *                            "@@BENCH-END rounds=R check=C" (C keeps the work observable)
+ *   NAME churn PER_SEC       process churn: fork PER_SEC children a second (guest clock),
+ *                            each named "churn-child", living 10-200 ms, then exiting;
+ *                            the parent keeps NAME and runs forever
  *
  * Wire format (lab channel and `truth`): one record per line, "kind key=value ...";
  * values escape every byte outside 0x21..0x7e, and '%', as %XX. Blocks:
@@ -36,12 +44,14 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mount.h>
+#include <sys/prctl.h>
 #include <sys/reboot.h>
 #include <sys/stat.h>
 #include <sys/types.h>
 #include <sys/utsname.h>
 #include <sys/wait.h>
 #include <termios.h>
+#include <time.h>
 #include <unistd.h>
 
 #define MAX_LINE 65536
@@ -371,6 +381,74 @@ static void emit_truth(FILE *out)
 	fflush(out);
 }
 
+static long long now_ns(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (long long)ts.tv_sec * 1000000000LL + ts.tv_nsec;
+}
+
+/* Fixed CPU-bound work (see the header): the same instructions every round. */
+static int cpubench(long rounds, long iters)
+{
+	static uint32_t table[16384];
+	uint64_t x = 0x9E3779B97F4A7C15ULL;
+	for (size_t i = 0; i < sizeof table / sizeof table[0]; i++)
+		table[i] = (uint32_t)(i * 2654435761U);
+	if (rounds <= 0 || iters <= 0) {
+		fprintf(stderr, "cpubench: ROUNDS and N must be positive\n");
+		return 2;
+	}
+	for (long r = 0; r < rounds; r++) {
+		long long t0 = now_ns();
+		for (long i = 0; i < iters; i++) {
+			x ^= x << 13;
+			x ^= x >> 7;
+			x ^= x << 17;
+			uint32_t *slot = &table[x & 16383];
+			*slot = (*slot + (uint32_t)(x >> 32)) * 0x01000193U;
+			x += *slot;
+		}
+		long long ns = now_ns() - t0;
+		printf("@@BENCH round=%ld iters=%ld ns=%lld ops_per_s=%.0f\n", r, iters, ns,
+		       ns > 0 ? (double)iters * 1e9 / (double)ns : 0.0);
+		fflush(stdout);
+	}
+	printf("@@BENCH-END rounds=%ld check=%llu\n", rounds, (unsigned long long)x);
+	fflush(stdout);
+	return 0;
+}
+
+/* Process churn (see the header): the tasks list changes under every scan. */
+static void churn(long per_sec)
+{
+	if (per_sec <= 0)
+		per_sec = 1;
+	signal(SIGCHLD, SIG_IGN); /* children are reaped by the kernel */
+	long long period = 1000000000LL / per_sec;
+	long long next = now_ns();
+	unsigned long long seed = (unsigned long long)getpid() * 0x9E3779B97F4A7C15ULL;
+	for (;;) {
+		seed = seed * 6364136223846793005ULL + 1442695040888963407ULL;
+		long life_us = 10000 + (long)((seed >> 33) % 190000);
+		pid_t pid = fork();
+		if (pid == 0) {
+			prctl(PR_SET_NAME, "churn-child", 0, 0, 0);
+			usleep((useconds_t)life_us);
+			_exit(0);
+		}
+		next += period;
+		long long wait = next - now_ns();
+		if (wait > 0) {
+			struct timespec ts = { wait / 1000000000LL, wait % 1000000000LL };
+			while (nanosleep(&ts, &ts) != 0 && errno == EINTR)
+				;
+		} else {
+			next = now_ns(); /* fell behind: do not burst */
+		}
+	}
+}
+
 static void *thread_main(void *arg)
 {
 	(void)arg;
@@ -576,7 +654,7 @@ int main(int argc, char **argv)
 		return 0;
 	}
 	if (argc < 2) {
-		fprintf(stderr, "usage: %s sleep|threads N|chain N|setuid UID|spawn N|truth\n", base);
+		fprintf(stderr, "usage: %s sleep|threads N|chain N|setuid UID|spawn N|truth|cpubench ROUNDS N|churn PER_SEC\n", base);
 		return 2;
 	}
 	const char *mode = argv[1];
@@ -615,6 +693,11 @@ int main(int argc, char **argv)
 		sleep_forever();
 	} else if (strcmp(mode, "truth") == 0) {
 		emit_truth(stdout);
+		return 0;
+	} else if (strcmp(mode, "cpubench") == 0) {
+		return cpubench(n, argc > 3 ? strtol(argv[3], NULL, 10) : 0);
+	} else if (strcmp(mode, "churn") == 0) {
+		churn(n);
 		return 0;
 	}
 	fprintf(stderr, "%s: unknown mode %s\n", base, mode);

@@ -60,6 +60,9 @@ pub enum WorkloadKind {
     SetUid(u32),
     /// One parent with this many sleeping children.
     Spawn(u32),
+    /// Process churn: the parent forks this many short-lived children a second (named
+    /// `churn-child`, each living 10-200 ms), so the tasks list changes under every scan.
+    Churn(u32),
 }
 
 /// One step of a scenario.
@@ -187,6 +190,12 @@ impl Scenario {
         self.workload(name, WorkloadKind::Spawn(children))
     }
 
+    /// A parent that forks `per_sec` short-lived children a second, forever (the
+    /// children are named `churn-child`, so only the parent carries `name`).
+    pub fn churn(self, name: &str, per_sec: u32) -> Scenario {
+        self.workload(name, WorkloadKind::Churn(per_sec))
+    }
+
     /// Copy a host file to `guest` (absolute path) with `mode`.
     pub fn file(mut self, host: impl Into<PathBuf>, guest: &str, mode: u32) -> Scenario {
         self.steps.push(Step::File {
@@ -269,6 +278,7 @@ impl Scenario {
                     processes: *n as usize + 1,
                     ..base
                 },
+                WorkloadKind::Churn(_) => base,
             });
         }
         out
@@ -361,6 +371,7 @@ impl Scenario {
                         WorkloadKind::Chain(n) => format!("chain {n}"),
                         WorkloadKind::SetUid(u) => format!("setuid {u}"),
                         WorkloadKind::Spawn(n) => format!("spawn {n}"),
+                        WorkloadKind::Churn(n) => format!("churn {n}"),
                     };
                     s.push_str(&format!(
                         "/bin/{name} {args} </dev/null >/dev/null 2>&1 &\n"
@@ -559,6 +570,14 @@ mod tests {
         let b = s.find("/bin/b spawn 3").unwrap();
         let w = s.find("lab_wait b 4 1").unwrap();
         assert!(a < h && h < b && b < w);
+    }
+
+    #[test]
+    fn churn_is_one_named_process() {
+        let s = Scenario::new().churn("lab-churn", 20);
+        assert!(s.boot_script().contains("/bin/lab-churn churn 20 "));
+        let e = s.expectations();
+        assert_eq!((e[0].processes, e[0].threads), (1, 1));
     }
 
     #[test]
