@@ -15,6 +15,9 @@
 //! | `.ibt_endbr_seal` | `endbr64` of functions never called indirectly → NOP |
 //! | `.smp_locks` | `lock` prefixes dropped on a single-CPU machine |
 //!
+//! The layouts of these tables are fixed by the x86 ABI, except `struct alt_instr`
+//! (12 or 14 bytes), whose size is found from the entries themselves.
+//!
 //! KASLR adds its virtual shift to absolute addresses in the image (relocations); the
 //! comparison accepts a difference that is exactly that ([`explained_by_shift`]).
 //! `.rodata` holds `__ro_after_init` data (written during boot) between
@@ -366,25 +369,51 @@ impl KernelImage {
                 push(s, 1, SiteKind::Lock);
             }
         }
-        // alternatives: struct alt_instr, its layout from the profile
-        if let (Some(r), Some(t)) = (
-            range("__alt_instructions", "__alt_instructions_end"),
-            profile.types.get("alt_instr"),
-        ) {
-            let f = |n: &str| t.fields.get(n).map(|f| f.offset as usize);
-            if let (Some(io), Some(lo), size) = (f("instr_offset"), f("instrlen"), t.size as usize)
+        // alternatives: struct alt_instr { s32 instr_offset; s32 repl_offset; <cpuid or
+        // flags>; u8 instrlen; u8 replacementlen; }: 12 bytes until 6.2, 14 from 6.3 (13
+        // with the old padlen). The stride is the one under which the entries point
+        // into the image's sections and their replacements into .altinstr_replacement.
+        if let Some(r) = range("__alt_instructions", "__alt_instructions_end") {
+            let repl =
+                section(".altinstr_replacement").map(|s| s.addr..s.addr + s.file.len() as u64);
+            if let (Some(b), Some(repl)) = (bytes_at(r.start, r.end.saturating_sub(r.start)), repl)
             {
-                if let Some(b) = bytes_at(r.start, r.end.saturating_sub(r.start)) {
-                    for e in (0..b.len() / size.max(1)).map(|i| i * size) {
-                        let (Some(off), Some(&len)) = (i32_at(b, e + io), b.get(e + lo)) else {
-                            continue;
-                        };
-                        let at = r.start + (e + io) as u64;
-                        push(
-                            at.wrapping_add(off as u64),
-                            u64::from(len),
-                            SiteKind::Alternative,
-                        );
+                let decode = |size: usize| -> Vec<(u64, u64, u64)> {
+                    (0..b.len() / size)
+                        .filter_map(|i| {
+                            let e = i * size;
+                            let at = r.start + e as u64;
+                            let instr = at.wrapping_add(i32_at(b, e)? as u64);
+                            let rep = (at + 4).wrapping_add(i32_at(b, e + 4)? as u64);
+                            Some((instr, rep, u64::from(*b.get(e + size - 2)?)))
+                        })
+                        .collect()
+                };
+                let fits = |v: &[(u64, u64, u64)]| {
+                    let ok = v
+                        .iter()
+                        .filter(|(instr, rep, len)| {
+                            loaded
+                                .iter()
+                                .any(|s| (s.addr..s.addr + s.file.len() as u64).contains(instr))
+                                && (*len == 0 || repl.contains(rep) || *rep == repl.end)
+                        })
+                        .count();
+                    (ok, v.len())
+                };
+                let best = [12usize, 13, 14]
+                    .into_iter()
+                    .map(|size| (size, decode(size)))
+                    .max_by_key(|(_, v)| {
+                        let (ok, n) = fits(v);
+                        (ok * 1000).checked_div(n).unwrap_or(0)
+                    });
+                if let Some((_, entries)) = best {
+                    let (ok, n) = fits(&entries);
+                    if n > 0 && ok * 10 >= n * 9 {
+                        for (instr, _, len) in entries {
+                            push(instr, len, SiteKind::Alternative);
+                        }
                     }
                 }
             }

@@ -7,7 +7,8 @@
 //!   `ps`/`lsmod` equal the guest's own view, and the views the checks compare (pid
 //!   namespace IDR, module kset, syscall table, IDT) are really read. Then test rootkits
 //!   (`tests/mods/*.c`, the last an inline hook found by comparing kernel text with the
-//!   image) are loaded one after the other, and after each, `check` must
+//!   image; the very last hides a busy process from every list but the runqueue) are
+//!   loaded one after the other, and after each, `check` must
 //!   report exactly the findings of the attacks so far, naming the right process,
 //!   module, system call, vector and owner.
 //! - `clean_guests_raise_nothing`: every other kernel of the lab's matrix (5.10, 7.2,
@@ -326,6 +327,16 @@ fn walkers_see_the_guest(label: &str, guest: &mut Guest, profiles: &Path) -> Vec
     if present < 200 {
         problems.push(format!("{label}: only {present} present IDT gates"));
     }
+    // the runqueue of the guest's one CPU names its idle task or a task the guest has
+    let running = k.running().expect("runqueues");
+    let known = |tid: u32| truth.threads.iter().any(|t| t.tid == tid);
+    let fits = running.len() == 1
+        && running.iter().all(|r| {
+            (r.tid == 0 && r.comm.starts_with(b"swapper")) || (r.tid != 0 && known(r.tid))
+        });
+    if !fits {
+        problems.push(format!("{label}: the runqueues say {running:?}"));
+    }
     problems
 }
 
@@ -429,6 +440,7 @@ fn attack(lab: &Lab, kernel: &str) -> Vec<String> {
         "vmi_hookidt",
         "vmi_creds",
         "vmi_inline",
+        "vmi_ghost",
     ];
     let mut scenario = Scenario::standard()
         .sleeper("vmi-hideme")
@@ -608,7 +620,36 @@ fn attack(lab: &Lab, kernel: &str) -> Vec<String> {
     guest.dump_elf(&elf).expect("ELF dump");
     let run = d.run(&["--dump", elf.to_str().unwrap()], &["--json", "check"]);
     problems.extend(expect_exactly(&format!("{kernel} ELF dump"), &run, &wants));
-    guest.shutdown().expect("shutdown");
+
+    // 7. a busy process hidden from the tasks list and the pid namespace alike: only
+    // the runqueue of the CPU it runs on names it. The guest's one CPU runs it nearly
+    // always, but a paused guest can have stopped in another task: up to 5 tries.
+    let out = guest
+        .sh("sh -c 'while :; do :; done' >/dev/null 2>&1 & echo $!")
+        .expect("sh");
+    let spin: u32 = out.lines[0].trim().parse().expect("pid");
+    insmod(&mut guest, &format!("/lab/vmi_ghost.ko pid={spin}"));
+    let t = guest.refresh_truth().expect("truth");
+    if t.process(spin).is_some() {
+        problems.push(format!(
+            "{kernel}: /proc still shows {spin}: the attack did not happen"
+        ));
+    }
+    wants.push(want(
+        "the busy process hidden from both views, on CPU 0",
+        "hidden-process",
+        move |e| e["tid"] == spin && e["cpu"] == 0,
+    ));
+    let mut last = Vec::new();
+    for _ in 0..5 {
+        let run = d.live(&mut guest, &["--json", "check", "--pause"]);
+        last = expect_exactly(&format!("{kernel} ghost (paused)"), &run, &wants);
+        if last.is_empty() {
+            break;
+        }
+    }
+    problems.extend(last);
+    drop(guest); // the spinning guest is killed, not shut down
     problems
 }
 

@@ -7,6 +7,9 @@
 //! - A listed task whose pid the IDR lacks is hidden from `/proc`, `kill` and every
 //!   lookup by pid.
 //! - A `struct pid` whose number differs from its task's pid was tampered with.
+//! - A task a CPU runs (`rq->curr`) that is on neither the tasks list nor in the pid
+//!   namespace was hidden from both (a task that has begun to exit is left alone: it
+//!   leaves both before its last instructions).
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
@@ -111,6 +114,33 @@ pub fn run<M: PhysicalMemory>(scan: &Scan<'_, M>) -> Result<Vec<Finding>, CheckF
             .text("comm", comm)
             .addr("task", p.task.0)
             .text("tids", ids.join(",")),
+        );
+    }
+
+    // running on a CPU, on neither view
+    for r in scan.kernel.running()? {
+        if r.tid == 0 || r.exit_state != 0 {
+            continue; // an idle task, or one finishing its exit
+        }
+        if listed.contains_key(&r.task) || in_idr.contains(&r.task) {
+            continue;
+        }
+        let comm = guest_str(&r.comm);
+        findings.push(
+            Finding::new(
+                NAME,
+                Severity::High,
+                format!("{NAME}:running:{}:{:#x}", r.tid, r.task.0),
+                format!(
+                    "task {} ({comm}) of process {} runs on CPU {} but is on neither the tasks list nor in the pid namespace: hidden from both",
+                    r.tid, r.tgid, r.cpu
+                ),
+            )
+            .num("pid", u64::from(r.tgid))
+            .num("tid", u64::from(r.tid))
+            .text("comm", comm)
+            .num("cpu", u64::from(r.cpu))
+            .addr("task", r.task.0),
         );
     }
 

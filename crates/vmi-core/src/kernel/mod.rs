@@ -18,6 +18,7 @@
 //! pointers are kernel addresses; strings have a maximum length; errors carry the address.
 
 pub mod candidates;
+pub mod cpus;
 pub mod creds;
 mod error;
 pub mod files;

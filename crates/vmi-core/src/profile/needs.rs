@@ -192,17 +192,6 @@ pub const TYPES: &[NeededType] = &[
         name: "trace_array",
         fields: &[opt(&["enter_syscall_files"])],
     },
-    // the boot-time patch sites of kernel text (`.altinstructions`), which the text
-    // comparison with the image must not take for hooks
-    NeededType {
-        name: "alt_instr",
-        fields: &[
-            f(&["instr_offset"]),
-            f(&["repl_offset"]),
-            f(&["instrlen"]),
-            f(&["replacementlen"]),
-        ],
-    },
     NeededType {
         name: "file",
         fields: &[f(&["f_path"])],
@@ -253,6 +242,10 @@ pub const SYMBOLS: &[NeededSymbol] = &[
     // boot (idt_setup_early_handler fills all 32, idt_setup_traps only the defined)
     opt_sym(&["early_idt_handler_array"]),
     sym(&["__per_cpu_offset"]),
+    // the task each CPU runs: the per-CPU `current_task` (inside `pcpu_hot`, at its
+    // start, from 6.2 to 6.14)
+    sym(&["current_task", "pcpu_hot"]),
+    sym(&["nr_cpu_ids"]),
     sym(&["page_offset_base"]),
     sym(&["vmemmap_base"]),
     sym(&["vmalloc_base"]),
