@@ -35,6 +35,9 @@ pub enum DetectorError {
     /// Finding the kernel or reading its objects failed.
     #[error(transparent)]
     Kernel(#[from] KernelError),
+    /// No profile matched and none could be made from the guest's memory.
+    #[error("no profile matches this guest, and making one from its memory failed: {0}")]
+    ZeroTouch(String),
     /// The live guest could not be paused or resumed.
     #[error("pausing or resuming the guest: {0}")]
     Pause(vmi_core::Error),

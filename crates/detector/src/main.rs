@@ -57,7 +57,9 @@ struct Opts {
     /// A directory of profiles; the one matching the guest's banner is used.
     #[arg(long, global = true, value_name = "DIR", conflicts_with = "profile")]
     profiles: Option<PathBuf>,
-    /// One profile file.
+    /// One profile file, or `auto`: make it from the guest's own memory (its BTF and
+    /// kallsyms). With --profiles DIR, a guest no profile matches gets one made that way
+    /// and written into DIR.
     #[arg(long, global = true, value_name = "FILE")]
     profile: Option<PathBuf>,
     /// A policy file (TOML: deny_names, deny_exe, root_uids); adds the `policy` check to
@@ -181,6 +183,7 @@ fn open(opts: &Opts) -> Result<Target> {
     };
     let profiles = match (&opts.profiles, &opts.profile) {
         (Some(d), None) => ProfileSpec::Dir(d.clone()),
+        (None, Some(f)) if f.as_os_str() == "auto" => ProfileSpec::Auto,
         (None, Some(f)) => ProfileSpec::File(f.clone()),
         _ => {
             bail!("give the profile: --profiles DIR or --profile FILE (make one with profile-gen)")

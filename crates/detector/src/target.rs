@@ -1,7 +1,7 @@
 //! Opening a guest: the memory source (a dump recognised by content, a live QEMU, or a
 //! Xen domain read from dom0), the profile, and the kernel found in memory.
 
-use std::io::Read;
+use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -42,10 +42,13 @@ pub enum SourceSpec {
 /// Which profiles to try.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ProfileSpec {
-    /// Every profile under a directory; the one whose banner is in memory is used.
+    /// Every profile under a directory; the one whose banner is in memory is used. When
+    /// none matches, one is made from the guest's own memory and written there.
     Dir(PathBuf),
     /// One profile file.
     File(PathBuf),
+    /// No profile: make it from the guest's own memory (kept in memory only).
+    Auto,
 }
 
 /// The kind of memory source.
@@ -111,6 +114,90 @@ const MAX_PROFILE_BYTES: u64 = 256 << 20;
 const ELF_MAGIC: &[u8; 4] = b"\x7fELF";
 /// LiME magic as it is on disk (0x4C694D45 little-endian).
 const LIME_MAGIC: &[u8; 4] = b"EMiL";
+
+/// Make the profile of the kernel in `mem` from its own BTF and kallsyms, check it against
+/// the running kernel (discovery's init_task check and a consistent process walk) before
+/// trusting it, and write it atomically into `dir` under a name derived from its banner.
+pub fn zero_touch(
+    mem: &Memory,
+    hints: &Hints,
+    dir: Option<&Path>,
+) -> Result<vmi_core::kernel::Identified, DetectorError> {
+    let fail = |what: String| DetectorError::ZeroTouch(what);
+    let built =
+        profile_gen::build::from_memory(mem.as_ref(), &profile_gen::build::Options::default())
+            .map_err(|e| fail(e.to_string()))?;
+    let profile = Arc::new(built.profile);
+    let banner_pa =
+        vmi_core::kernel::profiles::probe_banner(mem.as_ref(), &profile).ok_or_else(|| {
+            fail(
+                "the banner of the profile made from memory is not where the kernel image is"
+                    .into(),
+            )
+        })?;
+    let kernel =
+        Kernel::discover_at(mem.clone(), profile.clone(), banner_pa, hints).map_err(|e| {
+            fail(format!(
+                "the profile made from memory does not fit the running kernel: {e}"
+            ))
+        })?;
+    kernel
+        .processes(&vmi_core::kernel::Limits::default())
+        .map_err(|e| {
+            fail(format!(
+                "the profile made from memory gives an inconsistent process list: {e}"
+            ))
+        })?;
+    let mut path = PathBuf::new();
+    if let Some(dir) = dir {
+        path = dir.join(profile_file_name(&profile));
+        let mut tmp = tempfile::NamedTempFile::new_in(dir).map_err(|source| DetectorError::Io {
+            path: dir.to_path_buf(),
+            source,
+        })?;
+        let io = |source| DetectorError::Io {
+            path: path.clone(),
+            source,
+        };
+        tmp.write_all(profile.to_json().as_bytes()).map_err(io)?;
+        tmp.as_file().sync_all().map_err(io)?;
+        tmp.persist(&path).map_err(|e| io(e.error))?;
+    }
+    Ok(vmi_core::kernel::Identified {
+        profile,
+        path,
+        banner_pa,
+    })
+}
+
+/// `<release>-<first 8 hex digits of the banner's sha256>.json`, release characters
+/// outside `[A-Za-z0-9._+-]` replaced (the banner is guest data).
+pub fn profile_file_name(p: &vmi_core::profile::Profile) -> String {
+    use sha2::{Digest, Sha256};
+    let release: String = p
+        .kernel
+        .release
+        .chars()
+        .take(64)
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || "._+-".contains(c) {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    let hash = Sha256::digest(p.kernel.banner.as_bytes());
+    let hex: String = hash.iter().take(4).map(|b| format!("{b:02x}")).collect();
+    format!(
+        "{}-{hex}.json",
+        if release.is_empty() {
+            "kernel"
+        } else {
+            &release
+        }
+    )
+}
 
 /// Recognise a dump by its first bytes.
 pub fn dump_kind(path: &Path) -> Result<SourceKind, DetectorError> {
@@ -224,15 +311,9 @@ impl Target {
                 (mem, SourceKind::Xen, path, regs, None, None)
             }
         };
-        let set = match profiles {
+        let mut set = match profiles {
             ProfileSpec::Dir(dir) => {
                 let (set, w) = ProfileSet::load_dir(dir)?;
-                if set.is_empty() {
-                    return Err(DetectorError::NoProfiles {
-                        path: dir.clone(),
-                        warnings: w,
-                    });
-                }
                 warnings.extend(w);
                 set
             }
@@ -242,12 +323,47 @@ impl Target {
                 set.add(file.clone(), Arc::new(profile));
                 set
             }
+            ProfileSpec::Auto => ProfileSet::new(),
         };
         let hints = Hints {
             registers: registers.first().cloned(),
             vmcoreinfo,
         };
-        let id = set.identify(&mem)?;
+        let id = match set.identify(&mem) {
+            Ok(id) => id,
+            // zero-touch: a guest no profile describes gets one from its own memory
+            Err(vmi_core::kernel::KernelError::NoProfile { .. })
+                if !matches!(profiles, ProfileSpec::File(_)) =>
+            {
+                let dir = match profiles {
+                    ProfileSpec::Dir(d) => Some(d.as_path()),
+                    _ => None,
+                };
+                let id = zero_touch(&mem, &hints, dir)?;
+                warnings.push(format!(
+                    "no profile matched the guest's banner: made one from its memory{}",
+                    if id.path.as_os_str().is_empty() {
+                        String::new()
+                    } else {
+                        format!(" and wrote it to {}", id.path.display())
+                    }
+                ));
+                set.add(id.path.clone(), id.profile.clone());
+                id
+            }
+            Err(vmi_core::kernel::KernelError::NoBanner) if set.is_empty() => {
+                return Err(match profiles {
+                    ProfileSpec::Dir(dir) => DetectorError::NoProfiles {
+                        path: dir.clone(),
+                        warnings: vec![
+                            "and no Linux banner in the guest's memory to make one from".into(),
+                        ],
+                    },
+                    _ => vmi_core::kernel::KernelError::NoBanner.into(),
+                })
+            }
+            Err(e) => return Err(e.into()),
+        };
         let kernel = Kernel::discover_at(mem, id.profile.clone(), id.banner_pa, &hints)?;
         Ok(Target {
             kernel,
