@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# Guest slowdown under continuous introspection (issue 7), on a real lab guest (Debian
+# 6.1, 1 vCPU, 1 GiB, TCG): a fixed CPU-bound workload in the guest (plus process
+# churn) with no introspection (the baseline, in the same run) and with `detector
+# watch`, `detector watch --pause` and one `detector ps` process per tick, each at 1,
+# 10 and 100 Hz. Prints a table; writes docs/overhead.json and docs/overhead.png.
+# Options go to the benchmark: --repeats N (blocks, default 5), --rounds N (guest
+# rounds per run, default 4), --round-secs S (default 1), --out DIR (default docs/).
+# About 12 minutes here with the defaults.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh
+cargo build --release -q -p detector
+cargo run --release -q -p detector --example overhead -- "$@"

@@ -1,0 +1,46 @@
+"""Plot docs/overhead.json (written by crates/detector/examples/overhead.rs):
+guest slowdown (host clock, 95 % interval) and the guest-clock view per mode and
+rate, and the detector's host CPU. Usage: python plot-overhead.py IN.json OUT.png"""
+import json
+import sys
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+doc = json.load(open(sys.argv[1]))
+recs = [r for r in doc["records"] if r["mode"] != "baseline"]
+modes = ["watch", "watch-pause", "ps-per-tick"]
+colors = {"watch": "tab:green", "watch-pause": "tab:orange", "ps-per-tick": "tab:red"}
+fig, (ax, bx) = plt.subplots(1, 2, figsize=(11, 4.2))
+for i, m in enumerate(modes):
+    rs = sorted((r for r in recs if r["mode"] == m), key=lambda r: r["rate_hz"])
+    if not rs:
+        continue
+    x = [r["rate_hz"] * (1 + 0.06 * (i - 1)) for r in rs]
+    y = [r["slowdown_pct"] for r in rs]
+    err = [[r["slowdown_pct"] - r["ci95_pct"][0] for r in rs],
+           [r["ci95_pct"][1] - r["slowdown_pct"] for r in rs]]
+    ax.errorbar(x, y, yerr=err, marker="o", capsize=3, color=colors[m], label=f"{m} (host clock)")
+    ax.plot(x, [r["guest_clock_slowdown_pct"] for r in rs], linestyle=":", marker="x",
+            color=colors[m], label=f"{m} (guest clock)")
+    bx.plot([r["rate_hz"] for r in rs], [r["host_cpu_pct"] for r in rs], marker="o",
+            color=colors[m], label=m)
+ax.axhline(14.77, color="grey", linestyle="--", linewidth=1)
+ax.text(1, 14.77, " study: libVMI 1 Hz on Xen, 14.77 %", va="bottom", fontsize=8, color="grey")
+ax.axhline(0, color="black", linewidth=0.5)
+ax.set_xscale("log")
+ax.set_xlabel("introspection rate (Hz)")
+ax.set_ylabel("guest CPU-bench slowdown (%), 95 % CI")
+ax.set_title(f"Guest slowdown ({doc['kernel']}, {doc['guest']['vcpus']} vCPU, TCG)", fontsize=10)
+ax.legend(fontsize=7)
+bx.set_xscale("log")
+bx.set_yscale("symlog", linthresh=0.01)
+bx.set_ylim(bottom=0)
+bx.set_xlabel("introspection rate (Hz)")
+bx.set_ylabel("detector host CPU (% of one core)")
+bx.set_title("Host CPU of the introspection side", fontsize=10)
+bx.legend(fontsize=7)
+fig.tight_layout()
+fig.savefig(sys.argv[2], dpi=110)
