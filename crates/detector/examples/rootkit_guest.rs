@@ -12,27 +12,12 @@
 //! hands `init_cred` to `vmi-victim`. What the guest then says about itself (`ps`,
 //! `lsmod`) is printed, before the dump is written.
 
-use std::path::{Path, PathBuf};
+#[path = "../tests/common/mod.rs"]
+mod common;
 
-use vmi_lab::build::ModuleSource;
+use std::path::PathBuf;
+
 use vmi_lab::{BootOptions, Lab, Scenario, DEFAULT_KERNEL};
-
-const MODS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/mods");
-
-fn build(lab: &Lab, kernel: &str, name: &str) -> PathBuf {
-    let read = |f: &str| {
-        std::fs::read_to_string(Path::new(MODS).join(f)).unwrap_or_else(|e| panic!("{f}: {e}"))
-    };
-    let src = ModuleSource {
-        name: name.to_string(),
-        files: vec![
-            (format!("{name}.c"), read(&format!("{name}.c"))),
-            ("vmi_attack.h".into(), read("vmi_attack.h")),
-        ],
-    };
-    lab.build_module(kernel, &src)
-        .unwrap_or_else(|e| panic!("building {name} for {kernel}: {e}"))
-}
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -56,7 +41,11 @@ fn main() {
         .sleeper("vmi-hideme")
         .run_as("vmi-victim", 1000);
     for m in mods {
-        scenario = scenario.file(build(&lab, &kernel, m), &format!("/lab/{m}.ko"), 0o644);
+        scenario = scenario.file(
+            common::attack_module(&lab, &kernel, m),
+            &format!("/lab/{m}.ko"),
+            0o644,
+        );
     }
     let mut guest = lab
         .boot(&kernel, &scenario, &BootOptions::default())

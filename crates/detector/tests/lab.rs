@@ -16,6 +16,8 @@
 //!   booted once: `check` live and on an ELF dump finds nothing and no check fails;
 //!   `identify`, `ps` and `lsmod` agree with the guest.
 
+mod common;
+
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -25,13 +27,10 @@ use serde_json::Value;
 use vmi_core::kernel::pidns::PidLimits;
 use vmi_core::kernel::{Hints, Kernel, ProfileSet};
 use vmi_core::memory::{QemuLive, QemuOptions, VcpuRegisters};
-use vmi_lab::build::ModuleSource;
 use vmi_lab::{BootOptions, GroundTruth, Guest, Lab, Scenario, MATRIX};
 
 /// Kernels whose headers this machine's gcc builds modules for.
 const ATTACK_KERNELS: &[&str] = &["6.1.0-56-amd64", "6.12.117+deb12-amd64"];
-
-const MODS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/mods");
 
 /// The detector binary with a profile directory, and the kernel image (the vmlinux of
 /// the -dbg package) for the kernel-text check.
@@ -350,21 +349,6 @@ fn attacks_are_found_and_named() {
     assert!(problems.is_empty(), "{}", problems.join("\n"));
 }
 
-fn build(lab: &Lab, kernel: &str, name: &str) -> PathBuf {
-    let read = |f: &str| {
-        std::fs::read_to_string(Path::new(MODS).join(f)).unwrap_or_else(|e| panic!("{f}: {e}"))
-    };
-    let src = ModuleSource {
-        name: name.to_string(),
-        files: vec![
-            (format!("{name}.c"), read(&format!("{name}.c"))),
-            ("vmi_attack.h".into(), read("vmi_attack.h")),
-        ],
-    };
-    lab.build_module(kernel, &src)
-        .unwrap_or_else(|e| panic!("{kernel}: building {name}: {e}"))
-}
-
 /// The policy check on the clean guest: each rule finds exactly the processes the guest
 /// says it should, and an allowing policy finds nothing.
 fn policy(
@@ -447,7 +431,11 @@ fn attack(lab: &Lab, kernel: &str) -> Vec<String> {
         .run_as("vmi-victim", 1000)
         .run_as("vmi-victim2", 1000);
     for m in mods {
-        scenario = scenario.file(build(lab, kernel, m), &format!("/lab/{m}.ko"), 0o644);
+        scenario = scenario.file(
+            common::attack_module(lab, kernel, m),
+            &format!("/lab/{m}.ko"),
+            0o644,
+        );
     }
     let profiles = tempfile::tempdir().expect("tempdir");
     profile_into(lab, kernel, profiles.path());

@@ -12,30 +12,17 @@
 //!    killed: `shutdown`, exit 0;
 //! 3. the alert file holds exactly the findings, the reset and the shutdown, as JSON.
 
+mod common;
+
 use std::collections::BTreeSet;
 use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc::{channel, Receiver};
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
-use vmi_lab::build::ModuleSource;
 use vmi_lab::{BootOptions, Guest, Lab, Scenario, DEFAULT_KERNEL};
-
-const MODS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/mods");
-
-fn build(lab: &Lab, name: &str) -> PathBuf {
-    let read = |f: &str| std::fs::read_to_string(Path::new(MODS).join(f)).unwrap();
-    let src = ModuleSource {
-        name: name.to_string(),
-        files: vec![
-            (format!("{name}.c"), read(&format!("{name}.c"))),
-            ("vmi_attack.h".into(), read("vmi_attack.h")),
-        ],
-    };
-    lab.build_module(DEFAULT_KERNEL, &src).expect("module")
-}
 
 /// A running `detector watch` and the JSON lines it printed.
 struct Watch {
@@ -126,8 +113,8 @@ fn event(v: &Value) -> &str {
 #[test]
 fn watch_reports_processes_findings_pause_reset_and_shutdown() {
     let lab = Lab::open_default().expect("lab");
-    let creds = build(&lab, "vmi_creds");
-    let hooksys = build(&lab, "vmi_hooksys");
+    let creds = common::attack_module(&lab, DEFAULT_KERNEL, "vmi_creds");
+    let hooksys = common::attack_module(&lab, DEFAULT_KERNEL, "vmi_hooksys");
     let profiles = tempfile::tempdir().expect("tempdir");
     let d = lab.store().debug(DEFAULT_KERNEL).expect("-dbg");
     let built =
