@@ -13,7 +13,7 @@ doc = json.load(open(sys.argv[1]))
 recs = [r for r in doc["records"] if r["mode"] != "baseline"]
 modes = ["watch", "watch-pause", "ps-per-tick"]
 colors = {"watch": "tab:green", "watch-pause": "tab:orange", "ps-per-tick": "tab:red"}
-fig, (ax, bx) = plt.subplots(1, 2, figsize=(11, 4.2))
+fig, (ax, ux, bx) = plt.subplots(1, 3, figsize=(15, 4.4))
 for i, m in enumerate(modes):
     rs = sorted((r for r in recs if r["mode"] == m), key=lambda r: r["rate_hz"])
     if not rs:
@@ -25,6 +25,10 @@ for i, m in enumerate(modes):
     ax.errorbar(x, y, yerr=err, marker="o", capsize=3, color=colors[m], label=f"{m} (host clock)")
     ax.plot(x, [r["guest_clock_slowdown_pct"] for r in rs], linestyle=":", marker="x",
             color=colors[m], label=f"{m} (guest clock)")
+    uy = [r["uncontended_slowdown_pct"] for r in rs]
+    uerr = [[r["uncontended_slowdown_pct"] - r["uncontended_ci95_pct"][0] for r in rs],
+            [r["uncontended_ci95_pct"][1] - r["uncontended_slowdown_pct"] for r in rs]]
+    ux.errorbar(x, uy, yerr=uerr, marker="o", capsize=3, color=colors[m], label=m)
     bx.plot([r["rate_hz"] for r in rs], [r["host_cpu_pct"] for r in rs], marker="o",
             color=colors[m], label=m)
 ax.axhline(14.77, color="grey", linestyle="--", linewidth=1)
@@ -35,6 +39,14 @@ ax.set_xlabel("introspection rate (Hz)")
 ax.set_ylabel("guest CPU-bench slowdown (%), 95 % CI")
 ax.set_title(f"Guest slowdown ({doc['kernel']}, {doc['guest']['vcpus']} vCPU, TCG)", fontsize=10)
 ax.legend(fontsize=7)
+for a in (ux,):
+    a.axhline(14.77, color="grey", linestyle="--", linewidth=1)
+    a.axhline(0, color="black", linewidth=0.5)
+    a.set_xscale("log")
+    a.set_xlabel("introspection rate (Hz)")
+    a.set_ylabel("slowdown (%), 95 % CI")
+    a.set_title("Without the vCPU's waits for a host core", fontsize=10)
+    a.legend(fontsize=7)
 bx.set_xscale("log")
 bx.set_yscale("symlog", linthresh=0.01)
 bx.set_ylim(bottom=0)

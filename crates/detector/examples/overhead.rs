@@ -23,7 +23,12 @@
 //! baselines)`; its figure is the mean over blocks with a Student-t 95 % interval. The
 //! detector's host CPU (user + system: its threads' run time from /proc/PID/task/*/schedstat, or `wait4` for each `ps` process) is measured over the
 //! workload window, as are QEMU's and the whole machine's (what other users of the
-//! machine took is reported as a noise indicator). Scan latency: each `ps` process's wall
+//! machine took is reported as a noise indicator). Under TCG the guest's vCPU is one
+//! host thread (`CPU 0/TCG`); its schedstat splits the host time of a run into running,
+//! waiting for a host core (other users of this 2-core machine, or the detector) and
+//! sleeping (the guest paused): besides the raw host-clock figure, the slowdown is also
+//! given without the run-queue wait (what remains when cores are not scarce: pauses and
+//! slower guest execution) and per second the vCPU ran (slower execution alone). Scan latency: each `ps` process's wall
 //! time; for `watch`, the same `Watcher::tick` the binary runs, timed in this process
 //! against the same guest while it runs the workload.
 //!
@@ -179,6 +184,12 @@ struct Run {
     intro_cpu: f64,
     /// QEMU's CPU seconds over the window.
     qemu_cpu: f64,
+    /// The vCPU thread's run time over the window (seconds).
+    vcpu_run: f64,
+    /// The vCPU thread's run-queue wait over the window (seconds).
+    vcpu_wait: f64,
+    /// Host seconds of the cpubench command.
+    host_s: f64,
     /// CPU seconds of everything else on the machine over the window.
     other_cpu: f64,
     /// The window (host seconds).
@@ -221,17 +232,30 @@ fn args() -> Args {
     a
 }
 
-/// The `detector` binary built next to this example (`target/<profile>/detector`).
+/// The `detector` binary measured: a copy of the one built next to this example
+/// (`target/<profile>/detector`), taken at start so a rebuild during the run cannot
+/// change it.
+static DETECTOR: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+
 fn bin() -> PathBuf {
+    DETECTOR.get().expect("detector copied at start").clone()
+}
+
+fn copy_detector(dir: &Path) {
     let exe = std::env::current_exe().expect("current exe");
-    let dir = exe.parent().and_then(|p| p.parent()).expect("target dir");
-    let bin = dir.join("detector");
+    let built = exe
+        .parent()
+        .and_then(|p| p.parent())
+        .expect("target dir")
+        .join("detector");
     assert!(
-        bin.exists(),
+        built.exists(),
         "{} is missing: build it first (cargo build --release -p detector)",
-        bin.display()
+        built.display()
     );
-    bin
+    let copy = dir.join("detector");
+    std::fs::copy(&built, &copy).expect("copying the detector binary");
+    DETECTOR.set(copy).expect("once");
 }
 
 fn clk_tck() -> f64 {
@@ -274,6 +298,32 @@ fn proc_runtime(pid: u32) -> f64 {
     } else {
         proc_cpu(pid)
     }
+}
+
+/// The thread of QEMU that has run longest: the vCPU (`CPU 0/TCG`; without
+/// `debug-threads=on` every thread is named after QEMU, but a 1-vCPU guest running a
+/// CPU-bound workload keeps its vCPU thread far ahead of the main loop and the others).
+fn vcpu_tid(qemu: u32) -> Option<u32> {
+    let tasks = std::fs::read_dir(format!("/proc/{qemu}/task")).ok()?;
+    tasks
+        .flatten()
+        .filter_map(|t| {
+            let tid: u32 = t.file_name().to_str()?.parse().ok()?;
+            Some((sched(qemu, tid)?.0, tid))
+        })
+        .max_by(|a, b| a.0.total_cmp(&b.0))
+        .map(|(_, tid)| tid)
+}
+
+/// A thread's run time and run-queue wait (seconds it was runnable but no host core
+/// ran it), from its schedstat.
+fn sched(pid: u32, tid: u32) -> Option<(f64, f64)> {
+    let st = std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/schedstat")).ok()?;
+    let f: Vec<f64> = st
+        .split_whitespace()
+        .filter_map(|x| x.parse::<f64>().ok())
+        .collect();
+    (f.len() >= 2).then(|| (f[0] / 1e9, f[1] / 1e9))
 }
 
 /// Busy CPU seconds of the whole machine (all cores), from /proc/stat.
@@ -424,6 +474,13 @@ fn start(env: &Env, cfg: Config) -> Side {
     }
 }
 
+impl Run {
+    /// Work per host second in which the vCPU did not wait for a host core.
+    fn uncontended(&self) -> f64 {
+        self.work / (self.host_s - self.vcpu_wait)
+    }
+}
+
 /// Stop the introspection side; returns (CPU seconds in the window, scans, latencies).
 fn stop(side: Side, cpu_at_start: f64, window: f64) -> (f64, f64, Vec<f64>) {
     match side {
@@ -508,11 +565,14 @@ fn run(guest: &mut Guest, env: &Env, cfg: Config, rounds: usize, iters: u64) -> 
     let side = start(env, cfg);
     let c0 = side_cpu(&side);
     let q0 = proc_runtime(qemu);
+    let vcpu = vcpu_tid(qemu).expect("QEMU's vCPU thread");
+    let (r0, w0) = sched(qemu, vcpu).expect("vCPU schedstat");
     let m0 = machine_busy();
     let t0 = Instant::now();
     let (work, guest_s, host_s) = cpubench(guest, rounds, iters);
     let window = t0.elapsed().as_secs_f64();
     let q1 = proc_runtime(qemu);
+    let (r1, w1) = sched(qemu, vcpu).expect("vCPU schedstat");
     let m1 = machine_busy();
     let (intro_cpu, scans_per_s, latencies_ms) = stop(side, c0, window);
     Run {
@@ -521,6 +581,9 @@ fn run(guest: &mut Guest, env: &Env, cfg: Config, rounds: usize, iters: u64) -> 
         host_ops: work / host_s,
         intro_cpu,
         qemu_cpu: q1 - q0,
+        vcpu_run: r1 - r0,
+        vcpu_wait: w1 - w0,
+        host_s,
         other_cpu: ((m1 - m0) - (q1 - q0) - intro_cpu).max(0.0),
         wall: window,
         scans_per_s,
@@ -567,6 +630,7 @@ fn main() {
         profile_gen::build::from_dwarf(&d.vmlinux, Some(&d.system_map), &Default::default())
             .expect("profile");
     let dir = tempfile::tempdir().expect("tempdir");
+    copy_detector(dir.path());
     let profiles = dir.path().join("profiles");
     std::fs::create_dir_all(&profiles).unwrap();
     std::fs::write(profiles.join("6.1.json"), built.profile.to_json()).unwrap();
@@ -666,9 +730,13 @@ fn main() {
         .iter()
         .map(|(x, y)| (x.guest_ops + y.guest_ops) / 2.0)
         .collect();
-    let base_per_cpu: Vec<f64> = baselines
+    let base_unc: Vec<f64> = baselines
         .iter()
-        .map(|(x, y)| (x.work / x.qemu_cpu + y.work / y.qemu_cpu) / 2.0)
+        .map(|(x, y)| (x.uncontended() + y.uncontended()) / 2.0)
+        .collect();
+    let base_eff: Vec<f64> = baselines
+        .iter()
+        .map(|(x, y)| (x.work / x.vcpu_run + y.work / y.vcpu_run) / 2.0)
         .collect();
     let base_spread: Vec<f64> = baselines
         .iter()
@@ -686,14 +754,15 @@ fn main() {
         "throughput_host_mops": mean(&base_host) / 1e6,
         "throughput_guest_mops": mean(&base_guest) / 1e6,
         "baseline_drift_pct": ci95(&base_spread).0,
+        "vcpu_wait_pct": 100.0 * mean(&baselines.iter().flat_map(|(x, y)| [x.vcpu_wait / x.host_s, y.vcpu_wait / y.host_s]).collect::<Vec<_>>()),
         "qemu_cpu_pct": 100.0 * mean(&baselines.iter().flat_map(|(x, y)| [x.qemu_cpu / x.wall, y.qemu_cpu / y.wall]).collect::<Vec<_>>()),
         "others_cpu_pct": 100.0 * mean(&base_others),
     }));
     println!();
     println!(
-        "| mode | rate | slowdown (host clock) | 95 % CI | guest-clock view | per QEMU CPU-s | detector host CPU | scans/s | scan latency p50 / p99 |"
+        "| mode | rate | slowdown, host clock (95 % CI) | guest-clock view | without vCPU run-queue wait | per vCPU run-second | vCPU waited | detector host CPU | scans/s | scan latency p50 / p99 |"
     );
-    println!("|---|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|---|");
     for (i, cfg) in configs.iter().enumerate() {
         let r = &runs[i];
         let host: Vec<f64> = r
@@ -708,15 +777,23 @@ fn main() {
             .collect();
         let (m, lo, hi) = ci95(&host);
         let (gm, glo, ghi) = ci95(&guest_v);
-        // work per CPU-second of QEMU: blind to CPU taken from the vCPU by anyone
-        // (introspection or other users of the machine), it keeps what slows the vCPU
-        // while it runs (exits from translated code for QMP, cache effects)
-        let per_cpu: Vec<f64> = r
+        // without the vCPU's run-queue wait: blind to host cores taken from the vCPU
+        // (by other users of the machine, or by the detector itself: see its host
+        // CPU), it keeps pauses and whatever slows the vCPU while it runs
+        let unc: Vec<f64> = r
             .iter()
-            .zip(&base_per_cpu)
-            .map(|(x, b)| slowdown_pct(x.work / x.qemu_cpu, *b))
+            .zip(&base_unc)
+            .map(|(x, b)| slowdown_pct(x.uncontended(), *b))
             .collect();
-        let (cm, clo, chi) = ci95(&per_cpu);
+        let (cm, clo, chi) = ci95(&unc);
+        // per second the vCPU thread ran: only what slows translated guest code
+        let eff: Vec<f64> = r
+            .iter()
+            .zip(&base_eff)
+            .map(|(x, b)| slowdown_pct(x.work / x.vcpu_run, *b))
+            .collect();
+        let (em, elo, ehi) = ci95(&eff);
+        let wait: Vec<f64> = r.iter().map(|x| 100.0 * x.vcpu_wait / x.host_s).collect();
         let cpu: Vec<f64> = r.iter().map(|x| 100.0 * x.intro_cpu / x.wall).collect();
         let qemu: Vec<f64> = r.iter().map(|x| 100.0 * x.qemu_cpu / x.wall).collect();
         let others: Vec<f64> = r.iter().map(|x| 100.0 * x.other_cpu / x.wall).collect();
@@ -733,7 +810,7 @@ fn main() {
             percentile(&lat, 99.0),
         );
         println!(
-            "| {} | {} Hz | {:.2} % | {:.2} … {:.2} % | {:.2} % ({:.2} … {:.2}) | {:.2} % ({:.2} … {:.2}) | {:.2} % of a core | {:.1} | {:.2} / {:.2} ms |",
+            "| {} | {} Hz | {:.2} % ({:.2} … {:.2}) | {:.2} % ({:.2} … {:.2}) | {:.2} % ({:.2} … {:.2}) | {:.2} % ({:.2} … {:.2}) | {:.1} % | {:.2} % of a core | {:.1} | {:.2} / {:.2} ms |",
             cfg.mode.name(),
             cfg.hz,
             m,
@@ -745,6 +822,10 @@ fn main() {
             cm,
             clo,
             chi,
+            em,
+            elo,
+            ehi,
+            mean(&wait),
             mean(&cpu),
             scans,
             p50,
@@ -758,8 +839,11 @@ fn main() {
             "ci95_pct": [lo, hi],
             "guest_clock_slowdown_pct": gm,
             "guest_clock_ci95_pct": [glo, ghi],
-            "per_qemu_cpu_slowdown_pct": cm,
-            "per_qemu_cpu_ci95_pct": [clo, chi],
+            "uncontended_slowdown_pct": cm,
+            "uncontended_ci95_pct": [clo, chi],
+            "vcpu_run_slowdown_pct": em,
+            "vcpu_run_ci95_pct": [elo, ehi],
+            "vcpu_wait_pct": mean(&wait),
             "host_cpu_pct": mean(&cpu),
             "qemu_cpu_pct": mean(&qemu),
             "others_cpu_pct": mean(&others),
@@ -783,7 +867,7 @@ fn main() {
         "workload": {"name": "labworker cpubench", "rounds_per_run": a.rounds,
                      "iterations_per_round": iters, "guest_iterations_per_s": rate},
         "blocks": a.repeats,
-        "method": "per block: baseline, every configuration once (rotating order), baseline; slowdown = 1 - throughput / mean of the block's baselines; mean over blocks with a Student-t 95 % interval. host clock = work / host wall time of the whole cpubench command; guest clock = work / sum of the guest's own round times; per QEMU CPU-s = work / QEMU's CPU time over the window (blind to CPU taken from the vCPU thread, by introspection or by other users of the machine)",
+        "method": "per block: baseline, every configuration once (rotating order), baseline; slowdown = 1 - throughput / mean of the block's baselines; mean over blocks with a Student-t 95 % interval. host clock = work / host wall time of the whole cpubench command; guest clock = work / sum of the guest's own round times; without vCPU run-queue wait = work / (host time - the time QEMU's vCPU thread waited for a host core, from its schedstat): blind to cores taken from the vCPU by other users of the machine or by the detector (whose CPU is reported), it keeps pauses and slower guest execution; per vCPU run-second = work / the vCPU thread's run time: only slower guest execution",
         "host": {"cores": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
                  "load_average_start": load_start, "load_average_end": load_end},
         "duration_s": elapsed.as_secs_f64(),
