@@ -6,7 +6,7 @@
 # 10 and 100 Hz. Prints a table; writes docs/overhead.json and docs/overhead.png.
 # Options go to the benchmark: --repeats N (blocks, default 5), --rounds N (guest
 # rounds per run, default 4), --round-secs S (default 1), --out DIR (default docs/).
-# About 12 minutes here with the defaults.
+# About 8 minutes here with the defaults (2 cores, TCG).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
