@@ -52,7 +52,7 @@
 //! Anything that does not decode consistently is an error: no garbage symbols.
 
 use crate::error::{Error, Result};
-use crate::kimage::{find, KernelElf};
+use crate::kimage::{find, u16_at, u32_at, u64_at, KernelElf};
 use crate::symbols::SymbolMap;
 use vmi_core::profile::Symbol;
 
@@ -126,22 +126,6 @@ fn fail(message: impl Into<String>) -> Error {
         path: "kallsyms".into(),
         message: message.into(),
     }
-}
-
-fn u16_at(d: &[u8], o: usize) -> Option<u16> {
-    Some(u16::from_le_bytes(
-        d.get(o..o.checked_add(2)?)?.try_into().ok()?,
-    ))
-}
-fn u32_at(d: &[u8], o: usize) -> Option<u32> {
-    Some(u32::from_le_bytes(
-        d.get(o..o.checked_add(4)?)?.try_into().ok()?,
-    ))
-}
-fn u64_at(d: &[u8], o: usize) -> Option<u64> {
-    Some(u64::from_le_bytes(
-        d.get(o..o.checked_add(8)?)?.try_into().ok()?,
-    ))
 }
 
 /// Recover the symbols of `elf` as a [`SymbolMap`] (first occurrence of a name wins, as

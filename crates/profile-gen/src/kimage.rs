@@ -44,17 +44,20 @@ fn bad(message: String) -> Error {
     }
 }
 
-fn u16_at(d: &[u8], o: usize) -> Option<u16> {
+/// A little-endian `u16` at `o`, if `d` holds it.
+pub(crate) fn u16_at(d: &[u8], o: usize) -> Option<u16> {
     Some(u16::from_le_bytes(
         d.get(o..o.checked_add(2)?)?.try_into().ok()?,
     ))
 }
-fn u32_at(d: &[u8], o: usize) -> Option<u32> {
+/// A little-endian `u32` at `o`, if `d` holds it.
+pub(crate) fn u32_at(d: &[u8], o: usize) -> Option<u32> {
     Some(u32::from_le_bytes(
         d.get(o..o.checked_add(4)?)?.try_into().ok()?,
     ))
 }
-fn u64_at(d: &[u8], o: usize) -> Option<u64> {
+/// A little-endian `u64` at `o`, if `d` holds it.
+pub(crate) fn u64_at(d: &[u8], o: usize) -> Option<u64> {
     Some(u64::from_le_bytes(
         d.get(o..o.checked_add(8)?)?.try_into().ok()?,
     ))
