@@ -14,6 +14,8 @@ packages=(
   time                # /usr/bin/time: peak RSS in scripts/bench-*.sh
   libxen-dev          # Xen 4.17's headers: vmi-core's Xen source is checked against their layouts
   binutils            # strip: debug sections off the test programs put into the Xen rig's dom0
+  # the Rust-enabled 6.12 kernel the guest module is built against (tests/lab/src/rustkernel.rs)
+  linux-source-6.12 rustc-web rust-web-src libclang-dev flex bison bc libelf-dev libssl-dev
   debian-archive-keyring apt dpkg tar
 )
 

@@ -78,6 +78,9 @@ enum Cmd {
     },
     /// Print the kernels the lab tests run on, resolved.
     Matrix,
+    /// Build (or reuse) the Rust-enabled 6.12 kernel for the guest module and print
+    /// where its files are.
+    RustKernel,
     /// Boot Xen and dom0 in QEMU, start one domU (`lab-domu`) with a scenario, print its
     /// ground truth, run shell commands in the domU and in dom0, then power off.
     Xen {
@@ -129,6 +132,15 @@ fn run() -> Result<()> {
             }
         }
         Cmd::Resolve { name } => println!("{}", lab.store().resolve(&name)?),
+        Cmd::RustKernel => {
+            let k = vmi_lab::RustKernel::ensure(lab.cache())?;
+            println!("release  {}", k.release);
+            println!("bzImage  {}", k.image.vmlinuz.display());
+            println!("vmlinux  {}", k.vmlinux.display());
+            println!("map      {}", k.system_map.display());
+            println!("tree     {}", k.tree.display());
+            println!("rustc    {}", k.rustc.display());
+        }
         Cmd::Matrix => {
             for name in MATRIX {
                 println!("{name:24} {}", lab.store().resolve(name)?);
