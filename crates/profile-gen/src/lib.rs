@@ -14,6 +14,7 @@
 
 pub mod btf;
 pub mod build;
+pub mod complete;
 pub mod deb;
 pub mod dwarf;
 pub mod error;

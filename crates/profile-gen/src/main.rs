@@ -32,7 +32,8 @@ struct Cli {
     /// Inputs, recognised by content: a vmlinux with DWARF and optionally its System.map;
     /// a linux-image-<abi>-dbg .deb (read in place); a boot image (vmlinuz) alone; a
     /// vmlinux with .BTF but no DWARF; or raw BTF (/sys/kernel/btf/vmlinux) with a copy of
-    /// /proc/kallsyms (or the System.map) and of /proc/version.
+    /// /proc/kallsyms (or the System.map) and of /proc/version; or a profile (e.g. the
+    /// guest module's /proc/vmi_profile) with the System.map that fills in its symbols.
     #[arg(required_unless_present = "from_dump")]
     inputs: Vec<PathBuf>,
     /// Make the profile of the kernel running in a memory dump (ELF core, LiME or raw),
@@ -69,6 +70,7 @@ enum Kind {
     Deb,
     RawBtf,
     Version,
+    Profile,
 }
 
 fn classify(path: &Path) -> Result<Kind> {
@@ -94,6 +96,10 @@ fn classify(path: &Path) -> Result<Kind> {
     }
     if head.starts_with(b"Linux version ") {
         return Ok(Kind::Version);
+    }
+    let trimmed = head.trim_ascii_start();
+    if trimmed.starts_with(b"{") && head.windows(16).any(|w| w == b"\"format_version\"") {
+        return Ok(Kind::Profile);
     }
     let text = String::from_utf8_lossy(head);
     let first = text.lines().next().unwrap_or("");
@@ -128,6 +134,7 @@ fn run() -> Result<()> {
     let mut image = None;
     let mut raw_btf = None;
     let mut version = None;
+    let mut profile = None;
     for input in &cli.inputs {
         let slot = match classify(input)? {
             Kind::Elf => &mut elf,
@@ -136,6 +143,7 @@ fn run() -> Result<()> {
             Kind::BootImage => &mut image,
             Kind::RawBtf => &mut raw_btf,
             Kind::Version => &mut version,
+            Kind::Profile => &mut profile,
         };
         if let Some(previous) = slot.replace(input.clone()) {
             bail!(
@@ -144,6 +152,20 @@ fn run() -> Result<()> {
                 input.display()
             );
         }
+    }
+    if let Some(profile) = &profile {
+        if elf.is_some()
+            || deb.is_some()
+            || image.is_some()
+            || raw_btf.is_some()
+            || version.is_some()
+        {
+            bail!(
+                "{} is a profile: give it alone or with the kernel's System.map (or a root copy of /proc/kallsyms) to fill in its missing symbols",
+                profile.display()
+            );
+        }
+        return run_complete(&cli, profile, map.as_deref());
     }
     // an ELF without DWARF but with .BTF goes the BTF way
     let elf_is_btf = match &elf {
@@ -183,12 +205,7 @@ fn run() -> Result<()> {
         .or(raw_btf.as_ref())
         .cloned()
         .unwrap_or_default();
-    let opts = Options {
-        full: cli.full,
-        types: cli.types,
-        symbols: cli.symbols,
-        libvmi_name: cli.libvmi_name,
-    };
+    let opts = options(&cli);
     let format = match cli.format {
         Format::Native => build::Format::Native,
         Format::Isf => build::Format::Isf,
@@ -254,6 +271,49 @@ fn run() -> Result<()> {
     Ok(())
 }
 
+/// What to put into the profile, from the command line.
+fn options(cli: &Cli) -> Options {
+    Options {
+        full: cli.full,
+        types: cli.types.clone(),
+        symbols: cli.symbols.clone(),
+        libvmi_name: cli.libvmi_name.clone(),
+    }
+}
+
+/// A profile from elsewhere (the guest module), completed with a System.map.
+fn run_complete(cli: &Cli, profile: &Path, map: Option<&Path>) -> Result<()> {
+    let opts = options(cli);
+    let built = profile_gen::complete::complete(profile, map, &opts)
+        .with_context(|| format!("completing {}", profile.display()))?;
+    let text = match cli.format {
+        Format::Native => built.profile.to_json(),
+        Format::Libvmi => build::libvmi(&built.profile, &opts)?,
+        Format::Isf => bail!(
+            "an ISF describes every type of the kernel; a profile has only the needed ones: give the vmlinux, the -dbg package or the boot image for --format isf"
+        ),
+    };
+    match &cli.output {
+        None => {
+            let stdout = std::io::stdout();
+            let mut out = stdout.lock();
+            out.write_all(text.as_bytes())?;
+            out.flush()?;
+        }
+        Some(path) => write_atomically(path, |out| {
+            out.write_all(text.as_bytes())
+                .map_err(|source| profile_gen::error::Error::Io {
+                    path: path.clone(),
+                    source,
+                })
+        })??,
+    }
+    for w in &built.warnings {
+        eprintln!("warning: {w}");
+    }
+    Ok(())
+}
+
 /// `--from-dump`: the profile of the kernel in a memory dump.
 fn run_from_dump(cli: &Cli, dump: &Path) -> Result<()> {
     use vmi_core::memory::{ElfCore, LimeImage, PhysicalMemory, RawImage};
@@ -269,12 +329,7 @@ fn run_from_dump(cli: &Cli, dump: &Path) -> Result<()> {
         b"EMiL" => Box::new(LimeImage::open(dump)?),
         _ => Box::new(RawImage::open(dump)?),
     };
-    let opts = Options {
-        full: cli.full,
-        types: cli.types.clone(),
-        symbols: cli.symbols.clone(),
-        libvmi_name: cli.libvmi_name.clone(),
-    };
+    let opts = options(cli);
     let format = match cli.format {
         Format::Native => build::Format::Native,
         Format::Isf => build::Format::Isf,
