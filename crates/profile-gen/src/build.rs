@@ -320,9 +320,7 @@ fn with_input<T>(
             symbols,
             version,
         } => {
-            let file = File::open(types).map_err(io(types))?;
-            // SAFETY: as above: read-only, not modified while mapped.
-            let map = unsafe { memmap2::Mmap::map(&file) }.map_err(io(types))?;
+            let map = map_or_read(types)?;
             let list = match symbols {
                 Some(p) => Some(MapText {
                     path: p.to_path_buf(),
@@ -339,6 +337,36 @@ fn with_input<T>(
             with_btf(types, &map, hash, list, version, progress, f)
         }
     }
+}
+
+/// A file's bytes: mapped, or read where the kernel refuses the mapping or reports no
+/// size (`/sys/kernel/btf/vmlinux` cannot be mapped before Linux 6.16; procfs files say
+/// 0 bytes), so the BTF path also works on the live files inside a guest.
+enum FileBytes {
+    Mapped(memmap2::Mmap),
+    Read(Vec<u8>),
+}
+
+impl std::ops::Deref for FileBytes {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        match self {
+            FileBytes::Mapped(m) => m,
+            FileBytes::Read(v) => v,
+        }
+    }
+}
+
+fn map_or_read(path: &Path) -> Result<FileBytes> {
+    let file = File::open(path).map_err(io(path))?;
+    let meta = file.metadata().map_err(io(path))?;
+    if meta.is_file() && meta.len() > 0 {
+        // SAFETY: as above: read-only, not modified while mapped.
+        if let Ok(map) = unsafe { memmap2::Mmap::map(&file) } {
+            return Ok(FileBytes::Mapped(map));
+        }
+    }
+    std::fs::read(path).map(FileBytes::Read).map_err(io(path))
 }
 
 /// The x86-64 kernel inside a boot image, decompressed as far as a profile needs: the
