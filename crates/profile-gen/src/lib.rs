@@ -10,6 +10,8 @@
 //! - [`build`] assembles a profile: the needed set from `vmi_core::profile::needs`
 //!   (with aliases and missing items listed), plus extra types and symbols, or everything.
 //! - [`isf`] writes Volatility 3 ISF from either type source.
+//! - [`complete`] fills in the symbols of a profile made elsewhere (the guest module's)
+//!   from the build's System.map.
 #![deny(missing_docs)]
 
 pub mod btf;

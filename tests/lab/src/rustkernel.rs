@@ -45,8 +45,10 @@ pub const BINDGEN_VERSION: &str = "0.73.2";
 
 /// Options merged into `make tinyconfig`: what the lab's guests use (serial consoles, an
 /// initramfs, procfs/sysfs/devtmpfs, modules, threads and uids for the worker), what the
-/// detector reads (SMP per-CPU data, kallsyms with data symbols, KASLR), debug info (DWARF
-/// 5 for profile-gen's reference profile, BTF) and Rust.
+/// detector reads (SMP per-CPU data, kallsyms with data symbols, KASLR, ftrace, kprobes,
+/// syscall tracepoints), debug info (DWARF 5 for profile-gen's reference profile, BTF) and
+/// Rust. `CONFIG_SCHEDSTATS` stays off as in tinyconfig: the guest module's test relies on
+/// the layout difference it causes between the Rust bindings and GCC.
 pub const CONFIG_FRAGMENT: &str = "\
 CONFIG_64BIT=y
 CONFIG_SMP=y
@@ -80,6 +82,11 @@ CONFIG_DEBUG_INFO=y
 CONFIG_DEBUG_INFO_DWARF5=y
 CONFIG_BPF_SYSCALL=y
 CONFIG_DEBUG_INFO_BTF=y
+CONFIG_FTRACE=y
+CONFIG_FUNCTION_TRACER=y
+CONFIG_DYNAMIC_FTRACE=y
+CONFIG_FTRACE_SYSCALLS=y
+CONFIG_KPROBES=y
 CONFIG_RUST=y
 ";
 
@@ -95,6 +102,9 @@ const REQUIRED: &[&str] = &[
     "CONFIG_DEBUG_INFO_DWARF5",
     "CONFIG_SERIAL_8250_CONSOLE",
     "CONFIG_MULTIUSER",
+    "CONFIG_DYNAMIC_FTRACE",
+    "CONFIG_FTRACE_SYSCALLS",
+    "CONFIG_KPROBES",
 ];
 
 /// A built Rust-enabled kernel in the cache.
@@ -198,6 +208,7 @@ impl RustKernel {
             let _lock = cache.lock(&format!("rustkernel-{key}"))?;
             if !cache::is_complete(&dir, false)? {
                 build(cache, &dir, &rustc, &rustdoc, &bindgen, &source)?;
+                prune_others(&dir);
             }
         }
         let tree = dir.join("tree");
@@ -264,6 +275,25 @@ impl RustKernel {
         let dest = out.join(format!("{name}.ko"));
         fs::copy(&built, &dest).ctx("copying", &built)?;
         Ok(dest)
+    }
+}
+
+/// Remove the trees of other keys (an older toolchain or configuration): 2-3 GB each.
+fn prune_others(keep: &Path) {
+    let Some(parent) = keep.parent() else { return };
+    let Ok(entries) = fs::read_dir(parent) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        if path != keep && path.is_dir() {
+            if let Err(e) = fs::remove_dir_all(&path) {
+                eprintln!(
+                    "lab: could not remove the stale kernel tree {}: {e}",
+                    path.display()
+                );
+            }
+        }
     }
 }
 

@@ -1,0 +1,375 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * vmi_layout.c: the C half of the vmi_profile module.
+ *
+ * The Rust half computes field offsets with core::mem::offset_of! on the kernel's own
+ * bindings. This file covers what the bindings do not give:
+ *  - the compact type name of every needed field, written next to the C type it stands
+ *    for; the compiler checks that the field has exactly that C type (a wrong name fails
+ *    the build, it is never reported);
+ *  - offsetof() and sizeof() of every needed field and type, including those the Rust
+ *    bindings do not reach (struct mount lives in fs/mount.h, outside include/); the Rust
+ *    half checks that both agree wherever both exist;
+ *  - the addresses of the exported symbols the profile needs, and compile-time
+ *    constants (__START_KERNEL, CONFIG_PHYSICAL_ALIGN, KERNEL_IMAGE_SIZE);
+ *  - the running kernel's release and version strings.
+ *
+ * Field renames across kernel versions are chosen by LINUX_VERSION_CODE. Nothing here
+ * writes kernel state.
+ */
+#include <linux/kernel.h>
+#include <linux/version.h>
+#include <linux/sched.h>
+#include <linux/sched/signal.h>
+#include <linux/sched/task.h>
+#include <linux/mm_types.h>
+#include <linux/cred.h>
+#include <linux/module.h>
+#include <linux/kobject.h>
+#include <linux/pid.h>
+#include <linux/pid_namespace.h>
+#include <linux/idr.h>
+#include <linux/xarray.h>
+#include <linux/fs.h>
+#include <linux/path.h>
+#include <linux/mount.h>
+#include <linux/dcache.h>
+#include <linux/utsname.h>
+#include <linux/cpumask.h>
+#include <linux/percpu.h>
+#include <asm/page.h>
+#include <asm/pgtable_types.h>
+#include <asm/current.h>
+
+#if LINUX_VERSION_CODE < KERNEL_VERSION(6, 1, 0)
+#error "vmi_profile supports kernels from 6.1 on (Rust-for-Linux out-of-tree modules); use the BTF extractor or profile-gen for older kernels"
+#endif
+
+#include <linux/tracepoint-defs.h>
+#include <linux/ftrace.h>
+#include <linux/kprobes.h>
+
+/*
+ * Types private to a kernel directory: the kernel tree has them, headers packages may
+ * not (then the profile lists them as missing).
+ */
+#if __has_include(<../fs/mount.h>)
+#include <../fs/mount.h>
+#define VMI_HAVE_MOUNT 1
+#endif
+#if defined(CONFIG_TRACING) && __has_include(<../kernel/trace/trace.h>)
+#include <../kernel/trace/trace.h>
+#define VMI_HAVE_TRACE 1
+#endif
+
+#include "vmi_layout.h"
+
+#define VMI_MEMBER(T, f) (((struct T *)0)->f)
+
+/* A field of type CT (written as C), named NAME in compact notation. */
+#define F(T, f, CT, NAME)                                                      \
+	{ #T, #f, NAME,                                                        \
+	  offsetof(struct T, f) +                                              \
+		  0 * BUILD_BUG_ON_ZERO(!__builtin_types_compatible_p(          \
+			      typeof(VMI_MEMBER(T, f)), CT)),                   \
+	  VMI_NO_DIM }
+
+/* An array of CT (named NAME): its length comes from the array itself. */
+#define FA(T, f, CT, NAME)                                                     \
+	{ #T, #f, NAME,                                                        \
+	  offsetof(struct T, f) +                                              \
+		  0 * BUILD_BUG_ON_ZERO(!__builtin_types_compatible_p(          \
+			      typeof(VMI_MEMBER(T, f)[0]), CT)),                \
+	  ARRAY_SIZE(VMI_MEMBER(T, f)) }
+
+/* A flexible array member of CT (named NAME): length 0. */
+#define FX(T, f, CT, NAME)                                                     \
+	{ #T, #f, NAME,                                                        \
+	  offsetof(struct T, f) +                                              \
+		  0 * BUILD_BUG_ON_ZERO(!__builtin_types_compatible_p(          \
+			      typeof(VMI_MEMBER(T, f)), CT[])),                 \
+	  0 }
+
+static const struct vmi_field_info fields[] = {
+	F(task_struct, tasks, struct list_head, "struct list_head"),
+	F(task_struct, pid, pid_t, "int"),
+	F(task_struct, tgid, pid_t, "int"),
+	FA(task_struct, comm, char, "char"),
+	F(task_struct, __state, unsigned int, "unsigned int"),
+	F(task_struct, flags, unsigned int, "unsigned int"),
+	F(task_struct, mm, struct mm_struct *, "ptr struct mm_struct"),
+	F(task_struct, active_mm, struct mm_struct *, "ptr struct mm_struct"),
+	F(task_struct, parent, struct task_struct *, "ptr struct task_struct"),
+	F(task_struct, real_parent, struct task_struct *, "ptr struct task_struct"),
+	F(task_struct, children, struct list_head, "struct list_head"),
+	F(task_struct, sibling, struct list_head, "struct list_head"),
+	F(task_struct, group_leader, struct task_struct *, "ptr struct task_struct"),
+	F(task_struct, thread_node, struct list_head, "struct list_head"),
+#if LINUX_VERSION_CODE < KERNEL_VERSION(6, 7, 0)
+	F(task_struct, thread_group, struct list_head, "struct list_head"),
+#endif
+	F(task_struct, signal, struct signal_struct *, "ptr struct signal_struct"),
+	F(task_struct, cred, const struct cred *, "ptr struct cred"),
+	F(task_struct, real_cred, const struct cred *, "ptr struct cred"),
+	F(task_struct, start_time, u64, "long long unsigned int"),
+	F(task_struct, start_boottime, u64, "long long unsigned int"),
+	F(task_struct, thread_pid, struct pid *, "ptr struct pid"),
+	FA(task_struct, pid_links, struct hlist_node, "struct hlist_node"),
+	F(task_struct, stack, void *, "ptr void"),
+	F(task_struct, on_cpu, int, "int"),
+	F(task_struct, exit_state, int, "int"),
+
+	F(signal_struct, nr_threads, int, "int"),
+	F(signal_struct, thread_head, struct list_head, "struct list_head"),
+
+	F(mm_struct, pgd, pgd_t *, "ptr struct pgd_t"),
+	F(mm_struct, arg_start, unsigned long, "long unsigned int"),
+	F(mm_struct, arg_end, unsigned long, "long unsigned int"),
+	F(mm_struct, start_code, unsigned long, "long unsigned int"),
+	F(mm_struct, end_code, unsigned long, "long unsigned int"),
+	F(mm_struct, exe_file, struct file *, "ptr struct file"),
+	F(mm_struct, mm_mt, struct maple_tree, "struct maple_tree"),
+
+	F(cred, uid, kuid_t, "struct kuid_t"),
+	F(cred, gid, kgid_t, "struct kgid_t"),
+	F(cred, suid, kuid_t, "struct kuid_t"),
+	F(cred, sgid, kgid_t, "struct kgid_t"),
+	F(cred, euid, kuid_t, "struct kuid_t"),
+	F(cred, egid, kgid_t, "struct kgid_t"),
+	F(cred, fsuid, kuid_t, "struct kuid_t"),
+	F(cred, fsgid, kgid_t, "struct kgid_t"),
+	F(cred, usage, atomic_long_t, "struct atomic64_t"),
+	F(cred, user, struct user_struct *, "ptr struct user_struct"),
+
+	F(user_struct, uid, kuid_t, "struct kuid_t"),
+
+	F(list_head, next, struct list_head *, "ptr struct list_head"),
+	F(hlist_head, first, struct hlist_node *, "ptr struct hlist_node"),
+	F(list_head, prev, struct list_head *, "ptr struct list_head"),
+	F(hlist_node, next, struct hlist_node *, "ptr struct hlist_node"),
+	F(hlist_node, pprev, struct hlist_node **, "ptr ptr struct hlist_node"),
+
+	F(module, list, struct list_head, "struct list_head"),
+	FA(module, name, char, "char"),
+	F(module, state, enum module_state, "enum module_state"),
+	F(module, mkobj, struct module_kobject, "struct module_kobject"),
+#if LINUX_VERSION_CODE >= KERNEL_VERSION(6, 4, 0)
+	FA(module, mem, struct module_memory, "struct module_memory"),
+#else
+	F(module, core_layout, struct module_layout, "struct module_layout"),
+#endif
+	F(module, num_syms, unsigned int, "unsigned int"),
+	F(module, syms, const struct kernel_symbol *, "ptr struct kernel_symbol"),
+
+	F(module_kobject, kobj, struct kobject, "struct kobject"),
+	F(module_kobject, mod, struct module *, "ptr struct module"),
+
+	F(kobject, name, const char *, "ptr char"),
+	F(kobject, entry, struct list_head, "struct list_head"),
+	F(kobject, parent, struct kobject *, "ptr struct kobject"),
+	F(kobject, kset, struct kset *, "ptr struct kset"),
+
+	F(kset, list, struct list_head, "struct list_head"),
+	F(kset, kobj, struct kobject, "struct kobject"),
+
+	F(pid, level, unsigned int, "unsigned int"),
+	FX(pid, numbers, struct upid, "struct upid"),
+	FA(pid, tasks, struct hlist_head, "struct hlist_head"),
+
+	F(upid, nr, int, "int"),
+	F(upid, ns, struct pid_namespace *, "ptr struct pid_namespace"),
+
+	F(pid_namespace, idr, struct idr, "struct idr"),
+	F(pid_namespace, level, unsigned int, "unsigned int"),
+
+	F(idr, idr_rt, struct radix_tree_root, "struct xarray"),
+	F(idr, idr_base, unsigned int, "unsigned int"),
+
+	F(xarray, xa_head, void *, "ptr void"),
+
+	F(xa_node, shift, unsigned char, "unsigned char"),
+	FA(xa_node, slots, void *, "ptr void"),
+	F(xa_node, count, unsigned char, "unsigned char"),
+
+	F(file, f_path, struct path, "struct path"),
+
+#ifdef VMI_HAVE_MOUNT
+	F(mount, mnt_parent, struct mount *, "ptr struct mount"),
+	F(mount, mnt_mountpoint, struct dentry *, "ptr struct dentry"),
+	F(mount, mnt, struct vfsmount, "struct vfsmount"),
+#endif
+
+	F(vfsmount, mnt_root, struct dentry *, "ptr struct dentry"),
+
+	F(path, dentry, struct dentry *, "ptr struct dentry"),
+	F(path, mnt, struct vfsmount *, "ptr struct vfsmount"),
+
+	F(dentry, d_name, struct qstr, "struct qstr"),
+	F(dentry, d_parent, struct dentry *, "ptr struct dentry"),
+
+	F(qstr, name, const unsigned char *, "ptr unsigned char"),
+
+#ifdef CONFIG_TRACEPOINTS
+	F(tracepoint, name, const char *, "ptr char"),
+	F(tracepoint, funcs, struct tracepoint_func *, "ptr struct tracepoint_func"),
+	F(tracepoint_func, func, void *, "ptr void"),
+	F(tracepoint_func, data, void *, "ptr void"),
+	F(tracepoint_func, prio, int, "int"),
+#endif
+
+#ifdef CONFIG_FUNCTION_TRACER
+	F(ftrace_ops, func, ftrace_func_t, "ptr fn"),
+	F(ftrace_ops, next, struct ftrace_ops *, "ptr struct ftrace_ops"),
+	F(ftrace_ops, flags, unsigned long, "long unsigned int"),
+	F(ftrace_ops, saved_func, ftrace_func_t, "ptr fn"),
+#ifdef CONFIG_DYNAMIC_FTRACE
+	F(ftrace_ops, func_hash, struct ftrace_ops_hash *, "ptr struct ftrace_ops_hash"),
+	F(ftrace_ops, trampoline, unsigned long, "long unsigned int"),
+	F(ftrace_ops, trampoline_size, unsigned long, "long unsigned int"),
+	F(ftrace_ops_hash, filter_hash, struct ftrace_hash *, "ptr struct ftrace_hash"),
+	F(ftrace_ops_hash, notrace_hash, struct ftrace_hash *, "ptr struct ftrace_hash"),
+	F(ftrace_func_entry, hlist, struct hlist_node, "struct hlist_node"),
+	F(ftrace_func_entry, ip, unsigned long, "long unsigned int"),
+	F(ftrace_func_entry, direct, unsigned long, "long unsigned int"),
+#endif
+#ifdef CONFIG_DYNAMIC_FTRACE_WITH_DIRECT_CALLS
+	F(ftrace_ops, direct_call, unsigned long, "long unsigned int"),
+#endif
+#endif
+
+#ifdef VMI_HAVE_TRACE
+#ifdef CONFIG_DYNAMIC_FTRACE
+	F(ftrace_hash, size_bits, unsigned long, "long unsigned int"),
+	F(ftrace_hash, buckets, struct hlist_head *, "ptr struct hlist_head"),
+	F(ftrace_hash, count, unsigned long, "long unsigned int"),
+#endif
+#ifdef CONFIG_FTRACE_SYSCALLS
+	FA(trace_array, enter_syscall_files, struct trace_event_file __rcu *, "ptr struct trace_event_file"),
+#endif
+#endif
+
+#ifdef CONFIG_KPROBES
+	F(kprobe, hlist, struct hlist_node, "struct hlist_node"),
+	F(kprobe, list, struct list_head, "struct list_head"),
+	F(kprobe, addr, kprobe_opcode_t *, "ptr unsigned char"),
+	F(kprobe, symbol_name, const char *, "ptr char"),
+	F(kprobe, offset, unsigned int, "unsigned int"),
+	F(kprobe, pre_handler, kprobe_pre_handler_t, "ptr fn"),
+	F(kprobe, post_handler, kprobe_post_handler_t, "ptr fn"),
+	F(kprobe, flags, u32, "unsigned int"),
+#ifdef CONFIG_KRETPROBES
+	F(kretprobe, kp, struct kprobe, "struct kprobe"),
+	F(kretprobe, handler, kretprobe_handler_t, "ptr fn"),
+	F(kretprobe, entry_handler, kretprobe_handler_t, "ptr fn"),
+#endif
+#endif
+};
+
+#define T(name) { #name, "struct", sizeof(struct name) }
+
+static const struct vmi_type_info types[] = {
+	T(task_struct), T(signal_struct), T(mm_struct),	 T(cred),
+	T(user_struct), T(list_head),	  T(hlist_node), T(module),
+	T(module_kobject), T(kobject),	  T(kset),	 T(pid),
+	T(upid),	T(pid_namespace), T(idr),	 T(xarray),
+	T(xa_node),	T(file),
+#ifdef VMI_HAVE_MOUNT
+	T(mount),
+#endif
+	T(vfsmount),	T(path),	  T(dentry),	 T(qstr),
+	T(hlist_head),
+#ifdef CONFIG_TRACEPOINTS
+	T(tracepoint), T(tracepoint_func),
+#endif
+#ifdef CONFIG_FUNCTION_TRACER
+	T(ftrace_ops),
+#ifdef CONFIG_DYNAMIC_FTRACE
+	T(ftrace_ops_hash), T(ftrace_func_entry),
+#endif
+#endif
+#ifdef VMI_HAVE_TRACE
+#ifdef CONFIG_DYNAMIC_FTRACE
+	T(ftrace_hash),
+#endif
+#ifdef CONFIG_FTRACE_SYSCALLS
+	T(trace_array),
+#endif
+#endif
+#ifdef CONFIG_KPROBES
+	T(kprobe),
+#ifdef CONFIG_KRETPROBES
+	T(kretprobe),
+#endif
+#endif
+};
+
+static const struct vmi_symbol_info symbols[] = {
+	{ "init_task", (unsigned long)&init_task, 'D', 0 },
+	{ "init_pid_ns", (unsigned long)&init_pid_ns, 'D', 0 },
+#ifdef CONFIG_DYNAMIC_MEMORY_LAYOUT
+	{ "page_offset_base", (unsigned long)&page_offset_base, 'D', 0 },
+	{ "vmalloc_base", (unsigned long)&vmalloc_base, 'D', 0 },
+	{ "vmemmap_base", (unsigned long)&vmemmap_base, 'D', 0 },
+#endif
+#ifdef CONFIG_SMP
+	{ "__per_cpu_offset", (unsigned long)&__per_cpu_offset, 'D', 0 },
+	{ "nr_cpu_ids", (unsigned long)&nr_cpu_ids, 'D', 0 },
+#endif
+#if LINUX_VERSION_CODE >= KERNEL_VERSION(6, 2, 0) && LINUX_VERSION_CODE < KERNEL_VERSION(6, 15, 0)
+	{ "pcpu_hot", (unsigned long)&pcpu_hot, 'D', 1 },
+#else
+	{ "current_task", (unsigned long)&current_task, 'D', 1 },
+#endif
+};
+
+const struct vmi_field_info *vmi_layout_fields(size_t *n)
+{
+	*n = ARRAY_SIZE(fields);
+	return fields;
+}
+
+const struct vmi_type_info *vmi_layout_types(size_t *n)
+{
+	*n = ARRAY_SIZE(types);
+	return types;
+}
+
+const struct vmi_symbol_info *vmi_layout_symbols(size_t *n)
+{
+	*n = ARRAY_SIZE(symbols);
+	return symbols;
+}
+
+/* The link-time address of _text. */
+unsigned long vmi_layout_start_kernel(void)
+{
+	return __START_KERNEL;
+}
+
+/* KASLR moves the kernel by multiples of this. */
+unsigned long vmi_layout_physical_align(void)
+{
+	return CONFIG_PHYSICAL_ALIGN;
+}
+
+/* The kernel image lies within this many bytes of __START_KERNEL_map. */
+unsigned long vmi_layout_image_size(void)
+{
+	return KERNEL_IMAGE_SIZE;
+}
+
+/* Where the kernel was loaded physically, relative to its link address. */
+unsigned long vmi_layout_phys_base(void)
+{
+	return phys_base;
+}
+
+const char *vmi_layout_release(void)
+{
+	return init_uts_ns.name.release;
+}
+
+const char *vmi_layout_version(void)
+{
+	return init_uts_ns.name.version;
+}
