@@ -1,0 +1,112 @@
+//! The kernel module's sources keep up with what the detector needs.
+//!
+//! `vmi_core::profile::needs` declares the default profile; the module (guest-module/kmod)
+//! is plain kbuild source with its own copies of those lists (it cannot use the crate).
+//! This test reads the sources and fails when a needed type, field or symbol is not
+//! covered, so a new need cannot silently make the module's profiles incomplete. (The
+//! guest test, rust_module.rs, then proves the values on a real kernel.)
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+
+use vmi_core::profile::needs;
+
+fn read(name: &str) -> String {
+    let p = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("kmod")
+        .join(name);
+    std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
+}
+
+/// The string literals of `const NAME: &[&str] = &[ ... ];` in the Rust source.
+fn rust_list(src: &str, name: &str) -> BTreeSet<String> {
+    let start = src
+        .find(&format!("const {name}: &[&str] = &["))
+        .unwrap_or_else(|| panic!("no {name} in vmi_profile_main.rs"));
+    let body = &src[start..];
+    let body = &body[..body.find("];").expect("end of the list")];
+    body.split('"')
+        .skip(1)
+        .step_by(2)
+        .map(str::to_string)
+        .collect()
+}
+
+/// (type, field) of every F/FA/FX entry, and every T(name), in the C table.
+fn c_table(src: &str) -> (BTreeMap<String, BTreeSet<String>>, BTreeSet<String>) {
+    let mut fields: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    let mut types = BTreeSet::new();
+    for line in src.lines() {
+        let line = line.trim();
+        for prefix in ["F(", "FA(", "FX("] {
+            if let Some(rest) = line.strip_prefix(prefix) {
+                let mut parts = rest.split(',').map(str::trim);
+                if let (Some(t), Some(f)) = (parts.next(), parts.next()) {
+                    fields
+                        .entry(t.to_string())
+                        .or_default()
+                        .insert(f.to_string());
+                }
+            }
+        }
+        // T(a), T(b), ... lines of the type table
+        if line.starts_with("T(") {
+            for item in line.split("T(").skip(1) {
+                if let Some(name) = item.split(')').next() {
+                    types.insert(name.trim().to_string());
+                }
+            }
+        }
+    }
+    (fields, types)
+}
+
+#[test]
+fn kmod_tracks_needs() {
+    let rs = read("vmi_profile_main.rs");
+    let c = read("vmi_layout.c");
+    let listed_types = rust_list(&rs, "NEEDED_TYPES");
+    let listed_symbols = rust_list(&rs, "NEEDED_SYMBOLS");
+    let (fields, types) = c_table(&c);
+    let mut problems = Vec::new();
+    for t in needs::TYPES {
+        if !listed_types.contains(t.name) {
+            problems.push(format!("type {} is not in NEEDED_TYPES", t.name));
+        }
+        if !types.contains(t.name) {
+            problems.push(format!(
+                "type {} has no T({}) in vmi_layout.c",
+                t.name, t.name
+            ));
+        }
+        let have = fields.get(t.name).cloned().unwrap_or_default();
+        for f in t.fields.iter().filter(|f| !f.optional) {
+            if !f.aliases.iter().any(|a| have.contains(*a)) {
+                problems.push(format!(
+                    "field {}.{} is not in vmi_layout.c's table",
+                    t.name, f.aliases[0]
+                ));
+            }
+        }
+    }
+    for s in needs::SYMBOLS.iter().filter(|s| !s.optional) {
+        if !listed_symbols.contains(s.aliases[0]) {
+            problems.push(format!("symbol {} is not in NEEDED_SYMBOLS", s.aliases[0]));
+        }
+    }
+    assert!(
+        problems.is_empty(),
+        "guest-module/kmod lags behind vmi_core::profile::needs:\n{}",
+        problems.join("\n")
+    );
+}
+
+#[test]
+fn the_parsers_see_the_tables() {
+    let (fields, types) = c_table(&read("vmi_layout.c"));
+    assert!(fields["task_struct"].contains("tasks"));
+    assert!(fields["task_struct"].contains("comm"));
+    assert!(types.contains("task_struct") && types.contains("qstr"));
+    let rs = read("vmi_profile_main.rs");
+    assert!(rust_list(&rs, "NEEDED_SYMBOLS").contains("init_task"));
+}
