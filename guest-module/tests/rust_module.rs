@@ -197,10 +197,10 @@ fn rust_module_reports_the_dwarf_profile() {
             fields += 1;
         }
         // every needed field the DWARF profile has is reported
-        let need = needs::TYPES
-            .iter()
-            .find(|t| t.name == name)
-            .expect("a needed type");
+        // (the module may know types `needs` has not yet, or no longer, declared)
+        let Some(need) = needs::TYPES.iter().find(|t| t.name == name) else {
+            continue;
+        };
         for nf in need.fields {
             let in_dwarf = nf.aliases.iter().find(|a| d.fields.contains_key(**a));
             if let Some(a) = in_dwarf {
