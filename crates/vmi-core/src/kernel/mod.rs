@@ -22,13 +22,17 @@ pub mod cpus;
 pub mod creds;
 mod error;
 pub mod files;
+pub mod ftrace;
 pub mod idt;
+pub mod kallsyms;
 pub mod kobject;
+pub mod kprobes;
 pub mod layout;
 pub mod objects;
 pub mod pidns;
 pub mod profiles;
 pub mod syscalls;
+pub mod tracepoints;
 
 use std::sync::Arc;
 

@@ -125,47 +125,103 @@ pub(crate) fn walk_list<V: VirtualMemory + ?Sized>(
     head: Va,
     what: &'static str,
     max: usize,
+    f: impl FnMut(Va) -> Result<(), KernelError>,
+) -> Result<usize, KernelError> {
+    walk_from(mem, head, head.0, what, max, f)
+}
+
+/// An `hlist` walk from the `hlist_head` at `head`: calls `f` with each node's address
+/// (the `hlist_node`, not the object around it) until a null `next`.
+pub(crate) fn walk_hlist<V: VirtualMemory + ?Sized>(
+    mem: &V,
+    head: Va,
+    what: &'static str,
+    max: usize,
+    f: impl FnMut(Va) -> Result<(), KernelError>,
+) -> Result<usize, KernelError> {
+    walk_from(mem, head, 0, what, max, f)
+}
+
+/// A walk from the list or hlist head at `head` (`next` and `first` are both the first
+/// member) to `end`.
+fn walk_from<V: VirtualMemory + ?Sized>(
+    mem: &V,
+    head: Va,
+    end: u64,
+    what: &'static str,
+    max: usize,
+    f: impl FnMut(Va) -> Result<(), KernelError>,
+) -> Result<usize, KernelError> {
+    let first = mem
+        .read_u64(head)
+        .map_err(|source| KernelError::Read { what, source })?;
+    walk_chain(mem, first, end, 0, what, max, f)
+}
+
+/// A singly linked walk from `first` to `end` (the list head, null, or an end marker)
+/// through the pointer at `next` in each element: calls `f` with each element. Every
+/// element must be a kernel address seen once, at most `max` of them.
+pub(crate) fn walk_chain<V: VirtualMemory + ?Sized>(
+    mem: &V,
+    first: u64,
+    end: u64,
+    next: u64,
+    what: &'static str,
+    max: usize,
     mut f: impl FnMut(Va) -> Result<(), KernelError>,
 ) -> Result<usize, KernelError> {
     let mut seen: HashSet<u64> = HashSet::new();
-    let mut node = mem
-        .read_va(head)
-        .map_err(|source| KernelError::Read { what, source })?;
+    let mut node = first;
     let mut count = 0usize;
-    while node != head {
-        if !is_kernel_va(node.0) {
-            return Err(KernelError::BadPointer {
-                what,
-                value: node.0,
-            });
+    while node != end {
+        if !is_kernel_va(node) {
+            return Err(KernelError::BadPointer { what, value: node });
         }
-        if !seen.insert(node.0) {
+        if !seen.insert(node) {
             return Err(KernelError::Cycle {
                 what,
-                at: node,
+                at: Va(node),
                 after: count,
             });
         }
         if count >= max {
             return Err(KernelError::TooLong { what, max });
         }
-        f(node)?;
+        f(Va(node))?;
         count += 1;
         node = mem
-            .read_va(node)
+            .read_u64(Va(node.wrapping_add(next)))
             .map_err(|source| KernelError::Read { what, source })?;
     }
     Ok(count)
 }
 
-fn u32_at(buf: &[u8], off: u64) -> u32 {
+/// A failed read of `what`, as a [`KernelError`].
+pub(crate) fn read_err(what: &'static str) -> impl FnOnce(crate::error::ReadError) -> KernelError {
+    move |source| KernelError::Read { what, source }
+}
+
+/// The names of the bits set in `flags`, `|`-separated (bit `i` is `names[i]`).
+pub(crate) fn flag_names(names: &[&str], flags: u64) -> String {
+    names
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| flags & (1 << i) != 0)
+        .map(|(_, n)| *n)
+        .collect::<Vec<_>>()
+        .join("|")
+}
+
+/// The little-endian `u32` at `off` in `buf` (0 beyond its end).
+pub(crate) fn u32_at(buf: &[u8], off: u64) -> u32 {
     let o = off as usize;
     buf.get(o..o + 4)
         .map(|b| u32::from_le_bytes(b.try_into().unwrap_or([0; 4])))
         .unwrap_or(0)
 }
 
-fn u64_at(buf: &[u8], off: u64) -> u64 {
+/// The little-endian `u64` at `off` in `buf` (0 beyond its end).
+pub(crate) fn u64_at(buf: &[u8], off: u64) -> u64 {
     let o = off as usize;
     buf.get(o..o + 8)
         .map(|b| u64::from_le_bytes(b.try_into().unwrap_or([0; 8])))
@@ -342,15 +398,31 @@ impl<M: PhysicalMemory> Kernel<M> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::addr::Pa;
     use crate::error::ReadError;
 
     /// A flat virtual memory over a byte vector at a kernel base address.
-    struct Flat {
-        base: u64,
-        bytes: Vec<u8>,
+    pub(crate) struct Flat {
+        pub(crate) base: u64,
+        pub(crate) bytes: Vec<u8>,
+    }
+
+    impl Flat {
+        /// `size` zero bytes at `base`.
+        pub(crate) fn new(base: u64, size: usize) -> Flat {
+            Flat {
+                base,
+                bytes: vec![0u8; size],
+            }
+        }
+
+        /// Write `b` at `at`.
+        pub(crate) fn put(&mut self, at: u64, b: &[u8]) {
+            let o = (at - self.base) as usize;
+            self.bytes[o..o + b.len()].copy_from_slice(b);
+        }
     }
 
     impl VirtualMemory for Flat {
@@ -441,5 +513,30 @@ mod tests {
             matches!(e, KernelError::Read { source, .. } if source.va() == Va(BASE + 0x10_0000)),
             "{e}"
         );
+    }
+
+    #[test]
+    fn walks_an_hlist_to_its_null_end_and_catches_loops() {
+        let m = list(&[(BASE, BASE + 0x100), (BASE + 0x100, BASE + 0x200)]);
+        let mut seen = Vec::new();
+        let n = walk_hlist(&m, Va(BASE), "h", 10, |v| {
+            seen.push(v.0);
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!((n, seen), (2, vec![BASE + 0x100, BASE + 0x200]));
+        assert_eq!(
+            walk_hlist(&m, Va(BASE + 0x300), "h", 10, |_| Ok(())).unwrap(),
+            0
+        );
+        let m = list(&[
+            (BASE, BASE + 0x100),
+            (BASE + 0x100, BASE + 0x200),
+            (BASE + 0x200, BASE + 0x100),
+        ]);
+        let e = walk_hlist(&m, Va(BASE), "h", 10, |_| Ok(())).unwrap_err();
+        assert!(matches!(e, KernelError::Cycle { after: 2, .. }), "{e}");
+        let e = walk_hlist(&m, Va(BASE), "h", 1, |_| Ok(())).unwrap_err();
+        assert!(matches!(e, KernelError::TooLong { max: 1, .. }), "{e}");
     }
 }

@@ -134,6 +134,10 @@ pub const TYPES: &[NeededType] = &[
         fields: &[f(&["next"]), f(&["prev"])],
     },
     NeededType {
+        name: "hlist_head",
+        fields: &[f(&["first"])],
+    },
+    NeededType {
         name: "hlist_node",
         fields: &[f(&["next"]), f(&["pprev"])],
     },
@@ -217,6 +221,61 @@ pub const TYPES: &[NeededType] = &[
         name: "qstr",
         fields: &[f(&["name"])],
     },
+    // ftrace: the registered ftrace_ops and the functions each filters on
+    // (CONFIG_DYNAMIC_FTRACE, in every distribution kernel)
+    NeededType {
+        name: "ftrace_ops",
+        fields: &[
+            f(&["func"]),
+            f(&["next"]),
+            f(&["flags"]),
+            f(&["saved_func"]),
+            f(&["func_hash"]),
+            f(&["trampoline"]),
+            f(&["trampoline_size"]),
+            // CONFIG_DYNAMIC_FTRACE_WITH_DIRECT_CALLS, in ftrace_ops since 6.3
+            opt(&["direct_call"]),
+        ],
+    },
+    NeededType {
+        name: "ftrace_ops_hash",
+        fields: &[f(&["filter_hash"]), f(&["notrace_hash"])],
+    },
+    NeededType {
+        name: "ftrace_hash",
+        fields: &[f(&["size_bits"]), f(&["buckets"]), f(&["count"])],
+    },
+    NeededType {
+        name: "ftrace_func_entry",
+        fields: &[f(&["hlist"]), f(&["ip"]), f(&["direct"])],
+    },
+    // kprobes and kretprobes (CONFIG_KPROBES, in every supported kernel)
+    NeededType {
+        name: "kprobe",
+        fields: &[
+            f(&["hlist"]),
+            f(&["list"]),
+            f(&["addr"]),
+            f(&["symbol_name"]),
+            f(&["offset"]),
+            f(&["pre_handler"]),
+            f(&["post_handler"]),
+            f(&["flags"]),
+        ],
+    },
+    NeededType {
+        name: "kretprobe",
+        fields: &[f(&["kp"]), f(&["handler"]), f(&["entry_handler"])],
+    },
+    // the kernel's tracepoints and the probes registered on them
+    NeededType {
+        name: "tracepoint",
+        fields: &[f(&["name"]), f(&["funcs"])],
+    },
+    NeededType {
+        name: "tracepoint_func",
+        fields: &[f(&["func"]), f(&["data"]), f(&["prio"])],
+    },
 ];
 
 /// The symbols of the default profile.
@@ -249,7 +308,26 @@ pub const SYMBOLS: &[NeededSymbol] = &[
     sym(&["page_offset_base"]),
     sym(&["vmemmap_base"]),
     sym(&["vmalloc_base"]),
+    // the kernel's own symbol table, read in guest memory to name addresses
+    opt_sym(&["kallsyms_num_syms"]),
+    opt_sym(&["kallsyms_names"]),
+    opt_sym(&["kallsyms_markers"]),
     opt_sym(&["kallsyms_token_table"]),
+    opt_sym(&["kallsyms_token_index"]),
+    opt_sym(&["kallsyms_offsets"]),
+    opt_sym(&["kallsyms_relative_base"]),
+    opt_sym(&["kallsyms_addresses"]),
+    // ftrace: the list of registered ftrace_ops and its end marker
+    sym(&["ftrace_ops_list"]),
+    sym(&["ftrace_list_end"]),
+    // kprobes: the hash table of registered probes, and the handlers that mark an
+    // aggregate probe and a kretprobe
+    sym(&["kprobe_table"]),
+    sym(&["aggr_pre_handler"]),
+    sym(&["pre_handler_kretprobe"]),
+    // the kernel's tracepoints (their PC-relative pointers)
+    sym(&["__start___tracepoints_ptrs"]),
+    sym(&["__stop___tracepoints_ptrs"]),
 ];
 
 #[cfg(test)]
