@@ -498,6 +498,11 @@ impl Btf {
         self.enums.get(name).copied()
     }
 
+    /// Every named enum (and typedef of an anonymous one) with its id.
+    pub fn enums(&self) -> impl Iterator<Item = (&str, u32)> {
+        self.enums.iter().map(|(n, id)| (n.as_str(), *id))
+    }
+
     /// Names that have more than one struct/union definition (the first is used).
     pub fn ambiguous(&self) -> &HashSet<String> {
         &self.ambiguous

@@ -372,6 +372,11 @@ impl<'a> Layouts<'a> {
         self.index.enums.get(name).copied()
     }
 
+    /// Every named enum (and typedef of an anonymous one) with its definition.
+    pub(crate) fn enums(&self) -> impl Iterator<Item = (&str, Loc)> {
+        self.index.enums.iter().map(|(n, l)| (n.as_str(), *l))
+    }
+
     /// The file-scope variable of that name.
     pub(crate) fn variable(&self, name: &str) -> Option<Loc> {
         self.index.variables.get(name).copied()

@@ -103,7 +103,9 @@ pub(crate) trait TypeWriter {
     fn variable_type(&mut self, name: &str) -> Option<String>;
     /// Write the next queued aggregate as `"name": {...}`; false when none is left.
     fn write_next(&mut self, out: &mut String) -> Result<bool>;
-    /// Write every enum used, as `"name": {...}` items; returns how many.
+    /// Write every enum used (with `--full`, every named enum: Volatility looks some
+    /// up by name, e.g. `mod_mem_type` for the modules of 6.4 on), as `"name": {...}`
+    /// items; returns how many.
     fn write_enums(&mut self, out: &mut String) -> usize;
     /// The base types used.
     fn bases(&mut self) -> &mut BTreeMap<String, BaseType>;
@@ -289,6 +291,11 @@ impl TypeWriter for Writer<'_, '_> {
     }
 
     fn write_enums(&mut self, buf: &mut String) -> usize {
+        if self.full {
+            for (name, loc) in self.l.enums() {
+                self.enums.entry(name.to_string()).or_insert(loc);
+            }
+        }
         let enums = std::mem::take(&mut self.enums);
         for (i, (name, loc)) in enums.iter().enumerate() {
             buf.push_str(if i == 0 { "\n    " } else { ",\n    " });

@@ -452,6 +452,11 @@ impl TypeWriter for BtfWriter<'_> {
     }
 
     fn write_enums(&mut self, buf: &mut String) -> usize {
+        if self.full {
+            for (name, id) in self.btf.enums() {
+                self.enums.entry(name.to_string()).or_insert(id);
+            }
+        }
         let enums = std::mem::take(&mut self.enums);
         for (i, (name, id)) in enums.iter().enumerate() {
             buf.push_str(if i == 0 { "\n    " } else { ",\n    " });
