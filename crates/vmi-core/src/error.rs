@@ -83,6 +83,19 @@ pub enum TranslateError {
         /// Where the entry is.
         entry_pa: Pa,
     },
+    /// An entry names a frame that is not the guest's (a Xen PV guest's entries hold
+    /// machine frames: one the domain does not own, or a grant or I/O mapping).
+    #[error("virtual address {va}: {level} entry {entry:#x} at {entry_pa} names a frame that is not the guest's")]
+    ForeignFrame {
+        /// The address being translated.
+        va: Va,
+        /// The level of the entry.
+        level: Level,
+        /// The entry as read.
+        entry: u64,
+        /// Where the entry is.
+        entry_pa: Pa,
+    },
     /// A paging-structure entry could not be read from physical memory (the table
     /// pointer leads outside the source's memory).
     #[error("virtual address {va}: the {level} entry at {entry_pa} cannot be read: {cause}")]
@@ -105,6 +118,7 @@ impl TranslateError {
             TranslateError::NonCanonical { va, .. }
             | TranslateError::NotPresent { va, .. }
             | TranslateError::Reserved { va, .. }
+            | TranslateError::ForeignFrame { va, .. }
             | TranslateError::TableUnreadable { va, .. } => va,
         }
     }

@@ -1,25 +1,27 @@
 //! The Xen source on real Xen: the lab's Xen rig (Debian's Xen 4.17 and a dom0 toolstack
-//! in QEMU) runs a PVH domU with the standard scenario and a test module; this test
-//! binary copies itself into dom0 and runs `in_dom0` there, which opens the domU by
-//! name, picks its profile by the banner in its memory, finds the kernel and lists its
-//! processes and modules, which must equal what the domU reported about itself; it also
-//! reads registers, pauses and resumes, and checks the error paths (an unknown domain,
-//! a PV domU next to it, which is refused for now) and throughput.
+//! in QEMU) runs a PVH and a PV domU, each with the standard scenario and a test module;
+//! this test binary copies itself into dom0 and runs `in_dom0` there, which opens each
+//! domU by name, picks its profile by the banner in its memory, finds the kernel and
+//! lists its processes and modules, which must equal what the domU reported about
+//! itself; it also reads registers (a PV guest's CR3 turned into a guest frame must map
+//! the kernel), scans the whole domain for the banner, pauses and resumes, and checks
+//! the error paths (an unknown domain) and throughput.
 //!
 //! `in_dom0` is ignored in a normal run: it needs a dom0, and the outer test gives it
-//! the domU's ground truth in a file (`VMI_XEN_TRUTH`).
+//! each domU's ground truth in a file (`VMI_XEN_DOMAINS`: `name=file,...`).
 
 use std::collections::BTreeSet;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use vmi_core::kernel::{Hints, Kernel, Limits, ProfileSet};
+use vmi_core::arch::x86_64::translate;
+use vmi_core::kernel::{scan_banners, Hints, Kernel, Limits, ProfileSet};
 use vmi_core::memory::{
-    list_domains, PauseGuard, PauseResume, PhysicalMemory, VcpuRegisters, XenDomain, XenError,
-    XenGuestKind, XenOptions,
+    list_domains, PauseGuard, PauseResume, PhysicalMemory, VcpuRegisters, XenDomain, XenGuestKind,
+    XenOptions,
 };
-use vmi_core::{Error, Pa, PhysError};
+use vmi_core::{Error, Pa, PhysError, Va};
 use vmi_lab::build::ModuleSource;
 use vmi_lab::truth::{escape, unescape};
 use vmi_lab::{DomuSpec, Lab, Scenario, XenRig, DEFAULT_KERNEL};
@@ -28,7 +30,7 @@ const DOMU: &str = "vmi-pvh";
 const PV: &str = "vmi-pv";
 const BIN: &str = "/lab/files/vmi-core-xen-test";
 const PROFILES: &str = "/lab/files/profiles";
-const TRUTH: &str = "/lab/files/truth.txt";
+const TRUTH_DIR: &str = "/lab/files";
 
 /// (pid, ppid, tgid, uid, euid, thread ids) of a process.
 type Key = (u32, u32, u32, u32, u32, Vec<u32>);
@@ -93,9 +95,9 @@ fn read_expected(text: &str) -> Expected {
     e
 }
 
-/// The outer test: boot the rig, start the domU, run `in_dom0` in dom0.
+/// The outer test: boot the rig, start both domUs, run `in_dom0` in dom0.
 #[test]
-fn xen_pvh_domu_read_from_dom0_equals_its_ground_truth() {
+fn xen_pvh_and_pv_domus_read_from_dom0_equal_their_ground_truth() {
     let lab = Lab::open_default().expect("lab");
     let image = lab.store().image(DEFAULT_KERNEL).expect("kernel image");
     // the profile from the boot image alone (what a Xen host has)
@@ -120,36 +122,42 @@ fn xen_pvh_domu_read_from_dom0_equals_its_ground_truth() {
     let me = std::env::current_exe().expect("this test binary");
     let opts = vmi_lab::XenOptions::default()
         .domu(DomuSpec::pvh(DOMU, DEFAULT_KERNEL, scenario.clone()))
-        .domu(DomuSpec::pvh(PV, DEFAULT_KERNEL, Scenario::new().sleeper("lab-pv")).pv())
+        .domu(DomuSpec::pvh(PV, DEFAULT_KERNEL, scenario.clone()).pv())
         .program(&me, BIN)
         .file(&profile, &format!("{PROFILES}/{DEFAULT_KERNEL}.json"));
     let mut rig = XenRig::boot(&lab, &opts).expect("Xen rig");
     eprintln!("Xen + dom0 ready in {:.1?}", rig.boot_time());
-    let domu = rig.start(DOMU).expect("PVH domU");
-    eprintln!("PVH domU ready in {:.1?}", domu.boot_time());
-    let truth = domu.truth().clone();
-    assert!(truth.check(&scenario.expectations()).is_empty());
-    assert!(
-        truth.modules.iter().any(|m| m.name == "lab_hello"),
-        "the test module is not loaded: {:?}",
-        truth.modules
-    );
+    let mut domains = Vec::new();
+    for name in [DOMU, PV] {
+        let domu = rig.start(name).expect("domU");
+        eprintln!(
+            "{name} ({:?}) ready in {:.1?}",
+            domu.kind(),
+            domu.boot_time()
+        );
+        let truth = domu.truth().clone();
+        assert!(truth.check(&scenario.expectations()).is_empty());
+        assert!(
+            truth.modules.iter().any(|m| m.name == "lab_hello"),
+            "the test module is not loaded in {name}: {:?}",
+            truth.modules
+        );
+        let file = format!("{TRUTH_DIR}/truth-{name}.txt");
+        let b64 = base64(write_expected(&truth).as_bytes());
+        let put = rig
+            .dom0_sh(&format!("echo {b64} | base64 -d > {file}"))
+            .expect("writing the expectations into dom0");
+        assert_eq!(put.status, 0, "{:?}", put.lines);
+        domains.push(format!("{name}={file}"));
+    }
 
-    let pv = rig.start(PV).expect("PV domU");
-    eprintln!("PV domU ready in {:.1?}", pv.boot_time());
-
-    let expected = write_expected(&truth);
-    let b64 = base64(expected.as_bytes());
-    let put = rig
-        .dom0_sh(&format!("echo {b64} | base64 -d > {TRUTH}"))
-        .expect("writing the expectations into dom0");
-    assert_eq!(put.status, 0, "{:?}", put.lines);
     let t = Instant::now();
     let run = rig
         .dom0_sh_timeout(
             &format!(
-                "VMI_XEN_DOMAIN={DOMU} VMI_XEN_PV={PV} VMI_XEN_PROFILES={PROFILES} VMI_XEN_TRUTH={TRUTH} \
-                 RUST_BACKTRACE=1 {BIN} --ignored --exact in_dom0 --nocapture --test-threads=1 2>&1"
+                "VMI_XEN_DOMAINS={} VMI_XEN_PROFILES={PROFILES} \
+                 RUST_BACKTRACE=1 {BIN} --ignored --exact in_dom0 --nocapture --test-threads=1 2>&1",
+                domains.join(",")
             ),
             Duration::from_secs(900),
         )
@@ -207,50 +215,50 @@ fn fits(memory: &str, proc_name: &str) -> bool {
 
 /// Runs in dom0 (see the module documentation).
 #[test]
-#[ignore = "runs in the Xen rig's dom0, started by xen_pvh_domu_read_from_dom0_equals_its_ground_truth"]
+#[ignore = "runs in the Xen rig's dom0, started by xen_pvh_and_pv_domus_read_from_dom0_equal_their_ground_truth"]
 fn in_dom0() {
-    let domain = std::env::var("VMI_XEN_DOMAIN").expect("VMI_XEN_DOMAIN");
-    let expected = read_expected(
-        &std::fs::read_to_string(env_path("VMI_XEN_TRUTH")).expect("reading the expectations"),
-    );
+    let spec = std::env::var("VMI_XEN_DOMAINS").expect("VMI_XEN_DOMAINS");
+    let domains: Vec<(&str, &str)> = spec
+        .split(',')
+        .map(|d| d.split_once('=').expect("name=file"))
+        .collect();
 
     // errors first: an unknown domain lists the running ones
     let err = XenDomain::open("no-such-domain", &XenOptions::default()).unwrap_err();
     let text = err.to_string();
-    assert!(
-        text.contains("Domain-0 (id 0)") && text.contains(&domain),
-        "{text}"
-    );
+    assert!(text.contains("Domain-0 (id 0)"), "{text}");
+    for (name, _) in &domains {
+        assert!(text.contains(name), "{text}");
+    }
 
-    // every domain with its kind; a PV guest is refused, saying why
-    let pv = std::env::var("VMI_XEN_PV").expect("VMI_XEN_PV");
-    let domains = list_domains().expect("list the domains");
+    // every domain with its kind
+    let listed = list_domains().expect("list the domains");
     let kind = |name: &str| {
-        domains
+        listed
             .iter()
             .find(|d| d.name.as_deref() == Some(name))
             .map(|d| d.kind)
     };
-    assert_eq!(kind("Domain-0"), Some(XenGuestKind::Pv), "{domains:?}");
-    assert_eq!(kind(&domain), Some(XenGuestKind::Pvh), "{domains:?}");
-    assert_eq!(kind(&pv), Some(XenGuestKind::Pv), "{domains:?}");
-    let err = XenDomain::open(&pv, &XenOptions::default()).unwrap_err();
-    assert!(
-        matches!(
-            err,
-            Error::Xen(XenError::Unsupported {
-                kind: XenGuestKind::Pv,
-                ..
-            })
-        ),
-        "{err}"
-    );
+    assert_eq!(kind("Domain-0"), Some(XenGuestKind::Pv), "{listed:?}");
+    assert_eq!(kind(DOMU), Some(XenGuestKind::Pvh), "{listed:?}");
+    assert_eq!(kind(PV), Some(XenGuestKind::Pv), "{listed:?}");
 
+    for (name, file) in &domains {
+        let expected =
+            read_expected(&std::fs::read_to_string(file).expect("reading the expectations"));
+        println!("== {name}");
+        read_domain(name, &expected, kind(name).expect("listed"));
+    }
+}
+
+/// Everything `in_dom0` checks on one domU.
+fn read_domain(domain: &str, expected: &Expected, want_kind: XenGuestKind) {
     let t = Instant::now();
-    let dom = Arc::new(XenDomain::open(&domain, &XenOptions::default()).expect("open the domU"));
+    let dom = Arc::new(XenDomain::open(domain, &XenOptions::default()).expect("open the domU"));
     let open = t.elapsed();
-    assert_eq!(dom.kind(), XenGuestKind::Pvh);
-    assert_eq!(dom.name(), Some(domain.as_str()));
+    assert_eq!(dom.kind(), want_kind);
+    assert!(dom.warnings().is_empty(), "{:?}", dom.warnings());
+    assert_eq!(dom.name(), Some(domain));
     let by_id = XenDomain::open(&dom.domid().to_string(), &XenOptions::default()).expect("by id");
     assert_eq!(by_id.ranges(), dom.ranges());
     drop(by_id);
@@ -303,6 +311,12 @@ fn in_dom0() {
         id.profile.kernel.banner.trim_end(),
         expected.banner.trim_end()
     );
+    // the vCPU's own page table (for PV: its machine frame turned into a guest frame)
+    // maps the banner where the kernel is
+    let banner_va = Va(id.profile.symbol("linux_banner").expect("linux_banner"));
+    let root = regs.page_table_root().expect("root");
+    let t_banner = translate(&*dom, root, banner_va).expect("the banner through CR3");
+    assert_eq!(t_banner.pa, id.banner_pa, "CR3 {:#x}", regs.cr3);
     let hints = Hints {
         registers: Some(regs),
         vmcoreinfo: None,
@@ -399,4 +413,19 @@ fn in_dom0() {
         );
     }
     assert_eq!(dom.stats().frames_failed, 0, "{:?}", dom.stats());
+
+    // the whole domain scanned for banners (for PV: every frame the p2m names)
+    let t = Instant::now();
+    let banners = scan_banners(&*dom, 4);
+    println!(
+        "banner scan of the whole domain in {:.2?}: {} banners",
+        t.elapsed(),
+        banners.len()
+    );
+    assert!(
+        banners
+            .iter()
+            .any(|(_, b)| String::from_utf8_lossy(b).trim_end() == expected.banner.trim_end()),
+        "{banners:?}"
+    );
 }

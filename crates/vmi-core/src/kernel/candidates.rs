@@ -45,6 +45,10 @@ impl<M: PhysicalMemory + ?Sized> PhysicalMemory for Above<'_, M> {
     fn ranges(&self) -> &[PhysRange] {
         &self.ranges
     }
+
+    fn table_frame(&self, frame: u64) -> Option<Pa> {
+        self.mem.table_frame(frame)
+    }
 }
 
 /// Every (profile, banner position) of `set` in `mem`, in profile order then address

@@ -244,6 +244,10 @@ impl<M: PhysicalMemory> PhysicalMemory for PageCache<M> {
     fn ranges(&self) -> &[PhysRange] {
         self.inner.ranges()
     }
+
+    fn table_frame(&self, frame: u64) -> Option<Pa> {
+        self.inner.table_frame(frame)
+    }
 }
 
 #[cfg(test)]

@@ -136,6 +136,15 @@ pub trait PhysicalMemory {
         Ok(u32::from_le_bytes(b))
     }
 
+    /// The guest-physical address of the 4 KiB frame at `frame` as page-table entries
+    /// (and CR3) name it. Identity for every source but one whose guest's page tables
+    /// hold frames of another numbering (a Xen PV domain's hold machine frames, which
+    /// the source turns back into its guest-physical ones). `None` when the frame is
+    /// not the guest's. `frame` is 4 KiB aligned.
+    fn table_frame(&self, frame: u64) -> Option<Pa> {
+        Some(Pa(frame))
+    }
+
     /// True when `pa` is in one of [`PhysicalMemory::ranges`].
     fn is_backed(&self, pa: Pa) -> bool {
         let ranges = self.ranges();
@@ -155,6 +164,9 @@ macro_rules! forward_physical_memory {
             }
             fn read_phys_batch(&self, reads: &mut [PhysRead<'_>]) {
                 (**self).read_phys_batch(reads)
+            }
+            fn table_frame(&self, frame: u64) -> Option<Pa> {
+                (**self).table_frame(frame)
             }
         }
     )*};

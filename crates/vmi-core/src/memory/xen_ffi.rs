@@ -58,6 +58,109 @@ pub const PFINFO_BROKEN: u64 = 0xd << 28;
 /// `HVM_SAVE_CODE(CPU)`.
 pub const HVM_SAVE_CODE_CPU: u16 = 2;
 
+/// `VGCF_in_kernel`: a PV vCPU's context was saved in guest kernel mode.
+pub const VGCF_IN_KERNEL: u64 = 1 << 2;
+
+/// Offset of `struct shared_info`'s `arch` (`struct arch_shared_info`) on x86-64.
+pub const SHARED_INFO_ARCH: usize = 3088;
+
+/// `struct arch_shared_info` (x86-64): how a PV guest publishes its p2m to tools.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ArchSharedInfo {
+    /// Frames the p2m covers (entries in the list).
+    pub max_pfn: u64,
+    /// Machine frame of the p2m's frame-list list (the three-level tree); 0 or !0 when
+    /// the guest publishes only the virtually mapped list.
+    pub pfn_to_mfn_frame_list_list: u64,
+    pub nmi_reason: u64,
+    /// The page-table base (`xen_pfn_to_cr3` of a machine frame) mapping `p2m_vaddr`.
+    pub p2m_cr3: u64,
+    /// Guest-virtual address of the linear p2m list (one `unsigned long` per frame).
+    pub p2m_vaddr: u64,
+    /// Odd while the guest changes the list's mapping; changes with every change.
+    pub p2m_generation: u64,
+}
+
+/// `struct cpu_user_regs` (x86-64).
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default)]
+#[allow(missing_docs)]
+pub struct CpuUserRegs {
+    pub r15: u64,
+    pub r14: u64,
+    pub r13: u64,
+    pub r12: u64,
+    pub rbp: u64,
+    pub rbx: u64,
+    pub r11: u64,
+    pub r10: u64,
+    pub r9: u64,
+    pub r8: u64,
+    pub rax: u64,
+    pub rcx: u64,
+    pub rdx: u64,
+    pub rsi: u64,
+    pub rdi: u64,
+    pub error_code: u32,
+    pub entry_vector: u32,
+    pub rip: u64,
+    pub cs: u16,
+    pub pad0: u16,
+    pub saved_upcall_mask: u8,
+    pub pad1: [u8; 3],
+    pub rflags: u64,
+    pub rsp: u64,
+    pub ss: u16,
+    pub pad2: [u16; 3],
+    pub es: u16,
+    pub pad3: [u16; 3],
+    pub ds: u16,
+    pub pad4: [u16; 3],
+    pub fs: u16,
+    pub pad5: [u16; 3],
+    pub gs: u16,
+    pub pad6: [u16; 3],
+}
+
+/// `vcpu_guest_context_any_t` as x86-64 fills it (`struct vcpu_guest_context`): a PV
+/// vCPU's state from `xc_vcpu_getcontext`.
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+#[allow(missing_docs)]
+pub struct VcpuGuestContext {
+    pub fpu_ctxt: [u8; 512],
+    /// `VGCF_*`.
+    pub flags: u64,
+    pub user_regs: CpuUserRegs,
+    /// The virtual IDT (`struct trap_info[256]`).
+    pub trap_ctxt: [[u64; 2]; 256],
+    pub ldt_base: u64,
+    pub ldt_ents: u64,
+    pub gdt_frames: [u64; 16],
+    pub gdt_ents: u64,
+    pub kernel_ss: u64,
+    pub kernel_sp: u64,
+    /// CR0-CR7; CR3 holds the kernel page table's machine frame (`xen_pfn_to_cr3`),
+    /// CR1 the user one's.
+    pub ctrlreg: [u64; 8],
+    pub debugreg: [u64; 8],
+    pub event_callback_eip: u64,
+    pub failsafe_callback_eip: u64,
+    pub syscall_callback_eip: u64,
+    pub vm_assist: u64,
+    pub fs_base: u64,
+    pub gs_base_kernel: u64,
+    pub gs_base_user: u64,
+}
+
+impl Default for VcpuGuestContext {
+    fn default() -> Self {
+        // SAFETY: every field is an integer or an array of integers; all zeros is valid.
+        unsafe { std::mem::zeroed() }
+    }
+}
+
 /// `XTL_NUM_LEVELS`: a stdio logger at this minimum level prints nothing.
 const XTL_NUM_LEVELS: c_int = 10;
 
@@ -192,6 +295,12 @@ pub struct Libs {
         instance: u16,
         ctxt_buf: *mut c_void,
         size: u32,
+    ) -> c_int,
+    pub xc_vcpu_getcontext: unsafe extern "C" fn(
+        xch: XcInterface,
+        domid: u32,
+        vcpu: u32,
+        ctxt: *mut VcpuGuestContext,
     ) -> c_int,
     pub xc_get_pfn_type_batch:
         unsafe extern "C" fn(xch: XcInterface, dom: u32, num: c_uint, arr: *mut XenPfn) -> c_int,
@@ -328,6 +437,7 @@ fn load() -> Result<Libs, LoadError> {
                 ctrl,
                 "xc_domain_hvm_getcontext_partial",
             )?,
+            xc_vcpu_getcontext: sym(l_ctrl, ctrl, "xc_vcpu_getcontext")?,
             xc_get_pfn_type_batch: sym(l_ctrl, ctrl, "xc_get_pfn_type_batch")?,
             xenforeignmemory_open: sym(l_fmem, fmem, "xenforeignmemory_open")?,
             xenforeignmemory_close: sym(l_fmem, fmem, "xenforeignmemory_close")?,
@@ -441,6 +551,96 @@ mod tests {
                 offset_of!(HvmHwCpu, msr_efer),
             ),
             ("struct hvm_hw_cpu", "flags", offset_of!(HvmHwCpu, flags)),
+            (
+                "xc_domaininfo_t",
+                "shared_info_frame",
+                offset_of!(DomainInfo, shared_info_frame),
+            ),
+            (
+                "shared_info_t",
+                "arch.max_pfn",
+                SHARED_INFO_ARCH + offset_of!(ArchSharedInfo, max_pfn),
+            ),
+            (
+                "shared_info_t",
+                "arch.pfn_to_mfn_frame_list_list",
+                SHARED_INFO_ARCH + offset_of!(ArchSharedInfo, pfn_to_mfn_frame_list_list),
+            ),
+            (
+                "shared_info_t",
+                "arch.p2m_cr3",
+                SHARED_INFO_ARCH + offset_of!(ArchSharedInfo, p2m_cr3),
+            ),
+            (
+                "shared_info_t",
+                "arch.p2m_vaddr",
+                SHARED_INFO_ARCH + offset_of!(ArchSharedInfo, p2m_vaddr),
+            ),
+            (
+                "shared_info_t",
+                "arch.p2m_generation",
+                SHARED_INFO_ARCH + offset_of!(ArchSharedInfo, p2m_generation),
+            ),
+            (
+                "vcpu_guest_context_t",
+                "flags",
+                offset_of!(VcpuGuestContext, flags),
+            ),
+            (
+                "vcpu_guest_context_t",
+                "user_regs.rax",
+                offset_of!(VcpuGuestContext, user_regs) + offset_of!(CpuUserRegs, rax),
+            ),
+            (
+                "vcpu_guest_context_t",
+                "user_regs.rip",
+                offset_of!(VcpuGuestContext, user_regs) + offset_of!(CpuUserRegs, rip),
+            ),
+            (
+                "vcpu_guest_context_t",
+                "user_regs.cs",
+                offset_of!(VcpuGuestContext, user_regs) + offset_of!(CpuUserRegs, cs),
+            ),
+            (
+                "vcpu_guest_context_t",
+                "user_regs.rsp",
+                offset_of!(VcpuGuestContext, user_regs) + offset_of!(CpuUserRegs, rsp),
+            ),
+            (
+                "vcpu_guest_context_t",
+                "user_regs.gs",
+                offset_of!(VcpuGuestContext, user_regs) + offset_of!(CpuUserRegs, gs),
+            ),
+            (
+                "vcpu_guest_context_t",
+                "trap_ctxt",
+                offset_of!(VcpuGuestContext, trap_ctxt),
+            ),
+            (
+                "vcpu_guest_context_t",
+                "ctrlreg",
+                offset_of!(VcpuGuestContext, ctrlreg),
+            ),
+            (
+                "vcpu_guest_context_t",
+                "syscall_callback_eip",
+                offset_of!(VcpuGuestContext, syscall_callback_eip),
+            ),
+            (
+                "vcpu_guest_context_t",
+                "fs_base",
+                offset_of!(VcpuGuestContext, fs_base),
+            ),
+            (
+                "vcpu_guest_context_t",
+                "gs_base_kernel",
+                offset_of!(VcpuGuestContext, gs_base_kernel),
+            ),
+            (
+                "vcpu_guest_context_t",
+                "gs_base_user",
+                offset_of!(VcpuGuestContext, gs_base_user),
+            ),
         ];
         let mut c = String::from(
             "#include <stdio.h>\n#include <stddef.h>\n#include <xenctrl.h>\n#include <xen/hvm/save.h>\nint main(void) {\n",
@@ -448,6 +648,13 @@ mod tests {
         c.push_str("printf(\"size xc_domaininfo_t %zu\\n\", sizeof(xc_domaininfo_t));\n");
         c.push_str("printf(\"size struct hvm_hw_cpu %zu\\n\", sizeof(struct hvm_hw_cpu));\n");
         c.push_str("printf(\"const HVM_SAVE_CODE(CPU) %zu\\n\", (size_t)HVM_SAVE_CODE(CPU));\n");
+        c.push_str(
+            "printf(\"size vcpu_guest_context_any_t %zu\\n\", sizeof(vcpu_guest_context_any_t));\n",
+        );
+        c.push_str(
+            "printf(\"size struct arch_shared_info %zu\\n\", sizeof(struct arch_shared_info));\n",
+        );
+        c.push_str("printf(\"const VGCF_in_kernel %zu\\n\", (size_t)VGCF_in_kernel);\n");
         c.push_str("printf(\"const XEN_DOMINF_paused %zu\\n\", (size_t)XEN_DOMINF_paused);\n");
         c.push_str(
             "printf(\"const XEN_DOMINF_hvm_guest %zu\\n\", (size_t)XEN_DOMINF_hvm_guest);\n",
@@ -484,6 +691,15 @@ mod tests {
         };
         assert_eq!(c_value("size xc_domaininfo_t "), size_of::<DomainInfo>());
         assert_eq!(c_value("size struct hvm_hw_cpu "), size_of::<HvmHwCpu>());
+        assert_eq!(
+            c_value("size vcpu_guest_context_any_t "),
+            size_of::<VcpuGuestContext>()
+        );
+        assert_eq!(
+            c_value("size struct arch_shared_info "),
+            size_of::<ArchSharedInfo>()
+        );
+        assert_eq!(c_value("const VGCF_in_kernel ") as u64, VGCF_IN_KERNEL);
         assert_eq!(
             c_value("const HVM_SAVE_CODE(CPU) "),
             usize::from(HVM_SAVE_CODE_CPU)

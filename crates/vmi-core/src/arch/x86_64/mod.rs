@@ -13,6 +13,10 @@
 //! - [`PageTableBuilder`] writes real page tables into a
 //!   [`MockMemory`](crate::memory::MockMemory) for tests.
 //!
+//! The frames entries name go through the source's
+//! [`PhysicalMemory::table_frame`] (identity but for Xen PV domains, whose entries hold
+//! machine frames), so a walk only ever sees guest-physical addresses.
+//!
 //! Physical addresses are taken as 52 bits wide (the architectural maximum): bits 51:12
 //! of CR3 and of every entry hold the address; the PCID or PWT/PCD bits (11:0) and bit
 //! 63 of CR3, and the NX, protection-key and software bits (63:52) of entries, are
@@ -311,17 +315,25 @@ pub fn translate<M: PhysicalMemory + ?Sized>(
             }
             _ => None,
         };
+        let foreign = TranslateError::ForeignFrame {
+            va,
+            level,
+            entry,
+            entry_pa,
+        };
         match size {
             Some(size) => {
                 flags.global = entry & PTE_GLOBAL != 0;
-                let pa = (entry & size.addr_mask()) | (va.0 & (size.bytes() - 1));
+                // the 4 KiB frame of the byte, as the source numbers it
+                let at = (entry & size.addr_mask()) | (va.0 & (size.bytes() - 1));
+                let frame = mem.table_frame(at & ADDR_MASK).ok_or(foreign)?;
                 return Ok(Translation {
-                    pa: Pa(pa),
+                    pa: Pa(frame.0 | (at & 0xfff)),
                     size,
                     flags,
                 });
             }
-            None => table = entry & ADDR_MASK,
+            None => table = mem.table_frame(entry & ADDR_MASK).ok_or(foreign)?.0 & ADDR_MASK,
         }
     }
     // Every mode's last level is the PT, which always returns above; a walk that gets
@@ -476,6 +488,67 @@ mod tests {
         assert!(!five.is_canonical(Va(0x0100_0000_0000_0000)));
         assert!(five.is_canonical(Va(0xff00_0000_0000_0000)));
         assert!(!five.is_canonical(Va(0xfe00_0000_0000_0000)));
+    }
+
+    /// Guest-physical view of machine memory, as a Xen PV source presents it: guest
+    /// frame g is machine frame g + 0x100 (frames 0..0x100), and page-table entries
+    /// name machine frames.
+    struct Renumbered(crate::memory::MockMemory);
+
+    const OFFSET: u64 = 0x100;
+
+    impl PhysicalMemory for Renumbered {
+        fn read_phys(&self, pa: Pa, buf: &mut [u8]) -> Result<(), crate::PhysError> {
+            if pa.0 >= OFFSET << 12 {
+                return Err(crate::PhysError::Unmapped { pa });
+            }
+            self.0.read_phys(Pa(pa.0 + (OFFSET << 12)), buf)
+        }
+        fn ranges(&self) -> &[crate::memory::PhysRange] {
+            &[]
+        }
+        fn table_frame(&self, frame: u64) -> Option<Pa> {
+            let f = frame >> 12;
+            (OFFSET..2 * OFFSET)
+                .contains(&f)
+                .then(|| Pa((f - OFFSET) << 12))
+        }
+    }
+
+    #[test]
+    fn entries_go_through_the_sources_frame_numbering() {
+        use crate::memory::{MockMemory, PhysRange};
+        let mut m = MockMemory::new(&[PhysRange::new(0, 0x40_0000)]);
+        let mut b = PageTableBuilder::new(
+            &mut m,
+            PagingMode::FourLevel,
+            PhysRange::new(0x150_000, 0x160_000),
+        )
+        .unwrap();
+        let va = Va(0xffff_8880_0000_3000);
+        b.map(&mut m, va, Pa(0x1a3_000), PageSize::Size4K, 0)
+            .unwrap();
+        // a frame the guest does not own (outside the renumbered window)
+        b.map(
+            &mut m,
+            Va(va.0 + 0x1000),
+            Pa(0x3a_0000),
+            PageSize::Size4K,
+            0,
+        )
+        .unwrap();
+        let mem = Renumbered(m);
+        let root =
+            PageTableRoot::from_cr3(mem.table_frame(b.cr3()).unwrap().0, PagingMode::FourLevel);
+        let t = translate(&mem, root, Va(va.0 + 0x18)).unwrap();
+        assert_eq!(t.pa, Pa(0xa3_018));
+        assert!(matches!(
+            translate(&mem, root, Va(va.0 + 0x1000)),
+            Err(TranslateError::ForeignFrame {
+                level: Level::Pt,
+                ..
+            })
+        ));
     }
 
     #[test]
