@@ -23,6 +23,7 @@ pub mod finding;
 pub mod image;
 pub mod policy;
 pub mod render;
+pub mod serve;
 pub mod target;
 pub mod watch;
 

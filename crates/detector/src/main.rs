@@ -17,6 +17,7 @@ use detector::checks::{self, Check, Report, Settings};
 use detector::image::KernelImage;
 use detector::policy::Policy;
 use detector::render;
+use detector::serve::config::parse_duration;
 use detector::target::{ProfileSpec, SourceSpec, Target};
 use detector::watch::{self, Event, Tick, WatchOptions, Watcher};
 use vmi_core::kernel::Limits;
@@ -123,6 +124,19 @@ enum Command {
         #[arg(long, value_name = "N", default_value_t = 10)]
         text_every: u64,
     },
+    /// Run as a service: watch every guest of the configuration file (QEMU guests,
+    /// Xen domains by name or all running ones), each with its own interval, policy and
+    /// profiles; events as JSON lines (stdout, syslog, a file), metrics for Prometheus.
+    /// SIGHUP reloads the file, SIGTERM and SIGINT stop. The source and profile options
+    /// above do not apply: the file says everything.
+    Serve {
+        /// The configuration file.
+        #[arg(long, value_name = "FILE", default_value = "/etc/vmi/detector.toml")]
+        config: PathBuf,
+        /// Check the file (syntax, profile directories, policies) and exit.
+        #[arg(long)]
+        check_config: bool,
+    },
 }
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -134,30 +148,16 @@ enum OnShutdown {
 }
 
 /// `1s`, `500ms`, `2m`, `1.5s`.
-fn parse_duration(s: &str) -> std::result::Result<Duration, String> {
-    let (num, unit) = match s.find(|c: char| c.is_ascii_alphabetic()) {
-        Some(i) => s.split_at(i),
-        None => (s, "s"),
-    };
-    let n: f64 = num
-        .parse()
-        .map_err(|_| format!("{s:?}: a number and a unit (ms, s, m), e.g. 1s"))?;
-    let secs = match unit {
-        "ms" => n / 1000.0,
-        "s" => n,
-        "m" => n * 60.0,
-        _ => return Err(format!("{s:?}: the unit is ms, s or m")),
-    };
-    if !(0.01..=86_400.0).contains(&secs) {
-        return Err(format!("{s:?}: between 10ms and 24h"));
-    }
-    Ok(Duration::from_secs_f64(secs))
-}
-
 static STOP: AtomicBool = AtomicBool::new(false);
 
 extern "C" fn on_signal(_: libc::c_int) {
     STOP.store(true, Ordering::SeqCst);
+}
+
+static RELOAD: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn on_hangup(_: libc::c_int) {
+    RELOAD.store(true, Ordering::SeqCst);
 }
 
 fn install_signal_handlers() {
@@ -167,6 +167,30 @@ fn install_signal_handlers() {
             libc::signal(sig, on_signal as *const () as libc::sighandler_t);
         }
     }
+    // SAFETY: as above
+    unsafe {
+        libc::signal(libc::SIGHUP, on_hangup as *const () as libc::sighandler_t);
+    }
+}
+
+/// `serve`: the service until SIGTERM or SIGINT.
+fn run_serve(config: &std::path::Path, check_only: bool) -> Result<ExitCode> {
+    use detector::serve::{self, config::Config, Service};
+    let cfg = Config::load(config).map_err(anyhow::Error::new)?;
+    serve::validate(&cfg).map_err(anyhow::Error::new)?;
+    if check_only {
+        print!("{}", serve::describe(&cfg));
+        return Ok(ExitCode::SUCCESS);
+    }
+    let mut service = Service::new(cfg).context("starting the service")?;
+    if let Some(addr) = service.metrics_addr() {
+        eprintln!("detector serve: metrics on http://{addr}/metrics");
+    }
+    install_signal_handlers();
+    service.run(&|| STOP.load(Ordering::SeqCst), &mut || {
+        RELOAD.swap(false, Ordering::SeqCst)
+    });
+    Ok(ExitCode::SUCCESS)
 }
 
 fn open(opts: &Opts) -> Result<Target> {
@@ -259,6 +283,13 @@ fn settings(opts: &Opts) -> Result<Settings> {
 }
 
 fn run(cli: &Cli) -> Result<ExitCode> {
+    if let Command::Serve {
+        config,
+        check_config,
+    } = &cli.command
+    {
+        return run_serve(config, *check_config);
+    }
     let mut settings = settings(&cli.opts)?;
     let wanted = match &cli.command {
         Command::Check { only, .. } | Command::Watch { only, .. } => {
@@ -343,7 +374,9 @@ fn run(cli: &Cli) -> Result<ExitCode> {
                 ExitCode::SUCCESS
             });
         }
-        Command::Watch { .. } => unreachable!("watch returned above"),
+        Command::Watch { .. } | Command::Serve { .. } => {
+            unreachable!("watch and serve returned above")
+        }
     }
     Ok(ExitCode::SUCCESS)
 }

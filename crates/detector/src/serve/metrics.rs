@@ -1,0 +1,404 @@
+//! Prometheus metrics of the service, served as text (exposition format 0.0.4) on a
+//! loopback address by one small thread: `GET /metrics`.
+//!
+//! | metric | type | labels |
+//! |---|---|---|
+//! | `vmi_guests_configured` | gauge | |
+//! | `vmi_guests_attached` | gauge | |
+//! | `vmi_scans_total` | counter | guest |
+//! | `vmi_scan_errors_total` | counter | guest |
+//! | `vmi_scan_duration_seconds` | histogram | guest |
+//! | `vmi_findings_total` | counter | guest, check |
+//! | `vmi_events_total` | counter | guest, event |
+//! | `vmi_attach_failures_total` | counter | guest |
+//! | `vmi_scans_late_total` | counter | guest |
+//! | `vmi_cpu_seconds_total` | counter | |
+//! | `vmi_cpu_budget_ratio` | gauge | |
+//! | `vmi_output_errors_total` | counter | |
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// Upper bounds of the scan-duration histogram, in seconds.
+pub const BUCKETS: [f64; 10] = [
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0,
+];
+
+#[derive(Debug, Default, Clone)]
+struct Histogram {
+    counts: [u64; BUCKETS.len()],
+    count: u64,
+    sum: f64,
+}
+
+/// Reads one per-guest counter.
+type Counter = fn(&GuestMetrics) -> u64;
+
+/// Per-guest counters.
+#[derive(Debug, Default, Clone)]
+struct GuestMetrics {
+    scans: u64,
+    scan_errors: u64,
+    attach_failures: u64,
+    late: u64,
+    durations: Histogram,
+    findings: BTreeMap<String, u64>,
+    events: BTreeMap<String, u64>,
+}
+
+/// Everything the endpoint shows.
+#[derive(Debug, Default)]
+pub struct Metrics {
+    configured: usize,
+    attached: usize,
+    cpu_seconds: f64,
+    budget_ratio: f64,
+    output_errors: u64,
+    guests: BTreeMap<String, GuestMetrics>,
+}
+
+impl Metrics {
+    fn guest(&mut self, name: &str) -> &mut GuestMetrics {
+        self.guests.entry(name.to_string()).or_default()
+    }
+
+    /// Guests configured and attached now.
+    pub fn set_guests(&mut self, configured: usize, attached: usize) {
+        self.configured = configured;
+        self.attached = attached;
+    }
+
+    /// A scan took `secs`.
+    pub fn scan(&mut self, guest: &str, secs: f64) {
+        let g = self.guest(guest);
+        g.scans += 1;
+        g.durations.count += 1;
+        g.durations.sum += secs;
+        for (i, b) in BUCKETS.iter().enumerate() {
+            if secs <= *b {
+                g.durations.counts[i] += 1;
+            }
+        }
+    }
+
+    /// An event was emitted (findings also by check).
+    pub fn event(&mut self, guest: &str, kind: &str, check: Option<&str>) {
+        let g = self.guest(guest);
+        *g.events.entry(kind.to_string()).or_default() += 1;
+        if kind == "scan-error" {
+            g.scan_errors += 1;
+        }
+        if let Some(c) = check {
+            *g.findings.entry(c.to_string()).or_default() += 1;
+        }
+    }
+
+    /// Attaching to a guest failed.
+    pub fn attach_failed(&mut self, guest: &str) {
+        self.guest(guest).attach_failures += 1;
+    }
+
+    /// A scan started later than its interval asked (the CPU budget or slow scans).
+    pub fn late(&mut self, guest: &str) {
+        self.guest(guest).late += 1;
+    }
+
+    /// The service's CPU time so far and its share of the budget.
+    pub fn cpu(&mut self, seconds: f64, budget_ratio: f64) {
+        self.cpu_seconds = seconds;
+        self.budget_ratio = budget_ratio;
+    }
+
+    /// Output write failures so far.
+    pub fn output_errors(&mut self, n: u64) {
+        self.output_errors = n;
+    }
+
+    /// Forget a guest no longer configured.
+    pub fn remove(&mut self, guest: &str) {
+        self.guests.remove(guest);
+    }
+
+    /// The text exposition.
+    pub fn render(&self) -> String {
+        let mut s = String::new();
+        let head = |s: &mut String, name: &str, kind: &str, help: &str| {
+            let _ = writeln!(s, "# HELP {name} {help}\n# TYPE {name} {kind}");
+        };
+        head(
+            &mut s,
+            "vmi_guests_configured",
+            "gauge",
+            "Guests in the configuration (Xen domains found included).",
+        );
+        let _ = writeln!(s, "vmi_guests_configured {}", self.configured);
+        head(
+            &mut s,
+            "vmi_guests_attached",
+            "gauge",
+            "Guests being watched now.",
+        );
+        let _ = writeln!(s, "vmi_guests_attached {}", self.attached);
+        head(
+            &mut s,
+            "vmi_cpu_seconds_total",
+            "counter",
+            "CPU time used by the service (user + system).",
+        );
+        let _ = writeln!(s, "vmi_cpu_seconds_total {:.6}", self.cpu_seconds);
+        head(
+            &mut s,
+            "vmi_cpu_budget_ratio",
+            "gauge",
+            "CPU used over the last window divided by the configured budget.",
+        );
+        let _ = writeln!(s, "vmi_cpu_budget_ratio {:.4}", self.budget_ratio);
+        head(
+            &mut s,
+            "vmi_output_errors_total",
+            "counter",
+            "Events that an output failed to take.",
+        );
+        let _ = writeln!(s, "vmi_output_errors_total {}", self.output_errors);
+        let per_guest: [(&str, &str, Counter); 4] = [
+            ("vmi_scans_total", "Scans done.", |g| g.scans),
+            (
+                "vmi_scan_errors_total",
+                "Scans or checks that failed.",
+                |g| g.scan_errors,
+            ),
+            (
+                "vmi_attach_failures_total",
+                "Failed attempts to open the guest.",
+                |g| g.attach_failures,
+            ),
+            (
+                "vmi_scans_late_total",
+                "Scans started later than the interval asked.",
+                |g| g.late,
+            ),
+        ];
+        for (name, help, get) in per_guest {
+            head(&mut s, name, "counter", help);
+            for (guest, g) in &self.guests {
+                let _ = writeln!(s, "{name}{{guest=\"{}\"}} {}", label(guest), get(g));
+            }
+        }
+        head(
+            &mut s,
+            "vmi_scan_duration_seconds",
+            "histogram",
+            "Time of one scan.",
+        );
+        for (guest, g) in &self.guests {
+            let l = label(guest);
+            for (i, b) in BUCKETS.iter().enumerate() {
+                let _ = writeln!(
+                    s,
+                    "vmi_scan_duration_seconds_bucket{{guest=\"{l}\",le=\"{b}\"}} {}",
+                    g.durations.counts[i]
+                );
+            }
+            let _ = writeln!(
+                s,
+                "vmi_scan_duration_seconds_bucket{{guest=\"{l}\",le=\"+Inf\"}} {}",
+                g.durations.count
+            );
+            let _ = writeln!(
+                s,
+                "vmi_scan_duration_seconds_sum{{guest=\"{l}\"}} {:.6}",
+                g.durations.sum
+            );
+            let _ = writeln!(
+                s,
+                "vmi_scan_duration_seconds_count{{guest=\"{l}\"}} {}",
+                g.durations.count
+            );
+        }
+        head(
+            &mut s,
+            "vmi_findings_total",
+            "counter",
+            "New findings, by check.",
+        );
+        for (guest, g) in &self.guests {
+            for (check, n) in &g.findings {
+                let _ = writeln!(
+                    s,
+                    "vmi_findings_total{{guest=\"{}\",check=\"{}\"}} {n}",
+                    label(guest),
+                    label(check)
+                );
+            }
+        }
+        head(
+            &mut s,
+            "vmi_events_total",
+            "counter",
+            "Events emitted, by kind.",
+        );
+        for (guest, g) in &self.guests {
+            for (event, n) in &g.events {
+                let _ = writeln!(
+                    s,
+                    "vmi_events_total{{guest=\"{}\",event=\"{}\"}} {n}",
+                    label(guest),
+                    label(event)
+                );
+            }
+        }
+        s
+    }
+}
+
+/// A label value, escaped as the exposition format says.
+fn label(v: &str) -> String {
+    let mut out = String::with_capacity(v.len());
+    for c in v.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '"' => out.push_str("\\\""),
+            '\n' => out.push_str("\\n"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// The endpoint's thread; stops when `stop` is set (checked every 200 ms).
+#[derive(Debug)]
+pub struct Endpoint {
+    /// The address it listens on (the port is known even when 0 was asked).
+    pub addr: SocketAddr,
+    thread: Option<std::thread::JoinHandle<()>>,
+    stop: Arc<AtomicBool>,
+}
+
+impl Endpoint {
+    /// Listen on `addr` and serve `metrics`.
+    pub fn start(addr: SocketAddr, metrics: Arc<Mutex<Metrics>>) -> std::io::Result<Endpoint> {
+        let listener = TcpListener::bind(addr)?;
+        listener.set_nonblocking(true)?;
+        let addr = listener.local_addr()?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        let thread = std::thread::Builder::new()
+            .name("vmi-metrics".into())
+            .spawn(move || {
+                while !flag.load(Ordering::Relaxed) {
+                    match listener.accept() {
+                        Ok((conn, _)) => serve_one(conn, &metrics),
+                        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                            std::thread::sleep(Duration::from_millis(200))
+                        }
+                        Err(_) => std::thread::sleep(Duration::from_millis(200)),
+                    }
+                }
+            })?;
+        Ok(Endpoint {
+            addr,
+            thread: Some(thread),
+            stop,
+        })
+    }
+}
+
+impl Drop for Endpoint {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// One request, bounded in size and time: a slow or hostile client cannot hold the
+/// thread.
+fn serve_one(mut conn: TcpStream, metrics: &Mutex<Metrics>) {
+    let _ = conn.set_nonblocking(false);
+    let _ = conn.set_read_timeout(Some(Duration::from_secs(2)));
+    let _ = conn.set_write_timeout(Some(Duration::from_secs(2)));
+    let mut buf = [0u8; 4096];
+    let mut n = 0;
+    while n < buf.len() {
+        match conn.read(&mut buf[n..]) {
+            Ok(0) | Err(_) => break,
+            Ok(k) => {
+                n += k;
+                if buf[..n].windows(4).any(|w| w == b"\r\n\r\n")
+                    || buf[..n].windows(2).any(|w| w == b"\n\n")
+                {
+                    break;
+                }
+            }
+        }
+    }
+    let request = String::from_utf8_lossy(&buf[..n]);
+    let first = request.lines().next().unwrap_or("");
+    let mut parts = first.split_whitespace();
+    let (method, path) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
+    let (status, body, kind) = if method != "GET" {
+        (
+            "405 Method Not Allowed",
+            "GET only\n".to_string(),
+            "text/plain",
+        )
+    } else if path == "/metrics" || path.starts_with("/metrics?") {
+        let text = metrics.lock().map(|m| m.render()).unwrap_or_default();
+        ("200 OK", text, "text/plain; version=0.0.4; charset=utf-8")
+    } else {
+        ("404 Not Found", "see /metrics\n".to_string(), "text/plain")
+    };
+    let _ = write!(
+        conn,
+        "HTTP/1.1 {status}\r\nContent-Type: {kind}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exposition() {
+        let mut m = Metrics::default();
+        m.set_guests(2, 1);
+        m.scan("web1", 0.002);
+        m.scan("web1", 0.3);
+        m.event("web1", "finding", Some("idt"));
+        m.event("web1", "scan-error", None);
+        let text = m.render();
+        assert!(text.contains("vmi_guests_attached 1\n"));
+        assert!(text.contains("vmi_scans_total{guest=\"web1\"} 2\n"));
+        assert!(text.contains("vmi_scan_duration_seconds_bucket{guest=\"web1\",le=\"0.0025\"} 1\n"));
+        assert!(text.contains("vmi_scan_duration_seconds_bucket{guest=\"web1\",le=\"+Inf\"} 2\n"));
+        assert!(text.contains("vmi_findings_total{guest=\"web1\",check=\"idt\"} 1\n"));
+        assert!(text.contains("vmi_scan_errors_total{guest=\"web1\"} 1\n"));
+        assert_eq!(label("a\"b\\c\nd"), "a\\\"b\\\\c\\nd");
+    }
+
+    #[test]
+    fn endpoint_answers() {
+        let metrics = Arc::new(Mutex::new(Metrics::default()));
+        metrics.lock().unwrap().scan("g", 0.001);
+        let ep = Endpoint::start("127.0.0.1:0".parse().unwrap(), metrics).unwrap();
+        let mut c = TcpStream::connect(ep.addr).unwrap();
+        c.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+            .unwrap();
+        let mut out = String::new();
+        c.read_to_string(&mut out).unwrap();
+        assert!(out.starts_with("HTTP/1.1 200 OK"), "{out}");
+        assert!(out.contains("vmi_scans_total{guest=\"g\"} 1"), "{out}");
+        let mut c = TcpStream::connect(ep.addr).unwrap();
+        c.write_all(b"GET / HTTP/1.1\r\n\r\n").unwrap();
+        let mut out = String::new();
+        c.read_to_string(&mut out).unwrap();
+        assert!(out.starts_with("HTTP/1.1 404"), "{out}");
+    }
+}

@@ -1,0 +1,272 @@
+//! Where the service's events go: JSON lines on standard output (journald under
+//! systemd), RFC 5424 messages on the local syslog socket, an append-only JSON-lines
+//! file. Each line is one event of [`docs/serve-events.schema.json`]: the watch event's
+//! fields plus `ts` (RFC 3339, UTC) and `guest`.
+
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::os::unix::net::UnixDatagram;
+use std::path::{Path, PathBuf};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use serde_json::{json, Value};
+
+use super::config::{Events, Outputs};
+
+/// A service event: a watch event of one guest, or one of the service's own.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ServiceEvent {
+    /// The guest it is about (`-` for the service itself).
+    pub guest: String,
+    /// The event object (`event` names its kind).
+    pub body: Value,
+    /// True for alerts: findings and changes of a guest's state.
+    pub alert: bool,
+    /// syslog severity (RFC 5424: 2 critical, 4 warning, 5 notice, 6 informational).
+    pub severity: u8,
+}
+
+impl ServiceEvent {
+    /// One line of JSON: `ts`, `guest`, then the event's fields.
+    pub fn to_line(&self, now: SystemTime) -> String {
+        let mut v = json!({ "ts": rfc3339(now), "guest": self.guest });
+        if let (Some(out), Some(body)) = (v.as_object_mut(), self.body.as_object()) {
+            for (k, x) in body {
+                out.insert(k.clone(), x.clone());
+            }
+        }
+        v.to_string()
+    }
+}
+
+/// `2026-11-26T18:30:05.123Z`.
+pub fn rfc3339(t: SystemTime) -> String {
+    let d = t.duration_since(UNIX_EPOCH).unwrap_or_default();
+    let secs = d.as_secs();
+    let days = (secs / 86_400) as i64;
+    let rem = secs % 86_400;
+    // civil from days (Howard Hinnant's algorithm)
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let y = yoe + era * 400;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = if month <= 2 { y + 1 } else { y };
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z",
+        rem / 3600,
+        rem / 60 % 60,
+        rem % 60,
+        d.subsec_millis()
+    )
+}
+
+fn wants(e: Events, ev: &ServiceEvent) -> bool {
+    match e {
+        Events::None => false,
+        Events::Alerts => ev.alert,
+        Events::All => true,
+    }
+}
+
+/// The open outputs.
+pub struct Sinks {
+    outputs: Outputs,
+    file: Option<File>,
+    syslog: Option<UnixDatagram>,
+    hostname: String,
+    /// Write errors so far (reported once per output, counted in metrics).
+    pub errors: u64,
+    complained: [bool; 3],
+}
+
+impl std::fmt::Debug for Sinks {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Sinks")
+            .field("outputs", &self.outputs)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Why an output could not be opened.
+#[derive(Debug, thiserror::Error)]
+#[error("{what} {path}: {source}")]
+pub struct OutputError {
+    what: &'static str,
+    path: PathBuf,
+    source: std::io::Error,
+}
+
+fn open_append(path: &Path) -> Result<File, OutputError> {
+    OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .map_err(|source| OutputError {
+            what: "opening the alert file",
+            path: path.to_path_buf(),
+            source,
+        })
+}
+
+impl Sinks {
+    /// Open what the configuration asks for.
+    pub fn open(outputs: &Outputs) -> Result<Sinks, OutputError> {
+        let file = match (&outputs.file, outputs.file_events) {
+            (Some(p), e) if e != Events::None => Some(open_append(p)?),
+            _ => None,
+        };
+        let syslog = if outputs.syslog != Events::None {
+            let s = UnixDatagram::unbound().map_err(|source| OutputError {
+                what: "creating a socket for",
+                path: outputs.syslog_socket.clone(),
+                source,
+            })?;
+            s.connect(&outputs.syslog_socket)
+                .map_err(|source| OutputError {
+                    what: "connecting to the syslog socket",
+                    path: outputs.syslog_socket.clone(),
+                    source,
+                })?;
+            Some(s)
+        } else {
+            None
+        };
+        let hostname = std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .map(|h| h.trim().to_string())
+            .ok()
+            .filter(|h| !h.is_empty() && h.bytes().all(|b| b.is_ascii_graphic()))
+            .unwrap_or_else(|| "-".into());
+        Ok(Sinks {
+            outputs: outputs.clone(),
+            file,
+            syslog,
+            hostname,
+            errors: 0,
+            complained: [false; 3],
+        })
+    }
+
+    /// Write one event to every output that wants it. Output failures never stop the
+    /// service: they are counted and reported once on standard error.
+    pub fn emit(&mut self, ev: &ServiceEvent) {
+        let now = SystemTime::now();
+        let line = ev.to_line(now);
+        if wants(self.outputs.stdout, ev) {
+            let mut out = std::io::stdout().lock();
+            let r = writeln!(out, "{line}").and_then(|_| out.flush());
+            self.check(0, "standard output", r);
+        }
+        if wants(self.outputs.file_events, ev) {
+            if let Some(f) = &mut self.file {
+                let r = writeln!(f, "{line}").and_then(|_| f.sync_data());
+                self.check(1, "the alert file", r);
+            }
+        }
+        if wants(self.outputs.syslog, ev) {
+            if let Some(s) = &self.syslog {
+                // <PRI>1 TIMESTAMP HOSTNAME APP-NAME PROCID MSGID SD MSG; facility daemon
+                let pri = 3 * 8 + u32::from(ev.severity.min(7));
+                let msgid = ev
+                    .body
+                    .get("event")
+                    .and_then(Value::as_str)
+                    .unwrap_or("event");
+                let msg = format!(
+                    "<{pri}>1 {} {} vmi-detector {} {} - {line}",
+                    rfc3339(now),
+                    self.hostname,
+                    std::process::id(),
+                    msgid
+                );
+                let r = s.send(msg.as_bytes()).map(|_| ());
+                self.check(2, "syslog", r);
+            }
+        }
+    }
+
+    fn check(&mut self, which: usize, name: &str, r: std::io::Result<()>) {
+        if let Err(e) = r {
+            self.errors += 1;
+            if !self.complained[which] {
+                self.complained[which] = true;
+                eprintln!("detector serve: writing to {name} failed: {e} (further failures are counted in the metrics)");
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn timestamps() {
+        assert_eq!(rfc3339(UNIX_EPOCH), "1970-01-01T00:00:00.000Z");
+        let t = UNIX_EPOCH + Duration::from_millis(1_795_717_805_123);
+        assert_eq!(rfc3339(t), "2026-11-26T18:30:05.123Z"); // date -u -d @1795717805
+        let leap = UNIX_EPOCH + Duration::from_secs(951_782_400); // 2000-02-29
+        assert_eq!(&rfc3339(leap)[..10], "2000-02-29");
+    }
+
+    #[test]
+    fn lines_carry_guest_and_time() {
+        let ev = ServiceEvent {
+            guest: "web1".into(),
+            body: json!({"event": "process-start", "pid": 7}),
+            alert: false,
+            severity: 6,
+        };
+        let v: Value = serde_json::from_str(&ev.to_line(UNIX_EPOCH)).unwrap();
+        assert_eq!(v["guest"], "web1");
+        assert_eq!(v["pid"], 7);
+        assert_eq!(v["ts"], "1970-01-01T00:00:00.000Z");
+    }
+
+    #[test]
+    fn file_and_syslog_outputs() {
+        let dir = tempfile::tempdir().unwrap();
+        let sock = dir.path().join("log");
+        let server = UnixDatagram::bind(&sock).unwrap();
+        let file = dir.path().join("alerts.jsonl");
+        let mut sinks = Sinks::open(&Outputs {
+            stdout: Events::None,
+            syslog: Events::Alerts,
+            syslog_socket: sock,
+            file: Some(file.clone()),
+            file_events: Events::All,
+        })
+        .unwrap();
+        let quiet = ServiceEvent {
+            guest: "g".into(),
+            body: json!({"event": "process-start"}),
+            alert: false,
+            severity: 6,
+        };
+        let loud = ServiceEvent {
+            guest: "g".into(),
+            body: json!({"event": "finding", "check": "idt"}),
+            alert: true,
+            severity: 2,
+        };
+        sinks.emit(&quiet);
+        sinks.emit(&loud);
+        let text = std::fs::read_to_string(&file).unwrap();
+        assert_eq!(text.lines().count(), 2);
+        let mut buf = [0u8; 4096];
+        let n = server.recv(&mut buf).unwrap();
+        let msg = std::str::from_utf8(&buf[..n]).unwrap();
+        assert!(msg.starts_with("<26>1 "), "{msg}");
+        assert!(
+            msg.contains(" vmi-detector ") && msg.contains(" finding - {"),
+            "{msg}"
+        );
+        server.set_nonblocking(true).unwrap();
+        assert!(server.recv(&mut buf).is_err(), "only alerts go to syslog");
+    }
+}

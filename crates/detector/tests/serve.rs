@@ -1,0 +1,461 @@
+//! `detector serve` end to end: one service watching two live guests of different kernels
+//! (Debian 6.1 and 6.12, KASLR on, TCG).
+//!
+//! - the 6.1 guest has a profile in its directory, the 6.12 guest's directory starts
+//!   empty (its profile is made from its memory and written there);
+//! - both are attached; a process started in each is reported under the right guest;
+//! - SIGHUP with a changed interval for one guest: `config-reloaded` says one kept, one
+//!   changed, and the kept guest is not attached again nor are its processes reported
+//!   again; a broken file on SIGHUP is rejected and the service goes on;
+//! - the 6.1 guest's QEMU killed: `shutdown` and `detached` for it, and a process started
+//!   in the 6.12 guest afterwards is still reported;
+//! - the metrics endpoint answers and its counters move; alerts reach the syslog socket
+//!   as RFC 5424 and the alert file; every line validates against
+//!   docs/serve-events.schema.json (Python jsonschema, pinned);
+//! - SIGTERM: `service-stopped`, exit 0;
+//! - `--check-config` on a broken file: exit 2 with file:line:column.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::os::unix::net::UnixDatagram;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc::{channel, Receiver};
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+use vmi_lab::python::{Venv, JSONSCHEMA};
+use vmi_lab::{BootOptions, Guest, Lab, Scenario, DEFAULT_KERNEL};
+
+const OTHER_KERNEL: &str = "6.12.117+deb12-amd64";
+
+fn detector() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_detector"))
+}
+
+/// The running service; killed if the test fails.
+struct Serve {
+    child: Child,
+    lines: Receiver<(String, Value)>,
+    seen: Vec<(String, Value)>,
+    metrics: String,
+}
+
+impl Drop for Serve {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Serve {
+    fn start(config: &Path) -> Serve {
+        let mut child = detector()
+            .args(["serve", "--config"])
+            .arg(config)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("detector serve");
+        let out = child.stdout.take().unwrap();
+        let err = child.stderr.take().unwrap();
+        let (tx, rx) = channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(out).lines().map_while(Result::ok) {
+                let v: Value = serde_json::from_str(&line).unwrap_or_else(
+                    |e| json!({"event": "BAD-JSON", "line": line, "error": e.to_string()}),
+                );
+                if tx.send((line, v)).is_err() {
+                    break;
+                }
+            }
+        });
+        // the endpoint's address is on stderr first; the rest is passed through
+        let (atx, arx) = channel();
+        std::thread::spawn(move || {
+            let mut sent = false;
+            for line in BufReader::new(err).lines().map_while(Result::ok) {
+                eprintln!("[serve] {line}");
+                if !sent {
+                    if let Some(a) = line.strip_prefix("detector serve: metrics on http://") {
+                        let _ = atx.send(a.trim_end_matches("/metrics").to_string());
+                        sent = true;
+                    }
+                }
+            }
+        });
+        let metrics = arx
+            .recv_timeout(Duration::from_secs(60))
+            .expect("the metrics address on stderr");
+        Serve {
+            child,
+            lines: rx,
+            seen: Vec::new(),
+            metrics,
+        }
+    }
+
+    fn wait_for(&mut self, what: &str, timeout: Duration, f: impl Fn(&Value) -> bool) -> Value {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok((line, v)) => {
+                    assert_ne!(v["event"], "BAD-JSON", "{v}");
+                    self.seen.push((line, v.clone()));
+                    if f(&v) {
+                        return v;
+                    }
+                }
+                Err(_) => panic!(
+                    "no {what} within {timeout:?}; seen:\n{}",
+                    self.seen
+                        .iter()
+                        .map(|(l, _)| l.as_str())
+                        .collect::<Vec<_>>()
+                        .join("\n")
+                ),
+            }
+        }
+    }
+
+    /// Like `wait_for`, but an event already read counts too (for events whose order
+    /// between guests is not fixed).
+    fn wait_any(&mut self, what: &str, timeout: Duration, f: impl Fn(&Value) -> bool) -> Value {
+        if let Some((_, v)) = self.seen.iter().find(|(_, v)| f(v)) {
+            return v.clone();
+        }
+        self.wait_for(what, timeout, f)
+    }
+
+    fn drain(&mut self) {
+        while let Ok(x) = self.lines.try_recv() {
+            self.seen.push(x);
+        }
+    }
+
+    fn signal(&self, sig: libc::c_int) {
+        // SAFETY: kill(2) on our own child
+        unsafe {
+            libc::kill(self.child.id() as libc::pid_t, sig);
+        }
+    }
+
+    fn scrape(&self) -> String {
+        let mut c = TcpStream::connect(&self.metrics).expect("metrics endpoint");
+        c.write_all(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\n\r\n")
+            .unwrap();
+        let mut out = String::new();
+        c.read_to_string(&mut out).unwrap();
+        assert!(out.starts_with("HTTP/1.1 200 OK"), "{out}");
+        out
+    }
+}
+
+fn event(v: &Value) -> &str {
+    v["event"].as_str().unwrap_or("")
+}
+
+fn metric(text: &str, name_and_labels: &str) -> f64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(name_and_labels)?.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no {name_and_labels} in\n{text}"))
+}
+
+fn config(path: &Path, guests: &[(&str, &Guest, &Path, &str)], syslog: &Path, alerts: &Path) {
+    let mut s = format!(
+        "[service]\ncpu_budget = 50\nmetrics = \"127.0.0.1:0\"\n\n[output]\nstdout = \"all\"\nsyslog = \"alerts\"\nsyslog_socket = \"{}\"\nfile = \"{}\"\nfile_events = \"alerts\"\n\n[defaults]\ninterval = \"1s\"\n",
+        syslog.display(),
+        alerts.display()
+    );
+    for (name, g, profiles, interval) in guests {
+        s.push_str(&format!(
+            "\n[[guest]]\nname = \"{name}\"\nqemu = \"{}\"\nmem_path = \"{}\"\nprofiles = \"{}\"\ninterval = \"{interval}\"\n",
+            g.qmp_socket().display(),
+            g.ram_path().display(),
+            profiles.display()
+        ));
+    }
+    std::fs::write(path, s).unwrap();
+}
+
+fn start_marker(guest: &mut Guest, name: &str) -> u64 {
+    let out = guest
+        .sh(&format!(
+            "cp /bin/busybox /tmp/{name} && (/tmp/{name} sleep 999 >/dev/null 2>&1 & echo $!)"
+        ))
+        .expect("sh");
+    assert_eq!(out.status, 0, "{:?}", out.lines);
+    out.lines
+        .last()
+        .and_then(|l| l.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no pid: {:?}", out.lines))
+}
+
+#[test]
+fn serve_watches_two_guests() {
+    let lab = Lab::open_default().expect("lab");
+    let dir = tempfile::tempdir().unwrap();
+    let profiles_a = dir.path().join("profiles-a");
+    let profiles_b = dir.path().join("profiles-b");
+    std::fs::create_dir_all(&profiles_a).unwrap();
+    std::fs::create_dir_all(&profiles_b).unwrap();
+    // 6.1: a profile made beforehand from its boot image
+    let image = lab.store().image(DEFAULT_KERNEL).expect("6.1 image");
+    let built = profile_gen::build::from_btf(&image.vmlinuz, None, None, &Default::default())
+        .expect("profile");
+    std::fs::write(profiles_a.join("6.1.json"), built.profile.to_json()).unwrap();
+
+    let opts = BootOptions {
+        memory_mib: 512,
+        ..BootOptions::default()
+    };
+    let t = Instant::now();
+    let mut a = lab
+        .boot(DEFAULT_KERNEL, &Scenario::standard(), &opts)
+        .expect("boot 6.1");
+    let mut b = lab
+        .boot(OTHER_KERNEL, &Scenario::standard(), &opts)
+        .expect("boot 6.12");
+    eprintln!("two guests booted in {:.1?}", t.elapsed());
+    a.release_qmp();
+    b.release_qmp();
+
+    let syslog_path = dir.path().join("log.sock");
+    let syslog = UnixDatagram::bind(&syslog_path).unwrap();
+    syslog
+        .set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    let alerts = dir.path().join("alerts.jsonl");
+    let cfg = dir.path().join("detector.toml");
+    config(
+        &cfg,
+        &[
+            ("web", &a, &profiles_a, "1s"),
+            ("db", &b, &profiles_b, "1s"),
+        ],
+        &syslog_path,
+        &alerts,
+    );
+    let check = detector()
+        .args(["serve", "--check-config", "--config"])
+        .arg(&cfg)
+        .output()
+        .unwrap();
+    assert!(check.status.success(), "{check:?}");
+    assert!(String::from_utf8_lossy(&check.stdout).contains("2 guest(s)"));
+
+    let t = Instant::now();
+    let mut s = Serve::start(&cfg);
+    for g in ["web", "db"] {
+        s.wait_any(&format!("{g} attached"), Duration::from_secs(120), |v| {
+            event(v) == "attached" && v["guest"] == g
+        });
+    }
+    for (g, release) in [("web", "6.1.0-56-amd64"), ("db", "6.12.117+deb12-amd64")] {
+        s.wait_any(&format!("{g} started"), Duration::from_secs(60), |v| {
+            event(v) == "started" && v["guest"] == g && v["release"] == release
+        });
+    }
+    eprintln!("both guests attached and identified in {:.1?}", t.elapsed());
+    assert_eq!(
+        std::fs::read_dir(&profiles_b).unwrap().count(),
+        1,
+        "the 6.12 profile was made from memory and written"
+    );
+
+    let pa = start_marker(&mut a, "mark-web");
+    let pb = start_marker(&mut b, "mark-db");
+    for (g, pid, comm) in [("web", pa, "mark-web"), ("db", pb, "mark-db")] {
+        s.wait_any(&format!("{comm} in {g}"), Duration::from_secs(60), |v| {
+            event(v) == "process-start" && v["guest"] == g && v["pid"] == pid && v["comm"] == comm
+        });
+    }
+    let m1 = s.scrape();
+    assert_eq!(metric(&m1, "vmi_guests_attached "), 2.0);
+    let scans_db = metric(&m1, "vmi_scans_total{guest=\"db\"} ");
+
+    // reload: db's interval changes, web's does not
+    config(
+        &cfg,
+        &[
+            ("web", &a, &profiles_a, "1s"),
+            ("db", &b, &profiles_b, "500ms"),
+        ],
+        &syslog_path,
+        &alerts,
+    );
+    s.drain();
+    let mark = s.seen.len();
+    s.signal(libc::SIGHUP);
+    let r = s.wait_for("config-reloaded", Duration::from_secs(30), |v| {
+        event(v) == "config-reloaded"
+    });
+    assert_eq!(r["kept"], 1, "{r}");
+    assert_eq!(r["changed"], json!(["db"]), "{r}");
+    s.wait_for("db attached again", Duration::from_secs(60), |v| {
+        event(v) == "attached" && v["guest"] == "db"
+    });
+    let pa2 = start_marker(&mut a, "mark-web2");
+    s.wait_for("mark-web2", Duration::from_secs(60), |v| {
+        event(v) == "process-start" && v["guest"] == "web" && v["pid"] == pa2
+    });
+    let after: Vec<&Value> = s.seen[mark..].iter().map(|(_, v)| v).collect();
+    assert!(
+        !after
+            .iter()
+            .any(|v| v["guest"] == "web" && (event(v) == "attached" || event(v) == "started")),
+        "web kept its state: {after:?}"
+    );
+    assert!(
+        !after
+            .iter()
+            .any(|v| v["guest"] == "web" && event(v) == "process-start" && v["pid"] == pa),
+        "web's processes are not reported again: {after:?}"
+    );
+
+    // a broken file is rejected and nothing changes
+    std::fs::write(&cfg, "[[guest]]\nname = \"web\"\nqemu = 7\n").unwrap();
+    s.signal(libc::SIGHUP);
+    let rej = s.wait_for("config-rejected", Duration::from_secs(30), |v| {
+        event(v) == "config-rejected"
+    });
+    assert!(
+        rej["error"].as_str().unwrap().contains("detector.toml:3:8"),
+        "{rej}"
+    );
+
+    // web's QEMU goes away; db goes on
+    let t = Instant::now();
+    drop(a);
+    s.wait_for("web shutdown", Duration::from_secs(60), |v| {
+        event(v) == "shutdown" && v["guest"] == "web"
+    });
+    s.wait_for("web detached", Duration::from_secs(30), |v| {
+        event(v) == "detached" && v["guest"] == "web"
+    });
+    eprintln!("web's end seen in {:.1?}", t.elapsed());
+    let pb2 = start_marker(&mut b, "mark-db2");
+    s.wait_for("mark-db2", Duration::from_secs(60), |v| {
+        event(v) == "process-start" && v["guest"] == "db" && v["pid"] == pb2
+    });
+    let m2 = s.scrape();
+    assert_eq!(metric(&m2, "vmi_guests_attached "), 1.0);
+    assert!(metric(&m2, "vmi_scans_total{guest=\"db\"} ") > scans_db);
+    assert!(
+        metric(
+            &m2,
+            "vmi_events_total{guest=\"db\",event=\"process-start\"} "
+        ) >= 2.0
+    );
+    assert!(metric(&m2, "vmi_attach_failures_total{guest=\"web\"} ") >= 0.0);
+    assert!(m2.contains("vmi_scan_duration_seconds_bucket{guest=\"db\",le=\"+Inf\"}"));
+
+    s.signal(libc::SIGTERM);
+    let code = s.child.wait().expect("wait").code();
+    while let Ok(x) = s.lines.recv_timeout(Duration::from_secs(5)) {
+        s.seen.push(x);
+    }
+    assert_eq!(code, Some(0));
+    assert_eq!(
+        s.seen.last().map(|(_, v)| event(v).to_string()).as_deref(),
+        Some("service-stopped")
+    );
+    b.shutdown().expect("shutdown");
+
+    // syslog: RFC 5424 alerts
+    let mut msgs = Vec::new();
+    let mut buf = vec![0u8; 65536];
+    while let Ok(n) = syslog.recv(&mut buf) {
+        msgs.push(String::from_utf8_lossy(&buf[..n]).into_owned());
+    }
+    assert!(
+        msgs.iter().any(|m| m.starts_with("<29>1 ")
+            && m.contains(" vmi-detector ")
+            && m.contains(" attached - {")),
+        "{msgs:?}"
+    );
+    assert!(msgs.iter().any(|m| m.contains(" shutdown - {")), "{msgs:?}");
+    assert!(
+        !msgs.iter().any(|m| m.contains(" process-start - {")),
+        "alerts only"
+    );
+    // the alert file: alerts only
+    let file = std::fs::read_to_string(&alerts).unwrap();
+    assert!(file.lines().any(|l| l.contains("\"event\":\"detached\"")));
+    assert!(!file
+        .lines()
+        .any(|l| l.contains("\"event\":\"process-start\"")));
+
+    // every line validates against the documented schema
+    let lines = dir.path().join("lines.jsonl");
+    let mut all: Vec<&str> = s.seen.iter().map(|(l, _)| l.as_str()).collect();
+    all.extend(file.lines());
+    std::fs::write(&lines, all.join("\n")).unwrap();
+    let venv = Venv::ensure(lab.cache(), &[JSONSCHEMA]).expect("jsonschema venv");
+    let schema = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/serve-events.schema.json");
+    let out = Command::new(venv.bin("python"))
+        .arg("-c")
+        .arg(
+            "import json,sys,jsonschema\n\
+             schema=json.load(open(sys.argv[1]))\n\
+             jsonschema.Draft202012Validator.check_schema(schema)\n\
+             v=jsonschema.Draft202012Validator(schema)\n\
+             n=0\n\
+             for line in open(sys.argv[2]):\n\
+             \x20   v.validate(json.loads(line)); n+=1\n\
+             print(n)\n",
+        )
+        .arg(&schema)
+        .arg(&lines)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    eprintln!(
+        "{} event lines valid against the schema",
+        String::from_utf8_lossy(&out.stdout).trim()
+    );
+}
+
+#[test]
+fn check_config_names_the_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg: PathBuf = dir.path().join("detector.toml");
+    std::fs::write(
+        &cfg,
+        "[defaults]\ninterval = \"1s\"\n\n[[guest]]\nname = \"web\"\nqemu = \"/run/web.qmp\"\npolcy = \"/etc/vmi/policy.toml\"\n",
+    )
+    .unwrap();
+    let out = detector()
+        .args(["serve", "--check-config", "--config"])
+        .arg(&cfg)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains(&format!("{}:7:1: unknown key \"polcy\"", cfg.display())),
+        "{err}"
+    );
+    // a profile directory that does not exist
+    std::fs::write(
+        &cfg,
+        "[[guest]]\nname = \"web\"\nqemu = \"/run/web.qmp\"\nprofiles = \"/nonexistent/profiles\"\n",
+    )
+    .unwrap();
+    let out = detector()
+        .args(["serve", "--check-config", "--config"])
+        .arg(&cfg)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("/nonexistent/profiles does not exist"),
+        "{err}"
+    );
+}
