@@ -7,6 +7,7 @@
 //! | table | what the kernel writes there |
 //! |---|---|
 //! | `__mcount_loc` | `call __fentry__` at function entry → a 5-byte NOP, or a call to an ftrace trampoline |
+//! | `ftrace_call`, `ftrace_regs_call`, `ftrace_graph_call` | ftrace's own callers → a `call`/`jmp` to the current list function |
 //! | `__jump_table` | static keys: NOP ↔ `jmp` to the entry's target |
 //! | `.static_call_sites`, `__SCT__*` trampolines | static calls: `call`/`jmp` to the current function |
 //! | `.altinstructions` | alternatives: CPU-specific replacements |
@@ -244,6 +245,9 @@ impl KernelImage {
             "__start_static_call_sites",
             "__stop_static_call_sites",
             "__start_mcount_loc",
+            "ftrace_call",
+            "ftrace_regs_call",
+            "ftrace_graph_call",
             "__stop_mcount_loc",
             "__start_ro_after_init",
             "__end_ro_after_init",
@@ -488,6 +492,13 @@ impl KernelImage {
                         SiteKind::Fentry,
                     );
                 }
+            }
+        }
+        // ftrace's own callers: `ftrace_update_ftrace_func` points their call (and the
+        // graph tracer's jump) at the current list function
+        for label in ["ftrace_call", "ftrace_regs_call", "ftrace_graph_call"] {
+            if let Some(a) = sym(label) {
+                push(a, 5, SiteKind::Fentry);
             }
         }
         sites.retain(|s| text_range.contains(&s.start));
