@@ -13,7 +13,8 @@
 //! - `detector watch --interval 1s` for 30 s: CPU time used, as a share of one core
 //!   (target: ≤ 1 %);
 //! - Volatility 3 (linux.pslist, linux.check_syscall, linux.check_idt,
-//!   linux.hidden_modules, linux.check_creds) on the same dump.
+//!   linux.hidden_modules, linux.check_creds, linux.tracing.ftrace,
+//!   linux.tracing.tracepoints) on the same dump.
 
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -304,6 +305,8 @@ fn main() {
                 "linux.check_idt",
                 "linux.hidden_modules",
                 "linux.check_creds",
+                "linux.tracing.ftrace",
+                "linux.tracing.tracepoints",
             ] {
                 let (t, ok, rows) = vol(&venv, &symbols, &cache, &dump, plugin);
                 total += t;
@@ -312,7 +315,7 @@ fn main() {
                     if ok { "" } else { " (FAILED)" }
                 );
             }
-            println!("baseline: Volatility 3, those five plugins together: {total:.1?}");
+            println!("baseline: Volatility 3, those seven plugins together: {total:.1?}");
         }
         Err(e) => println!("baseline: Volatility 3 unavailable: {e}"),
     }

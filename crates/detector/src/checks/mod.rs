@@ -10,25 +10,33 @@
 //! | `syscall-table` ([`syscalls`]) | every `sys_call_table` (and `ia32_sys_call_table`) entry with kernel text |
 //! | `idt` ([`idt`]) | every IDT gate with kernel text and `__KERNEL_CS`; each vCPU's IDTR with `idt_table` |
 //! | `credentials` ([`creds`]) | user tasks' credentials with `init_cred` and with their `user_struct` |
+//! | `ftrace` ([`ftrace`]) | every registered `ftrace_ops`' callbacks with kernel text |
+//! | `kprobes` ([`kprobes`]) | every kprobe's and kretprobe's handlers with kernel text |
+//! | `tracepoints` ([`tracepoints`]) | every probe on the kernel's tracepoints with kernel text |
 //! | `policy` ([`policy`]) | processes with the policy file (names, executables, who may be root); only with a policy |
 //! | `kernel-text` ([`text`]) | `.text` and `.rodata` with the kernel image, patch sites accounted for; only with an image |
 //!
-//! [`Scan`] reads what several checks share (processes, modules, module kobjects)
-//! once. A check that cannot run (a read fails, the profile lacks a field) reports a
+//! [`Scan`] reads what several checks share (processes, modules, module kobjects,
+//! ftrace_ops) once, and names kernel functions on demand ([`names`]). A check that cannot run (a read fails, the profile lacks a field) reports a
 //! [`CheckError`] and the others still run.
 
 pub mod creds;
+pub mod ftrace;
 pub mod idt;
+pub mod kprobes;
 pub mod modules;
+pub mod names;
 pub mod owner;
 pub mod policy;
 pub mod processes;
 pub mod syscalls;
 pub mod text;
+pub mod tracepoints;
 
 use std::collections::BTreeSet;
 
 use vmi_core::arch::x86_64::Registers;
+use vmi_core::kernel::ftrace::FtraceOps;
 use vmi_core::kernel::{Kernel, KernelError, Limits, Module, Process};
 use vmi_core::memory::PhysicalMemory;
 
@@ -50,6 +58,12 @@ pub enum Check {
     Idt,
     /// Credentials shared with `init_cred` or rewritten.
     Credentials,
+    /// ftrace callbacks outside kernel text.
+    Ftrace,
+    /// kprobe and kretprobe handlers outside kernel text.
+    Kprobes,
+    /// Tracepoint probes outside kernel text.
+    Tracepoints,
     /// What the policy file forbids (runs only with a policy).
     Policy,
     /// Kernel text and read-only data against the image (runs only with an image).
@@ -58,12 +72,15 @@ pub enum Check {
 
 impl Check {
     /// Every check that needs no configuration, in the order they run.
-    pub const ALL: [Check; 5] = [
+    pub const ALL: [Check; 8] = [
         Check::HiddenProcess,
         Check::HiddenModule,
         Check::SyscallTable,
         Check::Idt,
         Check::Credentials,
+        Check::Ftrace,
+        Check::Kprobes,
+        Check::Tracepoints,
     ];
 
     /// The check's name in findings and on the command line.
@@ -74,6 +91,9 @@ impl Check {
             Check::SyscallTable => "syscall-table",
             Check::Idt => "idt",
             Check::Credentials => "credentials",
+            Check::Ftrace => "ftrace",
+            Check::Kprobes => "kprobes",
+            Check::Tracepoints => "tracepoints",
             Check::Policy => "policy",
             Check::KernelText => "kernel-text",
         }
@@ -149,10 +169,15 @@ pub struct Scan<'k, M> {
     pub processes: Result<Vec<Process>, KernelError>,
     /// The `modules` list walk.
     pub modules: Result<Vec<Module>, KernelError>,
-    /// Who owns kernel addresses (text, listed and hidden modules).
+    /// The registered ftrace_ops.
+    pub ftrace: Result<Vec<FtraceOps>, KernelError>,
+    /// Who owns kernel addresses (text, listed and hidden modules, ftrace
+    /// trampolines).
     pub owners: Owners,
     /// What `module_kset` holds beyond the `modules` list.
     pub kset: Result<modules::KsetView, CheckFailure>,
+    /// Names of kernel functions, looked up when a finding needs one.
+    pub names: names::Names,
 }
 
 /// Most module kobjects walked.
@@ -170,7 +195,7 @@ impl<'k, M: PhysicalMemory> Scan<'k, M> {
                 error: e.to_string(),
             }),
         };
-        let owners = Owners::new(
+        let mut owners = Owners::new(
             kernel.text_range().ok(),
             modules.as_deref().unwrap_or(&[]),
             kset.as_ref()
@@ -179,14 +204,20 @@ impl<'k, M: PhysicalMemory> Scan<'k, M> {
                 .iter()
                 .map(|h| &h.module),
         );
+        let ftrace = kernel.ftrace_ops();
+        if let Ok(ops) = &ftrace {
+            owners.add_ftrace_trampolines(ops);
+        }
         Scan {
             kernel,
             settings,
             registers,
             processes,
             modules,
+            ftrace,
             owners,
             kset,
+            names: names::Names::default(),
         }
     }
 
@@ -198,6 +229,9 @@ impl<'k, M: PhysicalMemory> Scan<'k, M> {
             Check::SyscallTable => syscalls::run(self),
             Check::Idt => idt::run(self),
             Check::Credentials => creds::run(self),
+            Check::Ftrace => ftrace::run(self),
+            Check::Kprobes => kprobes::run(self),
+            Check::Tracepoints => tracepoints::run(self),
             Check::Policy => match &self.settings.policy {
                 Some(p) => policy::run(self, p),
                 None => Err(CheckFailure::Walk {
