@@ -27,6 +27,8 @@ use serde_json::{json, Value};
 use vmi_lab::python::{Venv, JSONSCHEMA};
 use vmi_lab::{BootOptions, Guest, Lab, Scenario, DEFAULT_KERNEL};
 
+mod common;
+
 const OTHER_KERNEL: &str = "6.12.117+deb12-amd64";
 
 fn detector() -> Command {
@@ -57,19 +59,8 @@ impl Serve {
             .stderr(Stdio::piped())
             .spawn()
             .expect("detector serve");
-        let out = child.stdout.take().unwrap();
+        let rx = common::json_lines(child.stdout.take().unwrap());
         let err = child.stderr.take().unwrap();
-        let (tx, rx) = channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(out).lines().map_while(Result::ok) {
-                let v: Value = serde_json::from_str(&line).unwrap_or_else(
-                    |e| json!({"event": "BAD-JSON", "line": line, "error": e.to_string()}),
-                );
-                if tx.send((line, v)).is_err() {
-                    break;
-                }
-            }
-        });
         // the endpoint's address is on stderr first; the rest is passed through
         let (atx, arx) = channel();
         std::thread::spawn(move || {
@@ -421,39 +412,39 @@ fn serve_watches_two_guests() {
     );
 }
 
+/// `serve --check-config` on `text`: exit code and standard error.
+fn check_config(path: &Path, text: &str) -> (Option<i32>, String) {
+    std::fs::write(path, text).unwrap();
+    let out = detector()
+        .args(["serve", "--check-config", "--config"])
+        .arg(path)
+        .output()
+        .unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
 #[test]
 fn check_config_names_the_line() {
     let dir = tempfile::tempdir().unwrap();
     let cfg: PathBuf = dir.path().join("detector.toml");
-    std::fs::write(
+    let (code, err) = check_config(
         &cfg,
         "[defaults]\ninterval = \"1s\"\n\n[[guest]]\nname = \"web\"\nqemu = \"/run/web.qmp\"\npolcy = \"/etc/vmi/policy.toml\"\n",
-    )
-    .unwrap();
-    let out = detector()
-        .args(["serve", "--check-config", "--config"])
-        .arg(&cfg)
-        .output()
-        .unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(2), "{err}");
+    );
+    assert_eq!(code, Some(2), "{err}");
     assert!(
         err.contains(&format!("{}:7:1: unknown key \"polcy\"", cfg.display())),
         "{err}"
     );
     // a profile directory that does not exist
-    std::fs::write(
+    let (code, err) = check_config(
         &cfg,
         "[[guest]]\nname = \"web\"\nqemu = \"/run/web.qmp\"\nprofiles = \"/nonexistent/profiles\"\n",
-    )
-    .unwrap();
-    let out = detector()
-        .args(["serve", "--check-config", "--config"])
-        .arg(&cfg)
-        .output()
-        .unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(2), "{err}");
+    );
+    assert_eq!(code, Some(2), "{err}");
     assert!(
         err.contains("/nonexistent/profiles does not exist"),
         "{err}"

@@ -15,10 +15,9 @@
 mod common;
 
 use std::collections::BTreeSet;
-use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
-use std::sync::mpsc::{channel, Receiver};
+use std::sync::mpsc::Receiver;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
@@ -27,7 +26,7 @@ use vmi_lab::{BootOptions, Guest, Lab, Scenario, DEFAULT_KERNEL};
 /// A running `detector watch` and the JSON lines it printed.
 struct Watch {
     child: Child,
-    lines: Receiver<Value>,
+    lines: Receiver<(String, Value)>,
     seen: Vec<Value>,
 }
 
@@ -45,18 +44,7 @@ impl Watch {
             .stderr(Stdio::inherit())
             .spawn()
             .expect("detector watch");
-        let out = child.stdout.take().unwrap();
-        let (tx, rx) = channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(out).lines().map_while(Result::ok) {
-                let v: Value = serde_json::from_str(&line).unwrap_or_else(
-                    |e| json!({"event": "BAD-JSON", "line": line, "error": e.to_string()}),
-                );
-                if tx.send(v).is_err() {
-                    break;
-                }
-            }
-        });
+        let rx = common::json_lines(child.stdout.take().unwrap());
         Watch {
             child,
             lines: rx,
@@ -70,7 +58,7 @@ impl Watch {
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
             match self.lines.recv_timeout(left) {
-                Ok(v) => {
+                Ok((_, v)) => {
                     assert_ne!(v["event"], "BAD-JSON", "{v}");
                     self.seen.push(v.clone());
                     if f(&v) {
@@ -92,7 +80,7 @@ impl Watch {
     /// Everything printed until the process exits, and its exit code.
     fn finish(mut self) -> (Vec<Value>, i32) {
         let code = self.child.wait().expect("wait").code().unwrap_or(-1);
-        while let Ok(v) = self.lines.recv_timeout(Duration::from_secs(5)) {
+        while let Ok((_, v)) = self.lines.recv_timeout(Duration::from_secs(5)) {
             self.seen.push(v);
         }
         (self.seen, code)

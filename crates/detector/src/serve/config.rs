@@ -47,6 +47,7 @@ use toml::de::{DeTable, DeValue};
 use toml::Spanned;
 
 use crate::checks::Check;
+use crate::target::SourceSpec;
 
 /// Largest configuration file read.
 const MAX_CONFIG_BYTES: u64 = 1 << 20;
@@ -120,21 +121,13 @@ pub struct Service {
     pub metrics: Option<SocketAddr>,
 }
 
-/// Where a guest's memory comes from.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum GuestSource {
-    /// A QEMU guest.
-    Qemu {
-        /// Its QMP socket.
-        socket: PathBuf,
-        /// Its RAM file, when not the one QEMU names.
-        mem_path: Option<PathBuf>,
-    },
-    /// A Xen domain, by name or id.
-    Xen {
-        /// The domain.
-        domain: String,
-    },
+/// `qemu:<socket>` or `xen:<domain>`, as events and `--check-config` name a source.
+pub fn source_name(s: &SourceSpec) -> String {
+    match s {
+        SourceSpec::Qemu { socket, .. } => format!("qemu:{}", socket.display()),
+        SourceSpec::Xen { domain } => format!("xen:{domain}"),
+        SourceSpec::Dump(p) => format!("dump:{}", p.display()),
+    }
 }
 
 /// How one guest is watched.
@@ -157,8 +150,8 @@ pub struct Watch {
 pub struct Guest {
     /// Its name in events and metrics.
     pub name: String,
-    /// Its memory.
-    pub source: GuestSource,
+    /// Its memory: a QEMU guest or a Xen domain (never a dump).
+    pub source: SourceSpec,
     /// How it is watched.
     pub watch: Watch,
 }
@@ -615,12 +608,12 @@ fn parse_guest(
         ));
     }
     let source = match (qemu, xen) {
-        (Some((socket, _)), None) => GuestSource::Qemu { socket, mem_path },
+        (Some((socket, _)), None) => SourceSpec::Qemu { socket, mem_path },
         (None, Some((domain, span))) => {
             if mem_path.is_some() {
                 return Err(cx.at(span, format!("guest {name:?}: mem_path is for QEMU guests")));
             }
-            GuestSource::Xen { domain }
+            SourceSpec::Xen { domain }
         }
         (Some(_), Some((_, span))) => {
             return Err(cx.at(span, format!("guest {name:?}: give qemu or xen, not both")))
@@ -699,7 +692,7 @@ exclude = ["build-*"]
             vec![Check::HiddenProcess, Check::Idt]
         );
         assert_eq!(c.guests[0].watch.profiles, PathBuf::from("/srv/profiles"));
-        assert!(matches!(&c.guests[1].source, GuestSource::Xen { domain } if domain == "db"));
+        assert!(matches!(&c.guests[1].source, SourceSpec::Xen { domain } if domain == "db"));
         assert!(c.guests[1].watch.pause);
         assert_eq!(c.guests[1].watch.checks, Check::ALL.to_vec());
         assert_eq!(c.guests[1].watch.interval, Duration::from_secs(2));

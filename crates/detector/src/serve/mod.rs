@@ -32,7 +32,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-use self::config::{Config, ConfigError, Guest, GuestSource, Watch};
+use self::config::{Config, ConfigError, Guest, Watch};
 use self::metrics::{Endpoint, Metrics};
 use self::output::{ServiceEvent, Sinks};
 use crate::checks::{Check, Settings};
@@ -421,23 +421,14 @@ impl Service {
     }
 
     fn attach(&mut self, g: &mut GuestState, now: Instant) {
-        let source = match &g.cfg.source {
-            GuestSource::Qemu { socket, mem_path } => SourceSpec::Qemu {
-                socket: socket.clone(),
-                mem_path: mem_path.clone(),
-            },
-            GuestSource::Xen { domain } => SourceSpec::Xen {
-                domain: domain.clone(),
-            },
-        };
-        match Target::open(&source, &ProfileSpec::Dir(g.cfg.watch.profiles.clone())) {
+        match Target::open(
+            &g.cfg.source,
+            &ProfileSpec::Dir(g.cfg.watch.profiles.clone()),
+        ) {
             Ok(target) => {
                 let body = json!({
                     "event": "attached",
-                    "source": match &g.cfg.source {
-                        GuestSource::Qemu { socket, .. } => format!("qemu:{}", socket.display()),
-                        GuestSource::Xen { domain } => format!("xen:{domain}"),
-                    },
+                    "source": config::source_name(&g.cfg.source),
                     "profile": target.profile_path.display().to_string(),
                     "interval_ms": g.cfg.watch.interval.as_millis() as u64,
                 });
@@ -555,7 +546,7 @@ impl Service {
             if !self.guests.contains_key(name) {
                 let cfg = Guest {
                     name: name.clone(),
-                    source: GuestSource::Xen {
+                    source: SourceSpec::Xen {
                         domain: name.clone(),
                     },
                     watch: all.watch.clone(),
@@ -586,33 +577,27 @@ impl Service {
         }
     }
 
+    /// A new configuration that cannot be applied: said, and the running one kept.
+    fn reject(&mut self, e: &dyn std::error::Error) {
+        self.emit(
+            "-",
+            json!({ "event": "config-rejected", "error": e.to_string() }),
+            true,
+            3,
+        );
+    }
+
     /// Read the configuration file again and apply it; a bad file changes nothing.
     pub fn reload(&mut self) {
         let path = self.config.path.clone();
         let new = match Config::load(&path).and_then(|c| validate(&c).map(|()| c)) {
             Ok(c) => c,
-            Err(e) => {
-                self.emit(
-                    "-",
-                    json!({ "event": "config-rejected", "error": e.to_string() }),
-                    true,
-                    3,
-                );
-                return;
-            }
+            Err(e) => return self.reject(&e),
         };
         if new.outputs != self.config.outputs {
             match Sinks::open(&new.outputs) {
                 Ok(s) => self.sinks = s,
-                Err(e) => {
-                    self.emit(
-                        "-",
-                        json!({ "event": "config-rejected", "error": e.to_string() }),
-                        true,
-                        3,
-                    );
-                    return;
-                }
+                Err(e) => return self.reject(&e),
             }
         }
         if new.service.metrics != self.config.service.metrics {
@@ -708,10 +693,7 @@ pub fn describe(config: &Config) -> String {
             .map_or_else(|| "off".to_string(), |a| a.to_string()),
     );
     for g in &config.guests {
-        let src = match &g.source {
-            GuestSource::Qemu { socket, .. } => format!("qemu {}", socket.display()),
-            GuestSource::Xen { domain } => format!("xen {domain}"),
-        };
+        let src = config::source_name(&g.source);
         s.push_str(&format!(
             "  {}: {src}, every {:?}, {} check(s){}, profiles {}\n",
             g.name,

@@ -1,4 +1,6 @@
-//! What the detector's lab tests and examples share: building the test rootkits.
+//! What the detector's lab tests and examples share: building the test rootkits, reading
+//! the JSON lines of a running detector. Not every test binary uses every item.
+#![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
 
@@ -23,4 +25,24 @@ pub fn attack_module(lab: &Lab, kernel: &str, name: &str) -> PathBuf {
     };
     lab.build_module(kernel, &src)
         .unwrap_or_else(|e| panic!("building {name} for {kernel}: {e}"))
+}
+
+/// Read a child's JSON lines on a thread: each line with its parsed value (a line that is
+/// not JSON becomes `{"event": "BAD-JSON", ...}` so the test can fail on it).
+pub fn json_lines(
+    out: std::process::ChildStdout,
+) -> std::sync::mpsc::Receiver<(String, serde_json::Value)> {
+    use std::io::BufRead;
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(out).lines().map_while(Result::ok) {
+            let v = serde_json::from_str(&line).unwrap_or_else(
+                |e| serde_json::json!({"event": "BAD-JSON", "line": line, "error": e.to_string()}),
+            );
+            if tx.send((line, v)).is_err() {
+                break;
+            }
+        }
+    });
+    rx
 }
