@@ -52,7 +52,7 @@ struct Opts {
     /// The guest RAM file, when QEMU's mem-path is not the path to open.
     #[arg(long, global = true, value_name = "FILE", requires = "qemu")]
     mem_path: Option<PathBuf>,
-    /// A live Xen domain (PVH or HVM), by name or id; run in dom0 as root.
+    /// A live Xen domain (PV, PVH or HVM), by name or id; run in dom0 as root.
     #[arg(long, global = true, value_name = "DOMAIN", conflicts_with = "qemu")]
     xen: Option<String>,
     /// A directory of profiles; the one matching the guest's banner is used.
@@ -111,8 +111,9 @@ enum Command {
         /// Pause the guest around each scan (default: read it running).
         #[arg(long)]
         pause: bool,
-        /// When QEMU goes away: exit (status 0), or wait for a guest to appear at the same
-        /// QMP socket and watch it.
+        /// When the guest goes away (QEMU exits, the Xen domain is destroyed or shuts
+        /// down): exit (status 0), or wait for a guest to appear at the same QMP socket
+        /// (a Xen domain of the same name or id) and watch it.
         #[arg(long, value_enum, default_value = "exit")]
         on_shutdown: OnShutdown,
         /// Stop after this many scans.
@@ -308,11 +309,8 @@ fn run(cli: &Cli) -> Result<ExitCode> {
         ..
     } = &cli.command
     {
-        if cli.opts.xen.is_some() {
-            bail!("watch does not read Xen domains yet; identify, ps, lsmod and check do");
-        }
-        if cli.opts.qemu.is_none() {
-            bail!("watch needs a live guest: --qemu QMP_SOCKET");
+        if cli.opts.qemu.is_none() && cli.opts.xen.is_none() {
+            bail!("watch needs a live guest: --qemu QMP_SOCKET or --xen DOMAIN");
         }
         let opts = WatchOptions {
             checks: wanted,

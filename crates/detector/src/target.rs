@@ -32,7 +32,7 @@ pub enum SourceSpec {
         /// The RAM file.
         mem_path: Option<PathBuf>,
     },
-    /// A live Xen domain (PVH or HVM), by name or id, read from dom0.
+    /// A live Xen domain (PV, PVH or HVM), by name or id, read from dom0.
     Xen {
         /// The domain's name or id.
         domain: String,
@@ -77,6 +77,17 @@ impl SourceKind {
             SourceKind::Xen => "xen",
         }
     }
+}
+
+/// How a live guest is now.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LiveState {
+    /// Its vCPUs run.
+    Running,
+    /// Paused (by the hypervisor's tools or QMP).
+    Paused,
+    /// It is gone: QEMU exited, or the Xen domain was destroyed, shut down or is dying.
+    Gone(String),
 }
 
 /// An opened guest with its kernel found.
@@ -305,6 +316,7 @@ impl Target {
                 let dom = Arc::new(
                     XenDomain::open(domain, &XenOptions::default()).map_err(open_err(&path))?,
                 );
+                warnings.extend(dom.warnings().iter().cloned());
                 let regs = all_registers(dom.as_ref());
                 let mem: Memory = dom.clone();
                 xen = Some(dom);
@@ -447,9 +459,34 @@ impl Target {
         self.live.is_some() || self.xen.is_some()
     }
 
-    /// The live guest, if this is one.
+    /// The live QEMU guest, if this is one.
     pub fn live(&self) -> Option<&Arc<QemuLive>> {
         self.live.as_ref()
+    }
+
+    /// How a live guest is now (`None` for dumps). A Xen domain that is shut down,
+    /// dying or gone counts as gone, and its mappings are dropped at once: a dying
+    /// domain's memory is freed only once no one maps it.
+    pub fn state(&self) -> Option<LiveState> {
+        if let Some(l) = &self.live {
+            return Some(match l.is_running() {
+                Ok(true) => LiveState::Running,
+                Ok(false) => LiveState::Paused,
+                Err(e) => LiveState::Gone(e.to_string()),
+            });
+        }
+        let x = self.xen.as_ref()?;
+        let gone = |why: String| {
+            x.invalidate();
+            LiveState::Gone(why)
+        };
+        Some(match x.info() {
+            Ok(i) if i.dying => gone(format!("Xen domain {} is being destroyed", i.domid)),
+            Ok(i) if i.shutdown => gone(format!("Xen domain {} has shut down", i.domid)),
+            Ok(i) if i.paused => LiveState::Paused,
+            Ok(_) => LiveState::Running,
+            Err(e) => gone(e.to_string()),
+        })
     }
 
     /// Pause a live guest until the guard is dropped (`None` for dumps).

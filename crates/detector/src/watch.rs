@@ -1,8 +1,9 @@
 //! `watch`: continuous monitoring of a live guest.
 //!
 //! Every interval [`Watcher::tick`] looks at the guest and returns [`Event`]s:
-//! - the guest's state: paused and resumed (no scan while paused), shut down (QEMU
-//!   gone), rebooted in place (a vCPU executes another kernel image than the one
+//! - the guest's state: paused and resumed (no scan while paused), gone (QEMU exited,
+//!   the Xen domain destroyed or shut down: its mappings are dropped at once), rebooted
+//!   in place (a vCPU executes another kernel image than the one
 //!   discovered: the kernel is found again, new KASLR shifts and all);
 //! - processes that started and exited (an exit only once the process is missing from
 //!   two scans in a row, so one torn read of a running guest makes no exit/start pair);
@@ -23,12 +24,11 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 use vmi_core::kernel::candidates::Executing;
 use vmi_core::kernel::Process;
-use vmi_core::memory::PauseResume;
 use vmi_core::Va;
 
 use crate::checks::{self, Check, Settings};
 use crate::finding::{guest_str, Finding, Severity};
-use crate::target::Target;
+use crate::target::{LiveState, Target};
 
 /// What watch reports.
 #[derive(Debug, Clone, PartialEq)]
@@ -75,7 +75,8 @@ pub enum Event {
     Resumed,
     /// A vCPU executes another kernel than the one watched: the guest rebooted.
     Reset,
-    /// QEMU is gone (the guest shut down or QEMU was killed).
+    /// The guest is gone: QEMU exited (the guest shut down or QEMU was killed), or the
+    /// Xen domain was destroyed or shut down.
     Shutdown {
         /// What QMP said.
         reason: String,
@@ -250,7 +251,7 @@ pub struct Watcher {
 pub enum Tick {
     /// Keep watching.
     Continue(Vec<Event>),
-    /// QEMU is gone.
+    /// The guest is gone (QEMU exited, the Xen domain was destroyed).
     Gone(Vec<Event>),
 }
 
@@ -283,21 +284,16 @@ impl Watcher {
             self.first = false;
             events.push(started(target, false));
         }
-        let Some(live) = target.live().cloned() else {
+        let Some(state) = target.state() else {
             // a dump: one scan
             self.scan(target, &mut events);
             return Tick::Continue(events);
         };
-        let running = match live.is_running() {
-            Ok(r) => r,
-            Err(e) => {
-                events.push(Event::Shutdown {
-                    reason: e.to_string(),
-                });
-                return Tick::Gone(events);
-            }
-        };
-        if !running {
+        if let LiveState::Gone(reason) = state {
+            events.push(Event::Shutdown { reason });
+            return Tick::Gone(events);
+        }
+        if state == LiveState::Paused {
             if !self.paused {
                 self.paused = true;
                 events.push(Event::Paused);

@@ -1,18 +1,23 @@
 //! `detector --xen DOMAIN` on real Xen: the lab's Xen rig (Debian's Xen 4.17 and a dom0
-//! toolstack in QEMU) runs a PVH domU with the standard scenario and a test module; the
-//! detector binary, copied into dom0, reads the domU from there. `identify`, `ps` and
-//! `lsmod` equal the domU's own view and `check` finds nothing; after a test rootkit
-//! unlinks a process from the tasks list, `check` (running, and with `--pause`) names
-//! it. An unknown domain and `watch` are refused with errors that say why.
+//! toolstack in QEMU) runs a PVH and a PV domU, each with the standard scenario and a
+//! test module; the detector binary, copied into dom0, reads them from there. For each:
+//! `identify`, `ps` and `lsmod` equal the domU's own view and `check` finds nothing;
+//! after a test rootkit unlinks a process from the tasks list, `check` (running, and
+//! with `--pause`) names it. Then `watch` (pause-free) reports that finding, a process
+//! started in the domU, `xl pause` and `xl unpause` (and scans again after), and
+//! `xl destroy` as the guest gone, after which it exits and the domain is really gone
+//! (no mapping keeps it dying); `watch --pause` scans and leaves the domain running.
+//! An unknown domain is refused with an error that lists the running ones.
 
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use vmi_lab::build::ModuleSource;
 use vmi_lab::xen::XEN_BIN;
-use vmi_lab::{DomuSpec, GroundTruth, Lab, Scenario, XenOptions, XenRig, DEFAULT_KERNEL};
+use vmi_lab::{DomuSpec, GroundTruth, Lab, Scenario, XenDomu, XenOptions, XenRig, DEFAULT_KERNEL};
 
 const DOMU: &str = "det-pvh";
+const PV: &str = "det-pv";
 const DETECTOR: &str = "/lab/files/detector";
 const PROFILES: &str = "/lab/files/profiles";
 
@@ -106,7 +111,7 @@ fn detector_ps(ps: &Value) -> Vec<(u64, u64, u64, u64, usize)> {
 }
 
 #[test]
-fn detector_reads_a_pvh_domu_from_dom0() {
+fn detector_reads_pvh_and_pv_domus_from_dom0() {
     let lab = Lab::open_default().expect("lab");
     let image = lab.store().image(DEFAULT_KERNEL).expect("kernel image");
     let built = profile_gen::build::from_btf(
@@ -133,26 +138,57 @@ fn detector_reads_a_pvh_domu_from_dom0() {
         .file(&hideproc, "/lab/vmi_hideproc.ko", 0o644);
     let opts = XenOptions::default()
         .domu(DomuSpec::pvh(DOMU, DEFAULT_KERNEL, scenario.clone()))
+        .domu(DomuSpec::pvh(PV, DEFAULT_KERNEL, scenario.clone()).pv())
         .program(env!("CARGO_BIN_EXE_detector"), DETECTOR)
         .file(&profile, &format!("{PROFILES}/{DEFAULT_KERNEL}.json"));
+    let t = Instant::now();
     let mut rig = XenRig::boot(&lab, &opts).expect("Xen rig");
-    let mut domu = rig.start(DOMU).expect("PVH domU");
-    let truth = domu.truth().clone();
-    assert!(truth.check(&scenario.expectations()).is_empty());
+    eprintln!("Xen + dom0 ready in {:.1?}", rig.boot_time());
 
-    let id = detector(&mut rig, DOMU, "--json identify");
+    let unknown = detector(&mut rig, "no-such-domain", "identify");
+    assert_eq!(unknown.code, 2);
+    assert!(
+        unknown.stderr.contains("no Xen domain \"no-such-domain\"")
+            && unknown.stderr.contains("Domain-0"),
+        "{}",
+        unknown.stderr
+    );
+
+    for name in [DOMU, PV] {
+        let t = Instant::now();
+        let mut domu = rig.start(name).expect("domU");
+        eprintln!(
+            "{name} ({:?}) ready in {:.1?}",
+            domu.kind(),
+            domu.boot_time()
+        );
+        let truth = domu.truth().clone();
+        assert!(truth.check(&scenario.expectations()).is_empty());
+        let idle = read_and_attack(&mut rig, &mut domu, &truth);
+        watch(&mut rig, &mut domu, idle);
+        eprintln!("{name}: every test in {:.1?}", t.elapsed());
+    }
+    rig.shutdown().expect("power off");
+    eprintln!("whole test in {:.1?}", t.elapsed());
+}
+
+/// identify, ps, lsmod, a clean check; then the rootkit hides `lab-idle` and check
+/// (running and paused) names it. Returns its pid.
+fn read_and_attack(rig: &mut XenRig, domu: &mut XenDomu, truth: &GroundTruth) -> u32 {
+    let name = domu.name().to_string();
+    let id = detector(rig, &name, "--json identify");
     assert_eq!(id.code, 0, "{}", id.stderr);
     let v = id.json();
     assert_eq!(v["source"]["kind"], "xen");
-    assert_eq!(v["source"]["path"], DOMU);
+    assert_eq!(v["source"]["path"], name.as_str());
     assert_eq!(v["release"], truth.release.as_str());
     assert_eq!(v["vcpus"], 1);
-    eprintln!("identify in {:.1?}", id.took);
+    eprintln!("{name}: identify in {:.1?}", id.took);
 
-    let ps = detector(&mut rig, DOMU, "--json ps");
+    let ps = detector(rig, &name, "--json ps");
     assert_eq!(ps.code, 0, "{}", ps.stderr);
     let procs = ps.json();
-    assert_eq!(detector_ps(&procs), truth_ps(&truth));
+    assert_eq!(detector_ps(&procs), truth_ps(truth));
     for p in procs.as_array().unwrap() {
         let pid = p["pid"].as_u64().unwrap() as u32;
         let comm = p["comm"].as_str().unwrap_or("");
@@ -160,12 +196,12 @@ fn detector_reads_a_pvh_domu_from_dom0() {
         assert!(want.starts_with(comm), "pid {pid}: {comm:?} vs {want:?}");
     }
     eprintln!(
-        "ps of {} processes in {:.1?}",
+        "{name}: ps of {} processes in {:.1?}",
         procs.as_array().unwrap().len(),
         ps.took
     );
 
-    let lsmod = detector(&mut rig, DOMU, "--json lsmod");
+    let lsmod = detector(rig, &name, "--json lsmod");
     assert_eq!(lsmod.code, 0, "{}", lsmod.stderr);
     let names: Vec<String> = lsmod
         .json()
@@ -181,12 +217,12 @@ fn detector_reads_a_pvh_domu_from_dom0() {
     );
     assert!(names.iter().any(|n| n == "lab_hello"), "{names:?}");
 
-    let clean = detector(&mut rig, DOMU, "--json check");
+    let clean = detector(rig, &name, "--json check");
     let report = clean.json();
     assert_eq!(clean.code, 0, "{report}\n{}", clean.stderr);
     assert_eq!(report["findings"].as_array().map(Vec::len), Some(0));
     assert_eq!(report["errors"].as_array().map(Vec::len), Some(0));
-    eprintln!("clean check in {:.1?}", clean.took);
+    eprintln!("{name}: clean check in {:.1?}", clean.took);
 
     // a rootkit unlinks lab-idle from the tasks list
     let idle = truth.by_comm("lab-idle").next().expect("lab-idle").pid;
@@ -195,44 +231,156 @@ fn detector_reads_a_pvh_domu_from_dom0() {
         .expect("loading the rootkit");
     assert_eq!(ins.status, 0, "{:?}", ins.lines);
     for args in ["--json check", "--json check --pause"] {
-        let run = detector(&mut rig, DOMU, args);
+        let run = detector(rig, &name, args);
         let report = run.json();
         assert_eq!(run.code, 1, "{args}: {report}\n{}", run.stderr);
         let findings = report["findings"].as_array().unwrap();
         assert!(
-            findings.iter().any(|f| f["check"] == "hidden-process"
-                && f["evidence"]["pid"] == idle
-                && f["evidence"]["comm"] == "lab-idle"),
+            findings.iter().any(|f| is_hidden(f, idle)),
             "{args}: {report}"
         );
-        eprintln!("{args} after the attack in {:.1?}", run.took);
+        eprintln!("{name}: {args} after the attack in {:.1?}", run.took);
     }
     // --pause resumed the domain
-    let list = rig
-        .dom0_sh(&format!("{XEN_BIN}/xl list {DOMU}"))
-        .expect("xl list");
-    let state = list
-        .lines
-        .last()
-        .and_then(|l| l.split_whitespace().nth(4))
-        .unwrap_or("");
-    assert!(!state.contains('p'), "the domain stays paused: {list:?}");
+    assert!(
+        !xl_state(rig, &name).contains('p'),
+        "the domain stays paused"
+    );
+    idle
+}
 
-    let unknown = detector(&mut rig, "no-such-domain", "identify");
-    assert_eq!(unknown.code, 2);
-    assert!(
-        unknown.stderr.contains("no Xen domain \"no-such-domain\"")
-            && unknown.stderr.contains(DOMU)
-            && unknown.stderr.contains("Domain-0"),
-        "{}",
-        unknown.stderr
+fn is_hidden(f: &Value, pid: u32) -> bool {
+    f["check"] == "hidden-process"
+        && f["evidence"]["pid"] == pid
+        && f["evidence"]["comm"] == "lab-idle"
+}
+
+/// The state column of `xl list DOMAIN` (empty when it is not listed).
+fn xl_state(rig: &mut XenRig, domain: &str) -> String {
+    let list = rig
+        .dom0_sh(&format!("{XEN_BIN}/xl list {domain} 2>/dev/null"))
+        .expect("xl list");
+    list.lines
+        .iter()
+        .find(|l| l.starts_with(domain))
+        .and_then(|l| l.split_whitespace().nth(4))
+        .unwrap_or("")
+        .to_string()
+}
+
+/// The JSON events `watch` has written to `file` in dom0 so far.
+fn events(rig: &mut XenRig, file: &str) -> Vec<Value> {
+    rig.dom0_sh(&format!("cat {file}"))
+        .expect("reading the watch output")
+        .lines
+        .iter()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect()
+}
+
+/// Wait until `watch` has written an event matching `pred` (after the first `skip`).
+fn wait_for(
+    rig: &mut XenRig,
+    file: &str,
+    what: &str,
+    skip: usize,
+    pred: impl Fn(&Value) -> bool,
+) -> usize {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let seen = events(rig, file);
+        if let Some(i) = seen.iter().skip(skip).position(&pred) {
+            return skip + i + 1;
+        }
+        if Instant::now() > deadline {
+            let err = rig.dom0_sh(&format!("cat {file}.err")).map(|o| o.lines);
+            panic!("watch did not report {what}: {seen:#?}\nstderr: {err:?}");
+        }
+        std::thread::sleep(Duration::from_millis(300));
+    }
+}
+
+/// `watch --pause` scans and resumes; pause-free `watch` reports the hidden process, a
+/// new process, `xl pause`/`xl unpause` and `xl destroy`, then exits.
+fn watch(rig: &mut XenRig, domu: &mut XenDomu, hidden: u32) {
+    let name = domu.name().to_string();
+    let paused = detector(
+        rig,
+        &name,
+        "--json watch --pause --scans 3 --interval 200ms",
     );
-    let watch = detector(&mut rig, DOMU, "watch --scans 1");
-    assert_eq!(watch.code, 2);
+    assert_eq!(paused.code, 0, "{}", paused.stderr);
     assert!(
-        watch.stderr.contains("watch does not read Xen domains yet"),
+        paused.stdout.contains(r#""event":"stopped""#),
         "{}",
-        watch.stderr
+        paused.stdout
     );
-    rig.shutdown().expect("power off");
+    assert!(
+        !xl_state(rig, &name).contains('p'),
+        "watch --pause left it paused"
+    );
+
+    let file = format!("/tmp/watch-{name}.jsonl");
+    let start = rig
+        .dom0_sh(&format!(
+            "({DETECTOR} --xen {name} --profiles {PROFILES} --json watch --interval 500ms \
+             >{file} 2>{file}.err; echo $? >{file}.code) >/dev/null 2>&1 &"
+        ))
+        .expect("starting watch in dom0");
+    assert_eq!(start.status, 0, "{:?}", start.lines);
+    let t = Instant::now();
+    let mut at = wait_for(rig, &file, "the rootkit's hidden process", 0, |v| {
+        v["event"] == "finding" && is_hidden(v, hidden)
+    });
+    eprintln!("{name}: watch's first scan reported in {:.1?}", t.elapsed());
+
+    let out = domu.sh("sleep 999 >/dev/null 2>&1 & echo $!").expect("sh");
+    let sleeper: u64 = out.lines[0].trim().parse().expect("pid");
+    let t = Instant::now();
+    // (a scan between fork and exec sees the shell's name: a process is reported once)
+    at = wait_for(rig, &file, "the sleep starting", at, |v| {
+        v["event"] == "process-start" && v["pid"] == sleeper
+    });
+    eprintln!("{name}: a new process reported in {:.1?}", t.elapsed());
+
+    let xl = |rig: &mut XenRig, cmd: &str| {
+        let o = rig
+            .dom0_sh(&format!("{XEN_BIN}/xl {cmd} {name}"))
+            .expect("xl");
+        assert_eq!(o.status, 0, "xl {cmd}: {:?}", o.lines);
+    };
+    xl(rig, "pause");
+    at = wait_for(rig, &file, "the pause", at, |v| v["event"] == "paused");
+    xl(rig, "unpause");
+    at = wait_for(rig, &file, "the resume", at, |v| v["event"] == "resumed");
+    // and it scans again: the sleep's exit
+    domu.sh(&format!("kill {sleeper}")).expect("kill");
+    at = wait_for(rig, &file, "the sleep exiting", at, |v| {
+        v["event"] == "process-exit" && v["pid"] == sleeper
+    });
+
+    let t = Instant::now();
+    rig.destroy(&name).expect("xl destroy");
+    at = wait_for(rig, &file, "the domain gone", at, |v| {
+        v["event"] == "shutdown"
+    });
+    wait_for(rig, &file, "watch stopping", at, |v| {
+        v["event"] == "stopped"
+    });
+    eprintln!("{name}: xl destroy reported in {:.1?}", t.elapsed());
+    let code = rig
+        .dom0_sh(&format!("cat {file}.code"))
+        .expect("exit code")
+        .lines
+        .join("");
+    assert_eq!(code.trim(), "0", "watch's exit status");
+    // nothing of ours keeps the domain alive as a dying one
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !xl_state(rig, &name).is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "{name} is still listed after xl destroy"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
 }
