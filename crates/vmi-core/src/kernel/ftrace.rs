@@ -19,8 +19,8 @@
 //! `.count`, `ftrace_func_entry.hlist`, `.ip`, `.direct`. Symbols: `ftrace_ops_list`,
 //! `ftrace_list_end`.
 //!
-//! Bounds: at most [`MAX_FTRACE_OPS`] ops, [`MAX_FTRACE_ENTRIES`] filter entries per
-//! ops, and a hash of at most `FTRACE_HASH_MAX_BITS` (12) bits; an ops or an entry seen
+//! Bounds: at most [`MAX_FTRACE_OPS`] ops, [`MAX_FTRACE_ENTRIES`] filter entries in
+//! all, and a hash of at most `FTRACE_HASH_MAX_BITS` (12) bits; an ops or an entry seen
 //! twice is a [`KernelError::Cycle`].
 
 use crate::addr::Va;
@@ -32,8 +32,8 @@ use crate::profile::Profile;
 
 /// Most ftrace_ops walked.
 pub const MAX_FTRACE_OPS: usize = 4096;
-/// Most filter entries read per ops (every traceable function of a 7.x kernel is about
-/// 60,000).
+/// Most filter entries read, all ops together (every traceable function of a 7.x
+/// kernel is about 60,000).
 pub const MAX_FTRACE_ENTRIES: usize = 1 << 18;
 /// `FTRACE_HASH_MAX_BITS`.
 pub const FTRACE_HASH_MAX_BITS: u64 = 12;
@@ -212,6 +212,7 @@ pub fn walk_ops<V: VirtualMemory + ?Sized>(
 ) -> Result<Vec<FtraceOps>, KernelError> {
     let first = mem.read_u64(list).map_err(read_err("ftrace_ops_list"))?;
     let mut out = Vec::new();
+    let mut left = MAX_FTRACE_ENTRIES;
     walk_chain(
         mem,
         first,
@@ -220,18 +221,19 @@ pub fn walk_ops<V: VirtualMemory + ?Sized>(
         "ftrace_ops_list",
         MAX_FTRACE_OPS,
         |at| {
-            out.push(read_ops(mem, l, at)?);
+            out.push(read_ops(mem, l, at, &mut left)?);
             Ok(())
         },
     )?;
     Ok(out)
 }
 
-/// One ops.
+/// One ops; at most `left` filter entries more are read.
 fn read_ops<V: VirtualMemory + ?Sized>(
     mem: &V,
     l: &FtraceLayout,
     at: Va,
+    left: &mut usize,
 ) -> Result<FtraceOps, KernelError> {
     let b = mem
         .read_bytes(at, l.ops_span())
@@ -249,11 +251,11 @@ fn read_ops<V: VirtualMemory + ?Sized>(
         let ptrs = mem
             .read_bytes(Va(hash), (l.filter_hash.max(l.notrace_hash) + 8) as usize)
             .map_err(read_err("ftrace_ops_hash"))?;
-        let filter = match read_hash(mem, l, u64_at(&ptrs, l.filter_hash), true)? {
+        let filter = match read_hash(mem, l, u64_at(&ptrs, l.filter_hash), Some(left))? {
             (0, _) => Filter::All,
             (_, entries) => Filter::Functions(entries),
         };
-        let (notrace, _) = read_hash(mem, l, u64_at(&ptrs, l.notrace_hash), false)?;
+        let (notrace, _) = read_hash(mem, l, u64_at(&ptrs, l.notrace_hash), None)?;
         (filter, notrace)
     };
     Ok(FtraceOps {
@@ -269,12 +271,13 @@ fn read_ops<V: VirtualMemory + ?Sized>(
     })
 }
 
-/// A hash's `count` and, with `entries`, its entries (none for a null hash).
+/// A hash's `count` and, with a budget of entries `left`, its entries (none for a null
+/// hash).
 fn read_hash<V: VirtualMemory + ?Sized>(
     mem: &V,
     l: &FtraceLayout,
     hash: u64,
-    entries: bool,
+    left: Option<&mut usize>,
 ) -> Result<(u64, Vec<FilterEntry>), KernelError> {
     if hash == 0 {
         return Ok((0, Vec::new()));
@@ -294,9 +297,9 @@ fn read_hash<V: VirtualMemory + ?Sized>(
         .read_bytes(Va(hash), span as usize)
         .map_err(read_err("ftrace_hash"))?;
     let count = u64_at(&h, l.count);
-    if count == 0 || !entries {
+    let Some(left) = left.filter(|_| count != 0) else {
         return Ok((count, Vec::new()));
-    }
+    };
     let bits = u64_at(&h, l.size_bits);
     if bits > FTRACE_HASH_MAX_BITS {
         return Err(KernelError::Corrupt {
@@ -320,7 +323,7 @@ fn read_hash<V: VirtualMemory + ?Sized>(
             continue;
         }
         let head = Va(buckets + 8 * i as u64);
-        let budget = MAX_FTRACE_ENTRIES - out.len();
+        let budget = left.saturating_sub(out.len());
         walk_hlist(mem, head, "ftrace_hash bucket", budget, |node| {
             let e = Va(node.0.wrapping_sub(l.entry_hlist));
             let span = l.entry_ip.max(l.entry_direct) + 8;
@@ -334,6 +337,7 @@ fn read_hash<V: VirtualMemory + ?Sized>(
             Ok(())
         })?;
     }
+    *left = left.saturating_sub(out.len());
     Ok((count, out))
 }
 

@@ -12,7 +12,7 @@
 //! `__stop___tracepoints_ptrs`. Tracepoints defined by modules (`module.tracepoints_ptrs`)
 //! are not read here.
 //!
-//! Bounds: at most [`MAX_TRACEPOINTS`] tracepoints and [`MAX_PROBES`] probes each.
+//! Bounds: at most [`MAX_TRACEPOINTS`] tracepoints and [`MAX_PROBES`] probes in all.
 
 use crate::addr::Va;
 use crate::kernel::layout::field;
@@ -23,8 +23,8 @@ use crate::profile::Profile;
 
 /// Most tracepoints read (a 7.x kernel has about 1,800).
 pub const MAX_TRACEPOINTS: u64 = 1 << 16;
-/// Most probes read per tracepoint.
-pub const MAX_PROBES: usize = 1024;
+/// Most probes read, all tracepoints together.
+pub const MAX_PROBES: usize = 1 << 16;
 /// Longest tracepoint name read.
 pub const MAX_NAME: usize = 256;
 
@@ -121,6 +121,7 @@ pub fn walk_tracepoints<V: VirtualMemory + ?Sized>(
         .read_bytes(start, n as usize * 4)
         .map_err(read_err("__start___tracepoints_ptrs"))?;
     let mut out = Vec::new();
+    let mut total = 0usize;
     for (i, c) in ptrs.chunks_exact(4).enumerate() {
         let rel = i32::from_le_bytes([c[0], c[1], c[2], c[3]]);
         let tp = Va(start
@@ -141,7 +142,7 @@ pub fn walk_tracepoints<V: VirtualMemory + ?Sized>(
         }
         let mut probes = Vec::new();
         loop {
-            if probes.len() >= MAX_PROBES {
+            if total >= MAX_PROBES {
                 return Err(KernelError::TooLong {
                     what: "tracepoint.funcs",
                     max: MAX_PROBES,
@@ -160,6 +161,7 @@ pub fn walk_tracepoints<V: VirtualMemory + ?Sized>(
                 data: Va(u64_at(&b, l.data)),
                 prio: u32_at(&b, l.prio) as i32,
             });
+            total += 1;
         }
         let name = mem
             .read_u64(Va(tp.0.wrapping_add(l.name)))
