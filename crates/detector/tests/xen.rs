@@ -304,6 +304,22 @@ fn wait_for(
 /// new process, `xl pause`/`xl unpause` and `xl destroy`, then exits.
 fn watch(rig: &mut XenRig, domu: &mut XenDomu, hidden: u32) {
     let name = domu.name().to_string();
+    // one scan's latency: 21 scans against 1, back to back, same start-up
+    let one = detector(rig, &name, "--json watch --scans 1 --interval 10ms");
+    let many = detector(rig, &name, "--json watch --scans 21 --interval 10ms");
+    assert_eq!(
+        (one.code, many.code),
+        (0, 0),
+        "{}{}",
+        one.stderr,
+        many.stderr
+    );
+    eprintln!(
+        "{name}: one watch scan from dom0 takes {:.1?} (21 scans {:.1?}, 1 scan {:.1?})",
+        many.took.saturating_sub(one.took) / 20,
+        many.took,
+        one.took
+    );
     let paused = detector(
         rig,
         &name,
