@@ -24,6 +24,10 @@ use detector::checks::{self, Check, Settings};
 use detector::image::KernelImage;
 use detector::target::{ProfileSpec, SourceSpec, Target};
 use vmi_lab::python::{Venv, VOLATILITY};
+
+#[path = "../tests/common/mod.rs"]
+mod common;
+use common::cpu_time;
 use vmi_lab::{BootOptions, Lab, Scenario, DEFAULT_KERNEL};
 
 /// The `detector` binary built next to this example (`target/<profile>/detector`).
@@ -55,18 +59,6 @@ fn time_cli(args: &[&str], runs: usize) -> (Duration, Duration, i32) {
     }
     let min = *times.iter().min().unwrap();
     (median(times), min, code)
-}
-
-/// User + system CPU time of a process, from /proc.
-fn cpu_time(pid: u32) -> Duration {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let rest = stat.rsplit(')').next().unwrap_or("");
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    let ticks: u64 = f.get(11).and_then(|s| s.parse().ok()).unwrap_or(0)
-        + f.get(12).and_then(|s| s.parse().ok()).unwrap_or(0);
-    // SAFETY: sysconf has no preconditions
-    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1);
-    Duration::from_secs_f64(ticks as f64 / hz as f64)
 }
 
 /// CPU time a `detector watch` uses over 30 s (after 3 s of start-up).
