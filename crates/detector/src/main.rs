@@ -513,7 +513,10 @@ fn check(target: &Target, wanted: &[Check], pause: bool, settings: &Settings) ->
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli: Cli = match cli_docs::parse() {
+        Ok(cli) => cli,
+        Err(code) => return code,
+    };
     match run(&cli) {
         Ok(code) => code,
         Err(e) => {

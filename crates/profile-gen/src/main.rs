@@ -116,17 +116,21 @@ fn classify(path: &Path) -> Result<Kind> {
     )
 }
 
-fn main() {
-    if let Err(e) = run() {
+fn main() -> std::process::ExitCode {
+    let cli: Cli = match cli_docs::parse() {
+        Ok(cli) => cli,
+        Err(code) => return code,
+    };
+    if let Err(e) = run(&cli) {
         eprintln!("error: {e:#}");
-        std::process::exit(2);
+        return std::process::ExitCode::from(2);
     }
+    std::process::ExitCode::SUCCESS
 }
 
-fn run() -> Result<()> {
-    let cli = Cli::parse();
+fn run(cli: &Cli) -> Result<()> {
     if let Some(dump) = &cli.from_dump {
-        return run_from_dump(&cli, dump);
+        return run_from_dump(cli, dump);
     }
     let mut elf = None;
     let mut map = None;
@@ -165,7 +169,7 @@ fn run() -> Result<()> {
                 profile.display()
             );
         }
-        return run_complete(&cli, profile, map.as_deref());
+        return run_complete(cli, profile, map.as_deref());
     }
     // an ELF without DWARF but with .BTF goes the BTF way
     let elf_is_btf = match &elf {
@@ -205,7 +209,7 @@ fn run() -> Result<()> {
         .or(raw_btf.as_ref())
         .cloned()
         .unwrap_or_default();
-    let opts = options(&cli);
+    let opts = options(cli);
     let format = match cli.format {
         Format::Native => build::Format::Native,
         Format::Isf => build::Format::Isf,
