@@ -13,6 +13,7 @@ packages=(
   bpftool             # a baseline reader of BTF in scripts/bench-profile-gen-btf.sh
   time                # /usr/bin/time: peak RSS in scripts/bench-*.sh
   libxen-dev          # Xen 4.17's headers: vmi-core's Xen source is checked against their layouts
+  dpkg-dev            # dpkg-shlibdeps: the Depends of the Debian package (scripts/package.sh)
   binutils            # strip: debug sections off the test programs put into the Xen rig's dom0
   # the Rust-enabled 6.12 kernel the guest module is built against (tests/lab/src/rustkernel.rs)
   linux-source-6.12 rustc-web rust-web-src libclang-dev flex bison bc libelf-dev libssl-dev

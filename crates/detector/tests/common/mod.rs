@@ -58,3 +58,19 @@ pub fn cpu_time(pid: u32) -> std::time::Duration {
     let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1);
     std::time::Duration::from_secs_f64(ticks as f64 / hz as f64)
 }
+
+/// Build the Debian package with `scripts/package.sh` (release build, generated docs,
+/// cargo-deb) and return its path and how long that took.
+pub fn build_package() -> (PathBuf, std::time::Duration) {
+    let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let t = std::time::Instant::now();
+    let out = std::process::Command::new("bash")
+        .arg(workspace.join("scripts/package.sh"))
+        .stderr(std::process::Stdio::inherit())
+        .output()
+        .expect("running scripts/package.sh");
+    assert!(out.status.success(), "scripts/package.sh: {}", out.status);
+    let deb = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
+    assert!(deb.is_file(), "scripts/package.sh printed {deb:?}");
+    (deb, t.elapsed())
+}
