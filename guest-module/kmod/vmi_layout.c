@@ -48,11 +48,24 @@
 #include <linux/tracepoint-defs.h>
 #include <linux/ftrace.h>
 #include <linux/kprobes.h>
+#include <linux/notifier.h>
+#include <linux/rbtree_types.h>
+#include <linux/seq_file.h>
+#include <linux/proc_fs.h>
+#include <linux/tty.h>
+#include <linux/tty_driver.h>
+#include <linux/tty_ldisc.h>
+#include <linux/netfilter.h>
+#include <net/net_namespace.h>
 
 /*
  * Types private to a kernel directory: the kernel tree has them, headers packages may
  * not (then the profile lists them as missing).
  */
+#if __has_include(<../fs/proc/internal.h>)
+#include <../fs/proc/internal.h>
+#define VMI_HAVE_PROC_INTERNAL 1
+#endif
 #if __has_include(<../fs/mount.h>)
 #include <../fs/mount.h>
 #define VMI_HAVE_MOUNT 1
@@ -263,6 +276,87 @@ static const struct vmi_field_info fields[] = {
 	F(kretprobe, entry_handler, kretprobe_handler_t, "ptr fn"),
 #endif
 #endif
+
+/* function-pointer members: checked by name only (their types drift between versions) */
+
+	F(net, list, struct list_head, "struct list_head"),
+#ifdef CONFIG_NETFILTER
+	F(net, nf, struct netns_nf, "struct netns_nf"),
+	FA(netns_nf, hooks_ipv4, struct nf_hook_entries __rcu *, "ptr struct nf_hook_entries"),
+#if IS_ENABLED(CONFIG_IPV6)
+	FA(netns_nf, hooks_ipv6, struct nf_hook_entries __rcu *, "ptr struct nf_hook_entries"),
+#endif
+#ifdef CONFIG_NETFILTER_FAMILY_ARP
+	FA(netns_nf, hooks_arp, struct nf_hook_entries __rcu *, "ptr struct nf_hook_entries"),
+#endif
+#ifdef CONFIG_NETFILTER_FAMILY_BRIDGE
+	FA(netns_nf, hooks_bridge, struct nf_hook_entries __rcu *, "ptr struct nf_hook_entries"),
+#endif
+	F(nf_hook_entries, num_hook_entries, u16, "short unsigned int"),
+	FX(nf_hook_entries, hooks, struct nf_hook_entry, "struct nf_hook_entry"),
+	F(nf_hook_entry, hook, nf_hookfn *const, "ptr fn"),
+	F(nf_hook_entry, priv, void *, "ptr void"),
+	F(nf_hook_ops, hook, nf_hookfn *, "ptr fn"),
+	F(nf_hook_ops, pf, u_int8_t, "unsigned char"),
+	F(nf_hook_ops, hooknum, unsigned int, "unsigned int"),
+	F(nf_hook_ops, priority, int, "int"),
+#endif
+#ifdef CONFIG_PROC_FS
+	F(net, proc_net, struct proc_dir_entry *, "ptr struct proc_dir_entry"),
+#endif
+
+	F(notifier_block, notifier_call, notifier_fn_t, "ptr fn"),
+	F(notifier_block, next, struct notifier_block __rcu *, "ptr struct notifier_block"),
+	F(notifier_block, priority, int, "int"),
+	F(atomic_notifier_head, head, struct notifier_block __rcu *, "ptr struct notifier_block"),
+	F(blocking_notifier_head, head, struct notifier_block __rcu *, "ptr struct notifier_block"),
+	F(raw_notifier_head, head, struct notifier_block __rcu *, "ptr struct notifier_block"),
+
+#ifdef CONFIG_TTY
+	F(tty_ldisc_ops, name, char *, "ptr char"),
+	F(tty_ldisc_ops, open, typeof(VMI_MEMBER(tty_ldisc_ops, open)), "ptr fn"),
+	F(tty_ldisc_ops, close, typeof(VMI_MEMBER(tty_ldisc_ops, close)), "ptr fn"),
+	F(tty_ldisc_ops, read, typeof(VMI_MEMBER(tty_ldisc_ops, read)), "ptr fn"),
+	F(tty_ldisc_ops, write, typeof(VMI_MEMBER(tty_ldisc_ops, write)), "ptr fn"),
+	F(tty_ldisc_ops, ioctl, typeof(VMI_MEMBER(tty_ldisc_ops, ioctl)), "ptr fn"),
+	F(tty_ldisc_ops, receive_buf, typeof(VMI_MEMBER(tty_ldisc_ops, receive_buf)), "ptr fn"),
+	F(tty_ldisc_ops, receive_buf2, typeof(VMI_MEMBER(tty_ldisc_ops, receive_buf2)), "ptr fn"),
+	F(tty_driver, tty_drivers, struct list_head, "struct list_head"),
+	F(tty_driver, name, const char *, "ptr char"),
+	F(tty_driver, driver_name, const char *, "ptr char"),
+	F(tty_driver, ops, const struct tty_operations *, "ptr struct tty_operations"),
+	F(tty_driver, num, unsigned int, "unsigned int"),
+	F(tty_driver, ttys, struct tty_struct **, "ptr ptr struct tty_struct"),
+	F(tty_operations, open, typeof(VMI_MEMBER(tty_operations, open)), "ptr fn"),
+	F(tty_operations, close, typeof(VMI_MEMBER(tty_operations, close)), "ptr fn"),
+	F(tty_operations, write, typeof(VMI_MEMBER(tty_operations, write)), "ptr fn"),
+	F(tty_operations, ioctl, typeof(VMI_MEMBER(tty_operations, ioctl)), "ptr fn"),
+	F(tty_operations, set_termios, typeof(VMI_MEMBER(tty_operations, set_termios)), "ptr fn"),
+	FA(tty_struct, name, char, "char"),
+	F(tty_struct, ldisc, struct tty_ldisc *, "ptr struct tty_ldisc"),
+	F(tty_ldisc, ops, struct tty_ldisc_ops *, "ptr struct tty_ldisc_ops"),
+#endif
+
+	F(seq_operations, start, typeof(VMI_MEMBER(seq_operations, start)), "ptr fn"),
+	F(seq_operations, stop, typeof(VMI_MEMBER(seq_operations, stop)), "ptr fn"),
+	F(seq_operations, next, typeof(VMI_MEMBER(seq_operations, next)), "ptr fn"),
+	F(seq_operations, show, typeof(VMI_MEMBER(seq_operations, show)), "ptr fn"),
+	F(proc_ops, proc_open, typeof(VMI_MEMBER(proc_ops, proc_open)), "ptr fn"),
+	F(proc_ops, proc_read, typeof(VMI_MEMBER(proc_ops, proc_read)), "ptr fn"),
+	F(proc_ops, proc_read_iter, typeof(VMI_MEMBER(proc_ops, proc_read_iter)), "ptr fn"),
+	F(proc_ops, proc_write, typeof(VMI_MEMBER(proc_ops, proc_write)), "ptr fn"),
+	F(proc_ops, proc_lseek, typeof(VMI_MEMBER(proc_ops, proc_lseek)), "ptr fn"),
+	F(proc_ops, proc_release, typeof(VMI_MEMBER(proc_ops, proc_release)), "ptr fn"),
+	F(rb_root, rb_node, struct rb_node *, "ptr struct rb_node"),
+	F(rb_node, rb_left, struct rb_node *, "ptr struct rb_node"),
+	F(rb_node, rb_right, struct rb_node *, "ptr struct rb_node"),
+#ifdef VMI_HAVE_PROC_INTERNAL
+	F(proc_dir_entry, name, const char *, "ptr char"),
+	F(proc_dir_entry, subdir, struct rb_root, "struct rb_root"),
+	F(proc_dir_entry, subdir_node, struct rb_node, "struct rb_node"),
+	F(proc_dir_entry, seq_ops, const struct seq_operations *, "ptr struct seq_operations"),
+	F(proc_dir_entry, proc_ops, const struct proc_ops *, "ptr struct proc_ops"),
+#endif
 };
 
 #define T(name) { #name, "struct", sizeof(struct name) }
@@ -300,6 +394,17 @@ static const struct vmi_type_info types[] = {
 #ifdef CONFIG_KRETPROBES
 	T(kretprobe),
 #endif
+#endif
+	T(net), T(notifier_block), T(atomic_notifier_head), T(blocking_notifier_head),
+	T(raw_notifier_head), T(seq_operations), T(proc_ops), T(rb_root), T(rb_node),
+#ifdef CONFIG_NETFILTER
+	T(netns_nf), T(nf_hook_entries), T(nf_hook_entry), T(nf_hook_ops),
+#endif
+#ifdef CONFIG_TTY
+	T(tty_ldisc_ops), T(tty_driver), T(tty_operations), T(tty_struct), T(tty_ldisc),
+#endif
+#ifdef VMI_HAVE_PROC_INTERNAL
+	T(proc_dir_entry),
 #endif
 };
 

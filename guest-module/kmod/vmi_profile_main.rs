@@ -293,6 +293,12 @@ const NEEDED_SYMBOLS: &[&str] = &[
     "pre_handler_kretprobe",
     "__start___tracepoints_ptrs",
     "__stop___tracepoints_ptrs",
+    "net_namespace_list",
+    "init_net",
+    "tty_ldiscs",
+    "tty_drivers",
+    "tcp4_seq_ops",
+    "udp_seq_ops",
 ];
 
 /// The types of the default profile (vmi_core::profile::needs::TYPES; kept in step by
@@ -331,6 +337,25 @@ const NEEDED_TYPES: &[&str] = &[
     "kretprobe",
     "tracepoint",
     "tracepoint_func",
+    "net",
+    "netns_nf",
+    "nf_hook_entries",
+    "nf_hook_entry",
+    "nf_hook_ops",
+    "notifier_block",
+    "atomic_notifier_head",
+    "blocking_notifier_head",
+    "raw_notifier_head",
+    "tty_ldisc_ops",
+    "tty_driver",
+    "tty_operations",
+    "tty_struct",
+    "tty_ldisc",
+    "seq_operations",
+    "proc_ops",
+    "proc_dir_entry",
+    "rb_root",
+    "rb_node",
 ];
 
 /// A C string from the C half (static, NUL-terminated) as `&str`.

@@ -28,11 +28,15 @@ pub mod kallsyms;
 pub mod kobject;
 pub mod kprobes;
 pub mod layout;
+pub mod netfilter;
+pub mod notifiers;
 pub mod objects;
 pub mod pidns;
+pub mod procnet;
 pub mod profiles;
 pub mod syscalls;
 pub mod tracepoints;
+pub mod tty;
 
 use std::sync::Arc;
 

@@ -174,19 +174,7 @@ pub(crate) fn walk_chain<V: VirtualMemory + ?Sized>(
     let mut node = first;
     let mut count = 0usize;
     while node != end {
-        if !is_kernel_va(node) {
-            return Err(KernelError::BadPointer { what, value: node });
-        }
-        if !seen.insert(node) {
-            return Err(KernelError::Cycle {
-                what,
-                at: Va(node),
-                after: count,
-            });
-        }
-        if count >= max {
-            return Err(KernelError::TooLong { what, max });
-        }
+        visit(&mut seen, node, count, max, what)?;
         f(Va(node))?;
         count += 1;
         node = mem
@@ -194,6 +182,31 @@ pub(crate) fn walk_chain<V: VirtualMemory + ?Sized>(
             .map_err(|source| KernelError::Read { what, source })?;
     }
     Ok(count)
+}
+
+/// Admit `node` as element `count` of a walk of `what`: a kernel address not seen
+/// before, within `max` elements.
+pub(crate) fn visit(
+    seen: &mut HashSet<u64>,
+    node: u64,
+    count: usize,
+    max: usize,
+    what: &'static str,
+) -> Result<(), KernelError> {
+    if !is_kernel_va(node) {
+        return Err(KernelError::BadPointer { what, value: node });
+    }
+    if !seen.insert(node) {
+        return Err(KernelError::Cycle {
+            what,
+            at: Va(node),
+            after: count,
+        });
+    }
+    if count >= max {
+        return Err(KernelError::TooLong { what, max });
+    }
+    Ok(())
 }
 
 /// A failed read of `what`, as a [`KernelError`].
@@ -395,6 +408,72 @@ impl<M: PhysicalMemory> Kernel<M> {
         })?;
         Ok(out)
     }
+}
+
+/// A table of function pointers (an `*_operations` struct) read from the guest.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FnTable {
+    /// The table.
+    pub at: Va,
+    /// Every non-null function pointer, by member name, in offset order.
+    pub fns: Vec<(String, Va)>,
+}
+
+/// The function-pointer members (`ptr fn`) of type `ty` the profile describes, with their
+/// offsets, and the span they cover; an error when it describes none.
+pub(crate) fn fn_fields(
+    p: &crate::profile::Profile,
+    ty: &str,
+) -> Result<(Vec<(String, u64)>, usize), KernelError> {
+    let t = p
+        .types
+        .get(ty)
+        .ok_or_else(|| KernelError::MissingField(format!("{ty} (the type)")))?;
+    let mut fields: Vec<(String, u64)> = t
+        .fields
+        .iter()
+        .filter(|(_, f)| f.ty == "ptr fn")
+        .map(|(n, f)| (n.clone(), f.offset))
+        .collect();
+    fields.sort_by_key(|(_, o)| *o);
+    let span = fields.iter().map(|(_, o)| o + 8).max().unwrap_or(0);
+    if fields.is_empty() || span > 4096 {
+        return Err(KernelError::MissingField(format!(
+            "{ty} (its function pointers)"
+        )));
+    }
+    Ok((fields, span as usize))
+}
+
+/// Read the function-pointer table of type `ty` at `at` (members from [`fn_fields`]).
+pub(crate) fn read_fn_table<V: VirtualMemory + ?Sized>(
+    mem: &V,
+    fields: &(Vec<(String, u64)>, usize),
+    at: Va,
+    what: &'static str,
+) -> Result<FnTable, KernelError> {
+    if !is_kernel_va(at.0) {
+        return Err(KernelError::BadPointer { what, value: at.0 });
+    }
+    let b = mem.read_bytes(at, fields.1).map_err(read_err(what))?;
+    Ok(FnTable {
+        at,
+        fns: fields
+            .0
+            .iter()
+            .map(|(n, o)| (n.clone(), Va(u64_at(&b, *o))))
+            .filter(|(_, v)| v.0 != 0)
+            .collect(),
+    })
+}
+
+/// A NUL-terminated guest string at the pointer `ptr` (empty when null or unreadable:
+/// names are evidence, not structure).
+pub(crate) fn name_at<V: VirtualMemory + ?Sized>(mem: &V, ptr: u64, max: usize) -> Vec<u8> {
+    if !is_kernel_va(ptr) {
+        return Vec::new();
+    }
+    mem.read_cstr(Va(ptr), max).unwrap_or_default()
 }
 
 #[cfg(test)]

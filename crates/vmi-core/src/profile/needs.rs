@@ -276,6 +276,128 @@ pub const TYPES: &[NeededType] = &[
         name: "tracepoint_func",
         fields: &[f(&["func"]), f(&["data"]), f(&["prio"])],
     },
+    // network namespaces and their netfilter hooks (CONFIG_NETFILTER; ARP and bridge
+    // hooks with CONFIG_NETFILTER_FAMILY_ARP/_BRIDGE, IPv6 with CONFIG_IPV6)
+    NeededType {
+        name: "net",
+        fields: &[f(&["list"]), f(&["nf"]), f(&["proc_net"])],
+    },
+    NeededType {
+        name: "netns_nf",
+        fields: &[
+            f(&["hooks_ipv4"]),
+            opt(&["hooks_ipv6"]),
+            opt(&["hooks_arp"]),
+            opt(&["hooks_bridge"]),
+        ],
+    },
+    NeededType {
+        name: "nf_hook_entries",
+        fields: &[f(&["num_hook_entries"]), f(&["hooks"])],
+    },
+    NeededType {
+        name: "nf_hook_entry",
+        fields: &[f(&["hook"]), f(&["priv"])],
+    },
+    NeededType {
+        name: "nf_hook_ops",
+        fields: &[f(&["hook"]), f(&["pf"]), f(&["hooknum"]), f(&["priority"])],
+    },
+    // notifier chains
+    NeededType {
+        name: "notifier_block",
+        fields: &[f(&["notifier_call"]), f(&["next"]), f(&["priority"])],
+    },
+    NeededType {
+        name: "atomic_notifier_head",
+        fields: &[f(&["head"])],
+    },
+    NeededType {
+        name: "blocking_notifier_head",
+        fields: &[f(&["head"])],
+    },
+    NeededType {
+        name: "raw_notifier_head",
+        fields: &[f(&["head"])],
+    },
+    // tty line disciplines and drivers: the function pointers of the ops tables are
+    // every `ptr fn` member the profile has (these few at least)
+    NeededType {
+        name: "tty_ldisc_ops",
+        fields: &[
+            f(&["name"]),
+            f(&["open"]),
+            f(&["close"]),
+            f(&["read"]),
+            f(&["write"]),
+            f(&["ioctl"]),
+            f(&["receive_buf"]),
+            f(&["receive_buf2"]),
+        ],
+    },
+    NeededType {
+        name: "tty_driver",
+        fields: &[
+            f(&["tty_drivers"]),
+            f(&["name"]),
+            f(&["driver_name"]),
+            f(&["ops"]),
+            f(&["num"]),
+            f(&["ttys"]),
+        ],
+    },
+    NeededType {
+        name: "tty_operations",
+        fields: &[
+            f(&["open"]),
+            f(&["close"]),
+            f(&["write"]),
+            f(&["ioctl"]),
+            f(&["set_termios"]),
+        ],
+    },
+    NeededType {
+        name: "tty_struct",
+        fields: &[f(&["name"]), f(&["ldisc"])],
+    },
+    NeededType {
+        name: "tty_ldisc",
+        fields: &[f(&["ops"])],
+    },
+    // /proc/net entries and their seq_file operations
+    NeededType {
+        name: "seq_operations",
+        fields: &[f(&["start"]), f(&["stop"]), f(&["next"]), f(&["show"])],
+    },
+    NeededType {
+        name: "proc_ops",
+        fields: &[
+            f(&["proc_open"]),
+            f(&["proc_read"]),
+            f(&["proc_read_iter"]),
+            f(&["proc_write"]),
+            f(&["proc_lseek"]),
+            f(&["proc_release"]),
+        ],
+    },
+    NeededType {
+        name: "proc_dir_entry",
+        fields: &[
+            f(&["name"]),
+            f(&["subdir"]),
+            f(&["subdir_node"]),
+            f(&["seq_ops"]),
+            f(&["proc_ops"]),
+        ],
+    },
+    NeededType {
+        name: "rb_root",
+        fields: &[f(&["rb_node"])],
+    },
+    NeededType {
+        name: "rb_node",
+        fields: &[f(&["rb_left"]), f(&["rb_right"])],
+    },
 ];
 
 /// The symbols of the default profile.
@@ -328,6 +450,34 @@ pub const SYMBOLS: &[NeededSymbol] = &[
     // the kernel's tracepoints (their PC-relative pointers)
     sym(&["__start___tracepoints_ptrs"]),
     sym(&["__stop___tracepoints_ptrs"]),
+    // network namespaces (their netfilter hooks, their /proc/net)
+    sym(&["net_namespace_list"]),
+    sym(&["init_net"]),
+    // notifier chains (each optional: a kernel built without the subsystem lacks it)
+    opt_sym(&["keyboard_notifier_list"]),
+    opt_sym(&["vt_notifier_list"]),
+    opt_sym(&["module_notify_list"]),
+    opt_sym(&["netdev_chain"]),
+    opt_sym(&["inetaddr_chain"]),
+    opt_sym(&["inet6addr_chain"]),
+    opt_sym(&["netlink_chain"]),
+    opt_sym(&["reboot_notifier_list"]),
+    opt_sym(&["panic_notifier_list"]),
+    opt_sym(&["die_chain"]),
+    opt_sym(&["pm_chain_head"]),
+    // tty line disciplines and drivers
+    sym(&["tty_ldiscs"]),
+    sym(&["tty_drivers"]),
+    // the seq_operations of /proc/net/{tcp,udp,raw}{,6}, arp, unix, packet
+    sym(&["tcp4_seq_ops"]),
+    sym(&["udp_seq_ops"]),
+    opt_sym(&["tcp6_seq_ops"]),
+    opt_sym(&["udp6_seq_ops"]),
+    opt_sym(&["raw_seq_ops"]),
+    opt_sym(&["raw6_seq_ops"]),
+    opt_sym(&["arp_seq_ops"]),
+    opt_sym(&["unix_seq_ops"]),
+    opt_sym(&["packet_seq_ops"]),
 ];
 
 #[cfg(test)]
