@@ -76,6 +76,46 @@ pub const DOM0_PACKAGES: &[&str] = &[
     "zlib1g",
 ];
 
+/// What a full HVM domU needs in dom0 besides the toolstack: the device model
+/// (`/usr/libexec/xen-qemu-system-i386`), the libraries it links against, its option
+/// ROMs (`linuxboot_dma.bin` for direct kernel boot) and SeaBIOS. Only in the image of a
+/// rig that runs an HVM domU.
+pub const HVM_PACKAGES: &[&str] = &[
+    "qemu-system-xen",
+    "qemu-system-data",
+    "seabios",
+    "libpixman-1-0",
+    "libspice-server1",
+    "libjpeg62-turbo",
+    "libusb-1.0-0",
+    "libudev1",
+    "libfdt1",
+    "libglib2.0-0",
+    "libffi8",
+    "libpcre2-8-0",
+    "libmount1",
+    "libblkid1",
+    "libselinux1",
+    "libgstreamer1.0-0",
+    "libgstreamer-plugins-base1.0-0",
+    "libunwind8",
+    "libdw1",
+    "libelf1",
+    "libbz2-1.0",
+    "libcap2",
+    "liborc-0.4-0",
+    "libopus0",
+    "liblz4-1",
+    "libsasl2-2",
+    "libsasl2-modules-db",
+    "libdb5.3",
+    "libssl3",
+    "libstdc++6",
+];
+
+/// What stays of `usr/share` (pruned otherwise): the device model's data and SeaBIOS.
+const KEPT_SHARE: &[&str] = &["usr/share/qemu", "usr/share/seabios"];
+
 /// The toolstack's programs in dom0.
 pub const XEN_BIN: &str = "/usr/lib/xen-4.17/bin";
 
@@ -94,10 +134,9 @@ const XEN_MODULES: &[&str] = &[
     "xen-gntalloc",
 ];
 
-/// Paths of the unpacked packages left out of dom0 (documentation, Python, charset
-/// converters, the hypervisor itself).
+/// Paths of the unpacked packages left out of dom0 (Python, charset converters, the
+/// hypervisor itself; of `usr/share` all but [`KEPT_SHARE`]).
 const PRUNED: &[&str] = &[
-    "usr/share",
     "usr/lib/x86_64-linux-gnu/gconv",
     "usr/lib/xen-4.17/lib/python",
     "boot",
@@ -142,6 +181,11 @@ impl XenImage {
     /// The image in `lab`'s cache, built when missing (downloads about 80 MB and takes
     /// a few seconds; later calls only check the entry).
     pub fn ensure(lab: &Lab) -> Result<XenImage> {
+        Self::ensure_with(lab, false)
+    }
+
+    /// The image, with the HVM device model ([`HVM_PACKAGES`]) when `hvm`.
+    pub fn ensure_with(lab: &Lab, hvm: bool) -> Result<XenImage> {
         let kernel = lab.store().image(DOM0_KERNEL)?;
         let worker = lab.worker()?;
         let busybox = tools::static_busybox()?;
@@ -155,6 +199,11 @@ impl XenImage {
             busybox_hash.as_bytes(),
         ];
         parts.extend(DOM0_PACKAGES.iter().map(|p| p.as_bytes()));
+        if hvm {
+            parts.push(b"hvm");
+            parts.extend(HVM_PACKAGES.iter().map(|p| p.as_bytes()));
+            parts.extend(KEPT_SHARE.iter().map(|p| p.as_bytes()));
+        }
         parts.extend(SUITES.iter().map(|p| p.as_bytes()));
         parts.extend(XEN_MODULES.iter().map(|p| p.as_bytes()));
         parts.extend(DOM0_SETUP.iter().map(|p| p.as_bytes()));
@@ -164,7 +213,7 @@ impl XenImage {
         if !cache::is_complete(&dir, false)? {
             let _lock = cache.lock(&format!("xen-{key}"))?;
             if !cache::is_complete(&dir, false)? {
-                build_image(cache, &kernel, &worker, &busybox, &dir)?;
+                build_image(cache, &kernel, &worker, &busybox, hvm, &dir)?;
             }
         }
         let packages = fs::read_to_string(dir.join("PACKAGES"))
@@ -187,6 +236,7 @@ fn build_image(
     kernel: &KernelImage,
     worker: &Path,
     busybox: &Path,
+    hvm: bool,
     dest: &Path,
 ) -> Result<()> {
     let stage = cache.staging()?;
@@ -196,7 +246,11 @@ fn build_image(
     fs::create_dir_all(&root).ctx("creating", &root)?;
     let mut used = Vec::new();
     let mut names = Vec::new();
-    for package in std::iter::once(&HYPERVISOR_PACKAGE).chain(DOM0_PACKAGES) {
+    let extra: &[&str] = if hvm { HVM_PACKAGES } else { &[] };
+    for package in std::iter::once(&HYPERVISOR_PACKAGE)
+        .chain(DOM0_PACKAGES)
+        .chain(extra)
+    {
         let version = archive.version_in(package, SUITES)?;
         let deb = archive.download_version(package, &version, false)?;
         tools::run(DPKG_DEB.command()?.arg("-x").arg(&deb).arg(&root))?;
@@ -311,7 +365,10 @@ fn add_tree<W: Write>(w: &mut CpioWriter<W>, root: &Path, dir: &Path) -> std::io
             .map_err(std::io::Error::other)?
             .to_string_lossy()
             .into_owned();
-        if PRUNED.contains(&rel.as_str()) {
+        let in_share = rel
+            .strip_prefix("usr/share/")
+            .is_some_and(|r| !r.contains('/'));
+        if PRUNED.contains(&rel.as_str()) || (in_share && !KEPT_SHARE.contains(&rel.as_str())) {
             continue;
         }
         let guest = format!("/{rel}");
@@ -338,6 +395,9 @@ pub enum DomuKind {
     Pvh,
     /// Paravirtualised: the guest's page tables hold machine frames.
     Pv,
+    /// Full HVM: an emulated PC (QEMU as device model in dom0), the kernel booted by
+    /// SeaBIOS from QEMU's `-kernel`; console and lab channel on its serial port.
+    Hvm,
 }
 
 impl DomuKind {
@@ -346,6 +406,7 @@ impl DomuKind {
         match self {
             DomuKind::Pvh => "pvh",
             DomuKind::Pv => "pv",
+            DomuKind::Hvm => "hvm",
         }
     }
 }
@@ -355,7 +416,7 @@ impl DomuKind {
 pub struct DomuSpec {
     /// The domain name (xl `name`): letters, digits, `-` and `_`.
     pub name: String,
-    /// PVH or PV.
+    /// PVH, PV or HVM.
     pub kind: DomuKind,
     /// The lab kernel it boots (a name the store resolves).
     pub kernel: String,
@@ -393,6 +454,12 @@ impl DomuSpec {
         self
     }
 
+    /// The same domU as a full HVM guest (boots in about three minutes under TCG).
+    pub fn hvm(mut self) -> DomuSpec {
+        self.kind = DomuKind::Hvm;
+        self
+    }
+
     fn validate(&self) -> Result<()> {
         let ok = !self.name.is_empty()
             && self.name.len() <= 64
@@ -417,11 +484,18 @@ impl DomuSpec {
 
     /// The xl configuration, with the domU's files under `dir` in dom0.
     pub fn xl_config(&self, dir: &str) -> String {
+        // an HVM guest's console is its emulated serial port (what `xl create -c`
+        // attaches to), the others' Xen's PV console
+        let tty = if self.kind == DomuKind::Hvm {
+            "ttyS0"
+        } else {
+            "hvc0"
+        };
         let mut extra = vec![
-            "console=hvc0".to_string(),
+            format!("console={tty}"),
             "loglevel=1".into(),
             "panic=-1".into(),
-            "labchannel=/dev/hvc0".into(),
+            format!("labchannel=/dev/{tty}"),
         ];
         if !self.kaslr {
             extra.push("nokaslr".into());
@@ -436,7 +510,11 @@ impl DomuSpec {
             extra = extra.join(" "),
             mem = self.memory_mib,
             vcpus = self.vcpus,
-        )
+        ) + if self.kind == DomuKind::Hvm {
+            "serial = \"pty\"\nvga = \"none\"\nvnc = 0\nsdl = 0\n"
+        } else {
+            ""
+        }
     }
 }
 
@@ -542,7 +620,8 @@ impl std::fmt::Debug for XenRig {
 impl XenRig {
     /// Boot Xen and dom0 and wait until dom0's toolstack is up (no domU runs yet).
     pub fn boot(lab: &Lab, opts: &XenOptions) -> Result<XenRig> {
-        let image = XenImage::ensure(lab)?;
+        let hvm = opts.domus.iter().any(|d| d.kind == DomuKind::Hvm);
+        let image = XenImage::ensure_with(lab, hvm)?;
         let qemu = QEMU.find()?;
         let run_dir = tempfile::Builder::new()
             .prefix("vmi-lab-xen-")
@@ -1099,6 +1178,17 @@ mod tests {
             assert!(cfg.contains(want), "{want} not in\n{cfg}");
         }
         assert!(spec.clone().pv().xl_config("/d").contains("type = \"pv\""));
+        assert!(!cfg.contains("serial"), "{cfg}");
+        let hvm = spec.clone().hvm().xl_config("/d");
+        for want in [
+            "type = \"hvm\"",
+            "console=ttyS0 ",
+            "labchannel=/dev/ttyS0 ",
+            "serial = \"pty\"",
+            "vga = \"none\"",
+        ] {
+            assert!(hvm.contains(want), "{want} not in\n{hvm}");
+        }
     }
 
     #[test]

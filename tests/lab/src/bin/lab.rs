@@ -91,8 +91,12 @@ enum Cmd {
         #[arg(long, default_value = "standard")]
         scenario: String,
         /// A PV domU instead of PVH.
-        #[arg(long)]
+        #[arg(long, conflicts_with = "hvm")]
         pv: bool,
+        /// A full HVM domU instead of PVH (QEMU as device model in dom0; boots in
+        /// about three minutes).
+        #[arg(long)]
+        hvm: bool,
         /// The domU's RAM in MiB.
         #[arg(long, default_value_t = 256)]
         memory: u32,
@@ -232,6 +236,7 @@ fn run() -> Result<()> {
             name,
             scenario,
             pv,
+            hvm,
             memory,
             put,
             sh,
@@ -244,6 +249,10 @@ fn run() -> Result<()> {
             if pv {
                 spec = spec.pv();
             }
+            if hvm {
+                spec = spec.hvm();
+            }
+            let kind = spec.kind;
             let mut opts = XenOptions::default().domu(spec);
             for p in &put {
                 let Some((host, guest)) = p.split_once(':') else {
@@ -265,9 +274,9 @@ fn run() -> Result<()> {
             eprintln!(
                 "dom0 ready after {:.1} s; starting lab-domu ({abi}, {}) ...",
                 rig.boot_time().as_secs_f64(),
-                if pv { "PV" } else { "PVH" }
+                kind.xl_type().to_uppercase()
             );
-            let mut domu = rig.start("lab-domu")?;
+            let mut domu = rig.start_timeout("lab-domu", std::time::Duration::from_secs(900))?;
             eprintln!(
                 "lab-domu (domid {}) ready after {:.1} s",
                 domu.domid(),
