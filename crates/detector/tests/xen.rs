@@ -5,8 +5,10 @@
 //! after a test rootkit unlinks a process from the tasks list, `check` (running, and
 //! with `--pause`) names it. Then `watch` (pause-free) reports that finding, a process
 //! started in the domU, `xl pause` and `xl unpause` (and scans again after), and
-//! `xl destroy` as the guest gone, after which it exits and the domain is really gone
-//! (no mapping keeps it dying); `watch --pause` scans and leaves the domain running.
+//! `xl destroy` as the guest gone, and the domain is really gone (no mapping keeps it
+//! dying); then it exits, or with `--on-shutdown wait` (the PV domU) watches the domain
+//! started again under the same name until SIGTERM; `watch --pause` scans and leaves the
+//! domain running.
 //! An unknown domain is refused with an error that lists the running ones.
 
 use std::time::{Duration, Instant};
@@ -165,7 +167,8 @@ fn detector_reads_pvh_and_pv_domus_from_dom0() {
         let truth = domu.truth().clone();
         assert!(truth.check(&scenario.expectations()).is_empty());
         let idle = read_and_attack(&mut rig, &mut domu, &truth);
-        watch(&mut rig, &mut domu, idle);
+        // the PV domU is watched across its destruction and a new start
+        watch(&mut rig, &mut domu, idle, name == PV);
         eprintln!("{name}: every test in {:.1?}", t.elapsed());
     }
     rig.shutdown().expect("power off");
@@ -301,8 +304,10 @@ fn wait_for(
 }
 
 /// `watch --pause` scans and resumes; pause-free `watch` reports the hidden process, a
-/// new process, `xl pause`/`xl unpause` and `xl destroy`, then exits.
-fn watch(rig: &mut XenRig, domu: &mut XenDomu, hidden: u32) {
+/// new process, `xl pause`/`xl unpause` and `xl destroy`, then exits; with `wait`
+/// (`--on-shutdown wait`) it watches the domain started again under the same name
+/// instead, until SIGTERM.
+fn watch(rig: &mut XenRig, domu: &mut XenDomu, hidden: u32, wait: bool) {
     let name = domu.name().to_string();
     // one scan's latency: 21 scans against 1, back to back, same start-up
     let one = detector(rig, &name, "--json watch --scans 1 --interval 10ms");
@@ -337,9 +342,11 @@ fn watch(rig: &mut XenRig, domu: &mut XenDomu, hidden: u32) {
     );
 
     let file = format!("/tmp/watch-{name}.jsonl");
+    let on_shutdown = if wait { "wait" } else { "exit" };
     let start = rig
         .dom0_sh(&format!(
-            "({DETECTOR} --xen {name} --profiles {PROFILES} --json watch --interval 500ms \
+            "(sh -c 'echo $$ >{file}.pid; exec {DETECTOR} --xen {name} --profiles {PROFILES} \
+             --json watch --interval 500ms --on-shutdown {on_shutdown}' \
              >{file} 2>{file}.err; echo $? >{file}.code) >/dev/null 2>&1 &"
         ))
         .expect("starting watch in dom0");
@@ -380,16 +387,7 @@ fn watch(rig: &mut XenRig, domu: &mut XenDomu, hidden: u32) {
     at = wait_for(rig, &file, "the domain gone", at, |v| {
         v["event"] == "shutdown"
     });
-    wait_for(rig, &file, "watch stopping", at, |v| {
-        v["event"] == "stopped"
-    });
     eprintln!("{name}: xl destroy reported in {:.1?}", t.elapsed());
-    let code = rig
-        .dom0_sh(&format!("cat {file}.code"))
-        .expect("exit code")
-        .lines
-        .join("");
-    assert_eq!(code.trim(), "0", "watch's exit status");
     // nothing of ours keeps the domain alive as a dying one
     let deadline = Instant::now() + Duration::from_secs(20);
     while !xl_state(rig, &name).is_empty() {
@@ -399,4 +397,39 @@ fn watch(rig: &mut XenRig, domu: &mut XenDomu, hidden: u32) {
         );
         std::thread::sleep(Duration::from_millis(500));
     }
+    if wait {
+        // the same name again: watch finds it and its processes, then stops on SIGTERM
+        let again = rig.start(&name).expect("the domU again");
+        at = wait_for(rig, &file, "watching the new domain", at, |v| {
+            v["event"] == "started"
+        });
+        at = wait_for(rig, &file, "the new domain's lab-idle", at, |v| {
+            v["event"] == "process-start" && v["comm"] == "lab-idle"
+        });
+        eprintln!(
+            "{name}: watched again {:.1?} after it booted ({:.1?})",
+            t.elapsed(),
+            again.boot_time()
+        );
+        let term = rig
+            .dom0_sh(&format!("kill -TERM $(cat {file}.pid)"))
+            .expect("kill");
+        assert_eq!(term.status, 0, "{:?}", term.lines);
+    }
+    wait_for(rig, &file, "watch stopping", at, |v| {
+        v["event"] == "stopped"
+    });
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let code = loop {
+        let code = rig
+            .dom0_sh(&format!("cat {file}.code 2>/dev/null"))
+            .expect("exit code")
+            .lines
+            .join("");
+        if !code.trim().is_empty() || Instant::now() > deadline {
+            break code;
+        }
+        std::thread::sleep(Duration::from_millis(300));
+    };
+    assert_eq!(code.trim(), "0", "watch's exit status");
 }
