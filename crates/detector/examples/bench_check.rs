@@ -14,7 +14,9 @@
 //!   (target: ≤ 1 %);
 //! - Volatility 3 (linux.pslist, linux.check_syscall, linux.check_idt,
 //!   linux.hidden_modules, linux.check_creds, linux.tracing.ftrace,
-//!   linux.tracing.tracepoints) on the same dump.
+//!   linux.tracing.tracepoints, linux.malware.netfilter,
+//!   linux.malware.keyboard_notifiers, linux.malware.tty_check,
+//!   linux.malware.check_afinfo) on the same dump.
 
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -299,6 +301,10 @@ fn main() {
                 "linux.check_creds",
                 "linux.tracing.ftrace",
                 "linux.tracing.tracepoints",
+                "linux.malware.netfilter",
+                "linux.malware.keyboard_notifiers",
+                "linux.malware.tty_check",
+                "linux.malware.check_afinfo",
             ] {
                 let (t, ok, rows) = vol(&venv, &symbols, &cache, &dump, plugin);
                 total += t;
@@ -307,7 +313,7 @@ fn main() {
                     if ok { "" } else { " (FAILED)" }
                 );
             }
-            println!("baseline: Volatility 3, those seven plugins together: {total:.1?}");
+            println!("baseline: Volatility 3, those eleven plugins together: {total:.1?}");
         }
         Err(e) => println!("baseline: Volatility 3 unavailable: {e}"),
     }

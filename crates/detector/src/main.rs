@@ -88,8 +88,8 @@ enum Command {
     /// Run the intrusion checks; one finding per line.
     Check {
         /// Only these checks (repeat or comma-separate): hidden-process, hidden-module,
-        /// syscall-table, idt, credentials, ftrace, kprobes, tracepoints, policy,
-        /// kernel-text.
+        /// syscall-table, idt, credentials, ftrace, kprobes, tracepoints, netfilter,
+        /// notifiers, tty, afinfo, policy, kernel-text.
         #[arg(long = "check", value_name = "NAME", value_delimiter = ',')]
         only: Vec<String>,
         /// Pause a live guest while it is read (default: read it running and confirm

@@ -8,17 +8,21 @@
 //!   namespace IDR, module kset, syscall table, IDT, and the tracing walkers against the
 //!   guest's own kprobe events, function tracer and trace events) are really read. Then
 //!   test rootkits (`tests/mods/*.c`: an inline hook found by comparing kernel text with
-//!   the image, hooks through ftrace, kprobes and a tracepoint whose modules hide, and
-//!   last a busy process hidden from every list but the runqueue) are loaded one after
-//!   the other, and after each, `check` must report exactly the findings of the attacks
-//!   so far, naming the right process, module, system call, vector, hooked function and
-//!   owner. Volatility 3's tracing plugins run on the ELF dump of the hooked guest: the
-//!   detector must report every hook they do.
+//!   the image, hooks through ftrace, kprobes and a tracepoint whose modules hide, a
+//!   netfilter hook, a keyboard notifier from a module that hides, replaced tty and
+//!   /proc/net/tcp operations, and last a busy process hidden from every list but the
+//!   runqueue) are loaded one after the other, and after each, `check` must report
+//!   exactly the findings of the attacks so far, naming the right process, module,
+//!   system call, vector, hooked function, hook point, chain, table and owner.
+//!   Volatility 3's tracing, netfilter, keyboard_notifiers, tty_check and check_afinfo
+//!   plugins run on the ELF dump of the hooked guest: the detector must report every
+//!   hook they do.
 //! - `clean_guests_raise_nothing`: every other kernel of the lab's matrix (5.10, 7.2,
 //!   newest 7.x; no attack modules: 7.x headers need gcc-16, which this machine lacks)
 //!   booted once: `check` live and on an ELF dump finds nothing and no check fails;
-//!   `identify`, `ps` and `lsmod` agree with the guest, and the tracing walkers read
-//!   what the guest's own tracing shows.
+//!   `identify`, `ps` and `lsmod` agree with the guest, the tracing walkers read what
+//!   the guest's own tracing shows, and the tty and /proc/net walkers what
+//!   `/proc/tty/{ldiscs,drivers}` and `/proc/net` list.
 
 mod common;
 
@@ -586,6 +590,9 @@ fn attack(lab: &Lab, kernel: &str) -> Vec<String> {
         "vmi_ftrace",
         "vmi_kprobe",
         "vmi_tracepoint",
+        "vmi_netfilter",
+        "vmi_keylog",
+        "vmi_tty",
         "vmi_ghost",
     ];
     let mut scenario = Scenario::standard()
@@ -626,6 +633,11 @@ fn attack(lab: &Lab, kernel: &str) -> Vec<String> {
     problems.extend(tracing_walkers(
         &format!("{kernel} clean"),
         &d,
+        &mut guest,
+        profiles.path(),
+    ));
+    problems.extend(hook_table_walkers(
+        &format!("{kernel} clean"),
         &mut guest,
         profiles.path(),
     ));
@@ -761,6 +773,8 @@ fn attack(lab: &Lab, kernel: &str) -> Vec<String> {
 
     // 7. kernel functions hooked through ftrace, kprobes and a tracepoint
     problems.extend(tracing_hooks(kernel, &d, &mut guest, &mut wants));
+    // 8. a netfilter hook, a keyboard notifier, tty and /proc/net/tcp operations
+    problems.extend(table_hooks(kernel, &d, &mut guest, &mut wants));
 
     // the same from an ELF dump, and what Volatility 3 finds there
     let dump = tempfile::tempdir().expect("tempdir");
@@ -768,9 +782,11 @@ fn attack(lab: &Lab, kernel: &str) -> Vec<String> {
     guest.dump_elf(&elf).expect("ELF dump");
     let run = d.run(&["--dump", elf.to_str().unwrap()], &["--json", "check"]);
     problems.extend(expect_exactly(&format!("{kernel} ELF dump"), &run, &wants));
-    problems.extend(volatility_tracing(lab, kernel, &elf, &d, &run));
+    let vol = Volatility::new(lab, kernel, &elf, &d);
+    problems.extend(volatility_tracing(&vol, &run));
+    problems.extend(volatility_tables(&vol, &run));
 
-    // 8. a busy process hidden from the tasks list and the pid namespace alike: only
+    // 9. a busy process hidden from the tasks list and the pid namespace alike: only
     // the runqueue of the CPU it runs on names it. The guest's one CPU runs it nearly
     // always, but a paused guest can have stopped in another task: up to 5 tries.
     let out = guest
@@ -834,6 +850,7 @@ fn clean_guests_raise_nothing() {
         problems.extend(walkers_see_the_guest(&label, &mut guest, profiles.path()));
         guest.resume().expect("resume");
         problems.extend(tracing_walkers(&label, &d, &mut guest, profiles.path()));
+        problems.extend(hook_table_walkers(&label, &mut guest, profiles.path()));
         let run = d.live(&mut guest, &["--json", "check"]);
         problems.extend(expect_exactly(&format!("{label} live"), &run, &[]));
         let dump = tempfile::tempdir().expect("tempdir");
@@ -1031,19 +1048,13 @@ fn tracing_hooks(
         "kernel-text",
         |e| e["site"] == "static call" && e["owner"] == "module vmi_tracepoint",
     ));
-    let run = d.live(guest, &["--json", "check"]);
-    eprintln!("{kernel}: check after the tracing hooks:\n{}", run.stdout);
-    problems.extend(expect_exactly(
-        &format!("{kernel} tracing hooks (live)"),
-        &run,
+    let run = live_and_paused(
+        &format!("{kernel} tracing hooks"),
+        d,
+        guest,
         wants,
-    ));
-    let run = d.live(guest, &["--json", "check", "--pause"]);
-    problems.extend(expect_exactly(
-        &format!("{kernel} tracing hooks (paused)"),
-        &run,
-        wants,
-    ));
+        &mut problems,
+    );
 
     // every function the guest says is hooked and every probe it lists is reported
     let got = findings(&run.json());
@@ -1083,7 +1094,7 @@ fn tracing_hooks(
 }
 
 /// Volatility 3's `linux.tracing.ftrace` and `linux.tracing.tracepoints` on the ELF dump
-/// of the hooked guest (ISF by profile-gen from the -dbg package, `--full`): every hook
+/// of the hooked guest : every hook
 /// it reports must be a finding of the detector's. Volatility 2.28 has no kprobes
 /// plugin. Its ftrace plugin lists the kprobes' own ftrace_ops too (callback
 /// `kprobe_ftrace_handler`, in kernel text): those hooks must be kprobes findings.
@@ -1095,84 +1106,14 @@ fn tracing_hooks(
 /// ops that hooks every function (an empty filter); and from 6.2 on (IBT) an ftrace
 /// site is 4 bytes into its function, where it finds no symbol ("Hooked symbols" is
 /// empty). Its Module column is empty for vmi_kprobe, which no module list holds.
-fn volatility_tracing(lab: &Lab, kernel: &str, elf: &Path, d: &Detector, run: &Run) -> Vec<String> {
+fn volatility_tracing(v: &Volatility, run: &Run) -> Vec<String> {
     let mut problems = Vec::new();
-    let venv = Venv::ensure(lab.cache(), &[VOLATILITY]).expect("volatility venv");
-    let dir = tempfile::tempdir().expect("tempdir");
-    let syms = dir.path().join("symbols/linux");
-    std::fs::create_dir_all(&syms).unwrap();
-    std::fs::create_dir_all(dir.path().join("cache")).unwrap();
-    let dbg = lab.store().debug(kernel).expect("-dbg");
-    let mut out = std::io::BufWriter::new(std::fs::File::create(syms.join("k.json")).unwrap());
-    profile_gen::build::generate(
-        profile_gen::build::Input::Files {
-            vmlinux: &dbg.vmlinux,
-            system_map: Some(&dbg.system_map),
-        },
-        &profile_gen::build::Options {
-            full: true,
-            ..Default::default()
-        },
-        profile_gen::build::Format::Isf,
-        &mut out,
-        &mut |_| {},
-    )
-    .expect("ISF");
-    drop(out);
-    // kernel text, relocated, to tell the kernel's own callbacks from hooks
-    let map = std::fs::read_to_string(&dbg.system_map).expect("System.map");
-    let sym = |n: &str| {
-        map.lines()
-            .find_map(|l| {
-                let mut f = l.split_whitespace();
-                let a = f.next()?;
-                (f.nth(1)? == n).then(|| u64::from_str_radix(a, 16).ok())?
-            })
-            .unwrap_or_else(|| panic!("{n} in System.map"))
-    };
-    let id = d
-        .run(&["--dump", elf.to_str().unwrap()], &["--json", "identify"])
-        .json();
-    let shift = id["kaslr"]["virtual_shift"]
-        .as_str()
-        .and_then(|s| u64::from_str_radix(s.trim_start_matches("0x"), 16).ok())
-        .expect("virtual shift");
-    let text = sym("_stext") + shift..sym("_etext") + shift;
+    let kernel = v.kernel.as_str();
+    let text = &v.text;
     let got = findings(&run.json());
-    let vol = |plugin: &str| -> Vec<Value> {
-        let t = std::time::Instant::now();
-        let o = Command::new(venv.bin("vol"))
-            .args(["-q", "-r", "json", "-s"])
-            .arg(dir.path().join("symbols"))
-            .arg("--cache-path")
-            .arg(dir.path().join("cache"))
-            .arg("-f")
-            .arg(elf)
-            .arg(plugin)
-            .output()
-            .expect("vol");
-        let stdout = String::from_utf8_lossy(&o.stdout);
-        eprintln!(
-            "{kernel}: vol {plugin} ({:.1?}):\n{stdout}\n{}",
-            t.elapsed(),
-            String::from_utf8_lossy(&o.stderr)
-        );
-        serde_json::from_str::<Value>(&stdout)
-            .ok()
-            .and_then(|v| v.as_array().cloned())
-            .unwrap_or_default()
-    };
-    // Volatility prints kernel addresses without their sign extension (48 bits)
-    let addr = |v: &Value| {
-        v.as_u64().map(|a| {
-            if a >> 47 == 1 {
-                a | 0xffff_0000_0000_0000
-            } else {
-                a
-            }
-        })
-    };
-    let hex = |v: &Value| addr(v).map(|a| format!("{a:#x}")).unwrap_or_default();
+    let vol = |plugin: &str| v.rows(plugin);
+    let addr = vol_addr;
+    let hex = vol_hex;
     // "Hooked symbols": the aliases at the hooked address, comma-separated
     let names_one_of = |hooked: &str, name: &str| hooked.split(',').any(|h| h == name);
 
@@ -1231,6 +1172,406 @@ fn volatility_tracing(lab: &Lab, kernel: &str, elf: &Path, d: &Detector, run: &R
         problems.push(format!(
             "{kernel}: Volatility's tracepoints plugin does not see the sys_enter probe"
         ));
+    }
+    problems
+}
+
+/// Volatility 3 on an ELF dump of a lab guest: the venv, an ISF by profile-gen from the
+/// kernel's -dbg package (`--full`), and the guest's kernel text (relocated, to tell the
+/// kernel's own callbacks from hooks).
+struct Volatility {
+    kernel: String,
+    venv: Venv,
+    dir: tempfile::TempDir,
+    elf: PathBuf,
+    text: std::ops::Range<u64>,
+}
+
+impl Volatility {
+    fn new(lab: &Lab, kernel: &str, elf: &Path, d: &Detector) -> Volatility {
+        let venv = Venv::ensure(lab.cache(), &[VOLATILITY]).expect("volatility venv");
+        let dir = tempfile::tempdir().expect("tempdir");
+        let syms = dir.path().join("symbols/linux");
+        std::fs::create_dir_all(&syms).unwrap();
+        std::fs::create_dir_all(dir.path().join("cache")).unwrap();
+        let dbg = lab.store().debug(kernel).expect("-dbg");
+        let mut out = std::io::BufWriter::new(std::fs::File::create(syms.join("k.json")).unwrap());
+        profile_gen::build::generate(
+            profile_gen::build::Input::Files {
+                vmlinux: &dbg.vmlinux,
+                system_map: Some(&dbg.system_map),
+            },
+            &profile_gen::build::Options {
+                full: true,
+                ..Default::default()
+            },
+            profile_gen::build::Format::Isf,
+            &mut out,
+            &mut |_| {},
+        )
+        .expect("ISF");
+        drop(out);
+        let map = std::fs::read_to_string(&dbg.system_map).expect("System.map");
+        let sym = |n: &str| {
+            map.lines()
+                .find_map(|l| {
+                    let mut f = l.split_whitespace();
+                    let a = f.next()?;
+                    (f.nth(1)? == n).then(|| u64::from_str_radix(a, 16).ok())?
+                })
+                .unwrap_or_else(|| panic!("{n} in System.map"))
+        };
+        let id = d
+            .run(&["--dump", elf.to_str().unwrap()], &["--json", "identify"])
+            .json();
+        let shift = id["kaslr"]["virtual_shift"]
+            .as_str()
+            .and_then(|s| u64::from_str_radix(s.trim_start_matches("0x"), 16).ok())
+            .expect("virtual shift");
+        Volatility {
+            kernel: kernel.to_string(),
+            venv,
+            dir,
+            elf: elf.to_path_buf(),
+            text: sym("_stext") + shift..sym("_etext") + shift,
+        }
+    }
+
+    /// The rows `plugin` reports as JSON (none when it fails: the failure is printed).
+    fn rows(&self, plugin: &str) -> Vec<Value> {
+        let t = std::time::Instant::now();
+        let o = Command::new(self.venv.bin("vol"))
+            .args(["-q", "-r", "json", "-s"])
+            .arg(self.dir.path().join("symbols"))
+            .arg("--cache-path")
+            .arg(self.dir.path().join("cache"))
+            .arg("-f")
+            .arg(&self.elf)
+            .arg(plugin)
+            .output()
+            .expect("vol");
+        let stdout = String::from_utf8_lossy(&o.stdout);
+        eprintln!(
+            "{}: vol {plugin} ({:.1?}):\n{stdout}\n{}",
+            self.kernel,
+            t.elapsed(),
+            String::from_utf8_lossy(&o.stderr)
+        );
+        serde_json::from_str::<Value>(&stdout)
+            .ok()
+            .and_then(|v| v.as_array().cloned())
+            .unwrap_or_default()
+    }
+}
+
+/// A kernel address as Volatility prints it (without its sign extension, 48 bits).
+fn vol_addr(v: &Value) -> Option<u64> {
+    v.as_u64().map(|a| {
+        if a >> 47 == 1 {
+            a | 0xffff_0000_0000_0000
+        } else {
+            a
+        }
+    })
+}
+
+/// [`vol_addr`] as the detector's hex.
+fn vol_hex(v: &Value) -> String {
+    vol_addr(v).map(|a| format!("{a:#x}")).unwrap_or_default()
+}
+
+/// The walkers of the netfilter, notifiers, tty and afinfo checks against the guest's
+/// own views: `/proc/tty/ldiscs` (every registered line discipline by name and
+/// number), `/proc/tty/drivers` (every tty driver by driver name), `ls /proc/net` (the
+/// socket-list files read); the namespace walk holds `init_net`, the kernel's own
+/// notifier chains are read (netdev_chain and reboot_notifier_list have blocks of the
+/// kernel's), and the kernel's tables are kernel text.
+fn hook_table_walkers(label: &str, guest: &mut Guest, profiles: &Path) -> Vec<String> {
+    let out = guest
+        .sh("cat /proc/tty/ldiscs; echo ==; cat /proc/tty/drivers; echo ==; ls /proc/net")
+        .expect("sh");
+    let parts: Vec<&[String]> = out.lines.split(|l| l == "==").collect();
+    let (0, [ldiscs, drivers, net]) = (out.status, parts.as_slice()) else {
+        return vec![format!(
+            "{label}: the guest's tty and net views: {:?}",
+            out.lines
+        )];
+    };
+    let want_ldiscs: BTreeSet<(String, u32)> = ldiscs
+        .iter()
+        .filter_map(|l| {
+            let mut f = l.split_whitespace();
+            Some((f.next()?.to_string(), f.next()?.parse().ok()?))
+        })
+        .collect();
+    // the first lines name device nodes (/dev/tty, /dev/console, ...), not drivers; a
+    // driver without a driver_name is "unknown"
+    let want_drivers: BTreeSet<String> = drivers
+        .iter()
+        .filter_map(|l| l.split_whitespace().next())
+        .filter(|d| !d.starts_with("/dev/"))
+        .map(str::to_string)
+        .collect();
+    let want_files: BTreeSet<String> = net
+        .iter()
+        .flat_map(|l| l.split_whitespace())
+        .filter(|f| vmi_core::kernel::procnet::ENTRIES.contains(f))
+        .map(str::to_string)
+        .collect();
+    with_paused_kernel(guest, profiles, |k| {
+        let mut problems = Vec::new();
+        let text = k.text_range().expect("text");
+        let lossy = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+        let got: BTreeSet<(String, u32)> = k
+            .tty_ldiscs()
+            .expect("tty_ldiscs")
+            .iter()
+            .map(|l| (lossy(&l.name), l.num))
+            .collect();
+        if got != want_ldiscs {
+            problems.push(format!(
+                "{label}: tty_ldiscs {got:?}, /proc/tty/ldiscs {want_ldiscs:?}"
+            ));
+        }
+        let drivers = k.tty_drivers().expect("tty_drivers");
+        let got: BTreeSet<String> = drivers
+            .iter()
+            .map(|d| match d.driver_name.as_slice() {
+                b"" => "unknown".to_string(),
+                n => lossy(n),
+            })
+            .collect();
+        if got != want_drivers {
+            problems.push(format!(
+                "{label}: tty_drivers {got:?}, /proc/tty/drivers {want_drivers:?}"
+            ));
+        }
+        if !drivers
+            .iter()
+            .any(|d| d.ttys.iter().any(|t| t.ldisc_ops.0 != 0))
+        {
+            problems.push(format!("{label}: no open tty with a line discipline"));
+        }
+        let nets = k.net_namespaces().expect("net_namespace_list");
+        let init_net = k.symbol("init_net").expect("init_net");
+        if !nets.contains(&init_net) {
+            problems.push(format!("{label}: the namespaces {nets:?} lack init_net"));
+        }
+        k.netfilter_hooks(&nets).expect("netfilter hooks");
+        let entries = k.proc_net_entries(&nets).expect("/proc/net entries");
+        let got: BTreeSet<String> = entries
+            .iter()
+            .filter(|e| e.net == init_net && e.seq_ops.is_some())
+            .map(|e| e.name.to_string())
+            .collect();
+        if got != want_files {
+            problems.push(format!(
+                "{label}: /proc/net entries read {got:?}, the guest lists {want_files:?}"
+            ));
+        }
+        let tables = k.seq_ops_tables().expect("seq_operations");
+        let all_text = |t: &vmi_core::kernel::objects::FnTable| {
+            t.fns.len() >= 4 && t.fns.iter().all(|(_, v)| text.contains(*v))
+        };
+        if tables.len() < 6 || !tables.iter().all(|t| all_text(&t.ops)) {
+            problems.push(format!("{label}: the seq_operations tables {tables:?}"));
+        }
+        let chains = k.notifier_chains().expect("notifier chains");
+        for name in ["netdev_chain", "reboot_notifier_list"] {
+            if !chains
+                .iter()
+                .any(|c| c.name == name && !c.blocks.is_empty())
+            {
+                problems.push(format!("{label}: {name} has no blocks"));
+            }
+        }
+        if !chains.iter().any(|c| c.name == "keyboard_notifier_list") {
+            problems.push(format!("{label}: no keyboard_notifier_list"));
+        }
+        problems
+    })
+}
+
+/// Step 8 of the attacks: `vmi_netfilter` (a hook on IPv4 NF_INET_LOCAL_IN of
+/// `init_net`, priority -150, left listed), `vmi_keylog` (a keyboard notifier, then
+/// hidden from the modules list) and `vmi_tty` (N_TTY's `receive_buf2` and
+/// `tcp4_seq_ops.show` replaced by wrappers of its own, left listed). The `show`
+/// wrapper runs (`cat /proc/net/tcp` counts `hits`); `check` must report each hook
+/// with its place and owner. `tcp4_seq_ops` is in `.rodata`, so the kernel-text check
+/// sees the write too.
+fn table_hooks(
+    kernel: &str,
+    d: &Detector,
+    guest: &mut Guest,
+    wants: &mut Vec<Want>,
+) -> Vec<String> {
+    let mut problems = Vec::new();
+    for m in ["vmi_netfilter", "vmi_keylog", "vmi_tty"] {
+        insmod(kernel, guest, &format!("/lab/{m}.ko"));
+    }
+    let out = guest
+        .sh("cat /proc/net/tcp >/dev/null; cat /sys/module/vmi_tty/parameters/hits")
+        .expect("sh");
+    let hits = out.lines.first().and_then(|h| h.trim().parse::<u64>().ok());
+    if out.status != 0 || hits.unwrap_or(0) == 0 {
+        problems.push(format!(
+            "{kernel}: vmi_tty's wrappers did not run: {:?}",
+            out.lines
+        ));
+    }
+    wants.push(want(
+        "vmi_netfilter's hook on ipv4 NF_INET_LOCAL_IN of init_net",
+        "netfilter",
+        |e| {
+            e["namespace"] == "init_net"
+                && e["family"] == "ipv4"
+                && e["hook_point"] == "NF_INET_LOCAL_IN"
+                && e["priority"] == "-150"
+                && e["owner"] == "module vmi_netfilter"
+        },
+    ));
+    wants.push(want("the hidden vmi_keylog", "hidden-module", |e| {
+        e["module"] == "vmi_keylog"
+    }));
+    wants.push(want(
+        "vmi_keylog's keyboard notifier, owned by the hidden vmi_keylog",
+        "notifiers",
+        |e| e["chain"] == "keyboard_notifier_list" && e["owner"] == "hidden module vmi_keylog",
+    ));
+    wants.push(want("N_TTY's receive_buf2 in vmi_tty", "tty", |e| {
+        e["kind"] == "ldisc"
+            && e["ldisc"] == 0
+            && e["name"] == "n_tty"
+            && e["members"] == "receive_buf2"
+            && e["owner"] == "module vmi_tty"
+    }));
+    wants.push(want("tcp4_seq_ops.show in vmi_tty", "afinfo", |e| {
+        e["symbol"] == "tcp4_seq_ops"
+            && e["members"] == "show"
+            && e["files"] == "/proc/net/tcp"
+            && e["owner"] == "module vmi_tty"
+    }));
+    wants.push(want(
+        "tcp4_seq_ops differing from the image",
+        "kernel-text",
+        |e| e["symbol"] == "tcp4_seq_ops",
+    ));
+    live_and_paused(
+        &format!("{kernel} table hooks"),
+        d,
+        guest,
+        wants,
+        &mut problems,
+    );
+    problems
+}
+
+/// `check` on the live guest, running (printed) and paused, must report exactly
+/// `wants`; the paused run is returned.
+fn live_and_paused(
+    label: &str,
+    d: &Detector,
+    guest: &mut Guest,
+    wants: &[Want],
+    problems: &mut Vec<String>,
+) -> Run {
+    let run = d.live(guest, &["--json", "check"]);
+    eprintln!("{label}: check:\n{}", run.stdout);
+    problems.extend(expect_exactly(&format!("{label} (live)"), &run, wants));
+    let run = d.live(guest, &["--json", "check", "--pause"]);
+    problems.extend(expect_exactly(&format!("{label} (paused)"), &run, wants));
+    run
+}
+
+/// Volatility 3's `linux.malware.netfilter`, `linux.malware.keyboard_notifiers`,
+/// `linux.malware.tty_check` and `linux.malware.check_afinfo` on the ELF dump of the
+/// hooked guest: every hook they report outside kernel text must be a finding of the
+/// detector's (netfilter: same namespace, family, hook point and handler; keyboard
+/// notifiers: same callback; tty: a tty finding with that receive_buf; afinfo: the
+/// same table member and handler).
+///
+/// keyboard_notifiers prints the address of each `notifier_block` (where its
+/// `notifier_call` member is, at offset 0), not the callback, so a row is matched by
+/// the finding's `notifier_block` or `callback`.
+///
+/// What Volatility misses here (the test does not require it to see it): tty_check
+/// reads only `receive_buf`, which N_TTY does not use (input goes through
+/// `receive_buf2` when a discipline has it), so it reports vmi_tty's hook on no tty;
+/// it reads no driver's `tty_operations`. keyboard_notifiers is the only notifier
+/// chain it reads. check_afinfo reads the tables by symbol only (not the /proc/net
+/// entries, which a rootkit can point elsewhere).
+fn volatility_tables(v: &Volatility, run: &Run) -> Vec<String> {
+    let mut problems = Vec::new();
+    let kernel = v.kernel.as_str();
+    let got = findings(&run.json());
+    let outside = |a: Option<u64>| a.is_some_and(|a| !v.text.contains(&a));
+    let has = |check: &str, f: &dyn Fn(&Value) -> bool| got.iter().any(|(c, e)| c == check && f(e));
+
+    let rows = v.rows("linux.malware.netfilter");
+    for r in rows.iter().filter(|r| outside(vol_addr(&r["Handler"]))) {
+        let ok = has("netfilter", &|e| {
+            e["hook"] == vol_hex(&r["Handler"]).as_str()
+                && r["Proto"]
+                    .as_str()
+                    .is_some_and(|p| p.eq_ignore_ascii_case(e["family"].as_str().unwrap_or("")))
+                && r["Hook"].as_str().is_some_and(|h| {
+                    e["hook_point"]
+                        .as_str()
+                        .is_some_and(|p| p.ends_with(&format!("_{h}")))
+                })
+        });
+        if !ok {
+            problems.push(format!(
+                "{kernel}: Volatility reports a netfilter hook the detector does not: {r}"
+            ));
+        }
+    }
+    if !rows.iter().any(|r| outside(vol_addr(&r["Handler"]))) {
+        eprintln!("{kernel}: Volatility's netfilter plugin reports no hook outside kernel text");
+    }
+    let rows = v.rows("linux.malware.keyboard_notifiers");
+    for r in rows.iter().filter(|r| outside(vol_addr(&r["Address"]))) {
+        let a = vol_hex(&r["Address"]);
+        let ok = has("notifiers", &|e| {
+            e["chain"] == "keyboard_notifier_list"
+                && (e["callback"] == a.as_str() || e["notifier_block"] == a.as_str())
+        });
+        if !ok {
+            problems.push(format!(
+                "{kernel}: Volatility reports a keyboard notifier the detector does not: {r}"
+            ));
+        }
+    }
+    let rows = v.rows("linux.malware.tty_check");
+    for r in rows.iter().filter(|r| outside(vol_addr(&r["Address"]))) {
+        let ok = has("tty", &|e| {
+            e["member"] == "receive_buf" && e["target"] == vol_hex(&r["Address"]).as_str()
+                || e["targets"]
+                    .as_str()
+                    .is_some_and(|t| t.contains(&format!("receive_buf={}", vol_hex(&r["Address"]))))
+        });
+        if !ok {
+            problems.push(format!(
+                "{kernel}: Volatility reports a tty hook the detector does not: {r}"
+            ));
+        }
+    }
+    let rows = v.rows("linux.malware.check_afinfo");
+    for r in &rows {
+        let member = r["Member"].as_str().unwrap_or("");
+        let target = vol_hex(&r["Handler Address"]);
+        let ok = has("afinfo", &|e| {
+            e["symbol"] == r["Symbol Name"]
+                && (e["member"] == member && e["target"] == target.as_str()
+                    || e["targets"]
+                        .as_str()
+                        .is_some_and(|t| t.contains(&format!("{member}={target}"))))
+        });
+        if !ok {
+            problems.push(format!(
+                "{kernel}: Volatility reports an afinfo hook the detector does not: {r}"
+            ));
+        }
     }
     problems
 }

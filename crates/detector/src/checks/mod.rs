@@ -13,32 +13,42 @@
 //! | `ftrace` ([`ftrace`]) | every registered `ftrace_ops`' callbacks with kernel text |
 //! | `kprobes` ([`kprobes`]) | every kprobe's and kretprobe's handlers with kernel text |
 //! | `tracepoints` ([`tracepoints`]) | every probe on the kernel's tracepoints with kernel text |
+//! | `netfilter` ([`netfilter`]) | every netfilter hook of every network namespace with kernel text |
+//! | `notifiers` ([`notifiers`]) | the callbacks of security-relevant notifier chains (keyboard, modules, network, ...) with kernel text |
+//! | `tty` ([`tty`]) | the operations of tty line disciplines, tty drivers and open ttys with kernel text |
+//! | `afinfo` ([`afinfo`]) | the seq_file operations of `/proc/net/{tcp,udp,raw}*` with kernel text |
 //! | `policy` ([`policy`]) | processes with the policy file (names, executables, who may be root); only with a policy |
 //! | `kernel-text` ([`text`]) | `.text` and `.rodata` with the kernel image, patch sites accounted for; only with an image |
 //!
 //! [`Scan`] reads what several checks share (processes, modules, module kobjects,
-//! ftrace_ops) once, and names kernel functions on demand ([`names`]). A check that cannot run (a read fails, the profile lacks a field) reports a
+//! ftrace_ops, network namespaces) once, and names kernel functions on demand ([`names`]). A check that cannot run (a read fails, the profile lacks a field) reports a
 //! [`CheckError`] and the others still run.
 
+pub mod afinfo;
 pub mod creds;
 pub mod ftrace;
 pub mod idt;
 pub mod kprobes;
 pub mod modules;
 pub mod names;
+pub mod netfilter;
+pub mod notifiers;
 pub mod owner;
 pub mod policy;
 pub mod processes;
 pub mod syscalls;
 pub mod text;
 pub mod tracepoints;
+pub mod tty;
 
 use std::collections::BTreeSet;
 
 use vmi_core::arch::x86_64::Registers;
 use vmi_core::kernel::ftrace::FtraceOps;
+use vmi_core::kernel::objects::FnTable;
 use vmi_core::kernel::{Kernel, KernelError, Limits, Module, Process};
 use vmi_core::memory::PhysicalMemory;
+use vmi_core::Va;
 
 use crate::finding::Finding;
 use crate::image::KernelImage;
@@ -64,6 +74,14 @@ pub enum Check {
     Kprobes,
     /// Tracepoint probes outside kernel text.
     Tracepoints,
+    /// Netfilter hooks outside kernel text.
+    Netfilter,
+    /// Notifier callbacks outside kernel text.
+    Notifiers,
+    /// TTY line discipline and driver operations outside kernel text.
+    Tty,
+    /// `/proc/net` socket-list operations outside kernel text.
+    Afinfo,
     /// What the policy file forbids (runs only with a policy).
     Policy,
     /// Kernel text and read-only data against the image (runs only with an image).
@@ -72,7 +90,7 @@ pub enum Check {
 
 impl Check {
     /// Every check that needs no configuration, in the order they run.
-    pub const ALL: [Check; 8] = [
+    pub const ALL: [Check; 12] = [
         Check::HiddenProcess,
         Check::HiddenModule,
         Check::SyscallTable,
@@ -81,6 +99,10 @@ impl Check {
         Check::Ftrace,
         Check::Kprobes,
         Check::Tracepoints,
+        Check::Netfilter,
+        Check::Notifiers,
+        Check::Tty,
+        Check::Afinfo,
     ];
 
     /// The check's name in findings and on the command line.
@@ -94,6 +116,10 @@ impl Check {
             Check::Ftrace => "ftrace",
             Check::Kprobes => "kprobes",
             Check::Tracepoints => "tracepoints",
+            Check::Netfilter => "netfilter",
+            Check::Notifiers => "notifiers",
+            Check::Tty => "tty",
+            Check::Afinfo => "afinfo",
             Check::Policy => "policy",
             Check::KernelText => "kernel-text",
         }
@@ -171,6 +197,8 @@ pub struct Scan<'k, M> {
     pub modules: Result<Vec<Module>, KernelError>,
     /// The registered ftrace_ops.
     pub ftrace: Result<Vec<FtraceOps>, KernelError>,
+    /// The network namespaces (`struct net`), read when a check first needs them.
+    pub namespaces: std::sync::OnceLock<Result<Vec<Va>, KernelError>>,
     /// Who owns kernel addresses (text, listed and hidden modules, ftrace
     /// trampolines).
     pub owners: Owners,
@@ -215,6 +243,7 @@ impl<'k, M: PhysicalMemory> Scan<'k, M> {
             processes,
             modules,
             ftrace,
+            namespaces: std::sync::OnceLock::new(),
             owners,
             kset,
             names: names::Names::default(),
@@ -232,6 +261,10 @@ impl<'k, M: PhysicalMemory> Scan<'k, M> {
             Check::Ftrace => ftrace::run(self),
             Check::Kprobes => kprobes::run(self),
             Check::Tracepoints => tracepoints::run(self),
+            Check::Netfilter => netfilter::run(self),
+            Check::Notifiers => notifiers::run(self),
+            Check::Tty => tty::run(self),
+            Check::Afinfo => afinfo::run(self),
             Check::Policy => match &self.settings.policy {
                 Some(p) => policy::run(self, p),
                 None => Err(CheckFailure::Walk {
@@ -248,6 +281,67 @@ impl<'k, M: PhysicalMemory> Scan<'k, M> {
             },
         }
     }
+}
+
+impl<M: PhysicalMemory> Scan<'_, M> {
+    /// The network namespaces, walked once per scan.
+    pub fn namespaces(&self) -> Result<&[Va], CheckFailure> {
+        needed(
+            self.namespaces.get_or_init(|| self.kernel.net_namespaces()),
+            "the net_namespace_list walk",
+        )
+        .map(Vec::as_slice)
+    }
+
+    /// The functions of `table` outside kernel text, by member name.
+    pub fn foreign_fns<'t>(&self, table: &'t FnTable) -> Vec<&'t (String, Va)> {
+        table
+            .fns
+            .iter()
+            .filter(|(_, v)| !self.owners.in_text(*v))
+            .collect()
+    }
+}
+
+/// A finding for an operations table with functions outside kernel text (`None` when
+/// every function is kernel text): `what` names the table, `consequence` says what the
+/// hook gives its owner; the owner (and severity) is that of the first such function,
+/// every one is listed as evidence (`member=address`).
+pub(crate) fn table_finding<M: PhysicalMemory>(
+    scan: &Scan<'_, M>,
+    check: &'static str,
+    table: &FnTable,
+    what: &str,
+    consequence: &str,
+) -> Option<Finding> {
+    let foreign = scan.foreign_fns(table);
+    let (first, target) = foreign.first()?;
+    let owner = scan.owners.owner(*target);
+    let members: Vec<&str> = foreign.iter().map(|(n, _)| n.as_str()).collect();
+    let mut f = Finding::new(
+        check,
+        owner.hook_severity(),
+        format!("{check}:{:#x}:{}", table.at.0, members.join(",")),
+        format!(
+            "{what} at {:#x}: {} calls {:#x} in {owner}, not kernel text{consequence}",
+            table.at.0,
+            members.join(", "),
+            target.0
+        ),
+    )
+    .addr("table", table.at.0)
+    .text("members", members.join(","))
+    .text("member", first.clone())
+    .addr("target", target.0)
+    .text("owner", owner.to_string());
+    if foreign.len() > 1 {
+        let all: Vec<String> = foreign
+            .iter()
+            .map(|(n, v)| format!("{n}={:#x}", v.0))
+            .collect();
+        f = f.text("targets", all.join(", "));
+    }
+    Some(f)
 }
 
 /// The result of a shared walk, for a check that needs it.
