@@ -302,7 +302,6 @@ fn check_man_pages(dir: &Path) {
         .expect("man1")
         .map(|e| e.expect("entry").path())
         .collect();
-    assert_eq!(pages.len(), 8, "{pages:?}");
     for page in &pages {
         let roff = text(&run(Command::new("gzip").arg("-dc").arg(page)));
         assert!(roff.contains(".TH "), "{}", page.display());

@@ -157,7 +157,8 @@ fn the_installed_package_watches_a_pvh_domu_from_dom0() {
     eprintln!("dpkg -i in {:.1?}:\n{install}", t.elapsed());
     let state = sh(&mut rig, "/usr/bin/dpkg -s vmi-detector");
     assert!(
-        state.contains("Status: install ok installed") && state.contains("Version: 0.1.0-1"),
+        state.contains("Status: install ok installed")
+            && state.contains(&format!("Version: {}-1", env!("CARGO_PKG_VERSION"))),
         "{state}"
     );
     let conffiles = sh(&mut rig, "cat /var/lib/dpkg/info/vmi-detector.conffiles");
