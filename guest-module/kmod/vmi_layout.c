@@ -351,7 +351,7 @@ static const struct vmi_field_info fields[] = {
 	F(rb_node, rb_left, struct rb_node *, "ptr struct rb_node"),
 	F(rb_node, rb_right, struct rb_node *, "ptr struct rb_node"),
 #ifdef VMI_HAVE_PROC_INTERNAL
-	F(proc_dir_entry, name, const char *, "ptr char"),
+	F(proc_dir_entry, name, char *, "ptr char"),
 	F(proc_dir_entry, subdir, struct rb_root, "struct rb_root"),
 	F(proc_dir_entry, subdir_node, struct rb_node, "struct rb_node"),
 	F(proc_dir_entry, seq_ops, const struct seq_operations *, "ptr struct seq_operations"),
