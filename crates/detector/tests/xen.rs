@@ -2,8 +2,11 @@
 //! toolstack in QEMU) runs a PVH and a PV domU, each with the standard scenario and a
 //! test module; the detector binary, copied into dom0, reads them from there. For each:
 //! `identify`, `ps` and `lsmod` equal the domU's own view and `check` finds nothing;
-//! after a test rootkit unlinks a process from the tasks list, `check` (running, and
-//! with `--pause`) names it. Then `watch` (pause-free) reports that finding, a process
+//! after the test rootkits of the QEMU tests (a process unlinked from the tasks list, a
+//! module from the modules list, init_cred handed to one process and uid 0 written into
+//! another's cred; on the PVH domU also a sys_call_table and an IDT hook, which PV
+//! guests cannot place: Xen refuses them CR0.WP), `check` (running, and with `--pause`)
+//! reports exactly their findings. Then `watch` (pause-free) reports that finding, a process
 //! started in the domU, `xl pause` and `xl unpause` (and scans again after), and
 //! `xl destroy` as the guest gone, and the domain is really gone (no mapping keeps it
 //! dying); then it exits, or with `--on-shutdown wait` (the PV domU) watches the domain
@@ -11,12 +14,25 @@
 //! domain running.
 //! An unknown domain is refused with an error that lists the running ones.
 
+mod common;
+
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use vmi_lab::build::ModuleSource;
+use vmi_lab::xen::DomuKind;
 use vmi_lab::xen::XEN_BIN;
 use vmi_lab::{DomuSpec, GroundTruth, Lab, Scenario, XenDomu, XenOptions, XenRig, DEFAULT_KERNEL};
+
+/// The test rootkits loaded in each domU (the last two write read-only kernel data by
+/// clearing CR0.WP, which Xen does not let a PV guest do: PVH only).
+const ROOTKITS: &[&str] = &[
+    "vmi_hideproc",
+    "vmi_hidemod",
+    "vmi_creds",
+    "vmi_hooksys",
+    "vmi_hookidt",
+];
 
 const DOMU: &str = "det-pvh";
 const PV: &str = "det-pv";
@@ -126,18 +142,26 @@ fn detector_reads_pvh_and_pv_domus_from_dom0() {
     let dir = tempfile::tempdir().expect("temp dir");
     let profile = dir.path().join(format!("{DEFAULT_KERNEL}.json"));
     std::fs::write(&profile, built.profile.to_json()).expect("writing the profile");
-    let module = |name: &str, src: &str| {
-        lab.build_module(DEFAULT_KERNEL, &ModuleSource::single(name, src))
-            .expect("building a test module")
-    };
-    let hello = module(
-        "lab_hello",
-        include_str!("../../../tests/lab/testmods/lab_hello.c"),
-    );
-    let hideproc = module("vmi_hideproc", include_str!("mods/vmi_hideproc.c"));
-    let scenario = Scenario::standard()
+    let hello = lab
+        .build_module(
+            DEFAULT_KERNEL,
+            &ModuleSource::single(
+                "lab_hello",
+                include_str!("../../../tests/lab/testmods/lab_hello.c"),
+            ),
+        )
+        .expect("building the test module");
+    let mut scenario = Scenario::standard()
         .insmod(&hello, "tag=xen-detector")
-        .file(&hideproc, "/lab/vmi_hideproc.ko", 0o644);
+        .run_as("vmi-victim", 1000)
+        .run_as("vmi-victim2", 1000);
+    for m in ROOTKITS {
+        scenario = scenario.file(
+            common::attack_module(&lab, DEFAULT_KERNEL, m),
+            &format!("/lab/{m}.ko"),
+            0o644,
+        );
+    }
     let opts = XenOptions::default()
         .domu(DomuSpec::pvh(DOMU, DEFAULT_KERNEL, scenario.clone()))
         .domu(DomuSpec::pvh(PV, DEFAULT_KERNEL, scenario.clone()).pv())
@@ -175,8 +199,9 @@ fn detector_reads_pvh_and_pv_domus_from_dom0() {
     eprintln!("whole test in {:.1?}", t.elapsed());
 }
 
-/// identify, ps, lsmod, a clean check; then the rootkit hides `lab-idle` and check
-/// (running and paused) names it. Returns its pid.
+/// identify, ps, lsmod, a clean check; then the test rootkits (a hidden process and
+/// module, stolen credentials; on PVH also a syscall and an IDT hook) and check
+/// (running and paused) reports exactly their findings. Returns the hidden pid.
 fn read_and_attack(rig: &mut XenRig, domu: &mut XenDomu, truth: &GroundTruth) -> u32 {
     let name = domu.name().to_string();
     let id = detector(rig, &name, "--json identify");
@@ -227,22 +252,74 @@ fn read_and_attack(rig: &mut XenRig, domu: &mut XenDomu, truth: &GroundTruth) ->
     assert_eq!(report["errors"].as_array().map(Vec::len), Some(0));
     eprintln!("{name}: clean check in {:.1?}", clean.took);
 
-    // a rootkit unlinks lab-idle from the tasks list
-    let idle = truth.by_comm("lab-idle").next().expect("lab-idle").pid;
-    let ins = domu
-        .sh(&format!("insmod /lab/vmi_hideproc.ko pid={idle}"))
-        .expect("loading the rootkit");
-    assert_eq!(ins.status, 0, "{:?}", ins.lines);
+    // the rootkits, one after another, as on QEMU guests (tests/lab.rs)
+    let pid_of = |comm: &str| truth.by_comm(comm).next().expect(comm).pid;
+    let (idle, victim, victim2) = (
+        pid_of("lab-idle"),
+        pid_of("vmi-victim"),
+        pid_of("vmi-victim2"),
+    );
+    let mut wants: Vec<Want> = vec![(
+        "lab-idle unlinked from the tasks list",
+        "hidden-process",
+        Box::new(move |e| e["pid"] == idle && e["comm"] == "lab-idle"),
+    )];
+    let mut steps = vec![
+        format!("vmi_hideproc.ko pid={idle}"),
+        "vmi_hidemod.ko".to_string(),
+        format!("vmi_creds.ko init_pid={victim} zero_pid={victim2}"),
+    ];
+    wants.push((
+        "the hidden vmi_hidemod",
+        "hidden-module",
+        Box::new(|e| e["module"] == "vmi_hidemod"),
+    ));
+    wants.push((
+        "vmi-victim's credentials are init_cred",
+        "credentials",
+        Box::new(move |e| e["pid"] == victim && e["init_cred"] == e["cred"]),
+    ));
+    wants.push((
+        "vmi-victim2's uid 0 with the user_struct of uid 1000",
+        "credentials",
+        Box::new(move |e| e["pid"] == victim2 && e["uid"] == 0 && e["user_struct_uid"] == 1000),
+    ));
+    if domu.kind() != DomuKind::Pv {
+        steps.push("vmi_hooksys.ko nr=180".into());
+        steps.push("vmi_hookidt.ko vector=15 hide=1".into());
+        wants.push((
+            "sys_call_table[180] hooked by vmi_hooksys",
+            "syscall-table",
+            Box::new(|e| e["nr"] == 180 && e["owner"] == "module vmi_hooksys"),
+        ));
+        wants.push((
+            "IDT vector 15 hooked by the hidden vmi_hookidt",
+            "idt",
+            Box::new(|e| e["vector"] == 15 && e["owner"] == "hidden module vmi_hookidt"),
+        ));
+        wants.push((
+            "the hidden vmi_hookidt",
+            "hidden-module",
+            Box::new(|e| e["module"] == "vmi_hookidt"),
+        ));
+    }
+    for step in &steps {
+        let ins = domu
+            .sh(&format!("insmod /lab/{step}"))
+            .expect("loading a rootkit");
+        assert_eq!(ins.status, 0, "insmod {step}: {:?}", ins.lines);
+    }
     for args in ["--json check", "--json check --pause"] {
         let run = detector(rig, &name, args);
         let report = run.json();
         assert_eq!(run.code, 1, "{args}: {report}\n{}", run.stderr);
-        let findings = report["findings"].as_array().unwrap();
-        assert!(
-            findings.iter().any(|f| is_hidden(f, idle)),
-            "{args}: {report}"
+        expect_exactly(&format!("{name} {args}"), &report, &wants);
+        eprintln!(
+            "{name}: {args} after {} rootkits: {} findings in {:.1?}",
+            steps.len(),
+            wants.len(),
+            run.took
         );
-        eprintln!("{name}: {args} after the attack in {:.1?}", run.took);
     }
     // --pause resumed the domain
     assert!(
@@ -250,6 +327,28 @@ fn read_and_attack(rig: &mut XenRig, domu: &mut XenDomu, truth: &GroundTruth) ->
         "the domain stays paused"
     );
     idle
+}
+
+/// A finding a report must have: what it is, its check, a test of its evidence.
+type Want = (&'static str, &'static str, Box<dyn Fn(&Value) -> bool>);
+
+/// `report` has exactly the findings `wants` describe, and no errors.
+fn expect_exactly(label: &str, report: &Value, wants: &[Want]) {
+    let findings = report["findings"].as_array().expect("findings");
+    for (what, check, test) in wants {
+        assert!(
+            findings
+                .iter()
+                .any(|f| f["check"] == *check && test(&f["evidence"])),
+            "{label}: no finding for {what}: {report:#}"
+        );
+    }
+    assert_eq!(findings.len(), wants.len(), "{label}: {report:#}");
+    assert_eq!(
+        report["errors"].as_array().map(Vec::len),
+        Some(0),
+        "{label}: {report:#}"
+    );
 }
 
 fn is_hidden(f: &Value, pid: u32) -> bool {
@@ -296,8 +395,14 @@ fn wait_for(
             return skip + i + 1;
         }
         if Instant::now() > deadline {
-            let err = rig.dom0_sh(&format!("cat {file}.err")).map(|o| o.lines);
-            panic!("watch did not report {what}: {seen:#?}\nstderr: {err:?}");
+            let err = rig
+                .dom0_sh(&format!(
+                    "cat {file}.err; echo exit status: $(cat {file}.code 2>/dev/null); \
+                     ps -o pid,stat,time,args | grep -v grep | grep detector; \
+                     {XEN_BIN}/xl list"
+                ))
+                .map(|o| o.lines);
+            panic!("watch did not report {what}: {seen:#?}\nstderr, status, ps, xl list: {err:#?}");
         }
         std::thread::sleep(Duration::from_millis(300));
     }
@@ -377,7 +482,8 @@ fn watch(rig: &mut XenRig, domu: &mut XenDomu, hidden: u32, wait: bool) {
     xl(rig, "unpause");
     at = wait_for(rig, &file, "the resume", at, |v| v["event"] == "resumed");
     // and it scans again: the sleep's exit
-    domu.sh(&format!("kill {sleeper}")).expect("kill");
+    let kill = domu.sh(&format!("kill {sleeper}")).expect("kill");
+    assert_eq!(kill.status, 0, "kill {sleeper}: {:?}", kill.lines);
     at = wait_for(rig, &file, "the sleep exiting", at, |v| {
         v["event"] == "process-exit" && v["pid"] == sleeper
     });
