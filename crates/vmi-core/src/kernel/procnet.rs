@@ -17,8 +17,8 @@
 //! `.seq_ops`, `.proc_ops`, `rb_root.rb_node`, `rb_node.rb_left`, `.rb_right`, and
 //! the `ptr fn` members of `seq_operations` and `proc_ops`.
 //!
-//! Bounds: at most [`MAX_ENTRIES`] entries per `proc_net` directory; an entry seen
-//! twice is a [`KernelError::Cycle`].
+//! Bounds: at most [`MAX_ENTRIES`] entries in all `proc_net` directories together; an
+//! entry seen twice is a [`KernelError::Cycle`].
 
 use std::collections::HashSet;
 
@@ -48,8 +48,9 @@ pub const ENTRIES: &[&str] = &[
     "tcp", "tcp6", "udp", "udp6", "udplite", "udplite6", "raw", "raw6", "arp", "unix", "packet",
 ];
 
-/// Most entries walked in one `proc_net` directory.
-pub const MAX_ENTRIES: usize = 1 << 12;
+/// Most entries walked, every namespace's `proc_net` together (a namespace has about
+/// 60).
+pub const MAX_ENTRIES: usize = 1 << 16;
 
 /// A kernel table by symbol.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -126,6 +127,7 @@ impl<M: PhysicalMemory> Kernel<M> {
         let fops_off = field(p, "proc_dir_entry", &["proc_ops"])?;
         let mem = &self.space;
         let mut out = Vec::new();
+        let mut walked = 0usize;
         for &net in nets {
             let dir = mem
                 .read_u64(Va(net.0.wrapping_add(proc_net)))
@@ -133,7 +135,9 @@ impl<M: PhysicalMemory> Kernel<M> {
             if dir == 0 {
                 continue;
             }
-            for (pde, name) in children(mem, &l, Va(dir))? {
+            let entries = children(mem, &l, Va(dir), MAX_ENTRIES - walked)?;
+            walked += entries.len();
+            for (pde, name) in entries {
                 let Some(&name) = ENTRIES.iter().find(|e| e.as_bytes() == name.as_slice()) else {
                     continue;
                 };
@@ -159,11 +163,13 @@ impl<M: PhysicalMemory> Kernel<M> {
     }
 }
 
-/// The children of the directory entry `dir` with their names (guest bytes).
+/// The children of the directory entry `dir` with their names (guest bytes), at most
+/// `max` of them.
 pub fn children<V: VirtualMemory + ?Sized>(
     mem: &V,
     l: &PdeLayout,
     dir: Va,
+    max: usize,
 ) -> Result<Vec<(Va, Vec<u8>)>, KernelError> {
     let what = "proc_dir_entry.subdir";
     if !is_kernel_va(dir.0) {
@@ -180,7 +186,7 @@ pub fn children<V: VirtualMemory + ?Sized>(
         if node == 0 {
             continue;
         }
-        visit(&mut seen, node, out.len(), MAX_ENTRIES, what)?;
+        visit(&mut seen, node, out.len(), max, what)?;
         let b = mem.read_bytes(Va(node), span).map_err(read_err(what))?;
         stack.push(u64_at(&b, l.right));
         stack.push(u64_at(&b, l.left));
@@ -235,7 +241,7 @@ mod tests {
     #[test]
     fn every_child_is_found() {
         let m = guest();
-        let mut got: Vec<(u64, String)> = children(&m, &layout(), Va(BASE))
+        let mut got: Vec<(u64, String)> = children(&m, &layout(), Va(BASE), 10)
             .unwrap()
             .into_iter()
             .map(|(p, n)| (p.0 - BASE, String::from_utf8(n).unwrap()))
@@ -261,11 +267,11 @@ mod tests {
             BASE + 0x600 + l.subdir_node + l.right,
             BASE + 0x400 + l.subdir_node,
         );
-        let e = children(&m, &l, Va(BASE)).unwrap_err();
+        let e = children(&m, &l, Va(BASE), 10).unwrap_err();
         assert!(matches!(e, KernelError::Cycle { .. }), "{e}");
         let mut m = guest();
         put(&mut m, BASE + 0x200 + l.subdir_node + l.left, 0x4141);
-        let e = children(&m, &l, Va(BASE)).unwrap_err();
+        let e = children(&m, &l, Va(BASE), 10).unwrap_err();
         assert!(
             matches!(e, KernelError::BadPointer { value: 0x4141, .. }),
             "{e}"

@@ -14,8 +14,9 @@
 //! `tty_ldisc.ops`, and the `ptr fn` members of `tty_ldisc_ops` and `tty_operations`.
 //! Symbols: `tty_ldiscs`, `tty_drivers`.
 //!
-//! Bounds: [`NR_LDISCS`] disciplines, at most [`MAX_DRIVERS`] drivers of at most
-//! [`MAX_LINES`] lines each; a driver seen twice is a [`KernelError::Cycle`].
+//! Bounds: [`NR_LDISCS`] disciplines, at most [`MAX_DRIVERS`] drivers and
+//! [`MAX_LINES`] lines (`ttys` entries) in all; a driver seen twice is a
+//! [`KernelError::Cycle`].
 
 use crate::addr::Va;
 use crate::kernel::layout::field;
@@ -29,7 +30,8 @@ use crate::memory::{PhysicalMemory, VirtualMemory};
 pub const NR_LDISCS: u64 = 30;
 /// Most tty drivers walked.
 pub const MAX_DRIVERS: usize = 1 << 12;
-/// Most lines (`ttys` entries) read per driver.
+/// Most lines (`ttys` entries) read, every driver together (a Debian guest has about
+/// 100).
 pub const MAX_LINES: u32 = 1 << 16;
 /// Longest name read.
 const MAX_NAME: usize = 64;
@@ -131,6 +133,7 @@ impl<M: PhysicalMemory> Kernel<M> {
         let span = span.max(num + 4) as usize;
         let mem = &self.space;
         let mut out = Vec::new();
+        let mut budget = MAX_LINES;
         walk_list(
             mem,
             self.symbol("tty_drivers")?,
@@ -151,14 +154,15 @@ impl<M: PhysicalMemory> Kernel<M> {
                 let ttys_at = u64_at(&b, ttys);
                 let mut open = Vec::new();
                 if ttys_at != 0 {
-                    if lines > MAX_LINES || !is_kernel_va(ttys_at) {
+                    if lines > budget || !is_kernel_va(ttys_at) {
                         return Err(KernelError::Corrupt {
                             what: format!(
-                                "tty_driver with {lines} lines (at most {MAX_LINES}) at ttys {ttys_at:#x}"
+                                "tty_driver with {lines} lines (at most {MAX_LINES} for all drivers) at ttys {ttys_at:#x}"
                             ),
                             at,
                         });
                     }
+                    budget -= lines;
                     let ptrs = mem
                         .read_bytes(Va(ttys_at), lines as usize * 8)
                         .map_err(read_err("tty_driver.ttys"))?;
