@@ -452,7 +452,7 @@ fn watch(rig: &mut XenRig, domu: &mut XenDomu, hidden: u32, wait: bool) {
         .dom0_sh(&format!(
             "(sh -c 'echo $$ >{file}.pid; exec {DETECTOR} --xen {name} --profiles {PROFILES} \
              --json watch --interval 500ms --on-shutdown {on_shutdown}' \
-             >{file} 2>{file}.err; echo $? >{file}.code) >/dev/null 2>&1 &"
+             >{file} 2>{file}.err </dev/null; echo $? >{file}.code) >/dev/null 2>&1 </dev/null &"
         ))
         .expect("starting watch in dom0");
     assert_eq!(start.status, 0, "{:?}", start.lines);
