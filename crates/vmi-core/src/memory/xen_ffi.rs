@@ -469,34 +469,17 @@ mod tests {
     fn layouts_equal_the_xen_headers() {
         let dir = tempfile::tempdir().unwrap();
         let src = dir.path().join("layout.c");
+        // (C type, C member, the offset this file's structures give it)
+        let user = offset_of!(VcpuGuestContext, user_regs);
+        #[rustfmt::skip]
         let fields: &[(&str, &str, usize)] = &[
             ("xc_domaininfo_t", "domain", offset_of!(DomainInfo, domain)),
             ("xc_domaininfo_t", "flags", offset_of!(DomainInfo, flags)),
-            (
-                "xc_domaininfo_t",
-                "tot_pages",
-                offset_of!(DomainInfo, tot_pages),
-            ),
-            (
-                "xc_domaininfo_t",
-                "max_pages",
-                offset_of!(DomainInfo, max_pages),
-            ),
-            (
-                "xc_domaininfo_t",
-                "nr_online_vcpus",
-                offset_of!(DomainInfo, nr_online_vcpus),
-            ),
-            (
-                "xc_domaininfo_t",
-                "max_vcpu_id",
-                offset_of!(DomainInfo, max_vcpu_id),
-            ),
-            (
-                "xc_domaininfo_t",
-                "arch_config.emulation_flags",
-                offset_of!(DomainInfo, emulation_flags),
-            ),
+            ("xc_domaininfo_t", "tot_pages", offset_of!(DomainInfo, tot_pages)),
+            ("xc_domaininfo_t", "max_pages", offset_of!(DomainInfo, max_pages)),
+            ("xc_domaininfo_t", "nr_online_vcpus", offset_of!(DomainInfo, nr_online_vcpus)),
+            ("xc_domaininfo_t", "max_vcpu_id", offset_of!(DomainInfo, max_vcpu_id)),
+            ("xc_domaininfo_t", "arch_config.emulation_flags", offset_of!(DomainInfo, emulation_flags)),
             ("struct hvm_hw_cpu", "rax", offset_of!(HvmHwCpu, rax)),
             ("struct hvm_hw_cpu", "rbx", offset_of!(HvmHwCpu, rbx)),
             ("struct hvm_hw_cpu", "rsp", offset_of!(HvmHwCpu, rsp)),
@@ -508,139 +491,35 @@ mod tests {
             ("struct hvm_hw_cpu", "cr3", offset_of!(HvmHwCpu, cr3)),
             ("struct hvm_hw_cpu", "cr4", offset_of!(HvmHwCpu, cr4)),
             ("struct hvm_hw_cpu", "cs_sel", offset_of!(HvmHwCpu, sel)),
-            (
-                "struct hvm_hw_cpu",
-                "ss_sel",
-                offset_of!(HvmHwCpu, sel) + 4 * seg::SS,
-            ),
+            ("struct hvm_hw_cpu", "ss_sel", offset_of!(HvmHwCpu, sel) + 4 * seg::SS),
             ("struct hvm_hw_cpu", "cs_limit", offset_of!(HvmHwCpu, limit)),
-            (
-                "struct hvm_hw_cpu",
-                "gdtr_limit",
-                offset_of!(HvmHwCpu, limit) + 4 * seg::GDTR,
-            ),
+            ("struct hvm_hw_cpu", "gdtr_limit", offset_of!(HvmHwCpu, limit) + 4 * seg::GDTR),
             ("struct hvm_hw_cpu", "cs_base", offset_of!(HvmHwCpu, base)),
-            (
-                "struct hvm_hw_cpu",
-                "gs_base",
-                offset_of!(HvmHwCpu, base) + 8 * seg::GS,
-            ),
-            (
-                "struct hvm_hw_cpu",
-                "idtr_base",
-                offset_of!(HvmHwCpu, base) + 8 * seg::IDTR,
-            ),
-            (
-                "struct hvm_hw_cpu",
-                "gdtr_base",
-                offset_of!(HvmHwCpu, base) + 8 * seg::GDTR,
-            ),
-            (
-                "struct hvm_hw_cpu",
-                "cs_arbytes",
-                offset_of!(HvmHwCpu, arbytes),
-            ),
-            (
-                "struct hvm_hw_cpu",
-                "shadow_gs",
-                offset_of!(HvmHwCpu, shadow_gs),
-            ),
-            (
-                "struct hvm_hw_cpu",
-                "msr_efer",
-                offset_of!(HvmHwCpu, msr_efer),
-            ),
+            ("struct hvm_hw_cpu", "gs_base", offset_of!(HvmHwCpu, base) + 8 * seg::GS),
+            ("struct hvm_hw_cpu", "idtr_base", offset_of!(HvmHwCpu, base) + 8 * seg::IDTR),
+            ("struct hvm_hw_cpu", "gdtr_base", offset_of!(HvmHwCpu, base) + 8 * seg::GDTR),
+            ("struct hvm_hw_cpu", "cs_arbytes", offset_of!(HvmHwCpu, arbytes)),
+            ("struct hvm_hw_cpu", "shadow_gs", offset_of!(HvmHwCpu, shadow_gs)),
+            ("struct hvm_hw_cpu", "msr_efer", offset_of!(HvmHwCpu, msr_efer)),
             ("struct hvm_hw_cpu", "flags", offset_of!(HvmHwCpu, flags)),
-            (
-                "xc_domaininfo_t",
-                "shared_info_frame",
-                offset_of!(DomainInfo, shared_info_frame),
-            ),
-            (
-                "shared_info_t",
-                "arch.max_pfn",
-                SHARED_INFO_ARCH + offset_of!(ArchSharedInfo, max_pfn),
-            ),
-            (
-                "shared_info_t",
-                "arch.pfn_to_mfn_frame_list_list",
-                SHARED_INFO_ARCH + offset_of!(ArchSharedInfo, pfn_to_mfn_frame_list_list),
-            ),
-            (
-                "shared_info_t",
-                "arch.p2m_cr3",
-                SHARED_INFO_ARCH + offset_of!(ArchSharedInfo, p2m_cr3),
-            ),
-            (
-                "shared_info_t",
-                "arch.p2m_vaddr",
-                SHARED_INFO_ARCH + offset_of!(ArchSharedInfo, p2m_vaddr),
-            ),
-            (
-                "shared_info_t",
-                "arch.p2m_generation",
-                SHARED_INFO_ARCH + offset_of!(ArchSharedInfo, p2m_generation),
-            ),
-            (
-                "vcpu_guest_context_t",
-                "flags",
-                offset_of!(VcpuGuestContext, flags),
-            ),
-            (
-                "vcpu_guest_context_t",
-                "user_regs.rax",
-                offset_of!(VcpuGuestContext, user_regs) + offset_of!(CpuUserRegs, rax),
-            ),
-            (
-                "vcpu_guest_context_t",
-                "user_regs.rip",
-                offset_of!(VcpuGuestContext, user_regs) + offset_of!(CpuUserRegs, rip),
-            ),
-            (
-                "vcpu_guest_context_t",
-                "user_regs.cs",
-                offset_of!(VcpuGuestContext, user_regs) + offset_of!(CpuUserRegs, cs),
-            ),
-            (
-                "vcpu_guest_context_t",
-                "user_regs.rsp",
-                offset_of!(VcpuGuestContext, user_regs) + offset_of!(CpuUserRegs, rsp),
-            ),
-            (
-                "vcpu_guest_context_t",
-                "user_regs.gs",
-                offset_of!(VcpuGuestContext, user_regs) + offset_of!(CpuUserRegs, gs),
-            ),
-            (
-                "vcpu_guest_context_t",
-                "trap_ctxt",
-                offset_of!(VcpuGuestContext, trap_ctxt),
-            ),
-            (
-                "vcpu_guest_context_t",
-                "ctrlreg",
-                offset_of!(VcpuGuestContext, ctrlreg),
-            ),
-            (
-                "vcpu_guest_context_t",
-                "syscall_callback_eip",
-                offset_of!(VcpuGuestContext, syscall_callback_eip),
-            ),
-            (
-                "vcpu_guest_context_t",
-                "fs_base",
-                offset_of!(VcpuGuestContext, fs_base),
-            ),
-            (
-                "vcpu_guest_context_t",
-                "gs_base_kernel",
-                offset_of!(VcpuGuestContext, gs_base_kernel),
-            ),
-            (
-                "vcpu_guest_context_t",
-                "gs_base_user",
-                offset_of!(VcpuGuestContext, gs_base_user),
-            ),
+            ("xc_domaininfo_t", "shared_info_frame", offset_of!(DomainInfo, shared_info_frame)),
+            ("shared_info_t", "arch.max_pfn", SHARED_INFO_ARCH + offset_of!(ArchSharedInfo, max_pfn)),
+            ("shared_info_t", "arch.pfn_to_mfn_frame_list_list", SHARED_INFO_ARCH + offset_of!(ArchSharedInfo, pfn_to_mfn_frame_list_list)),
+            ("shared_info_t", "arch.p2m_cr3", SHARED_INFO_ARCH + offset_of!(ArchSharedInfo, p2m_cr3)),
+            ("shared_info_t", "arch.p2m_vaddr", SHARED_INFO_ARCH + offset_of!(ArchSharedInfo, p2m_vaddr)),
+            ("shared_info_t", "arch.p2m_generation", SHARED_INFO_ARCH + offset_of!(ArchSharedInfo, p2m_generation)),
+            ("vcpu_guest_context_t", "flags", offset_of!(VcpuGuestContext, flags)),
+            ("vcpu_guest_context_t", "user_regs.rax", user + offset_of!(CpuUserRegs, rax)),
+            ("vcpu_guest_context_t", "user_regs.rip", user + offset_of!(CpuUserRegs, rip)),
+            ("vcpu_guest_context_t", "user_regs.cs", user + offset_of!(CpuUserRegs, cs)),
+            ("vcpu_guest_context_t", "user_regs.rsp", user + offset_of!(CpuUserRegs, rsp)),
+            ("vcpu_guest_context_t", "user_regs.gs", user + offset_of!(CpuUserRegs, gs)),
+            ("vcpu_guest_context_t", "trap_ctxt", offset_of!(VcpuGuestContext, trap_ctxt)),
+            ("vcpu_guest_context_t", "ctrlreg", offset_of!(VcpuGuestContext, ctrlreg)),
+            ("vcpu_guest_context_t", "syscall_callback_eip", offset_of!(VcpuGuestContext, syscall_callback_eip)),
+            ("vcpu_guest_context_t", "fs_base", offset_of!(VcpuGuestContext, fs_base)),
+            ("vcpu_guest_context_t", "gs_base_kernel", offset_of!(VcpuGuestContext, gs_base_kernel)),
+            ("vcpu_guest_context_t", "gs_base_user", offset_of!(VcpuGuestContext, gs_base_user)),
         ];
         let mut c = String::from(
             "#include <stdio.h>\n#include <stddef.h>\n#include <xenctrl.h>\n#include <xen/hvm/save.h>\nint main(void) {\n",
