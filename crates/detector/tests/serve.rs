@@ -7,6 +7,8 @@
 //! - SIGHUP with a changed interval for one guest: `config-reloaded` says one kept, one
 //!   changed, and the kept guest is not attached again nor are its processes reported
 //!   again; a broken file on SIGHUP is rejected and the service goes on;
+//! - the 6.1 guest's QEMU stopped (SIGSTOP: its QMP hangs): a process started in the
+//!   6.12 guest meanwhile is reported within seconds;
 //! - the 6.1 guest's QEMU killed: `shutdown` and `detached` for it, and a process started
 //!   in the 6.12 guest afterwards is still reported;
 //! - the metrics endpoint answers and its counters move; alerts reach the syslog socket
@@ -213,10 +215,21 @@ fn serve_watches_two_guests() {
     b.release_qmp();
 
     let syslog_path = dir.path().join("log.sock");
+    // a syslog daemon: reads every datagram as it comes (the queue holds only
+    // net.unix.max_dgram_qlen of them, 10 by default)
     let syslog = UnixDatagram::bind(&syslog_path).unwrap();
-    syslog
-        .set_read_timeout(Some(Duration::from_millis(200)))
-        .unwrap();
+    let (stx, srx) = channel();
+    std::thread::spawn(move || {
+        let mut buf = vec![0u8; 65536];
+        while let Ok(n) = syslog.recv(&mut buf) {
+            if stx
+                .send(String::from_utf8_lossy(&buf[..n]).into_owned())
+                .is_err()
+            {
+                break;
+            }
+        }
+    });
     let alerts = dir.path().join("alerts.jsonl");
     let cfg = dir.path().join("detector.toml");
     config(
@@ -316,6 +329,24 @@ fn serve_watches_two_guests() {
         "{rej}"
     );
 
+    // web's QEMU stops answering (SIGSTOP: QMP calls wait for their timeout): db is
+    // still watched on time
+    let qemu_a = a.pid().expect("web's QEMU pid") as libc::pid_t;
+    // SAFETY: kill(2) on the lab's QEMU child
+    unsafe { libc::kill(qemu_a, libc::SIGSTOP) };
+    std::thread::sleep(Duration::from_millis(1500));
+    let t = Instant::now();
+    let pb3 = start_marker(&mut b, "mark-db3");
+    s.wait_for("mark-db3 while web hangs", Duration::from_secs(20), |v| {
+        event(v) == "process-start" && v["guest"] == "db" && v["pid"] == pb3
+    });
+    eprintln!(
+        "db's new process seen {:.1?} after it started, web's QEMU stopped",
+        t.elapsed()
+    );
+    // SAFETY: as above
+    unsafe { libc::kill(qemu_a, libc::SIGCONT) };
+
     // web's QEMU goes away; db goes on
     let t = Instant::now();
     drop(a);
@@ -355,11 +386,7 @@ fn serve_watches_two_guests() {
     b.shutdown().expect("shutdown");
 
     // syslog: RFC 5424 alerts
-    let mut msgs = Vec::new();
-    let mut buf = vec![0u8; 65536];
-    while let Ok(n) = syslog.recv(&mut buf) {
-        msgs.push(String::from_utf8_lossy(&buf[..n]).into_owned());
-    }
+    let msgs: Vec<String> = srx.try_iter().collect();
     assert!(
         msgs.iter().any(|m| m.starts_with("<29>1 ")
             && m.contains(" vmi-detector ")

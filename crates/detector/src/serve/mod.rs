@@ -2,10 +2,11 @@
 //!
 //! The configuration ([`config`]) lists QEMU guests (QMP socket + RAM file) and Xen
 //! domains by name, or asks for every running Xen domain. Each guest has its own
-//! interval, policy, checks and profile directory, and its own [`Watcher`]: the same
-//! scans and events as `detector watch`. One thread runs the scans, earliest due first;
-//! a guest that cannot be opened (not started yet, gone, no matching profile) is retried
-//! with a growing delay and never holds up the others.
+//! interval, policy, checks and profile directory, and its own thread ([`worker`]) with
+//! its own `Watcher`: the same scans and events as `detector watch`. A guest that cannot
+//! be opened (not started yet, gone, no matching profile) is retried with a growing
+//! delay; one that hangs (a stopped QEMU answers QMP only after its timeout) holds up
+//! only its own thread. The service's thread does all output and counting.
 //!
 //! **CPU budget.** The service measures its own CPU time (user + system) over a sliding
 //! window; when the scans would use more than `cpu_budget` percent of one core, the next
@@ -24,9 +25,11 @@
 pub mod config;
 pub mod metrics;
 pub mod output;
+pub mod worker;
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::path::PathBuf;
+use std::sync::mpsc::{channel, Receiver, Sender};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -35,20 +38,21 @@ use serde_json::{json, Value};
 use self::config::{Config, ConfigError, Guest, Watch};
 use self::metrics::{Endpoint, Metrics};
 use self::output::{ServiceEvent, Sinks};
+use self::worker::{Gate, Msg, Worker};
 use crate::checks::{Check, Settings};
 use crate::finding::Severity;
 use crate::policy::Policy;
-use crate::target::{ProfileSpec, SourceSpec, Target};
-use crate::watch::{Event, Tick, WatchOptions, Watcher};
+use crate::target::SourceSpec;
+use crate::watch::{Event, WatchOptions};
 
 /// How often the running Xen domains are listed when `[xen] all = true`.
 const XEN_LIST_EVERY: Duration = Duration::from_secs(5);
 /// The CPU-budget window.
 const BUDGET_WINDOW: Duration = Duration::from_secs(10);
-/// Longest wait between attempts to open a guest.
-const MAX_BACKOFF: Duration = Duration::from_secs(30);
 /// Longest a scan is put off for the budget at once.
 const MAX_BUDGET_DELAY: Duration = Duration::from_secs(10);
+/// How long stopping waits for a guest's thread.
+const STOP_WAIT: Duration = Duration::from_secs(2);
 
 /// Why the service could not start.
 #[derive(Debug, thiserror::Error)]
@@ -165,33 +169,7 @@ impl Budget {
     }
 }
 
-struct GuestState {
-    cfg: Guest,
-    /// Added by `[xen] all`, not listed by name.
-    discovered: bool,
-    target: Option<Target>,
-    watcher: Watcher,
-    next: Instant,
-    backoff: Duration,
-    last_attach_error: Option<String>,
-}
-
-impl GuestState {
-    fn new(cfg: Guest, discovered: bool, now: Instant) -> GuestState {
-        let watcher = Watcher::new(watch_options(&cfg.watch));
-        GuestState {
-            cfg,
-            discovered,
-            target: None,
-            watcher,
-            next: now,
-            backoff: Duration::from_secs(1),
-            last_attach_error: None,
-        }
-    }
-}
-
-fn watch_options(w: &Watch) -> WatchOptions {
+pub(crate) fn watch_options(w: &Watch) -> WatchOptions {
     let policy = w.policy.as_ref().and_then(|p| Policy::load(p).ok());
     let mut checks = w.checks.clone();
     if policy.is_some() && !checks.contains(&Check::Policy) {
@@ -208,7 +186,7 @@ fn watch_options(w: &Watch) -> WatchOptions {
     }
 }
 
-fn severity(e: &Event) -> u8 {
+pub(crate) fn severity(e: &Event) -> u8 {
     match e {
         Event::Finding(f) => match f.severity {
             Severity::High => 2,
@@ -223,11 +201,16 @@ fn severity(e: &Event) -> u8 {
 /// The service.
 pub struct Service {
     config: Config,
-    guests: BTreeMap<String, GuestState>,
+    workers: BTreeMap<String, Worker>,
+    tx: Sender<Msg>,
+    rx: Receiver<Msg>,
+    gate: Arc<Gate>,
     sinks: Sinks,
     metrics: Arc<Mutex<Metrics>>,
     endpoint: Option<Endpoint>,
     budget: Budget,
+    attached: BTreeSet<String>,
+    scans: u64,
     xen_listed: Option<Instant>,
     xen_error: Option<String>,
 }
@@ -236,13 +219,14 @@ impl std::fmt::Debug for Service {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Service")
             .field("config", &self.config.path)
-            .field("guests", &self.guests.keys().collect::<Vec<_>>())
+            .field("guests", &self.workers.keys().collect::<Vec<_>>())
             .finish_non_exhaustive()
     }
 }
 
 impl Service {
-    /// Open the outputs and the metrics endpoint for a checked configuration.
+    /// Open the outputs and the metrics endpoint for a checked configuration. The
+    /// guests' threads start with [`Service::run`].
     pub fn new(config: Config) -> Result<Service, ServeError> {
         validate(&config)?;
         let sinks = Sinks::open(&config.outputs)?;
@@ -254,19 +238,19 @@ impl Service {
             ),
             None => None,
         };
-        let now = Instant::now();
-        let guests = config
-            .guests
-            .iter()
-            .map(|g| (g.name.clone(), GuestState::new(g.clone(), false, now)))
-            .collect();
+        let (tx, rx) = channel();
         Ok(Service {
             budget: Budget::new(config.service.cpu_budget),
             config,
-            guests,
+            workers: BTreeMap::new(),
+            tx,
+            rx,
+            gate: Arc::new(Gate::new()),
             sinks,
             metrics,
             endpoint,
+            attached: BTreeSet::new(),
+            scans: 0,
             xen_listed: None,
             xen_error: None,
         })
@@ -283,6 +267,15 @@ impl Service {
             .and_then(Value::as_str)
             .unwrap_or("event")
             .to_string();
+        match kind.as_str() {
+            "attached" => {
+                self.attached.insert(guest.to_string());
+            }
+            "detached" => {
+                self.attached.remove(guest);
+            }
+            _ => {}
+        }
         let check = body
             .get("check")
             .and_then(Value::as_str)
@@ -306,21 +299,82 @@ impl Service {
         });
     }
 
+    fn handle(&mut self, msg: Msg) {
+        match msg {
+            Msg::Event {
+                guest,
+                body,
+                alert,
+                severity,
+            } => {
+                // a thread stopped by a reload may still report: only current guests
+                if self.workers.contains_key(&guest) {
+                    self.emit(&guest, body, alert, severity);
+                }
+            }
+            Msg::Scanned { guest, secs } => {
+                self.scans += 1;
+                if let Ok(mut m) = self.metrics.lock() {
+                    m.scan(&guest, secs);
+                }
+            }
+            Msg::AttachFailed { guest } => {
+                if let Ok(mut m) = self.metrics.lock() {
+                    m.attach_failed(&guest);
+                }
+            }
+            Msg::Late { guest } => {
+                if let Ok(mut m) = self.metrics.lock() {
+                    m.late(&guest);
+                }
+            }
+        }
+    }
+
     fn update_gauges(&mut self) {
-        let attached = self.guests.values().filter(|g| g.target.is_some()).count();
         let ratio = self.budget.ratio();
         let errors = self.sinks.errors;
+        let (configured, attached) = (self.workers.len(), self.attached.len());
         if let Ok(mut m) = self.metrics.lock() {
-            m.set_guests(self.guests.len(), attached);
+            m.set_guests(configured, attached);
             m.cpu(cpu_seconds(), ratio);
             m.output_errors(errors);
         }
     }
 
-    /// Run until `stop` says so; `reload` is polled between scans (and cleared by the
-    /// caller's flag semantics: it returns true once per request).
+    /// Start a guest's thread.
+    fn start(&mut self, cfg: Guest, discovered: bool) {
+        let name = cfg.name.clone();
+        match Worker::start(cfg, discovered, self.tx.clone(), self.gate.clone()) {
+            Ok(w) => {
+                self.workers.insert(name, w);
+            }
+            Err(e) => self.emit(
+                &name,
+                json!({ "event": "attach-failed", "error": format!("starting its thread: {e}") }),
+                true,
+                3,
+            ),
+        }
+    }
+
+    /// Stop a guest's thread; `why` goes into a `detached` event when it was attached.
+    fn drop_guest(&mut self, name: &str, why: &str) {
+        if let Some(w) = self.workers.remove(name) {
+            w.finish(Duration::ZERO);
+        }
+        if self.attached.contains(name) {
+            self.emit(name, json!({ "event": "detached", "reason": why }), true, 4);
+        }
+        if let Ok(mut m) = self.metrics.lock() {
+            m.remove(name);
+        }
+    }
+
+    /// Run until `stop` says so; `reload` is polled between messages and returns true
+    /// once per reload request.
     pub fn run(&mut self, stop: &dyn Fn() -> bool, reload: &mut dyn FnMut() -> bool) {
-        let n = self.guests.len();
+        let n = self.config.guests.len();
         self.emit(
             "-",
             json!({
@@ -333,6 +387,9 @@ impl Service {
             true,
             5,
         );
+        for g in self.config.guests.clone() {
+            self.start(g, false);
+        }
         while !stop() {
             if reload() {
                 self.reload();
@@ -345,60 +402,34 @@ impl Service {
                     .is_none_or(|t| now.duration_since(t) >= XEN_LIST_EVERY)
             {
                 self.xen_listed = Some(now);
-                self.sync_xen(now);
+                self.sync_xen();
             }
+            self.check_budget(now);
             self.update_gauges();
-            let Some((name, due)) = self
-                .guests
-                .iter()
-                .min_by_key(|(_, g)| g.next)
-                .map(|(n, g)| (n.clone(), g.next))
-            else {
-                crate::watch::sleep_until(now + Duration::from_millis(200), stop);
-                continue;
-            };
-            if due > now {
-                crate::watch::sleep_until(due.min(now + Duration::from_millis(200)), stop);
-                continue;
-            }
-            let delay = self.budget.delay();
-            if !delay.is_zero() {
-                if !self.budget.lagging {
-                    self.budget.lagging = true;
-                    let ratio = self.budget.ratio();
-                    self.emit(
-                        "-",
-                        json!({
-                            "event": "cpu-budget",
-                            "over": true,
-                            "budget_percent": self.config.service.cpu_budget,
-                            "used_percent": ratio * self.config.service.cpu_budget,
-                        }),
-                        true,
-                        4,
-                    );
+            match self.rx.recv_timeout(Duration::from_millis(200)) {
+                Ok(msg) => {
+                    self.handle(msg);
+                    while let Ok(msg) = self.rx.try_recv() {
+                        self.handle(msg);
+                    }
                 }
-                if let Some(g) = self.guests.get_mut(&name) {
-                    g.next = now + delay;
-                }
-                if let Ok(mut m) = self.metrics.lock() {
-                    m.late(&name);
-                }
-                continue;
+                Err(_) => continue,
             }
-            if self.budget.lagging && self.budget.ratio() < 0.8 {
-                self.budget.lagging = false;
-                self.emit(
-                    "-",
-                    json!({ "event": "cpu-budget", "over": false, "budget_percent": self.config.service.cpu_budget }),
-                    true,
-                    5,
-                );
+        }
+        let workers = std::mem::take(&mut self.workers);
+        for w in workers.values() {
+            w.stop();
+        }
+        for (_, w) in workers {
+            w.finish(STOP_WAIT);
+        }
+        while let Ok(msg) = self.rx.try_recv() {
+            if let Msg::Scanned { .. } = msg {
+                self.scans += 1;
             }
-            self.step(&name, now);
         }
         self.update_gauges();
-        let scans: u64 = self.guests.values().map(|g| g.watcher.scans()).sum();
+        let scans = self.scans;
         self.emit(
             "-",
             json!({ "event": "service-stopped", "scans": scans }),
@@ -407,105 +438,39 @@ impl Service {
         );
     }
 
-    /// Attach, or scan, one guest that is due.
-    fn step(&mut self, name: &str, now: Instant) {
-        let Some(mut g) = self.guests.remove(name) else {
-            return;
-        };
-        if g.target.is_none() {
-            self.attach(&mut g, now);
-        } else {
-            self.scan(&mut g, now);
-        }
-        self.guests.insert(name.to_string(), g);
-    }
-
-    fn attach(&mut self, g: &mut GuestState, now: Instant) {
-        match Target::open(
-            &g.cfg.source,
-            &ProfileSpec::Dir(g.cfg.watch.profiles.clone()),
-        ) {
-            Ok(target) => {
-                let body = json!({
-                    "event": "attached",
-                    "source": config::source_name(&g.cfg.source),
-                    "profile": target.profile_path.display().to_string(),
-                    "interval_ms": g.cfg.watch.interval.as_millis() as u64,
-                });
-                g.target = Some(target);
-                g.watcher = Watcher::new(watch_options(&g.cfg.watch));
-                g.backoff = Duration::from_secs(1);
-                g.last_attach_error = None;
-                g.next = now;
-                self.emit(&g.cfg.name.clone(), body, true, 5);
+    /// Close the gate while the window is over the budget; say when that starts and ends.
+    fn check_budget(&mut self, now: Instant) {
+        let delay = self.budget.delay();
+        if !delay.is_zero() {
+            self.gate.close_until(now + delay);
+            if !self.budget.lagging {
+                self.budget.lagging = true;
+                let ratio = self.budget.ratio();
+                self.emit(
+                    "-",
+                    json!({
+                        "event": "cpu-budget",
+                        "over": true,
+                        "budget_percent": self.config.service.cpu_budget,
+                        "used_percent": ratio * self.config.service.cpu_budget,
+                    }),
+                    true,
+                    4,
+                );
             }
-            Err(e) => {
-                let error = e.to_string();
-                if let Ok(mut m) = self.metrics.lock() {
-                    m.attach_failed(&g.cfg.name);
-                }
-                // once per distinct reason: a guest that is not up yet is not news
-                // every second
-                if g.last_attach_error.as_deref() != Some(error.as_str()) {
-                    self.emit(
-                        &g.cfg.name.clone(),
-                        json!({ "event": "attach-failed", "error": error.clone() }),
-                        true,
-                        4,
-                    );
-                    g.last_attach_error = Some(error);
-                }
-                g.next = now + g.backoff;
-                g.backoff = (g.backoff * 2).min(MAX_BACKOFF);
-            }
-        }
-    }
-
-    fn scan(&mut self, g: &mut GuestState, now: Instant) {
-        let Some(target) = g.target.as_mut() else {
-            return;
-        };
-        let started = Instant::now();
-        let tick = g.watcher.tick(target);
-        let secs = started.elapsed().as_secs_f64();
-        if let Ok(mut m) = self.metrics.lock() {
-            m.scan(&g.cfg.name, secs);
-        }
-        let (events, gone) = match tick {
-            Tick::Continue(e) => (e, false),
-            Tick::Gone(e) => (e, true),
-        };
-        let name = g.cfg.name.clone();
-        for e in &events {
-            self.emit(&name, e.to_json(), e.is_alert(), severity(e));
-        }
-        if gone {
-            g.target = None;
-            g.backoff = Duration::from_secs(1);
-            g.next = now + g.backoff;
+        } else if self.budget.lagging && self.budget.ratio() < 0.8 {
+            self.budget.lagging = false;
             self.emit(
-                &name,
-                json!({ "event": "detached", "reason": "the guest is gone" }),
+                "-",
+                json!({ "event": "cpu-budget", "over": false, "budget_percent": self.config.service.cpu_budget }),
                 true,
-                4,
+                5,
             );
-            return;
-        }
-        // the next scan one interval after this one was due; a late one starts a new
-        // schedule rather than a burst
-        let next = g.next + g.cfg.watch.interval;
-        if next < Instant::now() {
-            g.next = Instant::now() + g.cfg.watch.interval;
-            if let Ok(mut m) = self.metrics.lock() {
-                m.late(&name);
-            }
-        } else {
-            g.next = next;
         }
     }
 
     /// Follow the running Xen domains (`[xen] all = true`).
-    fn sync_xen(&mut self, now: Instant) {
+    fn sync_xen(&mut self) {
         let Some(all) = self.config.xen_all.clone() else {
             return;
         };
@@ -543,7 +508,7 @@ impl Service {
             running.push(name);
         }
         for name in &running {
-            if !self.guests.contains_key(name) {
+            if !self.workers.contains_key(name) {
                 let cfg = Guest {
                     name: name.clone(),
                     source: SourceSpec::Xen {
@@ -551,29 +516,17 @@ impl Service {
                     },
                     watch: all.watch.clone(),
                 };
-                self.guests
-                    .insert(name.clone(), GuestState::new(cfg, true, now));
+                self.start(cfg, true);
             }
         }
         let gone: Vec<String> = self
-            .guests
+            .workers
             .iter()
-            .filter(|(n, g)| g.discovered && !running.contains(n))
+            .filter(|(n, w)| w.discovered && !running.contains(n))
             .map(|(n, _)| n.clone())
             .collect();
         for n in gone {
-            let was = self.guests.remove(&n).is_some_and(|g| g.target.is_some());
-            if was {
-                self.emit(
-                    &n,
-                    json!({ "event": "detached", "reason": "the domain is no longer running" }),
-                    true,
-                    4,
-                );
-            }
-            if let Ok(mut m) = self.metrics.lock() {
-                m.remove(&n);
-            }
+            self.drop_guest(&n, "the domain is no longer running");
         }
     }
 
@@ -614,43 +567,50 @@ impl Service {
                 }
             }
         }
-        let now = Instant::now();
         let mut kept = 0;
         let mut added = Vec::new();
         let mut changed = Vec::new();
         let mut removed = Vec::new();
-        let old_names: Vec<String> = self
-            .guests
+        let listed: Vec<String> = self
+            .workers
             .iter()
-            .filter(|(_, g)| !g.discovered)
+            .filter(|(_, w)| !w.discovered)
             .map(|(n, _)| n.clone())
             .collect();
-        for n in &old_names {
+        for n in &listed {
             if !new.guests.iter().any(|g| &g.name == n) {
-                self.guests.remove(n);
-                if let Ok(mut m) = self.metrics.lock() {
-                    m.remove(n);
-                }
+                self.drop_guest(n, "removed from the configuration");
                 removed.push(n.clone());
             }
         }
         for g in &new.guests {
-            match self.guests.get(&g.name) {
-                Some(s) if s.cfg == *g && !s.discovered => kept += 1,
-                Some(_) => {
-                    self.guests
-                        .insert(g.name.clone(), GuestState::new(g.clone(), false, now));
+            let same = self
+                .workers
+                .get(&g.name)
+                .map(|w| w.cfg == *g && !w.discovered);
+            match same {
+                Some(true) => kept += 1,
+                Some(false) => {
+                    self.drop_guest(&g.name, "its settings changed");
+                    self.start(g.clone(), false);
                     changed.push(g.name.clone());
                 }
                 None => {
-                    self.guests
-                        .insert(g.name.clone(), GuestState::new(g.clone(), false, now));
+                    self.start(g.clone(), false);
                     added.push(g.name.clone());
                 }
             }
         }
-        if new.xen_all.is_none() {
-            self.guests.retain(|_, g| !g.discovered);
+        if new.xen_all != self.config.xen_all {
+            let discovered: Vec<String> = self
+                .workers
+                .iter()
+                .filter(|(_, w)| w.discovered)
+                .map(|(n, _)| n.clone())
+                .collect();
+            for n in discovered {
+                self.drop_guest(&n, "the [xen] settings changed");
+            }
         }
         self.xen_listed = None;
         self.budget.limit = new.service.cpu_budget / 100.0;

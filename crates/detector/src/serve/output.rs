@@ -132,6 +132,14 @@ impl Sinks {
                     path: outputs.syslog_socket.clone(),
                     source,
                 })?;
+            // a syslog daemon that does not keep up must never stall the service (a
+            // full datagram queue blocks the sender): such a message is dropped and
+            // counted; stdout and the file still have it
+            s.set_nonblocking(true).map_err(|source| OutputError {
+                what: "configuring the socket for",
+                path: outputs.syslog_socket.clone(),
+                source,
+            })?;
             Some(s)
         } else {
             None
@@ -268,5 +276,32 @@ mod tests {
         );
         server.set_nonblocking(true).unwrap();
         assert!(server.recv(&mut buf).is_err(), "only alerts go to syslog");
+    }
+
+    #[test]
+    fn a_syslog_that_does_not_read_never_blocks() {
+        let dir = tempfile::tempdir().unwrap();
+        let sock = dir.path().join("log");
+        let _server = UnixDatagram::bind(&sock).unwrap(); // never read
+        let mut sinks = Sinks::open(&Outputs {
+            stdout: Events::None,
+            syslog: Events::All,
+            syslog_socket: sock,
+            file: None,
+            file_events: Events::None,
+        })
+        .unwrap();
+        let ev = ServiceEvent {
+            guest: "g".into(),
+            body: json!({"event": "finding"}),
+            alert: true,
+            severity: 2,
+        };
+        let t = std::time::Instant::now();
+        for _ in 0..2000 {
+            sinks.emit(&ev);
+        }
+        assert!(t.elapsed() < Duration::from_secs(5));
+        assert!(sinks.errors > 0, "the full queue's drops are counted");
     }
 }
