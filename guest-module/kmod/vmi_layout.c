@@ -245,7 +245,8 @@ static const struct vmi_field_info fields[] = {
 	F(ftrace_func_entry, ip, unsigned long, "long unsigned int"),
 	F(ftrace_func_entry, direct, unsigned long, "long unsigned int"),
 #endif
-#ifdef CONFIG_DYNAMIC_FTRACE_WITH_DIRECT_CALLS
+/* ftrace_ops.direct_call since 6.3 */
+#if defined(CONFIG_DYNAMIC_FTRACE_WITH_DIRECT_CALLS) && LINUX_VERSION_CODE >= KERNEL_VERSION(6, 3, 0)
 	F(ftrace_ops, direct_call, unsigned long, "long unsigned int"),
 #endif
 #endif

@@ -110,3 +110,35 @@ fn the_parsers_see_the_tables() {
     let rs = read("vmi_profile_main.rs");
     assert!(rust_list(&rs, "NEEDED_SYMBOLS").contains("init_task"));
 }
+
+/// The C half compiles against Debian's 6.1 and 6.12 headers (their distribution
+/// configs: SCHEDSTATS, every tracer, ...): the module's claim of 6.1 on holds for its
+/// version guards and type names, not only on the lab's Rust kernel. (The Rust half needs
+/// a Rust-enabled kernel; 7.x headers need gcc-16, not installed here.)
+#[test]
+fn the_c_half_builds_for_distribution_kernels() {
+    let lab = vmi_lab::Lab::open_default().expect("lab");
+    let make = vmi_lab::tools::MAKE.find().expect("make");
+    for kernel in ["6.1.0-56-amd64", "6.12.117+deb12-amd64"] {
+        let headers = lab.store().headers(kernel).expect("headers");
+        let dir = tempfile::tempdir().unwrap();
+        for name in ["vmi_layout.c", "vmi_layout.h"] {
+            std::fs::write(dir.path().join(name), read(name)).unwrap();
+        }
+        std::fs::write(dir.path().join("Kbuild"), "obj-m := vmi_layout.o\n").unwrap();
+        // the object alone: no modpost (the Rust half holds the module's metadata)
+        let out = std::process::Command::new(&make)
+            .arg("-C")
+            .arg(&headers.kdir)
+            .arg(format!("M={}", dir.path().display()))
+            .arg("vmi_layout.o")
+            .output()
+            .expect("make");
+        assert!(
+            out.status.success() && dir.path().join("vmi_layout.o").exists(),
+            "{kernel}: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
