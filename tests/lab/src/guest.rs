@@ -228,8 +228,25 @@ impl Channel {
         }
     }
 
-    /// Copy a file out of the guest (gzip + base64 over the channel).
+    /// Copy a file out of the guest (gzip + base64 over the channel). The gzip CRC
+    /// checks what arrived; a damaged copy is read again, up to three times in all (one
+    /// copy of a 5 MB BTF file in a few hundred CI runs arrived with a base64 character
+    /// changed, on a machine loaded with other guests).
     pub(crate) fn read_file(&mut self, path: &str) -> Result<Vec<u8>> {
+        let mut last = None;
+        for _ in 0..3 {
+            match self.read_file_once(path) {
+                Ok(data) => return Ok(data),
+                Err(e @ Error::Channel(_)) if e.to_string().contains("the guest sent a bad") => {
+                    last = Some(e);
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Err(last.unwrap_or_else(|| Error::Channel(format!("{path}: no copy arrived intact"))))
+    }
+
+    fn read_file_once(&mut self, path: &str) -> Result<Vec<u8>> {
         let out = self.sh_timeout(
             &format!("gzip -c {path} | base64"),
             Duration::from_secs(300),
