@@ -138,6 +138,7 @@ static const struct vmi_field_info fields[] = {
 	F(mm_struct, pgd, pgd_t *, "ptr struct pgd_t"),
 	F(mm_struct, arg_start, unsigned long, "long unsigned int"),
 	F(mm_struct, arg_end, unsigned long, "long unsigned int"),
+	F(mm_struct, env_end, unsigned long, "long unsigned int"),
 	F(mm_struct, start_code, unsigned long, "long unsigned int"),
 	F(mm_struct, end_code, unsigned long, "long unsigned int"),
 	F(mm_struct, exe_file, struct file *, "ptr struct file"),

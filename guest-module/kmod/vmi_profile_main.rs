@@ -136,7 +136,7 @@ macro_rules! rs {
 /// one name. Renamed fields (`module.mem`/`core_layout`, `task_struct.thread_group`)
 /// and types the bindings know only by name (`struct mount` is private to fs/,
 /// `struct pid_namespace` is opaque to bindgen) come from the C half alone.
-fn rust_fields() -> [RsField; 64] {
+fn rust_fields() -> [RsField; 65] {
     [
         rf!(task_struct, tasks),
         rf!(task_struct, pid),
@@ -167,6 +167,7 @@ fn rust_fields() -> [RsField; 64] {
         rf!(mm_struct, pgd, __bindgen_anon_1.pgd),
         rf!(mm_struct, arg_start, __bindgen_anon_1.arg_start),
         rf!(mm_struct, arg_end, __bindgen_anon_1.arg_end),
+        rf!(mm_struct, env_end, __bindgen_anon_1.env_end),
         rf!(mm_struct, start_code, __bindgen_anon_1.start_code),
         rf!(mm_struct, end_code, __bindgen_anon_1.end_code),
         rf!(mm_struct, exe_file, __bindgen_anon_1.exe_file),

@@ -21,6 +21,8 @@
  *   NAME churn PER_SEC       process churn: fork PER_SEC children a second (guest clock),
  *                            each named "churn-child", living 10-200 ms, then exiting;
  *                            the parent keeps NAME and runs forever
+ *   NAME spoof-comm NEW      rename itself to NEW (prctl PR_SET_NAME), then sleep
+ *   NAME spoof-argv NEW      overwrite its argument area with NEW (argv[0] only), sleep
  *
  * Wire format (lab channel and `truth`): one record per line, "kind key=value ...";
  * values escape every byte outside 0x21..0x7e, and '%', as %XX. Blocks:
@@ -654,7 +656,7 @@ int main(int argc, char **argv)
 		return 0;
 	}
 	if (argc < 2) {
-		fprintf(stderr, "usage: %s sleep|threads N|chain N|setuid UID|spawn N|truth|cpubench ROUNDS N|churn PER_SEC\n", base);
+		fprintf(stderr, "usage: %s sleep|threads N|chain N|setuid UID|spawn N|truth|cpubench ROUNDS N|churn PER_SEC|spoof-comm NAME|spoof-argv NAME\n", base);
 		return 2;
 	}
 	const char *mode = argv[1];
@@ -699,6 +701,21 @@ int main(int argc, char **argv)
 	} else if (strcmp(mode, "churn") == 0) {
 		churn(n);
 		return 0;
+	} else if (strcmp(mode, "spoof-comm") == 0 && argc > 2) {
+		/* process spoofing: rename itself (comm) without exec */
+		prctl(PR_SET_NAME, argv[2], 0, 0, 0);
+		sleep_forever();
+	} else if (strcmp(mode, "spoof-argv") == 0 && argc > 2) {
+		/* process spoofing: overwrite the argument area (setproctitle-style) with
+		 * argv[2], padded with NULs; comm stays */
+		char name[256];
+		snprintf(name, sizeof name, "%s", argv[2]);
+		char *start = argv[0];
+		char *end = argv[argc - 1] + strlen(argv[argc - 1]) + 1;
+		size_t room = (size_t)(end - start);
+		memset(start, 0, room);
+		memcpy(start, name, strlen(name) < room ? strlen(name) : room - 1);
+		sleep_forever();
 	}
 	fprintf(stderr, "%s: unknown mode %s\n", base, mode);
 	return 2;

@@ -17,6 +17,7 @@
 //! | `notifiers` ([`notifiers`]) | the callbacks of security-relevant notifier chains (keyboard, modules, network, ...) with kernel text |
 //! | `tty` ([`tty`]) | the operations of tty line disciplines, tty drivers and open ttys with kernel text |
 //! | `afinfo` ([`afinfo`]) | the seq_file operations of `/proc/net/{tcp,udp,raw}*` with kernel text |
+//! | `spoofing` ([`spoofing`]) | each user process's `comm` and `argv[0]` with its executable and the file name it was executed by |
 //! | `policy` ([`policy`]) | processes with the policy file (names, executables, who may be root); only with a policy |
 //! | `kernel-text` ([`text`]) | `.text` and `.rodata` with the kernel image, patch sites accounted for; only with an image |
 //!
@@ -36,6 +37,7 @@ pub mod notifiers;
 pub mod owner;
 pub mod policy;
 pub mod processes;
+pub mod spoofing;
 pub mod syscalls;
 pub mod text;
 pub mod tracepoints;
@@ -82,6 +84,8 @@ pub enum Check {
     Tty,
     /// `/proc/net` socket-list operations outside kernel text.
     Afinfo,
+    /// Processes whose name or `argv[0]` is not what they run.
+    Spoofing,
     /// What the policy file forbids (runs only with a policy).
     Policy,
     /// Kernel text and read-only data against the image (runs only with an image).
@@ -90,7 +94,7 @@ pub enum Check {
 
 impl Check {
     /// Every check that needs no configuration, in the order they run.
-    pub const ALL: [Check; 12] = [
+    pub const ALL: [Check; 13] = [
         Check::HiddenProcess,
         Check::HiddenModule,
         Check::SyscallTable,
@@ -103,6 +107,7 @@ impl Check {
         Check::Notifiers,
         Check::Tty,
         Check::Afinfo,
+        Check::Spoofing,
     ];
 
     /// The check's name in findings and on the command line.
@@ -120,6 +125,7 @@ impl Check {
             Check::Notifiers => "notifiers",
             Check::Tty => "tty",
             Check::Afinfo => "afinfo",
+            Check::Spoofing => "spoofing",
             Check::Policy => "policy",
             Check::KernelText => "kernel-text",
         }
@@ -265,6 +271,7 @@ impl<'k, M: PhysicalMemory> Scan<'k, M> {
             Check::Notifiers => notifiers::run(self),
             Check::Tty => tty::run(self),
             Check::Afinfo => afinfo::run(self),
+            Check::Spoofing => spoofing::run(self),
             Check::Policy => match &self.settings.policy {
                 Some(p) => policy::run(self, p),
                 None => Err(CheckFailure::Walk {

@@ -71,7 +71,8 @@ impl FileLayout {
 }
 
 impl<M: PhysicalMemory> Kernel<M> {
-    fn ptr(&self, at: u64, what: &'static str) -> Result<u64, KernelError> {
+    /// The pointer at `at`: null or a kernel address.
+    pub(crate) fn ptr(&self, at: u64, what: &'static str) -> Result<u64, KernelError> {
         let v = self
             .space
             .read_u64(Va(at))

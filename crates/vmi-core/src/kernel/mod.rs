@@ -37,6 +37,7 @@ pub mod profiles;
 pub mod syscalls;
 pub mod tracepoints;
 pub mod tty;
+pub mod userspace;
 
 use std::sync::Arc;
 

@@ -103,6 +103,7 @@ pub const TYPES: &[NeededType] = &[
             f(&["pgd"]),
             f(&["arg_start"]),
             f(&["arg_end"]),
+            f(&["env_end"]),
             f(&["start_code"]),
             f(&["end_code"]),
             f(&["exe_file"]),

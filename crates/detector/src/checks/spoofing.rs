@@ -1,0 +1,309 @@
+//! `spoofing`: a user process that calls itself something it does not run.
+//!
+//! A process's names come from three places: `comm` (set by `execve` to the basename
+//! of the file name it was given, cut to 15 bytes; `prctl(PR_SET_NAME)` changes it),
+//! its executable (`mm->exe_file`, the path rebuilt across mounts: the file really
+//! mapped, symlinks resolved) and its arguments (`argv[0]`, in its own memory, which
+//! it may overwrite). Malware renames itself to pass for a kernel thread
+//! (`kworker/0:1`) or a daemon. What is normal, and not reported:
+//!
+//! - symlinks and multi-call binaries: `sh` and `sleep` run as `/bin/busybox`, `vi` as
+//!   `vim.basic`, `python3` as `python3.11`. `execve`'s file name (`AT_EXECFN`, the
+//!   string the kernel copies above the environment) keeps the name the program was
+//!   started by, so a name is accepted when it is the basename of the executable or
+//!   of that file name;
+//! - scripts: `comm` is the script's name, the executable the interpreter, and the
+//!   kernel puts the interpreter's name as the shebang line wrote it into `argv[0]`
+//!   and the script's path after it; `argv[0]` is accepted when `argv[1]` or
+//!   `argv[2]` is the executed file;
+//! - setproctitle: `sshd: root@pts/0`, `nginx: worker process`, a login shell's
+//!   `-bash`: `argv[0]` is compared up to its first space or colon, without a leading
+//!   `-`, by basename;
+//! - `comm` equal to `argv[0]`'s name is accepted for `argv[0]` (a program that
+//!   renames both is reported for `comm`).
+//!
+//! Reported: `comm` that is none of those names (`prctl(PR_SET_NAME)`: threads of the
+//! process may name themselves freely, only the group leader is checked), and an
+//! `argv[0]` that names neither the executable, the executed file nor `comm`. High
+//! when the new name is a kernel thread's (a running kernel thread has that name up
+//! to its `/`, or the name is in brackets as `ps` shows kernel threads), medium
+//! otherwise: some programs rename themselves openly. When the executed file name
+//! cannot be read, `argv[0]`'s basename stands in for it.
+
+use vmi_core::kernel::userspace::ExecStrings;
+use vmi_core::kernel::Process;
+use vmi_core::memory::PhysicalMemory;
+
+use crate::checks::{needed, CheckFailure, Scan};
+use crate::finding::{guest_str, Finding, Severity};
+
+const NAME: &str = "spoofing";
+/// `TASK_COMM_LEN - 1`.
+const COMM_MAX: usize = 15;
+
+fn basename(path: &[u8]) -> &[u8] {
+    match path.iter().rposition(|&b| b == b'/') {
+        Some(i) => &path[i + 1..],
+        None => path,
+    }
+}
+
+fn comm_of(name: &[u8]) -> &[u8] {
+    &name[..name.len().min(COMM_MAX)]
+}
+
+/// The program name `argv[0]` gives: up to the first space or colon (setproctitle),
+/// without a login shell's leading `-`, its basename.
+pub fn argv0_name(argv0: &[u8]) -> &[u8] {
+    let a = argv0.strip_prefix(b"-").unwrap_or(argv0);
+    let end = a
+        .iter()
+        .position(|&b| b == b' ' || b == b':')
+        .unwrap_or(a.len());
+    basename(&a[..end])
+}
+
+/// What is wrong with one process's names (`exe`: its executable's path).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Spoof {
+    /// `comm` is not a name the process was started by.
+    Comm,
+    /// `argv[0]` names neither the executable, the executed file nor `comm`.
+    Argv0,
+}
+
+/// Judge one process: `comm`, its executable's path and what `execve` left in its
+/// memory.
+pub fn judge(comm: &[u8], exe: &[u8], strings: &ExecStrings) -> Vec<Spoof> {
+    let argv0 = strings.argv.first().map(Vec::as_slice).unwrap_or_default();
+    let mut names: Vec<&[u8]> = vec![basename(exe)];
+    match &strings.execfn {
+        Some(f) => names.push(basename(f)),
+        None if !argv0.is_empty() => names.push(argv0_name(argv0)),
+        None => {}
+    }
+    let mut out = Vec::new();
+    if !names.iter().any(|n| comm_of(n) == comm) {
+        out.push(Spoof::Comm);
+    }
+    if !argv0.is_empty() {
+        let name = argv0_name(argv0);
+        let script = strings.argv.iter().skip(1).take(2).any(|a| {
+            strings.execfn.as_deref() == Some(a.as_slice()) || comm_of(basename(a)) == comm
+        });
+        if !(names.contains(&name) || comm_of(name) == comm || comm_of(argv0) == comm || script) {
+            out.push(Spoof::Argv0);
+        }
+    }
+    out
+}
+
+/// True when `name` passes for a kernel thread: in brackets, or a running kernel
+/// thread's name up to its `/` (`kworker/0:1` for `kworker/u2:0`).
+fn kernel_thread_like(name: &[u8], kthreads: &[&[u8]]) -> bool {
+    let stem = |n: &[u8]| -> Vec<u8> { n.split(|&b| b == b'/').next().unwrap_or(n).to_vec() };
+    (name.starts_with(b"[") && name.ends_with(b"]"))
+        || (!name.is_empty() && kthreads.iter().any(|k| stem(k) == stem(name)))
+}
+
+/// Run the check.
+pub fn run<M: PhysicalMemory>(scan: &Scan<'_, M>) -> Result<Vec<Finding>, CheckFailure> {
+    let procs = needed(&scan.processes, "the tasks list")?;
+    let kthreads: Vec<&[u8]> = procs
+        .iter()
+        .filter(|p| p.is_kernel_thread())
+        .map(|p| p.comm.as_slice())
+        .collect();
+    let mut findings = Vec::new();
+    for p in procs
+        .iter()
+        .filter(|p| !p.is_kernel_thread() && p.mm.0 != 0 && p.exit_state == 0)
+    {
+        if let Some(f) = one(scan, p, &kthreads) {
+            findings.extend(f);
+        }
+    }
+    Ok(findings)
+}
+
+fn one<M: PhysicalMemory>(
+    scan: &Scan<'_, M>,
+    p: &Process,
+    kthreads: &[&[u8]],
+) -> Option<Vec<Finding>> {
+    let comm = guest_str(&p.comm);
+    let base = |rule: &str, sev: Severity, summary: String| {
+        Finding::new(
+            NAME,
+            sev,
+            format!("{NAME}:{rule}:{}:{}", p.pid, p.start_time),
+            summary,
+        )
+        .num("pid", u64::from(p.pid))
+        .text("comm", comm.clone())
+        .text("rule", rule.to_string())
+    };
+    let unreadable = |what: &str, e: &dyn std::fmt::Display| {
+        Some(vec![base(
+            "unreadable",
+            Severity::Low,
+            format!(
+                "the {what} of process {} ({comm}) cannot be read, so its names cannot be compared: {e}",
+                p.pid
+            ),
+        )])
+    };
+    let exe = match scan.kernel.exe_path(p.mm) {
+        Ok(Some(exe)) => exe,
+        Ok(None) => return None,
+        Err(e) => return unreadable("executable", &e),
+    };
+    let strings = match scan.kernel.exec_strings(p.mm) {
+        Ok(Some(s)) => s,
+        Ok(None) => return None,
+        Err(e) => return unreadable("command line", &e),
+    };
+    let argv0 = strings.argv.first().cloned().unwrap_or_default();
+    let evidence = |f: Finding| {
+        let f = f
+            .text("exe", guest_str(&exe))
+            .text("argv0", guest_str(&argv0));
+        match &strings.execfn {
+            Some(x) => f.text("execfn", guest_str(x)),
+            None => f,
+        }
+    };
+    let severity = |name: &[u8]| {
+        if kernel_thread_like(name, kthreads) {
+            Severity::High
+        } else {
+            Severity::Medium
+        }
+    };
+    let exe_s = guest_str(&exe);
+    let found = judge(&p.comm, &exe, &strings)
+        .into_iter()
+        .map(|s| match s {
+            Spoof::Comm => evidence(base(
+                "comm",
+                severity(&p.comm),
+                format!(
+                    "process {} is named {comm} but runs {exe_s}: its name was changed after it started (prctl PR_SET_NAME)",
+                    p.pid
+                ),
+            )),
+            Spoof::Argv0 => evidence(base(
+                "argv0",
+                severity(&argv0),
+                format!(
+                    "process {} ({comm}) runs {exe_s} but its command line says {}: its arguments were rewritten",
+                    p.pid,
+                    guest_str(&argv0)
+                ),
+            )),
+        })
+        .collect();
+    Some(found)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn strings(argv: &[&str], execfn: Option<&str>) -> ExecStrings {
+        ExecStrings {
+            argv: argv.iter().map(|a| a.as_bytes().to_vec()).collect(),
+            truncated: false,
+            execfn: execfn.map(|f| f.as_bytes().to_vec()),
+        }
+    }
+
+    #[test]
+    fn what_admins_run_is_not_spoofing() {
+        let ok = |comm: &str, exe: &str, argv: &[&str], execfn: Option<&str>| {
+            assert_eq!(
+                judge(comm.as_bytes(), exe.as_bytes(), &strings(argv, execfn)),
+                vec![],
+                "{comm} {exe} {argv:?}"
+            )
+        };
+        ok(
+            "sleep",
+            "/bin/busybox",
+            &["sleep", "100"],
+            Some("/bin/sleep"),
+        );
+        ok("sh", "/bin/busybox", &["sh", "-c", "x"], Some("/bin/sh"));
+        ok(
+            "lab-sleeper",
+            "/bin/lab-sleeper",
+            &["/bin/lab-sleeper"],
+            Some("/bin/lab-sleeper"),
+        );
+        // 15-byte truncation
+        ok(
+            "systemd-journal",
+            "/usr/lib/systemd/systemd-journald",
+            &["/usr/lib/systemd/systemd-journald"],
+            Some("/usr/lib/systemd/systemd-journald"),
+        );
+        // a script: comm is the script, argv[0] the shebang's interpreter
+        ok(
+            "backup.sh",
+            "/usr/bin/dash",
+            &["/bin/sh", "/usr/local/bin/backup.sh"],
+            Some("/usr/local/bin/backup.sh"),
+        );
+        ok(
+            "tool",
+            "/usr/bin/python3.11",
+            &["/usr/bin/python3", "-u", "/opt/tool"],
+            Some("/opt/tool"),
+        );
+        // setproctitle and login shells
+        ok(
+            "sshd",
+            "/usr/sbin/sshd",
+            &["sshd: root@pts/0"],
+            Some("/usr/sbin/sshd"),
+        );
+        ok(
+            "nginx",
+            "/usr/sbin/nginx",
+            &["nginx: worker process"],
+            Some("/usr/sbin/nginx"),
+        );
+        ok("bash", "/usr/bin/bash", &["-bash"], Some("/bin/bash"));
+        // no execfn: argv[0] stands in
+        ok("python3", "/usr/bin/python3.11", &["python3"], None);
+        // no arguments at all
+        ok("x", "/tmp/x", &[], Some("/tmp/x"));
+    }
+
+    #[test]
+    fn renamed_processes_are() {
+        let s = strings(&["/tmp/spoof", "spoof-comm"], Some("/tmp/spoof"));
+        assert_eq!(judge(b"kworker/0:1", b"/tmp/spoof", &s), vec![Spoof::Comm]);
+        let s = strings(&["[kworker/1:0]"], Some("/tmp/spoof"));
+        assert_eq!(judge(b"spoof", b"/tmp/spoof", &s), vec![Spoof::Argv0]);
+        // both renamed the same: comm is reported
+        let s = strings(&["kworker/0:1"], Some("/tmp/spoof"));
+        assert_eq!(judge(b"kworker/0:1", b"/tmp/spoof", &s), vec![Spoof::Comm]);
+        // both, differently
+        let s = strings(&["/usr/sbin/sshd"], Some("/tmp/spoof"));
+        assert_eq!(
+            judge(b"kworker/0:1", b"/tmp/spoof", &s),
+            vec![Spoof::Comm, Spoof::Argv0]
+        );
+    }
+
+    #[test]
+    fn kernel_thread_names() {
+        let k: Vec<&[u8]> = vec![b"kworker/u2:0", b"ksoftirqd/0", b"kthreadd"];
+        assert!(kernel_thread_like(b"kworker/0:1", &k));
+        assert!(kernel_thread_like(b"[anything]", &k));
+        assert!(kernel_thread_like(b"kthreadd", &k));
+        assert!(!kernel_thread_like(b"sshd", &k));
+        assert!(!kernel_thread_like(b"", &k));
+    }
+}
