@@ -28,7 +28,11 @@
 //! when the new name is a kernel thread's (a running kernel thread has that name up
 //! to its `/`, or the name is in brackets as `ps` shows kernel threads), medium
 //! otherwise: some programs rename themselves openly. When the executed file name
-//! cannot be read, `argv[0]`'s basename stands in for it.
+//! cannot be read or names no program (`/proc/self/exe`: busybox's shell re-executes
+//! itself for each applet, with the applet's name in `argv[0]` and `comm`;
+//! `/dev/fd/N`), `argv[0]`'s basename stands in for it: a program that re-executes
+//! itself through `/proc/self/exe` with a false `argv[0]` and `comm` alike is not
+//! seen.
 
 use vmi_core::kernel::userspace::ExecStrings;
 use vmi_core::kernel::Process;
@@ -77,7 +81,8 @@ pub enum Spoof {
 pub fn judge(comm: &[u8], exe: &[u8], strings: &ExecStrings) -> Vec<Spoof> {
     let argv0 = strings.argv.first().map(Vec::as_slice).unwrap_or_default();
     let mut names: Vec<&[u8]> = vec![basename(exe)];
-    match &strings.execfn {
+    let execfn = strings.execfn.as_deref().filter(|f| !names_nothing(f));
+    match execfn {
         Some(f) => names.push(basename(f)),
         None if !argv0.is_empty() => names.push(argv0_name(argv0)),
         None => {}
@@ -88,14 +93,24 @@ pub fn judge(comm: &[u8], exe: &[u8], strings: &ExecStrings) -> Vec<Spoof> {
     }
     if !argv0.is_empty() {
         let name = argv0_name(argv0);
-        let script = strings.argv.iter().skip(1).take(2).any(|a| {
-            strings.execfn.as_deref() == Some(a.as_slice()) || comm_of(basename(a)) == comm
-        });
+        let script = strings
+            .argv
+            .iter()
+            .skip(1)
+            .take(2)
+            .any(|a| execfn == Some(a.as_slice()) || comm_of(basename(a)) == comm);
         if !(names.contains(&name) || comm_of(name) == comm || comm_of(argv0) == comm || script) {
             out.push(Spoof::Argv0);
         }
     }
     out
+}
+
+/// True for an executed file name that names no program: a program re-executing its
+/// own image (`/proc/self/exe`, `/proc/PID/exe`: busybox's shell runs its applets so)
+/// or an open file (`/dev/fd/N`, fexecve).
+fn names_nothing(execfn: &[u8]) -> bool {
+    (execfn.starts_with(b"/proc/") && execfn.ends_with(b"/exe")) || execfn.starts_with(b"/dev/fd/")
 }
 
 /// True when `name` passes for a kernel thread: in brackets, or a running kernel
@@ -276,6 +291,13 @@ mod tests {
         ok("bash", "/usr/bin/bash", &["-bash"], Some("/bin/bash"));
         // no execfn: argv[0] stands in
         ok("python3", "/usr/bin/python3.11", &["python3"], None);
+        // busybox's shell running an applet: itself again, named by argv[0] and comm
+        ok(
+            "sleep",
+            "/bin/busybox",
+            &["sleep", "100000"],
+            Some("/proc/self/exe"),
+        );
         // no arguments at all
         ok("x", "/tmp/x", &[], Some("/tmp/x"));
     }
