@@ -4,9 +4,13 @@
 # churn) with no introspection (the baseline, in the same run) and with `detector
 # watch`, `detector watch --pause` and one `detector ps` process per tick, each at 1,
 # 10 and 100 Hz. Prints a table; writes docs/overhead.json and docs/overhead.png.
-# Options go to the benchmark: --repeats N (blocks, default 5), --rounds N (guest
+# Options go to the benchmark: --repeats N (blocks, default 8), --rounds N (guest
 # rounds per run, default 4), --round-secs S (default 1), --out DIR (default docs/).
 # About 8 minutes here with the defaults (2 cores, TCG).
+# --xen: the same on the lab's Xen rig (Xen 4.17 in QEMU, 2 emulated CPUs: dom0 on one,
+# a PVH domU with the workload on the other), the detector in dom0; --rates 1,10 by
+# default; writes docs/overhead-xen.json and docs/overhead-xen.png.
+# --rates HZ,HZ,...: the introspection rates (default 1,10,100).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh

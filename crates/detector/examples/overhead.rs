@@ -3,7 +3,9 @@
 //! slowdown) reproduced on a lab guest, for this project's detector.
 //!
 //! `bash scripts/bench-overhead.sh` (or `cargo run --release -p detector --example
-//! overhead -- [--repeats N] [--rounds N] [--round-secs S] [--out DIR]`).
+//! overhead -- [--xen] [--repeats N] [--rounds N] [--round-secs S] [--rates HZ,..]
+//! [--out DIR]`). With `--xen` the guest is a domU on real Xen and the detector runs in
+//! dom0 (`overhead/xen.rs`); the rest of this text describes the QEMU mode.
 //!
 //! One Debian 6.1 guest (1 vCPU, 1 GiB, QEMU TCG) runs the lab's standard scenario plus
 //! a process-churn workload (`lab-churn`: 20 short-lived children a second, so the
@@ -47,7 +49,10 @@ use detector::target::{ProfileSpec, SourceSpec, Target};
 use detector::watch::{WatchOptions, Watcher};
 use serde_json::{json, Value};
 use vmi_lab::python::Venv;
-use vmi_lab::{BootOptions, Guest, Lab, Scenario, DEFAULT_KERNEL};
+use vmi_lab::{BootOptions, Guest, Lab, Scenario, ShellOutput, DEFAULT_KERNEL};
+
+#[path = "overhead/xen.rs"]
+mod xen;
 
 /// Statistics over repeated runs (unit-tested below).
 mod stats {
@@ -182,22 +187,33 @@ struct Run {
     host_ops: f64,
     /// Host CPU seconds of the introspection side over the workload window.
     intro_cpu: f64,
-    /// QEMU's CPU seconds over the window.
-    qemu_cpu: f64,
-    /// The vCPU thread's run time over the window (seconds).
-    vcpu_run: f64,
-    /// The vCPU thread's run-queue wait over the window (seconds).
-    vcpu_wait: f64,
     /// Host seconds of the cpubench command.
     host_s: f64,
-    /// CPU seconds of everything else on the machine over the window.
-    other_cpu: f64,
     /// The window (host seconds).
     wall: f64,
     /// Scans per second achieved (0 for the baseline).
     scans_per_s: f64,
     /// Per-scan wall times (ms) where the mode shows them (`ps` processes).
     latencies_ms: Vec<f64>,
+    /// The host's view of QEMU and the guest's vCPU thread (a Xen domU's: the thread of
+    /// the emulated CPU it is pinned to).
+    qemu: Option<QemuSched>,
+    /// A Xen domU: dom0's busy CPU seconds over the window (all of dom0: the detector,
+    /// the toolstack, the console relays).
+    dom0_cpu: Option<f64>,
+}
+
+/// How the host ran a QEMU guest during a run.
+#[derive(Debug, Clone, Copy)]
+struct QemuSched {
+    /// QEMU's CPU seconds over the window.
+    qemu_cpu: f64,
+    /// The vCPU thread's run time over the window (seconds).
+    vcpu_run: f64,
+    /// The vCPU thread's run-queue wait over the window (seconds).
+    vcpu_wait: f64,
+    /// CPU seconds of everything else on the machine over the window.
+    other_cpu: f64,
 }
 
 struct Args {
@@ -205,6 +221,10 @@ struct Args {
     rounds: usize,
     round_secs: f64,
     out: PathBuf,
+    /// Run the workload in a Xen domU and the detector in dom0 (`xen.rs`).
+    xen: bool,
+    /// Introspection rates (Hz).
+    rates: Vec<u32>,
 }
 
 fn args() -> Args {
@@ -213,22 +233,41 @@ fn args() -> Args {
         rounds: 4,
         round_secs: 1.0,
         out: PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../../docs")),
+        xen: false,
+        rates: Vec::new(),
     };
     let mut it = std::env::args().skip(1);
     while let Some(k) = it.next() {
+        if k == "--xen" {
+            a.xen = true;
+            continue;
+        }
         let v = it.next().unwrap_or_else(|| panic!("{k} needs a value"));
         match k.as_str() {
             "--repeats" => a.repeats = v.parse().expect("--repeats N"),
             "--rounds" => a.rounds = v.parse().expect("--rounds N"),
             "--round-secs" => a.round_secs = v.parse().expect("--round-secs S"),
             "--out" => a.out = PathBuf::from(v),
-            _ => panic!("unknown option {k} (--repeats, --rounds, --round-secs, --out)"),
+            "--rates" => {
+                a.rates = v
+                    .split(',')
+                    .map(|r| r.parse().expect("--rates HZ,HZ,..."))
+                    .collect()
+            }
+            _ => panic!(
+                "unknown option {k} (--xen, --repeats, --rounds, --round-secs, --rates, --out)"
+            ),
         }
     }
     assert!(
         a.repeats >= 2,
         "--repeats must be at least 2 for an interval"
     );
+    if a.rates.is_empty() {
+        // the Xen rig's emulated CPUs are slower: 100 Hz only when asked for
+        a.rates = if a.xen { vec![1, 10] } else { vec![1, 10, 100] };
+    }
+    assert!(a.rates.iter().all(|&r| r > 0), "--rates must be above 0 Hz");
     a
 }
 
@@ -255,7 +294,12 @@ fn copy_detector(dir: &Path) {
     );
     let copy = dir.join("detector");
     std::fs::copy(&built, &copy).expect("copying the detector binary");
-    DETECTOR.set(copy).expect("once");
+    use_detector(copy);
+}
+
+/// Measure the detector binary at `path`.
+fn use_detector(path: PathBuf) {
+    DETECTOR.set(path).expect("once");
 }
 
 fn clk_tck() -> f64 {
@@ -328,7 +372,11 @@ fn sched(pid: u32, tid: u32) -> Option<(f64, f64)> {
 
 /// Busy CPU seconds of the whole machine (all cores), from /proc/stat.
 fn machine_busy() -> f64 {
-    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    stat_busy(&std::fs::read_to_string("/proc/stat").unwrap_or_default())
+}
+
+/// Busy CPU seconds (all cores) in the text of a /proc/stat (its first line).
+fn stat_busy(stat: &str) -> f64 {
     let line = stat.lines().next().unwrap_or("");
     let f: Vec<u64> = line
         .split_whitespace()
@@ -387,20 +435,61 @@ enum Side {
     },
 }
 
+/// The guest the detector reads, as the detector is told it.
 struct Env {
-    sock: PathBuf,
+    spec: SourceSpec,
     profiles: PathBuf,
 }
 
 impl Env {
     fn base_args(&self) -> Vec<std::ffi::OsString> {
+        let (flag, what): (&str, std::ffi::OsString) = match &self.spec {
+            SourceSpec::Qemu { socket, .. } => ("--qemu", socket.clone().into()),
+            SourceSpec::Xen { domain } => ("--xen", domain.into()),
+            SourceSpec::Dump(p) => ("--dump", p.clone().into()),
+        };
         vec![
-            "--qemu".into(),
-            self.sock.clone().into(),
+            flag.into(),
+            what,
             "--profiles".into(),
             self.profiles.clone().into(),
         ]
     }
+}
+
+/// One new `detector ps` process (`args` before `ps`) per `period` until `stop()`:
+/// (processes run, their user + system CPU seconds, each one's wall time in ms). The
+/// study's shell loop, at a fixed rate: a tick that overruns starts the next at once.
+fn ps_loop(
+    args: &[std::ffi::OsString],
+    period: Duration,
+    stop: &dyn Fn() -> bool,
+) -> (usize, f64, Vec<f64>) {
+    let mut cpu = 0.0;
+    let mut lat = Vec::new();
+    let mut next = Instant::now();
+    while !stop() {
+        let t = Instant::now();
+        let child = Command::new(bin())
+            .args(args)
+            .arg("ps")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("detector ps");
+        let (code, c) = wait_rusage(child);
+        assert_eq!(code, 0, "detector ps failed");
+        lat.push(t.elapsed().as_secs_f64() * 1e3);
+        cpu += c;
+        next += period;
+        let now = Instant::now();
+        if next > now {
+            std::thread::sleep(next - now);
+        } else {
+            next = now; // a tick overran: no burst to catch up
+        }
+    }
+    (lat.len(), cpu, lat)
 }
 
 fn start(env: &Env, cfg: Config) -> Side {
@@ -442,42 +531,10 @@ fn start(env: &Env, cfg: Config) -> Side {
             let s = stop.clone();
             let args = env.base_args();
             let period = Duration::from_millis(interval_ms as u64);
-            let handle = std::thread::spawn(move || {
-                let mut cpu = 0.0;
-                let mut lat = Vec::new();
-                let mut next = Instant::now();
-                while !s.load(Ordering::SeqCst) {
-                    let t = Instant::now();
-                    let child = Command::new(bin())
-                        .args(&args)
-                        .arg("ps")
-                        .stdout(Stdio::null())
-                        .stderr(Stdio::null())
-                        .spawn()
-                        .expect("detector ps");
-                    let (code, c) = wait_rusage(child);
-                    assert_eq!(code, 0, "detector ps failed");
-                    lat.push(t.elapsed().as_secs_f64() * 1e3);
-                    cpu += c;
-                    next += period;
-                    let now = Instant::now();
-                    if next > now {
-                        std::thread::sleep(next - now);
-                    } else {
-                        next = now; // a tick overran: no burst to catch up
-                    }
-                }
-                (lat.len(), cpu, lat)
-            });
+            let handle =
+                std::thread::spawn(move || ps_loop(&args, period, &|| s.load(Ordering::SeqCst)));
             Side::Ps { stop, handle }
         }
-    }
-}
-
-impl Run {
-    /// Work per host second in which the vCPU did not wait for a host core.
-    fn uncontended(&self) -> f64 {
-        self.work / (self.host_s - self.vcpu_wait)
     }
 }
 
@@ -526,17 +583,13 @@ fn side_cpu(side: &Side) -> f64 {
     }
 }
 
-/// Run the CPU benchmark once in the guest; returns (iterations, guest seconds, host
-/// seconds).
-fn cpubench(guest: &mut Guest, rounds: usize, iters: u64) -> (f64, f64, f64) {
-    let t = Instant::now();
-    let out = guest
-        .sh_timeout(
-            &format!("/bin/lab-cpu cpubench {rounds} {iters}"),
-            Duration::from_secs(600),
-        )
-        .expect("cpubench");
-    let host = t.elapsed().as_secs_f64();
+/// The shell command that runs the CPU benchmark in a lab guest.
+fn cpubench_cmd(rounds: usize, iters: u64) -> String {
+    format!("/bin/lab-cpu cpubench {rounds} {iters}")
+}
+
+/// The benchmark's output: (iterations, guest seconds by the guest's clock).
+fn cpubench_parse(out: &ShellOutput) -> (f64, f64) {
     assert_eq!(out.status, 0, "cpubench: {:?}", out.lines);
     let mut total_iters = 0.0;
     let mut ns = 0.0;
@@ -557,51 +610,209 @@ fn cpubench(guest: &mut Guest, rounds: usize, iters: u64) -> (f64, f64, f64) {
         "cpubench output: {:?}",
         out.lines
     );
-    (total_iters, ns / 1e9, host)
+    (total_iters, ns / 1e9)
+}
+
+/// A lab guest's shell: a QEMU guest or a Xen domU.
+trait Shell {
+    fn run(&mut self, command: &str) -> ShellOutput;
+}
+
+impl Shell for Guest {
+    fn run(&mut self, command: &str) -> ShellOutput {
+        self.sh_timeout(command, Duration::from_secs(600))
+            .unwrap_or_else(|e| panic!("{command}: {e}"))
+    }
+}
+
+impl Shell for vmi_lab::XenDomu {
+    fn run(&mut self, command: &str) -> ShellOutput {
+        self.sh(command)
+            .unwrap_or_else(|e| panic!("{command}: {e}"))
+    }
+}
+
+/// Run the CPU benchmark once in the guest; returns (iterations, guest seconds, host
+/// seconds).
+fn cpubench(guest: &mut impl Shell, rounds: usize, iters: u64) -> (f64, f64, f64) {
+    let t = Instant::now();
+    let out = guest.run(&cpubench_cmd(rounds, iters));
+    let host = t.elapsed().as_secs_f64();
+    let (work, guest_s) = cpubench_parse(&out);
+    (work, guest_s, host)
+}
+
+/// What a benchmark records before its runs: the guest's clocksource, the time and load,
+/// and the workload calibrated to rounds of about `round_secs` guest seconds.
+struct Session {
+    started: String,
+    load_start: String,
+    clocksource: String,
+    /// Iterations per round.
+    iters: u64,
+    /// The guest's iterations per guest second.
+    rate: f64,
+}
+
+impl Session {
+    fn new(guest: &mut impl Shell, round_secs: f64) -> Session {
+        let clocksource = guest
+            .run("cat /sys/devices/system/clocksource/clocksource0/current_clocksource")
+            .lines
+            .join(" ");
+        let load_start = loadavg();
+        let started = chrono_now();
+        let (iters, rate) = calibrate(round_secs, |r, i| {
+            let (w, g, _) = cpubench(guest, r, i);
+            (w, g)
+        });
+        Session {
+            started,
+            load_start,
+            clocksource,
+            iters,
+            rate,
+        }
+    }
+
+    /// Print the table of `b` and return the JSON document: what the session and `a`
+    /// say, the records, and `extra`'s keys. `lat_watch`: [`report`]'s.
+    fn doc(
+        &self,
+        a: &Args,
+        b: &Blocks,
+        lat_watch: [&[f64]; 2],
+        lat_source: &str,
+        extra: Value,
+    ) -> Value {
+        let records = report(&b.configs, &b.runs, &b.baselines, lat_watch, lat_source);
+        let elapsed = b.elapsed;
+        let mut doc = json!({
+            "started": self.started,
+            "kernel": DEFAULT_KERNEL,
+            "detector_build": detector_build(),
+            "workload": {"name": "labworker cpubench", "rounds_per_run": a.rounds,
+                         "iterations_per_round": self.iters, "guest_iterations_per_s": self.rate},
+            "blocks": a.repeats,
+            "host": {"cores": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
+                     "load_average_start": self.load_start, "load_average_end": loadavg()},
+            "duration_s": elapsed.as_secs_f64(),
+            "records": records,
+        });
+        for (k, v) in extra.as_object().expect("an object") {
+            doc[k] = v.clone();
+        }
+        doc["guest"]["clocksource"] = json!(self.clocksource);
+        doc
+    }
+}
+
+/// Scan latencies of pause-free and paused `watch` by `measure(pause)`, with the
+/// benchmark running in the guest.
+fn watch_latencies(
+    guest: &mut impl Shell,
+    mut measure: impl FnMut(bool) -> Vec<f64>,
+) -> [Vec<f64>; 2] {
+    guest.run("/bin/lab-cpu cpubench 1000 1000000000 >/dev/null 2>&1 &");
+    let lat = [measure(false), measure(true)];
+    guest.run("pkill -f 'lab-cpu cpubench' || killall lab-cpu");
+    lat
+}
+
+/// The host's view of QEMU over a run's window: QEMU's CPU, the vCPU thread `vcpu`'s
+/// schedstat, the whole machine's CPU.
+struct HostProbe {
+    qemu: u32,
+    vcpu: u32,
+    q0: f64,
+    r0: f64,
+    w0: f64,
+    m0: f64,
+}
+
+impl HostProbe {
+    fn start(qemu: u32, vcpu: u32) -> HostProbe {
+        let (r0, w0) = sched(qemu, vcpu).expect("vCPU schedstat");
+        HostProbe {
+            qemu,
+            vcpu,
+            q0: proc_runtime(qemu),
+            r0,
+            w0,
+            m0: machine_busy(),
+        }
+    }
+
+    /// The window's figures; `intro_cpu`: host CPU of the introspection side outside
+    /// QEMU (not counted as the machine's other users).
+    fn end(&self, intro_cpu: f64) -> QemuSched {
+        let q1 = proc_runtime(self.qemu);
+        let (r1, w1) = sched(self.qemu, self.vcpu).expect("vCPU schedstat");
+        let m1 = machine_busy();
+        QemuSched {
+            qemu_cpu: q1 - self.q0,
+            vcpu_run: r1 - self.r0,
+            vcpu_wait: w1 - self.w0,
+            other_cpu: ((m1 - self.m0) - (q1 - self.q0) - intro_cpu).max(0.0),
+        }
+    }
+}
+
+/// The thread of `pid` named `name` (QEMU names its threads with `debug-threads=on`).
+fn thread_named(pid: u32, name: &str) -> Option<u32> {
+    std::fs::read_dir(format!("/proc/{pid}/task"))
+        .ok()?
+        .flatten()
+        .find(|t| std::fs::read_to_string(t.path().join("comm")).is_ok_and(|c| c.trim() == name))?
+        .file_name()
+        .to_str()?
+        .parse()
+        .ok()
 }
 
 fn run(guest: &mut Guest, env: &Env, cfg: Config, rounds: usize, iters: u64) -> Run {
     let qemu = guest.pid().expect("qemu pid");
     let side = start(env, cfg);
     let c0 = side_cpu(&side);
-    let q0 = proc_runtime(qemu);
-    let vcpu = vcpu_tid(qemu).expect("QEMU's vCPU thread");
-    let (r0, w0) = sched(qemu, vcpu).expect("vCPU schedstat");
-    let m0 = machine_busy();
+    let probe = HostProbe::start(qemu, vcpu_tid(qemu).expect("QEMU's vCPU thread"));
     let t0 = Instant::now();
-    let (work, guest_s, host_s) = cpubench(guest, rounds, iters);
+    let bench = cpubench(guest, rounds, iters);
     let window = t0.elapsed().as_secs_f64();
-    let q1 = proc_runtime(qemu);
-    let (r1, w1) = sched(qemu, vcpu).expect("vCPU schedstat");
-    let m1 = machine_busy();
-    let (intro_cpu, scans_per_s, latencies_ms) = stop(side, c0, window);
-    Run {
-        work,
-        guest_ops: work / guest_s,
-        host_ops: work / host_s,
-        intro_cpu,
-        qemu_cpu: q1 - q0,
-        vcpu_run: r1 - r0,
-        vcpu_wait: w1 - w0,
-        host_s,
-        other_cpu: ((m1 - m0) - (q1 - q0) - intro_cpu).max(0.0),
-        wall: window,
-        scans_per_s,
-        latencies_ms,
+    let intro = stop(side, c0, window);
+    let host = probe.end(intro.0);
+    Run::new(bench, window, intro, host, None)
+}
+
+impl Run {
+    /// A run from the benchmark's (iterations, guest seconds, host seconds), its window,
+    /// what [`stop`] returned for the introspection side, and the host's and dom0's view.
+    fn new(
+        (work, guest_s, host_s): (f64, f64, f64),
+        window: f64,
+        (intro_cpu, scans_per_s, latencies_ms): (f64, f64, Vec<f64>),
+        host: QemuSched,
+        dom0_cpu: Option<f64>,
+    ) -> Run {
+        Run {
+            work,
+            guest_ops: work / guest_s,
+            host_ops: work / host_s,
+            intro_cpu,
+            host_s,
+            wall: window,
+            scans_per_s,
+            latencies_ms,
+            qemu: Some(host),
+            dom0_cpu,
+        }
     }
 }
 
 /// Scan latency of `watch`'s own tick, in this process, on the same guest while it runs
 /// the workload: (p50, p90, p99, max) in ms.
 fn watch_latency(env: &Env, pause: bool, hz: u32, n: usize) -> Vec<f64> {
-    let mut target = Target::open(
-        &SourceSpec::Qemu {
-            socket: env.sock.clone(),
-            mem_path: None,
-        },
-        &ProfileSpec::Dir(env.profiles.clone()),
-    )
-    .expect("target");
+    let mut target =
+        Target::open(&env.spec, &ProfileSpec::Dir(env.profiles.clone())).expect("target");
     let mut w = Watcher::new(WatchOptions {
         pause,
         ..WatchOptions::default()
@@ -621,86 +832,160 @@ fn watch_latency(env: &Env, pause: bool, hz: u32, n: usize) -> Vec<f64> {
 }
 
 fn main() {
+    if xen::helper() {
+        return;
+    }
     let a = args();
+    if a.xen {
+        xen::main(&a);
+    } else {
+        qemu_main(&a);
+    }
+}
+
+/// The profile of the lab's default kernel, from its -dbg package.
+fn default_profile(lab: &Lab) -> String {
+    let d = lab.store().debug(DEFAULT_KERNEL).expect("-dbg");
+    profile_gen::build::from_dwarf(&d.vmlinux, Some(&d.system_map), &Default::default())
+        .expect("profile")
+        .profile
+        .to_json()
+}
+
+/// The guest's workload besides the benchmark: the standard scenario, 20 short-lived
+/// processes a second, and the benchmark's program.
+fn workload_scenario() -> Scenario {
+    Scenario::standard()
+        .churn("lab-churn", 20)
+        .sleeper("lab-cpu")
+}
+
+/// Iterations for a round of about `round_secs` guest seconds, from two probe runs of
+/// `bench(rounds, iters) -> (iterations, guest seconds)`; and the guest's rate.
+fn calibrate(round_secs: f64, mut bench: impl FnMut(usize, u64) -> (f64, f64)) -> (u64, f64) {
+    let probe = 20_000_000u64;
+    let (w, g) = bench(1, probe);
+    let (w2, g2) = bench(1, probe);
+    let rate = (w + w2) / (g + g2);
+    (((rate * round_secs) as u64).max(1_000_000), rate)
+}
+
+fn qemu_main(a: &Args) {
     let lab = Lab::open_default().expect("lab");
     // the plot's venv first, so a missing package fails before the long part
     let venv = Venv::ensure(lab.cache(), &["matplotlib==3.9.2"]).expect("matplotlib venv");
-    let d = lab.store().debug(DEFAULT_KERNEL).expect("-dbg");
-    let built =
-        profile_gen::build::from_dwarf(&d.vmlinux, Some(&d.system_map), &Default::default())
-            .expect("profile");
     let dir = tempfile::tempdir().expect("tempdir");
     copy_detector(dir.path());
     let profiles = dir.path().join("profiles");
     std::fs::create_dir_all(&profiles).unwrap();
-    std::fs::write(profiles.join("6.1.json"), built.profile.to_json()).unwrap();
+    std::fs::write(profiles.join("6.1.json"), default_profile(&lab)).unwrap();
 
     let opts = BootOptions::default();
-    let scenario = Scenario::standard()
-        .churn("lab-churn", 20)
-        .sleeper("lab-cpu");
-    let mut guest = lab.boot(DEFAULT_KERNEL, &scenario, &opts).expect("boot");
+    let mut guest = lab
+        .boot(DEFAULT_KERNEL, &workload_scenario(), &opts)
+        .expect("boot");
     guest.release_qmp();
     let env = Env {
-        sock: guest.qmp_socket(),
+        spec: SourceSpec::Qemu {
+            socket: guest.qmp_socket(),
+            mem_path: None,
+        },
         profiles,
     };
-    let clocksource = guest
-        .sh("cat /sys/devices/system/clocksource/clocksource0/current_clocksource")
-        .map(|o| o.lines.join(" "))
-        .unwrap_or_default();
-    let load_start = loadavg();
-    let started = chrono_now();
-
-    // calibrate: iterations for a round of about `round_secs` guest seconds
-    let probe = 20_000_000u64;
-    let (w, g, _) = cpubench(&mut guest, 1, probe);
-    let (w2, g2, _) = cpubench(&mut guest, 1, probe);
-    let rate = (w + w2) / (g + g2);
-    let iters = ((rate * a.round_secs) as u64).max(1_000_000);
+    let session = Session::new(&mut guest, a.round_secs);
+    let iters = session.iters;
     println!(
         "bench: {DEFAULT_KERNEL}, {} MiB, {} vCPU, TCG; guest {:.1} M iterations/s; runs of {} rounds x {} iterations; {} blocks; load average {}",
         opts.memory_mib,
         opts.cpus,
-        rate / 1e6,
+        session.rate / 1e6,
         a.rounds,
         iters,
         a.repeats,
-        load_start
+        session.load_start
     );
 
+    let configs = configs(&a.rates);
+    let b = blocks(&configs, a.repeats, |cfg| {
+        run(&mut guest, &env, cfg, a.rounds, iters)
+    });
+    // scan latency of watch's own tick
+    let lat = watch_latencies(&mut guest, |pause| watch_latency(&env, pause, 10, 200));
+    let source = "Watcher::tick timed in-process, 200 ticks at 10 Hz, workload running";
+    let doc = session.doc(a, &b, [&lat[0], &lat[1]], source, json!({
+        "what": "guest slowdown under continuous introspection (issue 7)",
+        "command": "bash scripts/bench-overhead.sh",
+        "guest": {"memory_mib": opts.memory_mib, "vcpus": opts.cpus, "accel": opts.accel,
+                  "scenario": "standard + lab-churn (20 short-lived processes/s)"},
+        "method": format!("{METHOD}; without vCPU run-queue wait = work / (host time - the time QEMU's vCPU thread waited for a host core, from its schedstat): blind to cores taken from the vCPU by other users of the machine or by the detector (whose CPU is reported), it keeps pauses and slower guest execution; per vCPU run-second = work / the vCPU thread's run time: only slower guest execution"),
+    }));
+    drop(guest);
+    write_doc(&venv, &a.out, "overhead", &doc);
+}
+
+/// How every benchmark's figures are made (the JSON's `method`, with what is particular
+/// to the guest after it).
+const METHOD: &str = "per block: baseline, every configuration once (rotating order), baseline; slowdown = 1 - throughput / mean of the block's baselines; mean over blocks with a Student-t 95 % interval. host clock = work / host wall time of the whole cpubench command; guest clock = work / sum of the guest's own round times";
+
+/// Every mode at every rate.
+fn configs(rates: &[u32]) -> Vec<Config> {
     let mut configs = Vec::new();
     for mode in [Mode::Watch, Mode::WatchPause, Mode::PsPerTick] {
-        for hz in [1, 10, 100] {
+        for &hz in rates {
             configs.push(Config { mode, hz });
         }
     }
+    configs
+}
+
+/// What [`blocks`] measured.
+struct Blocks {
+    configs: Vec<Config>,
+    /// Each configuration's runs, one a block.
+    runs: Vec<Vec<Run>>,
+    /// Each block's two baselines.
+    baselines: Vec<(Run, Run)>,
+    /// The time it took.
+    elapsed: Duration,
+}
+
+/// `repeats` blocks: each the baseline, every configuration once in an order that rotates
+/// from block to block, and the baseline again.
+fn blocks(configs: &[Config], repeats: usize, mut run: impl FnMut(Config) -> Run) -> Blocks {
     let base = Config {
         mode: Mode::Baseline,
         hz: 0,
     };
-    // runs[i][block]: configuration i in each block; baselines separately
-    let mut runs: Vec<Vec<Run>> = vec![Vec::new(); configs.len()];
+    let n = configs.len();
+    // a step coprime with n, so every configuration takes every place in turn
+    let step = [4, 5, 7, 1]
+        .into_iter()
+        .find(|&s| gcd(s, n) == 1)
+        .unwrap_or(1);
+    let mut runs: Vec<Vec<Run>> = vec![Vec::new(); n];
     let mut baselines: Vec<(Run, Run)> = Vec::new();
     let t_all = Instant::now();
-    for block in 0..a.repeats {
-        let b0 = run(&mut guest, &env, base, a.rounds, iters);
-        let n = configs.len();
+    for block in 0..repeats {
+        let b0 = run(base);
         for k in 0..n {
-            let i = (k + block * 4) % n; // rotate the order from block to block
-            let r = run(&mut guest, &env, configs[i], a.rounds, iters);
+            let i = (k + block * step) % n;
+            let r = run(configs[i]);
+            let others = match (r.qemu, r.dom0_cpu) {
+                (Some(q), _) => format!("others {:.2} CPU-s", q.other_cpu),
+                (None, Some(d)) => format!("dom0 {:.2} CPU-s", d),
+                _ => String::new(),
+            };
             println!(
-                "  block {block} {:<12} {:>3} Hz: {:6.2} % host-clock, {:6.2} % guest-clock, detector {:.3} CPU-s, others {:.2} CPU-s",
+                "  block {block} {:<12} {:>3} Hz: {:6.2} % host-clock, {:6.2} % guest-clock, detector {:.3} CPU-s, {others}",
                 configs[i].mode.name(),
                 configs[i].hz,
                 slowdown_pct(r.host_ops, b0.host_ops),
                 slowdown_pct(r.guest_ops, b0.guest_ops),
                 r.intro_cpu,
-                r.other_cpu
             );
             runs[i].push(r);
         }
-        let b1 = run(&mut guest, &env, base, a.rounds, iters);
+        let b1 = run(base);
         println!(
             "  block {block} baselines: {:.2} / {:.2} M it/s host clock ({:.2} % apart)",
             b0.host_ops / 1e6,
@@ -709,99 +994,116 @@ fn main() {
         );
         baselines.push((b0, b1));
     }
-    let elapsed = t_all.elapsed();
+    Blocks {
+        configs: configs.to_vec(),
+        runs,
+        baselines,
+        elapsed: t_all.elapsed(),
+    }
+}
 
-    // scan latency of watch's own tick (pause-free and paused), with the workload running
-    guest
-        .sh("/bin/lab-cpu cpubench 1000 1000000000 >/dev/null 2>&1 &")
-        .expect("background workload");
-    let lat_free = watch_latency(&env, false, 10, 200);
-    let lat_pause = watch_latency(&env, true, 10, 200);
-    let _ = guest.sh("pkill -f 'lab-cpu cpubench' || killall lab-cpu");
-    let load_end = loadavg();
+fn gcd(mut a: usize, mut b: usize) -> usize {
+    while b != 0 {
+        (a, b) = (b, a % b);
+    }
+    a
+}
 
-    // figures
-    let mut records = Vec::new();
-    let base_host: Vec<f64> = baselines
+/// Mean over a block's two baselines of `f`.
+fn per_block(baselines: &[(Run, Run)], f: impl Fn(&Run) -> f64) -> Vec<f64> {
+    baselines.iter().map(|(x, y)| (f(x) + f(y)) / 2.0).collect()
+}
+
+/// Slowdown (mean, 95 % interval) of `runs` against the blocks' baselines, throughput
+/// by `f`; and the per-block values.
+fn slowdowns(
+    runs: &[Run],
+    base: &[(Run, Run)],
+    f: impl Fn(&Run) -> f64,
+) -> (f64, f64, f64, Vec<f64>) {
+    let b = per_block(base, &f);
+    let v: Vec<f64> = runs
         .iter()
-        .map(|(x, y)| (x.host_ops + y.host_ops) / 2.0)
+        .zip(&b)
+        .map(|(x, b)| slowdown_pct(f(x), *b))
         .collect();
-    let base_guest: Vec<f64> = baselines
-        .iter()
-        .map(|(x, y)| (x.guest_ops + y.guest_ops) / 2.0)
-        .collect();
-    let base_unc: Vec<f64> = baselines
-        .iter()
-        .map(|(x, y)| (x.uncontended() + y.uncontended()) / 2.0)
-        .collect();
-    let base_eff: Vec<f64> = baselines
-        .iter()
-        .map(|(x, y)| (x.work / x.vcpu_run + y.work / y.vcpu_run) / 2.0)
-        .collect();
-    let base_spread: Vec<f64> = baselines
-        .iter()
-        .map(|(x, y)| slowdown_pct(y.host_ops, x.host_ops))
-        .collect();
-    let base_others: Vec<f64> = baselines
-        .iter()
-        .flat_map(|(x, y)| [x.other_cpu / x.wall, y.other_cpu / y.wall])
-        .collect();
-    records.push(json!({
-        "mode": "baseline", "rate_hz": 0, "runs": a.repeats * 2,
+    let (m, lo, hi) = ci95(&v);
+    (m, lo, hi, v)
+}
+
+/// Print the table and return the JSON records: the baseline, then each configuration.
+/// `lat_watch`: the scan latencies of pause-free and paused `watch` (in `lat_source`'s
+/// sense); a `ps` process's is its wall time. Columns from QEMU's schedstat or dom0's
+/// CPU where the runs have them.
+fn report(
+    configs: &[Config],
+    runs: &[Vec<Run>],
+    baselines: &[(Run, Run)],
+    lat_watch: [&[f64]; 2],
+    lat_source: &str,
+) -> Vec<Value> {
+    let all_base: Vec<&Run> = baselines.iter().flat_map(|(x, y)| [x, y]).collect();
+    let avg = |f: &dyn Fn(&Run) -> f64| mean(&all_base.iter().map(|r| f(r)).collect::<Vec<_>>());
+    let has_sched = all_base.iter().all(|r| r.qemu.is_some());
+    let is_xen = all_base.iter().all(|r| r.dom0_cpu.is_some());
+    let q = |r: &Run| r.qemu.expect("QEMU schedstat");
+    // work per host second in which the vCPU did not wait for a host core
+    let uncontended = |r: &Run| r.work / (r.host_s - q(r).vcpu_wait);
+    let per_run_s = |r: &Run| r.work / q(r).vcpu_run;
+    let dom0 = |r: &Run| 100.0 * r.dom0_cpu.expect("dom0 CPU") / r.wall;
+
+    let mut base = json!({
+        "mode": "baseline", "rate_hz": 0, "runs": baselines.len() * 2,
         "slowdown_pct": 0.0, "ci95_pct": [0.0, 0.0],
         "guest_clock_slowdown_pct": 0.0,
         "host_cpu_pct": 0.0,
-        "throughput_host_mops": mean(&base_host) / 1e6,
-        "throughput_guest_mops": mean(&base_guest) / 1e6,
-        "baseline_drift_pct": ci95(&base_spread).0,
-        "vcpu_wait_pct": 100.0 * mean(&baselines.iter().flat_map(|(x, y)| [x.vcpu_wait / x.host_s, y.vcpu_wait / y.host_s]).collect::<Vec<_>>()),
-        "qemu_cpu_pct": 100.0 * mean(&baselines.iter().flat_map(|(x, y)| [x.qemu_cpu / x.wall, y.qemu_cpu / y.wall]).collect::<Vec<_>>()),
-        "others_cpu_pct": 100.0 * mean(&base_others),
-    }));
+        "throughput_host_mops": avg(&|r| r.host_ops) / 1e6,
+        "throughput_guest_mops": avg(&|r| r.guest_ops) / 1e6,
+        "baseline_drift_pct": ci95(&baselines.iter().map(|(x, y)| slowdown_pct(y.host_ops, x.host_ops)).collect::<Vec<_>>()).0,
+    });
+    if has_sched {
+        base["vcpu_wait_pct"] = json!(100.0 * avg(&|r| q(r).vcpu_wait / r.host_s));
+        base["qemu_cpu_pct"] = json!(100.0 * avg(&|r| q(r).qemu_cpu / r.wall));
+        base["others_cpu_pct"] = json!(100.0 * avg(&|r| q(r).other_cpu / r.wall));
+    }
+    if is_xen {
+        base["dom0_cpu_pct"] = json!(avg(&dom0));
+    }
+    let mut records = vec![base];
+
+    let mut header = vec![
+        "mode",
+        "rate",
+        "slowdown, host clock (95 % CI)",
+        "guest-clock view",
+    ];
+    if has_sched {
+        header.extend([
+            "without vCPU run-queue wait",
+            "per vCPU run-second",
+            "vCPU waited",
+        ]);
+    }
+    header.push("detector host CPU");
+    if is_xen {
+        header.push("dom0 CPU (baseline)");
+    }
+    header.extend(["scans/s", "scan latency p50 / p99"]);
     println!();
-    println!(
-        "| mode | rate | slowdown, host clock (95 % CI) | guest-clock view | without vCPU run-queue wait | per vCPU run-second | vCPU waited | detector host CPU | scans/s | scan latency p50 / p99 |"
-    );
-    println!("|---|---|---|---|---|---|---|---|---|---|");
+    println!("| {} |", header.join(" | "));
+    println!("|{}", "---|".repeat(header.len()));
+    let ci = |(m, lo, hi, _): &(f64, f64, f64, Vec<f64>)| format!("{m:.2} % ({lo:.2} … {hi:.2})");
     for (i, cfg) in configs.iter().enumerate() {
         let r = &runs[i];
-        let host: Vec<f64> = r
-            .iter()
-            .zip(&base_host)
-            .map(|(x, b)| slowdown_pct(x.host_ops, *b))
-            .collect();
-        let guest_v: Vec<f64> = r
-            .iter()
-            .zip(&base_guest)
-            .map(|(x, b)| slowdown_pct(x.guest_ops, *b))
-            .collect();
-        let (m, lo, hi) = ci95(&host);
-        let (gm, glo, ghi) = ci95(&guest_v);
-        // without the vCPU's run-queue wait: blind to host cores taken from the vCPU
-        // (by other users of the machine, or by the detector itself: see its host
-        // CPU), it keeps pauses and whatever slows the vCPU while it runs
-        let unc: Vec<f64> = r
-            .iter()
-            .zip(&base_unc)
-            .map(|(x, b)| slowdown_pct(x.uncontended(), *b))
-            .collect();
-        let (cm, clo, chi) = ci95(&unc);
-        // per second the vCPU thread ran: only what slows translated guest code
-        let eff: Vec<f64> = r
-            .iter()
-            .zip(&base_eff)
-            .map(|(x, b)| slowdown_pct(x.work / x.vcpu_run, *b))
-            .collect();
-        let (em, elo, ehi) = ci95(&eff);
-        let wait: Vec<f64> = r.iter().map(|x| 100.0 * x.vcpu_wait / x.host_s).collect();
-        let cpu: Vec<f64> = r.iter().map(|x| 100.0 * x.intro_cpu / x.wall).collect();
-        let qemu: Vec<f64> = r.iter().map(|x| 100.0 * x.qemu_cpu / x.wall).collect();
-        let others: Vec<f64> = r.iter().map(|x| 100.0 * x.other_cpu / x.wall).collect();
-        let scans = mean(&r.iter().map(|x| x.scans_per_s).collect::<Vec<_>>());
+        let host = slowdowns(r, baselines, |x| x.host_ops);
+        let guest_v = slowdowns(r, baselines, |x| x.guest_ops);
+        let of = |f: &dyn Fn(&Run) -> f64| mean(&r.iter().map(f).collect::<Vec<_>>());
+        let cpu = of(&|x| 100.0 * x.intro_cpu / x.wall);
+        let scans = of(&|x| x.scans_per_s);
         let lat: Vec<f64> = match cfg.mode {
             Mode::PsPerTick => r.iter().flat_map(|x| x.latencies_ms.clone()).collect(),
-            Mode::Watch => lat_free.clone(),
-            Mode::WatchPause => lat_pause.clone(),
+            Mode::Watch => lat_watch[0].to_vec(),
+            Mode::WatchPause => lat_watch[1].to_vec(),
             Mode::Baseline => Vec::new(),
         };
         let (p50, p90, p99) = (
@@ -809,86 +1111,75 @@ fn main() {
             percentile(&lat, 90.0),
             percentile(&lat, 99.0),
         );
-        println!(
-            "| {} | {} Hz | {:.2} % ({:.2} … {:.2}) | {:.2} % ({:.2} … {:.2}) | {:.2} % ({:.2} … {:.2}) | {:.2} % ({:.2} … {:.2}) | {:.1} % | {:.2} % of a core | {:.1} | {:.2} / {:.2} ms |",
-            cfg.mode.name(),
-            cfg.hz,
-            m,
-            lo,
-            hi,
-            gm,
-            glo,
-            ghi,
-            cm,
-            clo,
-            chi,
-            em,
-            elo,
-            ehi,
-            mean(&wait),
-            mean(&cpu),
-            scans,
-            p50,
-            p99
-        );
-        records.push(json!({
+        let mut row = vec![
+            cfg.mode.name().to_string(),
+            format!("{} Hz", cfg.hz),
+            ci(&host),
+            ci(&guest_v),
+        ];
+        let mut rec = json!({
             "mode": cfg.mode.name(),
             "rate_hz": cfg.hz,
             "runs": r.len(),
-            "slowdown_pct": m,
-            "ci95_pct": [lo, hi],
-            "guest_clock_slowdown_pct": gm,
-            "guest_clock_ci95_pct": [glo, ghi],
-            "uncontended_slowdown_pct": cm,
-            "uncontended_ci95_pct": [clo, chi],
-            "vcpu_run_slowdown_pct": em,
-            "vcpu_run_ci95_pct": [elo, ehi],
-            "vcpu_wait_pct": mean(&wait),
-            "host_cpu_pct": mean(&cpu),
-            "qemu_cpu_pct": mean(&qemu),
-            "others_cpu_pct": mean(&others),
+            "slowdown_pct": host.0,
+            "ci95_pct": [host.1, host.2],
+            "guest_clock_slowdown_pct": guest_v.0,
+            "guest_clock_ci95_pct": [guest_v.1, guest_v.2],
+            "host_cpu_pct": cpu,
             "scans_per_s": scans,
             "scan_latency_ms": {
                 "p50": p50, "p90": p90, "p99": p99,
-                "source": if cfg.mode == Mode::PsPerTick { "wall time of each detector ps process" } else { "Watcher::tick timed in-process, 200 ticks at 10 Hz, workload running" },
+                "source": if cfg.mode == Mode::PsPerTick { "wall time of each detector ps process" } else { lat_source },
             },
-            "per_block_slowdown_pct": host,
-        }));
+            "per_block_slowdown_pct": host.3,
+        });
+        if has_sched {
+            // without the vCPU's run-queue wait: blind to host cores taken from the vCPU
+            // (by other users of the machine, or by the detector itself: see its host
+            // CPU), it keeps pauses and whatever slows the vCPU while it runs
+            let unc = slowdowns(r, baselines, uncontended);
+            // per second the vCPU thread ran: only what slows translated guest code
+            let eff = slowdowns(r, baselines, per_run_s);
+            let wait = of(&|x| 100.0 * q(x).vcpu_wait / x.host_s);
+            row.extend([ci(&unc), ci(&eff), format!("{wait:.1} %")]);
+            rec["uncontended_slowdown_pct"] = json!(unc.0);
+            rec["uncontended_ci95_pct"] = json!([unc.1, unc.2]);
+            rec["vcpu_run_slowdown_pct"] = json!(eff.0);
+            rec["vcpu_run_ci95_pct"] = json!([eff.1, eff.2]);
+            rec["vcpu_wait_pct"] = json!(wait);
+            rec["qemu_cpu_pct"] = json!(of(&|x| 100.0 * q(x).qemu_cpu / x.wall));
+            rec["others_cpu_pct"] = json!(of(&|x| 100.0 * q(x).other_cpu / x.wall));
+        }
+        row.push(format!("{cpu:.2} % of a core"));
+        if is_xen {
+            let d = of(&dom0);
+            row.push(format!("{d:.1} % ({:.1} %)", avg(&dom0)));
+            rec["dom0_cpu_pct"] = json!(d);
+        }
+        row.extend([format!("{scans:.1}"), format!("{p50:.2} / {p99:.2} ms")]);
+        println!("| {} |", row.join(" | "));
+        records.push(rec);
     }
-    let doc = json!({
-        "what": "guest slowdown under continuous introspection (issue 7)",
-        "command": "bash scripts/bench-overhead.sh",
-        "started": started,
-        "kernel": DEFAULT_KERNEL,
-        "detector_build": detector_build(),
-        "guest": {"memory_mib": opts.memory_mib, "vcpus": opts.cpus, "accel": opts.accel,
-                  "scenario": "standard + lab-churn (20 short-lived processes/s)",
-                  "clocksource": clocksource},
-        "workload": {"name": "labworker cpubench", "rounds_per_run": a.rounds,
-                     "iterations_per_round": iters, "guest_iterations_per_s": rate},
-        "blocks": a.repeats,
-        "method": "per block: baseline, every configuration once (rotating order), baseline; slowdown = 1 - throughput / mean of the block's baselines; mean over blocks with a Student-t 95 % interval. host clock = work / host wall time of the whole cpubench command; guest clock = work / sum of the guest's own round times; without vCPU run-queue wait = work / (host time - the time QEMU's vCPU thread waited for a host core, from its schedstat): blind to cores taken from the vCPU by other users of the machine or by the detector (whose CPU is reported), it keeps pauses and slower guest execution; per vCPU run-second = work / the vCPU thread's run time: only slower guest execution",
-        "host": {"cores": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
-                 "load_average_start": load_start, "load_average_end": load_end},
-        "duration_s": elapsed.as_secs_f64(),
-        "records": records,
-    });
-    std::fs::create_dir_all(&a.out).expect("output dir");
-    let json_path = a.out.join("overhead.json");
+    records
+}
+
+/// Write `doc` as `<name>.json` under `out` and plot it as `<name>.png`.
+fn write_doc(venv: &Venv, out: &Path, name: &str, doc: &Value) {
+    std::fs::create_dir_all(out).expect("output dir");
+    let json_path = out.join(format!("{name}.json"));
     std::fs::write(
         &json_path,
-        serde_json::to_string_pretty(&doc).unwrap() + "\n",
+        serde_json::to_string_pretty(doc).unwrap() + "\n",
     )
     .expect("write json");
-    drop(guest);
     println!(
         "\nwrote {} ({:.0} s of runs; load average {} → {})",
         json_path.display(),
-        elapsed.as_secs_f64(),
+        doc["duration_s"].as_f64().unwrap_or(0.0),
         doc["host"]["load_average_start"],
         doc["host"]["load_average_end"]
     );
-    plot(&venv, &json_path, &a.out.join("overhead.png"));
+    plot(venv, &json_path, &out.join(format!("{name}.png")));
 }
 
 fn plot(venv: &Venv, json: &Path, png: &Path) {

@@ -666,7 +666,8 @@ impl XenRig {
             qemu_path(&initramfs)?
         );
         let mut cmd = Command::new(qemu);
-        cmd.args(["-name", "vmi-lab-xen"])
+        // debug-threads: each vCPU thread is named ("CPU 1/TCG": the domUs' CPU)
+        cmd.args(["-name", "vmi-lab-xen,debug-threads=on"])
             .args([
                 "-nodefaults",
                 "-no-user-config",
@@ -762,6 +763,11 @@ impl XenRig {
         }
         rig.boot_time = start.elapsed();
         Ok(rig)
+    }
+
+    /// QEMU's process id (None once it has exited).
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
     }
 
     /// Time from starting QEMU to dom0's toolstack answering.
