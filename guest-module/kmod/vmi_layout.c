@@ -56,6 +56,9 @@
 #include <linux/tty_driver.h>
 #include <linux/tty_ldisc.h>
 #include <linux/netfilter.h>
+#include <linux/fdtable.h>
+#include <linux/net.h>
+#include <net/sock.h>
 #include <net/net_namespace.h>
 
 /*
@@ -206,6 +209,28 @@ static const struct vmi_field_info fields[] = {
 	F(xa_node, count, unsigned char, "unsigned char"),
 
 	F(file, f_path, struct path, "struct path"),
+	F(file, f_op, const struct file_operations *, "ptr struct file_operations"),
+	F(file, private_data, void *, "ptr void"),
+	F(file, f_inode, struct inode *, "ptr struct inode"),
+	F(task_struct, files, struct files_struct *, "ptr struct files_struct"),
+	F(files_struct, fdt, struct fdtable *, "ptr struct fdtable"),
+	F(fdtable, max_fds, unsigned int, "unsigned int"),
+	F(fdtable, fd, struct file **, "ptr ptr struct file"),
+	F(inode, i_ino, unsigned long, "long unsigned int"),
+	F(socket, sk, struct sock *, "ptr struct sock"),
+	F(sock, __sk_common, struct sock_common, "struct sock_common"),
+	F(sock, sk_protocol, u16, "short unsigned int"),
+	F(sock, sk_type, u16, "short unsigned int"),
+	F(sock_common, skc_family, unsigned short, "short unsigned int"),
+	F(sock_common, skc_state, volatile unsigned char, "unsigned char"),
+	F(sock_common, skc_rcv_saddr, __be32, "unsigned int"),
+	F(sock_common, skc_daddr, __be32, "unsigned int"),
+	F(sock_common, skc_num, __u16, "short unsigned int"),
+	F(sock_common, skc_dport, __be16, "short unsigned int"),
+#if IS_ENABLED(CONFIG_IPV6)
+	F(sock_common, skc_v6_rcv_saddr, struct in6_addr, "struct in6_addr"),
+	F(sock_common, skc_v6_daddr, struct in6_addr, "struct in6_addr"),
+#endif
 
 #ifdef VMI_HAVE_MOUNT
 	F(mount, mnt_parent, struct mount *, "ptr struct mount"),
@@ -368,7 +393,8 @@ static const struct vmi_type_info types[] = {
 	T(user_struct), T(list_head),	  T(hlist_node), T(module),
 	T(module_kobject), T(kobject),	  T(kset),	 T(pid),
 	T(upid),	T(pid_namespace), T(idr),	 T(xarray),
-	T(xa_node),	T(file),
+	T(xa_node),	T(file), T(files_struct), T(fdtable), T(inode), T(socket), T(sock),
+	T(sock_common),
 #ifdef VMI_HAVE_MOUNT
 	T(mount),
 #endif

@@ -300,6 +300,7 @@ const NEEDED_SYMBOLS: &[&str] = &[
     "tty_drivers",
     "tcp4_seq_ops",
     "udp_seq_ops",
+    "socket_file_ops",
 ];
 
 /// The types of the default profile (vmi_core::profile::needs::TYPES; kept in step by
@@ -324,6 +325,12 @@ const NEEDED_TYPES: &[&str] = &[
     "xa_node",
     "trace_array",
     "file",
+    "files_struct",
+    "fdtable",
+    "inode",
+    "socket",
+    "sock",
+    "sock_common",
     "mount",
     "vfsmount",
     "path",

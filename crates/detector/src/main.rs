@@ -63,7 +63,7 @@ struct Opts {
     /// and written into DIR.
     #[arg(long, global = true, value_name = "FILE")]
     profile: Option<PathBuf>,
-    /// A policy file (TOML: deny_names, deny_exe, root_uids); adds the `policy` check to
+    /// A policy file (TOML: deny_names, deny_exe, root_uids, allow_listen); adds the `policy` check to
     /// `check` and `watch`.
     #[arg(long, global = true, value_name = "FILE")]
     policy: Option<PathBuf>,
@@ -85,6 +85,13 @@ enum Command {
     },
     /// Loaded kernel modules, from the modules list.
     Lsmod,
+    /// Internet sockets (TCP, UDP, IPv4 and IPv6) per process, from each process's
+    /// open files: listening and connected, with addresses, ports, state and inode.
+    Sockets {
+        /// Only listening sockets (TCP LISTEN, UDP bound and not connected).
+        #[arg(long)]
+        listening: bool,
+    },
     /// Run the intrusion checks; one finding per line.
     Check {
         /// Only these checks (repeat or comma-separate): hidden-process, hidden-module,
@@ -349,6 +356,27 @@ fn run(cli: &Cli) -> Result<ExitCode> {
                 json,
                 render::ps_json(&procs, &exes),
                 render::ps_text(&procs, *tree),
+            )?;
+        }
+        Command::Sockets { listening } => {
+            let procs = target
+                .kernel
+                .processes(&limits)
+                .context("walking the tasks list")?;
+            let mut rows = Vec::new();
+            for p in &procs {
+                let mut socks = target.kernel.sockets(p.task).with_context(|| {
+                    format!("reading the open files of process {} ({})", p.pid, p.name())
+                })?;
+                socks.retain(|s| !*listening || s.is_listening());
+                if !socks.is_empty() {
+                    rows.push((p, socks));
+                }
+            }
+            emit(
+                json,
+                render::sockets_json(&rows),
+                render::sockets_text(&rows),
             )?;
         }
         Command::Lsmod => {

@@ -9,6 +9,10 @@
 //! # a process whose effective uid is 0 must have a real uid in this list (0: root
 //! # itself); a user running a setuid-root program, or given root, is a violation
 //! root_uids = [0]
+//! # listening sockets allowed ("PROTO:PORT", PROTO tcp, udp or *, PORT a number or
+//! # *; IPv4 and IPv6 alike); any other TCP listener or bound, unconnected UDP socket
+//! # of a user process is a violation
+//! allow_listen = ["tcp:22", "udp:*"]
 //! ```
 //!
 //! Every key is optional; unknown keys are an error (a typo must not disable a rule).
@@ -54,6 +58,27 @@ pub struct Policy {
     pub deny_exe: Vec<String>,
     /// Real uids allowed to run with effective uid 0 (`None`: no rule).
     pub root_uids: Option<BTreeSet<u32>>,
+    /// Listeners allowed, as (protocol, port), `None` for `*` (`None`: no rule).
+    pub allow_listen: Option<Vec<(Option<String>, Option<u16>)>>,
+}
+
+/// One `allow_listen` entry: `tcp:22`, `udp:*`, `*:53`.
+fn listener(key: &str, v: &str) -> Result<(Option<String>, Option<u16>), PolicyError> {
+    let bad = || PolicyError::Key {
+        key: key.into(),
+        what: format!("{v:?} is not PROTO:PORT (PROTO tcp, udp or *; PORT 0-65535 or *)"),
+    };
+    let (proto, port) = v.split_once(':').ok_or_else(bad)?;
+    let proto = match proto {
+        "*" => None,
+        "tcp" | "udp" => Some(proto.to_string()),
+        _ => return Err(bad()),
+    };
+    let port = match port {
+        "*" => None,
+        n => Some(n.parse::<u16>().map_err(|_| bad())?),
+    };
+    Ok((proto, port))
 }
 
 fn strings(key: &str, v: &toml::Value) -> Result<Vec<String>, PolicyError> {
@@ -97,12 +122,20 @@ impl Policy {
                         .collect::<Result<BTreeSet<u32>, _>>()?;
                     p.root_uids = Some(uids);
                 }
-                other => {
-                    return Err(PolicyError::Key {
-                        key: other.into(),
-                        what: "unknown key (the keys are deny_names, deny_exe, root_uids)".into(),
-                    })
+                "allow_listen" => {
+                    p.allow_listen = Some(
+                        strings(key, v)?
+                            .iter()
+                            .map(|e| listener(key, e))
+                            .collect::<Result<_, _>>()?,
+                    )
                 }
+                other => return Err(PolicyError::Key {
+                    key: other.into(),
+                    what:
+                        "unknown key (the keys are deny_names, deny_exe, root_uids, allow_listen)"
+                            .into(),
+                }),
             }
         }
         Ok(p)
@@ -121,6 +154,16 @@ impl Policy {
             )));
         }
         Policy::parse(&std::fs::read_to_string(path).map_err(io)?)
+    }
+
+    /// True when the policy has no `allow_listen` rule or lets `proto` (`tcp`, `udp`)
+    /// listen on `port`.
+    pub fn listen_allowed(&self, proto: &str, port: u16) -> bool {
+        self.allow_listen.as_ref().is_none_or(|rules| {
+            rules.iter().any(|(p, n)| {
+                p.as_deref().is_none_or(|p| p == proto) && n.is_none_or(|n| n == port)
+            })
+        })
     }
 
     /// The `deny_exe` glob that `path` matches.
@@ -198,5 +241,22 @@ mod tests {
             Policy::parse("deny_names = [").unwrap_err(),
             PolicyError::Toml(_)
         ));
+    }
+
+    #[test]
+    fn listeners() {
+        assert!(Policy::default().listen_allowed("tcp", 4444));
+        let p = Policy::parse("allow_listen = [\"tcp:22\", \"udp:*\", \"*:53\"]").unwrap();
+        assert!(p.listen_allowed("tcp", 22));
+        assert!(p.listen_allowed("udp", 4444));
+        assert!(p.listen_allowed("tcp", 53));
+        assert!(!p.listen_allowed("tcp", 4444));
+        assert!(!Policy::parse("allow_listen = []")
+            .unwrap()
+            .listen_allowed("tcp", 22));
+        for bad in ["tcp", "sctp:1", "tcp:70000", "tcp:x"] {
+            let e = Policy::parse(&format!("allow_listen = [\"{bad}\"]")).unwrap_err();
+            assert!(e.to_string().contains("PROTO:PORT"), "{e}");
+        }
     }
 }

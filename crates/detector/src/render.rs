@@ -8,6 +8,7 @@ use std::fmt::Write as _;
 
 use serde_json::{json, Value};
 use vmi_core::arch::x86_64::PagingMode;
+use vmi_core::kernel::sockets::Socket;
 use vmi_core::kernel::{Module, Process};
 
 use crate::checks::Report;
@@ -128,6 +129,74 @@ pub fn ps_json(procs: &[Process], exes: &[Option<String>]) -> Value {
             .map(|(i, p)| process_json(p, exes.get(i).and_then(Option::as_ref)))
             .collect(),
     )
+}
+
+/// An address and port as `ss` writes them (`[::1]:22` for IPv6).
+pub fn endpoint((ip, port): &(std::net::IpAddr, u16)) -> String {
+    match ip {
+        std::net::IpAddr::V4(a) => format!("{a}:{port}"),
+        std::net::IpAddr::V6(a) => format!("[{a}]:{port}"),
+    }
+}
+
+/// One socket of one process as JSON.
+pub fn socket_json(p: &Process, s: &Socket) -> Value {
+    json!({
+        "pid": p.pid,
+        "comm": guest_str(&p.comm),
+        "fd": s.fd,
+        "inode": s.inode,
+        "family": if s.family == vmi_core::kernel::sockets::AF_INET6 { "ipv6" } else { "ipv4" },
+        "protocol": s.protocol_name(),
+        "state": s.state_name(),
+        "state_code": s.state,
+        "listening": s.is_listening(),
+        "local_address": s.local.0.to_string(),
+        "local_port": s.local.1,
+        "remote_address": s.remote.0.to_string(),
+        "remote_port": s.remote.1,
+    })
+}
+
+/// `sockets` as JSON: one object per socket.
+pub fn sockets_json(rows: &[(&Process, Vec<Socket>)]) -> Value {
+    Value::Array(
+        rows.iter()
+            .flat_map(|(p, socks)| socks.iter().map(|s| socket_json(p, s)))
+            .collect(),
+    )
+}
+
+/// `sockets` as text, as `ss -tuanp` would show them.
+pub fn sockets_text(rows: &[(&Process, Vec<Socket>)]) -> String {
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        "{:<7} {:<12} {:<45} {:<45} {:>7} {:>4} {:>10} COMM",
+        "PROTO", "STATE", "LOCAL", "REMOTE", "PID", "FD", "INODE"
+    );
+    for (p, socks) in rows {
+        for k in socks {
+            let proto = if k.family == vmi_core::kernel::sockets::AF_INET6 {
+                format!("{}6", k.protocol_name())
+            } else {
+                k.protocol_name()
+            };
+            let _ = writeln!(
+                s,
+                "{:<7} {:<12} {:<45} {:<45} {:>7} {:>4} {:>10} {}",
+                proto,
+                k.state_name(),
+                endpoint(&k.local),
+                endpoint(&k.remote),
+                p.pid,
+                k.fd,
+                k.inode,
+                guest_str(&p.comm)
+            );
+        }
+    }
+    s
 }
 
 /// `ps` as text, as a table or a tree (children under their parent).

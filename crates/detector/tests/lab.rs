@@ -17,7 +17,11 @@
 //!   system call, vector, hooked function, hook point, chain, table and owner.
 //!   Volatility 3's tracing, netfilter, keyboard_notifiers, tty_check, check_afinfo
 //!   and process_spoofing plugins run on the ELF dump of the hooked guest: the
-//!   detector must report every hook they do and both spoofed processes.
+//!   detector must report every hook they do and both spoofed processes. With nc
+//!   listeners and a connected pair up, `sockets` must list what the guest's /proc/net
+//!   lists, with the pids its /proc/PID/fd give, `allow_listen` must flag the listeners
+//!   it does not allow, and every TCP/UDP socket of Volatility's sockstat must be listed.
+//!   The clean guests of the other kernels compare `sockets` with /proc/net too.
 //! - `clean_guests_raise_nothing`: every other kernel of the lab's matrix (5.10, 7.2,
 //!   newest 7.x; no attack modules: 7.x headers need gcc-16, which this machine lacks)
 //!   booted once: `check` live and on an ELF dump finds nothing and no check fails;
@@ -511,20 +515,7 @@ fn policy(
 ) -> Vec<String> {
     let mut problems = Vec::new();
     let file = dir.join("policy.toml");
-    let run_with = |guest: &mut Guest, text: &str| {
-        std::fs::write(&file, text).unwrap();
-        d.live(
-            guest,
-            &[
-                "--json",
-                "--policy",
-                file.to_str().unwrap(),
-                "check",
-                "--check",
-                "policy",
-            ],
-        )
-    };
+    let run_with = |guest: &mut Guest, text: &str| run_policy(d, guest, &file, text);
     let user = |p: &&vmi_lab::truth::Process| !p.is_kernel_thread();
     let sleeper = pid_of(truth, "lab-sleeper");
     let chains: Vec<u32> = truth.by_comm("lab-chain").map(|p| p.pid).collect();
@@ -565,6 +556,22 @@ fn policy(
         &[],
     ));
     problems
+}
+
+/// `check --check policy` on the live guest with `text` written to the policy `file`.
+fn run_policy(d: &Detector, guest: &mut Guest, file: &Path, text: &str) -> Run {
+    std::fs::write(file, text).unwrap();
+    d.live(
+        guest,
+        &[
+            "--json",
+            "--policy",
+            file.to_str().unwrap(),
+            "check",
+            "--check",
+            "policy",
+        ],
+    )
 }
 
 fn insmod(kernel: &str, guest: &mut Guest, line: &str) {
@@ -779,6 +786,11 @@ fn attack(lab: &Lab, kernel: &str) -> Vec<String> {
     // 8b. processes renamed (comm) and with rewritten arguments (argv[0])
     let spoofed = spoofed_processes(kernel, &d, &mut guest, &mut wants);
     problems.extend(spoofed.1);
+    // 8c. sockets: nc listeners and a connected pair, listed as the guest lists them,
+    // and a policy that does not allow two of the listeners
+    problems.extend(start_sockets(kernel, &mut guest));
+    problems.extend(sockets_match(kernel, &d, &mut guest));
+    problems.extend(listen_policy(kernel, &d, &mut guest, profiles.path()));
 
     // the same from an ELF dump, and what Volatility 3 finds there
     let dump = tempfile::tempdir().expect("tempdir");
@@ -790,6 +802,7 @@ fn attack(lab: &Lab, kernel: &str) -> Vec<String> {
     problems.extend(volatility_tracing(&vol, &run));
     problems.extend(volatility_tables(&vol, &run));
     problems.extend(volatility_spoofing(&vol, &run, spoofed.0));
+    problems.extend(volatility_sockets(&vol, &d));
 
     // 9. a busy process hidden from the tasks list and the pid namespace alike: only
     // the runqueue of the CPU it runs on names it. The guest's one CPU runs it nearly
@@ -856,6 +869,8 @@ fn clean_guests_raise_nothing() {
         guest.resume().expect("resume");
         problems.extend(tracing_walkers(&label, &d, &mut guest, profiles.path()));
         problems.extend(hook_table_walkers(&label, &mut guest, profiles.path()));
+        problems.extend(start_sockets(&label, &mut guest));
+        problems.extend(sockets_match(&label, &d, &mut guest));
         let run = d.live(&mut guest, &["--json", "check"]);
         problems.extend(expect_exactly(&format!("{label} live"), &run, &[]));
         let dump = tempfile::tempdir().expect("tempdir");
@@ -1539,6 +1554,224 @@ fn spoofed_processes(
         }
     }
     ((renamed, rewritten), problems)
+}
+
+/// Internet sockets in the guest: busybox `nc` listening on TCP 4444 (IPv6, dual
+/// stack), the lab worker bound to UDP 5555 (IPv4; busybox's nc has no UDP), and a
+/// connected TCP pair (an IPv4 client to an nc listening on 4445, which nc closes once
+/// it accepts), the loopback brought up first.
+fn start_sockets(label: &str, guest: &mut Guest) -> Vec<String> {
+    let out = guest.sh("ip link set lo up; \
+         sleep 100000 2>/dev/null | nc -l -p 4444 >/dev/null 2>&1 & \
+         /bin/lab-sleeper udp 5555 </dev/null >/dev/null 2>&1 & \
+         sleep 100000 2>/dev/null | nc -l -p 4445 >/dev/null 2>&1 & sleep 1; \
+         sleep 100000 2>/dev/null | nc 127.0.0.1 4445 >/dev/null 2>&1 & sleep 1; echo started");
+    match out {
+        Ok(o) if o.lines.last().map(String::as_str) == Some("started") => Vec::new(),
+        o => vec![format!("{label}: starting the sockets: {o:?}")],
+    }
+}
+
+/// One socket as "proto local remote state inode pid", from the guest's /proc/net.
+type SocketRow = String;
+
+/// The guest's own view: every socket of `/proc/net/{tcp,tcp6,udp,udp6}` with an inode,
+/// once per process holding it (`/proc/PID/fd` links `socket:[INODE]`).
+fn guest_sockets(label: &str, guest: &mut Guest) -> Result<BTreeSet<SocketRow>, String> {
+    let out = guest
+        .sh(
+            "for f in tcp tcp6 udp udp6; do sed 1d /proc/net/$f | sed \"s/^/$f /\"; done; \
+             for l in /proc/[0-9]*/fd/*; do t=$(readlink $l 2>/dev/null); \
+             case $t in socket:*) echo \"fd $l $t\";; esac; done",
+        )
+        .map_err(|e| format!("{label}: reading /proc/net: {e}"))?;
+    let mut pids: std::collections::BTreeMap<u64, BTreeSet<u32>> = Default::default();
+    let mut rows = Vec::new();
+    for line in &out.lines {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        if f.first() == Some(&"fd") && f.len() == 3 {
+            let pid = f[1].split('/').nth(2).and_then(|p| p.parse().ok());
+            let ino = f[2]
+                .trim_start_matches("socket:[")
+                .trim_end_matches(']')
+                .parse()
+                .ok();
+            if let (Some(pid), Some(ino)) = (pid, ino) {
+                pids.entry(ino).or_default().insert(pid);
+            }
+        } else if f.len() > 10 {
+            rows.push((f[0], f[2], f[3], f[4], f[10]));
+        }
+    }
+    let addr = |a: &str| -> Option<String> {
+        let (ip, port) = a.split_once(':')?;
+        let port = u16::from_str_radix(port, 16).ok()?;
+        let words: Vec<[u8; 4]> = (0..ip.len() / 8)
+            .map(|i| u32::from_str_radix(&ip[i * 8..i * 8 + 8], 16).map(u32::to_le_bytes))
+            .collect::<Result<_, _>>()
+            .ok()?;
+        Some(match words.len() {
+            1 => format!("{}:{port}", std::net::Ipv4Addr::from(words[0])),
+            4 => {
+                let b: Vec<u8> = words.concat();
+                let b: [u8; 16] = b.try_into().ok()?;
+                format!("[{}]:{port}", std::net::Ipv6Addr::from(b))
+            }
+            _ => return None,
+        })
+    };
+    let mut set = BTreeSet::new();
+    for (file, local, remote, st, ino) in rows {
+        let ino: u64 = ino.parse().map_err(|_| format!("{label}: inode {ino}"))?;
+        if ino == 0 {
+            continue;
+        }
+        let (Some(l), Some(r), Ok(st)) = (addr(local), addr(remote), u8::from_str_radix(st, 16))
+        else {
+            return Err(format!(
+                "{label}: /proc/net/{file} line {local} {remote} {st}"
+            ));
+        };
+        for pid in pids.get(&ino).into_iter().flatten() {
+            set.insert(format!("{file} {l} {r} {st} {ino} {pid}"));
+        }
+    }
+    Ok(set)
+}
+
+/// The detector's `sockets --json` in the same form as [`guest_sockets`].
+fn detector_sockets(run: &Run) -> BTreeSet<SocketRow> {
+    let mut set = BTreeSet::new();
+    for s in run.json().as_array().into_iter().flatten() {
+        let v6 = s["family"] == "ipv6";
+        let ep = |a: &Value, p: &Value| {
+            if v6 {
+                format!("[{}]:{}", a.as_str().unwrap_or(""), p)
+            } else {
+                format!("{}:{}", a.as_str().unwrap_or(""), p)
+            }
+        };
+        set.insert(format!(
+            "{}{} {} {} {} {} {}",
+            s["protocol"].as_str().unwrap_or(""),
+            if v6 { "6" } else { "" },
+            ep(&s["local_address"], &s["local_port"]),
+            ep(&s["remote_address"], &s["remote_port"]),
+            s["state_code"],
+            s["inode"],
+            s["pid"]
+        ));
+    }
+    set
+}
+
+/// `sockets` lists exactly the guest's /proc/net sockets with their processes, and
+/// has the nc listeners and the connected pair (they stay as they are between the
+/// guest's read and the detector's).
+fn sockets_match(label: &str, d: &Detector, guest: &mut Guest) -> Vec<String> {
+    let mut problems = Vec::new();
+    let want = match guest_sockets(label, guest) {
+        Ok(w) => w,
+        Err(e) => return vec![e],
+    };
+    let run = d.live(guest, &["--json", "sockets"]);
+    if run.code != 0 {
+        return vec![format!(
+            "{label}: sockets: exit {}: {}",
+            run.code, run.stderr
+        )];
+    }
+    let got = detector_sockets(&run);
+    for w in want.difference(&got) {
+        problems.push(format!(
+            "{label}: the guest has socket {w}, the detector not"
+        ));
+    }
+    for g in got.difference(&want) {
+        problems.push(format!(
+            "{label}: the detector lists socket {g}, the guest not"
+        ));
+    }
+    let listens = |p: &str, port: &str| want.iter().any(|w| w.contains(p) && w.contains(port));
+    if !(listens("tcp", ":4444 ") && listens("udp", ":5555 ") && listens(" 1 ", ":4445 ")) {
+        problems.push(format!(
+            "{label}: the nc sockets are not all there: {want:#?}"
+        ));
+    }
+    eprintln!("{label}: {} sockets, as the guest lists them", want.len());
+    problems
+}
+
+/// `allow_listen` in a policy: the listeners on 4444 (tcp) and 5555 (udp) are the
+/// findings of a policy that allows only tcp:4445 and tcp:22; allowing `*:*` finds
+/// nothing.
+fn listen_policy(label: &str, d: &Detector, guest: &mut Guest, dir: &Path) -> Vec<String> {
+    let file = dir.join("listen.toml");
+    let mut problems = Vec::new();
+    for (text, wants) in [
+        (
+            "allow_listen = [\"tcp:22\", \"tcp:4445\"]\n",
+            vec![
+                want("nc listening on tcp 4444", "policy", |e| {
+                    e["rule"] == "allow_listen" && e["protocol"] == "tcp" && e["port"] == 4444
+                }),
+                want("nc bound to udp 5555", "policy", |e| {
+                    e["rule"] == "allow_listen" && e["protocol"] == "udp" && e["port"] == 5555
+                }),
+            ],
+        ),
+        ("allow_listen = [\"*:*\"]\n", vec![]),
+    ] {
+        let run = run_policy(d, guest, &file, text);
+        problems.extend(expect_exactly(
+            &format!("{label} {}", text.trim()),
+            &run,
+            &wants,
+        ));
+    }
+    problems
+}
+
+/// Volatility 3's `linux.sockstat` on the ELF dump: every TCP and UDP socket of the
+/// IPv4 and IPv6 families it lists (by pid, fd and local port) is in the detector's
+/// `sockets` on the same dump.
+fn volatility_sockets(v: &Volatility, d: &Detector) -> Vec<String> {
+    let kernel = v.kernel.as_str();
+    let run = d.run(&["--dump", v.elf.to_str().unwrap()], &["--json", "sockets"]);
+    let ours = run.json();
+    let ours = ours.as_array().cloned().unwrap_or_default();
+    let mut problems = Vec::new();
+    let rows = v.rows("linux.sockstat");
+    // a string in Volatility's JSON
+    let port = |v: &Value| {
+        v.as_str()
+            .map(str::to_string)
+            .or_else(|| v.as_u64().map(|n| n.to_string()))
+    };
+    let mut seen = 0;
+    for r in rows.iter().filter(|r| {
+        matches!(r["Family"].as_str(), Some("AF_INET" | "AF_INET6"))
+            && matches!(r["Proto"].as_str(), Some("TCP" | "UDP"))
+    }) {
+        seen += 1;
+        let ok = ours.iter().any(|s| {
+            s["pid"] == r["PID"]
+                && s["fd"] == r["FD"]
+                && Some(s["local_port"].to_string().as_str()) == port(&r["Source Port"]).as_deref()
+                && s["protocol"].as_str().map(str::to_uppercase).as_deref() == r["Proto"].as_str()
+        });
+        if !ok {
+            problems.push(format!(
+                "{kernel}: Volatility's sockstat lists a socket the detector does not: {r}"
+            ));
+        }
+    }
+    if seen == 0 {
+        problems.push(format!(
+            "{kernel}: Volatility's sockstat lists no TCP or UDP socket"
+        ));
+    }
+    problems
 }
 
 /// Volatility 3's `linux.malware.process_spoofing` on the ELF dump: it must flag the

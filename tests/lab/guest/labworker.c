@@ -23,6 +23,7 @@
  *                            the parent keeps NAME and runs forever
  *   NAME spoof-comm NEW      rename itself to NEW (prctl PR_SET_NAME), then sleep
  *   NAME spoof-argv NEW      overwrite its argument area with NEW (argv[0] only), sleep
+ *   NAME udp PORT            bind a UDP socket to 0.0.0.0:PORT, then sleep
  *
  * Wire format (lab channel and `truth`): one record per line, "kind key=value ...";
  * values escape every byte outside 0x21..0x7e, and '%', as %XX. Blocks:
@@ -47,6 +48,9 @@
 #include <string.h>
 #include <sys/mount.h>
 #include <sys/prctl.h>
+#include <sys/socket.h>
+#include <netinet/in.h>
+#include <arpa/inet.h>
 #include <sys/reboot.h>
 #include <sys/stat.h>
 #include <sys/types.h>
@@ -701,6 +705,17 @@ int main(int argc, char **argv)
 	} else if (strcmp(mode, "churn") == 0) {
 		churn(n);
 		return 0;
+	} else if (strcmp(mode, "udp") == 0) {
+		int fd = socket(AF_INET, SOCK_DGRAM, 0);
+		struct sockaddr_in sin;
+		memset(&sin, 0, sizeof sin);
+		sin.sin_family = AF_INET;
+		sin.sin_port = htons((unsigned short)n);
+		if (fd < 0 || bind(fd, (struct sockaddr *)&sin, sizeof sin) != 0) {
+			perror("udp");
+			return 1;
+		}
+		sleep_forever();
 	} else if (strcmp(mode, "spoof-comm") == 0 && argc > 2) {
 		/* process spoofing: rename itself (comm) without exec */
 		prctl(PR_SET_NAME, argv[2], 0, 0, 0);

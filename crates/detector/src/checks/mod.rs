@@ -18,7 +18,7 @@
 //! | `tty` ([`tty`]) | the operations of tty line disciplines, tty drivers and open ttys with kernel text |
 //! | `afinfo` ([`afinfo`]) | the seq_file operations of `/proc/net/{tcp,udp,raw}*` with kernel text |
 //! | `spoofing` ([`spoofing`]) | each user process's `comm` and `argv[0]` with its executable and the file name it was executed by |
-//! | `policy` ([`policy`]) | processes with the policy file (names, executables, who may be root); only with a policy |
+//! | `policy` ([`policy`]) | processes with the policy file (names, executables, who may be root, listening sockets); only with a policy |
 //! | `kernel-text` ([`text`]) | `.text` and `.rodata` with the kernel image, patch sites accounted for; only with an image |
 //!
 //! [`Scan`] reads what several checks share (processes, modules, module kobjects,

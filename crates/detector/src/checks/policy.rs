@@ -1,6 +1,7 @@
 //! `policy`: what the policy file ([`crate::policy::Policy`]) forbids: process names,
 //! executables (read from `mm->exe_file`, the path rebuilt across mounts), and root
-//! processes of users not allowed to be root. Kernel threads are not checked.
+//! processes of users not allowed to be root, listening sockets not allowed (read from
+//! each process's open files). Kernel threads are not checked.
 
 use vmi_core::memory::PhysicalMemory;
 
@@ -63,6 +64,42 @@ pub fn run<M: PhysicalMemory>(
                     Severity::Low,
                     format!(
                         "the executable of process {} ({comm}) cannot be read, so the policy cannot be applied to it: {e}",
+                        p.pid
+                    ),
+                )),
+            }
+        }
+        if policy.allow_listen.is_some() {
+            match scan.kernel.sockets(p.task) {
+                Ok(socks) => {
+                    for s in socks.iter().filter(|s| s.is_listening()) {
+                        let proto = s.protocol_name();
+                        if policy.listen_allowed(&proto, s.local.1) {
+                            continue;
+                        }
+                        let local = crate::render::endpoint(&s.local);
+                        let mut f = base(
+                            "allow_listen",
+                            Severity::Medium,
+                            format!(
+                                "process {} ({comm}) listens on {proto} {local}, which the policy does not allow",
+                                p.pid
+                            ),
+                        )
+                        .text("protocol", proto.clone())
+                        .text("local", local.clone())
+                        .num("port", u64::from(s.local.1))
+                        .num("fd", u64::from(s.fd))
+                        .num("inode", s.inode);
+                        f.key = format!("{NAME}:allow_listen:{id}:{proto}:{local}");
+                        findings.push(f);
+                    }
+                }
+                Err(e) => findings.push(base(
+                    "allow_listen",
+                    Severity::Low,
+                    format!(
+                        "the open files of process {} ({comm}) cannot be read, so the policy cannot be applied to its sockets: {e}",
                         p.pid
                     ),
                 )),

@@ -34,6 +34,7 @@ pub mod objects;
 pub mod pidns;
 pub mod procnet;
 pub mod profiles;
+pub mod sockets;
 pub mod syscalls;
 pub mod tracepoints;
 pub mod tty;

@@ -91,6 +91,7 @@ pub const TYPES: &[NeededType] = &[
             f(&["stack"]),
             f(&["on_cpu"]),
             f(&["exit_state"]),
+            f(&["files"]),
         ],
     },
     NeededType {
@@ -199,7 +200,47 @@ pub const TYPES: &[NeededType] = &[
     },
     NeededType {
         name: "file",
-        fields: &[f(&["f_path"])],
+        fields: &[
+            f(&["f_path"]),
+            f(&["f_op"]),
+            f(&["private_data"]),
+            f(&["f_inode"]),
+        ],
+    },
+    // open files and the internet sockets among them
+    NeededType {
+        name: "files_struct",
+        fields: &[f(&["fdt"])],
+    },
+    NeededType {
+        name: "fdtable",
+        fields: &[f(&["max_fds"]), f(&["fd"])],
+    },
+    NeededType {
+        name: "inode",
+        fields: &[f(&["i_ino"])],
+    },
+    NeededType {
+        name: "socket",
+        fields: &[f(&["sk"])],
+    },
+    NeededType {
+        name: "sock",
+        fields: &[f(&["__sk_common"]), f(&["sk_protocol"]), f(&["sk_type"])],
+    },
+    // IPv6 addresses with CONFIG_IPV6
+    NeededType {
+        name: "sock_common",
+        fields: &[
+            f(&["skc_family"]),
+            f(&["skc_state"]),
+            f(&["skc_rcv_saddr"]),
+            f(&["skc_daddr"]),
+            f(&["skc_num"]),
+            f(&["skc_dport"]),
+            opt(&["skc_v6_rcv_saddr"]),
+            opt(&["skc_v6_daddr"]),
+        ],
     },
     // crossing mount points on the way from a dentry to the root
     NeededType {
@@ -479,6 +520,8 @@ pub const SYMBOLS: &[NeededSymbol] = &[
     opt_sym(&["arp_seq_ops"]),
     opt_sym(&["unix_seq_ops"]),
     opt_sym(&["packet_seq_ops"]),
+    // a file is a socket when its f_op is this
+    sym(&["socket_file_ops"]),
 ];
 
 #[cfg(test)]

@@ -1,0 +1,292 @@
+//! The internet sockets a process holds open: what `ss -tulpn` shows, from outside.
+//!
+//! A process's open files are `task->files->fdt->fd[0..max_fds]`; a file is a socket
+//! when its `f_op` is `socket_file_ops`, and then `private_data` is its `struct socket`,
+//! whose `sk` is the `struct sock`. Its `sock_common` (`sock.__sk_common`) holds the
+//! family, state, addresses and ports (`skc_rcv_saddr`/`skc_num` local,
+//! `skc_daddr`/`skc_dport` remote; IPv6 in `skc_v6_rcv_saddr`/`skc_v6_daddr`), and
+//! the socket's inode number (`file->f_inode->i_ino`) is the one `/proc/net/tcp` and
+//! `/proc/PID/fd` show. Only `AF_INET` and `AF_INET6` sockets are returned.
+//!
+//! Bounded: at most [`MAX_FDS`] descriptors per process (the kernel's `NR_OPEN`), read
+//! in pages; a pointer that is not a kernel address is an error naming it.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+use crate::addr::Va;
+use crate::kernel::layout::field;
+use crate::kernel::objects::{is_kernel_va, read_err};
+use crate::kernel::{Kernel, KernelError};
+use crate::memory::{PhysicalMemory, VirtualMemory};
+use crate::profile::Profile;
+
+/// Most file descriptors read per process (`NR_OPEN`).
+pub const MAX_FDS: usize = 1 << 20;
+/// `AF_INET`.
+pub const AF_INET: u16 = 2;
+/// `AF_INET6`.
+pub const AF_INET6: u16 = 10;
+/// `TCP_LISTEN`.
+pub const TCP_LISTEN: u8 = 10;
+/// `TCP_CLOSE` (also an unconnected UDP socket).
+pub const TCP_CLOSE: u8 = 7;
+/// `TCP_ESTABLISHED` (also a connected UDP socket).
+pub const TCP_ESTABLISHED: u8 = 1;
+
+/// Offsets the socket walk uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SocketLayout {
+    task_files: u64,
+    files_fdt: u64,
+    fdt_max_fds: u64,
+    fdt_fd: u64,
+    file_op: u64,
+    file_private: u64,
+    file_inode: u64,
+    inode_ino: u64,
+    socket_sk: u64,
+    sk_common: u64,
+    sk_protocol: u64,
+    sk_type: u64,
+    family: u64,
+    state: u64,
+    rcv_saddr: u64,
+    daddr: u64,
+    num: u64,
+    dport: u64,
+    v6_rcv_saddr: Option<u64>,
+    v6_daddr: Option<u64>,
+}
+
+impl SocketLayout {
+    /// Resolve the offsets from a profile.
+    pub fn from_profile(p: &Profile) -> Result<SocketLayout, KernelError> {
+        let skc = |n: &'static str| field(p, "sock_common", &[n]);
+        Ok(SocketLayout {
+            task_files: field(p, "task_struct", &["files"])?,
+            files_fdt: field(p, "files_struct", &["fdt"])?,
+            fdt_max_fds: field(p, "fdtable", &["max_fds"])?,
+            fdt_fd: field(p, "fdtable", &["fd"])?,
+            file_op: field(p, "file", &["f_op"])?,
+            file_private: field(p, "file", &["private_data"])?,
+            file_inode: field(p, "file", &["f_inode"])?,
+            inode_ino: field(p, "inode", &["i_ino"])?,
+            socket_sk: field(p, "socket", &["sk"])?,
+            sk_common: field(p, "sock", &["__sk_common"])?,
+            sk_protocol: field(p, "sock", &["sk_protocol"])?,
+            sk_type: field(p, "sock", &["sk_type"])?,
+            family: skc("skc_family")?,
+            state: skc("skc_state")?,
+            rcv_saddr: skc("skc_rcv_saddr")?,
+            daddr: skc("skc_daddr")?,
+            num: skc("skc_num")?,
+            dport: skc("skc_dport")?,
+            v6_rcv_saddr: field(p, "sock_common", &["skc_v6_rcv_saddr"]).ok(),
+            v6_daddr: field(p, "sock_common", &["skc_v6_daddr"]).ok(),
+        })
+    }
+}
+
+/// An internet socket a process holds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Socket {
+    /// The file descriptor.
+    pub fd: u32,
+    /// The socket's inode number (`socket:[N]` in `/proc/PID/fd`).
+    pub inode: u64,
+    /// Its `struct sock`.
+    pub sock: Va,
+    /// `AF_INET` or `AF_INET6`.
+    pub family: u16,
+    /// `sk_protocol` (`IPPROTO_TCP` 6, `IPPROTO_UDP` 17, ...).
+    pub protocol: u16,
+    /// `sk_type` (`SOCK_STREAM` 1, `SOCK_DGRAM` 2, `SOCK_RAW` 3).
+    pub sock_type: u16,
+    /// `skc_state` (TCP states; UDP: 7 unconnected, 1 connected).
+    pub state: u8,
+    /// Local address and port.
+    pub local: (IpAddr, u16),
+    /// Remote address and port (unspecified and 0 when not connected).
+    pub remote: (IpAddr, u16),
+}
+
+impl Socket {
+    /// `tcp`, `udp`, `raw`, ... (`ipproto-N` for others).
+    pub fn protocol_name(&self) -> String {
+        match (self.protocol, self.sock_type) {
+            (6, _) => "tcp".into(),
+            (17, _) => "udp".into(),
+            (136, _) => "udplite".into(),
+            (_, 3) => "raw".into(),
+            (132, _) => "sctp".into(),
+            (262, _) => "mptcp".into(),
+            (p, _) => format!("ipproto-{p}"),
+        }
+    }
+
+    /// True for a socket that waits for peers: TCP in `LISTEN`, a UDP socket bound to
+    /// a port and not connected.
+    pub fn is_listening(&self) -> bool {
+        match self.protocol {
+            6 | 132 | 262 => self.state == TCP_LISTEN,
+            17 | 136 => self.state == TCP_CLOSE && self.local.1 != 0,
+            _ => false,
+        }
+    }
+
+    /// The TCP state's name (`LISTEN`, `ESTABLISHED`, ...; UDP `UNCONN` and
+    /// `ESTABLISHED`, as `ss` says).
+    pub fn state_name(&self) -> &'static str {
+        const TCP: [&str; 13] = [
+            "UNKNOWN",
+            "ESTABLISHED",
+            "SYN-SENT",
+            "SYN-RECV",
+            "FIN-WAIT-1",
+            "FIN-WAIT-2",
+            "TIME-WAIT",
+            "CLOSE",
+            "CLOSE-WAIT",
+            "LAST-ACK",
+            "LISTEN",
+            "CLOSING",
+            "NEW-SYN-RECV",
+        ];
+        if matches!(self.protocol, 17 | 136) && self.state == TCP_CLOSE {
+            return "UNCONN";
+        }
+        TCP.get(usize::from(self.state))
+            .copied()
+            .unwrap_or("UNKNOWN")
+    }
+}
+
+impl<M: PhysicalMemory> Kernel<M> {
+    /// The internet sockets among the open files of the process whose group leader is
+    /// `task` (none for a process without a file table, e.g. one exiting).
+    pub fn sockets(&self, task: Va) -> Result<Vec<Socket>, KernelError> {
+        let sl = SocketLayout::from_profile(&self.profile)?;
+        let ops = self.symbol("socket_file_ops")?;
+        let files = self.ptr(task.0.wrapping_add(sl.task_files), "task_struct.files")?;
+        if files == 0 {
+            return Ok(Vec::new());
+        }
+        let fdt = self.ptr(files.wrapping_add(sl.files_fdt), "files_struct.fdt")?;
+        if fdt == 0 {
+            return Ok(Vec::new());
+        }
+        let max = self
+            .space
+            .read_u32(Va(fdt.wrapping_add(sl.fdt_max_fds)))
+            .map_err(read_err("fdtable.max_fds"))? as usize;
+        if max > MAX_FDS {
+            return Err(KernelError::TooLong {
+                what: "fdtable.fd",
+                max: MAX_FDS,
+            });
+        }
+        let array = self.ptr(fdt.wrapping_add(sl.fdt_fd), "fdtable.fd")?;
+        if array == 0 {
+            return Ok(Vec::new());
+        }
+        let mut out = Vec::new();
+        let mut chunk = [0u8; 4096];
+        for first in (0..max).step_by(512) {
+            let n = (max - first).min(512);
+            let buf = &mut chunk[..n * 8];
+            self.space
+                .read_virt(Va(array.wrapping_add(first as u64 * 8)), buf)
+                .map_err(read_err("fdtable.fd[]"))?;
+            for (i, e) in buf.chunks_exact(8).enumerate() {
+                let file = u64::from_le_bytes(e.try_into().unwrap_or([0; 8]));
+                if file == 0 {
+                    continue;
+                }
+                if !is_kernel_va(file) {
+                    return Err(KernelError::BadPointer {
+                        what: "fdtable.fd[]",
+                        value: file,
+                    });
+                }
+                if self.ptr(file.wrapping_add(sl.file_op), "file.f_op")? != ops.0 {
+                    continue;
+                }
+                if let Some(s) = self.socket_of(file, (first + i) as u32, &sl)? {
+                    out.push(s);
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// The internet socket behind the socket file `file`, `None` for other families.
+    fn socket_of(
+        &self,
+        file: u64,
+        fd: u32,
+        sl: &SocketLayout,
+    ) -> Result<Option<Socket>, KernelError> {
+        let socket = self.ptr(file.wrapping_add(sl.file_private), "file.private_data")?;
+        let sk = if socket == 0 {
+            0
+        } else {
+            self.ptr(socket.wrapping_add(sl.socket_sk), "socket.sk")?
+        };
+        if sk == 0 {
+            return Ok(None);
+        }
+        let common = sk.wrapping_add(sl.sk_common);
+        let u16_at = |base: u64, off: u64, what: &'static str| {
+            self.space
+                .read_u16(Va(base.wrapping_add(off)))
+                .map_err(read_err(what))
+        };
+        let family = u16_at(common, sl.family, "sock_common.skc_family")?;
+        if family != AF_INET && family != AF_INET6 {
+            return Ok(None);
+        }
+        let bytes = |off: u64, n: usize, what: &'static str| {
+            self.space
+                .read_bytes(Va(common.wrapping_add(off)), n)
+                .map_err(read_err(what))
+        };
+        let addr = |v4: u64, v6: Option<u64>, what: &'static str| -> Result<IpAddr, KernelError> {
+            match (family, v6) {
+                (AF_INET6, Some(off)) => {
+                    let b: [u8; 16] = bytes(off, 16, what)?.try_into().unwrap_or([0; 16]);
+                    Ok(IpAddr::V6(Ipv6Addr::from(b)))
+                }
+                _ => {
+                    let b: [u8; 4] = bytes(v4, 4, what)?.try_into().unwrap_or([0; 4]);
+                    Ok(IpAddr::V4(Ipv4Addr::from(b)))
+                }
+            }
+        };
+        let inode = self.ptr(file.wrapping_add(sl.file_inode), "file.f_inode")?;
+        let ino = if inode == 0 {
+            0
+        } else {
+            self.space
+                .read_u64(Va(inode.wrapping_add(sl.inode_ino)))
+                .map_err(read_err("inode.i_ino"))?
+        };
+        let dport = u16_at(common, sl.dport, "sock_common.skc_dport")?;
+        Ok(Some(Socket {
+            fd,
+            inode: ino,
+            sock: Va(sk),
+            family,
+            protocol: u16_at(sk, sl.sk_protocol, "sock.sk_protocol")?,
+            sock_type: u16_at(sk, sl.sk_type, "sock.sk_type")?,
+            state: bytes(sl.state, 1, "sock_common.skc_state")?[0],
+            local: (
+                addr(sl.rcv_saddr, sl.v6_rcv_saddr, "sock_common local address")?,
+                u16_at(common, sl.num, "sock_common.skc_num")?,
+            ),
+            remote: (
+                addr(sl.daddr, sl.v6_daddr, "sock_common remote address")?,
+                u16::from_be(dport),
+            ),
+        }))
+    }
+}
