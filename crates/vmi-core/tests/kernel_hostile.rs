@@ -2,8 +2,10 @@
 //! test rewrites one process's `tasks.next` in the guest's RAM file (a loop, a wild
 //! pointer, a pointer to unmapped kernel memory) and checks that the process walk fails
 //! at once with an error that says what and where, then restores the bytes: the walk and
-//! the guest work again. Also: a CR3 caught while a user process runs (the KPTI user
-//! half of its page table) does not stop discovery.
+//! the guest work again. The same for a process's argument bounds (ending before they
+//! start, far past the read bound) and its file table (more descriptors than NR_OPEN,
+//! a descriptor that is no kernel pointer). Also: a CR3 caught while a user process
+//! runs (the KPTI user half of its page table) does not stop discovery.
 
 use std::fs::OpenOptions;
 use std::os::unix::fs::FileExt;
@@ -58,15 +60,18 @@ fn corrupted_task_lists_fail_bounded_and_reported() {
         .clone();
     let l = *kernel.layout();
 
-    // where victim.tasks.next lives in the RAM file
+    // where a kernel address lives in the RAM file
+    let ram_at = |va: Va| {
+        let pa = kernel.space().translate(va).expect("translate").pa;
+        let r = *live
+            .memory_map()
+            .iter()
+            .find(|r| r.start <= pa && pa.0 + 8 <= r.end.0)
+            .expect("RAM region");
+        r.file_offset + (pa.0 - r.start.0)
+    };
     let next_va = Va(victim.task.0 + l.task_tasks);
-    let pa = kernel.space().translate(next_va).expect("translate").pa;
-    let region = *live
-        .memory_map()
-        .iter()
-        .find(|r| r.start <= pa && pa.0 + 8 <= r.end.0)
-        .expect("RAM region");
-    let file_off = region.file_offset + (pa.0 - region.start.0);
+    let file_off = ram_at(next_va);
     let ram = OpenOptions::new()
         .read(true)
         .write(true)
@@ -130,6 +135,88 @@ fn corrupted_task_lists_fail_bounded_and_reported() {
         .processes(&Limits::default())
         .expect("walk after restore");
     assert_eq!(after, before);
+
+    // a process's own memory and its open files, rewritten (each restored after)
+    let off = |ty: &str, f: &str| profile.field(ty, f).expect("field").offset;
+    let patch = |va: Va, v: &[u8], check: &dyn Fn()| {
+        let at = ram_at(va);
+        let mut old = vec![0u8; v.len()];
+        ram.read_exact_at(&mut old, at).unwrap();
+        ram.write_all_at(v, at).unwrap();
+        check();
+        ram.write_all_at(&old, at).unwrap();
+    };
+    let strings = kernel
+        .exec_strings(victim.mm)
+        .expect("exec strings")
+        .expect("a user process");
+    assert_eq!(
+        strings.argv.first().map(Vec::as_slice),
+        Some(&b"/bin/lab-sleeper"[..])
+    );
+    assert_eq!(strings.execfn.as_deref(), Some(&b"/bin/lab-sleeper"[..]));
+    let arg_start = kernel
+        .space()
+        .read_u64(Va(victim.mm.0 + off("mm_struct", "arg_start")))
+        .unwrap();
+    // 5. arguments that end before they start; ten times the bound
+    patch(
+        Va(victim.mm.0 + off("mm_struct", "arg_end")),
+        &(arg_start - 1).to_le_bytes(),
+        &|| {
+            let e = kernel.exec_strings(victim.mm).unwrap_err();
+            eprintln!("arguments: {e}");
+            assert!(matches!(e, KernelError::Corrupt { .. }), "{e}");
+        },
+    );
+    patch(
+        Va(victim.mm.0 + off("mm_struct", "arg_end")),
+        &(arg_start + 40960).to_le_bytes(),
+        &|| match kernel.exec_strings(victim.mm) {
+            Ok(Some(s)) => assert!(s.truncated),
+            Err(e) => assert!(matches!(e, KernelError::Read { .. }), "{e}"),
+            Ok(None) => panic!("no strings"),
+        },
+    );
+    assert_eq!(kernel.exec_strings(victim.mm).unwrap().unwrap(), strings);
+    // 6. a file table larger than NR_OPEN; a descriptor that is no kernel pointer
+    assert_eq!(kernel.sockets(victim.task).expect("sockets"), vec![]);
+    let files = kernel
+        .space()
+        .read_u64(Va(victim.task.0 + off("task_struct", "files")))
+        .unwrap();
+    let fdt = kernel
+        .space()
+        .read_u64(Va(files + off("files_struct", "fdt")))
+        .unwrap();
+    patch(
+        Va(fdt + off("fdtable", "max_fds")),
+        &u32::MAX.to_le_bytes(),
+        &|| {
+            let e = kernel.sockets(victim.task).unwrap_err();
+            eprintln!("file table: {e}");
+            assert!(matches!(e, KernelError::TooLong { .. }), "{e}");
+        },
+    );
+    let fd0 = kernel
+        .space()
+        .read_u64(Va(fdt + off("fdtable", "fd")))
+        .unwrap();
+    patch(Va(fd0), &0x4141_4141_4141_4141u64.to_le_bytes(), &|| {
+        let e = kernel.sockets(victim.task).unwrap_err();
+        eprintln!("descriptor: {e}");
+        assert!(
+            matches!(
+                e,
+                KernelError::BadPointer {
+                    value: 0x4141_4141_4141_4141,
+                    ..
+                }
+            ),
+            "{e}"
+        );
+    });
+    assert_eq!(kernel.sockets(victim.task).expect("sockets"), vec![]);
 
     // KPTI: the user half of a user process's page table as CR3 still finds the kernel
     let user = before
