@@ -196,6 +196,34 @@ fn comment_bits(comment: &str) -> Option<u64> {
     Some(first.parse::<u64>().ok()? * 8)
 }
 
+/// `s` without its `__attribute__((...))` parts (balanced parentheses).
+fn strip_attributes(s: &str) -> String {
+    let mut out = String::new();
+    let mut rest = s;
+    while let Some(i) = rest.find("__attribute__") {
+        out.push_str(&rest[..i]);
+        let after = &rest[i + "__attribute__".len()..];
+        let mut depth = 0usize;
+        let mut end = after.len();
+        for (k, c) in after.char_indices() {
+            match c {
+                '(' => depth += 1,
+                ')' => {
+                    depth = depth.saturating_sub(1);
+                    if depth == 0 {
+                        end = k + 1;
+                        break;
+                    }
+                }
+                _ => {}
+            }
+        }
+        rest = &after[end..];
+    }
+    out.push_str(rest);
+    out
+}
+
 /// Parse `pahole -C ...` output: members of anonymous aggregates belong to the parent.
 pub fn parse_pahole(text: &str) -> std::collections::BTreeMap<String, PaholeStruct> {
     let mut out = std::collections::BTreeMap::new();
@@ -252,10 +280,9 @@ pub fn parse_pahole(text: &str) -> std::collections::BTreeMap<String, PaholeStru
                 .trim()
                 .trim_end_matches(';')
                 .trim();
-            let rest = match rest.find("__attribute__") {
-                Some(i) => rest[..i].trim(),
-                None => rest,
-            };
+            // `} __attribute__((__aligned__(8))) flow __attribute__((__aligned__(8)));`
+            let rest = strip_attributes(rest);
+            let rest = rest.trim();
             let parent = stack.last_mut().expect("closing brace at top level");
             if rest.is_empty() {
                 // anonymous: its members belong to the parent
@@ -285,20 +312,36 @@ pub fn assert_matches_pahole(
     format: &[&str],
     file: &std::path::Path,
 ) -> usize {
-    let names: Vec<&str> = needs::TYPES.iter().map(|t| t.name).collect();
-    let out = std::process::Command::new("pahole")
-        .args(format)
-        .arg("-C")
-        .arg(names.join(","))
-        .arg(file)
-        .output()
-        .expect("running pahole (Debian package dwarves)");
-    assert!(
-        out.status.success(),
-        "pahole: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let pahole = parse_pahole(&String::from_utf8_lossy(&out.stdout));
+    // pahole 1.24 given a long -C list prints only some of the types and says the others
+    // are "not found" (or prints a declaration of size 0); asked again for those, it
+    // prints more: ask until every type is defined or a round brings nothing new
+    let mut want: Vec<&str> = needs::TYPES.iter().map(|t| t.name).collect();
+    let mut pahole = std::collections::BTreeMap::new();
+    for _ in 0..needs::TYPES.len() {
+        let out = std::process::Command::new("pahole")
+            .args(format)
+            .arg("-C")
+            .arg(want.join(","))
+            .arg(file)
+            .output()
+            .expect("running pahole (Debian package dwarves)");
+        assert!(
+            out.status.success(),
+            "pahole: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        // a unit that only declares the type prints it with size 0: a definition wins
+        for (name, t) in parse_pahole(&String::from_utf8_lossy(&out.stdout)) {
+            if t.size > 0 || !pahole.contains_key(&name) {
+                pahole.insert(name, t);
+            }
+        }
+        let before = want.len();
+        want.retain(|n| pahole.get(*n).is_none_or(|t: &PaholeStruct| t.size == 0));
+        if want.is_empty() || want.len() == before {
+            break;
+        }
+    }
     let mut compared = 0;
     for t in needs::TYPES {
         let ours = &profile.types[t.name];
