@@ -3,7 +3,9 @@
 //! `/etc/vmi/detector.toml` edited to name a PVH domU, `detector serve` started from the
 //! installed binary. Its JSON lines show the domU attached, its kernel identified and a
 //! process started in it; the metrics endpoint counts the guest, the alert file of the
-//! default config has the attachment.
+//! default config has the attachment. Then the config is switched to `[xen] all = true`
+//! and reloaded with SIGHUP: the domU, dropped as a listed guest, is found again as a
+//! running domain and watched.
 //!
 //! dom0 is the lab's initramfs of unpacked bookworm packages (busybox init, no systemd,
 //! no dpkg; busybox's dpkg applet reads no xz-compressed package, and its shell runs its
@@ -96,10 +98,21 @@ fn events(rig: &mut XenRig) -> Vec<Value> {
 
 /// Poll the JSON lines until one satisfies `f`.
 fn wait_for(rig: &mut XenRig, what: &str, timeout: Duration, f: impl Fn(&Value) -> bool) -> Value {
+    wait_after(rig, 0, what, timeout, f)
+}
+
+/// As `wait_for`, among the lines after the first `skip`.
+fn wait_after(
+    rig: &mut XenRig,
+    skip: usize,
+    what: &str,
+    timeout: Duration,
+    f: impl Fn(&Value) -> bool,
+) -> Value {
     let deadline = Instant::now() + timeout;
     loop {
         let seen = events(rig);
-        if let Some(v) = seen.iter().find(|v| f(v)) {
+        if let Some(v) = seen.iter().skip(skip).find(|v| f(v)) {
             return v.clone();
         }
         if Instant::now() > deadline {
@@ -252,6 +265,47 @@ fn the_installed_package_watches_a_pvh_domu_from_dom0() {
             .lines()
             .any(|l| l.contains("\"attached\"") && l.contains(DOMU)),
         "{alerts}"
+    );
+
+    // every running domain rather than one by name: `[xen] all = true`, applied with
+    // SIGHUP; the domU is dropped as a listed guest and found again as a running domain
+    sh(
+        &mut rig,
+        "sed -i '/^\\[\\[guest\\]\\]/,$d' /etc/vmi/detector.toml && printf '\\n[xen]\\nall = true\\n' >> /etc/vmi/detector.toml",
+    );
+    let checked = sh(
+        &mut rig,
+        "/usr/bin/detector serve --check-config --config /etc/vmi/detector.toml",
+    );
+    assert!(checked.contains("every running Xen domain"), "{checked}");
+    let before = events(&mut rig).len();
+    sh(&mut rig, &format!("kill -HUP {pid}"));
+    let t = Instant::now();
+    let reloaded = wait_after(
+        &mut rig,
+        before,
+        "config-reloaded",
+        Duration::from_secs(120),
+        |v| v["event"] == "config-reloaded",
+    );
+    assert_eq!(reloaded["removed"], serde_json::json!([DOMU]), "{reloaded}");
+    let again = wait_after(
+        &mut rig,
+        before,
+        "the domU found as a running domain",
+        Duration::from_secs(300),
+        |v| v["event"] == "started" && v["guest"] == DOMU,
+    );
+    assert!(
+        events(&mut rig)[before..]
+            .iter()
+            .any(|v| v["event"] == "attached" && v["guest"] == DOMU),
+        "attached again after the reload"
+    );
+    assert_eq!(again["release"], release.as_str());
+    eprintln!(
+        "[xen] all = true: the domU watched again {:.1?} after SIGHUP",
+        t.elapsed()
     );
 
     sh(&mut rig, &format!("kill -TERM {pid}"));
