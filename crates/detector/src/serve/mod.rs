@@ -38,7 +38,7 @@ use serde_json::{json, Value};
 use self::config::{Config, ConfigError, Guest, Watch};
 use self::metrics::{Endpoint, Metrics};
 use self::output::{ServiceEvent, Sinks};
-use self::worker::{Gate, Msg, Worker};
+use self::worker::{Gate, Msg, Tagged, Worker};
 use crate::checks::{Check, Settings};
 use crate::finding::Severity;
 use crate::policy::Policy;
@@ -202,8 +202,8 @@ pub(crate) fn severity(e: &Event) -> u8 {
 pub struct Service {
     config: Config,
     workers: BTreeMap<String, Worker>,
-    tx: Sender<Msg>,
-    rx: Receiver<Msg>,
+    tx: Sender<Tagged>,
+    rx: Receiver<Tagged>,
     gate: Arc<Gate>,
     sinks: Sinks,
     metrics: Arc<Mutex<Metrics>>,
@@ -299,19 +299,25 @@ impl Service {
         });
     }
 
-    fn handle(&mut self, msg: Msg) {
+    fn handle(&mut self, (id, msg): Tagged) {
+        // a thread stopped by a reload may still report: only the current threads count
+        let current = |guest: &str| self.workers.get(guest).is_some_and(|w| w.id == id);
+        let guest = match &msg {
+            Msg::Event { guest, .. }
+            | Msg::Scanned { guest, .. }
+            | Msg::AttachFailed { guest }
+            | Msg::Late { guest } => guest,
+        };
+        if !current(guest) {
+            return;
+        }
         match msg {
             Msg::Event {
                 guest,
                 body,
                 alert,
                 severity,
-            } => {
-                // a thread stopped by a reload may still report: only current guests
-                if self.workers.contains_key(&guest) {
-                    self.emit(&guest, body, alert, severity);
-                }
-            }
+            } => self.emit(&guest, body, alert, severity),
             Msg::Scanned { guest, secs } => {
                 self.scans += 1;
                 if let Ok(mut m) = self.metrics.lock() {
@@ -423,7 +429,7 @@ impl Service {
         for (_, w) in workers {
             w.finish(STOP_WAIT);
         }
-        while let Ok(msg) = self.rx.try_recv() {
+        while let Ok((_, msg)) = self.rx.try_recv() {
             if let Msg::Scanned { .. } = msg {
                 self.scans += 1;
             }

@@ -6,6 +6,9 @@
 //! output and counting. It waits for the service's CPU-budget gate before each scan.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+/// Numbers the threads, so a stopped thread's last messages are told from its successor's.
+static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 use std::sync::mpsc::Sender;
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -88,9 +91,14 @@ impl Default for Gate {
     }
 }
 
+/// What a guest's thread sends: its [`Worker::id`] and the message.
+pub type Tagged = (u64, Msg);
+
 /// A running guest thread.
 #[derive(Debug)]
 pub struct Worker {
+    /// This thread's number, on everything it sends.
+    pub id: u64,
     /// The guest's settings.
     pub cfg: Guest,
     /// Added by `[xen] all`, not listed by name.
@@ -104,16 +112,18 @@ impl Worker {
     pub fn start(
         cfg: Guest,
         discovered: bool,
-        tx: Sender<Msg>,
+        tx: Sender<Tagged>,
         gate: Arc<Gate>,
     ) -> std::io::Result<Worker> {
+        let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
         let stop = Arc::new(AtomicBool::new(false));
         let flag = stop.clone();
         let thread_cfg = cfg.clone();
         let handle = std::thread::Builder::new()
             .name(format!("vmi-{}", cfg.name))
-            .spawn(move || run(thread_cfg, &flag, &tx, &gate))?;
+            .spawn(move || run(thread_cfg, &flag, &Out { id, tx }, &gate))?;
         Ok(Worker {
+            id,
             cfg,
             discovered,
             stop,
@@ -162,8 +172,20 @@ fn wait_until(t: Instant, stop: &AtomicBool) -> bool {
     }
 }
 
-fn event(tx: &Sender<Msg>, guest: &str, body: Value, alert: bool, severity: u8) {
-    let _ = tx.send(Msg::Event {
+/// The thread's end of the channel.
+struct Out {
+    id: u64,
+    tx: Sender<Tagged>,
+}
+
+impl Out {
+    fn send(&self, m: Msg) {
+        let _ = self.tx.send((self.id, m));
+    }
+}
+
+fn event(tx: &Out, guest: &str, body: Value, alert: bool, severity: u8) {
+    tx.send(Msg::Event {
         guest: guest.to_string(),
         body,
         alert,
@@ -171,7 +193,7 @@ fn event(tx: &Sender<Msg>, guest: &str, body: Value, alert: bool, severity: u8) 
     });
 }
 
-fn run(cfg: Guest, stop: &AtomicBool, tx: &Sender<Msg>, gate: &Gate) {
+fn run(cfg: Guest, stop: &AtomicBool, tx: &Out, gate: &Gate) {
     let name = cfg.name.clone();
     let mut target: Option<Target> = None;
     let mut watcher = Watcher::new(super::watch_options(&cfg.watch));
@@ -202,7 +224,7 @@ fn run(cfg: Guest, stop: &AtomicBool, tx: &Sender<Msg>, gate: &Gate) {
                 }
                 Err(e) => {
                     let error = e.to_string();
-                    let _ = tx.send(Msg::AttachFailed {
+                    tx.send(Msg::AttachFailed {
                         guest: name.clone(),
                     });
                     // once per distinct reason: a guest that is not up yet is not news
@@ -226,7 +248,7 @@ fn run(cfg: Guest, stop: &AtomicBool, tx: &Sender<Msg>, gate: &Gate) {
         // the CPU budget may hold the scan
         let open = gate.open_at();
         if open > Instant::now() {
-            let _ = tx.send(Msg::Late {
+            tx.send(Msg::Late {
                 guest: name.clone(),
             });
             if !wait_until(open, stop) {
@@ -236,7 +258,7 @@ fn run(cfg: Guest, stop: &AtomicBool, tx: &Sender<Msg>, gate: &Gate) {
         let due = next;
         let started = Instant::now();
         let tick = watcher.tick(t);
-        let _ = tx.send(Msg::Scanned {
+        tx.send(Msg::Scanned {
             guest: name.clone(),
             secs: started.elapsed().as_secs_f64(),
         });
@@ -265,7 +287,7 @@ fn run(cfg: Guest, stop: &AtomicBool, tx: &Sender<Msg>, gate: &Gate) {
         next = due + cfg.watch.interval;
         if next < Instant::now() {
             next = Instant::now() + cfg.watch.interval;
-            let _ = tx.send(Msg::Late {
+            tx.send(Msg::Late {
                 guest: name.clone(),
             });
         }
