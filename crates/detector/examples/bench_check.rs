@@ -32,17 +32,8 @@ mod common;
 use common::cpu_time;
 use vmi_lab::{BootOptions, Lab, Scenario, DEFAULT_KERNEL};
 
-/// The `detector` binary built next to this example (`target/<profile>/detector`).
 fn bin() -> std::path::PathBuf {
-    let exe = std::env::current_exe().expect("current exe");
-    let dir = exe.parent().and_then(|p| p.parent()).expect("target dir");
-    let bin = dir.join("detector");
-    assert!(
-        bin.exists(),
-        "{} is missing: build it first (cargo build --release -p detector)",
-        bin.display()
-    );
-    bin
+    common::built_detector()
 }
 
 fn median(mut v: Vec<Duration>) -> Duration {

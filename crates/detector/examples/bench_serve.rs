@@ -15,8 +15,6 @@
 #[path = "../tests/common/mod.rs"]
 mod common;
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -26,17 +24,8 @@ use vmi_lab::{BootOptions, Guest, Lab, Scenario, DEFAULT_KERNEL};
 
 const OTHER_KERNEL: &str = "6.12.117+deb12-amd64";
 
-/// The `detector` binary built next to this example.
 fn bin() -> PathBuf {
-    let exe = std::env::current_exe().expect("current exe");
-    let dir = exe.parent().and_then(|p| p.parent()).expect("target dir");
-    let bin = dir.join("detector");
-    assert!(
-        bin.exists(),
-        "{} is missing: build it first (cargo build --release -p detector)",
-        bin.display()
-    );
-    bin
+    common::built_detector()
 }
 
 fn children_cpu() -> Duration {
@@ -49,13 +38,7 @@ fn children_cpu() -> Duration {
 }
 
 fn scrape(addr: &str) -> String {
-    let Ok(mut c) = TcpStream::connect(addr) else {
-        return String::new();
-    };
-    let _ = c.write_all(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\n\r\n");
-    let mut out = String::new();
-    let _ = c.read_to_string(&mut out);
-    out
+    common::get_metrics(addr).unwrap_or_default()
 }
 
 fn sum_metric(text: &str, prefix: &str) -> f64 {

@@ -17,8 +17,7 @@
 //! - SIGTERM: `service-stopped`, exit 0;
 //! - `--check-config` on a broken file: exit 2 with file:line:column.
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::TcpStream;
+use std::io::{BufRead, BufReader};
 use std::os::unix::net::UnixDatagram;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -135,11 +134,7 @@ impl Serve {
     }
 
     fn scrape(&self) -> String {
-        let mut c = TcpStream::connect(&self.metrics).expect("metrics endpoint");
-        c.write_all(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\n\r\n")
-            .unwrap();
-        let mut out = String::new();
-        c.read_to_string(&mut out).unwrap();
+        let out = common::get_metrics(&self.metrics).expect("metrics endpoint");
         assert!(out.starts_with("HTTP/1.1 200 OK"), "{out}");
         out
     }

@@ -74,3 +74,26 @@ pub fn build_package() -> (PathBuf, std::time::Duration) {
     assert!(deb.is_file(), "scripts/package.sh printed {deb:?}");
     (deb, t.elapsed())
 }
+
+/// The `detector` binary built next to the running example (`target/<profile>/detector`).
+pub fn built_detector() -> PathBuf {
+    let exe = std::env::current_exe().expect("current exe");
+    let dir = exe.parent().and_then(|p| p.parent()).expect("target dir");
+    let bin = dir.join("detector");
+    assert!(
+        bin.exists(),
+        "{} is missing: build it first (cargo build --release -p detector)",
+        bin.display()
+    );
+    bin
+}
+
+/// `GET /metrics` from `detector serve`'s endpoint at `addr`: the whole HTTP response.
+pub fn get_metrics(addr: &str) -> std::io::Result<String> {
+    use std::io::{Read, Write};
+    let mut c = std::net::TcpStream::connect(addr)?;
+    c.write_all(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\n\r\n")?;
+    let mut out = String::new();
+    c.read_to_string(&mut out)?;
+    Ok(out)
+}
