@@ -11,6 +11,9 @@
 # a PVH domU with the workload on the other), the detector in dom0; --rates 1,10 by
 # default; writes docs/overhead-xen.json and docs/overhead-xen.png.
 # --rates HZ,HZ,...: the introspection rates (default 1,10,100).
+# --modes M,M,...: the modes measured (watch, watch-pause, ps-per-tick; default all):
+# e.g. --modes watch --rates 1,10 --repeats 30 --out DIR for the goal's two figures
+# with more blocks (about 8.5 minutes; docs/overhead-watch.json).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh

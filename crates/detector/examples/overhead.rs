@@ -225,6 +225,8 @@ struct Args {
     xen: bool,
     /// Introspection rates (Hz).
     rates: Vec<u32>,
+    /// The modes measured (all but the baseline by default).
+    modes: Vec<Mode>,
 }
 
 fn args() -> Args {
@@ -235,6 +237,7 @@ fn args() -> Args {
         out: PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../../docs")),
         xen: false,
         rates: Vec::new(),
+        modes: vec![Mode::Watch, Mode::WatchPause, Mode::PsPerTick],
     };
     let mut it = std::env::args().skip(1);
     while let Some(k) = it.next() {
@@ -254,8 +257,21 @@ fn args() -> Args {
                     .map(|r| r.parse().expect("--rates HZ,HZ,..."))
                     .collect()
             }
+            "--modes" => {
+                a.modes = v
+                    .split(',')
+                    .map(|m| {
+                        [Mode::Watch, Mode::WatchPause, Mode::PsPerTick]
+                            .into_iter()
+                            .find(|x| x.name() == m)
+                            .unwrap_or_else(|| {
+                                panic!("--modes: {m} is not watch, watch-pause or ps-per-tick")
+                            })
+                    })
+                    .collect()
+            }
             _ => panic!(
-                "unknown option {k} (--xen, --repeats, --rounds, --round-secs, --rates, --out)"
+                "unknown option {k} (--xen, --repeats, --rounds, --round-secs, --rates, --modes, --out)"
             ),
         }
     }
@@ -276,6 +292,9 @@ fn args() -> Args {
 /// change it.
 static DETECTOR: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
 
+/// The commit (and whether the sources differed from it) when the binary was copied.
+static BUILD: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+
 fn bin() -> PathBuf {
     DETECTOR.get().expect("detector copied at start").clone()
 }
@@ -294,6 +313,8 @@ fn copy_detector(dir: &Path) {
     );
     let copy = dir.join("detector");
     std::fs::copy(&built, &copy).expect("copying the detector binary");
+    // the tree's state now, when the copy is taken (it may change during the run)
+    let _ = BUILD.set(detector_build());
     use_detector(copy);
 }
 
@@ -690,7 +711,7 @@ impl Session {
         let mut doc = json!({
             "started": self.started,
             "kernel": DEFAULT_KERNEL,
-            "detector_build": detector_build(),
+            "detector_build": BUILD.get().cloned().unwrap_or_default(),
             "workload": {"name": "labworker cpubench", "rounds_per_run": a.rounds,
                          "iterations_per_round": self.iters, "guest_iterations_per_s": self.rate},
             "blocks": a.repeats,
@@ -905,7 +926,7 @@ fn qemu_main(a: &Args) {
         session.load_start
     );
 
-    let configs = configs(&a.rates);
+    let configs = configs(&a.modes, &a.rates);
     let b = blocks(&configs, a.repeats, |cfg| {
         run(&mut guest, &env, cfg, a.rounds, iters)
     });
@@ -914,7 +935,7 @@ fn qemu_main(a: &Args) {
     let source = "Watcher::tick timed in-process, 200 ticks at 10 Hz, workload running";
     let doc = session.doc(a, &b, [&lat[0], &lat[1]], source, json!({
         "what": "guest slowdown under continuous introspection (issue 7)",
-        "command": "bash scripts/bench-overhead.sh",
+        "command": command_line(),
         "guest": {"memory_mib": opts.memory_mib, "vcpus": opts.cpus, "accel": opts.accel,
                   "scenario": "standard + lab-churn (20 short-lived processes/s)"},
         "method": format!("{METHOD}; without vCPU run-queue wait = work / (host time - the time QEMU's vCPU thread waited for a host core, from its schedstat): blind to cores taken from the vCPU by other users of the machine or by the detector (whose CPU is reported), it keeps pauses and slower guest execution; per vCPU run-second = work / the vCPU thread's run time: only slower guest execution"),
@@ -927,10 +948,10 @@ fn qemu_main(a: &Args) {
 /// to the guest after it).
 const METHOD: &str = "per block: baseline, every configuration once (rotating order), baseline; slowdown = 1 - throughput / mean of the block's baselines; mean over blocks with a Student-t 95 % interval. host clock = work / host wall time of the whole cpubench command; guest clock = work / sum of the guest's own round times";
 
-/// Every mode at every rate.
-fn configs(rates: &[u32]) -> Vec<Config> {
+/// Every mode asked for at every rate.
+fn configs(modes: &[Mode], rates: &[u32]) -> Vec<Config> {
     let mut configs = Vec::new();
-    for mode in [Mode::Watch, Mode::WatchPause, Mode::PsPerTick] {
+    for &mode in modes {
         for &hz in rates {
             configs.push(Config { mode, hz });
         }
@@ -1222,6 +1243,14 @@ fn detector_build() -> String {
     } else {
         format!("{head} + uncommitted changes in crates/detector/src or crates/vmi-core/src")
     }
+}
+
+/// How this run was asked for, as the script takes it.
+fn command_line() -> String {
+    std::iter::once("bash scripts/bench-overhead.sh".to_string())
+        .chain(std::env::args().skip(1))
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 /// The current UTC time as text (`date -u`), for the record.

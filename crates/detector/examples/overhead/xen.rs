@@ -314,7 +314,7 @@ pub fn main(a: &Args) {
         a.rates,
         session.load_start
     );
-    let configs = configs(&a.rates);
+    let configs = configs(&a.modes, &a.rates);
     let b = blocks(&configs, a.repeats, |cfg| {
         run(&mut rig, &mut domu, cfg, a.rounds, iters)
     });
@@ -325,7 +325,7 @@ pub fn main(a: &Args) {
     let source = "Watcher::tick timed in dom0, 100 ticks at 10 Hz, workload running";
     let doc = session.doc(a, &b, [&lat[0], &lat[1]], source, json!({
         "what": "guest slowdown under continuous introspection (issue 7), on Xen (issue 9)",
-        "command": "bash scripts/bench-overhead.sh --xen",
+        "command": super::command_line(),
         "hypervisor": "Xen 4.17 (Debian bookworm) in QEMU TCG, -smp 2; dom0 (1 vCPU, 1024 MiB) pinned to CPU 0, the domU to CPU 1",
         "xl_vcpu_list": vcpus,
         "rig_boot_s": rig.boot_time().as_secs_f64(),
