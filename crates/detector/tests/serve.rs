@@ -21,7 +21,7 @@ use std::io::{BufRead, BufReader};
 use std::os::unix::net::UnixDatagram;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::mpsc::{channel, Receiver};
+use std::sync::mpsc::channel;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
@@ -39,8 +39,7 @@ fn detector() -> Command {
 /// The running service; killed if the test fails.
 struct Serve {
     child: Child,
-    lines: Receiver<(String, Value)>,
-    seen: Vec<(String, Value)>,
+    lines: common::Lines,
     metrics: String,
 }
 
@@ -60,7 +59,7 @@ impl Serve {
             .stderr(Stdio::piped())
             .spawn()
             .expect("detector serve");
-        let rx = common::json_lines(child.stdout.take().unwrap());
+        let lines = common::Lines::new(child.stdout.take().unwrap());
         let err = child.stderr.take().unwrap();
         // the endpoint's address is on stderr first; the rest is passed through
         let (atx, arx) = channel();
@@ -81,49 +80,17 @@ impl Serve {
             .expect("the metrics address on stderr");
         Serve {
             child,
-            lines: rx,
-            seen: Vec::new(),
+            lines,
             metrics,
         }
     }
 
     fn wait_for(&mut self, what: &str, timeout: Duration, f: impl Fn(&Value) -> bool) -> Value {
-        let deadline = Instant::now() + timeout;
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match self.lines.recv_timeout(left) {
-                Ok((line, v)) => {
-                    assert_ne!(v["event"], "BAD-JSON", "{v}");
-                    self.seen.push((line, v.clone()));
-                    if f(&v) {
-                        return v;
-                    }
-                }
-                Err(_) => panic!(
-                    "no {what} within {timeout:?}; seen:\n{}",
-                    self.seen
-                        .iter()
-                        .map(|(l, _)| l.as_str())
-                        .collect::<Vec<_>>()
-                        .join("\n")
-                ),
-            }
-        }
+        self.lines.wait_for(what, timeout, f)
     }
 
-    /// Like `wait_for`, but an event already read counts too (for events whose order
-    /// between guests is not fixed).
     fn wait_any(&mut self, what: &str, timeout: Duration, f: impl Fn(&Value) -> bool) -> Value {
-        if let Some((_, v)) = self.seen.iter().find(|(_, v)| f(v)) {
-            return v.clone();
-        }
-        self.wait_for(what, timeout, f)
-    }
-
-    fn drain(&mut self) {
-        while let Ok(x) = self.lines.try_recv() {
-            self.seen.push(x);
-        }
+        self.lines.wait_any(what, timeout, f)
     }
 
     fn signal(&self, sig: libc::c_int) {
@@ -284,8 +251,8 @@ fn serve_watches_two_guests() {
         &syslog_path,
         &alerts,
     );
-    s.drain();
-    let mark = s.seen.len();
+    s.lines.drain();
+    let mark = s.lines.seen.len();
     s.signal(libc::SIGHUP);
     let r = s.wait_for("config-reloaded", Duration::from_secs(30), |v| {
         event(v) == "config-reloaded"
@@ -299,7 +266,7 @@ fn serve_watches_two_guests() {
     s.wait_for("mark-web2", Duration::from_secs(60), |v| {
         event(v) == "process-start" && v["guest"] == "web" && v["pid"] == pa2
     });
-    let after: Vec<&Value> = s.seen[mark..].iter().map(|(_, v)| v).collect();
+    let after: Vec<&Value> = s.lines.seen[mark..].iter().map(|(_, v)| v).collect();
     assert!(
         !after
             .iter()
@@ -370,12 +337,14 @@ fn serve_watches_two_guests() {
 
     s.signal(libc::SIGTERM);
     let code = s.child.wait().expect("wait").code();
-    while let Ok(x) = s.lines.recv_timeout(Duration::from_secs(5)) {
-        s.seen.push(x);
-    }
+    s.lines.rest(Duration::from_secs(5));
     assert_eq!(code, Some(0));
     assert_eq!(
-        s.seen.last().map(|(_, v)| event(v).to_string()).as_deref(),
+        s.lines
+            .seen
+            .last()
+            .map(|(_, v)| event(v).to_string())
+            .as_deref(),
         Some("service-stopped")
     );
     b.shutdown().expect("shutdown");
@@ -402,7 +371,7 @@ fn serve_watches_two_guests() {
 
     // every line validates against the documented schema
     let lines = dir.path().join("lines.jsonl");
-    let mut all: Vec<&str> = s.seen.iter().map(|(l, _)| l.as_str()).collect();
+    let mut all: Vec<&str> = s.lines.seen.iter().map(|(l, _)| l.as_str()).collect();
     all.extend(file.lines());
     std::fs::write(&lines, all.join("\n")).unwrap();
     let venv = Venv::ensure(lab.cache(), &[JSONSCHEMA]).expect("jsonschema venv");

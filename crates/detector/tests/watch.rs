@@ -17,8 +17,7 @@ mod common;
 use std::collections::BTreeSet;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
-use std::sync::mpsc::Receiver;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::{json, Value};
 use vmi_lab::{BootOptions, Guest, Lab, Scenario, DEFAULT_KERNEL};
@@ -26,8 +25,7 @@ use vmi_lab::{BootOptions, Guest, Lab, Scenario, DEFAULT_KERNEL};
 /// A running `detector watch` and the JSON lines it printed.
 struct Watch {
     child: Child,
-    lines: Receiver<(String, Value)>,
-    seen: Vec<Value>,
+    lines: common::Lines,
 }
 
 impl Watch {
@@ -44,46 +42,19 @@ impl Watch {
             .stderr(Stdio::inherit())
             .spawn()
             .expect("detector watch");
-        let rx = common::json_lines(child.stdout.take().unwrap());
-        Watch {
-            child,
-            lines: rx,
-            seen: Vec::new(),
-        }
+        let lines = common::Lines::new(child.stdout.take().unwrap());
+        Watch { child, lines }
     }
 
-    /// Wait for an event matching `f`; everything read is kept in `seen`.
     fn wait_for(&mut self, what: &str, timeout: Duration, f: impl Fn(&Value) -> bool) -> Value {
-        let deadline = Instant::now() + timeout;
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match self.lines.recv_timeout(left) {
-                Ok((_, v)) => {
-                    assert_ne!(v["event"], "BAD-JSON", "{v}");
-                    self.seen.push(v.clone());
-                    if f(&v) {
-                        return v;
-                    }
-                }
-                Err(_) => panic!(
-                    "no {what} within {timeout:?}; seen:\n{}",
-                    self.seen
-                        .iter()
-                        .map(|v| v.to_string())
-                        .collect::<Vec<_>>()
-                        .join("\n")
-                ),
-            }
-        }
+        self.lines.wait_for(what, timeout, f)
     }
 
     /// Everything printed until the process exits, and its exit code.
     fn finish(mut self) -> (Vec<Value>, i32) {
         let code = self.child.wait().expect("wait").code().unwrap_or(-1);
-        while let Ok((_, v)) = self.lines.recv_timeout(Duration::from_secs(5)) {
-            self.seen.push(v);
-        }
-        (self.seen, code)
+        self.lines.rest(Duration::from_secs(5));
+        (self.lines.seen.into_iter().map(|(_, v)| v).collect(), code)
     }
 
     fn signal(&self, sig: libc::c_int) {

@@ -27,6 +27,88 @@ pub fn attack_module(lab: &Lab, kernel: &str, name: &str) -> PathBuf {
         .unwrap_or_else(|e| panic!("building {name} for {kernel}: {e}"))
 }
 
+/// A child's JSON lines, read on a thread, and every line read so far.
+pub struct Lines {
+    rx: std::sync::mpsc::Receiver<(String, serde_json::Value)>,
+    /// Each line read, with its parsed value, in order.
+    pub seen: Vec<(String, serde_json::Value)>,
+}
+
+impl Lines {
+    /// Read `out` on a thread: each line with its parsed value (a line that is not JSON
+    /// becomes `{"event": "BAD-JSON", ...}`, which [`Lines::wait_for`] fails on).
+    pub fn new(out: std::process::ChildStdout) -> Lines {
+        Lines {
+            rx: json_lines(out),
+            seen: Vec::new(),
+        }
+    }
+
+    /// Wait up to `timeout` for a line matching `f`; everything read is kept in `seen`.
+    /// Panics naming `what` and every line seen when none comes.
+    pub fn wait_for(
+        &mut self,
+        what: &str,
+        timeout: std::time::Duration,
+        f: impl Fn(&serde_json::Value) -> bool,
+    ) -> serde_json::Value {
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            match self.rx.recv_timeout(left) {
+                Ok((line, v)) => {
+                    assert_ne!(v["event"], "BAD-JSON", "{v}");
+                    self.seen.push((line, v.clone()));
+                    if f(&v) {
+                        return v;
+                    }
+                }
+                Err(_) => panic!(
+                    "no {what} within {timeout:?}; seen:\n{}",
+                    self.seen
+                        .iter()
+                        .map(|(l, _)| l.as_str())
+                        .collect::<Vec<_>>()
+                        .join("\n")
+                ),
+            }
+        }
+    }
+
+    /// Like [`Lines::wait_for`], but a line already read counts too (for events whose
+    /// order is not fixed).
+    pub fn wait_any(
+        &mut self,
+        what: &str,
+        timeout: std::time::Duration,
+        f: impl Fn(&serde_json::Value) -> bool,
+    ) -> serde_json::Value {
+        if let Some((_, v)) = self.seen.iter().find(|(_, v)| f(v)) {
+            return v.clone();
+        }
+        self.wait_for(what, timeout, f)
+    }
+
+    /// Keep what has arrived without waiting.
+    pub fn drain(&mut self) {
+        while let Ok(x) = self.rx.try_recv() {
+            self.seen.push(x);
+        }
+    }
+
+    /// Keep what arrives until the writer is gone or is silent for `quiet`.
+    pub fn rest(&mut self, quiet: std::time::Duration) {
+        while let Ok(x) = self.rx.recv_timeout(quiet) {
+            self.seen.push(x);
+        }
+    }
+
+    /// The parsed values read so far.
+    pub fn values(&self) -> impl Iterator<Item = &serde_json::Value> {
+        self.seen.iter().map(|(_, v)| v)
+    }
+}
+
 /// Read a child's JSON lines on a thread: each line with its parsed value (a line that is
 /// not JSON becomes `{"event": "BAD-JSON", ...}` so the test can fail on it).
 pub fn json_lines(
