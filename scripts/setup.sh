@@ -7,6 +7,7 @@ packages=(
   qemu-system-x86     # guests (TCG)
   busybox-static      # the guest userland
   gcc libc6-dev make  # the static guest worker and test kernel modules
+  debootstrap         # a Debian root with the gcc of kernels the host gcc did not build (7.x)
   xz-utils zstd       # compressed kernel modules in the archive's packages
   gzip bzip2 lz4 lzop # every boot-image compression, for profile-gen's decompression tests
   dwarves             # pahole, the reference for struct layouts

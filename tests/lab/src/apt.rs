@@ -302,6 +302,12 @@ impl Archive {
         })
     }
 
+    /// The suites that have `package`, newest version first (`sid`, `trixie-backports`).
+    pub fn suites_of(&self, package: &str) -> Result<Vec<String>> {
+        let out = tools::run(self.apt_cache()?.args(["madison", package]))?;
+        Ok(suites_in(&String::from_utf8_lossy(&out.stdout), package))
+    }
+
     /// Download `package` (candidate version) into the lab's deb directory and return
     /// the file. A package already downloaded completely is reused. With `visible`,
     /// apt's own progress goes to the terminal.
@@ -348,17 +354,36 @@ impl Archive {
     }
 }
 
-/// The first (newest) version in `apt-cache madison` output ("pkg | version | uri
-/// suite/component arch Packages" lines) that comes from one of `suites`.
-fn newest_in(madison: &str, package: &str, suites: &[&str]) -> Option<String> {
-    madison.lines().find_map(|line| {
+/// The (package, version, suite) rows of `apt-cache madison` output ("pkg | version |
+/// uri suite/component arch Packages" lines), in order; other lines are skipped.
+fn madison_rows(madison: &str) -> impl Iterator<Item = (&str, &str, &str)> {
+    madison.lines().filter_map(|line| {
         let fields: Vec<&str> = line.split('|').map(str::trim).collect();
         let [name, version, origin] = fields[..] else {
             return None;
         };
         let suite = origin.split_whitespace().nth(1)?.split('/').next()?;
-        (name == package && suites.contains(&suite)).then(|| version.to_string())
+        Some((name, version, suite))
     })
+}
+
+/// The first (newest) version of `package` in madison output that comes from one of
+/// `suites`.
+fn newest_in(madison: &str, package: &str, suites: &[&str]) -> Option<String> {
+    madison_rows(madison)
+        .find(|(name, _, suite)| *name == package && suites.contains(suite))
+        .map(|(_, version, _)| version.to_string())
+}
+
+/// The suites of `package`'s rows in madison output, in order, once each.
+fn suites_in(madison: &str, package: &str) -> Vec<String> {
+    let mut suites: Vec<String> = Vec::new();
+    for (_, _, suite) in madison_rows(madison).filter(|(name, _, _)| *name == package) {
+        if !suites.iter().any(|s| s == suite) {
+            suites.push(suite.to_string());
+        }
+    }
+    suites
 }
 
 fn find_deb(dir: &Path, prefix: &str) -> Result<Option<PathBuf>> {
@@ -430,6 +455,11 @@ mod tests {
         assert_eq!(newest_in(madison, "libc6", &["trixie"]), None);
         assert_eq!(newest_in(madison, "libc", &bookworm), None);
         assert_eq!(newest_in("garbage\n| |\n", "libc6", &bookworm), None);
+        assert_eq!(
+            suites_in(madison, "libc6"),
+            ["sid", "bookworm", "bookworm-security"]
+        );
+        assert!(suites_in(madison, "libc").is_empty());
     }
 
     #[test]

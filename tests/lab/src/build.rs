@@ -8,6 +8,7 @@ use sha2::{Digest, Sha256};
 use crate::cache::{self, Cache};
 use crate::error::{Error, IoContext, Result};
 use crate::store::KernelHeaders;
+use crate::toolchain::{self, BuildRoot, KernelCompiler};
 use crate::tools::{self, CC, MAKE};
 
 /// The guest worker's source (PID 1 of every lab guest, and its workloads).
@@ -164,13 +165,23 @@ pub fn kernel_module(
         )
     };
     fs::write(build.path().join("Kbuild"), kbuild).ctx("writing Kbuild in", build.path())?;
-    tools::run(
-        MAKE.command()?
-            .arg("-C")
-            .arg(&headers.kdir)
-            .arg(format!("M={}", build.path().display()))
-            .arg("modules"),
-    )?;
+    // the kernel's own compiler: the host's, or that of a Debian root of its suite
+    let compiler = KernelCompiler::of_kdir(&headers.kdir)?;
+    match compiler.gcc_major {
+        Some(major) if major != toolchain::host_gcc_major()? => {
+            BuildRoot::for_kernel(cache, &headers.abi, major)?
+                .make_modules(&headers.abi, build.path())?;
+        }
+        _ => {
+            tools::run(
+                MAKE.command()?
+                    .arg("-C")
+                    .arg(&headers.kdir)
+                    .arg(format!("M={}", build.path().display()))
+                    .arg("modules"),
+            )?;
+        }
+    }
     let built = build.path().join(format!("{}.ko", src.name));
     if !built.exists() {
         return Err(Error::Command {

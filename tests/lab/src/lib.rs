@@ -30,6 +30,7 @@ pub mod qmp;
 pub mod rustkernel;
 pub mod scenario;
 pub mod store;
+pub mod toolchain;
 pub mod tools;
 pub mod truth;
 pub mod xen;

@@ -64,9 +64,15 @@ pub struct Layout {
     pub module_name_len: u64,
     /// `module.state`
     pub module_state: u64,
-    /// `module.mem` (6.4+: `mem[MOD_TEXT].base` first) or `module.core_layout` (`.base`
-    /// first): either way a pointer then an `unsigned int` size
+    /// `module.mem` (6.4+: `mem[MOD_TEXT]`, a `module_memory`) or `module.core_layout`
+    /// (a `module_layout`)
     pub module_core: u64,
+    /// `base` (a pointer) and `size` (an `unsigned int`) in that struct: 0 and 8 up to
+    /// 7.1, 0 and 12 from 7.2 (`bool is_rox` between them). A profile that lacks the
+    /// struct (made before it was needed) gets 0 and 8.
+    pub module_core_base: u64,
+    /// See `module_core_base`.
+    pub module_core_size: u64,
     /// The span of `task_struct` the walk reads in one go: `[start, end)`.
     pub task_span: (u64, u64),
 }
@@ -85,6 +91,17 @@ impl Layout {
             .field("module", "name")
             .and_then(|f| array_len(&f.ty))
             .unwrap_or(56);
+        let core_ty = if p.field("module", "mem").is_some() {
+            "module_memory"
+        } else {
+            "module_layout"
+        };
+        let core_field = |name: &str, old: u64| {
+            p.field(core_ty, name)
+                .map(|f| f.offset)
+                .filter(|&o| o <= 56)
+                .unwrap_or(old)
+        };
         let mut l = Layout {
             task_tasks: t(&["tasks"])?,
             task_pid: t(&["pid"])?,
@@ -114,6 +131,8 @@ impl Layout {
             module_name_len: module_name_len.clamp(1, 256),
             module_state: field(p, "module", &["state"])?,
             module_core: field(p, "module", &["mem", "core_layout"])?,
+            module_core_base: core_field("base", 0),
+            module_core_size: core_field("size", 8),
             task_span: (0, 0),
         };
         let offsets = [

@@ -386,14 +386,24 @@ impl<M: PhysicalMemory> Kernel<M> {
         let name = name.split(|&b| b == 0).next().unwrap_or_default().to_vec();
         let mut state = [0u8; 4];
         read(l.module_state, &mut state)?;
-        let mut core = [0u8; 12];
-        read(l.module_core, &mut core)?;
+        // base and size of the core text, both within the first 64 bytes (Layout checks)
+        let mut core = [0u8; 64];
+        let (b, z) = (l.module_core_base as usize, l.module_core_size as usize);
+        let span = (b + 8).max(z + 4).min(core.len());
+        read(l.module_core, &mut core[..span])?;
+        let word = |at: usize, n: usize| {
+            core.get(at..at + n).map_or(0, |s| {
+                s.iter()
+                    .rev()
+                    .fold(0u64, |acc, &byte| (acc << 8) | u64::from(byte))
+            })
+        };
         Ok(Module {
             addr,
             name,
             state: u32::from_le_bytes(state),
-            core_base: Va(u64::from_le_bytes(core[..8].try_into().unwrap_or([0; 8]))),
-            core_size: u32::from_le_bytes(core[8..12].try_into().unwrap_or([0; 4])),
+            core_base: Va(word(b, 8)),
+            core_size: word(z, 4) as u32,
         })
     }
 
