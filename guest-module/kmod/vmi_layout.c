@@ -146,6 +146,24 @@ static const struct vmi_field_info fields[] = {
 	F(mm_struct, end_code, unsigned long, "long unsigned int"),
 	F(mm_struct, exe_file, struct file *, "ptr struct file"),
 	F(mm_struct, mm_mt, struct maple_tree, "struct maple_tree"),
+	F(mm_struct, map_count, int, "int"),
+	F(mm_struct, start_brk, unsigned long, "long unsigned int"),
+	F(mm_struct, brk, unsigned long, "long unsigned int"),
+	F(mm_struct, start_stack, unsigned long, "long unsigned int"),
+	F(maple_tree, ma_root, void *, "ptr void"),
+	F(maple_tree, ma_flags, unsigned int, "unsigned int"),
+	F(vm_area_struct, vm_start, unsigned long, "long unsigned int"),
+	F(vm_area_struct, vm_end, unsigned long, "long unsigned int"),
+	F(vm_area_struct, vm_flags, vm_flags_t, "long unsigned int"),
+	F(vm_area_struct, vm_pgoff, unsigned long, "long unsigned int"),
+	F(vm_area_struct, vm_file, struct file *, "ptr struct file"),
+	F(vm_area_struct, vm_mm, struct mm_struct *, "ptr struct mm_struct"),
+	F(vm_area_struct, vm_ops, const struct vm_operations_struct *, "ptr struct vm_operations_struct"),
+	F(vm_area_struct, vm_private_data, void *, "ptr void"),
+#ifdef CONFIG_ANON_VMA_NAME
+	F(vm_area_struct, anon_name, struct anon_vma_name *, "ptr struct anon_vma_name"),
+#endif
+	F(vm_special_mapping, name, const char *, "ptr char"),
 
 	F(cred, uid, kuid_t, "struct kuid_t"),
 	F(cred, gid, kgid_t, "struct kgid_t"),
@@ -217,6 +235,8 @@ static const struct vmi_field_info fields[] = {
 	F(fdtable, max_fds, unsigned int, "unsigned int"),
 	F(fdtable, fd, struct file **, "ptr ptr struct file"),
 	F(inode, i_ino, unsigned long, "long unsigned int"),
+	F(inode, i_sb, struct super_block *, "ptr struct super_block"),
+	F(super_block, s_dev, dev_t, "unsigned int"),
 	F(socket, sk, struct sock *, "ptr struct sock"),
 	F(sock, __sk_common, struct sock_common, "struct sock_common"),
 	F(sock, sk_protocol, u16, "short unsigned int"),
@@ -394,7 +414,8 @@ static const struct vmi_type_info types[] = {
 	T(module_kobject), T(kobject),	  T(kset),	 T(pid),
 	T(upid),	T(pid_namespace), T(idr),	 T(xarray),
 	T(xa_node),	T(file), T(files_struct), T(fdtable), T(inode), T(socket), T(sock),
-	T(sock_common),
+	T(sock_common), T(vm_area_struct), T(vm_special_mapping), T(super_block),
+	T(maple_tree),
 #ifdef VMI_HAVE_MOUNT
 	T(mount),
 #endif

@@ -63,7 +63,7 @@ struct Opts {
     /// and written into DIR.
     #[arg(long, global = true, value_name = "FILE")]
     profile: Option<PathBuf>,
-    /// A policy file (TOML: deny_names, deny_exe, root_uids, allow_listen); adds the `policy` check to
+    /// A policy file (TOML: deny_names, deny_exe, root_uids, allow_listen, allow_jit); adds the `policy` check to
     /// `check` and `watch`.
     #[arg(long, global = true, value_name = "FILE")]
     policy: Option<PathBuf>,
@@ -92,11 +92,17 @@ enum Command {
         #[arg(long)]
         listening: bool,
     },
+    /// A process's memory mappings, as /proc/PID/maps shows them: range, rwxp, file
+    /// offset, device, inode and path ([heap], [stack], [vdso], ... for the others).
+    Maps {
+        /// The process (its thread-group leader's pid).
+        pid: u32,
+    },
     /// Run the intrusion checks; one finding per line.
     Check {
         /// Only these checks (repeat or comma-separate): hidden-process, hidden-module,
         /// syscall-table, idt, credentials, ftrace, kprobes, tracepoints, netfilter,
-        /// notifiers, tty, afinfo, spoofing, policy, kernel-text.
+        /// notifiers, tty, afinfo, spoofing, malfind, policy, kernel-text.
         #[arg(long = "check", value_name = "NAME", value_delimiter = ',')]
         only: Vec<String>,
         /// Pause a live guest while it is read (default: read it running and confirm
@@ -378,6 +384,20 @@ fn run(cli: &Cli) -> Result<ExitCode> {
                 render::sockets_json(&rows),
                 render::sockets_text(&rows),
             )?;
+        }
+        Command::Maps { pid } => {
+            let procs = target
+                .kernel
+                .processes(&limits)
+                .context("walking the tasks list")?;
+            let Some(p) = procs.iter().find(|p| p.pid == *pid) else {
+                bail!("no process {pid} on the tasks list");
+            };
+            let maps = target
+                .kernel
+                .maps(p.mm)
+                .with_context(|| format!("reading the mappings of process {pid} ({})", p.name()))?;
+            emit(json, render::maps_json(&maps), render::maps_text(&maps))?;
         }
         Command::Lsmod => {
             let mods = target

@@ -13,6 +13,9 @@
 //! # *; IPv4 and IPv6 alike); any other TCP listener or bound, unconnected UDP socket
 //! # of a user process is a violation
 //! allow_listen = ["tcp:22", "udp:*"]
+//! # executables whose writable-and-executable or anonymous executable memory the
+//! # malfind check accepts (just-in-time compilers): globs as for deny_exe
+//! allow_jit = ["/usr/bin/node", "/usr/lib/jvm/*/bin/java"]
 //! ```
 //!
 //! Every key is optional; unknown keys are an error (a typo must not disable a rule).
@@ -60,6 +63,8 @@ pub struct Policy {
     pub root_uids: Option<BTreeSet<u32>>,
     /// Listeners allowed, as (protocol, port), `None` for `*` (`None`: no rule).
     pub allow_listen: Option<Vec<(Option<String>, Option<u16>)>>,
+    /// Executable path globs allowed JIT memory (the malfind check skips them).
+    pub allow_jit: Vec<String>,
 }
 
 /// One `allow_listen` entry: `tcp:22`, `udp:*`, `*:53`.
@@ -130,10 +135,11 @@ impl Policy {
                             .collect::<Result<_, _>>()?,
                     )
                 }
+                "allow_jit" => p.allow_jit = strings(key, v)?,
                 other => return Err(PolicyError::Key {
                     key: other.into(),
                     what:
-                        "unknown key (the keys are deny_names, deny_exe, root_uids, allow_listen)"
+                        "unknown key (the keys are deny_names, deny_exe, root_uids, allow_listen, allow_jit)"
                             .into(),
                 }),
             }

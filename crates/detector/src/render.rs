@@ -9,6 +9,7 @@ use std::fmt::Write as _;
 use serde_json::{json, Value};
 use vmi_core::arch::x86_64::PagingMode;
 use vmi_core::kernel::sockets::Socket;
+use vmi_core::kernel::vma::MapsEntry;
 use vmi_core::kernel::{Module, Process};
 
 use crate::checks::Report;
@@ -194,6 +195,52 @@ pub fn sockets_text(rows: &[(&Process, Vec<Socket>)]) -> String {
                 k.inode,
                 guest_str(&p.comm)
             );
+        }
+    }
+    s
+}
+
+/// `maps` as JSON: one object per mapping.
+pub fn maps_json(maps: &[MapsEntry]) -> Value {
+    Value::Array(
+        maps.iter()
+            .map(|m| {
+                let (major, minor) = m.dev();
+                json!({
+                    "start": format!("{:#x}", m.vma.start),
+                    "end": format!("{:#x}", m.vma.end),
+                    "perms": m.vma.perms(),
+                    "vm_flags": format!("{:#x}", m.vma.flags),
+                    "offset": format!("{:#x}", m.offset()),
+                    "dev": format!("{major:02x}:{minor:02x}"),
+                    "inode": m.inode(),
+                    "name": guest_str(&m.name.display()),
+                    "anonymous": m.vma.is_anonymous(),
+                    "vma": format!("{:#x}", m.vma.addr.0),
+                })
+            })
+            .collect(),
+    )
+}
+
+/// `maps` as text, as `/proc/PID/maps` prints it (the name from column 74).
+pub fn maps_text(maps: &[MapsEntry]) -> String {
+    let mut s = String::new();
+    for m in maps {
+        let (major, minor) = m.dev();
+        let head = format!(
+            "{:08x}-{:08x} {} {:08x} {major:02x}:{minor:02x} {} ",
+            m.vma.start,
+            m.vma.end,
+            m.vma.perms(),
+            m.offset(),
+            m.inode()
+        );
+        let name = guest_str(&m.name.display());
+        if name.is_empty() {
+            let _ = writeln!(s, "{head}");
+        } else {
+            let _ = writeln!(s, "{head:<73}{name}");
         }
     }
     s

@@ -22,6 +22,10 @@
 //!   lists, with the pids its /proc/PID/fd give, `allow_listen` must flag the listeners
 //!   it does not allow, and every TCP/UDP socket of Volatility's sockstat must be listed.
 //!   The clean guests of the other kernels compare `sockets` with /proc/net too.
+//!   A copy of the worker maps an anonymous RWX region holding shellcode-like bytes and
+//!   one made r-x after it was written: `check` reports both with their first bytes,
+//!   live and from the dump, and every region of Volatility's linux.malfind; `maps`
+//!   equals /proc/PID/maps (also on the clean guests of the other kernels).
 //! - `clean_guests_raise_nothing`: every other kernel of the lab's matrix (5.10, 7.2,
 //!   newest 7.x; no attack modules: 7.x headers need gcc-16, which this machine lacks)
 //!   booted once: `check` live and on an ELF dump finds nothing and no check fails;
@@ -30,6 +34,8 @@
 //!   `/proc/tty/{ldiscs,drivers}` and `/proc/net` list.
 
 mod common;
+#[path = "lab_steps/malfind.rs"]
+mod malfind;
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -791,6 +797,9 @@ fn attack(lab: &Lab, kernel: &str) -> Vec<String> {
     problems.extend(start_sockets(kernel, &mut guest));
     problems.extend(sockets_match(kernel, &d, &mut guest));
     problems.extend(listen_policy(kernel, &d, &mut guest, profiles.path()));
+    // 8d. injected code: anonymous RWX memory, and memory made r-x once written
+    let injected = malfind::injected_code(kernel, &d, &mut guest, &mut wants);
+    problems.extend(injected.1);
 
     // the same from an ELF dump, and what Volatility 3 finds there
     let dump = tempfile::tempdir().expect("tempdir");
@@ -803,6 +812,7 @@ fn attack(lab: &Lab, kernel: &str) -> Vec<String> {
     problems.extend(volatility_tables(&vol, &run));
     problems.extend(volatility_spoofing(&vol, &run, spoofed.0));
     problems.extend(volatility_sockets(&vol, &d));
+    problems.extend(malfind::volatility_malfind(&vol, &run, &injected.0));
 
     // 9. a busy process hidden from the tasks list and the pid namespace alike: only
     // the runqueue of the CPU it runs on names it. The guest's one CPU runs it nearly
@@ -871,6 +881,7 @@ fn clean_guests_raise_nothing() {
         problems.extend(hook_table_walkers(&label, &mut guest, profiles.path()));
         problems.extend(start_sockets(&label, &mut guest));
         problems.extend(sockets_match(&label, &d, &mut guest));
+        problems.extend(malfind::maps_match(&label, &d, &mut guest, &[]));
         let run = d.live(&mut guest, &["--json", "check"]);
         problems.extend(expect_exactly(&format!("{label} live"), &run, &[]));
         let dump = tempfile::tempdir().expect("tempdir");

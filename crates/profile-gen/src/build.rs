@@ -732,7 +732,11 @@ fn write_format(
                     "linux_banner could not be read: Volatility will not match this ISF to a memory image".into(),
                 );
             }
-            let mut types: Vec<String> = needs::TYPES.iter().map(|t| t.name.to_string()).collect();
+            let mut types: Vec<String> = needs::TYPES
+                .iter()
+                .chain(needs::OPTIONAL_TYPES)
+                .map(|t| t.name.to_string())
+                .collect();
             types.extend(opts.types.iter().cloned());
             let mut typed: Vec<String> = needs::SYMBOLS
                 .iter()
@@ -811,6 +815,7 @@ fn native(ctx: &Context<'_>, opts: &Options) -> Result<Built> {
     } else {
         needs::TYPES
             .iter()
+            .chain(needs::OPTIONAL_TYPES)
             .map(|t| t.name.to_string())
             .chain(opts.types.iter().cloned())
             .collect()
@@ -820,6 +825,7 @@ fn native(ctx: &Context<'_>, opts: &Options) -> Result<Built> {
             Some(def) => {
                 types.insert(name.clone(), def);
             }
+            None if needs::OPTIONAL_TYPES.iter().any(|t| t.name == name) => {}
             None => {
                 if !missing.types.contains(name) {
                     missing.types.push(name.clone());

@@ -24,6 +24,11 @@
  *   NAME spoof-comm NEW      rename itself to NEW (prctl PR_SET_NAME), then sleep
  *   NAME spoof-argv NEW      overwrite its argument area with NEW (argv[0] only), sleep
  *   NAME udp PORT            bind a UDP socket to 0.0.0.0:PORT, then sleep
+ *   NAME inject              memory as injected code leaves it: an anonymous RWX
+ *                            region (two pages, the first holding shellcode-like bytes)
+ *                            and an anonymous region written, then made r-x with
+ *                            mprotect; prints "inject rwx=ADDR rx=ADDR rwx_head=HEX
+ *                            rx_head=HEX" (addresses and first 64 bytes in hex), sleeps
  *
  * Wire format (lab channel and `truth`): one record per line, "kind key=value ...";
  * values escape every byte outside 0x21..0x7e, and '%', as %XX. Blocks:
@@ -651,6 +656,56 @@ static void init_main(void)
 	sleep_forever();
 }
 
+/*
+ * inject: the malfind check's case. Shellcode-like bytes (exit(0) through the syscall
+ * instruction, then a marker) in anonymous memory that is writable and executable,
+ * and a second copy in anonymous memory written and then made read-only executable.
+ */
+#include <sys/mman.h>
+
+static const unsigned char inject_code[] = {
+	0x48, 0x31, 0xc0,             /* xor rax, rax */
+	0x48, 0x31, 0xff,             /* xor rdi, rdi */
+	0xb0, 0x3c,                   /* mov al, 60 (exit) */
+	0x0f, 0x05,                   /* syscall */
+	'V', 'M', 'I', '-', 'I', 'N', 'J', 'E', 'C', 'T', 'E', 'D',
+	0x90, 0x90, 0xcc, 0xc3,       /* nop; nop; int3; ret */
+};
+
+static void inject_hex(const char *key, const unsigned char *p)
+{
+	printf(" %s=", key);
+	for (int i = 0; i < 64; i++)
+		printf("%02x", p[i]);
+}
+
+static int inject(void)
+{
+	long page = sysconf(_SC_PAGESIZE);
+	unsigned char *rwx = mmap(NULL, (size_t)page * 2, PROT_READ | PROT_WRITE | PROT_EXEC,
+				  MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	unsigned char *rx = mmap(NULL, (size_t)page, PROT_READ | PROT_WRITE,
+				 MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	if (rwx == MAP_FAILED || rx == MAP_FAILED) {
+		perror("inject: mmap");
+		return 1;
+	}
+	memcpy(rwx, inject_code, sizeof inject_code);
+	memcpy(rx, inject_code, sizeof inject_code);
+	memcpy(rx + 10, "VMI-UNPACKED", 12);
+	if (mprotect(rx, (size_t)page, PROT_READ | PROT_EXEC) != 0) {
+		perror("inject: mprotect");
+		return 1;
+	}
+	printf("inject rwx=%lx rx=%lx", (unsigned long)rwx, (unsigned long)rx);
+	inject_hex("rwx_head", rwx);
+	inject_hex("rx_head", rx);
+	printf("\n");
+	fflush(stdout);
+	sleep_forever();
+	return 0;
+}
+
 int main(int argc, char **argv)
 {
 	const char *base = strrchr(argv[0], '/');
@@ -716,6 +771,8 @@ int main(int argc, char **argv)
 			return 1;
 		}
 		sleep_forever();
+	} else if (strcmp(mode, "inject") == 0) {
+		return inject();
 	} else if (strcmp(mode, "spoof-comm") == 0 && argc > 2) {
 		/* process spoofing: rename itself (comm) without exec */
 		prctl(PR_SET_NAME, argv[2], 0, 0, 0);

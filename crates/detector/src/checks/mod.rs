@@ -18,6 +18,7 @@
 //! | `tty` ([`tty`]) | the operations of tty line disciplines, tty drivers and open ttys with kernel text |
 //! | `afinfo` ([`afinfo`]) | the seq_file operations of `/proc/net/{tcp,udp,raw}*` with kernel text |
 //! | `spoofing` ([`spoofing`]) | each user process's `comm` and `argv[0]` with its executable and the file name it was executed by |
+//! | `malfind` ([`malfind`]) | each user process's executable mappings with where code comes from: writable and executable, or anonymous and executable, memory (injected code) |
 //! | `policy` ([`policy`]) | processes with the policy file (names, executables, who may be root, listening sockets); only with a policy |
 //! | `kernel-text` ([`text`]) | `.text` and `.rodata` with the kernel image, patch sites accounted for; only with an image |
 //!
@@ -30,6 +31,7 @@ pub mod creds;
 pub mod ftrace;
 pub mod idt;
 pub mod kprobes;
+pub mod malfind;
 pub mod modules;
 pub mod names;
 pub mod netfilter;
@@ -86,6 +88,8 @@ pub enum Check {
     Afinfo,
     /// Processes whose name or `argv[0]` is not what they run.
     Spoofing,
+    /// Executable memory that is writable or anonymous (injected code).
+    Malfind,
     /// What the policy file forbids (runs only with a policy).
     Policy,
     /// Kernel text and read-only data against the image (runs only with an image).
@@ -94,7 +98,7 @@ pub enum Check {
 
 impl Check {
     /// Every check that needs no configuration, in the order they run.
-    pub const ALL: [Check; 13] = [
+    pub const ALL: [Check; 14] = [
         Check::HiddenProcess,
         Check::HiddenModule,
         Check::SyscallTable,
@@ -108,6 +112,7 @@ impl Check {
         Check::Tty,
         Check::Afinfo,
         Check::Spoofing,
+        Check::Malfind,
     ];
 
     /// The check's name in findings and on the command line.
@@ -126,6 +131,7 @@ impl Check {
             Check::Tty => "tty",
             Check::Afinfo => "afinfo",
             Check::Spoofing => "spoofing",
+            Check::Malfind => "malfind",
             Check::Policy => "policy",
             Check::KernelText => "kernel-text",
         }
@@ -272,6 +278,7 @@ impl<'k, M: PhysicalMemory> Scan<'k, M> {
             Check::Tty => tty::run(self),
             Check::Afinfo => afinfo::run(self),
             Check::Spoofing => spoofing::run(self),
+            Check::Malfind => malfind::run(self),
             Check::Policy => match &self.settings.policy {
                 Some(p) => policy::run(self, p),
                 None => Err(CheckFailure::Walk {

@@ -1,4 +1,5 @@
-//! Paths of files the kernel holds: a process's executable (`mm->exe_file`).
+//! Paths of files the kernel holds: a process's executable (`mm->exe_file`), the files
+//! it maps (`vm_area_struct.vm_file`).
 //!
 //! A path is rebuilt the way the kernel's `d_path` does it: from the dentry up through
 //! `d_parent` to the root of its mount, then across to the mount point in the parent
@@ -91,6 +92,17 @@ impl<M: PhysicalMemory> Kernel<M> {
         }
         let fl = FileLayout::from_profile(&self.profile)?;
         let file = self.ptr(mm.0.wrapping_add(fl.mm_exe_file), "mm_struct.exe_file")?;
+        self.file_path_with(file, &fl)
+    }
+
+    /// The path of the `struct file` at `file` (`None` for a null file or one with no
+    /// path).
+    pub fn file_path(&self, file: u64) -> Result<Option<Vec<u8>>, KernelError> {
+        let fl = FileLayout::from_profile(&self.profile)?;
+        self.file_path_with(file, &fl)
+    }
+
+    fn file_path_with(&self, file: u64, fl: &FileLayout) -> Result<Option<Vec<u8>>, KernelError> {
         if file == 0 {
             return Ok(None);
         }
@@ -100,7 +112,7 @@ impl<M: PhysicalMemory> Kernel<M> {
         if dentry == 0 || vfsmount == 0 {
             return Ok(None);
         }
-        self.path_of(dentry, vfsmount, &fl).map(Some)
+        self.path_of(dentry, vfsmount, fl).map(Some)
     }
 
     /// The absolute path of `dentry` in the mount `vfsmount`.

@@ -39,6 +39,7 @@ pub mod syscalls;
 pub mod tracepoints;
 pub mod tty;
 pub mod userspace;
+pub mod vma;
 
 use std::sync::Arc;
 

@@ -42,7 +42,7 @@ pub struct ExecStrings {
 
 impl<M: PhysicalMemory> Kernel<M> {
     /// The address space of `mm` (its `pgd` through the kernel's direct map).
-    fn user_space(&self, mm: Va) -> Result<AddressSpace<&M>, KernelError> {
+    pub(crate) fn user_space(&self, mm: Va) -> Result<AddressSpace<&M>, KernelError> {
         let pgd = self.ptr(mm.0.wrapping_add(self.layout.mm_pgd), "mm_struct.pgd")?;
         if pgd == 0 {
             return Err(KernelError::BadPointer {

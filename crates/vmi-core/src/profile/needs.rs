@@ -110,7 +110,36 @@ pub const TYPES: &[NeededType] = &[
             f(&["exe_file"]),
             opt(&["mm_mt"]),
             opt(&["mmap"]),
+            f(&["map_count"]),
+            f(&["start_brk"]),
+            f(&["brk"]),
+            f(&["start_stack"]),
         ],
+    },
+    // a process's memory mappings: in the maple tree mm_mt (6.1 on) or on the list
+    // mmap/vm_next (before); anon_name with CONFIG_ANON_VMA_NAME (5.17 on)
+    NeededType {
+        name: "vm_area_struct",
+        fields: &[
+            f(&["vm_start"]),
+            f(&["vm_end"]),
+            f(&["vm_flags"]),
+            f(&["vm_pgoff"]),
+            f(&["vm_file"]),
+            f(&["vm_mm"]),
+            f(&["vm_ops"]),
+            f(&["vm_private_data"]),
+            opt(&["vm_next"]),
+            opt(&["anon_name"]),
+        ],
+    },
+    NeededType {
+        name: "vm_special_mapping",
+        fields: &[f(&["name"])],
+    },
+    NeededType {
+        name: "super_block",
+        fields: &[f(&["s_dev"])],
     },
     NeededType {
         name: "cred",
@@ -218,7 +247,7 @@ pub const TYPES: &[NeededType] = &[
     },
     NeededType {
         name: "inode",
-        fields: &[f(&["i_ino"])],
+        fields: &[f(&["i_ino"]), f(&["i_sb"])],
     },
     NeededType {
         name: "socket",
@@ -442,6 +471,13 @@ pub const TYPES: &[NeededType] = &[
     },
 ];
 
+/// Types some supported kernels lack entirely: in the profile when the kernel has
+/// them, never listed as missing. `maple_tree` holds a process's mappings from 6.1 on.
+pub const OPTIONAL_TYPES: &[NeededType] = &[NeededType {
+    name: "maple_tree",
+    fields: &[f(&["ma_root"]), f(&["ma_flags"])],
+}];
+
 /// The symbols of the default profile.
 pub const SYMBOLS: &[NeededSymbol] = &[
     sym(&["linux_banner"]),
@@ -522,6 +558,8 @@ pub const SYMBOLS: &[NeededSymbol] = &[
     opt_sym(&["packet_seq_ops"]),
     // a file is a socket when its f_op is this
     sym(&["socket_file_ops"]),
+    // the operations of mappings the kernel installs (the vDSO's, ...): their names
+    opt_sym(&["special_mapping_vmops"]),
 ];
 
 #[cfg(test)]
@@ -530,12 +568,12 @@ mod tests {
 
     #[test]
     fn names_are_unique() {
-        let mut names: Vec<&str> = TYPES.iter().map(|t| t.name).collect();
+        let mut names: Vec<&str> = TYPES.iter().chain(OPTIONAL_TYPES).map(|t| t.name).collect();
         names.sort_unstable();
         let before = names.len();
         names.dedup();
         assert_eq!(before, names.len());
-        for t in TYPES {
+        for t in TYPES.iter().chain(OPTIONAL_TYPES) {
             assert!(!t.fields.is_empty(), "{}", t.name);
             for field in t.fields {
                 assert!(!field.aliases.is_empty(), "{}", t.name);

@@ -1,0 +1,219 @@
+//! `malfind`: code a user process wrote into its own memory, or had written into it.
+//!
+//! Named after Volatility's `linux.malfind`, which looks for the same thing: memory
+//! that is executable and was not loaded from a file the way the loader maps
+//! programs. Injected code (shellcode written through `ptrace` or
+//! `/proc/PID/mem`, a reflectively loaded library, a packer's unpacked payload) has to
+//! live in such memory. Reported, for every mapping of every user process
+//! ([`vmi_core::kernel::vma`]):
+//!
+//! - executable and writable (any: anonymous or a file mapped `PROT_WRITE|PROT_EXEC`):
+//!   high when anonymous, medium for a file;
+//! - executable and anonymous (not file-backed; the kernel's own special mappings such
+//!   as the vDSO are not anonymous memory and are not reported): medium. Memory written
+//!   and then made executable with `mprotect` looks like this.
+//!
+//! Evidence: the process, the range, `rwxp` and `vm_flags`, what the mapping is
+//! (`anonymous`, `[heap]`, `[stack]`, a path) and its first 64 bytes as hex and as
+//! printable ASCII (other bytes as `.`), or `not resident` when its first page is not
+//! in memory.
+//!
+//! What a real system has: just-in-time compilers map memory writable and executable
+//! or anonymous and executable by design (node and other V8 embedders, Java, .NET,
+//! LuaJIT, browsers such as Firefox and Chromium, PCRE2 with JIT, some Python
+//! extensions). A host that runs them should list their executables in the policy's
+//! `allow_jit` (globs over the executable's path, as `deny_exe`): their mappings are
+//! then not reported. A plain Debian or Ubuntu system without JITs has none: the
+//! loader maps code read-only from files, the stack is not executable.
+
+use vmi_core::kernel::vma::{MapName, UserBytes, Vma};
+use vmi_core::kernel::Process;
+use vmi_core::memory::PhysicalMemory;
+
+use crate::checks::{needed, CheckFailure, Scan};
+use crate::finding::{guest_str, Finding, Severity};
+
+const NAME: &str = "malfind";
+/// Bytes of each mapping shown.
+pub const PREVIEW: usize = 64;
+
+/// Why a mapping is reported (`None`: it is not).
+pub fn suspicious(v: &Vma) -> Option<Severity> {
+    if !v.is_exec() {
+        return None;
+    }
+    match (v.is_write(), v.is_anonymous()) {
+        (true, true) => Some(Severity::High),
+        (true, false) | (false, true) => Some(Severity::Medium),
+        (false, false) => None,
+    }
+}
+
+/// `bytes` as hex, two digits a byte, space-separated.
+pub fn hex(bytes: &[u8]) -> String {
+    bytes
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// `bytes` as printable ASCII, `.` for every other byte (as hexdump shows them).
+pub fn ascii(bytes: &[u8]) -> String {
+    bytes
+        .iter()
+        .map(|&b| {
+            if (0x20..0x7f).contains(&b) {
+                b as char
+            } else {
+                '.'
+            }
+        })
+        .collect()
+}
+
+/// Run the check.
+pub fn run<M: PhysicalMemory>(scan: &Scan<'_, M>) -> Result<Vec<Finding>, CheckFailure> {
+    let procs = needed(&scan.processes, "the tasks list")?;
+    let allow = scan
+        .settings
+        .policy
+        .as_ref()
+        .map(|p| p.allow_jit.as_slice())
+        .unwrap_or_default();
+    let mut findings = Vec::new();
+    for p in procs
+        .iter()
+        .filter(|p| !p.is_kernel_thread() && p.mm.0 != 0 && p.exit_state == 0)
+    {
+        one(scan, p, allow, &mut findings);
+    }
+    Ok(findings)
+}
+
+fn one<M: PhysicalMemory>(
+    scan: &Scan<'_, M>,
+    p: &Process,
+    allow: &[String],
+    out: &mut Vec<Finding>,
+) {
+    let k = scan.kernel;
+    let comm = guest_str(&p.comm);
+    let id = format!("{}:{}", p.pid, p.start_time);
+    let vmas = match k.vmas(p.mm) {
+        Ok(v) => v,
+        Err(e) => {
+            out.push(
+                Finding::new(
+                    NAME,
+                    Severity::Low,
+                    format!("{NAME}:unreadable:{id}"),
+                    format!(
+                        "the memory mappings of process {} ({comm}) cannot be read, so they cannot be checked: {e}",
+                        p.pid
+                    ),
+                )
+                .num("pid", u64::from(p.pid))
+                .text("comm", comm.clone()),
+            );
+            return;
+        }
+    };
+    let flagged: Vec<(&Vma, Severity)> = vmas
+        .iter()
+        .filter_map(|v| suspicious(v).map(|s| (v, s)))
+        .collect();
+    if flagged.is_empty() {
+        return;
+    }
+    let exe = k.exe_path(p.mm).ok().flatten();
+    if let Some(exe) = &exe {
+        if allow.iter().any(|g| crate::policy::glob(g.as_bytes(), exe)) {
+            return;
+        }
+    }
+    for (v, severity) in flagged {
+        let what = match k.map_name(p.mm, v) {
+            Ok(MapName::None) if v.is_anonymous() => "anonymous".to_string(),
+            Ok(MapName::None) => "special mapping".to_string(),
+            Ok(n) => guest_str(&n.display()),
+            Err(e) => format!("unnamed ({e})"),
+        };
+        let (bytes, text) = match k.user_bytes(p.mm, v.start, PREVIEW) {
+            Ok(UserBytes::Resident(b)) => (hex(&b), ascii(&b)),
+            Ok(UserBytes::NotResident) => ("not resident".to_string(), String::new()),
+            Err(e) => (format!("unreadable: {e}"), String::new()),
+        };
+        let perms = v.perms();
+        let mut f = Finding::new(
+            NAME,
+            severity,
+            format!("{NAME}:{id}:{:#x}", v.start),
+            format!(
+                "process {} ({comm}) has {perms} {what} memory at {:#x}-{:#x}: code written at run time (injected, unpacked or a JIT's)",
+                p.pid, v.start, v.end
+            ),
+        )
+        .num("pid", u64::from(p.pid))
+        .text("comm", comm.clone())
+        .addr("start", v.start)
+        .addr("end", v.end)
+        .text("perms", perms)
+        .addr("vm_flags", v.flags)
+        .text("mapping", what)
+        .text("bytes", bytes);
+        if !text.is_empty() {
+            f = f.text("ascii", text);
+        }
+        if let Some(exe) = &exe {
+            f = f.text("exe", guest_str(exe));
+        }
+        out.push(f);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use vmi_core::kernel::vma::{VM_EXEC, VM_MAYSHARE, VM_READ, VM_WRITE};
+    use vmi_core::Va;
+
+    fn vma(flags: u64, file: u64, ops: u64) -> Vma {
+        Vma {
+            addr: Va(0xffff_8880_0000_1000),
+            start: 0x7f00_0000_0000,
+            end: 0x7f00_0000_1000,
+            flags,
+            pgoff: 0,
+            file: Va(file),
+            ops: Va(ops),
+            private_data: 0,
+            anon_name: 0,
+        }
+    }
+
+    #[test]
+    fn what_is_reported() {
+        const FILE: u64 = 0xffff_8880_0000_2000;
+        const OPS: u64 = 0xffff_ffff_8220_0000;
+        let rwx = VM_READ | VM_WRITE | VM_EXEC;
+        let rx = VM_READ | VM_EXEC;
+        assert_eq!(suspicious(&vma(rwx, 0, 0)), Some(Severity::High));
+        assert_eq!(suspicious(&vma(rx, 0, 0)), Some(Severity::Medium));
+        assert_eq!(
+            suspicious(&vma(rwx | VM_MAYSHARE, FILE, OPS)),
+            Some(Severity::Medium)
+        );
+        // program text, data, the vDSO
+        assert_eq!(suspicious(&vma(rx, FILE, OPS)), None);
+        assert_eq!(suspicious(&vma(VM_READ | VM_WRITE, 0, 0)), None);
+        assert_eq!(suspicious(&vma(rx, 0, OPS)), None);
+    }
+
+    #[test]
+    fn evidence_is_printable() {
+        let b = b"\x48\x31\xc0VMI\x1b[2J\\\xff";
+        assert_eq!(hex(&b[..3]), "48 31 c0");
+        assert_eq!(ascii(b), "H1.VMI.[2J\\.");
+    }
+}
