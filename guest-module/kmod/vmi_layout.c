@@ -190,8 +190,12 @@ static const struct vmi_field_info fields[] = {
 	F(module, mkobj, struct module_kobject, "struct module_kobject"),
 #if LINUX_VERSION_CODE >= KERNEL_VERSION(6, 4, 0)
 	FA(module, mem, struct module_memory, "struct module_memory"),
+	F(module_memory, base, void *, "ptr void"),
+	F(module_memory, size, unsigned int, "unsigned int"),
 #else
 	F(module, core_layout, struct module_layout, "struct module_layout"),
+	F(module_layout, base, void *, "ptr void"),
+	F(module_layout, size, unsigned int, "unsigned int"),
 #endif
 	F(module, num_syms, unsigned int, "unsigned int"),
 	F(module, syms, const struct kernel_symbol *, "ptr struct kernel_symbol"),
@@ -412,6 +416,11 @@ static const struct vmi_type_info types[] = {
 	T(task_struct), T(signal_struct), T(mm_struct),	 T(cred),
 	T(user_struct), T(list_head),	  T(hlist_node), T(module),
 	T(module_kobject), T(kobject),	  T(kset),	 T(pid),
+#if LINUX_VERSION_CODE >= KERNEL_VERSION(6, 4, 0)
+	T(module_memory),
+#else
+	T(module_layout),
+#endif
 	T(upid),	T(pid_namespace), T(idr),	 T(xarray),
 	T(xa_node),	T(file), T(files_struct), T(fdtable), T(inode), T(socket), T(sock),
 	T(sock_common), T(vm_area_struct), T(vm_special_mapping), T(super_block),

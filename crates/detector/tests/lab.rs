@@ -27,11 +27,12 @@
 //!   live and from the dump, and every region of Volatility's linux.malfind; `maps`
 //!   equals /proc/PID/maps (also on the clean guests of the other kernels).
 //! - `clean_guests_raise_nothing`: every other kernel of the lab's matrix (5.10, 7.2,
-//!   newest 7.x; no attack modules: 7.x headers need gcc-16, which this machine lacks)
-//!   booted once: `check` live and on an ELF dump finds nothing and no check fails;
-//!   `identify`, `ps` and `lsmod` agree with the guest, the tracing walkers read what
-//!   the guest's own tracing shows, and the tty and /proc/net walkers what
-//!   `/proc/tty/{ldiscs,drivers}` and `/proc/net` list.
+//!   newest 7.x) booted once: `check` live and on an ELF dump finds nothing and no
+//!   check fails; `identify`, `ps` and `lsmod` agree with the guest, the tracing walkers
+//!   read what the guest's own tracing shows, and the tty and /proc/net walkers what
+//!   `/proc/tty/{ldiscs,drivers}` and `/proc/net` list. The 7.x guests are then hooked
+//!   as in step 7 (ftrace, kprobes, a tracepoint; modules built with sid's gcc-16 and
+//!   trixie's gcc-14 in a Debian root the lab makes), found live, paused and from a dump.
 
 mod common;
 #[path = "lab_steps/malfind.rs"]
@@ -49,8 +50,13 @@ use vmi_core::memory::{QemuLive, QemuOptions, VcpuRegisters};
 use vmi_lab::python::{Venv, VOLATILITY};
 use vmi_lab::{BootOptions, GroundTruth, Guest, Lab, Scenario, MATRIX};
 
-/// Kernels whose headers this machine's gcc builds modules for.
+/// Kernels attacked with every test module (their modules build with the host gcc).
 const ATTACK_KERNELS: &[&str] = &["6.1.0-56-amd64", "6.12.117+deb12-amd64"];
+/// Clean guests hooked through ftrace, kprobes and a tracepoint after their clean
+/// checks: the 7.x builds, whose modules the lab builds with their suite's gcc.
+const HOOKED_CLEAN_KERNELS: &[&str] = &["newest:7.2", "newest:7"];
+/// The test modules of the tracing step ([`tracing_hooks`]).
+const TRACING_MODULES: [&str; 3] = ["vmi_ftrace", "vmi_kprobe", "vmi_tracepoint"];
 
 /// The detector binary with a profile directory, and the kernel image (the vmlinux of
 /// the -dbg package) for the kernel-text check.
@@ -857,7 +863,17 @@ fn clean_guests_raise_nothing() {
             profiles: profiles.path().to_path_buf(),
             image: Some(lab.store().debug(kernel).expect("-dbg").vmlinux),
         };
-        let mut guest = match lab.boot(kernel, &Scenario::standard(), &BootOptions::default()) {
+        let mut scenario = Scenario::standard();
+        if HOOKED_CLEAN_KERNELS.contains(kernel) {
+            for m in TRACING_MODULES {
+                scenario = scenario.file(
+                    common::attack_module(&lab, kernel, m),
+                    &format!("/lab/{m}.ko"),
+                    0o644,
+                );
+            }
+        }
+        let mut guest = match lab.boot(kernel, &scenario, &BootOptions::default()) {
             Ok(g) => g,
             Err(e) => {
                 problems.push(format!("{kernel}: boot: {e}"));
@@ -889,6 +905,15 @@ fn clean_guests_raise_nothing() {
         guest.dump_elf(&elf).expect("ELF dump");
         let run = d.run(&["--dump", elf.to_str().unwrap()], &["--json", "check"]);
         problems.extend(expect_exactly(&format!("{label} ELF"), &run, &[]));
+        if HOOKED_CLEAN_KERNELS.contains(kernel) {
+            // then hooked through ftrace, kprobes and a tracepoint (step 7 of the
+            // attacks), found live, paused and from a dump
+            let mut wants = Vec::new();
+            problems.extend(tracing_hooks(&label, &d, &mut guest, &mut wants));
+            guest.dump_elf(&elf).expect("ELF dump");
+            let run = d.run(&["--dump", elf.to_str().unwrap()], &["--json", "check"]);
+            problems.extend(expect_exactly(&format!("{label} hooked, ELF"), &run, &wants));
+        }
         guest.shutdown().expect("shutdown");
     }
     assert!(problems.is_empty(), "{}", problems.join("\n"));
@@ -973,7 +998,7 @@ fn tracing_hooks(
     wants: &mut Vec<Want>,
 ) -> Vec<String> {
     let mut problems = Vec::new();
-    for m in ["vmi_ftrace", "vmi_kprobe", "vmi_tracepoint"] {
+    for m in TRACING_MODULES {
         insmod(kernel, guest, &format!("/lab/{m}.ko"));
     }
     let out = guest

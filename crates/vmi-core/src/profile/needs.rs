@@ -473,10 +473,23 @@ pub const TYPES: &[NeededType] = &[
 
 /// Types some supported kernels lack entirely: in the profile when the kernel has
 /// them, never listed as missing. `maple_tree` holds a process's mappings from 6.1 on.
-pub const OPTIONAL_TYPES: &[NeededType] = &[NeededType {
-    name: "maple_tree",
-    fields: &[f(&["ma_root"]), f(&["ma_flags"])],
-}];
+/// A module's core text is `module.mem[MOD_TEXT]`, a `module_memory` (6.4+; 7.2 put
+/// `bool is_rox` between its base and size), or `module.core_layout`, a
+/// `module_layout` (before).
+pub const OPTIONAL_TYPES: &[NeededType] = &[
+    NeededType {
+        name: "maple_tree",
+        fields: &[f(&["ma_root"]), f(&["ma_flags"])],
+    },
+    NeededType {
+        name: "module_memory",
+        fields: &[f(&["base"]), f(&["size"])],
+    },
+    NeededType {
+        name: "module_layout",
+        fields: &[f(&["base"]), f(&["size"])],
+    },
+];
 
 /// The symbols of the default profile.
 pub const SYMBOLS: &[NeededSymbol] = &[
