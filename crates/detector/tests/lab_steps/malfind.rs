@@ -198,34 +198,35 @@ pub fn volatility_malfind(v: &Volatility, run: &Run, inj: &Injected) -> Vec<Stri
     problems
 }
 
-/// The malfind step alone on one 6.1 guest (a few minutes), for work on it;
-/// `attacks_are_found_and_named` runs it on every attack kernel.
+/// The malfind step alone on a guest of each attack kernel (about 25 s each), for work
+/// on it; `attacks_are_found_and_named` runs it among the other steps.
 #[test]
 #[ignore = "focused run of the malfind step; attacks_are_found_and_named covers it"]
 fn malfind_step_alone() {
-    let kernel = ATTACK_KERNELS[0];
     let lab = Lab::open_default().expect("lab");
-    let profiles = tempfile::tempdir().expect("tempdir");
-    profile_into(&lab, kernel, profiles.path());
-    let d = Detector {
-        profiles: profiles.path().to_path_buf(),
-        image: None,
-    };
-    let mut guest = lab
-        .boot(kernel, &Scenario::standard(), &BootOptions::default())
-        .expect("boot");
     let mut problems = Vec::new();
-    let run = d.live(&mut guest, &["--json", "check"]);
-    problems.extend(expect_exactly(&format!("{kernel} clean"), &run, &[]));
-    let mut wants = Vec::new();
-    let (inj, p) = injected_code(kernel, &d, &mut guest, &mut wants);
-    problems.extend(p);
-    let dump = tempfile::tempdir().expect("tempdir");
-    let elf = dump.path().join("g.elf");
-    guest.dump_elf(&elf).expect("ELF dump");
-    let run = d.run(&["--dump", elf.to_str().unwrap()], &["--json", "check"]);
-    problems.extend(expect_exactly(&format!("{kernel} ELF dump"), &run, &wants));
-    let vol = Volatility::new(&lab, kernel, &elf, &d);
-    problems.extend(volatility_malfind(&vol, &run, &inj));
+    for kernel in ATTACK_KERNELS {
+        let profiles = tempfile::tempdir().expect("tempdir");
+        profile_into(&lab, kernel, profiles.path());
+        let d = Detector {
+            profiles: profiles.path().to_path_buf(),
+            image: None,
+        };
+        let mut guest = lab
+            .boot(kernel, &Scenario::standard(), &BootOptions::default())
+            .expect("boot");
+        let run = d.live(&mut guest, &["--json", "check"]);
+        problems.extend(expect_exactly(&format!("{kernel} clean"), &run, &[]));
+        let mut wants = Vec::new();
+        let (inj, p) = injected_code(kernel, &d, &mut guest, &mut wants);
+        problems.extend(p);
+        let dump = tempfile::tempdir().expect("tempdir");
+        let elf = dump.path().join("g.elf");
+        guest.dump_elf(&elf).expect("ELF dump");
+        let run = d.run(&["--dump", elf.to_str().unwrap()], &["--json", "check"]);
+        problems.extend(expect_exactly(&format!("{kernel} ELF dump"), &run, &wants));
+        let vol = Volatility::new(&lab, kernel, &elf, &d);
+        problems.extend(volatility_malfind(&vol, &run, &inj));
+    }
     assert!(problems.is_empty(), "{}", problems.join("\n"));
 }
