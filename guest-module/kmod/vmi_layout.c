@@ -60,6 +60,9 @@
 #include <linux/net.h>
 #include <net/sock.h>
 #include <net/net_namespace.h>
+#include <linux/bpf.h>
+#include <linux/perf_event.h>
+#include <linux/trace_events.h>
 
 /*
  * Types private to a kernel directory: the kernel tree has them, headers packages may
@@ -328,6 +331,53 @@ static const struct vmi_field_info fields[] = {
 #endif
 #endif
 
+#ifdef CONFIG_BPF_SYSCALL
+	F(bpf_prog, type, enum bpf_prog_type, "enum bpf_prog_type"),
+	F(bpf_prog, expected_attach_type, enum bpf_attach_type, "enum bpf_attach_type"),
+	F(bpf_prog, jited_len, u32, "unsigned int"),
+	FA(bpf_prog, tag, u8, "unsigned char"),
+	F(bpf_prog, bpf_func, typeof(VMI_MEMBER(bpf_prog, bpf_func)), "ptr fn"),
+	F(bpf_prog, aux, struct bpf_prog_aux *, "ptr struct bpf_prog_aux"),
+	F(bpf_prog_aux, id, u32, "unsigned int"),
+	FA(bpf_prog_aux, name, char, "char"),
+	F(bpf_prog_aux, attach_func_name, const char *, "ptr char"),
+	F(bpf_prog_aux, load_time, u64, "long long unsigned int"),
+	F(bpf_prog_aux, dst_prog, struct bpf_prog *, "ptr struct bpf_prog"),
+	F(bpf_link, id, u32, "unsigned int"),
+	F(bpf_link, type, enum bpf_link_type, "enum bpf_link_type"),
+	F(bpf_link, prog, struct bpf_prog *, "ptr struct bpf_prog"),
+	F(bpf_raw_event_map, tp, struct tracepoint *, "ptr struct tracepoint"),
+/* struct bpf_raw_tp_link is private to kernel/bpf/syscall.c before 6.9 */
+#if LINUX_VERSION_CODE >= KERNEL_VERSION(6, 12, 0)
+	F(bpf_raw_tp_link, btp, struct bpf_raw_event_map *, "ptr struct bpf_raw_event_map"),
+#endif
+#endif
+#ifdef CONFIG_PERF_EVENTS
+	F(task_struct, perf_event_list, struct list_head, "struct list_head"),
+	F(perf_event, owner_entry, struct list_head, "struct list_head"),
+	F(perf_event, pmu, struct pmu *, "ptr struct pmu"),
+	F(perf_event, overflow_handler, perf_overflow_handler_t, "ptr fn"),
+#ifdef CONFIG_BPF_SYSCALL
+	F(perf_event, prog, struct bpf_prog *, "ptr struct bpf_prog"),
+#endif
+#ifdef CONFIG_EVENT_TRACING
+	F(perf_event, tp_event, struct trace_event_call *, "ptr struct trace_event_call"),
+	F(trace_event_call, name, const char *, "ptr char"),
+#endif
+	F(pmu, name, const char *, "ptr char"),
+	F(pmu, entry, struct list_head, "struct list_head"),
+	F(perf_event, event_entry, struct list_head, "struct list_head"),
+	F(perf_event_context, event_list, struct list_head, "struct list_head"),
+	F(perf_cpu_context, ctx, struct perf_event_context, "struct perf_event_context"),
+/* one context per PMU kind and per-task arrays before 6.2, one per CPU and task from 6.2 */
+#if LINUX_VERSION_CODE < KERNEL_VERSION(6, 2, 0)
+	F(pmu, pmu_cpu_context, struct perf_cpu_context __percpu *, "ptr struct perf_cpu_context"),
+	FA(task_struct, perf_event_ctxp, struct perf_event_context *, "ptr struct perf_event_context"),
+#else
+	F(task_struct, perf_event_ctxp, struct perf_event_context *, "ptr struct perf_event_context"),
+#endif
+#endif
+
 /* function-pointer members: checked by name only (their types drift between versions) */
 
 	F(net, list, struct list_head, "struct list_head"),
@@ -451,6 +501,18 @@ static const struct vmi_type_info types[] = {
 	T(kprobe),
 #ifdef CONFIG_KRETPROBES
 	T(kretprobe),
+#endif
+#endif
+#ifdef CONFIG_BPF_SYSCALL
+	T(bpf_prog), T(bpf_prog_aux), T(bpf_link), T(bpf_raw_event_map),
+#if LINUX_VERSION_CODE >= KERNEL_VERSION(6, 12, 0)
+	T(bpf_raw_tp_link),
+#endif
+#endif
+#ifdef CONFIG_PERF_EVENTS
+	T(perf_event), T(pmu), T(perf_event_context), T(perf_cpu_context),
+#ifdef CONFIG_EVENT_TRACING
+	T(trace_event_call),
 #endif
 #endif
 	T(net), T(notifier_block), T(atomic_notifier_head), T(blocking_notifier_head),

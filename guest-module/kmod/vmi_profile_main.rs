@@ -266,6 +266,8 @@ fn rust_sizes() -> [(&'static str, usize); 22] {
 /// aliases; guest-module's `kmod_tracks_needs` test keeps the lists in step): those not
 /// found are listed as missing.
 const NEEDED_SYMBOLS: &[&str] = &[
+    "prog_idr",
+    "link_idr",
     "linux_banner",
     "_text",
     "_stext",
@@ -306,6 +308,16 @@ const NEEDED_SYMBOLS: &[&str] = &[
 /// The types of the default profile (vmi_core::profile::needs::TYPES; kept in step by
 /// the same test).
 const NEEDED_TYPES: &[&str] = &[
+    "bpf_prog",
+    "bpf_prog_aux",
+    "bpf_link",
+    "bpf_raw_tp_link",
+    "bpf_raw_event_map",
+    "perf_event",
+    "pmu",
+    "perf_event_context",
+    "perf_cpu_context",
+    "trace_event_call",
     "task_struct",
     "signal_struct",
     "mm_struct",

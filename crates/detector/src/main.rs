@@ -64,7 +64,7 @@ struct Opts {
     #[arg(long, global = true, value_name = "FILE")]
     profile: Option<PathBuf>,
     /// A policy file (TOML: deny_names, deny_exe, root_uids, allow_listen, allow_jit); adds the `policy` check to
-    /// `check` and `watch`.
+    /// `check` and `watch`; its ebpf_types and ebpf_allow set what the `ebpf` check reports.
     #[arg(long, global = true, value_name = "FILE")]
     policy: Option<PathBuf>,
     /// The vmlinux the guest booted (with its symbol table, e.g. from the -dbg package);
@@ -92,6 +92,10 @@ enum Command {
         #[arg(long)]
         listening: bool,
     },
+    /// Loaded BPF programs, from the kernel's program IDR: id, type, name, tag,
+    /// address, the processes holding them open and what they are attached to (links,
+    /// perf events).
+    Bpf,
     /// A process's memory mappings, as /proc/PID/maps shows them: range, rwxp, file
     /// offset, device, inode and path ([heap], [stack], [vdso], ... for the others).
     Maps {
@@ -102,7 +106,7 @@ enum Command {
     Check {
         /// Only these checks (repeat or comma-separate): hidden-process, hidden-module,
         /// syscall-table, idt, credentials, ftrace, kprobes, tracepoints, netfilter,
-        /// notifiers, tty, afinfo, spoofing, malfind, policy, kernel-text.
+        /// notifiers, tty, afinfo, spoofing, malfind, perf-events, ebpf, policy, kernel-text.
         #[arg(long = "check", value_name = "NAME", value_delimiter = ',')]
         only: Vec<String>,
         /// Pause a live guest while it is read (default: read it running and confirm
@@ -385,6 +389,22 @@ fn run(cli: &Cli) -> Result<ExitCode> {
                 render::sockets_text(&rows),
             )?;
         }
+        Command::Bpf => {
+            let procs = target
+                .kernel
+                .processes(&limits)
+                .context("walking the tasks list")?;
+            let view = target
+                .kernel
+                .bpf(&procs)
+                .context("reading the BPF programs")?;
+            let holders = bpf_holders(&target, &procs, &view)?;
+            emit(
+                json,
+                render::bpf_json(&view, &holders),
+                render::bpf_text(&view, &holders),
+            )?;
+        }
         Command::Maps { pid } => {
             let procs = target
                 .kernel
@@ -543,6 +563,37 @@ fn run_watch(
         reason,
     }])?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// The processes holding each BPF program open (by the program's address): through a
+/// program descriptor, a link's or a perf event's.
+fn bpf_holders(
+    target: &Target,
+    procs: &[vmi_core::kernel::Process],
+    view: &vmi_core::kernel::bpf::BpfView,
+) -> Result<std::collections::BTreeMap<u64, Vec<render::BpfHolder>>> {
+    use vmi_core::kernel::sockets::BpfFile;
+    let mut out: std::collections::BTreeMap<u64, Vec<render::BpfHolder>> = Default::default();
+    for p in procs {
+        let files = target.kernel.bpf_files(p.task).with_context(|| {
+            format!("reading the open files of process {} ({})", p.pid, p.name())
+        })?;
+        for (fd, kind, obj) in files {
+            let prog = match kind {
+                BpfFile::Program => Some(obj),
+                BpfFile::Link => view.links.iter().find(|l| l.at == obj).map(|l| l.prog),
+                BpfFile::PerfEvent => view
+                    .perf_events
+                    .iter()
+                    .find(|e| e.at == obj)
+                    .map(|e| e.prog),
+            };
+            if let Some(prog) = prog.filter(|v| v.0 != 0) {
+                out.entry(prog.0).or_default().push((p.pid, p.name(), fd));
+            }
+        }
+    }
+    Ok(out)
 }
 
 fn check(target: &Target, wanted: &[Check], pause: bool, settings: &Settings) -> Result<Report> {

@@ -172,6 +172,11 @@ impl Policy {
         })
     }
 
+    /// True when `path` matches an `allow_jit` glob.
+    pub fn jit_allowed(&self, path: &[u8]) -> bool {
+        self.allow_jit.iter().any(|g| glob(g.as_bytes(), path))
+    }
+
     /// The `deny_exe` glob that `path` matches.
     pub fn denied_exe(&self, path: &[u8]) -> Option<&str> {
         self.deny_exe
@@ -247,6 +252,18 @@ mod tests {
             Policy::parse("deny_names = [").unwrap_err(),
             PolicyError::Toml(_)
         ));
+    }
+
+    #[test]
+    fn jit_executables() {
+        let p =
+            Policy::parse("allow_jit = [\"/usr/bin/node\", \"/usr/lib/jvm/*/bin/java\"]").unwrap();
+        assert!(p.jit_allowed(b"/usr/bin/node"));
+        assert!(p.jit_allowed(b"/usr/lib/jvm/java-17-openjdk-amd64/bin/java"));
+        assert!(!p.jit_allowed(b"/tmp/node"));
+        assert!(!Policy::default().jit_allowed(b"/usr/bin/node"));
+        let e = Policy::parse("allow_jit = \"/usr/bin/node\"").unwrap_err();
+        assert!(e.to_string().contains("allow_jit"), "{e}");
     }
 
     #[test]

@@ -401,6 +401,108 @@ pub fn report_text(r: &Report) -> String {
     s
 }
 
+/// A process holding a BPF object open: pid, comm, descriptor.
+pub type BpfHolder = (u32, String, u32);
+
+/// `bpf` as JSON: one object per program, with its attach points and holders, and
+/// every perf event that runs a program.
+pub fn bpf_json(
+    view: &vmi_core::kernel::bpf::BpfView,
+    holders: &BTreeMap<u64, Vec<BpfHolder>>,
+) -> Value {
+    let programs: Vec<Value> = view
+        .programs
+        .iter()
+        .map(|p| {
+            let held: Vec<Value> = holders
+                .get(&p.at.0)
+                .map(|h| {
+                    h.iter()
+                        .map(|(pid, comm, fd)| json!({"pid": pid, "comm": comm, "fd": fd}))
+                        .collect()
+                })
+                .unwrap_or_default();
+            json!({
+                "id": p.id,
+                "type": p.type_name(),
+                "type_code": p.prog_type,
+                "expected_attach_type": p.expected_attach_type,
+                "attach_type": (p.expected_attach_type != 0).then(|| p.attach_type_name()),
+                "name": guest_str(&p.name),
+                "tag": p.tag_hex(),
+                "address": format!("{:#x}", p.at.0),
+                "image": format!("{:#x}", p.image.0),
+                "jited_len": p.jited_len,
+                "load_time": p.load_time,
+                "attach": crate::checks::ebpf::attach_points(view, p),
+                "holders": held,
+            })
+        })
+        .collect();
+    let events: Vec<Value> = view
+        .perf_events
+        .iter()
+        .filter(|e| e.prog.0 != 0)
+        .map(|e| {
+            json!({
+                "pid": e.pid,
+                "tid": e.tid,
+                "comm": guest_str(&e.comm),
+                "pmu": guest_str(&e.pmu),
+                "event": guest_str(&e.event),
+                "address": format!("{:#x}", e.at.0),
+                "program": format!("{:#x}", e.prog.0),
+                "overflow_handler": format!("{:#x}", e.overflow_handler.0),
+            })
+        })
+        .collect();
+    json!({ "programs": programs, "perf_events": events })
+}
+
+/// `bpf` as text: a table of programs, as `bpftool prog` shows them.
+pub fn bpf_text(
+    view: &vmi_core::kernel::bpf::BpfView,
+    holders: &BTreeMap<u64, Vec<BpfHolder>>,
+) -> String {
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        "{:>6} {:<24} {:<16} {:<16} {:<18} {:<20} ATTACHED TO",
+        "ID", "TYPE", "NAME", "TAG", "ADDRESS", "HELD BY"
+    );
+    for p in &view.programs {
+        let held: Vec<String> = holders
+            .get(&p.at.0)
+            .map(|h| {
+                h.iter()
+                    .map(|(pid, comm, fd)| format!("{pid}/{comm}:{fd}"))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let points = crate::checks::ebpf::attach_points(view, p);
+        let _ = writeln!(
+            s,
+            "{:>6} {:<24} {:<16} {:<16} {:<18} {:<20} {}",
+            p.id,
+            p.kind(),
+            guest_str(&p.name),
+            p.tag_hex(),
+            format!("{:#x}", p.at.0),
+            if held.is_empty() {
+                "-".to_string()
+            } else {
+                held.join(",")
+            },
+            if points.is_empty() {
+                "-".to_string()
+            } else {
+                points.join("; ")
+            }
+        );
+    }
+    s
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -21,6 +21,12 @@
 //!   listeners and a connected pair up, `sockets` must list what the guest's /proc/net
 //!   lists, with the pids its /proc/PID/fd give, `allow_listen` must flag the listeners
 //!   it does not allow, and every TCP/UDP socket of Volatility's sockstat must be listed.
+//!   A kernel perf counter with a module's overflow handler must be a perf-events
+//!   finding. The lab worker then loads BPF programs through the raw bpf() syscall (a kprobe
+//!   program on a kprobe perf event, a raw tracepoint program, a socket filter;
+//!   `lab_steps/ebpf.rs`): `bpf` must list them as the guest does, `ebpf` report the
+//!   first two, and every program and perf event of Volatility's linux.ebpf and
+//!   linux.tracing.perf_events must be the detector's too.
 //!   The clean guests of the other kernels compare `sockets` with /proc/net too.
 //!   A copy of the worker maps an anonymous RWX region holding shellcode-like bytes and
 //!   one made r-x after it was written: `check` reports both with their first bytes,
@@ -35,6 +41,8 @@
 //!   trixie's gcc-14 in a Debian root the lab makes), found live, paused and from a dump.
 
 mod common;
+#[path = "lab_steps/ebpf.rs"]
+mod ebpf;
 #[path = "lab_steps/malfind.rs"]
 mod malfind;
 
@@ -570,8 +578,19 @@ fn policy(
     problems
 }
 
-/// `check --check policy` on the live guest with `text` written to the policy `file`.
+/// `check --check CHECK` (`policy` by default) on the live guest with `text` written
+/// to the policy `file`.
 fn run_policy(d: &Detector, guest: &mut Guest, file: &Path, text: &str) -> Run {
+    run_check_with_policy(d, guest, file, text, "policy")
+}
+
+fn run_check_with_policy(
+    d: &Detector,
+    guest: &mut Guest,
+    file: &Path,
+    text: &str,
+    check: &str,
+) -> Run {
     std::fs::write(file, text).unwrap();
     d.live(
         guest,
@@ -581,7 +600,7 @@ fn run_policy(d: &Detector, guest: &mut Guest, file: &Path, text: &str) -> Run {
             file.to_str().unwrap(),
             "check",
             "--check",
-            "policy",
+            check,
         ],
     )
 }
@@ -613,6 +632,7 @@ fn attack(lab: &Lab, kernel: &str) -> Vec<String> {
         "vmi_netfilter",
         "vmi_keylog",
         "vmi_tty",
+        "vmi_perf",
         "vmi_ghost",
     ];
     let mut scenario = Scenario::standard()
@@ -806,6 +826,10 @@ fn attack(lab: &Lab, kernel: &str) -> Vec<String> {
     // 8d. injected code: anonymous RWX memory, and memory made r-x once written
     let injected = malfind::injected_code(kernel, &d, &mut guest, &mut wants);
     problems.extend(injected.1);
+    // 8d. a kernel perf counter with a module's overflow handler; eBPF: a kprobe
+    // program on a perf event, a raw tracepoint program, a socket filter
+    let (bpf, bpf_problems) = ebpf::step(kernel, &d, &mut guest, &mut wants, profiles.path());
+    problems.extend(bpf_problems);
 
     // the same from an ELF dump, and what Volatility 3 finds there
     let dump = tempfile::tempdir().expect("tempdir");
@@ -815,6 +839,7 @@ fn attack(lab: &Lab, kernel: &str) -> Vec<String> {
     problems.extend(expect_exactly(&format!("{kernel} ELF dump"), &run, &wants));
     let vol = Volatility::new(lab, kernel, &elf, &d);
     problems.extend(volatility_tracing(&vol, &run));
+    problems.extend(ebpf::volatility(&vol, &d, &run, &bpf));
     problems.extend(volatility_tables(&vol, &run));
     problems.extend(volatility_spoofing(&vol, &run, spoofed.0));
     problems.extend(volatility_sockets(&vol, &d));
@@ -1184,12 +1209,21 @@ fn volatility_tracing(v: &Volatility, run: &Run) -> Vec<String> {
         let callback = addr(&r["Callback address"]).unwrap_or(0);
         let hooked = r["Hooked symbols"].as_str().unwrap_or("");
         let ok = if text.contains(&callback) {
-            // a kprobe armed through ftrace: the kprobes check reports the probe
+            // a kprobe armed through ftrace: the kprobes check reports the probe, or
+            // the ebpf check the program on a kprobe perf event
             r["Callback"] == "kprobe_ftrace_handler"
                 && (hooked.is_empty()
                     || got.iter().any(|(c, e)| {
                         c == "kprobes"
                             && names_one_of(hooked, base_name(e["function"].as_str().unwrap_or("")))
+                    })
+                    || got.iter().any(|(c, e)| {
+                        c == "ebpf"
+                            && e["attach"].as_str().is_some_and(|a| {
+                                hooked
+                                    .split(',')
+                                    .any(|h| a.contains(&format!("kprobe {h} ")))
+                            })
                     }))
         } else {
             got.iter().any(|(c, e)| {

@@ -29,6 +29,16 @@
  *                            and an anonymous region written, then made r-x with
  *                            mprotect; prints "inject rwx=ADDR rx=ADDR rwx_head=HEX
  *                            rx_head=HEX" (addresses and first 64 bytes in hex), sleeps
+ *   NAME bpf MODE            eBPF through the raw bpf() syscall (no libbpf): MODE "all"
+ *                            loads a kprobe program (vmi_bpf_kprobe) attached to
+ *                            __x64_sys_getuid by a kprobe perf event
+ *                            (PERF_EVENT_IOC_SET_BPF), a raw tracepoint program
+ *                            (vmi_bpf_rawtp) on sched_process_exec
+ *                            (BPF_RAW_TRACEPOINT_OPEN) and a socket filter
+ *                            (vmi_bpf_filter) on a UDP socket; prints
+ *                            "bpf kind=K id=N tag=HEX type=T fd=F" per program (from
+ *                            BPF_OBJ_GET_INFO_BY_FD), then "bpf ready" and sleeps
+ *                            holding them
  *
  * Wire format (lab channel and `truth`): one record per line, "kind key=value ...";
  * values escape every byte outside 0x21..0x7e, and '%', as %XX. Blocks:
@@ -657,6 +667,117 @@ static void init_main(void)
 }
 
 /*
+ * bpf MODE: eBPF programs loaded and attached with the raw bpf() syscall, each two
+ * hand-written instructions ("r0 = IMM; exit": IMM differs, and so do the tags).
+ */
+#include <linux/bpf.h>
+#include <linux/perf_event.h>
+#include <sys/ioctl.h>
+#include <sys/syscall.h>
+
+static long bpf_call(int cmd, union bpf_attr *attr)
+{
+	return syscall(__NR_bpf, cmd, attr, sizeof *attr);
+}
+
+static int bpf_load(__u32 type, const char *name, int imm)
+{
+	struct bpf_insn insns[2];
+	static char log[4096];
+	union bpf_attr attr;
+	memset(insns, 0, sizeof insns);
+	insns[0].code = BPF_ALU64 | BPF_MOV | BPF_K;
+	insns[0].dst_reg = BPF_REG_0;
+	insns[0].imm = imm;
+	insns[1].code = BPF_JMP | BPF_EXIT;
+	memset(&attr, 0, sizeof attr);
+	attr.prog_type = type;
+	attr.insns = (__u64)(unsigned long)insns;
+	attr.insn_cnt = 2;
+	attr.license = (__u64)(unsigned long)"GPL";
+	attr.log_buf = (__u64)(unsigned long)log;
+	attr.log_size = sizeof log;
+	attr.log_level = 1;
+	snprintf(attr.prog_name, sizeof attr.prog_name, "%s", name);
+	int fd = (int)bpf_call(BPF_PROG_LOAD, &attr);
+	if (fd < 0)
+		fprintf(stderr, "bpf: loading %s: %s\n%s\n", name, strerror(errno), log);
+	return fd;
+}
+
+static int bpf_report(const char *kind, int fd)
+{
+	struct bpf_prog_info info;
+	union bpf_attr attr;
+	memset(&info, 0, sizeof info);
+	memset(&attr, 0, sizeof attr);
+	attr.info.bpf_fd = (__u32)fd;
+	attr.info.info_len = sizeof info;
+	attr.info.info = (__u64)(unsigned long)&info;
+	if (bpf_call(BPF_OBJ_GET_INFO_BY_FD, &attr) != 0) {
+		fprintf(stderr, "bpf: info of %s: %s\n", kind, strerror(errno));
+		return -1;
+	}
+	printf("bpf kind=%s id=%u tag=", kind, info.id);
+	for (int i = 0; i < BPF_TAG_SIZE; i++)
+		printf("%02x", info.tag[i]);
+	printf(" type=%u fd=%d\n", info.type, fd);
+	return 0;
+}
+
+static int lab_bpf(const char *mode)
+{
+	if (strcmp(mode, "all") != 0) {
+		fprintf(stderr, "bpf: unknown mode %s\n", mode);
+		return 2;
+	}
+	/* a kprobe program on __x64_sys_getuid through a kprobe perf event */
+	int kp = bpf_load(BPF_PROG_TYPE_KPROBE, "vmi_bpf_kprobe", 1);
+	char type[32];
+	if (kp < 0 || read_file("/sys/bus/event_source/devices/kprobe/type", type, sizeof type) <= 0)
+		return 1;
+	struct perf_event_attr pa;
+	memset(&pa, 0, sizeof pa);
+	pa.size = sizeof pa;
+	pa.type = (__u32)strtoul(type, NULL, 10);
+	pa.config1 = (__u64)(unsigned long)"__x64_sys_getuid"; /* kprobe_func */
+	pa.sample_period = 1;
+	pa.wakeup_events = 1;
+	int ev = (int)syscall(__NR_perf_event_open, &pa, -1, 0, -1, PERF_FLAG_FD_CLOEXEC);
+	if (ev < 0 || ioctl(ev, PERF_EVENT_IOC_SET_BPF, kp) != 0 ||
+	    ioctl(ev, PERF_EVENT_IOC_ENABLE, 0) != 0) {
+		fprintf(stderr, "bpf: kprobe perf event: %s\n", strerror(errno));
+		return 1;
+	}
+	/* a raw tracepoint program on sched_process_exec (a bpf_raw_tp_link) */
+	int rt = bpf_load(BPF_PROG_TYPE_RAW_TRACEPOINT, "vmi_bpf_rawtp", 2);
+	union bpf_attr attr;
+	memset(&attr, 0, sizeof attr);
+	attr.raw_tracepoint.name = (__u64)(unsigned long)"sched_process_exec";
+	attr.raw_tracepoint.prog_fd = (__u32)rt;
+	int link = rt < 0 ? -1 : (int)bpf_call(BPF_RAW_TRACEPOINT_OPEN, &attr);
+	if (link < 0) {
+		fprintf(stderr, "bpf: raw tracepoint: %s\n", strerror(errno));
+		return 1;
+	}
+	/* a socket filter on a UDP socket: listed, not a hook */
+	int sf = bpf_load(BPF_PROG_TYPE_SOCKET_FILTER, "vmi_bpf_filter", 3);
+	int sock = socket(AF_INET, SOCK_DGRAM, 0);
+	if (sf < 0 || sock < 0 || setsockopt(sock, SOL_SOCKET, SO_ATTACH_BPF, &sf, sizeof sf) != 0) {
+		fprintf(stderr, "bpf: socket filter: %s\n", strerror(errno));
+		return 1;
+	}
+	getuid(); /* the kprobe runs */
+	if (bpf_report("kprobe", kp) || bpf_report("raw_tracepoint", rt) ||
+	    bpf_report("socket_filter", sf))
+		return 1;
+	printf("bpf ready pid=%d perf_fd=%d link_fd=%d\n", (int)getpid(), ev, link);
+	fflush(stdout);
+	sleep_forever();
+	return 0;
+}
+
+/*
  * inject: the malfind check's case. Shellcode-like bytes (exit(0) through the syscall
  * instruction, then a marker) in anonymous memory that is writable and executable,
  * and a second copy in anonymous memory written and then made read-only executable.
@@ -771,6 +892,7 @@ int main(int argc, char **argv)
 			return 1;
 		}
 		sleep_forever();
+	} else if (strcmp(mode, "bpf") == 0 && argc > 2) { return lab_bpf(argv[2]);
 	} else if (strcmp(mode, "inject") == 0) {
 		return inject();
 	} else if (strcmp(mode, "spoof-comm") == 0 && argc > 2) {

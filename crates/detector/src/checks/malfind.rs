@@ -75,18 +75,13 @@ pub fn ascii(bytes: &[u8]) -> String {
 /// Run the check.
 pub fn run<M: PhysicalMemory>(scan: &Scan<'_, M>) -> Result<Vec<Finding>, CheckFailure> {
     let procs = needed(&scan.processes, "the tasks list")?;
-    let allow = scan
-        .settings
-        .policy
-        .as_ref()
-        .map(|p| p.allow_jit.as_slice())
-        .unwrap_or_default();
+    let policy = scan.settings.policy.as_ref();
     let mut findings = Vec::new();
     for p in procs
         .iter()
         .filter(|p| !p.is_kernel_thread() && p.mm.0 != 0 && p.exit_state == 0)
     {
-        one(scan, p, allow, &mut findings);
+        one(scan, p, policy, &mut findings);
     }
     Ok(findings)
 }
@@ -94,7 +89,7 @@ pub fn run<M: PhysicalMemory>(scan: &Scan<'_, M>) -> Result<Vec<Finding>, CheckF
 fn one<M: PhysicalMemory>(
     scan: &Scan<'_, M>,
     p: &Process,
-    allow: &[String],
+    policy: Option<&crate::policy::Policy>,
     out: &mut Vec<Finding>,
 ) {
     let k = scan.kernel;
@@ -127,8 +122,8 @@ fn one<M: PhysicalMemory>(
         return;
     }
     let exe = k.exe_path(p.mm).ok().flatten();
-    if let Some(exe) = &exe {
-        if allow.iter().any(|g| crate::policy::glob(g.as_bytes(), exe)) {
+    if let (Some(exe), Some(policy)) = (&exe, policy) {
+        if policy.jit_allowed(exe) {
             return;
         }
     }

@@ -19,6 +19,8 @@
 //! | `afinfo` ([`afinfo`]) | the seq_file operations of `/proc/net/{tcp,udp,raw}*` with kernel text |
 //! | `spoofing` ([`spoofing`]) | each user process's `comm` and `argv[0]` with its executable and the file name it was executed by |
 //! | `malfind` ([`malfind`]) | each user process's executable mappings with where code comes from: writable and executable, or anonymous and executable, memory (injected code) |
+//! | `perf-events` ([`perf_events`]) | the overflow handler of every perf event in a CPU's or a task's context (kernel counters, hardware breakpoints) with kernel text |
+//! | `ebpf` ([`ebpf`]) | every loaded BPF program (`prog_idr`) with the program types the policy lists (by default those on kprobes, tracepoints, perf events, fentry/fexit, LSM hooks), with its links and perf events |
 //! | `policy` ([`policy`]) | processes with the policy file (names, executables, who may be root, listening sockets); only with a policy |
 //! | `kernel-text` ([`text`]) | `.text` and `.rodata` with the kernel image, patch sites accounted for; only with an image |
 //!
@@ -28,6 +30,7 @@
 
 pub mod afinfo;
 pub mod creds;
+pub mod ebpf;
 pub mod ftrace;
 pub mod idt;
 pub mod kprobes;
@@ -37,6 +40,7 @@ pub mod names;
 pub mod netfilter;
 pub mod notifiers;
 pub mod owner;
+pub mod perf_events;
 pub mod policy;
 pub mod processes;
 pub mod spoofing;
@@ -90,6 +94,10 @@ pub enum Check {
     Spoofing,
     /// Executable memory that is writable or anonymous (injected code).
     Malfind,
+    /// Perf event overflow handlers outside kernel text.
+    PerfEvents,
+    /// BPF programs of listed types (tracing and security hooks).
+    Ebpf,
     /// What the policy file forbids (runs only with a policy).
     Policy,
     /// Kernel text and read-only data against the image (runs only with an image).
@@ -98,7 +106,7 @@ pub enum Check {
 
 impl Check {
     /// Every check that needs no configuration, in the order they run.
-    pub const ALL: [Check; 14] = [
+    pub const ALL: [Check; 16] = [
         Check::HiddenProcess,
         Check::HiddenModule,
         Check::SyscallTable,
@@ -113,6 +121,8 @@ impl Check {
         Check::Afinfo,
         Check::Spoofing,
         Check::Malfind,
+        Check::PerfEvents,
+        Check::Ebpf,
     ];
 
     /// The check's name in findings and on the command line.
@@ -132,6 +142,8 @@ impl Check {
             Check::Afinfo => "afinfo",
             Check::Spoofing => "spoofing",
             Check::Malfind => "malfind",
+            Check::PerfEvents => "perf-events",
+            Check::Ebpf => "ebpf",
             Check::Policy => "policy",
             Check::KernelText => "kernel-text",
         }
@@ -279,6 +291,8 @@ impl<'k, M: PhysicalMemory> Scan<'k, M> {
             Check::Afinfo => afinfo::run(self),
             Check::Spoofing => spoofing::run(self),
             Check::Malfind => malfind::run(self),
+            Check::PerfEvents => perf_events::run(self),
+            Check::Ebpf => ebpf::run(self),
             Check::Policy => match &self.settings.policy {
                 Some(p) => policy::run(self, p),
                 None => Err(CheckFailure::Walk {

@@ -108,8 +108,42 @@ pub fn injected_code(
             problems.push(format!("{kernel}: malfind finding without the marker: {f}"));
         }
     }
+    problems.extend(jit_policy(kernel, d, guest));
     problems.extend(maps_match(kernel, d, guest, &[pid]));
     (inj, problems)
+}
+
+/// The policy's `allow_jit`: with the injector's executable allowed, `check --check
+/// malfind` finds nothing; with another program allowed, the two regions again.
+fn jit_policy(kernel: &str, d: &Detector, guest: &mut Guest) -> Vec<String> {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("jit.toml");
+    let mut problems = Vec::new();
+    for (globs, want) in [("\"/tmp/vmi-*\"", 0), ("\"/usr/bin/node\"", 2)] {
+        std::fs::write(&file, format!("allow_jit = [{globs}]\n")).unwrap();
+        let run = d.live(
+            guest,
+            &[
+                "--json",
+                "--policy",
+                file.to_str().unwrap(),
+                "check",
+                "--check",
+                "malfind",
+            ],
+        );
+        let got = findings(&run.json())
+            .iter()
+            .filter(|(c, _)| c == "malfind")
+            .count();
+        if got != want || run.code != i32::from(want > 0) {
+            problems.push(format!(
+                "{kernel}: allow_jit = [{globs}]: {got} malfind findings (want {want}), exit {}",
+                run.code
+            ));
+        }
+    }
+    problems
 }
 
 /// `maps PID` equals the guest's `/proc/PID/maps` (fields compared, `[vsyscall]`, the

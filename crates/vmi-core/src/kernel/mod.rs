@@ -17,6 +17,7 @@
 //! Guest memory is hostile: every list walk is bounded, detects cycles and checks that
 //! pointers are kernel addresses; strings have a maximum length; errors carry the address.
 
+pub mod bpf;
 pub mod candidates;
 pub mod cpus;
 pub mod creds;
@@ -31,6 +32,7 @@ pub mod layout;
 pub mod netfilter;
 pub mod notifiers;
 pub mod objects;
+pub mod perf;
 pub mod pidns;
 pub mod procnet;
 pub mod profiles;

@@ -8,6 +8,9 @@
 //! the socket's inode number (`file->f_inode->i_ino`) is the one `/proc/net/tcp` and
 //! `/proc/PID/fd` show. Only `AF_INET` and `AF_INET6` sockets are returned.
 //!
+//! The same walk of a process's open files finds the BPF programs, links and perf
+//! events it holds (`f_op` is `bpf_prog_fops`, `bpf_link_fops` or `perf_fops`).
+//!
 //! Bounded: at most [`MAX_FDS`] descriptors per process (the kernel's `NR_OPEN`), read
 //! in pages; a pointer that is not a kernel address is an error naming it.
 
@@ -85,6 +88,17 @@ impl SocketLayout {
             v6_daddr: field(p, "sock_common", &["skc_v6_daddr"]).ok(),
         })
     }
+}
+
+/// A BPF object a process holds open (`file->private_data` is the object).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BpfFile {
+    /// A program (`bpf_prog_fops`: a `struct bpf_prog`).
+    Program,
+    /// A link (`bpf_link_fops`: a `struct bpf_link`).
+    Link,
+    /// A perf event (`perf_fops`: a `struct perf_event`).
+    PerfEvent,
 }
 
 /// An internet socket a process holds.
@@ -167,13 +181,34 @@ impl<M: PhysicalMemory> Kernel<M> {
     pub fn sockets(&self, task: Va) -> Result<Vec<Socket>, KernelError> {
         let sl = SocketLayout::from_profile(&self.profile)?;
         let ops = self.symbol("socket_file_ops")?;
+        let mut out = Vec::new();
+        self.open_files(task, &sl, |fd, file, f_op| {
+            if f_op == ops.0 {
+                if let Some(s) = self.socket_of(file, fd, &sl)? {
+                    out.push(s);
+                }
+            }
+            Ok(())
+        })?;
+        Ok(out)
+    }
+
+    /// Call `f` with (descriptor, `struct file`, its `f_op`) for each open file of the
+    /// process whose group leader is `task` (none for a process without a file table,
+    /// e.g. one exiting).
+    pub(crate) fn open_files(
+        &self,
+        task: Va,
+        sl: &SocketLayout,
+        mut f: impl FnMut(u32, u64, u64) -> Result<(), KernelError>,
+    ) -> Result<(), KernelError> {
         let files = self.ptr(task.0.wrapping_add(sl.task_files), "task_struct.files")?;
         if files == 0 {
-            return Ok(Vec::new());
+            return Ok(());
         }
         let fdt = self.ptr(files.wrapping_add(sl.files_fdt), "files_struct.fdt")?;
         if fdt == 0 {
-            return Ok(Vec::new());
+            return Ok(());
         }
         let max = self
             .space
@@ -187,9 +222,8 @@ impl<M: PhysicalMemory> Kernel<M> {
         }
         let array = self.ptr(fdt.wrapping_add(sl.fdt_fd), "fdtable.fd")?;
         if array == 0 {
-            return Ok(Vec::new());
+            return Ok(());
         }
-        let mut out = Vec::new();
         let mut chunk = [0u8; 4096];
         for first in (0..max).step_by(512) {
             let n = (max - first).min(512);
@@ -208,14 +242,33 @@ impl<M: PhysicalMemory> Kernel<M> {
                         value: file,
                     });
                 }
-                if self.ptr(file.wrapping_add(sl.file_op), "file.f_op")? != ops.0 {
-                    continue;
-                }
-                if let Some(s) = self.socket_of(file, (first + i) as u32, &sl)? {
-                    out.push(s);
-                }
+                let f_op = self.ptr(file.wrapping_add(sl.file_op), "file.f_op")?;
+                f((first + i) as u32, file, f_op)?;
             }
         }
+        Ok(())
+    }
+
+    /// The BPF programs, links and perf events among the open files of the process
+    /// whose group leader is `task`, as (descriptor, what, the object).
+    pub fn bpf_files(&self, task: Va) -> Result<Vec<(u32, BpfFile, Va)>, KernelError> {
+        let sl = SocketLayout::from_profile(&self.profile)?;
+        let kinds: Vec<(u64, BpfFile)> = [
+            ("bpf_prog_fops", BpfFile::Program),
+            ("bpf_link_fops", BpfFile::Link),
+            ("perf_fops", BpfFile::PerfEvent),
+        ]
+        .into_iter()
+        .filter_map(|(s, k)| self.symbol(s).ok().map(|a| (a.0, k)))
+        .collect();
+        let mut out = Vec::new();
+        self.open_files(task, &sl, |fd, file, f_op| {
+            if let Some((_, kind)) = kinds.iter().find(|(a, _)| *a == f_op) {
+                let obj = self.ptr(file.wrapping_add(sl.file_private), "file.private_data")?;
+                out.push((fd, *kind, Va(obj)));
+            }
+            Ok(())
+        })?;
         Ok(out)
     }
 

@@ -81,6 +81,8 @@ pub const TYPES: &[NeededType] = &[
             f(&["group_leader"]),
             f(&["thread_node"]),
             opt(&["thread_group"]),
+            opt(&["perf_event_list"]),
+            opt(&["perf_event_ctxp"]),
             f(&["signal"]),
             f(&["cred"]),
             f(&["real_cred"]),
@@ -347,6 +349,72 @@ pub const TYPES: &[NeededType] = &[
         name: "tracepoint_func",
         fields: &[f(&["func"]), f(&["data"]), f(&["prio"])],
     },
+    // eBPF: programs and links (prog_idr, link_idr; CONFIG_BPF_SYSCALL, in every
+    // supported kernel); bpf_raw_tp_link is private to kernel/bpf/syscall.c before 6.9
+    NeededType {
+        name: "bpf_prog",
+        fields: &[
+            f(&["type"]),
+            f(&["expected_attach_type"]),
+            f(&["jited_len"]),
+            f(&["tag"]),
+            f(&["bpf_func"]),
+            f(&["aux"]),
+        ],
+    },
+    NeededType {
+        name: "bpf_prog_aux",
+        fields: &[
+            f(&["id"]),
+            f(&["name"]),
+            f(&["attach_func_name"]),
+            f(&["load_time"]),
+            f(&["dst_prog", "linked_prog"]),
+        ],
+    },
+    NeededType {
+        name: "bpf_link",
+        fields: &[f(&["id"]), f(&["type"]), f(&["prog"])],
+    },
+    NeededType {
+        name: "bpf_raw_tp_link",
+        fields: &[opt(&["btp"])],
+    },
+    NeededType {
+        name: "bpf_raw_event_map",
+        fields: &[f(&["tp"])],
+    },
+    // perf events opened by tasks, the BPF programs they run and their trace events
+    // (CONFIG_PERF_EVENTS, CONFIG_EVENT_TRACING)
+    NeededType {
+        name: "perf_event",
+        fields: &[
+            opt(&["event_entry"]),
+            opt(&["owner_entry"]),
+            opt(&["pmu"]),
+            opt(&["prog"]),
+            opt(&["overflow_handler"]),
+            opt(&["tp_event"]),
+        ],
+    },
+    NeededType {
+        name: "pmu",
+        fields: &[opt(&["name"]), opt(&["entry"]), opt(&["pmu_cpu_context"])],
+    },
+    // the events of CPU and task contexts (pmu.pmu_cpu_context before 6.2, the per-CPU
+    // perf_cpu_context from 6.2)
+    NeededType {
+        name: "perf_event_context",
+        fields: &[opt(&["event_list"])],
+    },
+    NeededType {
+        name: "perf_cpu_context",
+        fields: &[opt(&["ctx"])],
+    },
+    NeededType {
+        name: "trace_event_call",
+        fields: &[opt(&["name"])],
+    },
     // network namespaces and their netfilter hooks (CONFIG_NETFILTER; ARP and bridge
     // hooks with CONFIG_NETFILTER_FAMILY_ARP/_BRIDGE, IPv6 with CONFIG_IPV6)
     NeededType {
@@ -573,6 +641,15 @@ pub const SYMBOLS: &[NeededSymbol] = &[
     sym(&["socket_file_ops"]),
     // the operations of mappings the kernel installs (the vDSO's, ...): their names
     opt_sym(&["special_mapping_vmops"]),
+    // the IDRs of BPF programs and links; the file operations of BPF and perf event
+    // files (who holds them open)
+    sym(&["prog_idr"]),
+    sym(&["link_idr"]),
+    opt_sym(&["bpf_prog_fops"]),
+    opt_sym(&["bpf_link_fops"]),
+    opt_sym(&["perf_fops"]),
+    opt_sym(&["perf_cpu_context"]),
+    opt_sym(&["pmus"]),
 ];
 
 #[cfg(test)]
