@@ -16,6 +16,13 @@
 //! # executables whose writable-and-executable or anonymous executable memory the
 //! # malfind check accepts (just-in-time compilers): globs as for deny_exe
 //! allow_jit = ["/usr/bin/node", "/usr/lib/jvm/*/bin/java"]
+//! # BPF program types the ebpf check reports (replaces the default list,
+//! # DEFAULT_EBPF_TYPES): TYPE (any attach type) or TYPE/ATTACH_TYPE, named as
+//! # `detector bpf` shows them
+//! ebpf_types = ["kprobe", "tracing/modify_return", "lsm"]
+//! # BPF programs allowed anyway: by name (aux->name) or by tag ("tag:" and 16 hex
+//! # digits, as bpftool shows it)
+//! ebpf_allow = ["my_agent_probe", "tag:0123456789abcdef"]
 //! ```
 //!
 //! Every key is optional; unknown keys are an error (a typo must not disable a rule).
@@ -65,6 +72,69 @@ pub struct Policy {
     pub allow_listen: Option<Vec<(Option<String>, Option<u16>)>>,
     /// Executable path globs allowed JIT memory (the malfind check skips them).
     pub allow_jit: Vec<String>,
+    /// BPF program types reported (`None`: [`DEFAULT_EBPF_TYPES`]).
+    pub ebpf_types: Option<Vec<String>>,
+    /// BPF programs allowed, by name or `tag:HEX`.
+    pub ebpf_allow: Vec<String>,
+}
+
+/// The BPF program types the `ebpf` check reports without a policy: those that run on
+/// kernel functions, tracepoints and security hooks, where they observe or alter what
+/// the kernel does (not `tracing/trace_iter`: an iterator runs only when read).
+pub const DEFAULT_EBPF_TYPES: &[&str] = &[
+    "kprobe",
+    "tracepoint",
+    "raw_tracepoint",
+    "raw_tracepoint_writable",
+    "perf_event",
+    "tracing/trace_raw_tp",
+    "tracing/trace_fentry",
+    "tracing/trace_fexit",
+    "tracing/modify_return",
+    "tracing/trace_kprobe_multi",
+    "lsm",
+    "ext",
+    "struct_ops",
+];
+
+/// One `ebpf_types` entry: a program type, or a type and an expected attach type.
+fn ebpf_type(key: &str, v: &str) -> Result<String, PolicyError> {
+    use vmi_core::kernel::bpf::{ATTACH_TYPES, PROG_TYPES};
+    let (ty, attach) = match v.split_once('/') {
+        Some((t, a)) => (t, Some(a)),
+        None => (v, None),
+    };
+    if !PROG_TYPES.contains(&ty) || attach.is_some_and(|a| !ATTACH_TYPES.contains(&a)) {
+        return Err(PolicyError::Key {
+            key: key.into(),
+            what: format!(
+                "{v:?} is not TYPE or TYPE/ATTACH_TYPE (types: {})",
+                PROG_TYPES.join(", ")
+            ),
+        });
+    }
+    Ok(v.to_string())
+}
+
+/// One `ebpf_allow` entry: a name (at most 15 bytes) or `tag:` and 16 hex digits.
+fn ebpf_allowed(key: &str, v: &str) -> Result<String, PolicyError> {
+    let ok = match v.strip_prefix("tag:") {
+        Some(t) => t.len() == 16 && t.bytes().all(|b| b.is_ascii_hexdigit()),
+        None => !v.is_empty() && v.len() < 16,
+    };
+    if !ok {
+        return Err(PolicyError::Key {
+            key: key.into(),
+            what: format!(
+                "{v:?} is neither a program name (1-15 bytes) nor tag:HEX (16 hex digits)"
+            ),
+        });
+    }
+    // tags compare in lower case, names as written
+    Ok(match v.strip_prefix("tag:") {
+        Some(t) => format!("tag:{}", t.to_ascii_lowercase()),
+        None => v.to_string(),
+    })
 }
 
 /// One `allow_listen` entry: `tcp:22`, `udp:*`, `*:53`.
@@ -135,12 +205,25 @@ impl Policy {
                             .collect::<Result<_, _>>()?,
                     )
                 }
+                "ebpf_types" => {
+                    p.ebpf_types = Some(
+                        strings(key, v)?
+                            .iter()
+                            .map(|e| ebpf_type(key, e))
+                            .collect::<Result<_, _>>()?,
+                    )
+                }
+                "ebpf_allow" => {
+                    p.ebpf_allow = strings(key, v)?
+                        .iter()
+                        .map(|e| ebpf_allowed(key, e))
+                        .collect::<Result<_, _>>()?
+                }
                 "allow_jit" => p.allow_jit = strings(key, v)?,
                 other => return Err(PolicyError::Key {
                     key: other.into(),
-                    what:
-                        "unknown key (the keys are deny_names, deny_exe, root_uids, allow_listen, allow_jit)"
-                            .into(),
+                    what: "unknown key (the keys are deny_names, deny_exe, root_uids, allow_listen, ebpf_types, ebpf_allow, allow_jit)"
+                        .into(),
                 }),
             }
         }
@@ -170,6 +253,33 @@ impl Policy {
                 p.as_deref().is_none_or(|p| p == proto) && n.is_none_or(|n| n == port)
             })
         })
+    }
+
+    /// True when BPF programs of `prog_type` with `attach_type` are reported: the
+    /// type is listed alone or with that attach type (`ebpf_types`, or
+    /// [`DEFAULT_EBPF_TYPES`]).
+    pub fn ebpf_type_listed(&self, prog_type: &str, attach_type: &str) -> bool {
+        let listed = |t: &str| {
+            t == prog_type
+                || t.split_once('/')
+                    .is_some_and(|(ty, a)| ty == prog_type && a == attach_type)
+        };
+        match &self.ebpf_types {
+            Some(types) => types.iter().any(|t| listed(t)),
+            None => DEFAULT_EBPF_TYPES.iter().any(|t| listed(t)),
+        }
+    }
+
+    /// The `ebpf_allow` entry that allows the program named `name` with tag `tag`
+    /// (16 lower-case hex digits).
+    pub fn ebpf_allowed(&self, name: &[u8], tag: &str) -> Option<&str> {
+        self.ebpf_allow
+            .iter()
+            .find(|a| match a.strip_prefix("tag:") {
+                Some(t) => t == tag,
+                None => a.as_bytes() == name,
+            })
+            .map(String::as_str)
     }
 
     /// True when `path` matches an `allow_jit` glob.
@@ -252,6 +362,37 @@ mod tests {
             Policy::parse("deny_names = [").unwrap_err(),
             PolicyError::Toml(_)
         ));
+    }
+
+    #[test]
+    fn ebpf_rules() {
+        let d = Policy::default();
+        assert!(d.ebpf_type_listed("kprobe", "perf_event"));
+        assert!(d.ebpf_type_listed("tracing", "modify_return"));
+        assert!(!d.ebpf_type_listed("tracing", "trace_iter"));
+        assert!(!d.ebpf_type_listed("socket_filter", "cgroup_inet_ingress"));
+        let p = Policy::parse(
+            "ebpf_types = [\"socket_filter\", \"tracing/trace_iter\"]\nebpf_allow = [\"agent\", \"tag:DEADBEEF00010203\"]",
+        )
+        .unwrap();
+        assert!(p.ebpf_type_listed("socket_filter", "cgroup_inet_ingress"));
+        assert!(p.ebpf_type_listed("tracing", "trace_iter"));
+        assert!(!p.ebpf_type_listed("kprobe", "perf_event"));
+        assert_eq!(p.ebpf_allowed(b"agent", "0000000000000000"), Some("agent"));
+        assert_eq!(
+            p.ebpf_allowed(b"x", "deadbeef00010203"),
+            Some("tag:deadbeef00010203")
+        );
+        assert_eq!(p.ebpf_allowed(b"x", "deadbeef00010204"), None);
+        for bad in [
+            "ebpf_types = [\"kprobes\"]",
+            "ebpf_types = [\"tracing/fentry\"]",
+            "ebpf_allow = [\"tag:123\"]",
+            "ebpf_allow = [\"a_name_far_too_long\"]",
+        ] {
+            let e = Policy::parse(bad).unwrap_err();
+            assert!(e.to_string().contains("ebpf_"), "{e}");
+        }
     }
 
     #[test]
