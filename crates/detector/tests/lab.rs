@@ -23,9 +23,9 @@
 //!   it does not allow, and every TCP/UDP socket of Volatility's sockstat must be listed.
 //!   A kernel perf counter with a module's overflow handler must be a perf-events
 //!   finding. The lab worker then loads BPF programs through the raw bpf() syscall (a kprobe
-//!   program on a kprobe perf event, a raw tracepoint program, a socket filter;
-//!   `lab_steps/ebpf.rs`): `bpf` must list them as the guest does, `ebpf` report the
-//!   first two, and every program and perf event of Volatility's linux.ebpf and
+//!   program on a kprobe perf event, a raw tracepoint program, a socket filter, a kprobe
+//!   program on a perf event link; `lab_steps/ebpf.rs`): `bpf` must list them as the
+//!   guest does, `ebpf` report all but the filter, and every program and perf event of Volatility's linux.ebpf and
 //!   linux.tracing.perf_events must be the detector's too.
 //!   The clean guests of the other kernels compare `sockets` with /proc/net too.
 //!   A copy of the worker maps an anonymous RWX region holding shellcode-like bytes and

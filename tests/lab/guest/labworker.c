@@ -35,7 +35,9 @@
  *                            (PERF_EVENT_IOC_SET_BPF), a raw tracepoint program
  *                            (vmi_bpf_rawtp) on sched_process_exec
  *                            (BPF_RAW_TRACEPOINT_OPEN) and a socket filter
- *                            (vmi_bpf_filter) on a UDP socket; prints
+ *                            (vmi_bpf_filter) on a UDP socket, and a kprobe program
+ *                            (vmi_bpf_kplink) on __x64_sys_getgid through a BPF link to
+ *                            a kprobe perf event (BPF_LINK_CREATE); prints
  *                            "bpf kind=K id=N tag=HEX type=T fd=F" per program (from
  *                            BPF_OBJ_GET_INFO_BY_FD), then "bpf ready" and sleeps
  *                            holding them
@@ -767,9 +769,23 @@ static int lab_bpf(const char *mode)
 		fprintf(stderr, "bpf: socket filter: %s\n", strerror(errno));
 		return 1;
 	}
-	getuid(); /* the kprobe runs */
+	/* a kprobe program on __x64_sys_getgid through a BPF link to a perf event */
+	int kl = bpf_load(BPF_PROG_TYPE_KPROBE, "vmi_bpf_kplink", 4);
+	pa.config1 = (__u64)(unsigned long)"__x64_sys_getgid";
+	int ev2 = (int)syscall(__NR_perf_event_open, &pa, -1, 0, -1, PERF_FLAG_FD_CLOEXEC);
+	memset(&attr, 0, sizeof attr);
+	attr.link_create.prog_fd = (__u32)kl;
+	attr.link_create.target_fd = (__u32)ev2;
+	attr.link_create.attach_type = BPF_PERF_EVENT;
+	int plink = kl < 0 || ev2 < 0 ? -1 : (int)bpf_call(BPF_LINK_CREATE, &attr);
+	if (plink < 0) {
+		fprintf(stderr, "bpf: perf event link: %s\n", strerror(errno));
+		return 1;
+	}
+	getuid(); /* the kprobes run */
+	getgid();
 	if (bpf_report("kprobe", kp) || bpf_report("raw_tracepoint", rt) ||
-	    bpf_report("socket_filter", sf))
+	    bpf_report("socket_filter", sf) || bpf_report("kprobe_link", kl))
 		return 1;
 	printf("bpf ready pid=%d perf_fd=%d link_fd=%d\n", (int)getpid(), ev, link);
 	fflush(stdout);

@@ -2,8 +2,9 @@
 //! CPU 0 whose overflow handler is its own: `perf-events` must report it, owned by the
 //! module, once the guest says the handler ran. Then the lab worker (`bpf all`, the raw bpf() syscall, no libbpf)
 //! loads a kprobe program attached to `__x64_sys_getuid` through a kprobe perf event,
-//! a raw tracepoint program on `sched_process_exec` (a raw tracepoint link) and a socket
-//! filter on a UDP socket, and holds them open. The guest's view (each program's id,
+//! a raw tracepoint program on `sched_process_exec` (a raw tracepoint link), a socket
+//! filter on a UDP socket and a kprobe program on `__x64_sys_getgid` through a BPF link
+//! to a kprobe perf event (as libbpf attaches kprobes), and holds them open. The guest's view (each program's id,
 //! tag and type from `BPF_OBJ_GET_INFO_BY_FD`, the descriptors of `/proc/PID/fdinfo`)
 //! is what `detector bpf` must list; `check` must report exactly the kprobe and raw
 //! tracepoint programs (the default policy lists those types, not socket filters),
@@ -97,7 +98,7 @@ pub(super) fn step(
             fd: kv(l, "fd").and_then(|v| v.parse().ok()).unwrap_or(0),
         })
         .collect();
-    assert_eq!(loaded.len(), 3, "{kernel}: {:?}", out.lines);
+    assert_eq!(loaded.len(), 4, "{kernel}: {:?}", out.lines);
 
     // the guest's own view of the descriptors: prog_id and prog_tag per fdinfo
     let fdinfo = guest
@@ -134,38 +135,50 @@ pub(super) fn step(
             "{kernel}: bpf lists programs {ids:?}, the guest {want_ids:?}"
         ));
     }
-    let names = [
+    // kind, type, name, what each attach point says (one entry each)
+    let names: [(&str, &str, &str, &[&str]); 4] = [
         (
             "kprobe",
+            "kprobe",
             "vmi_bpf_kprobe",
-            "perf event kprobe __x64_sys_getuid",
+            &["perf event kprobe __x64_sys_getuid ("],
         ),
         (
             "raw_tracepoint",
+            "raw_tracepoint",
             "vmi_bpf_rawtp",
-            "raw_tracepoint sched_process_exec",
+            &["raw_tracepoint sched_process_exec"],
         ),
-        ("socket_filter", "vmi_bpf_filter", ""),
+        ("socket_filter", "socket_filter", "vmi_bpf_filter", &[]),
+        (
+            "kprobe_link",
+            "kprobe",
+            "vmi_bpf_kplink",
+            &[
+                " perf_event kprobe __x64_sys_getgid",
+                "perf event kprobe __x64_sys_getgid (",
+            ],
+        ),
     ];
+    let kind = |k: &str| *names.iter().find(|n| n.0 == k).expect("kind");
     for p in &loaded {
         let Some(row) = progs.iter().find(|r| r["id"] == p.id) else {
             continue;
         };
-        let (_, name, attach) = names.iter().find(|n| n.0 == p.kind).expect("kind");
-        let attach_ok = row["attach"].as_array().is_some_and(|a| {
-            if attach.is_empty() {
-                a.is_empty()
-            } else {
-                a.len() == 1 && a[0].as_str().is_some_and(|s| s.contains(attach))
-            }
-        });
+        let (_, ty, name, attach) = kind(&p.kind);
+        let points: Vec<&str> = row["attach"]
+            .as_array()
+            .map(|a| a.iter().filter_map(Value::as_str).collect())
+            .unwrap_or_default();
+        let attach_ok = points.len() == attach.len()
+            && attach.iter().all(|w| points.iter().any(|a| a.contains(w)));
         let held = row["holders"]
             .as_array()
             .is_some_and(|h| h.iter().any(|h| h["pid"] == pid && h["fd"] == p.fd));
         if row["tag"] != p.tag.as_str()
             || row["type_code"] != p.type_code
-            || row["type"] != p.kind.as_str()
-            || row["name"] != *name
+            || row["type"] != ty
+            || row["name"] != name
             || !attach_ok
             || !held
         {
@@ -180,18 +193,19 @@ pub(super) fn step(
 
     // the check: the kprobe and raw tracepoint programs, not the socket filter
     for p in loaded.iter().filter(|p| p.kind != "socket_filter") {
-        let (id, tag, kind) = (p.id, p.tag.clone(), p.kind.clone());
-        let (_, name, attach) = *names.iter().find(|n| n.0 == p.kind).expect("kind");
+        let (id, tag) = (p.id, p.tag.clone());
+        let (kind, ty, name, attach) = kind(&p.kind);
         wants.push(want(
-            &format!("the {kind} BPF program {id} ({name}) attached to {attach}"),
+            &format!("the {kind} BPF program {id} ({name}) attached to {attach:?}"),
             "ebpf",
             move |e| {
+                let a = e["attach"].as_str().unwrap_or("");
                 e["id"] == id
                     && e["tag"] == tag.as_str()
-                    && e["type"] == kind.as_str()
+                    && e["type"] == ty
                     && e["name"] == name
-                    && e["attach"].as_str().is_some_and(|a| a.contains(attach))
-                    && (kind != "kprobe" || e["pids"] == pid.to_string().as_str())
+                    && attach.iter().all(|w| a.contains(w))
+                    && (ty != "kprobe" || e["pids"] == pid.to_string().as_str())
             },
         ));
     }
@@ -205,10 +219,10 @@ pub(super) fn step(
         "ebpf_types = [\"kprobe\", \"socket_filter\"]\nebpf_allow = [\"vmi_bpf_rawtp\"]\n",
         "ebpf",
     );
-    let by_kind = |k: &str| loaded.iter().find(|p| p.kind == k).map(|p| p.id);
-    let policy_wants: Vec<Want> = [by_kind("kprobe"), by_kind("socket_filter")]
-        .into_iter()
-        .flatten()
+    let policy_wants: Vec<Want> = loaded
+        .iter()
+        .filter(|p| p.kind != "raw_tracepoint")
+        .map(|p| p.id)
         .map(|id| {
             want(&format!("BPF program {id} by policy"), "ebpf", move |e| {
                 e["id"] == id

@@ -156,6 +156,8 @@ pub const LINK_TYPES: [&str; 15] = [
 
 /// `BPF_LINK_TYPE_RAW_TRACEPOINT`.
 pub const LINK_RAW_TRACEPOINT: u32 = 1;
+/// `BPF_LINK_TYPE_PERF_EVENT`.
+pub const LINK_PERF_EVENT: u32 = 7;
 
 /// The name of entry `v` of a uapi enum table, `PREFIX-N` beyond it.
 pub fn enum_name(table: &[&str], prefix: &str, v: u32) -> String {
@@ -204,6 +206,24 @@ pub struct BpfLayout {
     /// `bpf_raw_tp_link.btp`, `bpf_raw_event_map.tp` and `tracepoint.name`, when the
     /// profile has the private `bpf_raw_tp_link`.
     pub raw_tp: Option<(u64, u64, u64)>,
+    /// What a perf event link's event is, when the profile has the private
+    /// `bpf_perf_link` (5.15+).
+    pub perf_link: Option<PerfLinkLayout>,
+}
+
+/// Offsets from a `struct bpf_perf_link` to its perf event's PMU and trace event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PerfLinkLayout {
+    /// `bpf_perf_link.perf_file`
+    pub perf_file: u64,
+    /// `file.private_data` (the `struct perf_event`)
+    pub private_data: u64,
+    /// `perf_event.pmu`
+    pub pmu: u64,
+    /// `pmu.name`
+    pub pmu_name: u64,
+    /// `perf_event.tp_event` and `trace_event_call.name`
+    pub tp_event: Option<(u64, u64)>,
 }
 
 impl BpfLayout {
@@ -221,6 +241,21 @@ impl BpfLayout {
             field(p, "tracepoint", &["name"]),
         ) {
             (Ok(a), Ok(b), Ok(c)) => Some((a, b, c)),
+            _ => None,
+        };
+        let perf_link = match (
+            field(p, "bpf_perf_link", &["perf_file"]),
+            field(p, "file", &["private_data"]),
+            field(p, "perf_event", &["pmu"]),
+            field(p, "pmu", &["name"]),
+        ) {
+            (Ok(perf_file), Ok(private_data), Ok(pmu), Ok(pmu_name)) => Some(PerfLinkLayout {
+                perf_file,
+                private_data,
+                pmu,
+                pmu_name,
+                tp_event: PerfLayout::from_profile(p).and_then(|l| l.tp_event),
+            }),
             _ => None,
         };
         Ok(BpfLayout {
@@ -246,6 +281,7 @@ impl BpfLayout {
             link_type: field(p, "bpf_link", &["type"])?,
             link_prog: field(p, "bpf_link", &["prog"])?,
             raw_tp,
+            perf_link,
         })
     }
 
@@ -594,24 +630,45 @@ pub fn read_link<V: VirtualMemory + ?Sized>(
         .read_bytes(Va(at), span)
         .map_err(read_err("struct bpf_link"))?;
     let link_type = u32_at(&b, l.link_type);
-    let mut target = Vec::new();
-    if let (LINK_RAW_TRACEPOINT, Some((btp, tp, name))) = (link_type, l.raw_tp) {
-        // names are evidence: an unreadable one is left empty
-        let ptr = |a: u64| {
-            mem.read_u64(Va(a))
-                .ok()
-                .filter(|&p| is_kernel_va(p))
-                .unwrap_or(0)
-        };
-        let map = ptr(at.wrapping_add(btp));
-        let tracepoint = if map == 0 {
+    // names are evidence: an unreadable one is left empty
+    let ptr = |a: u64| {
+        mem.read_u64(Va(a))
+            .ok()
+            .filter(|&p| is_kernel_va(p))
+            .unwrap_or(0)
+    };
+    // the pointer at `off` in the object at `base` (0 when `base` is 0)
+    let at_off = |base: u64, off: u64| {
+        if base == 0 {
             0
         } else {
-            ptr(map.wrapping_add(tp))
-        };
-        if tracepoint != 0 {
-            target = name_at(mem, ptr(tracepoint.wrapping_add(name)), MAX_NAME);
+            ptr(base.wrapping_add(off))
         }
+    };
+    let mut target = Vec::new();
+    match (link_type, l.raw_tp, l.perf_link) {
+        (LINK_RAW_TRACEPOINT, Some((btp, tp, name)), _) => {
+            let tracepoint = at_off(at_off(at, btp), tp);
+            if tracepoint != 0 {
+                target = name_at(mem, ptr(tracepoint.wrapping_add(name)), MAX_NAME);
+            }
+        }
+        (LINK_PERF_EVENT, _, Some(pl)) => {
+            let event = at_off(at_off(at, pl.perf_file), pl.private_data);
+            if event != 0 {
+                target =
+                    pmu_name(mem, ptr(event.wrapping_add(pl.pmu)), pl.pmu_name).unwrap_or_default();
+                if let Some((tp_event, name)) = pl.tp_event {
+                    let call = ptr(event.wrapping_add(tp_event));
+                    let ev = trace_event_name(mem, call, name);
+                    if !ev.is_empty() {
+                        target.push(b' ');
+                        target.extend(ev);
+                    }
+                }
+            }
+        }
+        _ => {}
     }
     Ok(BpfLink {
         at: Va(at),
@@ -719,6 +776,13 @@ mod tests {
             link_type: 12,
             link_prog: 24,
             raw_tp: Some((64, 0, 0)),
+            perf_link: Some(PerfLinkLayout {
+                perf_file: 64,
+                private_data: 0x20,
+                pmu: 0x30,
+                pmu_name: 0,
+                tp_event: Some((0x48, 0)),
+            }),
         }
     }
 
@@ -778,6 +842,22 @@ mod tests {
             .target
             .is_empty());
         assert_eq!(enum_name(&PROG_TYPES, "type", 99), "type-99");
+        // a perf event link: file 0x6000, event 0x6100 (PMU 0x6200 "kprobe", trace
+        // event call 0x6300 named "vfs_read")
+        let mut m = guest();
+        let link = BASE + 0x4000;
+        m.put(link + 12, &LINK_PERF_EVENT.to_le_bytes());
+        put(&mut m, link + 64, BASE + 0x6000);
+        put(&mut m, BASE + 0x6020, BASE + 0x6100);
+        put(&mut m, BASE + 0x6130, BASE + 0x6200);
+        put(&mut m, BASE + 0x6200, BASE + 0x6280);
+        m.put(BASE + 0x6280, b"kprobe\0");
+        put(&mut m, BASE + 0x6148, BASE + 0x6300);
+        put(&mut m, BASE + 0x6300, BASE + 0x6380);
+        m.put(BASE + 0x6380, b"vfs_read\0");
+        let l = read_link(&m, &layout(), link).unwrap();
+        assert_eq!(l.type_name(), "perf_event");
+        assert_eq!(l.target, b"kprobe vfs_read");
     }
 
     #[test]

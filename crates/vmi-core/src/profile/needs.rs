@@ -543,7 +543,8 @@ pub const TYPES: &[NeededType] = &[
 /// them, never listed as missing. `maple_tree` holds a process's mappings from 6.1 on.
 /// A module's core text is `module.mem[MOD_TEXT]`, a `module_memory` (6.4+; 7.2 put
 /// `bool is_rox` between its base and size), or `module.core_layout`, a
-/// `module_layout` (before).
+/// `module_layout` (before). `bpf_perf_link` links a BPF program to a perf event from
+/// 5.15 on.
 pub const OPTIONAL_TYPES: &[NeededType] = &[
     NeededType {
         name: "maple_tree",
@@ -556,6 +557,12 @@ pub const OPTIONAL_TYPES: &[NeededType] = &[
     NeededType {
         name: "module_layout",
         fields: &[f(&["base"]), f(&["size"])],
+    },
+    // a BPF link to a perf event (kprobe, uprobe, tracepoint): 5.15+, private to
+    // kernel/bpf/syscall.c
+    NeededType {
+        name: "bpf_perf_link",
+        fields: &[f(&["perf_file"])],
     },
 ];
 
