@@ -937,7 +937,11 @@ fn clean_guests_raise_nothing() {
             problems.extend(tracing_hooks(&label, &d, &mut guest, &mut wants));
             guest.dump_elf(&elf).expect("ELF dump");
             let run = d.run(&["--dump", elf.to_str().unwrap()], &["--json", "check"]);
-            problems.extend(expect_exactly(&format!("{label} hooked, ELF"), &run, &wants));
+            problems.extend(expect_exactly(
+                &format!("{label} hooked, ELF"),
+                &run,
+                &wants,
+            ));
         }
         guest.shutdown().expect("shutdown");
     }
