@@ -169,10 +169,22 @@ pub fn maps_match(label: &str, d: &Detector, guest: &mut Guest, extra: &[u32]) -
             .collect()
     };
     for pid in pids {
-        let out = guest.sh(&format!("cat /proc/{pid}/maps")).expect("sh");
-        let want = norm(&mut out.lines.iter().map(String::as_str));
-        let run = d.live(guest, &["maps", &pid.to_string()]);
-        let got = norm(&mut run.stdout.lines());
+        // the guest's view and the detector's are read one after the other from a
+        // running guest: a process can change its mappings in between (init serves the
+        // lab channel; one run here lost init's [stack] line), so a difference is
+        // read again, up to three times, before it counts
+        let mut tries = 0;
+        let (want, run, got) = loop {
+            tries += 1;
+            let out = guest.sh(&format!("cat /proc/{pid}/maps")).expect("sh");
+            let want = norm(&mut out.lines.iter().map(String::as_str));
+            let run = d.live(guest, &["maps", &pid.to_string()]);
+            let got = norm(&mut run.stdout.lines());
+            if (run.code == 0 && got == want) || tries == 3 {
+                break (want, run, got);
+            }
+            eprintln!("{label}: maps {pid} differs from the guest's (try {tries}); reading again");
+        };
         if run.code != 0 || got != want || want.len() < 5 {
             problems.push(format!(
                 "{label}: maps {pid} (exit {}: {}):\n{}\nthe guest's /proc/{pid}/maps:\n{}",
