@@ -120,18 +120,8 @@ fn jit_policy(kernel: &str, d: &Detector, guest: &mut Guest) -> Vec<String> {
     let file = dir.path().join("jit.toml");
     let mut problems = Vec::new();
     for (globs, want) in [("\"/tmp/vmi-*\"", 0), ("\"/usr/bin/node\"", 2)] {
-        std::fs::write(&file, format!("allow_jit = [{globs}]\n")).unwrap();
-        let run = d.live(
-            guest,
-            &[
-                "--json",
-                "--policy",
-                file.to_str().unwrap(),
-                "check",
-                "--check",
-                "malfind",
-            ],
-        );
+        let text = format!("allow_jit = [{globs}]\n");
+        let run = run_check_with_policy(d, guest, &file, &text, "malfind");
         let got = findings(&run.json())
             .iter()
             .filter(|(c, _)| c == "malfind")
