@@ -852,7 +852,7 @@ int main(int argc, char **argv)
 		return 0;
 	}
 	if (argc < 2) {
-		fprintf(stderr, "usage: %s sleep|threads N|chain N|setuid UID|spawn N|truth|cpubench ROUNDS N|churn PER_SEC|spoof-comm NAME|spoof-argv NAME\n", base);
+		fprintf(stderr, "usage: %s sleep|threads N|chain N|setuid UID|spawn N|truth|cpubench ROUNDS N|churn PER_SEC|spoof-comm NAME|spoof-argv NAME|udp PORT|inject|bpf all\n", base);
 		return 2;
 	}
 	const char *mode = argv[1];
@@ -908,7 +908,8 @@ int main(int argc, char **argv)
 			return 1;
 		}
 		sleep_forever();
-	} else if (strcmp(mode, "bpf") == 0 && argc > 2) { return lab_bpf(argv[2]);
+	} else if (strcmp(mode, "bpf") == 0 && argc > 2) {
+		return lab_bpf(argv[2]);
 	} else if (strcmp(mode, "inject") == 0) {
 		return inject();
 	} else if (strcmp(mode, "spoof-comm") == 0 && argc > 2) {
