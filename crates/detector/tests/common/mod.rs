@@ -102,16 +102,11 @@ impl Lines {
             self.seen.push(x);
         }
     }
-
-    /// The parsed values read so far.
-    pub fn values(&self) -> impl Iterator<Item = &serde_json::Value> {
-        self.seen.iter().map(|(_, v)| v)
-    }
 }
 
 /// Read a child's JSON lines on a thread: each line with its parsed value (a line that is
 /// not JSON becomes `{"event": "BAD-JSON", ...}` so the test can fail on it).
-pub fn json_lines(
+fn json_lines(
     out: std::process::ChildStdout,
 ) -> std::sync::mpsc::Receiver<(String, serde_json::Value)> {
     use std::io::BufRead;

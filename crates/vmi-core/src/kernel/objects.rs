@@ -388,22 +388,15 @@ impl<M: PhysicalMemory> Kernel<M> {
         read(l.module_state, &mut state)?;
         // base and size of the core text, both within the first 64 bytes (Layout checks)
         let mut core = [0u8; 64];
-        let (b, z) = (l.module_core_base as usize, l.module_core_size as usize);
-        let span = (b + 8).max(z + 4).min(core.len());
+        let (b, z) = (l.module_core_base, l.module_core_size);
+        let span = ((b + 8).max(z + 4) as usize).min(core.len());
         read(l.module_core, &mut core[..span])?;
-        let word = |at: usize, n: usize| {
-            core.get(at..at + n).map_or(0, |s| {
-                s.iter()
-                    .rev()
-                    .fold(0u64, |acc, &byte| (acc << 8) | u64::from(byte))
-            })
-        };
         Ok(Module {
             addr,
             name,
             state: u32::from_le_bytes(state),
-            core_base: Va(word(b, 8)),
-            core_size: word(z, 4) as u32,
+            core_base: Va(u64_at(&core, b)),
+            core_size: u32_at(&core, z),
         })
     }
 
