@@ -2,7 +2,7 @@
 # Build the vmi-detector Debian package from the workspace and print its path:
 # release build of detector and profile-gen, their man pages and completions (generated
 # from their own command lines), then cargo-deb (a pinned version, installed into the lab
-# cache on first use) packs what crates/detector/Cargo.toml [package.metadata.deb] lists.
+# cache on first use) packs what detector/Cargo.toml [package.metadata.deb] lists.
 # Honours CARGO_TARGET_DIR. The build's progress goes to stderr; stdout is the path.
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -1,5 +1,5 @@
 """Plot docs/overhead.json or docs/overhead-xen.json (written by
-crates/detector/examples/overhead.rs): guest slowdown (host clock, 95 % interval) and
+detector/examples/overhead.rs): guest slowdown (host clock, 95 % interval) and
 the guest-clock view per mode and rate; the same without the vCPU's waits for a host
 core; and the detector's CPU (on Xen: in dom0, with all of dom0's).
 Usage: python plot-overhead.py IN.json OUT.png"""

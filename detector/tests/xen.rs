@@ -147,7 +147,7 @@ fn detector_reads_pvh_and_pv_domus_from_dom0() {
             DEFAULT_KERNEL,
             &ModuleSource::single(
                 "lab_hello",
-                include_str!("../../../tests/lab/testmods/lab_hello.c"),
+                include_str!("../../tests/lab/testmods/lab_hello.c"),
             ),
         )
         .expect("building the test module");

@@ -140,7 +140,7 @@ fn read_from_dom0(domus: &[(&str, DomuKind)]) {
     std::fs::write(&profile, built.profile.to_json()).expect("writing the profile");
     let hello = ModuleSource::single(
         "lab_hello",
-        include_str!("../../../tests/lab/testmods/lab_hello.c"),
+        include_str!("../../tests/lab/testmods/lab_hello.c"),
     );
     let ko = lab
         .build_module(DEFAULT_KERNEL, &hello)

@@ -3,7 +3,7 @@
 //! library) is mutated deterministically: truncated at many lengths and with bytes
 //! overwritten inside every DWARF section; each mutant goes through the native and the
 //! full ISF writers; real BTF and kallsyms tables (Debian 6.1's boot image) are damaged the
-//! same way. (`cargo fuzz` targets in crates/profile-gen/fuzz explore further.)
+//! same way. (`cargo fuzz` targets in profile-gen/fuzz explore further.)
 
 use std::path::Path;
 use std::process::Command;

@@ -133,7 +133,7 @@ mod tests {
     use crate::memory::MockMemory;
     use crate::profile::Profile;
 
-    const EXAMPLE: &str = include_str!("../../../../docs/profile.example.json");
+    const EXAMPLE: &str = include_str!("../../../docs/profile.example.json");
 
     #[test]
     fn finds_every_copy_of_the_banner_at_kaslr_positions() {

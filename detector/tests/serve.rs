@@ -382,7 +382,7 @@ fn serve_watches_two_guests() {
     all.extend(file.lines());
     std::fs::write(&lines, all.join("\n")).unwrap();
     let venv = Venv::ensure(lab.cache(), &[JSONSCHEMA]).expect("jsonschema venv");
-    let schema = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/serve-events.schema.json");
+    let schema = Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/serve-events.schema.json");
     let out = Command::new(venv.bin("python"))
         .arg("-c")
         .arg(

@@ -234,7 +234,7 @@ fn args() -> Args {
         repeats: 8,
         rounds: 4,
         round_secs: 1.0,
-        out: PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../../docs")),
+        out: PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../docs")),
         xen: false,
         rates: Vec::new(),
         modes: vec![Mode::Watch, Mode::WatchPause, Mode::PsPerTick],
@@ -1204,10 +1204,7 @@ fn write_doc(venv: &Venv, out: &Path, name: &str, doc: &Value) {
 }
 
 fn plot(venv: &Venv, json: &Path, png: &Path) {
-    let script = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../../scripts/plot-overhead.py"
-    );
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../scripts/plot-overhead.py");
     let st = Command::new(venv.bin("python"))
         .arg(script)
         .arg(json)
@@ -1220,7 +1217,7 @@ fn plot(venv: &Venv, json: &Path, png: &Path) {
 
 /// The commit the detector was built from, and whether its sources had changes on top.
 fn detector_build() -> String {
-    let root = concat!(env!("CARGO_MANIFEST_DIR"), "/../..");
+    let root = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
     let git = |args: &[&str]| {
         Command::new("git")
             .arg("-C")
@@ -1235,13 +1232,13 @@ fn detector_build() -> String {
         "status",
         "--porcelain",
         "--",
-        "crates/detector/src",
-        "crates/vmi-core/src",
+        "detector/src",
+        "vmi-core/src",
     ]);
     if dirty.is_empty() {
         head
     } else {
-        format!("{head} + uncommitted changes in crates/detector/src or crates/vmi-core/src")
+        format!("{head} + uncommitted changes in detector/src or vmi-core/src")
     }
 }
 

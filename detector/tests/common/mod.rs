@@ -139,7 +139,7 @@ pub fn cpu_time(pid: u32) -> std::time::Duration {
 /// Build the Debian package with `scripts/package.sh` (release build, generated docs,
 /// cargo-deb) and return its path and how long that took.
 pub fn build_package() -> (PathBuf, std::time::Duration) {
-    let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
     let t = std::time::Instant::now();
     let out = std::process::Command::new("bash")
         .arg(workspace.join("scripts/package.sh"))

@@ -261,7 +261,7 @@ impl fmt::Display for SourceKind {
 mod tests {
     use super::*;
 
-    const EXAMPLE: &str = include_str!("../../../../docs/profile.example.json");
+    const EXAMPLE: &str = include_str!("../../../docs/profile.example.json");
 
     #[test]
     fn example_round_trips() {

@@ -169,7 +169,7 @@ fn the_debian_package_has_the_service_and_its_documentation() {
     let default = std::fs::read_to_string(root.join("etc/vmi/detector.toml")).expect("config");
     assert_eq!(
         default,
-        include_str!("../../../packaging/detector.toml"),
+        include_str!("../../packaging/detector.toml"),
         "the packaged config is packaging/detector.toml"
     );
     let check = |config: &Path| {
@@ -203,10 +203,7 @@ fn the_debian_package_has_the_service_and_its_documentation() {
     // the unit
     let unit_path = root.join("usr/lib/systemd/system/vmi-detector.service");
     let unit = std::fs::read_to_string(&unit_path).expect("unit");
-    assert_eq!(
-        unit,
-        include_str!("../../../packaging/vmi-detector.service")
-    );
+    assert_eq!(unit, include_str!("../../packaging/vmi-detector.service"));
     for line in [
         "ExecStart=/usr/bin/detector serve --config /etc/vmi/detector.toml",
         "ExecStartPre=/usr/bin/detector serve --check-config --config /etc/vmi/detector.toml",
