@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use vmi_core::arch::x86_64::Registers;
 use vmi_core::kernel::candidates::{all_candidates, Executing};
-use vmi_core::kernel::{Hints, Kernel, ProfileSet};
+use vmi_core::kernel::{Hints, Kernel, Limits, ProfileSet};
 use vmi_core::memory::{
     ElfCore, LimeImage, PauseGuard, PauseResume, PhysicalMemory, QemuLive, QemuOptions, RawImage,
     VcpuRegisters, XenDomain, XenOptions,
@@ -409,11 +409,14 @@ impl Target {
     /// Find the kernel again after the guest rebooted in place: of every banner
     /// position of every profile where a kernel can be discovered, the one a vCPU
     /// executes (sampled up to `samples` times, `gap` apart, until one is seen in kernel
-    /// text). `Ok(false)` when none is seen running yet (e.g. still booting).
+    /// text), once it has booted ([`Kernel::booted`]: init runs a user program), or
+    /// while it still boots when `accept_booting`. `Ok(false)` when none is seen running
+    /// yet, or the one running still boots.
     pub fn reidentify(
         &mut self,
         samples: usize,
         gap: std::time::Duration,
+        accept_booting: bool,
     ) -> Result<bool, DetectorError> {
         let Some(live) = self.live.clone() else {
             return Ok(false);
@@ -438,6 +441,9 @@ impl Target {
                     .any(|r| k.executing(r) == Executing::This)
             }) {
                 let (path, kernel) = kernels.swap_remove(at);
+                if !accept_booting && !kernel.booted(&Limits::default()) {
+                    return Ok(false);
+                }
                 self.kernel = kernel;
                 self.profile_path = path;
                 return Ok(true);

@@ -4,7 +4,8 @@
 //! - the guest's state: paused and resumed (no scan while paused), gone (QEMU exited,
 //!   the Xen domain destroyed or shut down: its mappings are dropped at once), rebooted
 //!   in place (a vCPU executes another kernel image than the one
-//!   discovered: the kernel is found again, new KASLR shifts and all);
+//!   discovered: the kernel is found again, new KASLR shifts and all, once it has
+//!   booted, so no scan reads a half-initialised kernel);
 //! - processes that started and exited (an exit only once the process is missing from
 //!   two scans in a row, so one torn read of a running guest makes no exit/start pair);
 //! - each new finding once (confirmed by a second read in the same scan when the guest
@@ -29,6 +30,10 @@ use vmi_core::Va;
 use crate::checks::{self, Check, Settings};
 use crate::finding::{guest_str, Finding, Severity};
 use crate::target::{LiveState, Target};
+
+/// How long after a reset a kernel found running must have booted (init running a
+/// user program) before it is watched; past this it is watched in any state.
+pub const BOOT_GRACE: Duration = Duration::from_secs(180);
 
 /// What watch reports.
 #[derive(Debug, Clone, PartialEq)]
@@ -240,8 +245,8 @@ pub struct Watcher {
     paused: bool,
     /// Scans in a row a vCPU ran another kernel.
     foreign: u32,
-    /// Reset seen, kernel not found again yet.
-    lost: bool,
+    /// Reset seen at this time, kernel not found again yet.
+    lost: Option<Instant>,
     scans: u64,
     first: bool,
 }
@@ -266,7 +271,7 @@ impl Watcher {
             raised: BTreeSet::new(),
             paused: false,
             foreign: 0,
-            lost: false,
+            lost: None,
             scans: 0,
             first: true,
         }
@@ -304,10 +309,14 @@ impl Watcher {
             self.paused = false;
             events.push(Event::Resumed);
         }
-        if self.lost {
-            match target.reidentify(10, Duration::from_millis(20)) {
+        if let Some(since) = self.lost {
+            // the new kernel is taken once it has booted (its objects before that are
+            // not the running system), or after BOOT_GRACE in any state: a kernel that
+            // never looks booted (e.g. a damaged tasks list) is still watched
+            let accept_booting = since.elapsed() >= BOOT_GRACE;
+            match target.reidentify(10, Duration::from_millis(20), accept_booting) {
                 Ok(true) => {
-                    self.lost = false;
+                    self.lost = None;
                     self.forget();
                     events.push(started(target, true));
                 }
@@ -356,7 +365,7 @@ impl Watcher {
         self.foreign += 1;
         if self.foreign >= 2 {
             self.foreign = 0;
-            self.lost = true;
+            self.lost = Some(Instant::now());
             events.push(Event::Reset);
         }
     }

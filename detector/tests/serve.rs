@@ -134,26 +134,6 @@ fn config(path: &Path, guests: &[(&str, &Guest, &Path, &str)], syslog: &Path, al
     std::fs::write(path, s).unwrap();
 }
 
-/// Start a process named `name` in the guest; its pid. It has that name from its fork
-/// on: it is the child of the lab worker run as `name` (`spawn 1`), not a child of the
-/// shell, which is `sh` until it execs (a scan in that window reported it as `sh`, and
-/// a process is reported once, when first seen).
-fn start_marker(guest: &mut Guest, name: &str) -> u64 {
-    let out = guest
-        .sh(&format!(
-            "cp /init /tmp/{name} || exit 1; /tmp/{name} spawn 1 >/dev/null 2>&1 & p=$!; \
-             for i in 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 19 20; do \
-             c=$(cat /proc/$p/task/$p/children 2>/dev/null); [ -n \"$c\" ] && break; sleep 0.5; \
-             done; echo $c"
-        ))
-        .expect("sh");
-    assert_eq!(out.status, 0, "{:?}", out.lines);
-    out.lines
-        .last()
-        .and_then(|l| l.trim().parse().ok())
-        .unwrap_or_else(|| panic!("no pid: {:?}", out.lines))
-}
-
 #[test]
 fn serve_watches_two_guests() {
     let lab = Lab::open_default().expect("lab");
@@ -237,8 +217,8 @@ fn serve_watches_two_guests() {
         "the 6.12 profile was made from memory and written"
     );
 
-    let pa = start_marker(&mut a, "mark-web");
-    let pb = start_marker(&mut b, "mark-db");
+    let pa = common::start_marker(&mut a, "mark-web");
+    let pb = common::start_marker(&mut b, "mark-db");
     for (g, pid, comm) in [("web", pa, "mark-web"), ("db", pb, "mark-db")] {
         s.wait_any(&format!("{comm} in {g}"), Duration::from_secs(60), |v| {
             event(v) == "process-start" && v["guest"] == g && v["pid"] == pid && v["comm"] == comm
@@ -269,7 +249,7 @@ fn serve_watches_two_guests() {
     s.wait_for("db attached again", Duration::from_secs(60), |v| {
         event(v) == "attached" && v["guest"] == "db"
     });
-    let pa2 = start_marker(&mut a, "mark-web2");
+    let pa2 = common::start_marker(&mut a, "mark-web2");
     s.wait_for("mark-web2", Duration::from_secs(60), |v| {
         event(v) == "process-start" && v["guest"] == "web" && v["pid"] == pa2
     });
@@ -305,7 +285,7 @@ fn serve_watches_two_guests() {
     unsafe { libc::kill(qemu_a, libc::SIGSTOP) };
     std::thread::sleep(Duration::from_millis(1500));
     let t = Instant::now();
-    let pb3 = start_marker(&mut b, "mark-db3");
+    let pb3 = common::start_marker(&mut b, "mark-db3");
     s.wait_for("mark-db3 while web hangs", Duration::from_secs(20), |v| {
         event(v) == "process-start" && v["guest"] == "db" && v["pid"] == pb3
     });
@@ -326,7 +306,7 @@ fn serve_watches_two_guests() {
         event(v) == "detached" && v["guest"] == "web"
     });
     eprintln!("web's end seen in {:.1?}", t.elapsed());
-    let pb2 = start_marker(&mut b, "mark-db2");
+    let pb2 = common::start_marker(&mut b, "mark-db2");
     s.wait_for("mark-db2", Duration::from_secs(60), |v| {
         event(v) == "process-start" && v["guest"] == "db" && v["pid"] == pb2
     });

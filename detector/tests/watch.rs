@@ -139,13 +139,13 @@ fn watch_reports_processes_findings_pause_reset_and_shutdown() {
         assert!(got.insert(v["pid"].as_u64().unwrap()), "twice: {v}");
     }
 
-    let out = guest.sh("sleep 999 >/dev/null 2>&1 & echo $!").expect("sh");
-    let sleeper: u64 = out.lines[0].trim().parse().expect("pid");
-    w.wait_for("the sleep starting", Duration::from_secs(30), |v| {
-        event(v) == "process-start" && v["pid"] == sleeper && v["comm"] == "sleep"
+    // named from its fork on (a shell's child is `sh` until it execs)
+    let sleeper = common::start_marker(&mut guest, "vmi-sleeper");
+    w.wait_for("the sleeper starting", Duration::from_secs(30), |v| {
+        event(v) == "process-start" && v["pid"] == sleeper && v["comm"] == "vmi-sleeper"
     });
     guest.sh(&format!("kill {sleeper}")).expect("kill");
-    w.wait_for("the sleep exiting", Duration::from_secs(30), |v| {
+    w.wait_for("the sleeper exiting", Duration::from_secs(30), |v| {
         event(v) == "process-exit" && v["pid"] == sleeper
     });
 
@@ -190,6 +190,17 @@ fn watch_reports_processes_findings_pause_reset_and_shutdown() {
     let (seen, code) = w.finish();
     assert_eq!(code, 0);
     assert_eq!(event(seen.last().unwrap()), "stopped");
+    // the new kernel is watched once it has booted: nothing of it half-initialised
+    let after_reset = seen.iter().skip_while(|v| event(v) != "reset");
+    let errors: Vec<&Value> = after_reset.filter(|v| event(v) == "scan-error").collect();
+    let story: Vec<&Value> = seen
+        .iter()
+        .filter(|v| !event(v).starts_with("process-"))
+        .collect();
+    assert!(
+        errors.is_empty(),
+        "scan errors after the reset: {errors:?}; every event but processes: {story:?}"
+    );
     let findings: Vec<&Value> = seen.iter().filter(|v| event(v) == "finding").collect();
     // the hook and the credentials change, each once; after the reboot: nothing
     assert_eq!(findings.len(), 2, "{findings:?}");

@@ -11,7 +11,7 @@
  *   NAME threads N           N threads in one process (the main thread counts)
  *   NAME chain DEPTH         parent -> child -> ... DEPTH processes, all sleeping
  *   NAME setuid UID          drop to uid/gid UID, then sleep
- *   NAME spawn N             fork N sleeping children
+ *   NAME spawn N             fork N sleeping children (reaped by the kernel when killed)
  *   NAME truth               print the ground-truth block on stdout
  *   NAME cpubench ROUNDS N   fixed CPU-bound work: ROUNDS rounds of N iterations of an
  *                            integer hash over a 64 KiB table, each round timed by the
@@ -879,6 +879,8 @@ int main(int argc, char **argv)
 		}
 		sleep_forever();
 	} else if (strcmp(mode, "spawn") == 0) {
+		/* a child killed by a test is reaped by the kernel, not left a zombie */
+		signal(SIGCHLD, SIG_IGN);
 		for (long i = 0; i < n; i++) {
 			pid_t pid = fork();
 			if (pid == 0)

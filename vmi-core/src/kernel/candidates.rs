@@ -8,6 +8,7 @@
 
 use crate::addr::{Pa, Va};
 use crate::arch::x86_64::{translate, Registers};
+use crate::kernel::objects::Limits;
 use crate::kernel::profiles::probe_banner;
 use crate::kernel::syscalls::in_module_area;
 use crate::kernel::{Identified, Kernel, ProfileSet, KERNEL_IMAGE_SIZE, START_KERNEL_MAP};
@@ -81,7 +82,7 @@ pub enum Executing {
     /// It runs something else: paging is off (firmware, a kernel booting), it runs in
     /// ring 0 below the kernel half (boot code: Linux never executes there in ring 0
     /// once up), or it executes another kernel image (one loaded at another KASLR shift
-    /// after a reboot).
+    /// or physical place after a reboot).
     Other,
     /// Cannot tell from this sample (user mode, modules, trampolines).
     Unknown,
@@ -105,13 +106,14 @@ impl<M: PhysicalMemory> Kernel<M> {
             Err(_) => return Executing::Unknown,
         };
         let image = START_KERNEL_MAP..START_KERNEL_MAP + KERNEL_IMAGE_SIZE;
-        if !text.contains(rip) {
-            return if image.contains(&rip.0) && !in_module_area(rip) {
-                Executing::Other
-            } else {
-                Executing::Unknown
-            };
+        if !text.contains(rip) && (!image.contains(&rip.0) || in_module_area(rip)) {
+            return Executing::Unknown;
         }
+        // in the text, or elsewhere in the kernel image: this kernel's `.init.text` while
+        // it boots (outside `_stext.._etext`), or another kernel's image. Either way it is
+        // this kernel only when the vCPU's page table maps the instruction to this
+        // kernel's physical copy: a kernel loaded at another shift maps it elsewhere, and
+        // this kernel's init text is unmapped once it has booted.
         let mem = self.space.memory();
         match (
             translate(mem, root, rip),
@@ -121,6 +123,17 @@ impl<M: PhysicalMemory> Kernel<M> {
             (Ok(_), _) => Executing::Other,
             (Err(_), _) => Executing::Unknown,
         }
+    }
+
+    /// True once the kernel has booted: init (pid 1) has an address space, so it has
+    /// exec'd its user program and every initcall has run (the modules kset, the network
+    /// namespaces, ... are set up). Until its exec, pid 1 is `kernel_init`, a task
+    /// without `mm` (and, since 5.x, without PF_KTHREAD). A kernel a vCPU executes can
+    /// still be booting (after a reboot in place): what its objects hold then is not
+    /// yet the running system.
+    pub fn booted(&self, limits: &Limits) -> bool {
+        self.processes(limits)
+            .is_ok_and(|ps| ps.iter().any(|p| p.pid == 1 && p.mm.0 != 0))
     }
 }
 
