@@ -20,7 +20,13 @@
 //!   `-bash`: `argv[0]` is compared up to its first space or colon, without a leading
 //!   `-`, by basename;
 //! - `comm` equal to `argv[0]`'s name is accepted for `argv[0]` (a program that
-//!   renames both is reported for `comm`).
+//!   renames both is reported for `comm`);
+//! - busybox's NOEXEC applets: its shell forks and runs the applet in the child without
+//!   an `execve`, naming the child after the applet (`set_task_comm`), so a busybox
+//!   shell's child (executable busybox, started as `sh`, `ash` or `busybox`) may have
+//!   any `comm` that does not pass for a kernel thread;
+//! - a process in the middle of `execve` (its new address space installed, its
+//!   arguments not yet, `comm` still the old one) is not judged.
 //!
 //! Reported: `comm` that is none of those names (`prctl(PR_SET_NAME)`: threads of the
 //! process may name themselves freely, only the group leader is checked), and an
@@ -113,6 +119,23 @@ fn names_nothing(execfn: &[u8]) -> bool {
     (execfn.starts_with(b"/proc/") && execfn.ends_with(b"/exe")) || execfn.starts_with(b"/dev/fd/")
 }
 
+/// True for a process busybox's shell started (its executable is busybox, it was
+/// started as `sh`, `ash` or `busybox`): a child of that shell that runs a NOEXEC
+/// applet names itself after the applet without an `execve`.
+fn busybox_shell_child(exe: &[u8], strings: &ExecStrings) -> bool {
+    const SHELLS: [&[u8]; 3] = [b"sh", b"ash", b"busybox"];
+    let started_as = |name: &[u8]| SHELLS.contains(&name);
+    basename(exe) == b"busybox"
+        && (strings
+            .execfn
+            .as_deref()
+            .is_some_and(|f| started_as(basename(f)))
+            || strings
+                .argv
+                .first()
+                .is_some_and(|a| started_as(argv0_name(a))))
+}
+
 /// True when `name` passes for a kernel thread: in brackets, or a running kernel
 /// thread's name up to its `/` (`kworker/0:1` for `kworker/u2:0`).
 fn kernel_thread_like(name: &[u8], kthreads: &[&[u8]]) -> bool {
@@ -196,8 +219,11 @@ fn one<M: PhysicalMemory>(
         }
     };
     let exe_s = guest_str(&exe);
+    let noexec_applet =
+        busybox_shell_child(&exe, &strings) && !kernel_thread_like(&p.comm, kthreads);
     let found = judge(&p.comm, &exe, &strings)
         .into_iter()
+        .filter(|s| !(noexec_applet && *s == Spoof::Comm))
         .map(|s| match s {
             Spoof::Comm => evidence(base(
                 "comm",
@@ -317,6 +343,21 @@ mod tests {
             judge(b"kworker/0:1", b"/tmp/spoof", &s),
             vec![Spoof::Comm, Spoof::Argv0]
         );
+    }
+
+    #[test]
+    fn busybox_noexec_applets_are_children_of_its_shell() {
+        // `awk` run by busybox's shell in a forked child, renamed without an exec
+        let s = strings(&["sh", "-c", "x | awk 1"], Some("/bin/sh"));
+        assert!(busybox_shell_child(b"/bin/busybox", &s));
+        assert_eq!(judge(b"awk", b"/bin/busybox", &s), vec![Spoof::Comm]);
+        let s = strings(&["/bin/ash"], None);
+        assert!(busybox_shell_child(b"/usr/bin/busybox", &s));
+        // not busybox's shell: the rename counts
+        let s = strings(&["sh"], Some("/bin/sh"));
+        assert!(!busybox_shell_child(b"/usr/bin/dash", &s));
+        let s = strings(&["/tmp/spoof"], Some("/tmp/spoof"));
+        assert!(!busybox_shell_child(b"/bin/busybox", &s));
     }
 
     #[test]

@@ -62,7 +62,11 @@ impl<M: PhysicalMemory> Kernel<M> {
     }
 
     /// The arguments and executed file name of the address space `mm` (`None` for a
-    /// null `mm`: a kernel thread or a process that is exiting).
+    /// null `mm`, a kernel thread or a process that is exiting, and for an address
+    /// space whose arguments are not set up yet: `execve` has installed it but not yet
+    /// written `arg_start`/`arg_end`, so the process is in the middle of `execve`; user
+    /// space cannot set them to 0 (`prctl(PR_SET_MM)` keeps them above
+    /// `mmap_min_addr`)).
     pub fn exec_strings(&self, mm: Va) -> Result<Option<ExecStrings>, KernelError> {
         if mm.0 == 0 {
             return Ok(None);
@@ -75,6 +79,9 @@ impl<M: PhysicalMemory> Kernel<M> {
                 .map_err(read_err("mm_struct"))
         };
         let (start, end, env_end) = (read("arg_start")?, read("arg_end")?, read("env_end")?);
+        if start == 0 && end == 0 {
+            return Ok(None);
+        }
         if end < start || end > USER_TOP {
             return Err(KernelError::Corrupt {
                 what: format!("mm_struct arguments {start:#x}..{end:#x}"),
