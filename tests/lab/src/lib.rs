@@ -25,6 +25,7 @@ pub mod cache;
 pub mod cpio;
 pub mod error;
 pub mod guest;
+pub mod prepare;
 pub mod python;
 pub mod qmp;
 pub mod rustkernel;

@@ -81,6 +81,11 @@ enum Cmd {
     /// Build (or reuse) the Rust-enabled 6.12 kernel for the guest module and print
     /// where its files are.
     RustKernel,
+    /// Fill the cache with everything the workspace's tests use (kernels and their
+    /// parts, build roots, Python oracles, the Rust-enabled kernel, the Xen image),
+    /// several at a time; one line per item with its time. Exits 1 when an item failed
+    /// (the tests fetch it again themselves).
+    Prepare,
     /// Boot Xen and dom0 in QEMU, start one domU (`lab-domu`) with a scenario, print its
     /// ground truth, run shell commands in the domU and in dom0, then power off.
     Xen {
@@ -144,6 +149,30 @@ fn run() -> Result<()> {
             println!("map      {}", k.system_map.display());
             println!("tree     {}", k.tree.display());
             println!("rustc    {}", k.rustc.display());
+        }
+        Cmd::Prepare => {
+            let start = std::time::Instant::now();
+            let quiet = lab.clone().with_progress(false);
+            let outcomes = vmi_lab::prepare::prepare(&quiet, vmi_lab::prepare::ci_lanes(), |o| {
+                match &o.error {
+                    None => println!("prepare: {:7.1} s  {}", o.took.as_secs_f64(), o.item),
+                    Some(e) => println!(
+                        "prepare: {:7.1} s  {}: FAILED: {}",
+                        o.took.as_secs_f64(),
+                        o.item,
+                        printable(e)
+                    ),
+                }
+            });
+            let failed = outcomes.iter().filter(|o| o.error.is_some()).count();
+            println!(
+                "prepare: {} items ready, {failed} failed, in {:.0} s",
+                outcomes.len() - failed,
+                start.elapsed().as_secs_f64()
+            );
+            if failed > 0 {
+                std::process::exit(1);
+            }
         }
         Cmd::Matrix => {
             for name in MATRIX {
