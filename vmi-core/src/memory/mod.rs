@@ -27,7 +27,6 @@ mod qemu;
 pub mod qmp;
 mod raw;
 mod xen;
-mod xen_ffi;
 
 pub use cache::{CacheStats, PageCache};
 pub use elf::{ElfCore, PrStatus};

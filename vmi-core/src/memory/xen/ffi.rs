@@ -5,7 +5,7 @@
 //! libraries are looked up only when a domain is opened (in dom0). The sonames are Xen
 //! 4.17's (`libxenctrl.so.4.17`: its domctl structures change between Xen releases).
 //! The structure layouts below are checked against Debian's libxen-dev headers by
-//! `tests/xen_layout.rs`.
+//! the unit test at the end of this file (`layouts_equal_the_xen_headers`).
 
 use std::ffi::{c_char, c_int, c_uint, c_ulong, c_void, CStr, CString};
 use std::sync::OnceLock;
