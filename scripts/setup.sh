@@ -21,6 +21,12 @@ packages=(
   debian-archive-keyring apt dpkg tar
 )
 
+# cargo-nextest runs the tests (scripts/test.sh); machines of this kind come with it
+if ! cargo nextest --version >/dev/null 2>&1; then
+  echo "setup: installing cargo-nextest" >&2
+  cargo install --locked --quiet cargo-nextest
+fi
+
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")

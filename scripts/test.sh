@@ -2,9 +2,41 @@
 # The tests: set up, check formatting and lints, then run every unit and integration
 # test (the lab's tests boot real Debian kernels under QEMU; kernels are cached in
 # $VMI_LAB_CACHE, default ~/.cache/vmi-lab).
+#
+# On an empty cache most of the time would go to downloads and builds inside the tests,
+# one test waiting for another. So the lab's cache is filled first (`lab prepare`: the
+# kernels' packages side by side, the build roots, the Rust-enabled kernel, the Xen
+# image), while cargo builds the workspace, the tests and the release binaries the
+# package test packs. Then cargo-nextest runs the tests two at a time, the slowest first
+# (.config/nextest.toml), and the doc tests run last. Arguments go to `cargo nextest run`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 cargo fmt --all -- --check
+
+start=$(date +%s)
+cargo build -q -p vmi-lab --bin lab
+prepare_log=$(mktemp)
+trap 'rm -f "$prepare_log"' EXIT
+target=${CARGO_TARGET_DIR:-target}
+"$target/debug/lab" prepare >"$prepare_log" 2>&1 &
+prepare=$!
+
 cargo clippy --workspace --all-targets -q -- -D warnings
-cargo test --workspace --no-fail-fast "$@"
+cargo nextest run --workspace --no-run -q
+# the package test's release build and its cargo-deb (installed into the lab cache)
+bash scripts/package.sh >/dev/null
+echo "test: built in $(($(date +%s) - start)) s; waiting for the lab cache"
+
+prepared=0
+wait "$prepare" || prepared=$?
+cat "$prepare_log"
+if [ "$prepared" -ne 0 ]; then
+  echo "test: lab prepare failed for some items (above): the tests that need them fetch them again"
+fi
+echo "test: ready to run in $(($(date +%s) - start)) s"
+
+status=0
+cargo nextest run --workspace --profile ci "$@" || status=$?
+cargo test --workspace --doc -q || status=$?
+exit "$status"

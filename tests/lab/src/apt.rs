@@ -205,9 +205,14 @@ impl Archive {
             format!("-oDir::Etc::SourceList={}", self.sources_path().display()),
             "-oDir::Etc::SourceParts=/dev/null".into(),
             format!("-oDir::State::Lists={}", d.join("lists").display()),
+            // apt's binary caches (pkgcache.bin, srcpkgcache.bin) are kept there too:
+            // without them every apt-cache and apt-get call parses the lists of all
+            // suites again (3 s of CPU, 10 s on a busy machine; 0.15 s with them). apt
+            // writes them atomically and rebuilds them when the lists change. Named
+            // here because a system's apt.conf may switch them off (docker-clean does).
             format!("-oDir::Cache={}", d.join("cache").display()),
-            "-oDir::Cache::pkgcache=".into(),
-            "-oDir::Cache::srcpkgcache=".into(),
+            "-oDir::Cache::pkgcache=pkgcache.bin".into(),
+            "-oDir::Cache::srcpkgcache=srcpkgcache.bin".into(),
             "-oAPT::Architecture=amd64".into(),
             "-oAPT::Architectures::=amd64".into(),
             "-oAcquire::Languages=none".into(),
