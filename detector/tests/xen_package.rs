@@ -237,14 +237,8 @@ fn the_installed_package_watches_a_pvh_domu_from_dom0() {
     });
     eprintln!("domU attached and identified in {:.1?}", t.elapsed());
 
-    let started = domu
-        .sh("cp /bin/busybox /tmp/pkg-mark && (/tmp/pkg-mark sleep 999 >/dev/null 2>&1 & echo $!)")
-        .expect("starting a process in the domU");
-    let mark: u64 = started
-        .lines
-        .last()
-        .and_then(|l| l.trim().parse().ok())
-        .unwrap_or_else(|| panic!("no pid: {:?}", started.lines));
+    // named from its fork on, and alive until the domU goes
+    let mark = common::start_marker_with(&mut |line| domu.sh(line), "pkg-mark");
     let t = Instant::now();
     wait_for(&mut rig, "process-start", Duration::from_secs(300), |v| {
         v["event"] == "process-start"
