@@ -26,7 +26,8 @@
 //!   shell's child (executable busybox, started as `sh`, `ash` or `busybox`) may have
 //!   any `comm` that does not pass for a kernel thread;
 //! - a process in the middle of `execve` (its new address space installed, its
-//!   arguments not yet, `comm` still the old one) is not judged.
+//!   arguments and environment not yet complete, `comm` perhaps still the old one) is
+//!   not judged.
 //!
 //! Reported: `comm` that is none of those names (`prctl(PR_SET_NAME)`: threads of the
 //! process may name themselves freely, only the group leader is checked), and an
@@ -87,11 +88,14 @@ pub enum Spoof {
 pub fn judge(comm: &[u8], exe: &[u8], strings: &ExecStrings) -> Vec<Spoof> {
     let argv0 = strings.argv.first().map(Vec::as_slice).unwrap_or_default();
     let mut names: Vec<&[u8]> = vec![basename(exe)];
+    // the kernel names a process after the file name execve was given, even one that
+    // names no program (`exe` for /proc/self/exe, until busybox renames itself)
+    if let Some(f) = strings.execfn.as_deref() {
+        names.push(basename(f));
+    }
     let execfn = strings.execfn.as_deref().filter(|f| !names_nothing(f));
-    match execfn {
-        Some(f) => names.push(basename(f)),
-        None if !argv0.is_empty() => names.push(argv0_name(argv0)),
-        None => {}
+    if execfn.is_none() && !argv0.is_empty() {
+        names.push(argv0_name(argv0));
     }
     let mut out = Vec::new();
     if !names.iter().any(|n| comm_of(n) == comm) {
@@ -324,6 +328,15 @@ mod tests {
             &["sleep", "100000"],
             Some("/proc/self/exe"),
         );
+        // ... in the moment after its exec, before it renames itself
+        ok(
+            "exe",
+            "/bin/busybox",
+            &["sleep", "100000"],
+            Some("/proc/self/exe"),
+        );
+        // fexecve: the kernel names it after the descriptor
+        ok("3", "/tmp/x", &["x"], Some("/dev/fd/3"));
         // no arguments at all
         ok("x", "/tmp/x", &[], Some("/tmp/x"));
     }

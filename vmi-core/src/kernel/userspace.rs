@@ -63,10 +63,10 @@ impl<M: PhysicalMemory> Kernel<M> {
 
     /// The arguments and executed file name of the address space `mm` (`None` for a
     /// null `mm`, a kernel thread or a process that is exiting, and for an address
-    /// space whose arguments are not set up yet: `execve` has installed it but not yet
-    /// written `arg_start`/`arg_end`, so the process is in the middle of `execve`; user
-    /// space cannot set them to 0 (`prctl(PR_SET_MM)` keeps them above
-    /// `mmap_min_addr`)).
+    /// space whose arguments are not set up yet: `execve` installs the new `mm`, then
+    /// sets `arg_start`, then `arg_end`, and `env_end` last, so while `arg_end` or
+    /// `env_end` is 0 the process is in the middle of `execve`; user space cannot set
+    /// them to 0 (`prctl(PR_SET_MM)` keeps them above `mmap_min_addr`)).
     pub fn exec_strings(&self, mm: Va) -> Result<Option<ExecStrings>, KernelError> {
         if mm.0 == 0 {
             return Ok(None);
@@ -79,7 +79,7 @@ impl<M: PhysicalMemory> Kernel<M> {
                 .map_err(read_err("mm_struct"))
         };
         let (start, end, env_end) = (read("arg_start")?, read("arg_end")?, read("env_end")?);
-        if start == 0 && end == 0 {
+        if end == 0 || env_end == 0 {
             return Ok(None);
         }
         if end < start || end > USER_TOP {
