@@ -16,6 +16,8 @@ packages=(
   libxen-dev          # Xen 4.17's headers: vmi-core's Xen source is checked against their layouts
   dpkg-dev            # dpkg-shlibdeps: the Depends of the Debian package (scripts/package.sh)
   binutils            # strip: debug sections off the test programs put into the Xen rig's dom0
+  # what the package test checks the .deb with (detector/tests/package.rs)
+  lintian systemd man-db groff-base zsh fish
   # the Rust-enabled 6.12 kernel the guest module is built against (tests/lab/src/rustkernel.rs)
   linux-source-6.12 rustc-web rust-web-src libclang-dev flex bison bc libelf-dev libssl-dev
   debian-archive-keyring apt dpkg tar

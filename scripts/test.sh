@@ -24,8 +24,11 @@ prepare=$!
 
 cargo clippy --workspace --all-targets -q -- -D warnings
 cargo nextest run --workspace --no-run -q
-# the package test's release build and its cargo-deb (installed into the lab cache)
+# the package test's release build and its cargo-deb (installed into the lab cache), and
+# the static in-guest extractor the extract tests build (the same command as theirs)
 bash scripts/package.sh >/dev/null
+cargo rustc -q --release -p guest-module --bin vmi-extract -- \
+  -C target-feature=+crt-static -C strip=debuginfo
 echo "test: built in $(($(date +%s) - start)) s; waiting for the lab cache"
 
 prepared=0

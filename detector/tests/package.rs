@@ -37,6 +37,15 @@ fn have(program: &str) -> bool {
         .is_ok_and(|o| o.status.success())
 }
 
+/// A program this test runs: scripts/setup.sh installs it, so a missing one fails the
+/// test instead of skipping a check.
+fn need(program: &str, package: &str) {
+    assert!(
+        have(program),
+        "{program} is missing (Debian package {package}): run scripts/setup.sh"
+    );
+}
+
 /// The default config with its first example `[[guest]]` uncommented (up to the next
 /// blank line) and `profiles` pointed at `profiles`.
 pub fn with_example_guest(default: &str, profiles: &Path) -> String {
@@ -225,11 +234,8 @@ fn the_debian_package_has_the_service_and_its_documentation() {
         ("fish", "usr/share/fish/vendor_completions.d/detector.fish"),
     ];
     for (shell, file) in completions {
-        if have(shell) {
-            run(Command::new(shell).arg("-n").arg(root.join(file)));
-        } else {
-            eprintln!("{shell} is not installed: its completion's syntax is not checked");
-        }
+        need(shell, shell);
+        run(Command::new(shell).arg("-n").arg(root.join(file)));
         let body = std::fs::read_to_string(root.join(file)).expect("completion");
         for word in ["serve", "check-config", "watch", "profiles"] {
             assert!(body.contains(word), "{file} lacks {word}");
@@ -255,12 +261,9 @@ fn the_debian_package_has_the_service_and_its_documentation() {
 
 /// `systemd-analyze verify` on the unit with its paths moved into `root` (the binary
 /// and config exist there, and `man` finds the pages there); `security --offline` is
-/// printed. Skipped when systemd-analyze is missing.
+/// printed.
 fn verify_unit(root: &Path, unit: &str) {
-    if !have("systemd-analyze") {
-        eprintln!("systemd-analyze is not installed: the unit is not verified");
-        return;
-    }
+    need("systemd-analyze", "systemd");
     let r = root.to_string_lossy();
     let moved = unit
         .replace("/usr/bin/detector", &format!("{r}/usr/bin/detector"))
@@ -293,8 +296,10 @@ fn verify_unit(root: &Path, unit: &str) {
     eprintln!("systemd-analyze security: {overall}");
 }
 
-/// Each page renders with groff without a warning, and with `man -l` when man is there.
+/// Each page renders with groff without a warning, and with `man -l`.
 fn check_man_pages(dir: &Path) {
+    need("groff", "groff-base");
+    need("man", "man-db");
     let pages: Vec<PathBuf> = std::fs::read_dir(dir.join("man1"))
         .expect("man1")
         .map(|e| e.expect("entry").path())
@@ -302,7 +307,7 @@ fn check_man_pages(dir: &Path) {
     for page in &pages {
         let roff = text(&run(Command::new("gzip").arg("-dc").arg(page)));
         assert!(roff.contains(".TH "), "{}", page.display());
-        if have("groff") {
+        {
             let mut child = Command::new("groff")
                 .args(["-man", "-ww", "-z"])
                 .stdin(std::process::Stdio::piped())
@@ -319,7 +324,7 @@ fn check_man_pages(dir: &Path) {
                 String::from_utf8_lossy(&out.stderr)
             );
         }
-        if have("man") {
+        {
             let out = run(Command::new("man")
                 .arg("-l")
                 .arg(page)
@@ -327,8 +332,5 @@ fn check_man_pages(dir: &Path) {
             let shown = text(&out);
             assert!(shown.contains("NAME"), "{}:\n{shown}", page.display());
         }
-    }
-    if !have("groff") && !have("man") {
-        eprintln!("neither groff nor man is installed: the pages are not rendered");
     }
 }

@@ -219,16 +219,20 @@ fn run(cmd: &mut Command) -> Result<String, String> {
     }
 }
 
-/// gcc is installed by scripts/setup.sh; without it the tests say so and pass.
-fn have_gcc() -> bool {
+/// gcc compiles the fixtures: scripts/setup.sh installs it, so a missing one fails the
+/// test instead of skipping it.
+fn need_gcc() {
     static GCC: OnceLock<bool> = OnceLock::new();
-    *GCC.get_or_init(|| match Command::new("gcc").arg("--version").output() {
-        Ok(o) if o.status.success() => true,
-        _ => {
-            eprintln!("SKIP: gcc not found (Debian package gcc; scripts/setup.sh installs it)");
-            false
-        }
-    })
+    let found = *GCC.get_or_init(|| {
+        Command::new("gcc")
+            .arg("--version")
+            .output()
+            .is_ok_and(|o| o.status.success())
+    });
+    assert!(
+        found,
+        "gcc is missing (Debian package gcc): run scripts/setup.sh"
+    );
 }
 
 /// Whether the toolchain can make this variant; `Err` says why not.
@@ -1019,9 +1023,7 @@ fn profile_of(path: &Path) -> Result<Profile, String> {
 
 /// Build `fixture` with every variant; compare with the expected file and the oracle.
 fn golden(fixture: &str, variants: &[Variant]) {
-    if !have_gcc() {
-        return;
-    }
+    need_gcc();
     let started = std::time::Instant::now();
     let c_file = data_dir().join(format!("{fixture}.c"));
     let expected_path = data_dir().join(format!("{fixture}.expected"));
@@ -1271,9 +1273,7 @@ fn every_fixture_is_tested() {
 /// bitfield one bit off: the tests can fail.
 #[test]
 fn an_off_by_one_is_caught() {
-    if !have_gcc() {
-        return;
-    }
+    need_gcc();
     let dir = tempfile::tempdir().unwrap();
     for (fixture, ty, field, bit) in [
         ("anonymous", "outer", "deep", false),
@@ -1321,9 +1321,7 @@ fn an_off_by_one_is_caught() {
 /// profile must lay it out under that name; otherwise the reference dangles.
 #[test]
 fn typedef_named_anonymous_aggregates_are_laid_out() {
-    if !have_gcc() {
-        return;
-    }
+    need_gcc();
     let dir = tempfile::tempdir().unwrap();
     let c_file = data_dir().join("typedefs.c");
     let path = compile(&c_file, &DWARF5, dir.path()).unwrap();
@@ -1352,9 +1350,7 @@ fn typedef_named_anonymous_aggregates_are_laid_out() {
 /// `int (*p)[5]` (8 bytes) and `int *a[5]` (40 bytes) must not get the same compact type.
 #[test]
 fn pointer_to_array_differs_from_array_of_pointers() {
-    if !have_gcc() {
-        return;
-    }
+    need_gcc();
     let dir = tempfile::tempdir().unwrap();
     let c_file = dir.path().join("ptr_array.c");
     std::fs::write(
