@@ -20,6 +20,8 @@
 //!   picks the profile by banner, [`kernel::Kernel::discover`] the KASLR shifts and the
 //!   kernel page table) and typed objects read through the profile (processes, threads,
 //!   modules).
+//! - `testing` (feature `test-support`): `SyntheticKernel`, a kernel built object by
+//!   object in mock memory, for tests of what reads kernels that need no guest.
 #![deny(missing_docs)]
 
 pub mod addr;
@@ -28,6 +30,8 @@ pub mod error;
 pub mod kernel;
 pub mod memory;
 pub mod profile;
+#[cfg(any(test, feature = "test-support"))]
+pub mod testing;
 pub mod vmcoreinfo;
 
 pub use addr::{Gfn, Pa, Va};

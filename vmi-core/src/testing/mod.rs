@@ -1,0 +1,984 @@
+//! A synthetic kernel for tests that need no guest: [`SyntheticKernel`] writes a kernel
+//! image, its page tables and kernel objects into a [`MockMemory`] at a profile's
+//! offsets, so that [`Kernel::discover`] finds it as it finds a real guest and every
+//! walker reads it through the same page tables.
+//!
+//! Built only with the `test-support` feature (and for vmi-core's own tests); release
+//! builds do not contain it.
+//!
+//! The layout: the image (`_text` of the profile, 2 MiB pages) is loaded at a physical
+//! KASLR shift of [`PHYS_SHIFT`] and mapped at a virtual one of [`VIRT_SHIFT`]; the
+//! page tables start at `init_top_pgt` and fill the MiB after it; all physical memory
+//! is mapped at [`PAGE_OFFSET`] (the direct map), where objects a test adds are
+//! allocated; module code gets addresses in the module area, unmapped (no check reads
+//! it). A new kernel is *clean*: `init_task` alone (pid 0, `swapper/0`), no modules,
+//! every `sys_call_table` entry and IDT gate in kernel text, no ftrace_ops, kprobes,
+//! tracepoint probes, netfilter hooks or notifier blocks, `n_tty` in `tty_ldiscs[0]`
+//! and one tty driver whose operations are kernel text, the `/proc/net` seq_operations
+//! in kernel text. Tests then add objects (processes, modules, hooks) and tamper with
+//! them (unlink, overwrite a pointer, make a cycle).
+//!
+//! [`synthetic_profile`] is a profile with everything the builder places; a test may
+//! change it (drop a field, move a symbol) before building.
+//!
+//! This is test support: a method given something the profile lacks (a type, field or
+//! symbol) or memory that runs out panics with a message that says which.
+
+mod profile;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+pub use profile::{
+    synthetic_profile, BANNER, IMAGE_SIZE, NOTIFIER_CHAINS, NR_SYSCALLS, PGT_OFFSET, SEQ_OPS, TEXT,
+    TEXT_SIZE, TRACEPOINTS, TRACEPOINT_OFFSET,
+};
+
+use crate::addr::{Pa, Va};
+use crate::arch::x86_64::{translate, PageSize, PageTableBuilder, PageTableRoot, PagingMode};
+use crate::kernel::notifiers::CHAINS;
+use crate::kernel::syscalls::MODULES_START;
+use crate::kernel::{Hints, Kernel, KernelError, START_KERNEL_MAP};
+use crate::memory::{MockMemory, PhysRange, PhysicalMemory};
+use crate::profile::Profile;
+
+/// The physical KASLR shift of the synthetic kernel.
+pub const PHYS_SHIFT: u64 = 0x2a0_0000;
+/// The virtual KASLR shift of the synthetic kernel.
+pub const VIRT_SHIFT: u64 = 0x1c0_0000;
+/// `page_offset_base`: where all physical memory is mapped.
+pub const PAGE_OFFSET: u64 = 0xffff_8880_0000_0000;
+/// `PF_KTHREAD`.
+pub const PF_KTHREAD: u32 = 0x0020_0000;
+/// Physical memory objects are allocated from.
+const HEAP: (u64, u64) = (0x10_0000, 0x100_0000);
+/// Bytes of page tables after `init_top_pgt`.
+const PGT_BYTES: u64 = 0x10_0000;
+const MB2: u64 = 0x20_0000;
+
+/// A task the builder made.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SynthTask {
+    /// Its `task_struct`.
+    pub task: Va,
+    /// Its pid (thread id).
+    pub pid: u32,
+    /// Its thread group id.
+    pub tgid: u32,
+    /// Its `struct pid`.
+    pub struct_pid: Va,
+    /// Its `struct cred` (both `cred` and `real_cred`).
+    pub cred: Va,
+    /// Its `signal_struct`.
+    pub signal: Va,
+}
+
+/// A module the builder made.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SynthModule {
+    /// Its `struct module`.
+    pub addr: Va,
+    /// Its kobject in `module_kset`.
+    pub kobj: Va,
+    /// Base of its core text (in the module area).
+    pub core_base: Va,
+    /// Size of its core text.
+    pub core_size: u32,
+}
+
+impl SynthModule {
+    /// An address `off` bytes into the module's core text.
+    pub fn code(&self, off: u64) -> Va {
+        Va(self.core_base.0 + off)
+    }
+}
+
+/// One netfilter hook in a blob the builder keeps: (hook, priv, nf_hook_ops).
+type NfEntry = (u64, u64, u64);
+
+/// A kernel in mock memory, built object by object (see the [module docs](self)).
+#[derive(Debug, Clone)]
+pub struct SyntheticKernel {
+    profile: Profile,
+    mem: MockMemory,
+    root: PageTableRoot,
+    heap: u64,
+    module_next: u64,
+    next_fn: u64,
+    /// Netfilter blobs by the address of their slot in `netns_nf`.
+    nf: HashMap<u64, Vec<NfEntry>>,
+}
+
+impl SyntheticKernel {
+    /// A clean kernel of [`synthetic_profile`].
+    pub fn clean() -> SyntheticKernel {
+        SyntheticKernel::new(synthetic_profile())
+    }
+
+    /// A clean kernel of `profile` (which needs the symbols and types the builder
+    /// places: [`synthetic_profile`] has them all; the kernel-wide tables a profile
+    /// lacks are left out).
+    pub fn new(profile: Profile) -> SyntheticKernel {
+        let text = link(&profile, "_text");
+        assert!(
+            text >= START_KERNEL_MAP && (text - START_KERNEL_MAP).is_multiple_of(MB2),
+            "_text must be 2 MiB aligned in the kernel image mapping"
+        );
+        let pgt = link(&profile, "init_top_pgt")
+            .checked_sub(text)
+            .expect("init_top_pgt is in the image");
+        let last = profile
+            .symbols
+            .values()
+            .map(|s| s.address)
+            .filter(|a| (text..text + (1 << 30)).contains(a))
+            .max()
+            .unwrap_or(text);
+        let image_len = (last - text + 0x1000).max(pgt + PGT_BYTES).div_ceil(MB2) * MB2;
+        let image_pa = text - START_KERNEL_MAP + PHYS_SHIFT;
+        let mem_size = image_pa + image_len;
+        let mut mem = MockMemory::with_size(mem_size);
+        let pgt_pa = image_pa + pgt;
+        let mut pt = PageTableBuilder::new(
+            &mut mem,
+            PagingMode::FourLevel,
+            PhysRange::new(pgt_pa, pgt_pa + PGT_BYTES),
+        )
+        .expect("room for the page tables");
+        let flags = crate::arch::x86_64::PTE_WRITABLE;
+        for off in (0..image_len).step_by(MB2 as usize) {
+            pt.map(
+                &mut mem,
+                Va(text + VIRT_SHIFT + off),
+                Pa(image_pa + off),
+                PageSize::Size2M,
+                flags,
+            )
+            .expect("map the image");
+        }
+        for pa in (0..mem_size).step_by(MB2 as usize) {
+            pt.map(
+                &mut mem,
+                Va(PAGE_OFFSET + pa),
+                Pa(pa),
+                PageSize::Size2M,
+                flags,
+            )
+            .expect("map the direct map");
+        }
+        let mut k = SyntheticKernel {
+            root: pt.root(),
+            profile,
+            mem,
+            heap: HEAP.0,
+            module_next: MODULES_START + 0x10_0000,
+            next_fn: 0,
+            nf: HashMap::new(),
+        };
+        k.populate();
+        k
+    }
+
+    /// Write what a booted, untampered kernel has.
+    fn populate(&mut self) {
+        let banner = self.profile.kernel.banner.clone();
+        self.write(self.symbol("linux_banner"), banner.as_bytes());
+        for (name, v) in [
+            ("page_offset_base", PAGE_OFFSET),
+            ("vmalloc_base", 0xffff_c900_0000_0000),
+            ("vmemmap_base", 0xffff_ea00_0000_0000),
+        ] {
+            if self.has(name) {
+                self.write_u64(self.symbol(name), v);
+            }
+        }
+
+        // init_task, init_cred (root_user), a one-CPU per-CPU area running init_task
+        let init = self.symbol("init_task");
+        let init_cred = self.symbol("init_cred");
+        self.fill_cred(init_cred, 0);
+        self.set_u32(init, "task_struct", "pid", 0);
+        self.set_u32(init, "task_struct", "flags", PF_KTHREAD);
+        self.write_field(init, "task_struct", "comm", b"swapper/0\0");
+        for f in ["real_parent", "parent", "group_leader"] {
+            self.set(init, "task_struct", f, init.0);
+        }
+        for f in ["real_cred", "cred"] {
+            self.set(init, "task_struct", f, init_cred.0);
+        }
+        self.list_init(self.field_va(init, "task_struct", "tasks"));
+        let signal = self.alloc_type("signal_struct");
+        self.list_init(self.field_va(signal, "signal_struct", "thread_head"));
+        self.set(init, "task_struct", "signal", signal.0);
+        self.list_add_tail(
+            self.field_va(signal, "signal_struct", "thread_head"),
+            self.field_va(init, "task_struct", "thread_node"),
+        );
+        self.write_u64(self.symbol("__per_cpu_offset"), 0);
+        self.write_u32(self.symbol("nr_cpu_ids"), 1);
+        self.write_u64(self.symbol("current_task"), init.0);
+
+        // modules and /sys/module
+        self.list_init(self.symbol("modules"));
+        let kset = self.alloc_type("kset");
+        self.list_init(self.field_va(kset, "kset", "list"));
+        self.write_u64(self.symbol("module_kset"), kset.0);
+
+        // system call table and IDT, every entry in kernel text
+        if self.has("sys_call_table") {
+            let table = self.symbol("sys_call_table");
+            for nr in 0..self.nr_syscalls() {
+                let f = self.kernel_fn();
+                self.write_u64(Va(table.0 + nr * 8), f.0);
+            }
+        }
+        for vector in 0..=255u8 {
+            let f = self.kernel_fn();
+            self.set_gate(vector, f, crate::kernel::idt::KERNEL_CS);
+        }
+
+        // ftrace_ops_list ends at ftrace_list_end; no kprobes, no tracepoint probes
+        self.write_u64(
+            self.symbol("ftrace_ops_list"),
+            self.symbol("ftrace_list_end").0,
+        );
+        for (i, name) in TRACEPOINTS.iter().enumerate() {
+            let sym = format!("__tracepoint_{name}");
+            if !self.has(&sym) || !self.has("__start___tracepoints_ptrs") {
+                continue;
+            }
+            let tp = self.symbol(&sym);
+            let s = self.alloc_str(name.as_bytes());
+            self.set(tp, "tracepoint", "name", s.0);
+            let entry = self.symbol("__start___tracepoints_ptrs").0 + 4 * i as u64;
+            let rel = tp.0.wrapping_sub(entry) as i64;
+            self.write(Va(entry), &(rel as i32).to_le_bytes());
+        }
+
+        // init_net on net_namespace_list, no hooks, no proc_net
+        let nets = self.symbol("net_namespace_list");
+        self.list_init(nets);
+        let init_net = self.symbol("init_net");
+        self.list_add_tail(nets, self.field_va(init_net, "net", "list"));
+
+        // n_tty and one serial driver, their operations kernel text
+        if self.has("tty_ldiscs") {
+            let n_tty = self.fn_table("tty_ldisc_ops");
+            let name = self.alloc_str(b"n_tty");
+            self.set(n_tty, "tty_ldisc_ops", "name", name.0);
+            self.write_u64(self.symbol("tty_ldiscs"), n_tty.0);
+        }
+        if self.has("tty_drivers") {
+            self.list_init(self.symbol("tty_drivers"));
+            self.add_tty_driver(b"ttyS", b"serial");
+        }
+        for name in SEQ_OPS {
+            if self.has(name) {
+                let at = self.symbol(name);
+                self.fill_fn_table(at, "seq_operations");
+            }
+        }
+    }
+
+    // ----- the profile, addresses and memory -----
+
+    /// The profile.
+    pub fn profile(&self) -> &Profile {
+        &self.profile
+    }
+
+    /// The memory written so far.
+    pub fn memory(&self) -> &MockMemory {
+        &self.mem
+    }
+
+    /// The kernel's page-table root.
+    pub fn root(&self) -> PageTableRoot {
+        self.root
+    }
+
+    /// Whether the profile has the symbol `name`.
+    pub fn has(&self, name: &str) -> bool {
+        self.profile.symbol(name).is_some()
+    }
+
+    /// The run-time (relocated) address of the profile's symbol `name`.
+    pub fn symbol(&self, name: &str) -> Va {
+        Va(link(&self.profile, name) + VIRT_SHIFT)
+    }
+
+    /// The offset of `ty.field` in the profile.
+    pub fn offset(&self, ty: &str, field: &str) -> u64 {
+        self.profile
+            .field(ty, field)
+            .unwrap_or_else(|| panic!("the profile has no {ty}.{field}"))
+            .offset
+    }
+
+    /// The size of `ty` in the profile.
+    pub fn size_of(&self, ty: &str) -> u64 {
+        self.profile
+            .types
+            .get(ty)
+            .unwrap_or_else(|| panic!("the profile has no type {ty}"))
+            .size
+    }
+
+    /// The address of `ty.field` of the object at `obj`.
+    pub fn field_va(&self, obj: Va, ty: &str, field: &str) -> Va {
+        Va(obj.0 + self.offset(ty, field))
+    }
+
+    /// `NR_syscalls` by the profile (the length of `trace_array.enter_syscall_files`).
+    pub fn nr_syscalls(&self) -> u64 {
+        self.profile
+            .field("trace_array", "enter_syscall_files")
+            .and_then(|f| {
+                let open = f.ty.rfind('[')?;
+                f.ty[open + 1..].strip_suffix(']')?.parse().ok()
+            })
+            .unwrap_or(NR_SYSCALLS)
+    }
+
+    /// A new function address in kernel text (each call a different one).
+    pub fn kernel_fn(&mut self) -> Va {
+        let text = self.symbol("_stext").0;
+        let end = self.symbol("_etext").0;
+        let f = text + 0x2_0000 + self.next_fn * 0x10;
+        assert!(f < end, "kernel text is full");
+        self.next_fn += 1;
+        Va(f)
+    }
+
+    /// `size` bytes of direct-mapped memory, zeroed, 64-byte aligned.
+    pub fn alloc(&mut self, size: u64) -> Va {
+        let at = self.heap;
+        self.heap = (at + size.max(1)).div_ceil(64) * 64;
+        assert!(self.heap <= HEAP.1, "the synthetic kernel's heap is full");
+        Va(PAGE_OFFSET + at)
+    }
+
+    /// A zeroed object of the profile's type `ty`.
+    pub fn alloc_type(&mut self, ty: &str) -> Va {
+        let size = self.size_of(ty);
+        self.alloc(size)
+    }
+
+    /// A NUL-terminated copy of `s`.
+    pub fn alloc_str(&mut self, s: &[u8]) -> Va {
+        let at = self.alloc(s.len() as u64 + 1);
+        self.write(at, s);
+        at
+    }
+
+    /// Write `data` at `va`, through the kernel's page table.
+    pub fn write(&mut self, va: Va, data: &[u8]) {
+        let mut done = 0usize;
+        while done < data.len() {
+            let at = Va(va.0 + done as u64);
+            let n = ((0x1000 - at.0 % 0x1000) as usize).min(data.len() - done);
+            let pa = translate(&self.mem, self.root, at)
+                .unwrap_or_else(|e| panic!("{at} is not mapped: {e}"))
+                .pa;
+            self.mem
+                .write(pa, &data[done..done + n])
+                .unwrap_or_else(|e| panic!("{at}: {e}"));
+            done += n;
+        }
+    }
+
+    /// Write a `u64` at `va`.
+    pub fn write_u64(&mut self, va: Va, v: u64) {
+        self.write(va, &v.to_le_bytes());
+    }
+
+    /// Write a `u32` at `va`.
+    pub fn write_u32(&mut self, va: Va, v: u32) {
+        self.write(va, &v.to_le_bytes());
+    }
+
+    /// The `u64` at `va`.
+    pub fn read_u64(&self, va: Va) -> u64 {
+        let pa = translate(&self.mem, self.root, va)
+            .unwrap_or_else(|e| panic!("{va} is not mapped: {e}"))
+            .pa;
+        self.mem
+            .read_phys_u64(pa)
+            .unwrap_or_else(|e| panic!("{va}: {e}"))
+    }
+
+    /// Set the pointer (or `u64`) `ty.field` of the object at `obj`.
+    pub fn set(&mut self, obj: Va, ty: &str, field: &str, v: u64) {
+        self.write_u64(self.field_va(obj, ty, field), v);
+    }
+
+    /// Set the `u32` (an `int`, a uid) `ty.field` of the object at `obj`.
+    pub fn set_u32(&mut self, obj: Va, ty: &str, field: &str, v: u32) {
+        self.write_u32(self.field_va(obj, ty, field), v);
+    }
+
+    /// Write bytes at `ty.field` of the object at `obj`.
+    pub fn write_field(&mut self, obj: Va, ty: &str, field: &str, data: &[u8]) {
+        self.write(self.field_va(obj, ty, field), data);
+    }
+
+    /// The pointer `ty.field` of the object at `obj`.
+    pub fn get(&self, obj: Va, ty: &str, field: &str) -> u64 {
+        self.read_u64(self.field_va(obj, ty, field))
+    }
+
+    /// An empty `list_head` at `head`.
+    pub fn list_init(&mut self, head: Va) {
+        self.write_u64(head, head.0);
+        self.write_u64(Va(head.0 + 8), head.0);
+    }
+
+    /// `list_add_tail(node, head)`.
+    pub fn list_add_tail(&mut self, head: Va, node: Va) {
+        let prev = self.read_u64(Va(head.0 + 8));
+        self.write_u64(node, head.0);
+        self.write_u64(Va(node.0 + 8), prev);
+        self.write_u64(Va(prev), node.0);
+        self.write_u64(Va(head.0 + 8), node.0);
+    }
+
+    /// `list_del(node)`: its neighbours are linked to each other (the node keeps its
+    /// own pointers, as a rootkit's unlinked node does).
+    pub fn list_del(&mut self, node: Va) {
+        let next = self.read_u64(node);
+        let prev = self.read_u64(Va(node.0 + 8));
+        self.write_u64(Va(prev), next);
+        self.write_u64(Va(next + 8), prev);
+    }
+
+    /// A table of the profile's type `ty` whose every `ptr fn` member points to its
+    /// own kernel function.
+    pub fn fn_table(&mut self, ty: &str) -> Va {
+        let at = self.alloc_type(ty);
+        self.fill_fn_table(at, ty);
+        at
+    }
+
+    /// Point every `ptr fn` member of the `ty` at `at` to its own kernel function.
+    pub fn fill_fn_table(&mut self, at: Va, ty: &str) {
+        let offsets: Vec<u64> = self
+            .profile
+            .types
+            .get(ty)
+            .unwrap_or_else(|| panic!("the profile has no type {ty}"))
+            .fields
+            .values()
+            .filter(|f| f.ty == "ptr fn")
+            .map(|f| f.offset)
+            .collect();
+        for off in offsets {
+            let f = self.kernel_fn();
+            self.write_u64(Va(at.0 + off), f.0);
+        }
+    }
+
+    /// Find the kernel as a detector would: banner, shifts, page table, `init_task`.
+    pub fn discover(self) -> Result<Kernel<MockMemory>, KernelError> {
+        Kernel::discover(self.mem, Arc::new(self.profile), &Hints::default())
+    }
+
+    // ----- tasks and credentials -----
+
+    /// A `struct cred` with every id `uid` and the `user_struct` of `uid`.
+    pub fn new_cred(&mut self, uid: u32) -> Va {
+        let cred = self.alloc_type("cred");
+        self.fill_cred(cred, uid);
+        cred
+    }
+
+    fn fill_cred(&mut self, cred: Va, uid: u32) {
+        for f in [
+            "uid", "gid", "suid", "sgid", "euid", "egid", "fsuid", "fsgid",
+        ] {
+            self.set_u32(cred, "cred", f, uid);
+        }
+        self.set_u32(cred, "cred", "usage", 1);
+        let user = self.alloc_type("user_struct");
+        self.set_u32(user, "user_struct", "uid", uid);
+        self.set(cred, "cred", "user", user.0);
+    }
+
+    /// A user process (thread-group leader) with pid `pid`, on the tasks list and in
+    /// the pid namespace, with its own credentials of `uid`.
+    pub fn add_process(&mut self, pid: u32, comm: &[u8], uid: u32) -> SynthTask {
+        let cred = self.new_cred(uid);
+        self.leader(pid, comm, 0, cred)
+    }
+
+    /// A kernel thread (PF_KTHREAD, `init_cred`) with pid `pid`.
+    pub fn add_kthread(&mut self, pid: u32, comm: &[u8]) -> SynthTask {
+        let cred = self.symbol("init_cred");
+        self.leader(pid, comm, PF_KTHREAD, cred)
+    }
+
+    fn leader(&mut self, pid: u32, comm: &[u8], flags: u32, cred: Va) -> SynthTask {
+        let signal = self.alloc_type("signal_struct");
+        self.list_init(self.field_va(signal, "signal_struct", "thread_head"));
+        let t = self.task(pid, pid, comm, flags, cred, signal);
+        self.set(t.task, "task_struct", "group_leader", t.task.0);
+        let init = self.symbol("init_task");
+        self.list_add_tail(
+            self.field_va(init, "task_struct", "tasks"),
+            self.field_va(t.task, "task_struct", "tasks"),
+        );
+        t
+    }
+
+    /// Another thread of `leader`'s process, with thread id `tid`: on its thread list
+    /// and in the pid namespace.
+    pub fn add_thread(&mut self, leader: &SynthTask, tid: u32, comm: &[u8]) -> SynthTask {
+        let flags = self.read_u64(self.field_va(leader.task, "task_struct", "flags")) as u32;
+        let t = self.task(tid, leader.tgid, comm, flags, leader.cred, leader.signal);
+        self.set(t.task, "task_struct", "group_leader", leader.task.0);
+        t
+    }
+
+    fn task(
+        &mut self,
+        pid: u32,
+        tgid: u32,
+        comm: &[u8],
+        flags: u32,
+        cred: Va,
+        signal: Va,
+    ) -> SynthTask {
+        let task = self.alloc_type("task_struct");
+        let init = self.symbol("init_task");
+        self.set_u32(task, "task_struct", "pid", pid);
+        self.set_u32(task, "task_struct", "tgid", tgid);
+        self.set_u32(task, "task_struct", "flags", flags);
+        let mut name = [0u8; 16];
+        let n = comm.len().min(15);
+        name[..n].copy_from_slice(&comm[..n]);
+        self.write_field(task, "task_struct", "comm", &name);
+        self.set(task, "task_struct", "real_parent", init.0);
+        self.set(task, "task_struct", "parent", init.0);
+        self.set(task, "task_struct", "real_cred", cred.0);
+        self.set(task, "task_struct", "cred", cred.0);
+        self.set(task, "task_struct", "signal", signal.0);
+        self.set_u32(task, "task_struct", "start_time", pid * 1000);
+        self.list_add_tail(
+            self.field_va(signal, "signal_struct", "thread_head"),
+            self.field_va(task, "task_struct", "thread_node"),
+        );
+        let threads = self.read_u64(self.field_va(signal, "signal_struct", "nr_threads")) as u32;
+        self.set_u32(signal, "signal_struct", "nr_threads", threads + 1);
+        let struct_pid = self.attach_pid(task, pid);
+        SynthTask {
+            task,
+            pid,
+            tgid,
+            struct_pid,
+            cred,
+            signal,
+        }
+    }
+
+    /// A `struct pid` numbered `nr` for `task`, filed in the pid namespace under `nr`.
+    pub fn attach_pid(&mut self, task: Va, nr: u32) -> Va {
+        let pid = self.alloc_type("pid");
+        let numbers = self.offset("pid", "numbers") + self.offset("upid", "nr");
+        self.write_u32(Va(pid.0 + numbers), nr);
+        let links = self.field_va(task, "task_struct", "pid_links");
+        let first = self.field_va(pid, "pid", "tasks");
+        self.write_u64(first, links.0);
+        self.write_u64(Va(links.0 + self.offset("hlist_node", "pprev")), first.0);
+        self.set(task, "task_struct", "thread_pid", pid.0);
+        self.idr_set(u64::from(nr), pid.0);
+        pid
+    }
+
+    /// Set entry `index` of `init_pid_ns.idr` (an XArray of two levels: indices below
+    /// 4096); 0 removes it.
+    pub fn idr_set(&mut self, index: u64, entry: u64) {
+        assert!(
+            index < 4096,
+            "the synthetic pid namespace holds pids below 4096"
+        );
+        let ns = self.symbol("init_pid_ns");
+        let idr = self.field_va(ns, "pid_namespace", "idr");
+        let head = Va(idr.0 + self.offset("idr", "idr_rt") + self.offset("xarray", "xa_head"));
+        let slots = self.offset("xa_node", "slots");
+        let shift = self.offset("xa_node", "shift");
+        let mut root = self.read_u64(head);
+        if root == 0 {
+            let node = self.alloc_type("xa_node");
+            self.write(Va(node.0 + shift), &[6]);
+            root = node.0 + 2;
+            self.write_u64(head, root);
+        }
+        let root = root - 2;
+        let slot = Va(root + slots + (index >> 6) * 8);
+        let mut leaf = self.read_u64(slot);
+        if leaf == 0 {
+            leaf = self.alloc_type("xa_node").0 + 2;
+            self.write_u64(slot, leaf);
+        }
+        self.write_u64(Va(leaf - 2 + slots + (index & 63) * 8), entry);
+    }
+
+    /// Unlink `task` from the tasks list (the DKOM way to hide a process).
+    pub fn unlink_task(&mut self, task: &SynthTask) {
+        self.list_del(self.field_va(task.task, "task_struct", "tasks"));
+    }
+
+    /// Unlink `task` from its process's thread list.
+    pub fn unlink_thread(&mut self, task: &SynthTask) {
+        self.list_del(self.field_va(task.task, "task_struct", "thread_node"));
+    }
+
+    /// Make `task` what CPU 0 runs.
+    pub fn set_running(&mut self, task: Va) {
+        self.write_u64(self.symbol("current_task"), task.0);
+    }
+
+    // ----- modules -----
+
+    /// A live module named `name` with `core_size` bytes of code in the module area,
+    /// on the `modules` list and with its kobject in `module_kset`.
+    pub fn add_module(&mut self, name: &[u8], core_size: u32) -> SynthModule {
+        let m = self.alloc_type("module");
+        let mut n = vec![0u8; 56];
+        let len = name.len().min(55);
+        n[..len].copy_from_slice(&name[..len]);
+        self.write_field(m, "module", "name", &n);
+        let core = ["mem", "core_layout"]
+            .into_iter()
+            .find_map(|f| self.profile.field("module", f))
+            .map(|f| f.offset)
+            .expect("the profile has module.mem or module.core_layout");
+        let core_ty = if self.profile.field("module", "mem").is_some() {
+            "module_memory"
+        } else {
+            "module_layout"
+        };
+        let base = Va(self.module_next);
+        self.module_next += u64::from(core_size).div_ceil(0x1000) * 0x1000 + 0x1000;
+        let (b, s) = (self.offset(core_ty, "base"), self.offset(core_ty, "size"));
+        self.write_u64(Va(m.0 + core + b), base.0);
+        self.write_u32(Va(m.0 + core + s), core_size);
+        self.list_add_tail(self.symbol("modules"), self.field_va(m, "module", "list"));
+        let mk = self.field_va(m, "module", "mkobj");
+        self.set(mk, "module_kobject", "mod", m.0);
+        let kobj = self.field_va(mk, "module_kobject", "kobj");
+        let s = self.alloc_str(name);
+        self.set(kobj, "kobject", "name", s.0);
+        let kset = Va(self.read_u64(self.symbol("module_kset")));
+        self.list_add_tail(
+            self.field_va(kset, "kset", "list"),
+            self.field_va(kobj, "kobject", "entry"),
+        );
+        SynthModule {
+            addr: m,
+            kobj,
+            core_base: base,
+            core_size,
+        }
+    }
+
+    /// Unlink `m` from the `modules` list (it keeps its kobject: hidden from lsmod).
+    pub fn hide_module(&mut self, m: &SynthModule) {
+        self.list_del(self.field_va(m.addr, "module", "list"));
+    }
+
+    /// Code in the module area that belongs to no module (a module that hid itself
+    /// entirely, or was freed).
+    pub fn orphan_code(&mut self) -> Va {
+        let at = Va(self.module_next);
+        self.module_next += 0x2000;
+        at
+    }
+
+    // ----- tables -----
+
+    /// Point `sys_call_table[nr]` to `target`.
+    pub fn set_syscall(&mut self, nr: u64, target: Va) {
+        let table = self.symbol("sys_call_table");
+        self.write_u64(Va(table.0 + nr * 8), target.0);
+    }
+
+    /// Write IDT gate `vector`: a present interrupt gate to `target` through
+    /// `selector`.
+    pub fn set_gate(&mut self, vector: u8, target: Va, selector: u16) {
+        let mut g = [0u8; 16];
+        let t = target.0;
+        g[0..2].copy_from_slice(&(t as u16).to_le_bytes());
+        g[2..4].copy_from_slice(&selector.to_le_bytes());
+        g[4..6].copy_from_slice(&0x8e00u16.to_le_bytes());
+        g[6..8].copy_from_slice(&((t >> 16) as u16).to_le_bytes());
+        g[8..12].copy_from_slice(&((t >> 32) as u32).to_le_bytes());
+        let at = Va(self.symbol("idt_table").0 + u64::from(vector) * 16);
+        self.write(at, &g);
+    }
+
+    // ----- hooks -----
+
+    /// Register an `ftrace_ops` calling `func`, filtering on `ips` (every function
+    /// when empty), at the head of `ftrace_ops_list`.
+    pub fn add_ftrace_ops(&mut self, func: Va, ips: &[Va]) -> Va {
+        let ops = self.alloc_type("ftrace_ops");
+        self.set(ops, "ftrace_ops", "func", func.0);
+        self.set(ops, "ftrace_ops", "saved_func", func.0);
+        self.set(ops, "ftrace_ops", "flags", 1);
+        if !ips.is_empty() {
+            let hash = self.alloc_type("ftrace_hash");
+            let bucket = self.alloc(8);
+            self.set(hash, "ftrace_hash", "size_bits", 0);
+            self.set(hash, "ftrace_hash", "buckets", bucket.0);
+            self.set(hash, "ftrace_hash", "count", ips.len() as u64);
+            for ip in ips {
+                let e = self.alloc_type("ftrace_func_entry");
+                self.set(e, "ftrace_func_entry", "ip", ip.0);
+                let node = self.field_va(e, "ftrace_func_entry", "hlist");
+                let first = self.read_u64(bucket);
+                self.write_u64(node, first);
+                self.write_u64(bucket, node.0);
+            }
+            let ops_hash = self.alloc_type("ftrace_ops_hash");
+            self.set(ops_hash, "ftrace_ops_hash", "filter_hash", hash.0);
+            self.set(ops, "ftrace_ops", "func_hash", ops_hash.0);
+        }
+        let list = self.symbol("ftrace_ops_list");
+        let first = self.read_u64(list);
+        self.set(ops, "ftrace_ops", "next", first);
+        self.write_u64(list, ops.0);
+        ops
+    }
+
+    /// Register a kprobe on `addr` (registered by the name `symbol`) whose
+    /// `pre_handler` is `handler`.
+    pub fn add_kprobe(&mut self, addr: Va, symbol: &[u8], handler: Va) -> Va {
+        let p = self.alloc_type("kprobe");
+        self.fill_kprobe(p, addr, symbol, handler);
+        p
+    }
+
+    /// Register a kretprobe on `addr` whose return `handler` is `handler`; its kprobe
+    /// runs the kernel's `pre_handler_kretprobe`. Returns the `struct kretprobe`.
+    pub fn add_kretprobe(&mut self, addr: Va, symbol: &[u8], handler: Va) -> Va {
+        let rp = self.alloc_type("kretprobe");
+        self.set(rp, "kretprobe", "handler", handler.0);
+        let kp = self.field_va(rp, "kretprobe", "kp");
+        let pre = self.symbol("pre_handler_kretprobe");
+        self.fill_kprobe(kp, addr, symbol, pre);
+        rp
+    }
+
+    fn fill_kprobe(&mut self, p: Va, addr: Va, symbol: &[u8], pre: Va) {
+        self.set(p, "kprobe", "addr", addr.0);
+        self.set(p, "kprobe", "pre_handler", pre.0);
+        let name = self.alloc_str(symbol);
+        self.set(p, "kprobe", "symbol_name", name.0);
+        let bucket = Va(self.symbol("kprobe_table").0 + (addr.0 >> 4) % 64 * 8);
+        let node = self.field_va(p, "kprobe", "hlist");
+        let first = self.read_u64(bucket);
+        self.write_u64(node, first);
+        self.write_u64(Va(node.0 + 8), bucket.0);
+        self.write_u64(bucket, node.0);
+    }
+
+    /// Register `func` (with `data`, priority `prio`) on the tracepoint `name` (one of
+    /// [`TRACEPOINTS`]); returns the `struct tracepoint`.
+    pub fn add_tracepoint_probe(&mut self, name: &str, func: Va, data: Va, prio: i32) -> Va {
+        let tp = self.symbol(&format!("__tracepoint_{name}"));
+        let size = self.size_of("tracepoint_func");
+        let old = self.get(tp, "tracepoint", "funcs");
+        let mut probes: Vec<[u8; 24]> = Vec::new();
+        let (fo, d, p) = (
+            self.offset("tracepoint_func", "func"),
+            self.offset("tracepoint_func", "data"),
+            self.offset("tracepoint_func", "prio"),
+        );
+        if old != 0 {
+            let mut at = old;
+            while self.read_u64(Va(at + fo)) != 0 {
+                let mut b = [0u8; 24];
+                b[..8].copy_from_slice(&self.read_u64(Va(at + fo)).to_le_bytes());
+                b[8..16].copy_from_slice(&self.read_u64(Va(at + d)).to_le_bytes());
+                b[16..20].copy_from_slice(&(self.read_u64(Va(at + p)) as u32).to_le_bytes());
+                probes.push(b);
+                at += size;
+            }
+        }
+        let mut b = [0u8; 24];
+        b[..8].copy_from_slice(&func.0.to_le_bytes());
+        b[8..16].copy_from_slice(&data.0.to_le_bytes());
+        b[16..20].copy_from_slice(&prio.to_le_bytes());
+        probes.push(b);
+        let funcs = self.alloc(size * (probes.len() as u64 + 1));
+        for (i, b) in probes.iter().enumerate() {
+            let at = funcs.0 + i as u64 * size;
+            self.write_u64(
+                Va(at + fo),
+                u64::from_le_bytes(b[..8].try_into().unwrap_or_default()),
+            );
+            self.write_u64(
+                Va(at + d),
+                u64::from_le_bytes(b[8..16].try_into().unwrap_or_default()),
+            );
+            self.write(Va(at + p), &b[16..20]);
+        }
+        self.set(tp, "tracepoint", "funcs", funcs.0);
+        tp
+    }
+
+    /// A new network namespace on `net_namespace_list`.
+    pub fn add_net(&mut self) -> Va {
+        let net = self.alloc_type("net");
+        let list = self.symbol("net_namespace_list");
+        self.list_add_tail(list, self.field_va(net, "net", "list"));
+        net
+    }
+
+    /// Register the netfilter hook `hook` at hook point `hooknum` of the family whose
+    /// `netns_nf` member is `family` (`hooks_ipv4`, ...) in the namespace `net`, with
+    /// `priority`; returns its `nf_hook_ops`.
+    pub fn add_nf_hook(
+        &mut self,
+        net: Va,
+        family: &str,
+        hooknum: u64,
+        hook: Va,
+        priority: i32,
+    ) -> Va {
+        let ops = self.alloc_type("nf_hook_ops");
+        self.set(ops, "nf_hook_ops", "hook", hook.0);
+        self.set_u32(ops, "nf_hook_ops", "hooknum", hooknum as u32);
+        self.set_u32(ops, "nf_hook_ops", "priority", priority as u32);
+        let slot =
+            Va(net.0 + self.offset("net", "nf") + self.offset("netns_nf", family) + hooknum * 8);
+        let mut entries = self.nf.remove(&slot.0).unwrap_or_default();
+        entries.push((hook.0, 0, ops.0));
+        let esize = self.size_of("nf_hook_entry");
+        let hooks = self.offset("nf_hook_entries", "hooks");
+        let n = entries.len() as u64;
+        let blob = self.alloc(hooks + n * esize + n * 8);
+        let num = self.field_va(blob, "nf_hook_entries", "num_hook_entries");
+        self.write(num, &(n as u16).to_le_bytes());
+        for (i, &(h, p, o)) in entries.iter().enumerate() {
+            let e = Va(blob.0 + hooks + i as u64 * esize);
+            self.set(e, "nf_hook_entry", "hook", h);
+            self.set(e, "nf_hook_entry", "priv", p);
+            self.write_u64(Va(blob.0 + hooks + n * esize + i as u64 * 8), o);
+        }
+        self.write_u64(slot, blob.0);
+        self.nf.insert(slot.0, entries);
+        ops
+    }
+
+    /// Register a `notifier_block` calling `call` with `priority` on the chain `chain`
+    /// (one of [`NOTIFIER_CHAINS`]), at its head.
+    pub fn add_notifier(&mut self, chain: &str, call: Va, priority: i32) -> Va {
+        let kind = CHAINS
+            .iter()
+            .find(|(n, _)| *n == chain)
+            .map(|(_, k)| *k)
+            .unwrap_or_else(|| panic!("{chain} is no chain the walker reads"));
+        let head = self.field_va(self.symbol(chain), kind.type_name(), "head");
+        let nb = self.alloc_type("notifier_block");
+        self.set(nb, "notifier_block", "notifier_call", call.0);
+        self.set_u32(nb, "notifier_block", "priority", priority as u32);
+        let first = self.read_u64(head);
+        self.set(nb, "notifier_block", "next", first);
+        self.write_u64(head, nb.0);
+        nb
+    }
+
+    /// The `tty_ldisc_ops` registered as line discipline `num` (0 when none).
+    pub fn ldisc_ops(&self, num: u64) -> Va {
+        Va(self.read_u64(Va(self.symbol("tty_ldiscs").0 + num * 8)))
+    }
+
+    /// A tty driver on `tty_drivers` with its own `tty_operations` in kernel text;
+    /// returns the `struct tty_driver`.
+    pub fn add_tty_driver(&mut self, name: &[u8], driver_name: &[u8]) -> Va {
+        let d = self.alloc_type("tty_driver");
+        let ops = self.fn_table("tty_operations");
+        self.set(d, "tty_driver", "ops", ops.0);
+        let n = self.alloc_str(name);
+        self.set(d, "tty_driver", "name", n.0);
+        let n = self.alloc_str(driver_name);
+        self.set(d, "tty_driver", "driver_name", n.0);
+        let list = self.symbol("tty_drivers");
+        self.list_add_tail(list, self.field_va(d, "tty_driver", "tty_drivers"));
+        d
+    }
+
+    /// The first tty driver on `tty_drivers`.
+    pub fn first_tty_driver(&self) -> Va {
+        let first = self.read_u64(self.symbol("tty_drivers"));
+        Va(first - self.offset("tty_driver", "tty_drivers"))
+    }
+
+    /// Give the driver `driver` one open tty named `name` whose line discipline uses
+    /// `ldisc_ops`; returns the `tty_struct`.
+    pub fn add_tty(&mut self, driver: Va, name: &[u8], ldisc_ops: Va) -> Va {
+        let tty = self.alloc_type("tty_struct");
+        self.write_field(tty, "tty_struct", "name", name);
+        let ld = self.alloc_type("tty_ldisc");
+        self.set(ld, "tty_ldisc", "ops", ldisc_ops.0);
+        self.set(tty, "tty_struct", "ldisc", ld.0);
+        let ttys = self.alloc(8);
+        self.write_u64(ttys, tty.0);
+        self.set(driver, "tty_driver", "ttys", ttys.0);
+        self.set_u32(driver, "tty_driver", "num", 1);
+        tty
+    }
+}
+
+/// The link-time address of `name`.
+fn link(profile: &Profile, name: &str) -> u64 {
+    profile
+        .symbol(name)
+        .unwrap_or_else(|| panic!("the profile has no symbol {name}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kernel::Limits;
+
+    #[test]
+    fn a_clean_kernel_is_discovered_at_its_shifts() {
+        let k = SyntheticKernel::clean().discover().unwrap();
+        let p = k.placement();
+        assert_eq!(p.virt_shift, VIRT_SHIFT);
+        assert_eq!(p.phys_shift, PHYS_SHIFT);
+        assert!(k.processes(&Limits::default()).unwrap().is_empty());
+        assert!(k.modules(&Limits::default()).unwrap().is_empty());
+    }
+
+    #[test]
+    fn processes_threads_and_modules_read_back() {
+        let mut sk = SyntheticKernel::clean();
+        let init = sk.add_process(1, b"init", 0);
+        let bash = sk.add_process(300, b"bash", 1000);
+        sk.add_thread(&bash, 301, b"bash-worker");
+        sk.add_kthread(2, b"kthreadd");
+        let m = sk.add_module(b"e1000", 0x3000);
+        let k = sk.discover().unwrap();
+        let procs = k.processes(&Limits::default()).unwrap();
+        let pids: Vec<u32> = procs.iter().map(|p| p.pid).collect();
+        assert_eq!(pids, [1, 300, 2]);
+        assert_eq!(procs[0].task, init.task);
+        assert_eq!(procs[1].uid, 1000);
+        assert_eq!(procs[1].threads.len(), 2);
+        assert!(procs[2].is_kernel_thread());
+        let view = k
+            .pid_namespace_tasks(&crate::kernel::pidns::PidLimits::default())
+            .unwrap();
+        let mut tids: Vec<u32> = view.tasks.iter().map(|t| t.tid).collect();
+        tids.sort_unstable();
+        assert_eq!(tids, [1, 2, 300, 301]);
+        let mods = k.modules(&Limits::default()).unwrap();
+        assert_eq!(mods.len(), 1);
+        assert_eq!(mods[0].name, b"e1000");
+        assert_eq!(mods[0].core_base, m.core_base);
+        assert_eq!(k.module_kobjects(16).unwrap()[0].module, Some(m.addr));
+    }
+}

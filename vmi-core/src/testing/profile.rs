@@ -1,0 +1,593 @@
+//! The synthetic kernel's profile: every type, field and symbol the detector's checks
+//! read, at offsets of the builder's own choosing (6.1's where the unit tests of the
+//! walkers already use them). Nothing here is read from [`crate::profile::needs`]: the
+//! builder depends only on what a profile says.
+
+use std::collections::BTreeMap;
+
+use crate::kernel::START_KERNEL_MAP;
+use crate::profile::{Field, KernelIdentity, Profile, Provenance, Symbol, TypeDef, TypeKind};
+
+/// `_text` of the synthetic kernel (a link-time address: KASLR is applied on top).
+pub const TEXT: u64 = START_KERNEL_MAP + 0x100_0000;
+/// Bytes of kernel text (`_stext` = `_text`, `_etext` = `_text` + this).
+pub const TEXT_SIZE: u64 = 0x20_0000;
+/// Bytes of the image the builder maps: text, rodata, data, page tables.
+pub const IMAGE_SIZE: u64 = 0x80_0000;
+/// Where `init_top_pgt` is in the image; the page tables fill the rest of it.
+pub const PGT_OFFSET: u64 = 0x60_0000;
+/// `NR_syscalls` of the synthetic kernel (the length of
+/// `trace_array.enter_syscall_files`).
+pub const NR_SYSCALLS: u64 = 335;
+/// The tracepoints of the synthetic kernel, in `__start___tracepoints_ptrs` order.
+pub const TRACEPOINTS: [&str; 4] = [
+    "sys_enter",
+    "sys_exit",
+    "sched_process_exec",
+    "sched_switch",
+];
+
+/// The banner of the synthetic kernel.
+pub const BANNER: &str =
+    "Linux version 6.1.0-synthetic (vmi@synthetic) (gcc 12.2.0) #1 SMP PREEMPT_DYNAMIC\n";
+
+type Fields = &'static [(&'static str, u64, &'static str)];
+
+const L: &str = "struct list_head";
+const P: &str = "ptr void";
+const F: &str = "ptr fn";
+
+/// (type, size, fields as (name, offset, compact type)).
+const TYPES: &[(&str, u64, Fields)] = &[
+    (
+        "task_struct",
+        0x1000,
+        &[
+            ("__state", 0x18, "unsigned int"),
+            ("stack", 0x20, P),
+            ("flags", 0x2c, "unsigned int"),
+            ("on_cpu", 0x34, "int"),
+            ("tasks", 0x100, L),
+            ("mm", 0x110, "ptr struct mm_struct"),
+            ("active_mm", 0x118, "ptr struct mm_struct"),
+            ("exit_state", 0x120, "int"),
+            ("pid", 0x128, "int"),
+            ("tgid", 0x12c, "int"),
+            ("real_parent", 0x130, "ptr struct task_struct"),
+            ("parent", 0x138, "ptr struct task_struct"),
+            ("children", 0x140, L),
+            ("sibling", 0x150, L),
+            ("group_leader", 0x160, "ptr struct task_struct"),
+            ("pid_links", 0x168, "struct hlist_node[4]"),
+            ("thread_pid", 0x1a8, "ptr struct pid"),
+            ("thread_node", 0x1b0, L),
+            ("thread_group", 0x1c0, L),
+            ("start_time", 0x1d0, "u64"),
+            ("start_boottime", 0x1d8, "u64"),
+            ("real_cred", 0x1e0, "ptr struct cred"),
+            ("cred", 0x1e8, "ptr struct cred"),
+            ("comm", 0x1f0, "char[16]"),
+            ("files", 0x200, "ptr struct files_struct"),
+            ("signal", 0x208, "ptr struct signal_struct"),
+            ("perf_event_ctxp", 0x210, "ptr struct perf_event_context"),
+            ("perf_event_list", 0x218, L),
+        ],
+    ),
+    (
+        "signal_struct",
+        0x100,
+        &[("nr_threads", 0x4, "int"), ("thread_head", 0x10, L)],
+    ),
+    (
+        "cred",
+        0xa8,
+        &[
+            ("usage", 0x0, "atomic_long_t"),
+            ("uid", 0x8, "kuid_t"),
+            ("gid", 0xc, "kgid_t"),
+            ("suid", 0x10, "kuid_t"),
+            ("sgid", 0x14, "kgid_t"),
+            ("euid", 0x18, "kuid_t"),
+            ("egid", 0x1c, "kgid_t"),
+            ("fsuid", 0x20, "kuid_t"),
+            ("fsgid", 0x24, "kgid_t"),
+            ("user", 0x80, "ptr struct user_struct"),
+        ],
+    ),
+    ("user_struct", 0x40, &[("uid", 0x10, "kuid_t")]),
+    ("mm_struct", 0x400, &[("pgd", 0x48, "ptr pgd_t")]),
+    (
+        "list_head",
+        16,
+        &[
+            ("next", 0, "ptr struct list_head"),
+            ("prev", 8, "ptr struct list_head"),
+        ],
+    ),
+    ("hlist_head", 8, &[("first", 0, "ptr struct hlist_node")]),
+    (
+        "hlist_node",
+        16,
+        &[
+            ("next", 0, "ptr struct hlist_node"),
+            ("pprev", 8, "ptr ptr struct hlist_node"),
+        ],
+    ),
+    (
+        "module",
+        0x400,
+        &[
+            ("state", 0x0, "enum module_state"),
+            ("list", 0x8, L),
+            ("name", 0x18, "char[56]"),
+            ("mkobj", 0x50, "struct module_kobject"),
+            ("mem", 0x140, "struct module_memory[7]"),
+            ("num_syms", 0x370, "unsigned int"),
+            ("syms", 0x378, "ptr struct kernel_symbol"),
+        ],
+    ),
+    (
+        "module_memory",
+        0x50,
+        &[("base", 0x0, P), ("size", 0x8, "unsigned int")],
+    ),
+    (
+        "module_kobject",
+        0x60,
+        &[
+            ("kobj", 0x0, "struct kobject"),
+            ("mod", 0x40, "ptr struct module"),
+        ],
+    ),
+    (
+        "kobject",
+        0x40,
+        &[
+            ("name", 0x0, "ptr const char"),
+            ("entry", 0x8, L),
+            ("parent", 0x18, "ptr struct kobject"),
+            ("kset", 0x20, "ptr struct kset"),
+        ],
+    ),
+    (
+        "kset",
+        0x60,
+        &[("list", 0x0, L), ("kobj", 0x18, "struct kobject")],
+    ),
+    (
+        "pid",
+        0x60,
+        &[
+            ("level", 0x4, "unsigned int"),
+            ("tasks", 0x10, "struct hlist_head[4]"),
+            ("numbers", 0x50, "struct upid[1]"),
+        ],
+    ),
+    (
+        "upid",
+        16,
+        &[("nr", 0x0, "int"), ("ns", 0x8, "ptr struct pid_namespace")],
+    ),
+    (
+        "pid_namespace",
+        0x80,
+        &[("idr", 0x0, "struct idr"), ("level", 0x40, "unsigned int")],
+    ),
+    (
+        "idr",
+        0x18,
+        &[
+            ("idr_rt", 0x0, "struct xarray"),
+            ("idr_base", 0x10, "unsigned int"),
+        ],
+    ),
+    ("xarray", 0x10, &[("xa_head", 0x8, P)]),
+    (
+        "xa_node",
+        0x228,
+        &[
+            ("shift", 0x0, "unsigned char"),
+            ("count", 0x2, "unsigned char"),
+            ("slots", 0x28, "ptr void[64]"),
+        ],
+    ),
+    (
+        "trace_array",
+        0x1000,
+        &[(
+            "enter_syscall_files",
+            0x100,
+            "ptr struct trace_event_file[335]",
+        )],
+    ),
+    (
+        "ftrace_ops",
+        0xe0,
+        &[
+            ("func", 0x0, F),
+            ("next", 0x8, "ptr struct ftrace_ops"),
+            ("flags", 0x10, "unsigned long"),
+            ("saved_func", 0x20, F),
+            ("func_hash", 0x78, "ptr struct ftrace_ops_hash"),
+            ("trampoline", 0x98, "unsigned long"),
+            ("trampoline_size", 0xa0, "unsigned long"),
+            ("direct_call", 0xd0, "unsigned long"),
+        ],
+    ),
+    (
+        "ftrace_ops_hash",
+        0x38,
+        &[
+            ("notrace_hash", 0x0, "ptr struct ftrace_hash"),
+            ("filter_hash", 0x8, "ptr struct ftrace_hash"),
+        ],
+    ),
+    (
+        "ftrace_hash",
+        0x30,
+        &[
+            ("size_bits", 0x0, "unsigned long"),
+            ("buckets", 0x8, "ptr struct hlist_head"),
+            ("count", 0x10, "unsigned long"),
+        ],
+    ),
+    (
+        "ftrace_func_entry",
+        0x20,
+        &[
+            ("hlist", 0x0, "struct hlist_node"),
+            ("ip", 0x10, "unsigned long"),
+            ("direct", 0x18, "unsigned long"),
+        ],
+    ),
+    (
+        "kprobe",
+        0x80,
+        &[
+            ("hlist", 0, "struct hlist_node"),
+            ("list", 16, L),
+            ("addr", 40, "ptr kprobe_opcode_t"),
+            ("symbol_name", 48, "ptr const char"),
+            ("offset", 56, "unsigned int"),
+            ("pre_handler", 64, F),
+            ("post_handler", 72, F),
+            ("flags", 120, "u32"),
+        ],
+    ),
+    (
+        "kretprobe",
+        0xb0,
+        &[
+            ("kp", 0, "struct kprobe"),
+            ("handler", 128, F),
+            ("entry_handler", 136, F),
+        ],
+    ),
+    (
+        "tracepoint",
+        0x50,
+        &[
+            ("name", 0x0, "ptr const char"),
+            ("funcs", 0x40, "ptr struct tracepoint_func"),
+        ],
+    ),
+    (
+        "tracepoint_func",
+        24,
+        &[("func", 0, P), ("data", 8, P), ("prio", 16, "int")],
+    ),
+    (
+        "net",
+        0x1000,
+        &[
+            ("list", 0x20, L),
+            ("proc_net", 0x100, "ptr struct proc_dir_entry"),
+            ("nf", 0xa38, "struct netns_nf"),
+        ],
+    ),
+    (
+        "netns_nf",
+        0x100,
+        &[
+            ("hooks_ipv4", 104, "ptr struct nf_hook_entries[5]"),
+            ("hooks_ipv6", 144, "ptr struct nf_hook_entries[5]"),
+            ("hooks_arp", 184, "ptr struct nf_hook_entries[3]"),
+            ("hooks_bridge", 208, "ptr struct nf_hook_entries[6]"),
+        ],
+    ),
+    (
+        "nf_hook_entries",
+        8,
+        &[
+            ("num_hook_entries", 0, "u16"),
+            ("hooks", 8, "struct nf_hook_entry[]"),
+        ],
+    ),
+    ("nf_hook_entry", 16, &[("hook", 0, F), ("priv", 8, P)]),
+    (
+        "nf_hook_ops",
+        0x40,
+        &[
+            ("hook", 16, F),
+            ("pf", 40, "u8"),
+            ("hooknum", 44, "unsigned int"),
+            ("priority", 48, "int"),
+        ],
+    ),
+    (
+        "notifier_block",
+        0x18,
+        &[
+            ("notifier_call", 0, F),
+            ("next", 8, "ptr struct notifier_block"),
+            ("priority", 16, "int"),
+        ],
+    ),
+    (
+        "atomic_notifier_head",
+        0x10,
+        &[("head", 8, "ptr struct notifier_block")],
+    ),
+    (
+        "blocking_notifier_head",
+        0x30,
+        &[("head", 40, "ptr struct notifier_block")],
+    ),
+    (
+        "raw_notifier_head",
+        8,
+        &[("head", 0, "ptr struct notifier_block")],
+    ),
+    (
+        "tty_ldisc_ops",
+        0x90,
+        &[
+            ("name", 0x0, "ptr char"),
+            ("num", 0x8, "int"),
+            ("open", 0x10, F),
+            ("close", 0x18, F),
+            ("read", 0x28, F),
+            ("write", 0x30, F),
+            ("ioctl", 0x38, F),
+            ("receive_buf", 0x60, F),
+            ("receive_buf2", 0x80, F),
+            ("owner", 0x88, "ptr struct module"),
+        ],
+    ),
+    (
+        "tty_driver",
+        0x100,
+        &[
+            ("driver_name", 0x18, "ptr const char"),
+            ("name", 0x20, "ptr const char"),
+            ("num", 0x34, "unsigned int"),
+            ("ttys", 0x68, "ptr ptr struct tty_struct"),
+            ("ops", 0xb8, "ptr const struct tty_operations"),
+            ("tty_drivers", 0xc0, L),
+        ],
+    ),
+    (
+        "tty_operations",
+        0x40,
+        &[
+            ("lookup", 0x0, F),
+            ("install", 0x8, F),
+            ("open", 0x18, F),
+            ("close", 0x20, F),
+            ("write", 0x28, F),
+            ("ioctl", 0x30, F),
+            ("set_termios", 0x38, F),
+        ],
+    ),
+    (
+        "tty_struct",
+        0x300,
+        &[
+            ("ldisc", 0x30, "ptr struct tty_ldisc"),
+            ("name", 0x1a0, "char[64]"),
+        ],
+    ),
+    (
+        "tty_ldisc",
+        16,
+        &[
+            ("ops", 0, "ptr struct tty_ldisc_ops"),
+            ("tty", 8, "ptr struct tty_struct"),
+        ],
+    ),
+    (
+        "seq_operations",
+        32,
+        &[
+            ("start", 0, F),
+            ("stop", 8, F),
+            ("next", 16, F),
+            ("show", 24, F),
+        ],
+    ),
+    (
+        "proc_ops",
+        0x48,
+        &[
+            ("proc_open", 8, F),
+            ("proc_read", 16, F),
+            ("proc_read_iter", 24, F),
+            ("proc_write", 32, F),
+            ("proc_lseek", 40, F),
+            ("proc_release", 48, F),
+        ],
+    ),
+    (
+        "proc_dir_entry",
+        0xb8,
+        &[
+            ("subdir", 0x20, "struct rb_root"),
+            ("subdir_node", 0x28, "struct rb_node"),
+            ("proc_ops", 0x40, "ptr const struct proc_ops"),
+            ("seq_ops", 0x48, "ptr const struct seq_operations"),
+            ("name", 0x78, "ptr const char"),
+        ],
+    ),
+    ("rb_root", 8, &[("rb_node", 0, "ptr struct rb_node")]),
+    (
+        "rb_node",
+        24,
+        &[
+            ("rb_right", 8, "ptr struct rb_node"),
+            ("rb_left", 16, "ptr struct rb_node"),
+        ],
+    ),
+];
+
+/// The chains of `vmi_core::kernel::notifiers` the synthetic kernel has, each head
+/// 0x40 bytes after the previous one from image offset 0x408000.
+pub const NOTIFIER_CHAINS: [&str; 11] = [
+    "keyboard_notifier_list",
+    "vt_notifier_list",
+    "module_notify_list",
+    "netdev_chain",
+    "inetaddr_chain",
+    "inet6addr_chain",
+    "netlink_chain",
+    "reboot_notifier_list",
+    "panic_notifier_list",
+    "die_chain",
+    "pm_chain_head",
+];
+
+/// The `/proc/net` seq_operations tables, 0x40 apart from image offset 0x206000.
+pub const SEQ_OPS: [&str; 9] = [
+    "tcp4_seq_ops",
+    "tcp6_seq_ops",
+    "udp_seq_ops",
+    "udp6_seq_ops",
+    "raw_seq_ops",
+    "raw6_seq_ops",
+    "arp_seq_ops",
+    "unix_seq_ops",
+    "packet_seq_ops",
+];
+
+/// (symbol, offset from `_text`, System.map type).
+const SYMBOLS: &[(&str, u64, &str)] = &[
+    ("_text", 0, "T"),
+    ("_stext", 0, "T"),
+    ("aggr_pre_handler", 0x1_0000, "t"),
+    ("pre_handler_kretprobe", 0x1_0100, "t"),
+    ("_etext", TEXT_SIZE, "T"),
+    // init text, after _etext (not mapped: nothing reads it)
+    ("early_idt_handler_array", 0xe0_0000, "T"),
+    ("__start_rodata", 0x20_0000, "D"),
+    ("linux_banner", 0x20_0100, "R"),
+    ("sys_call_table", 0x20_2000, "R"),
+    ("__start___tracepoints_ptrs", 0x20_4000, "R"),
+    (
+        "__stop___tracepoints_ptrs",
+        0x20_4000 + 4 * TRACEPOINTS.len() as u64,
+        "R",
+    ),
+    ("socket_file_ops", 0x20_5000, "r"),
+    ("__end_rodata", 0x40_0000, "D"),
+    ("init_task", 0x40_0000, "D"),
+    ("init_cred", 0x40_2000, "D"),
+    ("init_mm", 0x40_2100, "D"),
+    ("init_pid_ns", 0x40_3000, "D"),
+    ("modules", 0x40_3100, "d"),
+    ("module_kset", 0x40_3110, "D"),
+    ("idt_table", 0x40_4000, "D"),
+    ("__per_cpu_offset", 0x40_5000, "D"),
+    ("current_task", 0x40_5100, "D"),
+    ("nr_cpu_ids", 0x40_5108, "D"),
+    ("page_offset_base", 0x40_5110, "D"),
+    ("vmemmap_base", 0x40_5118, "D"),
+    ("vmalloc_base", 0x40_5120, "D"),
+    ("ftrace_ops_list", 0x40_5200, "D"),
+    ("ftrace_list_end", 0x40_5300, "D"),
+    ("kprobe_table", 0x40_6000, "b"),
+    ("net_namespace_list", 0x40_6400, "D"),
+    ("init_net", 0x40_7000, "D"),
+    ("tty_ldiscs", 0x40_9000, "b"),
+    ("tty_drivers", 0x40_9100, "D"),
+    ("prog_idr", 0x40_9200, "b"),
+    ("link_idr", 0x40_9240, "b"),
+    ("init_top_pgt", PGT_OFFSET, "D"),
+];
+
+/// Image offset of the first `struct tracepoint` (0x80 apart, in [`TRACEPOINTS`]
+/// order).
+pub const TRACEPOINT_OFFSET: u64 = 0x40_a000;
+
+/// A profile of the synthetic kernel: every type and symbol its builder places, as a
+/// generator would write them for a real build.
+pub fn synthetic_profile() -> Profile {
+    let mut symbols = BTreeMap::new();
+    let mut sym = |name: &str, off: u64, kind: &str| {
+        symbols.insert(
+            name.to_string(),
+            Symbol {
+                address: TEXT + off,
+                kind: kind.to_string(),
+            },
+        );
+    };
+    for &(name, off, kind) in SYMBOLS {
+        sym(name, off, kind);
+    }
+    for (i, name) in NOTIFIER_CHAINS.iter().enumerate() {
+        sym(name, 0x40_8000 + 0x40 * i as u64, "D");
+    }
+    for (i, name) in SEQ_OPS.iter().enumerate() {
+        sym(name, 0x20_6000 + 0x40 * i as u64, "r");
+    }
+    for (i, name) in TRACEPOINTS.iter().enumerate() {
+        sym(
+            &format!("__tracepoint_{name}"),
+            TRACEPOINT_OFFSET + 0x80 * i as u64,
+            "D",
+        );
+    }
+    let types = TYPES
+        .iter()
+        .map(|&(name, size, fields)| {
+            let fields = fields
+                .iter()
+                .map(|&(f, offset, ty)| {
+                    (
+                        f.to_string(),
+                        Field {
+                            offset,
+                            bit_offset: None,
+                            bit_size: None,
+                            ty: ty.to_string(),
+                        },
+                    )
+                })
+                .collect();
+            (
+                name.to_string(),
+                TypeDef {
+                    kind: TypeKind::Struct,
+                    size,
+                    fields,
+                },
+            )
+        })
+        .collect();
+    Profile {
+        format_version: "1.0".into(),
+        kernel: KernelIdentity {
+            release: "6.1.0-synthetic".into(),
+            banner: BANNER.into(),
+            arch: "x86_64".into(),
+            build_id: None,
+        },
+        provenance: Provenance {
+            source: crate::profile::SourceKind::Dwarf,
+            inputs: Vec::new(),
+            tool: "vmi-core synthetic kernel".into(),
+        },
+        symbols,
+        types,
+        missing: Default::default(),
+    }
+}
