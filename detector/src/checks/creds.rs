@@ -115,3 +115,85 @@ fn describe(which: &str, sets: usize) -> String {
 fn is_root(c: &CredIds) -> bool {
     c.euid == 0 || c.fsuid == 0
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::checks::synthetic::{assert_fails, ev, ev_addr, run, single, system};
+    use crate::checks::{Check, CheckFailure};
+    use crate::finding::Severity;
+
+    const CHECK: Check = Check::Credentials;
+
+    #[test]
+    fn clean() {
+        assert!(run(system().sk, CHECK).is_empty());
+    }
+
+    #[test]
+    fn a_user_task_with_init_cred_is_found() {
+        let mut s = system();
+        let init_cred = s.sk.symbol("init_cred");
+        for f in ["cred", "real_cred"] {
+            s.sk.set(s.bash.task, "task_struct", f, init_cred.0);
+        }
+        let findings = run(s.sk, CHECK);
+        // the leader; its thread shares the old cred
+        let f = single(&findings, CHECK, Severity::High);
+        assert_eq!(
+            f.key,
+            format!("credentials:init_cred:cred:{:#x}", s.bash.task.0)
+        );
+        assert_eq!(ev(f, "tid"), "1000");
+        assert_eq!(ev_addr(f, "init_cred"), init_cred.0);
+    }
+
+    #[test]
+    fn ids_written_directly_disagree_with_the_user_struct() {
+        let mut s = system();
+        for f in ["uid", "euid", "suid", "fsuid"] {
+            s.sk.set_u32(s.bash.cred, "cred", f, 0);
+        }
+        let findings = run(s.sk, CHECK);
+        // leader and thread share the cred: one finding each
+        assert_eq!(findings.len(), 2, "{findings:#?}");
+        let f = &findings[0];
+        assert_eq!(f.severity, Severity::High);
+        assert_eq!(
+            f.key,
+            format!("credentials:uid:cred:{:#x}:0", s.bash.task.0)
+        );
+        assert_eq!(ev(f, "user_struct_uid"), "1000");
+        assert_eq!(ev(&findings[1], "tid"), "1001");
+    }
+
+    #[test]
+    fn a_root_subjective_cred_over_user_real_creds_is_found() {
+        let mut s = system();
+        let root = s.sk.new_cred(0);
+        s.sk.set(s.bash_thread.task, "task_struct", "cred", root.0);
+        let findings = run(s.sk, CHECK);
+        let f = single(&findings, CHECK, Severity::Medium);
+        assert_eq!(
+            f.key,
+            format!(
+                "credentials:override:{:#x}:{:#x}",
+                s.bash_thread.task.0, root.0
+            )
+        );
+        assert_eq!(ev_addr(f, "real_cred"), s.bash.cred.0);
+    }
+
+    #[test]
+    fn a_wild_user_pointer_is_an_error() {
+        let mut s = system();
+        s.sk.set(s.sshd.cred, "cred", "user", 0x1000);
+        assert_fails!(
+            s.sk,
+            CHECK,
+            CheckFailure::Kernel(vmi_core::kernel::KernelError::BadPointer {
+                what: "cred.user",
+                ..
+            })
+        );
+    }
+}

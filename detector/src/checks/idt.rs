@@ -79,3 +79,69 @@ pub fn run<M: PhysicalMemory>(scan: &Scan<'_, M>) -> Result<Vec<Finding>, CheckF
     }
     Ok(findings)
 }
+
+#[cfg(test)]
+mod tests {
+    use vmi_core::arch::x86_64::Registers;
+    use vmi_core::kernel::idt::KERNEL_CS;
+    use vmi_core::Va;
+
+    use crate::checks::synthetic::{ev, ev_addr, run, run_on, single, system};
+    use crate::checks::Check;
+    use crate::finding::Severity;
+
+    const CHECK: Check = Check::Idt;
+
+    #[test]
+    fn clean() {
+        assert!(run(system().sk, CHECK).is_empty());
+    }
+
+    #[test]
+    fn a_gate_into_a_module_is_found() {
+        let mut s = system();
+        let target = s.e1000.code(0x100);
+        s.sk.set_gate(0x80, target, KERNEL_CS);
+        let table = s.sk.symbol("idt_table");
+        let findings = run(s.sk, CHECK);
+        let f = single(&findings, CHECK, Severity::High);
+        assert_eq!(f.key, format!("idt:gate:128:{:#x}", target.0));
+        assert_eq!(ev(f, "owner"), "module e1000");
+        assert_eq!(ev_addr(f, "gate"), table.0 + 0x80 * 16);
+    }
+
+    #[test]
+    fn a_gate_through_another_code_segment_is_found() {
+        let mut s = system();
+        let f = s.sk.kernel_fn();
+        s.sk.set_gate(3, f, 0x33);
+        let findings = run(s.sk, CHECK);
+        let f = single(&findings, CHECK, Severity::High);
+        assert_eq!(f.key, "idt:selector:3:0x33");
+    }
+
+    #[test]
+    fn a_reserved_vector_may_keep_its_early_stub_and_nothing_else() {
+        let mut s = system();
+        let early = s.sk.symbol("early_idt_handler_array").0;
+        s.sk.set_gate(21, Va(early + 21 * 9), KERNEL_CS);
+        s.sk.set_gate(22, Va(early + 22 * 13), KERNEL_CS);
+        s.sk.set_gate(23, Va(early + 23 * 9 + 1), KERNEL_CS);
+        let findings = run(s.sk, CHECK);
+        let f = single(&findings, CHECK, Severity::High);
+        assert_eq!(ev(f, "vector"), "23");
+    }
+
+    #[test]
+    fn a_vcpu_with_another_idt_is_found() {
+        let s = system();
+        let table = s.sk.symbol("idt_table").0;
+        let mut same = Registers::default();
+        same.idt.base = table;
+        let mut other = Registers::default();
+        other.idt.base = table + 0x1000;
+        let findings = run_on(s.sk, &[same, Registers::default(), other], CHECK).unwrap();
+        let f = single(&findings, CHECK, Severity::High);
+        assert_eq!(f.key, format!("idt:idtr:2:{:#x}", table + 0x1000));
+    }
+}

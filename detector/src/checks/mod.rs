@@ -44,6 +44,8 @@ pub mod perf_events;
 pub mod policy;
 pub mod processes;
 pub mod spoofing;
+#[cfg(test)]
+mod synthetic;
 pub mod syscalls;
 pub mod text;
 pub mod tracepoints;

@@ -136,3 +136,63 @@ pub fn run<M: PhysicalMemory>(scan: &Scan<'_, M>) -> Result<Vec<Finding>, CheckF
     }
     Ok(findings)
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::checks::synthetic::{assert_fails, ev, ev_addr, fails, run, single, system};
+    use crate::checks::{Check, CheckFailure};
+    use crate::finding::Severity;
+
+    const CHECK: Check = Check::HiddenModule;
+
+    #[test]
+    fn clean() {
+        assert!(run(system().sk, CHECK).is_empty());
+    }
+
+    #[test]
+    fn a_module_unlinked_from_the_list_is_found_by_its_kobject() {
+        let mut s = system();
+        let rk = s.sk.add_module(b"diamorphine", 0x4000);
+        s.sk.hide_module(&rk);
+        let findings = run(s.sk, CHECK);
+        let f = single(&findings, CHECK, Severity::High);
+        assert_eq!(f.key, format!("hidden-module:{:#x}", rk.addr.0));
+        assert_eq!(ev(f, "module"), "diamorphine");
+        assert_eq!(ev_addr(f, "core_base"), rk.core_base.0);
+        assert_eq!(ev(f, "core_size"), "16384");
+        assert_eq!(ev_addr(f, "kobject"), rk.kobj.0);
+    }
+
+    #[test]
+    fn a_kobject_whose_module_does_not_point_back_is_bogus() {
+        let mut s = system();
+        let rk = s.sk.add_module(b"fake", 0x1000);
+        s.sk.hide_module(&rk);
+        let mk = s.sk.field_va(rk.addr, "module", "mkobj");
+        let other = s.sk.alloc_type("module");
+        s.sk.set(mk, "module_kobject", "mod", other.0);
+        let findings = run(s.sk, CHECK);
+        let f = single(&findings, CHECK, Severity::Medium);
+        assert_eq!(f.key, format!("hidden-module:bogus:{:#x}", rk.kobj.0));
+        assert_eq!(ev_addr(f, "module"), other.0);
+    }
+
+    #[test]
+    fn a_kset_cycle_is_an_error() {
+        let mut s = system();
+        let rk = s.sk.add_module(b"loop", 0x1000);
+        let entry = s.sk.field_va(rk.kobj, "kobject", "entry");
+        s.sk.write_u64(entry, entry.0);
+        assert_fails!(s.sk, CHECK, CheckFailure::Walk { error, .. } if error.contains("module_kset.list"));
+    }
+
+    #[test]
+    fn a_wild_module_kset_pointer_is_an_error() {
+        let mut s = system();
+        let kset = s.sk.symbol("module_kset");
+        s.sk.write_u64(kset, 0x4141_4141);
+        let e = fails(s.sk, CHECK);
+        assert!(e.to_string().contains("module_kset"), "{e}");
+    }
+}

@@ -169,3 +169,110 @@ pub fn run<M: PhysicalMemory>(scan: &Scan<'_, M>) -> Result<Vec<Finding>, CheckF
     }
     Ok(findings)
 }
+
+#[cfg(test)]
+mod tests {
+    use vmi_core::Va;
+
+    use crate::checks::synthetic::{assert_fails, ev, ev_addr, run, single, system};
+    use crate::checks::{Check, CheckFailure};
+    use crate::finding::Severity;
+
+    const CHECK: Check = Check::HiddenProcess;
+
+    #[test]
+    fn clean() {
+        assert!(run(system().sk, CHECK).is_empty());
+    }
+
+    #[test]
+    fn a_process_unlinked_from_the_tasks_list_is_found_in_the_pid_namespace() {
+        let mut s = system();
+        let rk = s.sk.add_process(1234, b"rootkitd", 0);
+        s.sk.unlink_task(&rk);
+        let findings = run(s.sk, CHECK);
+        let f = single(&findings, CHECK, Severity::High);
+        assert_eq!(
+            f.key,
+            format!("hidden-process:process:1234:{:#x}", rk.task.0)
+        );
+        assert_eq!(ev(f, "comm"), "rootkitd");
+        assert_eq!(ev(f, "pid"), "1234");
+        assert_eq!(ev_addr(f, "struct_pid"), rk.struct_pid.0);
+    }
+
+    #[test]
+    fn a_thread_unlinked_from_its_thread_list_is_found() {
+        let mut s = system();
+        s.sk.unlink_thread(&s.bash_thread);
+        let findings = run(s.sk, CHECK);
+        let f = single(&findings, CHECK, Severity::High);
+        assert_eq!(f.key, "hidden-process:thread:1000:1001");
+        assert_eq!(ev(f, "tids"), "1001");
+    }
+
+    #[test]
+    fn a_listed_process_missing_from_the_pid_namespace_is_found() {
+        let mut s = system();
+        s.sk.idr_set(400, 0);
+        let findings = run(s.sk, CHECK);
+        let f = single(&findings, CHECK, Severity::High);
+        assert_eq!(f.key, "hidden-process:no-pid:400:400");
+        assert_eq!(ev(f, "comm"), "sshd");
+    }
+
+    #[test]
+    fn a_running_task_hidden_from_both_views_is_found() {
+        let mut s = system();
+        let rk = s.sk.add_process(2000, b"miner", 1000);
+        s.sk.unlink_task(&rk);
+        s.sk.idr_set(2000, 0);
+        s.sk.set_running(rk.task);
+        let findings = run(s.sk, CHECK);
+        let f = single(&findings, CHECK, Severity::High);
+        assert_eq!(
+            f.key,
+            format!("hidden-process:running:2000:{:#x}", rk.task.0)
+        );
+        assert_eq!(ev(f, "cpu"), "0");
+    }
+
+    #[test]
+    fn a_struct_pid_with_another_number_is_found() {
+        let mut s = system();
+        let nr = s.sk.offset("pid", "numbers") + s.sk.offset("upid", "nr");
+        s.sk.write_u32(Va(s.sshd.struct_pid.0 + nr), 401);
+        let findings = run(s.sk, CHECK);
+        let f = single(&findings, CHECK, Severity::Medium);
+        assert_eq!(ev(f, "idr_index"), "400");
+        assert_eq!(ev(f, "pid_nr"), "401");
+    }
+
+    #[test]
+    fn a_tasks_list_cycle_is_an_error() {
+        let mut s = system();
+        // bash's next points back at sshd: the walk meets sshd twice
+        let tasks = s.sk.offset("task_struct", "tasks");
+        s.sk.write_u64(Va(s.bash.task.0 + tasks), s.sshd.task.0 + tasks);
+        assert_fails!(s.sk, CHECK, CheckFailure::Walk { walk: "the tasks list", error } if error.contains("init_task.tasks"));
+    }
+
+    #[test]
+    fn a_corrupt_pid_namespace_is_a_typed_error() {
+        let mut s = system();
+        // a node pointer in a leaf node
+        let slots = s.sk.offset("xa_node", "slots");
+        let head = s.sk.symbol("init_pid_ns").0
+            + s.sk.offset("pid_namespace", "idr")
+            + s.sk.offset("idr", "idr_rt")
+            + s.sk.offset("xarray", "xa_head");
+        let root = s.sk.read_u64(Va(head)) - 2;
+        let leaf = s.sk.read_u64(Va(root + slots)) - 2;
+        s.sk.write_u64(Va(leaf + slots + 8 * 5), root + 2);
+        assert_fails!(
+            s.sk,
+            CHECK,
+            CheckFailure::Kernel(vmi_core::kernel::KernelError::Corrupt { .. })
+        );
+    }
+}

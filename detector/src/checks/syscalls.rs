@@ -49,3 +49,62 @@ pub fn run<M: PhysicalMemory>(scan: &Scan<'_, M>) -> Result<Vec<Finding>, CheckF
     }
     Ok(findings)
 }
+
+#[cfg(test)]
+mod tests {
+    use vmi_core::testing::{synthetic_profile, SyntheticKernel};
+
+    use crate::checks::synthetic::{assert_fails, ev, ev_addr, run, single, system};
+    use crate::checks::{Check, CheckFailure};
+    use crate::finding::Severity;
+
+    const CHECK: Check = Check::SyscallTable;
+
+    #[test]
+    fn clean() {
+        assert!(run(system().sk, CHECK).is_empty());
+    }
+
+    #[test]
+    fn an_entry_into_a_listed_module_is_named_with_its_owner() {
+        let mut s = system();
+        let target = s.e1000.code(0x40);
+        s.sk.set_syscall(62, target);
+        let table = s.sk.symbol("sys_call_table");
+        let findings = run(s.sk, CHECK);
+        let f = single(&findings, CHECK, Severity::High);
+        assert_eq!(
+            f.key,
+            format!("syscall-table:sys_call_table:62:{:#x}", target.0)
+        );
+        assert_eq!(ev(f, "nr"), "62");
+        assert_eq!(ev(f, "owner"), "module e1000");
+        assert_eq!(ev_addr(f, "entry"), table.0 + 62 * 8);
+        assert_eq!(ev(f, "table_length"), "335 (NR_syscalls)");
+    }
+
+    #[test]
+    fn entries_into_a_hidden_module_and_into_no_module() {
+        let mut s = system();
+        let rk = s.sk.add_module(b"rk", 0x1000);
+        s.sk.hide_module(&rk);
+        s.sk.set_syscall(0, rk.code(0));
+        let orphan = s.sk.orphan_code();
+        s.sk.set_syscall(334, orphan);
+        let findings = run(s.sk, CHECK);
+        assert_eq!(findings.len(), 2, "{findings:#?}");
+        assert_eq!(ev(&findings[0], "owner"), "hidden module rk");
+        assert_eq!(ev(&findings[1], "nr"), "334");
+        assert_eq!(
+            ev(&findings[1], "owner"),
+            "module area, no known module (hidden)"
+        );
+    }
+
+    #[test]
+    fn a_profile_without_nr_syscalls_is_a_typed_error() {
+        let mut p = synthetic_profile();
+        p.types.remove("trace_array");
+        assert_fails!(SyntheticKernel::new(p), CHECK, CheckFailure::Kernel(vmi_core::kernel::KernelError::MissingField(f)) if f.contains("enter_syscall_files"));
+    }
+}

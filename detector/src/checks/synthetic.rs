@@ -1,0 +1,124 @@
+//! Shared setup of the checks' unit tests on synthetic kernels
+//! ([`vmi_core::testing::SyntheticKernel`]): no guest, no QEMU.
+//!
+//! [`system`] is a booted system with nothing to report (init, a kernel thread, a root
+//! daemon, a user shell with a second thread, a listed module); each check's tests
+//! tamper with it and assert what [`run`] finds, or that a corrupted kernel gives
+//! [`fails`]' error instead of a panic or a hang.
+
+use vmi_core::arch::x86_64::Registers;
+use vmi_core::kernel::Kernel;
+use vmi_core::memory::MockMemory;
+use vmi_core::testing::{SynthModule, SynthTask, SyntheticKernel};
+
+use crate::checks::{Check, CheckFailure, Scan, Settings};
+use crate::finding::{Evidence, Finding, Severity};
+
+/// The booted system's parts, for the tests to tamper with.
+pub(crate) struct System {
+    pub sk: SyntheticKernel,
+    /// A root daemon, pid 400.
+    pub sshd: SynthTask,
+    /// A user shell (uid 1000), pid 1000, with thread 1001.
+    pub bash: SynthTask,
+    /// The shell's second thread.
+    pub bash_thread: SynthTask,
+    /// A listed module, `e1000`.
+    pub e1000: SynthModule,
+}
+
+/// A clean, booted synthetic system (pid 1 `systemd` and the parts of [`System`]).
+pub(crate) fn system() -> System {
+    let mut sk = SyntheticKernel::clean();
+    sk.add_process(1, b"systemd", 0);
+    sk.add_kthread(2, b"kthreadd");
+    let sshd = sk.add_process(400, b"sshd", 0);
+    let bash = sk.add_process(1000, b"bash", 1000);
+    let bash_thread = sk.add_thread(&bash, 1001, b"bash");
+    let e1000 = sk.add_module(b"e1000", 0x2_0000);
+    System {
+        sk,
+        sshd,
+        bash,
+        bash_thread,
+        e1000,
+    }
+}
+
+/// Discover the kernel (as on a real guest) and run `check` on it with `registers`.
+pub(crate) fn run_on(
+    sk: SyntheticKernel,
+    registers: &[Registers],
+    check: Check,
+) -> Result<Vec<Finding>, CheckFailure> {
+    let kernel: Kernel<MockMemory> = sk.discover().expect("discover the synthetic kernel");
+    let settings = Settings::default();
+    let scan = Scan::new(&kernel, registers, &settings);
+    scan.run(check)
+}
+
+/// The findings of `check`, which must run.
+pub(crate) fn run(sk: SyntheticKernel, check: Check) -> Vec<Finding> {
+    run_on(sk, &[], check).unwrap_or_else(|e| panic!("{}: {e}", check.name()))
+}
+
+/// The error of `check`, which must fail.
+pub(crate) fn fails(sk: SyntheticKernel, check: Check) -> CheckFailure {
+    match run_on(sk, &[], check) {
+        Ok(f) => panic!("{} ran and found {f:?}", check.name()),
+        Err(e) => e,
+    }
+}
+
+/// Assert that a check fails on a kernel with an error that matches a pattern:
+/// `assert_fails!(sk, check, CheckFailure::Walk { .. })`.
+macro_rules! assert_fails {
+    ($sk:expr, $check:expr, $($pattern:tt)+) => {{
+        let e = $crate::checks::synthetic::fails($sk, $check);
+        assert!(matches!(&e, $($pattern)+), "{e}");
+    }};
+}
+pub(crate) use assert_fails;
+
+/// The one finding of `findings`, of `check` and `severity`.
+pub(crate) fn single(findings: &[Finding], check: Check, severity: Severity) -> &Finding {
+    assert_eq!(findings.len(), 1, "{findings:#?}");
+    let f = &findings[0];
+    assert_eq!(f.check, check.name());
+    assert_eq!(f.severity, severity, "{f:#?}");
+    f
+}
+
+/// The evidence `name` of `f`, displayed.
+pub(crate) fn ev(f: &Finding, name: &str) -> String {
+    f.evidence
+        .iter()
+        .find(|(n, _)| *n == name)
+        .map(|(_, e)| e.to_string())
+        .unwrap_or_else(|| panic!("no evidence {name} in {f:#?}"))
+}
+
+/// The address evidence `name` of `f`.
+pub(crate) fn ev_addr(f: &Finding, name: &str) -> u64 {
+    match f.evidence.iter().find(|(n, _)| *n == name) {
+        Some((_, Evidence::Addr(a))) => *a,
+        other => panic!("evidence {name} of {f:#?} is {other:?}, not an address"),
+    }
+}
+
+/// Every check the synthetic kernel has the objects of: on [`system`] each runs and
+/// finds nothing.
+/// (the first twelve of [`Check::ALL`]; spoofing, malfind, perf-events and ebpf need
+/// user memory, perf and BPF objects the builder does not make).
+pub(crate) const COVERED: &[Check] = Check::ALL.split_at(12).0;
+
+#[test]
+fn a_clean_system_gives_no_finding() {
+    let s = system();
+    let kernel = s.sk.discover().unwrap();
+    let report = crate::checks::run_once(&kernel, &[], COVERED, &Settings::default());
+    assert!(report.errors.is_empty(), "{:?}", report.errors);
+    assert!(report.findings.is_empty(), "{:#?}", report.findings);
+    assert_eq!(report.ran, COVERED);
+    assert_eq!(COVERED.last(), Some(&Check::Afinfo));
+}
