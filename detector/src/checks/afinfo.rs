@@ -67,3 +67,65 @@ pub fn run<M: PhysicalMemory>(scan: &Scan<'_, M>) -> Result<Vec<Finding>, CheckF
     }
     Ok(findings)
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::checks::synthetic::{assert_fails, ev, ev_addr, run, single, system};
+    use crate::checks::{Check, CheckFailure};
+    use crate::finding::Severity;
+
+    const CHECK: Check = Check::Afinfo;
+
+    #[test]
+    fn clean() {
+        assert!(run(system().sk, CHECK).is_empty());
+    }
+
+    #[test]
+    fn a_hooked_tcp4_show_is_found() {
+        let mut s = system();
+        let table = s.sk.symbol("tcp4_seq_ops");
+        let evil = s.sk.orphan_code();
+        s.sk.set(table, "seq_operations", "show", evil.0);
+        let findings = run(s.sk, CHECK);
+        let f = single(&findings, CHECK, Severity::High);
+        assert_eq!(f.key, format!("afinfo:{:#x}:show", table.0));
+        assert_eq!(ev(f, "symbol"), "tcp4_seq_ops");
+        assert_eq!(ev(f, "files"), "/proc/net/tcp");
+        assert_eq!(ev_addr(f, "target"), evil.0);
+    }
+
+    #[test]
+    fn a_proc_net_entry_on_a_table_of_a_module_s_own_is_found() {
+        let mut s = system();
+        // /proc/net of init_net with one entry, "udp", on a copied table
+        let init_net = s.sk.symbol("init_net");
+        let dir = s.sk.alloc_type("proc_dir_entry");
+        let udp = s.sk.alloc_type("proc_dir_entry");
+        let name = s.sk.alloc_str(b"udp");
+        s.sk.set(udp, "proc_dir_entry", "name", name.0);
+        let copy = s.sk.fn_table("seq_operations");
+        s.sk.set(copy, "seq_operations", "show", s.e1000.code(0x10).0);
+        s.sk.set(udp, "proc_dir_entry", "seq_ops", copy.0);
+        let node = s.sk.field_va(udp, "proc_dir_entry", "subdir_node");
+        s.sk.set(dir, "proc_dir_entry", "subdir", node.0);
+        s.sk.set(init_net, "net", "proc_net", dir.0);
+        let findings = run(s.sk, CHECK);
+        let f = single(&findings, CHECK, Severity::Medium);
+        assert_eq!(f.key, format!("afinfo:{:#x}:show", copy.0));
+        assert_eq!(ev(f, "files"), "/proc/net/udp (seq_ops)");
+        assert_eq!(ev(f, "owner"), "module e1000");
+    }
+
+    #[test]
+    fn a_wild_proc_net_is_an_error() {
+        let mut s = system();
+        let init_net = s.sk.symbol("init_net");
+        s.sk.set(init_net, "net", "proc_net", 0x4141);
+        assert_fails!(
+            s.sk,
+            CHECK,
+            CheckFailure::Kernel(vmi_core::kernel::KernelError::BadPointer { .. })
+        );
+    }
+}

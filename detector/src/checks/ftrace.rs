@@ -111,3 +111,57 @@ fn hooked<M: PhysicalMemory>(scan: &Scan<'_, M>, ops: &FtraceOps) -> (String, Op
     }
     (names.join(", "), Some(entries.len()))
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::checks::synthetic::{assert_fails, ev, ev_addr, run, single, system};
+    use crate::checks::{Check, CheckFailure};
+    use crate::finding::Severity;
+
+    const CHECK: Check = Check::Ftrace;
+
+    #[test]
+    fn clean_with_the_kernel_s_own_tracer() {
+        let mut s = system();
+        let tracer = s.sk.kernel_fn();
+        s.sk.add_ftrace_ops(tracer, &[]);
+        assert!(run(s.sk, CHECK).is_empty());
+    }
+
+    #[test]
+    fn a_callback_in_a_listed_module_is_medium_with_what_it_hooks() {
+        let mut s = system();
+        let victim = s.sk.kernel_fn();
+        let cb = s.e1000.code(0x80);
+        let ops = s.sk.add_ftrace_ops(cb, &[victim]);
+        let findings = run(s.sk, CHECK);
+        let f = single(&findings, CHECK, Severity::Medium);
+        assert_eq!(f.key, format!("ftrace:{:#x}:{:#x}", ops.0, cb.0));
+        assert_eq!(ev(f, "owner"), "module e1000");
+        assert_eq!(ev(f, "callback_role"), "func");
+        assert_eq!(ev(f, "hooked_count"), "1");
+        assert_eq!(ev(f, "hooked"), format!("{:#x} (kernel text)", victim.0));
+    }
+
+    #[test]
+    fn a_callback_of_a_hidden_module_on_every_function_is_high() {
+        let mut s = system();
+        let rk = s.sk.add_module(b"rk", 0x1000);
+        s.sk.hide_module(&rk);
+        let ops = s.sk.add_ftrace_ops(rk.code(0), &[]);
+        let findings = run(s.sk, CHECK);
+        let f = single(&findings, CHECK, Severity::High);
+        assert_eq!(ev(f, "owner"), "hidden module rk");
+        assert_eq!(ev(f, "hooked"), "every function");
+        assert_eq!(ev_addr(f, "ftrace_ops"), ops.0);
+    }
+
+    #[test]
+    fn an_ops_list_cycle_is_an_error() {
+        let mut s = system();
+        let f = s.sk.kernel_fn();
+        let ops = s.sk.add_ftrace_ops(f, &[]);
+        s.sk.set(ops, "ftrace_ops", "next", ops.0);
+        assert_fails!(s.sk, CHECK, CheckFailure::Walk { walk: "the ftrace_ops list", error } if error.contains("loops back"));
+    }
+}

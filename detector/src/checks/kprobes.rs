@@ -68,3 +68,64 @@ pub fn run<M: PhysicalMemory>(scan: &Scan<'_, M>) -> Result<Vec<Finding>, CheckF
     }
     Ok(findings)
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::checks::synthetic::{assert_fails, ev, ev_addr, run, single, system};
+    use crate::checks::{Check, CheckFailure};
+    use crate::finding::Severity;
+
+    const CHECK: Check = Check::Kprobes;
+
+    #[test]
+    fn clean_with_a_probe_of_the_kernel_s_own() {
+        let mut s = system();
+        let (at, handler) = (s.sk.kernel_fn(), s.sk.kernel_fn());
+        s.sk.add_kprobe(at, b"vfs_read", handler);
+        assert!(run(s.sk, CHECK).is_empty());
+    }
+
+    #[test]
+    fn a_kprobe_handler_in_a_module_is_found_with_its_symbol() {
+        let mut s = system();
+        let at = s.sk.kernel_fn();
+        let handler = s.e1000.code(0x200);
+        let kp = s.sk.add_kprobe(at, b"filldir64", handler);
+        let findings = run(s.sk, CHECK);
+        let f = single(&findings, CHECK, Severity::Medium);
+        assert_eq!(f.key, format!("kprobes:{:#x}:{:#x}", kp.0, handler.0));
+        assert_eq!(ev(f, "kind"), "kprobe");
+        assert_eq!(ev(f, "symbol_name"), "filldir64");
+        assert_eq!(ev_addr(f, "address"), at.0);
+        assert_eq!(ev_addr(f, "pre_handler"), handler.0);
+        assert_eq!(ev(f, "owner"), "module e1000");
+    }
+
+    #[test]
+    fn a_kretprobe_handler_in_no_module_is_high() {
+        let mut s = system();
+        let at = s.sk.kernel_fn();
+        let handler = s.sk.orphan_code();
+        let rp = s.sk.add_kretprobe(at, b"tcp4_seq_show", handler);
+        let findings = run(s.sk, CHECK);
+        let f = single(&findings, CHECK, Severity::High);
+        assert_eq!(ev(f, "kind"), "kretprobe");
+        assert_eq!(ev_addr(f, "kretprobe"), rp.0);
+        assert_eq!(ev_addr(f, "handler"), handler.0);
+        assert_eq!(ev(f, "owner"), "module area, no known module (hidden)");
+    }
+
+    #[test]
+    fn a_bucket_cycle_is_an_error() {
+        let mut s = system();
+        let (at, handler) = (s.sk.kernel_fn(), s.sk.kernel_fn());
+        let kp = s.sk.add_kprobe(at, b"x", handler);
+        let node = s.sk.field_va(kp, "kprobe", "hlist");
+        s.sk.write_u64(node, node.0);
+        assert_fails!(
+            s.sk,
+            CHECK,
+            CheckFailure::Kernel(vmi_core::kernel::KernelError::Cycle { .. })
+        );
+    }
+}

@@ -72,3 +72,77 @@ pub fn run<M: PhysicalMemory>(scan: &Scan<'_, M>) -> Result<Vec<Finding>, CheckF
     }
     Ok(findings)
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::checks::synthetic::{assert_fails, ev, ev_addr, run, single, system};
+    use crate::checks::{Check, CheckFailure};
+    use crate::finding::Severity;
+
+    const CHECK: Check = Check::Netfilter;
+
+    #[test]
+    fn clean_with_the_kernel_s_own_hooks() {
+        let mut s = system();
+        let init_net = s.sk.symbol("init_net");
+        for hooknum in 0..5 {
+            let h = s.sk.kernel_fn();
+            s.sk.add_nf_hook(init_net, "hooks_ipv4", hooknum, h, 0);
+        }
+        let net = s.sk.add_net();
+        let h = s.sk.kernel_fn();
+        s.sk.add_nf_hook(net, "hooks_ipv6", 1, h, -200);
+        assert!(run(s.sk, CHECK).is_empty());
+    }
+
+    #[test]
+    fn a_hook_of_a_hidden_module_in_init_net_is_found_with_its_priority() {
+        let mut s = system();
+        let init_net = s.sk.symbol("init_net");
+        let own = s.sk.kernel_fn();
+        s.sk.add_nf_hook(init_net, "hooks_ipv4", 0, own, -300);
+        let rk = s.sk.add_module(b"rk", 0x1000);
+        s.sk.hide_module(&rk);
+        let ops =
+            s.sk.add_nf_hook(init_net, "hooks_ipv4", 0, rk.code(0x30), -100);
+        let findings = run(s.sk, CHECK);
+        let f = single(&findings, CHECK, Severity::High);
+        assert_eq!(
+            f.key,
+            format!("netfilter:{:#x}:ipv4:0:{:#x}", init_net.0, rk.code(0x30).0)
+        );
+        assert_eq!(ev(f, "namespace"), "init_net");
+        assert_eq!(ev(f, "hook_point"), "NF_INET_PRE_ROUTING");
+        assert_eq!(ev(f, "index"), "1");
+        assert_eq!(ev(f, "priority"), "-100");
+        assert_eq!(ev_addr(f, "nf_hook_ops"), ops.0);
+    }
+
+    #[test]
+    fn a_hook_of_a_listed_module_in_another_namespace_is_medium() {
+        let mut s = system();
+        let net = s.sk.add_net();
+        s.sk.add_nf_hook(net, "hooks_arp", 1, s.e1000.code(0), 0);
+        let findings = run(s.sk, CHECK);
+        let f = single(&findings, CHECK, Severity::Medium);
+        assert_eq!(ev(f, "namespace"), "other");
+        assert_eq!(ev(f, "family"), "arp");
+        assert_eq!(ev(f, "hook_point"), "NF_ARP_OUT");
+    }
+
+    #[test]
+    fn a_namespace_list_cycle_is_an_error() {
+        let mut s = system();
+        let net = s.sk.add_net();
+        let list = s.sk.field_va(net, "net", "list");
+        s.sk.write_u64(list, list.0);
+        assert_fails!(
+            s.sk,
+            CHECK,
+            CheckFailure::Walk {
+                walk: "the net_namespace_list walk",
+                ..
+            }
+        );
+    }
+}

@@ -77,3 +77,89 @@ pub fn run<M: PhysicalMemory>(scan: &Scan<'_, M>) -> Result<Vec<Finding>, CheckF
     }
     Ok(findings)
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::checks::synthetic::{assert_fails, ev, ev_addr, run, single, system};
+    use crate::checks::{Check, CheckFailure};
+    use crate::finding::Severity;
+
+    const CHECK: Check = Check::Tty;
+
+    #[test]
+    fn clean_with_an_open_tty() {
+        let mut s = system();
+        let driver = s.sk.first_tty_driver();
+        let n_tty = s.sk.ldisc_ops(0);
+        s.sk.add_tty(driver, b"ttyS0", n_tty);
+        assert!(run(s.sk, CHECK).is_empty());
+    }
+
+    #[test]
+    fn a_hooked_receive_buf_of_n_tty_is_found() {
+        let mut s = system();
+        let n_tty = s.sk.ldisc_ops(0);
+        let evil = s.sk.orphan_code();
+        s.sk.set(n_tty, "tty_ldisc_ops", "receive_buf", evil.0);
+        let findings = run(s.sk, CHECK);
+        let f = single(&findings, CHECK, Severity::High);
+        assert_eq!(f.key, format!("tty:{:#x}:receive_buf", n_tty.0));
+        assert_eq!(ev(f, "kind"), "ldisc");
+        assert_eq!(ev(f, "name"), "n_tty");
+        assert_eq!(ev_addr(f, "target"), evil.0);
+    }
+
+    #[test]
+    fn driver_operations_in_a_listed_module_are_medium() {
+        let mut s = system();
+        let driver = s.sk.first_tty_driver();
+        let ops = s.sk.get(driver, "tty_driver", "ops");
+        s.sk.set(
+            vmi_core::Va(ops),
+            "tty_operations",
+            "write",
+            s.e1000.code(0).0,
+        );
+        s.sk.set(
+            vmi_core::Va(ops),
+            "tty_operations",
+            "ioctl",
+            s.e1000.code(8).0,
+        );
+        let findings = run(s.sk, CHECK);
+        let f = single(&findings, CHECK, Severity::Medium);
+        assert_eq!(f.key, format!("tty:{ops:#x}:write,ioctl"));
+        assert_eq!(ev(f, "kind"), "driver");
+        assert_eq!(ev(f, "name"), "ttyS");
+        assert_eq!(ev(f, "driver_name"), "serial");
+    }
+
+    #[test]
+    fn a_tty_on_a_copied_line_discipline_is_found() {
+        let mut s = system();
+        let copy = s.sk.fn_table("tty_ldisc_ops");
+        let evil = s.sk.orphan_code();
+        s.sk.set(copy, "tty_ldisc_ops", "receive_buf2", evil.0);
+        let driver = s.sk.first_tty_driver();
+        s.sk.add_tty(driver, b"ttyS0", copy);
+        let findings = run(s.sk, CHECK);
+        let f = single(&findings, CHECK, Severity::High);
+        assert_eq!(ev(f, "kind"), "tty");
+        assert_eq!(ev(f, "ttys"), "ttyS0");
+        assert_eq!(ev(f, "member"), "receive_buf2");
+    }
+
+    #[test]
+    fn a_driver_with_too_many_lines_is_an_error() {
+        let mut s = system();
+        let driver = s.sk.first_tty_driver();
+        let n_tty = s.sk.ldisc_ops(0);
+        s.sk.add_tty(driver, b"ttyS0", n_tty);
+        s.sk.set_u32(driver, "tty_driver", "num", u32::MAX);
+        assert_fails!(
+            s.sk,
+            CHECK,
+            CheckFailure::Kernel(vmi_core::kernel::KernelError::Corrupt { .. })
+        );
+    }
+}
