@@ -13,7 +13,8 @@
 //! allocated; module code gets addresses in the module area, unmapped (no check reads
 //! it). A new kernel is *clean*: `init_task` alone (pid 0, `swapper/0`), no modules,
 //! every `sys_call_table` entry and IDT gate in kernel text, no ftrace_ops, kprobes,
-//! tracepoint probes, netfilter hooks or notifier blocks, `n_tty` in `tty_ldiscs[0]`
+//! tracepoint probes, netfilter hooks, notifier blocks, perf events or BPF programs,
+//! `n_tty` in `tty_ldiscs[0]`
 //! and one tty driver whose operations are kernel text, the `/proc/net` seq_operations
 //! in kernel text. Tests then add objects (processes, modules, hooks) and tamper with
 //! them (unlink, overwrite a pointer, make a cycle).
@@ -260,6 +261,14 @@ impl SyntheticKernel {
         self.list_init(nets);
         let init_net = self.symbol("init_net");
         self.list_add_tail(nets, self.field_va(init_net, "net", "list"));
+
+        // CPU 0's perf context, no events
+        if self.has("perf_cpu_context") && self.profile.types.contains_key("perf_cpu_context") {
+            let list = Va(self.symbol("perf_cpu_context").0
+                + self.offset("perf_cpu_context", "ctx")
+                + self.offset("perf_event_context", "event_list"));
+            self.list_init(list);
+        }
 
         // n_tty and one serial driver, their operations kernel text
         if self.has("tty_ldiscs") {
@@ -593,15 +602,20 @@ impl SyntheticKernel {
         pid
     }
 
-    /// Set entry `index` of `init_pid_ns.idr` (an XArray of two levels: indices below
-    /// 4096); 0 removes it.
+    /// Set entry `index` of `init_pid_ns.idr` (pids below 4096); 0 removes it.
     pub fn idr_set(&mut self, index: u64, entry: u64) {
-        assert!(
-            index < 4096,
-            "the synthetic pid namespace holds pids below 4096"
-        );
         let ns = self.symbol("init_pid_ns");
         let idr = self.field_va(ns, "pid_namespace", "idr");
+        self.idr_store(idr, index, entry);
+    }
+
+    /// Set entry `index` of the `struct idr` at `idr` (an XArray of two levels:
+    /// indices below 4096); 0 removes it.
+    pub fn idr_store(&mut self, idr: Va, index: u64, entry: u64) {
+        assert!(
+            index < 4096,
+            "the synthetic XArrays hold indices below 4096"
+        );
         let head = Va(idr.0 + self.offset("idr", "idr_rt") + self.offset("xarray", "xa_head"));
         let slots = self.offset("xa_node", "slots");
         let shift = self.offset("xa_node", "shift");
@@ -887,6 +901,55 @@ impl SyntheticKernel {
         self.set(nb, "notifier_block", "next", first);
         self.write_u64(head, nb.0);
         nb
+    }
+
+    /// Install a perf event whose PMU is named `pmu` and whose overflow handler is
+    /// `handler` in CPU 0's context (`task` `None`) or in `task`'s context; returns
+    /// the `struct perf_event`.
+    pub fn add_perf_event(&mut self, task: Option<&SynthTask>, pmu: &[u8], handler: Va) -> Va {
+        let list = match task {
+            None => Va(self.symbol("perf_cpu_context").0
+                + self.offset("perf_cpu_context", "ctx")
+                + self.offset("perf_event_context", "event_list")),
+            Some(t) => {
+                let mut ctx = self.get(t.task, "task_struct", "perf_event_ctxp");
+                if ctx == 0 {
+                    ctx = self.alloc_type("perf_event_context").0;
+                    self.list_init(self.field_va(Va(ctx), "perf_event_context", "event_list"));
+                    self.set(t.task, "task_struct", "perf_event_ctxp", ctx);
+                }
+                self.field_va(Va(ctx), "perf_event_context", "event_list")
+            }
+        };
+        let p = self.alloc_type("pmu");
+        let name = self.alloc_str(pmu);
+        self.set(p, "pmu", "name", name.0);
+        let event = self.alloc_type("perf_event");
+        self.set(event, "perf_event", "pmu", p.0);
+        self.set(event, "perf_event", "overflow_handler", handler.0);
+        self.list_add_tail(list, self.field_va(event, "perf_event", "event_entry"));
+        event
+    }
+
+    /// Load a BPF program with id `id`, `enum bpf_prog_type` `prog_type`, name and
+    /// tag into `prog_idr`; its image is in the module area. Returns the `bpf_prog`.
+    pub fn add_bpf_prog(&mut self, id: u32, prog_type: u32, name: &[u8], tag: [u8; 8]) -> Va {
+        let prog = self.alloc_type("bpf_prog");
+        let aux = self.alloc_type("bpf_prog_aux");
+        self.set_u32(prog, "bpf_prog", "type", prog_type);
+        self.write_field(prog, "bpf_prog", "tag", &tag);
+        let image = self.orphan_code();
+        self.set(prog, "bpf_prog", "bpf_func", image.0);
+        self.set_u32(prog, "bpf_prog", "jited_len", 0x100);
+        self.set(prog, "bpf_prog", "aux", aux.0);
+        self.set_u32(aux, "bpf_prog_aux", "id", id);
+        let mut n = [0u8; 16];
+        let len = name.len().min(15);
+        n[..len].copy_from_slice(&name[..len]);
+        self.write_field(aux, "bpf_prog_aux", "name", &n);
+        let idr = self.symbol("prog_idr");
+        self.idr_store(idr, u64::from(id), prog.0);
+        prog
     }
 
     /// The `tty_ldisc_ops` registered as line discipline `num` (0 when none).

@@ -428,6 +428,56 @@ const TYPES: &[(&str, u64, Fields)] = &[
             ("name", 0x78, "ptr const char"),
         ],
     ),
+    // perf events in CPU and task contexts (the 6.2+ per-CPU perf_cpu_context)
+    (
+        "perf_event",
+        0x400,
+        &[
+            ("event_entry", 0, L),
+            ("pmu", 0x98, "ptr struct pmu"),
+            ("overflow_handler", 0x398, F),
+        ],
+    ),
+    ("pmu", 0x100, &[("name", 0x30, "ptr const char")]),
+    ("perf_event_context", 0x100, &[("event_list", 0x60, L)]),
+    (
+        "perf_cpu_context",
+        0x100,
+        &[("ctx", 0, "struct perf_event_context")],
+    ),
+    // BPF programs and links in prog_idr and link_idr
+    (
+        "bpf_prog",
+        0x48,
+        &[
+            ("type", 4, "enum bpf_prog_type"),
+            ("expected_attach_type", 8, "enum bpf_attach_type"),
+            ("jited_len", 16, "u32"),
+            ("tag", 20, "u8[8]"),
+            ("bpf_func", 0x30, P),
+            ("aux", 0x38, "ptr struct bpf_prog_aux"),
+        ],
+    ),
+    (
+        "bpf_prog_aux",
+        0x400,
+        &[
+            ("id", 0x10, "u32"),
+            ("load_time", 0x48, "u64"),
+            ("attach_func_name", 0x60, "ptr const char"),
+            ("dst_prog", 0x68, "ptr struct bpf_prog"),
+            ("name", 0x100, "char[16]"),
+        ],
+    ),
+    (
+        "bpf_link",
+        0x40,
+        &[
+            ("id", 8, "u32"),
+            ("type", 12, "enum bpf_link_type"),
+            ("prog", 24, "ptr struct bpf_prog"),
+        ],
+    ),
     ("rb_root", 8, &[("rb_node", 0, "ptr struct rb_node")]),
     (
         "rb_node",
@@ -510,6 +560,7 @@ const SYMBOLS: &[(&str, u64, &str)] = &[
     ("tty_drivers", 0x40_9100, "D"),
     ("prog_idr", 0x40_9200, "b"),
     ("link_idr", 0x40_9240, "b"),
+    ("perf_cpu_context", 0x40_9300, "D"),
     ("init_top_pgt", PGT_OFFSET, "D"),
 ];
 
