@@ -139,3 +139,70 @@ pub fn run<M: PhysicalMemory>(scan: &Scan<'_, M>) -> Result<Vec<Finding>, CheckF
     }
     Ok(findings)
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::checks::synthetic::{assert_fails, ev, ev_addr, run, run_on, single, system};
+    use crate::checks::{Check, CheckFailure, Settings};
+    use crate::finding::Severity;
+    use crate::policy::Policy;
+
+    const CHECK: Check = Check::Ebpf;
+    const SOCKET_FILTER: u32 = 1;
+    const KPROBE: u32 = 2;
+    const LSM: u32 = 29;
+    const TAG: [u8; 8] = [0xde, 0xad, 0xbe, 0xef, 0, 1, 2, 3];
+
+    #[test]
+    fn clean_with_a_socket_filter() {
+        let mut s = system();
+        s.sk.add_bpf_prog(3, SOCKET_FILTER, b"sshd_filter", [0; 8]);
+        assert!(run(s.sk, CHECK).is_empty());
+    }
+
+    #[test]
+    fn a_kprobe_program_is_medium_and_an_lsm_program_high() {
+        let mut s = system();
+        let kp = s.sk.add_bpf_prog(7, KPROBE, b"hide_pid", TAG);
+        s.sk.add_bpf_prog(9, LSM, b"deny_kill", [1; 8]);
+        let findings = run(s.sk, CHECK);
+        assert_eq!(findings.len(), 2, "{findings:#?}");
+        let f = &findings[0];
+        assert_eq!((f.check, f.severity), ("ebpf", Severity::Medium));
+        assert_eq!(f.key, "ebpf:7:deadbeef00010203");
+        assert_eq!(ev(f, "type"), "kprobe");
+        assert_eq!(ev(f, "name"), "hide_pid");
+        assert_eq!(ev_addr(f, "program"), kp.0);
+        assert_eq!(findings[1].severity, Severity::High);
+        assert_eq!(ev(&findings[1], "type"), "lsm");
+    }
+
+    #[test]
+    fn a_program_the_policy_allows_is_not_reported() {
+        let mut s = system();
+        s.sk.add_bpf_prog(7, KPROBE, b"my_agent", TAG);
+        let settings = Settings {
+            policy: Some(Policy::parse("ebpf_allow = [\"my_agent\"]").unwrap()),
+            ..Settings::default()
+        };
+        let findings = run_on(s.sk, &[], &settings, CHECK).unwrap();
+        assert!(findings.is_empty(), "{findings:#?}");
+
+        let mut s = system();
+        s.sk.add_bpf_prog(7, KPROBE, b"other", TAG);
+        let findings = run_on(s.sk, &[], &settings, CHECK).unwrap();
+        single(&findings, CHECK, Severity::Medium);
+    }
+
+    #[test]
+    fn a_wild_prog_idr_entry_is_an_error() {
+        let mut s = system();
+        let idr = s.sk.symbol("prog_idr");
+        s.sk.idr_store(idr, 4, 0x4000);
+        assert_fails!(
+            s.sk,
+            CHECK,
+            CheckFailure::Kernel(vmi_core::kernel::KernelError::BadPointer { .. })
+        );
+    }
+}

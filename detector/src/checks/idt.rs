@@ -87,7 +87,7 @@ mod tests {
     use vmi_core::Va;
 
     use crate::checks::synthetic::{ev, ev_addr, run, run_on, single, system};
-    use crate::checks::Check;
+    use crate::checks::{Check, Settings};
     use crate::finding::Severity;
 
     const CHECK: Check = Check::Idt;
@@ -140,7 +140,13 @@ mod tests {
         same.idt.base = table;
         let mut other = Registers::default();
         other.idt.base = table + 0x1000;
-        let findings = run_on(s.sk, &[same, Registers::default(), other], CHECK).unwrap();
+        let findings = run_on(
+            s.sk,
+            &[same, Registers::default(), other],
+            &Settings::default(),
+            CHECK,
+        )
+        .unwrap();
         let f = single(&findings, CHECK, Severity::High);
         assert_eq!(f.key, format!("idt:idtr:2:{:#x}", table + 0x1000));
     }

@@ -65,3 +65,72 @@ pub fn run<M: PhysicalMemory>(scan: &Scan<'_, M>) -> Result<Vec<Finding>, CheckF
     }
     Ok(findings)
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::checks::synthetic::{assert_fails, ev, ev_addr, run, single, system};
+    use crate::checks::{Check, CheckFailure};
+    use crate::finding::Severity;
+
+    const CHECK: Check = Check::PerfEvents;
+
+    #[test]
+    fn clean_with_the_kernel_s_own_handlers() {
+        let mut s = system();
+        let h = s.sk.kernel_fn();
+        s.sk.add_perf_event(None, b"cpu", h);
+        let h = s.sk.kernel_fn();
+        s.sk.add_perf_event(Some(&s.bash), b"software", h);
+        assert!(run(s.sk, CHECK).is_empty());
+    }
+
+    #[test]
+    fn a_breakpoint_of_a_hidden_module_on_a_cpu_is_high() {
+        let mut s = system();
+        let rk = s.sk.add_module(b"rk", 0x1000);
+        s.sk.hide_module(&rk);
+        let event = s.sk.add_perf_event(None, b"breakpoint", rk.code(0x20));
+        let findings = run(s.sk, CHECK);
+        let f = single(&findings, CHECK, Severity::High);
+        assert_eq!(
+            f.key,
+            format!("perf-events:{:#x}:{:#x}", event.0, rk.code(0x20).0)
+        );
+        assert_eq!(ev(f, "pmu"), "breakpoint");
+        assert_eq!(ev(f, "cpu"), "0");
+        assert_eq!(ev(f, "owner"), "hidden module rk");
+    }
+
+    #[test]
+    fn a_task_s_event_in_a_listed_module_is_medium() {
+        let mut s = system();
+        let event = s.sk.add_perf_event(Some(&s.sshd), b"cpu", s.e1000.code(0));
+        let findings = run(s.sk, CHECK);
+        let f = single(&findings, CHECK, Severity::Medium);
+        assert_eq!(ev_addr(f, "event"), event.0);
+        assert_eq!(ev(f, "tid"), "400");
+        assert_eq!(ev(f, "comm"), "sshd");
+    }
+
+    #[test]
+    fn a_context_list_cycle_and_a_wild_context_are_errors() {
+        let mut s = system();
+        let h = s.sk.kernel_fn();
+        let event = s.sk.add_perf_event(None, b"cpu", h);
+        let entry = s.sk.field_va(event, "perf_event", "event_entry");
+        s.sk.write_u64(entry, entry.0);
+        assert_fails!(
+            s.sk,
+            CHECK,
+            CheckFailure::Kernel(vmi_core::kernel::KernelError::Cycle { .. })
+        );
+
+        let mut s = system();
+        s.sk.set(s.bash.task, "task_struct", "perf_event_ctxp", 0x7f00_0000);
+        assert_fails!(
+            s.sk,
+            CHECK,
+            CheckFailure::Kernel(vmi_core::kernel::KernelError::BadPointer { .. })
+        );
+    }
+}

@@ -120,3 +120,61 @@ pub fn run<M: PhysicalMemory>(
     }
     Ok(findings)
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::checks::synthetic::{ev, run_on, system};
+    use crate::checks::{Check, CheckFailure, Settings};
+    use crate::finding::{Finding, Severity};
+    use crate::policy::Policy;
+    use vmi_core::testing::SyntheticKernel;
+
+    const CHECK: Check = Check::Policy;
+
+    fn with_policy(sk: SyntheticKernel, policy: &str) -> Vec<Finding> {
+        let settings = Settings {
+            policy: Some(Policy::parse(policy).unwrap()),
+            ..Settings::default()
+        };
+        run_on(sk, &[], &settings, CHECK).unwrap()
+    }
+
+    #[test]
+    fn clean_under_a_policy_the_system_keeps() {
+        let s = system();
+        let findings = with_policy(s.sk, "deny_names = [\"nc\"]\nroot_uids = [0]");
+        assert!(findings.is_empty(), "{findings:#?}");
+    }
+
+    #[test]
+    fn a_denied_name_and_a_root_the_policy_does_not_allow() {
+        let mut s = system();
+        s.sk.add_process(3333, b"nc", 1000);
+        // bash's effective uid becomes root: uid 1000 may not be root
+        s.sk.set_u32(s.bash.cred, "cred", "euid", 0);
+        let findings = with_policy(s.sk, "deny_names = [\"nc\"]\nroot_uids = [0]");
+        assert_eq!(findings.len(), 2, "{findings:#?}");
+        let by_rule = |r: &str| findings.iter().find(|f| ev(f, "rule") == r).unwrap();
+        let nc = by_rule("deny_names");
+        assert_eq!((nc.check, nc.severity), ("policy", Severity::Medium));
+        assert_eq!(ev(nc, "pid"), "3333");
+        let root = by_rule("root_uids");
+        assert_eq!(ev(root, "uid"), "1000");
+        assert_eq!(ev(root, "euid"), "0");
+    }
+
+    #[test]
+    fn without_a_policy_it_cannot_run() {
+        let e = run_on(system().sk, &[], &Settings::default(), CHECK).unwrap_err();
+        assert!(
+            matches!(
+                e,
+                CheckFailure::Walk {
+                    walk: "a policy file",
+                    ..
+                }
+            ),
+            "{e}"
+        );
+    }
+}
