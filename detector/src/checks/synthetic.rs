@@ -117,3 +117,78 @@ fn a_clean_system_gives_no_finding() {
     assert!(report.findings.is_empty(), "{:#?}", report.findings);
     assert_eq!(report.ran, Check::ALL);
 }
+
+/// Every pointer of the objects the checks walk, overwritten in turn with null, a
+/// wild value, the object's own address (a loop) and an unmapped kernel address: the
+/// checks end every time, with findings or errors, and never panic.
+#[test]
+fn any_corrupted_pointer_gives_a_result_never_a_panic() {
+    use std::panic::{catch_unwind, AssertUnwindSafe};
+    use vmi_core::Va;
+
+    // (object, its type) in a system with one hook of each kind
+    let build = || {
+        let mut s = system();
+        let f = s.sk.kernel_fn();
+        let ftrace = s.sk.add_ftrace_ops(s.e1000.code(0), &[f]);
+        let kprobe = s.sk.add_kprobe(f, b"vfs_read", s.e1000.code(8));
+        let nb =
+            s.sk.add_notifier("keyboard_notifier_list", s.e1000.code(16), 0);
+        let init_net = s.sk.symbol("init_net");
+        let nf =
+            s.sk.add_nf_hook(init_net, "hooks_ipv4", 1, s.e1000.code(24), 0);
+        let tp =
+            s.sk.add_tracepoint_probe("sys_enter", s.e1000.code(32), Va(0), 0);
+        let event = s.sk.add_perf_event(Some(&s.bash), b"cpu", s.e1000.code(40));
+        let prog = s.sk.add_bpf_prog(5, 2, b"p", [0; 8]);
+        let driver = s.sk.first_tty_driver();
+        let objects = vec![
+            (s.sk.symbol("init_task"), "task_struct"),
+            (s.bash.task, "task_struct"),
+            (s.bash_thread.task, "task_struct"),
+            (s.bash.signal, "signal_struct"),
+            (s.bash.cred, "cred"),
+            (s.bash.struct_pid, "pid"),
+            (s.e1000.addr, "module"),
+            (s.e1000.kobj, "kobject"),
+            (ftrace, "ftrace_ops"),
+            (kprobe, "kprobe"),
+            (nb, "notifier_block"),
+            (nf, "nf_hook_ops"),
+            (tp, "tracepoint"),
+            (event, "perf_event"),
+            (prog, "bpf_prog"),
+            (driver, "tty_driver"),
+            (s.sk.ldisc_ops(0), "tty_ldisc_ops"),
+            (init_net, "net"),
+        ];
+        (s, objects)
+    };
+    let (s, objects) = build();
+    let mut cases = Vec::new();
+    for &(at, ty) in &objects {
+        for (name, field) in &s.sk.profile().types[ty].fields {
+            if field.ty.starts_with("ptr") || field.ty.starts_with("struct list_head") {
+                cases.push((at, ty, name.clone(), field.offset));
+            }
+        }
+    }
+    let values = [0, 0x4141_4141_4141_4141, u64::MAX, 0xffff_c900_dead_0000];
+    let mut panics = Vec::new();
+    for (at, ty, name, off) in &cases {
+        for v in values.into_iter().chain([at.0]) {
+            let (mut s, _) = build();
+            s.sk.write_u64(Va(at.0 + off), v);
+            let run = catch_unwind(AssertUnwindSafe(|| {
+                if let Ok(kernel) = s.sk.discover() {
+                    crate::checks::run_once(&kernel, &[], &Check::ALL, &Settings::default());
+                }
+            }));
+            if run.is_err() {
+                panics.push(format!("{ty}.{name} = {v:#x}"));
+            }
+        }
+    }
+    assert!(cases.len() > 90, "{} cases", cases.len());
+    assert!(panics.is_empty(), "panics: {panics:?}");
+}
