@@ -51,6 +51,14 @@ pub const VIRT_SHIFT: u64 = 0x1c0_0000;
 pub const PAGE_OFFSET: u64 = 0xffff_8880_0000_0000;
 /// `PF_KTHREAD`.
 pub const PF_KTHREAD: u32 = 0x0020_0000;
+/// `VM_READ`.
+pub const VM_READ: u64 = 1;
+/// `VM_WRITE`.
+pub const VM_WRITE: u64 = 2;
+/// `VM_EXEC`.
+pub const VM_EXEC: u64 = 4;
+/// Where a process's arguments page is (user space).
+pub const ARGS_PAGE: u64 = 0x7ffd_0000_0000;
 /// Physical memory objects are allocated from.
 const HEAP: (u64, u64) = (0x10_0000, 0x100_0000);
 /// Bytes of page tables after `init_top_pgt`.
@@ -108,6 +116,12 @@ pub struct SyntheticKernel {
     next_fn: u64,
     /// Netfilter blobs by the address of their slot in `netns_nf`.
     nf: HashMap<u64, Vec<NfEntry>>,
+    /// Dentries by path (the root file system, one mount).
+    dentries: HashMap<Vec<u8>, Va>,
+    /// The root mount.
+    root_mount: Option<Va>,
+    /// Each process's page table, by its `mm_struct`.
+    user_tables: HashMap<u64, PageTableBuilder>,
 }
 
 impl SyntheticKernel {
@@ -175,6 +189,9 @@ impl SyntheticKernel {
             module_next: MODULES_START + 0x10_0000,
             next_fn: 0,
             nf: HashMap::new(),
+            dentries: HashMap::new(),
+            root_mount: None,
+            user_tables: HashMap::new(),
         };
         k.populate();
         k
@@ -649,6 +666,148 @@ impl SyntheticKernel {
     /// Make `task` what CPU 0 runs.
     pub fn set_running(&mut self, task: Va) {
         self.write_u64(self.symbol("current_task"), task.0);
+    }
+
+    // ----- files and user memory -----
+
+    /// `n` zeroed, page-aligned pages of physical memory.
+    pub fn alloc_pages(&mut self, n: u64) -> Pa {
+        self.heap = self.heap.div_ceil(0x1000) * 0x1000;
+        let at = self.alloc(n * 0x1000);
+        Pa(at.0 - PAGE_OFFSET)
+    }
+
+    /// The dentry of the absolute `path` on the root file system (made on first use,
+    /// its parents too).
+    pub fn dentry(&mut self, path: &[u8]) -> Va {
+        let path = path.strip_suffix(b"/").unwrap_or(path);
+        if let Some(&d) = self.dentries.get(path) {
+            return d;
+        }
+        let d = self.alloc_type("dentry");
+        let name_at = self.offset("dentry", "d_name") + self.offset("qstr", "name");
+        if path.is_empty() {
+            // the root: its own parent, the root of the root mount
+            let s = self.alloc_str(b"/");
+            self.write_u64(Va(d.0 + name_at), s.0);
+            self.set(d, "dentry", "d_parent", d.0);
+            let m = self.alloc_type("mount");
+            self.set(m, "mount", "mnt_parent", m.0);
+            self.set(m, "mount", "mnt_mountpoint", d.0);
+            let mnt = self.field_va(m, "mount", "mnt");
+            self.set(mnt, "vfsmount", "mnt_root", d.0);
+            self.root_mount = Some(m);
+        } else {
+            let cut = path.iter().rposition(|&b| b == b'/').unwrap_or(0);
+            let parent = self.dentry(&path[..cut]);
+            let s = self.alloc_str(&path[cut + 1..]);
+            self.write_u64(Va(d.0 + name_at), s.0);
+            self.set(d, "dentry", "d_parent", parent.0);
+        }
+        self.dentries.insert(path.to_vec(), d);
+        d
+    }
+
+    /// An open `struct file` of the absolute `path` (with its own inode).
+    pub fn new_file(&mut self, path: &[u8]) -> Va {
+        let dentry = self.dentry(path);
+        let mount = self
+            .root_mount
+            .expect("making a dentry makes the root mount");
+        let file = self.alloc_type("file");
+        let f_path = self.field_va(file, "file", "f_path");
+        self.set(
+            f_path,
+            "path",
+            "mnt",
+            self.field_va(mount, "mount", "mnt").0,
+        );
+        self.set(f_path, "path", "dentry", dentry.0);
+        let inode = self.alloc_type("inode");
+        let sb = self.alloc_type("super_block");
+        self.set_u32(sb, "super_block", "s_dev", 0x0800_0001);
+        self.set(inode, "inode", "i_sb", sb.0);
+        self.set(inode, "inode", "i_ino", 1000 + self.dentries.len() as u64);
+        self.set(file, "file", "f_inode", inode.0);
+        file
+    }
+
+    /// Give `task` a user address space as `execve(execfn, argv)` of the executable
+    /// `exe` leaves it: its own page table, the arguments and the executed file name
+    /// in a page at [`ARGS_PAGE`], `exe_file`; no mappings yet ([`Self::add_vma`]).
+    /// Returns the `mm_struct`.
+    pub fn exec(&mut self, task: &SynthTask, exe: &[u8], argv: &[&[u8]], execfn: &[u8]) -> Va {
+        let mm = self.alloc_type("mm_struct");
+        let tables = self.alloc_pages(16);
+        let mut pt = PageTableBuilder::new(
+            &mut self.mem,
+            PagingMode::FourLevel,
+            PhysRange::new(tables.0, tables.0 + 16 * 0x1000),
+        )
+        .expect("room for a user page table");
+        let page = self.alloc_pages(1);
+        let user = crate::arch::x86_64::PTE_USER | crate::arch::x86_64::PTE_WRITABLE;
+        pt.map(&mut self.mem, Va(ARGS_PAGE), page, PageSize::Size4K, user)
+            .expect("map the arguments");
+        let mut strings: Vec<u8> = Vec::new();
+        for a in argv {
+            strings.extend_from_slice(a);
+            strings.push(0);
+        }
+        let arg_end = ARGS_PAGE + strings.len() as u64;
+        strings.extend_from_slice(execfn);
+        strings.push(0);
+        self.write(Va(PAGE_OFFSET + page.0), &strings);
+        self.set(mm, "mm_struct", "pgd", PAGE_OFFSET + pt.root().table.0);
+        self.set(mm, "mm_struct", "arg_start", ARGS_PAGE);
+        self.set(mm, "mm_struct", "arg_end", arg_end);
+        self.set(mm, "mm_struct", "env_end", arg_end);
+        self.set(mm, "mm_struct", "start_stack", ARGS_PAGE);
+        let file = self.new_file(exe);
+        self.set(mm, "mm_struct", "exe_file", file.0);
+        self.set(task.task, "task_struct", "mm", mm.0);
+        self.set(task.task, "task_struct", "active_mm", mm.0);
+        self.user_tables.insert(mm.0, pt);
+        mm
+    }
+
+    /// Map `start..end` with `VM_*` `flags` in `mm` (after its other mappings): of
+    /// the file `file`, or anonymous; with `bytes` at `start` in memory, or not
+    /// resident. Returns the `vm_area_struct`.
+    pub fn add_vma(
+        &mut self,
+        mm: Va,
+        range: (u64, u64),
+        flags: u64,
+        file: Option<&[u8]>,
+        bytes: Option<&[u8]>,
+    ) -> Va {
+        let vma = self.alloc_type("vm_area_struct");
+        self.set(vma, "vm_area_struct", "vm_start", range.0);
+        self.set(vma, "vm_area_struct", "vm_end", range.1);
+        self.set(vma, "vm_area_struct", "vm_flags", flags);
+        self.set(vma, "vm_area_struct", "vm_mm", mm.0);
+        if let Some(path) = file {
+            let f = self.new_file(path);
+            self.set(vma, "vm_area_struct", "vm_file", f.0);
+        }
+        let mut link = self.field_va(mm, "mm_struct", "mmap");
+        while self.read_u64(link) != 0 {
+            link = self.field_va(Va(self.read_u64(link)), "vm_area_struct", "vm_next");
+        }
+        self.write_u64(link, vma.0);
+        let count = self.read_u64(self.field_va(mm, "mm_struct", "map_count")) as u32;
+        self.set_u32(mm, "mm_struct", "map_count", count + 1);
+        if let Some(bytes) = bytes {
+            let page = self.alloc_pages(1);
+            self.write(Va(PAGE_OFFSET + page.0), bytes);
+            let mut pt = self.user_tables.remove(&mm.0).expect("exec made this mm");
+            let user = crate::arch::x86_64::PTE_USER;
+            pt.map(&mut self.mem, Va(range.0), page, PageSize::Size4K, user)
+                .expect("map the mapping's first page");
+            self.user_tables.insert(mm.0, pt);
+        }
+        vma
     }
 
     // ----- modules -----

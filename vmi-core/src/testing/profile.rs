@@ -95,7 +95,91 @@ const TYPES: &[(&str, u64, Fields)] = &[
         ],
     ),
     ("user_struct", 0x40, &[("uid", 0x10, "kuid_t")]),
-    ("mm_struct", 0x400, &[("pgd", 0x48, "ptr pgd_t")]),
+    (
+        "mm_struct",
+        0x400,
+        &[
+            ("mmap", 0x0, "ptr struct vm_area_struct"),
+            ("pgd", 0x48, "ptr pgd_t"),
+            ("map_count", 0x58, "int"),
+            ("start_code", 0xc0, "unsigned long"),
+            ("end_code", 0xc8, "unsigned long"),
+            ("start_brk", 0xe0, "unsigned long"),
+            ("brk", 0xe8, "unsigned long"),
+            ("start_stack", 0xf0, "unsigned long"),
+            ("arg_start", 0x100, "unsigned long"),
+            ("arg_end", 0x108, "unsigned long"),
+            ("env_end", 0x118, "unsigned long"),
+            ("exe_file", 0x120, "ptr struct file"),
+        ],
+    ),
+    // mappings on the mmap list (the layout before 6.1's maple tree)
+    (
+        "vm_area_struct",
+        0xc8,
+        &[
+            ("vm_start", 0x0, "unsigned long"),
+            ("vm_end", 0x8, "unsigned long"),
+            ("vm_next", 0x10, "ptr struct vm_area_struct"),
+            ("vm_mm", 0x40, "ptr struct mm_struct"),
+            ("vm_flags", 0x50, "unsigned long"),
+            ("vm_ops", 0x90, "ptr const struct vm_operations_struct"),
+            ("vm_pgoff", 0x98, "unsigned long"),
+            ("vm_file", 0xa0, "ptr struct file"),
+            ("vm_private_data", 0xa8, P),
+        ],
+    ),
+    (
+        "vm_special_mapping",
+        0x30,
+        &[("name", 0x0, "ptr const char")],
+    ),
+    (
+        "file",
+        0x100,
+        &[
+            ("f_path", 0x10, "struct path"),
+            ("f_inode", 0x20, "ptr struct inode"),
+            ("f_op", 0x28, "ptr const struct file_operations"),
+            ("private_data", 0xc0, P),
+        ],
+    ),
+    (
+        "path",
+        16,
+        &[
+            ("mnt", 0x0, "ptr struct vfsmount"),
+            ("dentry", 0x8, "ptr struct dentry"),
+        ],
+    ),
+    (
+        "inode",
+        0x260,
+        &[
+            ("i_sb", 0x28, "ptr struct super_block"),
+            ("i_ino", 0x40, "unsigned long"),
+        ],
+    ),
+    ("super_block", 0x500, &[("s_dev", 0x10, "dev_t")]),
+    (
+        "dentry",
+        0xc0,
+        &[
+            ("d_parent", 0x18, "ptr struct dentry"),
+            ("d_name", 0x20, "struct qstr"),
+        ],
+    ),
+    ("qstr", 16, &[("name", 0x8, "ptr const unsigned char")]),
+    (
+        "mount",
+        0x140,
+        &[
+            ("mnt_parent", 0x10, "ptr struct mount"),
+            ("mnt_mountpoint", 0x18, "ptr struct dentry"),
+            ("mnt", 0x20, "struct vfsmount"),
+        ],
+    ),
+    ("vfsmount", 0x20, &[("mnt_root", 0x0, "ptr struct dentry")]),
     (
         "list_head",
         16,
