@@ -212,3 +212,74 @@ mod tests {
         assert_eq!(ascii(b), "H1.VMI.[2J\\.");
     }
 }
+
+#[cfg(test)]
+mod synthetic_tests {
+    use vmi_core::testing::{VM_EXEC, VM_READ, VM_WRITE};
+    use vmi_core::Va;
+
+    use crate::checks::synthetic::{ev, run, single, system};
+    use crate::checks::Check;
+    use crate::finding::Severity;
+
+    const CHECK: Check = Check::Malfind;
+    const AT: u64 = 0x7f12_3400_0000;
+    const SHELLCODE: &[u8] = b"\x48\x31\xc0\x50\x48\xbb/bin//sh";
+
+    #[test]
+    fn clean_with_code_mapped_from_files() {
+        assert!(run(system().sk, CHECK).is_empty());
+    }
+
+    #[test]
+    fn injected_code_in_anonymous_writable_memory_is_high_with_its_bytes() {
+        let mut s = system();
+        let rwx = VM_READ | VM_WRITE | VM_EXEC;
+        s.sk.add_vma(s.bash_mm, (AT, AT + 0x1000), rwx, None, Some(SHELLCODE));
+        let findings = run(s.sk, CHECK);
+        let f = single(&findings, CHECK, Severity::High);
+        assert_eq!(f.key, format!("malfind:1000:1000000:{AT:#x}"));
+        assert_eq!(ev(f, "perms"), "rwxp");
+        assert_eq!(ev(f, "mapping"), "anonymous");
+        assert!(ev(f, "bytes").starts_with("48 31 c0 50 48 bb 2f"), "{f:#?}");
+        assert!(ev(f, "ascii").contains("/bin//sh"), "{f:#?}");
+    }
+
+    #[test]
+    fn a_writable_file_mapping_and_anonymous_code_not_resident_are_medium() {
+        let mut s = system();
+        let rwx = VM_READ | VM_WRITE | VM_EXEC;
+        s.sk.add_vma(
+            s.bash_mm,
+            (AT, AT + 0x1000),
+            rwx,
+            Some(b"/tmp/lib.so"),
+            None,
+        );
+        let next = (AT + 0x10_0000, AT + 0x11_0000);
+        s.sk.add_vma(s.bash_mm, next, VM_READ | VM_EXEC, None, None);
+        let findings = run(s.sk, CHECK);
+        assert_eq!(findings.len(), 2, "{findings:#?}");
+        assert!(findings.iter().all(|f| f.severity == Severity::Medium));
+        assert_eq!(ev(&findings[0], "mapping"), "/tmp/lib.so");
+        assert_eq!(ev(&findings[1], "bytes"), "not resident");
+    }
+
+    #[test]
+    fn a_mapping_of_another_mm_or_a_loop_is_a_low_finding() {
+        let mut s = system();
+        let vma = Va(s.sk.get(s.bash_mm, "mm_struct", "mmap"));
+        s.sk.set(vma, "vm_area_struct", "vm_mm", s.sk.symbol("init_mm").0);
+        let findings = run(s.sk, CHECK);
+        assert_eq!(
+            single(&findings, CHECK, Severity::Low).key,
+            "malfind:unreadable:1000:1000000"
+        );
+
+        let mut s = system();
+        let vma = Va(s.sk.get(s.bash_mm, "mm_struct", "mmap"));
+        s.sk.set(vma, "vm_area_struct", "vm_next", vma.0);
+        let findings = run(s.sk, CHECK);
+        single(&findings, CHECK, Severity::Low);
+    }
+}

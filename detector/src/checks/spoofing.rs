@@ -383,3 +383,58 @@ mod tests {
         assert!(!kernel_thread_like(b"", &k));
     }
 }
+
+#[cfg(test)]
+mod synthetic_tests {
+    use crate::checks::synthetic::{ev, run, single, system};
+    use crate::checks::Check;
+    use crate::finding::Severity;
+
+    const CHECK: Check = Check::Spoofing;
+
+    #[test]
+    fn clean_with_setproctitle_and_a_login_shell() {
+        assert!(run(system().sk, CHECK).is_empty());
+    }
+
+    #[test]
+    fn a_miner_named_like_a_kernel_thread_is_high() {
+        let mut s = system();
+        s.sk.add_kthread(3, b"kworker/0:0");
+        let miner = s.sk.add_process(2500, b"kworker/0:1", 1000);
+        let exe: &[u8] = b"/tmp/.x/miner";
+        s.sk.exec(&miner, exe, &[b"kworker/0:1"], exe);
+        let findings = run(s.sk, CHECK);
+        let f = single(&findings, CHECK, Severity::High);
+        assert_eq!(f.key, "spoofing:comm:2500:2500000");
+        assert_eq!(ev(f, "exe"), "/tmp/.x/miner");
+        assert_eq!(ev(f, "rule"), "comm");
+    }
+
+    #[test]
+    fn a_rewritten_argv0_is_medium() {
+        let mut s = system();
+        let nc = s.sk.add_process(2600, b"nc", 1000);
+        s.sk.exec(
+            &nc,
+            b"/usr/bin/nc.openbsd",
+            &[b"/usr/sbin/sshd", b"-l"],
+            b"/usr/bin/nc",
+        );
+        let findings = run(s.sk, CHECK);
+        let f = single(&findings, CHECK, Severity::Medium);
+        assert_eq!(ev(f, "rule"), "argv0");
+        assert_eq!(ev(f, "argv0"), "/usr/sbin/sshd");
+        assert_eq!(ev(f, "execfn"), "/usr/bin/nc");
+    }
+
+    #[test]
+    fn corrupt_argument_bounds_are_a_low_finding_not_a_failure() {
+        let mut s = system();
+        s.sk.set(s.bash_mm, "mm_struct", "arg_end", 1);
+        let findings = run(s.sk, CHECK);
+        let f = single(&findings, CHECK, Severity::Low);
+        assert_eq!(ev(f, "rule"), "unreadable");
+        assert_eq!(ev(f, "pid"), "1000");
+    }
+}

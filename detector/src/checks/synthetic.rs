@@ -9,7 +9,8 @@
 use vmi_core::arch::x86_64::Registers;
 use vmi_core::kernel::Kernel;
 use vmi_core::memory::MockMemory;
-use vmi_core::testing::{SynthModule, SynthTask, SyntheticKernel};
+use vmi_core::testing::{SynthModule, SynthTask, SyntheticKernel, VM_EXEC, VM_READ};
+use vmi_core::Va;
 
 use crate::checks::{Check, CheckFailure, Scan, Settings};
 use crate::finding::{Evidence, Finding, Severity};
@@ -25,9 +26,15 @@ pub(crate) struct System {
     pub bash_thread: SynthTask,
     /// A listed module, `e1000`.
     pub e1000: SynthModule,
+    /// The shell's address space (its text mapped from `/usr/bin/bash`).
+    pub bash_mm: Va,
 }
 
-/// A clean, booted synthetic system (pid 1 `systemd` and the parts of [`System`]).
+/// Where the system's programs map their text.
+pub(crate) const TEXT_AT: u64 = 0x5555_5555_4000;
+
+/// A clean, booted synthetic system (pid 1 `systemd`, kthreadd and the parts of
+/// [`System`]; sshd and bash have run `execve`).
 pub(crate) fn system() -> System {
     let mut sk = SyntheticKernel::clean();
     sk.add_process(1, b"systemd", 0);
@@ -36,12 +43,32 @@ pub(crate) fn system() -> System {
     let bash = sk.add_process(1000, b"bash", 1000);
     let bash_thread = sk.add_thread(&bash, 1001, b"bash");
     let e1000 = sk.add_module(b"e1000", 0x2_0000);
+    // what execve left: sshd's setproctitle, a login shell started as /bin/bash
+    let sshd_argv: &[&[u8]] = &[b"sshd: /usr/sbin/sshd -D [listener] 0 of 10-100 startups"];
+    let mm = sk.exec(&sshd, b"/usr/sbin/sshd", sshd_argv, b"/usr/sbin/sshd");
+    let text = (TEXT_AT, TEXT_AT + 0x1_0000);
+    sk.add_vma(
+        mm,
+        text,
+        VM_READ | VM_EXEC,
+        Some(b"/usr/sbin/sshd"),
+        Some(b"\x7fELF"),
+    );
+    let bash_mm = sk.exec(&bash, b"/usr/bin/bash", &[b"-bash"], b"/bin/bash");
+    sk.add_vma(
+        bash_mm,
+        text,
+        VM_READ | VM_EXEC,
+        Some(b"/usr/bin/bash"),
+        None,
+    );
     System {
         sk,
         sshd,
         bash,
         bash_thread,
         e1000,
+        bash_mm,
     }
 }
 
@@ -124,7 +151,6 @@ fn a_clean_system_gives_no_finding() {
 #[test]
 fn any_corrupted_pointer_gives_a_result_never_a_panic() {
     use std::panic::{catch_unwind, AssertUnwindSafe};
-    use vmi_core::Va;
 
     // (object, its type) in a system with one hook of each kind
     let build = || {
@@ -161,6 +187,11 @@ fn any_corrupted_pointer_gives_a_result_never_a_panic() {
             (driver, "tty_driver"),
             (s.sk.ldisc_ops(0), "tty_ldisc_ops"),
             (init_net, "net"),
+            (s.bash_mm, "mm_struct"),
+            (
+                Va(s.sk.get(s.bash_mm, "mm_struct", "mmap")),
+                "vm_area_struct",
+            ),
         ];
         (s, objects)
     };
