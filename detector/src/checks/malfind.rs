@@ -218,9 +218,10 @@ mod synthetic_tests {
     use vmi_core::testing::{VM_EXEC, VM_READ, VM_WRITE};
     use vmi_core::Va;
 
-    use crate::checks::synthetic::{ev, run, single, system};
-    use crate::checks::Check;
+    use crate::checks::synthetic::{ev, run, run_on, single, system};
+    use crate::checks::{Check, Settings};
     use crate::finding::Severity;
+    use crate::policy::Policy;
 
     const CHECK: Check = Check::Malfind;
     const AT: u64 = 0x7f12_3400_0000;
@@ -243,6 +244,18 @@ mod synthetic_tests {
         assert_eq!(ev(f, "mapping"), "anonymous");
         assert!(ev(f, "bytes").starts_with("48 31 c0 50 48 bb 2f"), "{f:#?}");
         assert!(ev(f, "ascii").contains("/bin//sh"), "{f:#?}");
+    }
+
+    #[test]
+    fn a_jit_the_policy_allows_is_not_reported() {
+        let mut s = system();
+        let rwx = VM_READ | VM_WRITE | VM_EXEC;
+        s.sk.add_vma(s.bash_mm, (AT, AT + 0x1000), rwx, None, Some(SHELLCODE));
+        let settings = Settings {
+            policy: Some(Policy::parse("allow_jit = [\"/usr/bin/bash\"]").unwrap()),
+            ..Settings::default()
+        };
+        assert!(run_on(s.sk, &[], &settings, CHECK).unwrap().is_empty());
     }
 
     #[test]

@@ -164,6 +164,17 @@ mod tests {
     }
 
     #[test]
+    fn an_executable_the_policy_denies() {
+        let mut s = system();
+        let miner = s.sk.add_process(2500, b"miner", 1000);
+        s.sk.exec(&miner, b"/tmp/miner", &[b"miner"], b"/tmp/miner");
+        let findings = with_policy(s.sk, "deny_exe = [\"/tmp/*\"]");
+        assert_eq!(findings.len(), 1, "{findings:#?}");
+        assert_eq!(ev(&findings[0], "exe"), "/tmp/miner");
+        assert_eq!(ev(&findings[0], "pattern"), "/tmp/*");
+    }
+
+    #[test]
     fn without_a_policy_it_cannot_run() {
         let e = run_on(system().sk, &[], &Settings::default(), CHECK).unwrap_err();
         assert!(
