@@ -172,10 +172,11 @@ pub fn run<M: PhysicalMemory>(scan: &Scan<'_, M>) -> Result<Vec<Finding>, CheckF
 
 #[cfg(test)]
 mod tests {
+    use vmi_core::kernel::Limits;
     use vmi_core::Va;
 
-    use crate::checks::synthetic::{assert_fails, ev, ev_addr, run, single, system};
-    use crate::checks::{Check, CheckFailure};
+    use crate::checks::synthetic::{assert_fails, ev, ev_addr, run, run_on, single, system};
+    use crate::checks::{Check, CheckFailure, Settings};
     use crate::finding::Severity;
 
     const CHECK: Check = Check::HiddenProcess;
@@ -255,6 +256,23 @@ mod tests {
         let tasks = s.sk.offset("task_struct", "tasks");
         s.sk.write_u64(Va(s.bash.task.0 + tasks), s.sshd.task.0 + tasks);
         assert_fails!(s.sk, CHECK, CheckFailure::Walk { walk: "the tasks list", error } if error.contains("init_task.tasks"));
+    }
+
+    #[test]
+    fn a_tasks_list_longer_than_the_limit_is_a_typed_error() {
+        let s = system();
+        let settings = Settings {
+            limits: Limits {
+                max_processes: 3,
+                ..Limits::default()
+            },
+            ..Settings::default()
+        };
+        let e = run_on(s.sk, &[], &settings, CHECK).unwrap_err();
+        assert!(
+            matches!(&e, CheckFailure::Walk { error, .. } if error.contains("more than 3 elements")),
+            "{e}"
+        );
     }
 
     #[test]

@@ -1176,6 +1176,41 @@ mod tests {
     }
 
     #[test]
+    fn the_builder_follows_the_profile_s_offsets() {
+        // task_struct and cred laid out elsewhere: what is built reads back the same
+        let mut p = synthetic_profile();
+        for ty in ["task_struct", "cred"] {
+            let t = p.types.get_mut(ty).unwrap();
+            t.size += 0x80;
+            for f in t.fields.values_mut() {
+                f.offset += 0x80;
+            }
+        }
+        let mut sk = SyntheticKernel::new(p);
+        sk.add_process(7, b"moved", 1000);
+        let k = sk.discover().unwrap();
+        let procs = k.processes(&Limits::default()).unwrap();
+        assert_eq!(procs.len(), 1);
+        assert_eq!((procs[0].pid, procs[0].uid), (7, 1000));
+        assert_eq!(procs[0].comm, b"moved");
+    }
+
+    #[test]
+    fn a_profile_that_does_not_fit_is_refused_at_discovery() {
+        let sk = SyntheticKernel::clean();
+        let mut p = sk.profile().clone();
+        p.types
+            .get_mut("task_struct")
+            .unwrap()
+            .fields
+            .get_mut("comm")
+            .unwrap()
+            .offset += 8;
+        let e = Kernel::discover(sk.memory().clone(), Arc::new(p), &Hints::default()).unwrap_err();
+        assert!(matches!(e, KernelError::Inconsistent { .. }), "{e}");
+    }
+
+    #[test]
     fn processes_threads_and_modules_read_back() {
         let mut sk = SyntheticKernel::clean();
         let init = sk.add_process(1, b"init", 0);
