@@ -23,7 +23,7 @@ target=${CARGO_TARGET_DIR:-target}
 prepare=$!
 
 cargo clippy --workspace --all-targets -q -- -D warnings
-cargo nextest run --workspace --no-run -q
+cargo nextest run --workspace --no-run --cargo-quiet
 # the package test's release build and its cargo-deb (installed into the lab cache), and
 # the static in-guest extractor the extract tests build (the same command as theirs)
 bash scripts/package.sh >/dev/null
