@@ -111,6 +111,10 @@ const FILES: &[(&str, &str)] = &[
     ),
     ("./usr/share/doc/vmi-detector/README.md", "-rw-r--r--"),
     ("./usr/share/doc/vmi-detector/copyright", "-rw-r--r--"),
+    (
+        "./usr/share/doc/vmi-detector/changelog.Debian.gz",
+        "-rw-r--r--",
+    ),
 ];
 
 #[test]
