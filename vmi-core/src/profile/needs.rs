@@ -678,3 +678,67 @@ mod tests {
         }
     }
 }
+
+/// The needed set as sorted text, one line per type, field and symbol: what the golden
+/// test `tests/data/needs.txt` freezes.
+#[cfg(test)]
+fn render() -> String {
+    let mut lines = Vec::new();
+    for (t, type_optional) in TYPES
+        .iter()
+        .map(|t| (t, false))
+        .chain(OPTIONAL_TYPES.iter().map(|t| (t, true)))
+    {
+        lines.push(format!(
+            "type {}{}",
+            t.name,
+            if type_optional { " (optional type)" } else { "" }
+        ));
+        for f in t.fields {
+            lines.push(format!(
+                "field {}.{}{}",
+                t.name,
+                f.aliases.join("|"),
+                if f.optional { " (optional)" } else { "" }
+            ));
+        }
+    }
+    for s in SYMBOLS {
+        lines.push(format!(
+            "symbol {}{}",
+            s.aliases.join("|"),
+            if s.optional { " (optional)" } else { "" }
+        ));
+    }
+    lines.sort();
+    lines.dedup();
+    lines.join("\n") + "\n"
+}
+
+#[cfg(test)]
+mod golden {
+    /// The needed set is frozen in `tests/data/needs.txt`: a change to what profiles
+    /// contain is a reviewed diff of that file (regenerate with `UPDATE_NEEDS=1`).
+    #[test]
+    fn needed_set_matches_the_golden_list() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/needs.txt");
+        let now = super::render();
+        if std::env::var_os("UPDATE_NEEDS").is_some() {
+            std::fs::write(path, &now).unwrap();
+        }
+        let golden = std::fs::read_to_string(path).unwrap_or_default();
+        assert!(
+            now == golden,
+            "the needed set changed (UPDATE_NEEDS=1 rewrites {path}):\n{}",
+            diff(&golden, &now)
+        );
+    }
+
+    fn diff(old: &str, new: &str) -> String {
+        let old: std::collections::BTreeSet<&str> = old.lines().collect();
+        let new: std::collections::BTreeSet<&str> = new.lines().collect();
+        let gone = old.difference(&new).map(|l| format!("- {l}"));
+        let added = new.difference(&old).map(|l| format!("+ {l}"));
+        gone.chain(added).collect::<Vec<_>>().join("\n")
+    }
+}
