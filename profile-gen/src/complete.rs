@@ -90,7 +90,7 @@ pub fn complete(profile_path: &Path, symbols: Option<&Path>, opts: &Options) -> 
             ),
         });
     }
-    let mut wanted: Vec<(Vec<&str>, bool)> = needs::SYMBOLS
+    let mut wanted: Vec<(Vec<&str>, bool)> = needs::symbols()
         .iter()
         .map(|s| (s.aliases.to_vec(), s.optional))
         .collect();

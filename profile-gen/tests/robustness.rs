@@ -195,7 +195,7 @@ fn mutated_btf_never_panics() {
             let Ok(b) = Btf::parse(data) else {
                 return false;
             };
-            for t in vmi_core::profile::needs::TYPES {
+            for t in vmi_core::profile::needs::types() {
                 let _ = b.layout(t.name);
             }
             for id in (0..b.len() as u32 + 2).step_by(97) {

@@ -15,12 +15,12 @@ pub(super) fn native(ctx: &Context<'_>, opts: &Options) -> Result<Built> {
     let mut warnings = ctx.warnings.clone();
     let mut missing = Missing::default();
     let mut types = BTreeMap::new();
+    let needed = needs::types();
     let wanted: Vec<String> = if opts.full {
         layouts.type_names()
     } else {
-        needs::TYPES
+        needed
             .iter()
-            .chain(needs::OPTIONAL_TYPES)
             .map(|t| t.name.to_string())
             .chain(opts.types.iter().cloned())
             .collect()
@@ -30,7 +30,7 @@ pub(super) fn native(ctx: &Context<'_>, opts: &Options) -> Result<Built> {
             Some(def) => {
                 types.insert(name.clone(), def);
             }
-            None if needs::OPTIONAL_TYPES.iter().any(|t| t.name == name) => {}
+            None if needed.iter().any(|t| t.optional && t.name == name) => {}
             None => {
                 if !missing.types.contains(name) {
                     missing.types.push(name.clone());
@@ -38,11 +38,11 @@ pub(super) fn native(ctx: &Context<'_>, opts: &Options) -> Result<Built> {
             }
         }
     }
-    for t in needs::TYPES {
+    for t in needed.iter().filter(|t| !t.optional) {
         let Some(def) = types.get(t.name) else {
             continue;
         };
-        for f in t.fields {
+        for f in &t.fields {
             let found = f.aliases.iter().any(|a| def.fields.contains_key(*a));
             if !found && !f.optional {
                 missing.fields.push(format!("{}.{}", t.name, f.aliases[0]));
@@ -50,7 +50,7 @@ pub(super) fn native(ctx: &Context<'_>, opts: &Options) -> Result<Built> {
         }
     }
     let mut syms = BTreeMap::new();
-    let wanted_syms: Vec<(Vec<&str>, bool)> = needs::SYMBOLS
+    let wanted_syms: Vec<(Vec<&str>, bool)> = needs::symbols()
         .iter()
         .map(|s| (s.aliases.to_vec(), s.optional))
         .chain(opts.symbols.iter().map(|s| (vec![s.as_str()], false)))

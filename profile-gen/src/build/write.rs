@@ -49,13 +49,12 @@ pub(super) fn write_format(
                     "linux_banner could not be read: Volatility will not match this ISF to a memory image".into(),
                 );
             }
-            let mut types: Vec<String> = needs::TYPES
+            let mut types: Vec<String> = needs::types()
                 .iter()
-                .chain(needs::OPTIONAL_TYPES)
                 .map(|t| t.name.to_string())
                 .collect();
             types.extend(opts.types.iter().cloned());
-            let mut typed: Vec<String> = needs::SYMBOLS
+            let mut typed: Vec<String> = needs::symbols()
                 .iter()
                 .flat_map(|s| s.aliases.iter().map(|a| a.to_string()))
                 .collect();

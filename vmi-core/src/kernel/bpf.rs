@@ -29,12 +29,10 @@
 //! [`KernelError::Cycle`].
 
 use crate::addr::Va;
-use crate::kernel::layout::{array_len, field};
 use crate::kernel::objects::{is_kernel_va, name_at, read_err, u32_at, u64_at, walk_list};
 use crate::kernel::pidns::{xarray_entries, PidLimits, XaShape};
 use crate::kernel::{Kernel, KernelError, Process};
 use crate::memory::{PhysicalMemory, VirtualMemory};
-use crate::profile::Profile;
 
 /// Most programs (and most links) read.
 pub const MAX_PROGRAMS: usize = 1 << 16;
@@ -166,125 +164,109 @@ pub fn enum_name(table: &[&str], prefix: &str, v: u32) -> String {
         .map_or_else(|| format!("{prefix}-{v}"), |s| (*s).to_string())
 }
 
-/// Offsets of the program and link walks.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct BpfLayout {
-    /// `idr.idr_rt`
-    pub idr_rt: u64,
-    /// `xarray.xa_head`
-    pub xa_head: u64,
-    /// The XArray node shape.
-    pub xa: XaShape,
-    /// `bpf_prog.type`
-    pub prog_type: u64,
-    /// `bpf_prog.expected_attach_type`
-    pub expected_attach_type: u64,
-    /// `bpf_prog.jited_len`
-    pub jited_len: u64,
-    /// `bpf_prog.tag`
-    pub tag: u64,
-    /// `bpf_prog.bpf_func`
-    pub bpf_func: u64,
-    /// `bpf_prog.aux`
-    pub aux: u64,
-    /// `bpf_prog_aux.id`
-    pub aux_id: u64,
-    /// `bpf_prog_aux.name`
-    pub aux_name: u64,
-    /// `bpf_prog_aux.attach_func_name`
-    pub attach_func_name: u64,
-    /// `bpf_prog_aux.load_time`
-    pub load_time: u64,
-    /// `bpf_prog_aux.dst_prog` (`linked_prog` before 5.10)
-    pub dst_prog: u64,
-    /// `bpf_link.id`
-    pub link_id: u64,
-    /// `bpf_link.type`
-    pub link_type: u64,
-    /// `bpf_link.prog`
-    pub link_prog: u64,
-    /// `bpf_raw_tp_link.btp`, `bpf_raw_event_map.tp` and `tracepoint.name`, when the
-    /// profile has the private `bpf_raw_tp_link`.
-    pub raw_tp: Option<(u64, u64, u64)>,
-    /// What a perf event link's event is, when the profile has the private
-    /// `bpf_perf_link` (5.15+).
-    pub perf_link: Option<PerfLinkLayout>,
+crate::kernel_layout! {
+    /// Offsets of the program and link walks.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    pub struct BpfLayout(p) {
+        /// `idr.idr_rt`
+        pub idr_rt: u64 = "idr" ["idr_rt"],
+        /// `xarray.xa_head`
+        pub xa_head: u64 = "xarray" ["xa_head"],
+        /// `bpf_prog.type`
+        pub prog_type: u64 = "bpf_prog" ["type"],
+        /// `bpf_prog.expected_attach_type`
+        pub expected_attach_type: u64 = "bpf_prog" ["expected_attach_type"],
+        /// `bpf_prog.jited_len`
+        pub jited_len: u64 = "bpf_prog" ["jited_len"],
+        /// `bpf_prog.tag`
+        pub tag: u64 = "bpf_prog" ["tag"],
+        /// `bpf_prog.bpf_func`
+        pub bpf_func: u64 = "bpf_prog" ["bpf_func"],
+        /// `bpf_prog.aux`
+        pub aux: u64 = "bpf_prog" ["aux"],
+        /// `bpf_prog_aux.id`
+        pub aux_id: u64 = "bpf_prog_aux" ["id"],
+        /// `bpf_prog_aux.name`
+        pub aux_name: u64 = "bpf_prog_aux" ["name"],
+        /// `bpf_prog_aux.attach_func_name`
+        pub attach_func_name: u64 = "bpf_prog_aux" ["attach_func_name"],
+        /// `bpf_prog_aux.load_time`
+        pub load_time: u64 = "bpf_prog_aux" ["load_time"],
+        /// `bpf_prog_aux.dst_prog` (`linked_prog` before 5.10)
+        pub dst_prog: u64 = "bpf_prog_aux" ["dst_prog", "linked_prog"],
+        /// `bpf_link.id`
+        pub link_id: u64 = "bpf_link" ["id"],
+        /// `bpf_link.type`
+        pub link_type: u64 = "bpf_link" ["type"],
+        /// `bpf_link.prog`
+        pub link_prog: u64 = "bpf_link" ["prog"],
+    }
+    computed {
+        /// The XArray node shape.
+        pub xa: XaShape = XaShape::from_profile(p)?,
+        /// `bpf_raw_tp_link.btp`, `bpf_raw_event_map.tp` and `tracepoint.name`, when the
+        /// profile has the private `bpf_raw_tp_link`.
+        pub raw_tp: Option<(u64, u64, u64)> = RawTpLayout::from_profile(p)
+            .ok()
+            .map(|r| (r.btp, r.tp, r.name)),
+        /// What a perf event link's event is, when the profile has the private
+        /// `bpf_perf_link` (5.15+).
+        pub perf_link: Option<PerfLinkLayout> = PerfLinkLayout::from_profile(p).ok(),
+    }
+    symbols [
+        ["prog_idr"],
+        ["link_idr"],
+    ]
 }
 
-/// Offsets from a `struct bpf_perf_link` to its perf event's PMU and trace event.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct PerfLinkLayout {
-    /// `bpf_perf_link.perf_file`
-    pub perf_file: u64,
-    /// `file.private_data` (the `struct perf_event`)
-    pub private_data: u64,
-    /// `perf_event.pmu`
-    pub pmu: u64,
-    /// `pmu.name`
-    pub pmu_name: u64,
-    /// `perf_event.tp_event` and `trace_event_call.name`
-    pub tp_event: Option<(u64, u64)>,
+crate::kernel_layout! {
+    /// Offsets from a `struct bpf_perf_link` to its perf event's PMU and trace event.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    pub struct PerfLinkLayout(p) {
+        /// `bpf_perf_link.perf_file`
+        pub perf_file: u64 = opt_type "bpf_perf_link" ["perf_file"],
+        /// `file.private_data` (the `struct perf_event`)
+        pub private_data: u64 = "file" ["private_data"],
+        /// `perf_event.pmu`
+        pub pmu: u64 = opt "perf_event" ["pmu"],
+        /// `pmu.name`
+        pub pmu_name: u64 = opt "pmu" ["name"],
+    }
+    computed {
+        /// `perf_event.tp_event` and `trace_event_call.name`, when the perf event walk
+        /// can be made ([`PerfLayout`])
+        pub tp_event: Option<(u64, u64)> = PerfLayout::from_profile(p)
+            .ok()
+            .and_then(|l| l.tp_event),
+    }
+}
+
+crate::kernel_layout! {
+    /// Offsets from a `struct bpf_raw_tp_link` to the name of its tracepoint.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    pub struct RawTpLayout(p) {
+        /// `bpf_raw_tp_link.btp` (the type is private to kernel/bpf/syscall.c before 6.9)
+        pub btp: u64 = opt "bpf_raw_tp_link" ["btp"],
+        /// `bpf_raw_event_map.tp`
+        pub tp: u64 = "bpf_raw_event_map" ["tp"],
+        /// `tracepoint.name`
+        pub name: u64 = "tracepoint" ["name"],
+    }
+}
+
+crate::kernel_layout! {
+    /// Offsets from a `struct perf_event` to the name of its trace event
+    /// (`CONFIG_EVENT_TRACING`).
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    pub struct TpEventLayout(p) {
+        /// `perf_event.tp_event`
+        pub tp_event: u64 = opt "perf_event" ["tp_event"],
+        /// `trace_event_call.name`
+        pub name: u64 = opt "trace_event_call" ["name"],
+    }
 }
 
 impl BpfLayout {
-    /// Resolve the offsets from a profile.
-    pub fn from_profile(p: &Profile) -> Result<BpfLayout, KernelError> {
-        let chunk_size = p
-            .field("xa_node", "slots")
-            .and_then(|f| array_len(&f.ty))
-            .unwrap_or(64);
-        let prog = |f: &str| field(p, "bpf_prog", &[f]);
-        let aux = |f: &[&str]| field(p, "bpf_prog_aux", f);
-        let raw_tp = match (
-            field(p, "bpf_raw_tp_link", &["btp"]),
-            field(p, "bpf_raw_event_map", &["tp"]),
-            field(p, "tracepoint", &["name"]),
-        ) {
-            (Ok(a), Ok(b), Ok(c)) => Some((a, b, c)),
-            _ => None,
-        };
-        let perf_link = match (
-            field(p, "bpf_perf_link", &["perf_file"]),
-            field(p, "file", &["private_data"]),
-            field(p, "perf_event", &["pmu"]),
-            field(p, "pmu", &["name"]),
-        ) {
-            (Ok(perf_file), Ok(private_data), Ok(pmu), Ok(pmu_name)) => Some(PerfLinkLayout {
-                perf_file,
-                private_data,
-                pmu,
-                pmu_name,
-                tp_event: PerfLayout::from_profile(p).and_then(|l| l.tp_event),
-            }),
-            _ => None,
-        };
-        Ok(BpfLayout {
-            idr_rt: field(p, "idr", &["idr_rt"])?,
-            xa_head: field(p, "xarray", &["xa_head"])?,
-            xa: XaShape {
-                chunk_size,
-                node_shift: field(p, "xa_node", &["shift"])?,
-                node_slots: field(p, "xa_node", &["slots"])?,
-            },
-            prog_type: prog("type")?,
-            expected_attach_type: prog("expected_attach_type")?,
-            jited_len: prog("jited_len")?,
-            tag: prog("tag")?,
-            bpf_func: prog("bpf_func")?,
-            aux: prog("aux")?,
-            aux_id: aux(&["id"])?,
-            aux_name: aux(&["name"])?,
-            attach_func_name: aux(&["attach_func_name"])?,
-            load_time: aux(&["load_time"])?,
-            dst_prog: aux(&["dst_prog", "linked_prog"])?,
-            link_id: field(p, "bpf_link", &["id"])?,
-            link_type: field(p, "bpf_link", &["type"])?,
-            link_prog: field(p, "bpf_link", &["prog"])?,
-            raw_tp,
-            perf_link,
-        })
-    }
-
     fn prog_span(&self) -> usize {
         [
             self.prog_type + 4,
@@ -396,45 +378,28 @@ impl BpfLink {
     }
 }
 
-/// Offsets of the perf event walk.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct PerfLayout {
-    /// `task_struct.perf_event_list`
-    pub task_list: u64,
-    /// `perf_event.owner_entry`
-    pub owner_entry: u64,
-    /// `perf_event.pmu`
-    pub pmu: u64,
-    /// `pmu.name`
-    pub pmu_name: u64,
-    /// `perf_event.prog`
-    pub prog: u64,
-    /// `perf_event.overflow_handler`
-    pub overflow_handler: u64,
-    /// `perf_event.tp_event` and `trace_event_call.name` (`CONFIG_EVENT_TRACING`)
-    pub tp_event: Option<(u64, u64)>,
-}
-
-impl PerfLayout {
-    /// Resolve the offsets from a profile; `None` for a kernel without perf events
-    /// (or without BPF on them).
-    pub fn from_profile(p: &Profile) -> Option<PerfLayout> {
-        let tp_event = match (
-            field(p, "perf_event", &["tp_event"]),
-            field(p, "trace_event_call", &["name"]),
-        ) {
-            (Ok(a), Ok(b)) => Some((a, b)),
-            _ => None,
-        };
-        Some(PerfLayout {
-            task_list: field(p, "task_struct", &["perf_event_list"]).ok()?,
-            owner_entry: field(p, "perf_event", &["owner_entry"]).ok()?,
-            pmu: field(p, "perf_event", &["pmu"]).ok()?,
-            pmu_name: field(p, "pmu", &["name"]).ok()?,
-            prog: field(p, "perf_event", &["prog"]).ok()?,
-            overflow_handler: field(p, "perf_event", &["overflow_handler"]).ok()?,
-            tp_event,
-        })
+crate::kernel_layout! {
+    /// Offsets of the perf event walk.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    pub struct PerfLayout(p) {
+        /// `task_struct.perf_event_list`
+        pub task_list: u64 = opt "task_struct" ["perf_event_list"],
+        /// `perf_event.owner_entry`
+        pub owner_entry: u64 = opt "perf_event" ["owner_entry"],
+        /// `perf_event.pmu`
+        pub pmu: u64 = opt "perf_event" ["pmu"],
+        /// `pmu.name`
+        pub pmu_name: u64 = opt "pmu" ["name"],
+        /// `perf_event.prog`
+        pub prog: u64 = opt "perf_event" ["prog"],
+        /// `perf_event.overflow_handler`
+        pub overflow_handler: u64 = opt "perf_event" ["overflow_handler"],
+    }
+    computed {
+        /// `perf_event.tp_event` and `trace_event_call.name` (`CONFIG_EVENT_TRACING`)
+        pub tp_event: Option<(u64, u64)> = TpEventLayout::from_profile(p)
+            .ok()
+            .map(|t| (t.tp_event, t.name)),
     }
 }
 
@@ -528,7 +493,7 @@ impl<M: PhysicalMemory> Kernel<M> {
             .map(|(_, p)| read_link(&self.space, &l, p))
             .collect::<Result<Vec<_>, _>>()?;
         let mut perf_events = Vec::new();
-        if let Some(pl) = PerfLayout::from_profile(&self.profile) {
+        if let Ok(pl) = PerfLayout::from_profile(&self.profile) {
             for p in processes {
                 for t in &p.threads {
                     perf_events.extend(task_events(

@@ -15,6 +15,19 @@ use crate::kernel::objects::is_kernel_va;
 use crate::kernel::{Kernel, KernelError, START_KERNEL_MAP};
 use crate::memory::{PhysicalMemory, VirtualMemory};
 
+/// The symbols the per-CPU reads use.
+pub const NEEDS: crate::profile::needs::Declaration = crate::declaration!(
+    "cpus";
+    fields [];
+    symbols [
+        ["__per_cpu_offset"],
+        // the task each CPU runs: the per-CPU `current_task` (inside `pcpu_hot`, at its
+        // start, from 6.2 to 6.14)
+        ["current_task", "pcpu_hot"],
+        ["nr_cpu_ids"],
+    ]
+);
+
 /// Most CPUs read (`NR_CPUS` of distribution kernels is 8192).
 pub const MAX_CPUS: u32 = 8192;
 

@@ -12,41 +12,47 @@
 //! `.real_cred`.
 
 use crate::addr::Va;
-use crate::kernel::layout::field;
 use crate::kernel::objects::is_kernel_va;
 use crate::kernel::{Kernel, KernelError};
 use crate::memory::{PhysicalMemory, VirtualMemory};
-use crate::profile::Profile;
 
-/// Offsets into `struct cred` and `struct user_struct`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct CredLayout {
-    /// `cred.uid`, `gid`, `suid`, `sgid`, `euid`, `egid`, `fsuid`, `fsgid` in that order.
-    pub ids: [u64; 8],
-    /// `cred.user`
-    pub user: u64,
-    /// `user_struct.uid`
-    pub user_uid: u64,
+crate::kernel_layout! {
+    /// Offsets into `struct cred` and `struct user_struct`.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    pub struct CredLayout(p) {
+        /// `cred.uid`
+        pub uid: u64 = "cred" ["uid"],
+        /// `cred.gid`
+        pub gid: u64 = "cred" ["gid"],
+        /// `cred.suid`
+        pub suid: u64 = "cred" ["suid"],
+        /// `cred.sgid`
+        pub sgid: u64 = "cred" ["sgid"],
+        /// `cred.euid`
+        pub euid: u64 = "cred" ["euid"],
+        /// `cred.egid`
+        pub egid: u64 = "cred" ["egid"],
+        /// `cred.fsuid`
+        pub fsuid: u64 = "cred" ["fsuid"],
+        /// `cred.fsgid`
+        pub fsgid: u64 = "cred" ["fsgid"],
+        /// `cred.user`
+        pub user: u64 = "cred" ["user"],
+        /// `user_struct.uid`
+        pub user_uid: u64 = "user_struct" ["uid"],
+    }
+    // the credentials of the kernel's own tasks (the detector's credential check)
+    symbols [
+        ["init_cred"],
+    ]
 }
 
 impl CredLayout {
-    /// Resolve the offsets from a profile.
-    pub fn from_profile(p: &Profile) -> Result<CredLayout, KernelError> {
-        let c = |n: &str| field(p, "cred", &[n]);
-        Ok(CredLayout {
-            ids: [
-                c("uid")?,
-                c("gid")?,
-                c("suid")?,
-                c("sgid")?,
-                c("euid")?,
-                c("egid")?,
-                c("fsuid")?,
-                c("fsgid")?,
-            ],
-            user: c("user")?,
-            user_uid: field(p, "user_struct", &["uid"])?,
-        })
+    /// `cred.uid`, `gid`, `suid`, `sgid`, `euid`, `egid`, `fsuid`, `fsgid` in that order.
+    pub fn ids(&self) -> [u64; 8] {
+        [
+            self.uid, self.gid, self.suid, self.sgid, self.euid, self.egid, self.fsuid, self.fsgid,
+        ]
     }
 }
 
@@ -128,9 +134,9 @@ impl<M: PhysicalMemory> Kernel<M> {
 
     /// The ids of the `struct cred` at `addr`.
     pub fn cred_ids(&self, addr: Va, cl: &CredLayout) -> Result<CredIds, KernelError> {
-        let lo = cl.ids.iter().copied().min().unwrap_or(0).min(cl.user);
+        let lo = cl.ids().iter().copied().min().unwrap_or(0).min(cl.user);
         let hi = cl
-            .ids
+            .ids()
             .iter()
             .map(|o| o + 4)
             .max()
@@ -167,7 +173,7 @@ impl<M: PhysicalMemory> Kernel<M> {
                 what: "cred.user->uid",
                 source,
             })?;
-        let [uid, gid, suid, sgid, euid, egid, fsuid, fsgid] = cl.ids.map(at);
+        let [uid, gid, suid, sgid, euid, egid, fsuid, fsgid] = cl.ids().map(at);
         Ok(CredIds {
             addr,
             uid,

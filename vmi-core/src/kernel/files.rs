@@ -14,60 +14,41 @@
 use std::collections::HashSet;
 
 use crate::addr::Va;
-use crate::kernel::layout::field;
 use crate::kernel::objects::is_kernel_va;
 use crate::kernel::{Kernel, KernelError};
 use crate::memory::{PhysicalMemory, VirtualMemory};
-use crate::profile::Profile;
 
 /// Most path components walked (dentries and mount crossings together).
 pub const MAX_PATH_COMPONENTS: usize = 256;
 /// Longest name read (NAME_MAX is 255).
 pub const MAX_NAME: usize = 256;
 
-/// Offsets the path walk uses.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct FileLayout {
-    /// `mm_struct.exe_file`
-    pub mm_exe_file: u64,
-    /// `file.f_path`
-    pub file_path: u64,
-    /// `path.dentry`
-    pub path_dentry: u64,
-    /// `path.mnt`
-    pub path_mnt: u64,
-    /// `dentry.d_name`
-    pub dentry_name: u64,
-    /// `dentry.d_parent`
-    pub dentry_parent: u64,
-    /// `qstr.name`
-    pub qstr_name: u64,
-    /// `mount.mnt_parent`
-    pub mount_parent: u64,
-    /// `mount.mnt_mountpoint`
-    pub mount_mountpoint: u64,
-    /// `mount.mnt` (the `struct vfsmount` inside)
-    pub mount_mnt: u64,
-    /// `vfsmount.mnt_root`
-    pub vfsmount_root: u64,
-}
-
-impl FileLayout {
-    /// Resolve the offsets from a profile.
-    pub fn from_profile(p: &Profile) -> Result<FileLayout, KernelError> {
-        Ok(FileLayout {
-            mm_exe_file: field(p, "mm_struct", &["exe_file"])?,
-            file_path: field(p, "file", &["f_path"])?,
-            path_dentry: field(p, "path", &["dentry"])?,
-            path_mnt: field(p, "path", &["mnt"])?,
-            dentry_name: field(p, "dentry", &["d_name"])?,
-            dentry_parent: field(p, "dentry", &["d_parent"])?,
-            qstr_name: field(p, "qstr", &["name"])?,
-            mount_parent: field(p, "mount", &["mnt_parent"])?,
-            mount_mountpoint: field(p, "mount", &["mnt_mountpoint"])?,
-            mount_mnt: field(p, "mount", &["mnt"])?,
-            vfsmount_root: field(p, "vfsmount", &["mnt_root"])?,
-        })
+crate::kernel_layout! {
+    /// Offsets the path walk uses.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    pub struct FileLayout(p) {
+        /// `mm_struct.exe_file`
+        pub mm_exe_file: u64 = "mm_struct" ["exe_file"],
+        /// `file.f_path`
+        pub file_path: u64 = "file" ["f_path"],
+        /// `path.dentry`
+        pub path_dentry: u64 = "path" ["dentry"],
+        /// `path.mnt`
+        pub path_mnt: u64 = "path" ["mnt"],
+        /// `dentry.d_name`
+        pub dentry_name: u64 = "dentry" ["d_name"],
+        /// `dentry.d_parent`
+        pub dentry_parent: u64 = "dentry" ["d_parent"],
+        /// `qstr.name`
+        pub qstr_name: u64 = "qstr" ["name"],
+        /// `mount.mnt_parent`
+        pub mount_parent: u64 = "mount" ["mnt_parent"],
+        /// `mount.mnt_mountpoint`
+        pub mount_mountpoint: u64 = "mount" ["mnt_mountpoint"],
+        /// `mount.mnt` (the `struct vfsmount` inside)
+        pub mount_mnt: u64 = "mount" ["mnt"],
+        /// `vfsmount.mnt_root`
+        pub vfsmount_root: u64 = "vfsmount" ["mnt_root"],
     }
 }
 

@@ -24,11 +24,9 @@
 //! twice is a [`KernelError::Cycle`].
 
 use crate::addr::Va;
-use crate::kernel::layout::field;
 use crate::kernel::objects::{flag_names, is_kernel_va, read_err, u64_at, walk_chain, walk_hlist};
 use crate::kernel::{Kernel, KernelError};
 use crate::memory::{PhysicalMemory, VirtualMemory};
-use crate::profile::Profile;
 
 /// Most ftrace_ops walked.
 pub const MAX_FTRACE_OPS: usize = 4096;
@@ -61,67 +59,50 @@ pub const FLAG_NAMES: [&str; 19] = [
     "SUBOP",
 ];
 
-/// Offsets the walk uses.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct FtraceLayout {
-    /// `ftrace_ops.func`
-    pub func: u64,
-    /// `ftrace_ops.next`
-    pub next: u64,
-    /// `ftrace_ops.flags`
-    pub flags: u64,
-    /// `ftrace_ops.saved_func`
-    pub saved_func: u64,
-    /// `ftrace_ops.func_hash`
-    pub func_hash: u64,
-    /// `ftrace_ops.trampoline`
-    pub trampoline: u64,
-    /// `ftrace_ops.trampoline_size`
-    pub trampoline_size: u64,
-    /// `ftrace_ops.direct_call` (6.3 on)
-    pub direct_call: Option<u64>,
-    /// `ftrace_ops_hash.filter_hash`
-    pub filter_hash: u64,
-    /// `ftrace_ops_hash.notrace_hash`
-    pub notrace_hash: u64,
-    /// `ftrace_hash.size_bits`
-    pub size_bits: u64,
-    /// `ftrace_hash.buckets`
-    pub buckets: u64,
-    /// `ftrace_hash.count`
-    pub count: u64,
-    /// `ftrace_func_entry.hlist`
-    pub entry_hlist: u64,
-    /// `ftrace_func_entry.ip`
-    pub entry_ip: u64,
-    /// `ftrace_func_entry.direct`
-    pub entry_direct: u64,
+crate::kernel_layout! {
+    /// Offsets the walk uses.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    pub struct FtraceLayout(p) {
+        /// `ftrace_ops.func`
+        pub func: u64 = "ftrace_ops" ["func"],
+        /// `ftrace_ops.next`
+        pub next: u64 = "ftrace_ops" ["next"],
+        /// `ftrace_ops.flags`
+        pub flags: u64 = "ftrace_ops" ["flags"],
+        /// `ftrace_ops.saved_func`
+        pub saved_func: u64 = "ftrace_ops" ["saved_func"],
+        /// `ftrace_ops.func_hash`
+        pub func_hash: u64 = "ftrace_ops" ["func_hash"],
+        /// `ftrace_ops.trampoline`
+        pub trampoline: u64 = "ftrace_ops" ["trampoline"],
+        /// `ftrace_ops.trampoline_size`
+        pub trampoline_size: u64 = "ftrace_ops" ["trampoline_size"],
+        /// `ftrace_ops.direct_call` (6.3 on)
+        pub direct_call: Option<u64> = opt "ftrace_ops" ["direct_call"],
+        /// `ftrace_ops_hash.filter_hash`
+        pub filter_hash: u64 = "ftrace_ops_hash" ["filter_hash"],
+        /// `ftrace_ops_hash.notrace_hash`
+        pub notrace_hash: u64 = "ftrace_ops_hash" ["notrace_hash"],
+        /// `ftrace_hash.size_bits`
+        pub size_bits: u64 = "ftrace_hash" ["size_bits"],
+        /// `ftrace_hash.buckets`
+        pub buckets: u64 = "ftrace_hash" ["buckets"],
+        /// `ftrace_hash.count`
+        pub count: u64 = "ftrace_hash" ["count"],
+        /// `ftrace_func_entry.hlist`
+        pub entry_hlist: u64 = "ftrace_func_entry" ["hlist"],
+        /// `ftrace_func_entry.ip`
+        pub entry_ip: u64 = "ftrace_func_entry" ["ip"],
+        /// `ftrace_func_entry.direct`
+        pub entry_direct: u64 = "ftrace_func_entry" ["direct"],
+    }
+    symbols [
+        ["ftrace_ops_list"],
+        ["ftrace_list_end"],
+    ]
 }
 
 impl FtraceLayout {
-    /// Resolve the offsets from a profile.
-    pub fn from_profile(p: &Profile) -> Result<FtraceLayout, KernelError> {
-        let o = |f: &str| field(p, "ftrace_ops", &[f]);
-        Ok(FtraceLayout {
-            func: o("func")?,
-            next: o("next")?,
-            flags: o("flags")?,
-            saved_func: o("saved_func")?,
-            func_hash: o("func_hash")?,
-            trampoline: o("trampoline")?,
-            trampoline_size: o("trampoline_size")?,
-            direct_call: o("direct_call").ok(),
-            filter_hash: field(p, "ftrace_ops_hash", &["filter_hash"])?,
-            notrace_hash: field(p, "ftrace_ops_hash", &["notrace_hash"])?,
-            size_bits: field(p, "ftrace_hash", &["size_bits"])?,
-            buckets: field(p, "ftrace_hash", &["buckets"])?,
-            count: field(p, "ftrace_hash", &["count"])?,
-            entry_hlist: field(p, "ftrace_func_entry", &["hlist"])?,
-            entry_ip: field(p, "ftrace_func_entry", &["ip"])?,
-            entry_direct: field(p, "ftrace_func_entry", &["direct"])?,
-        })
-    }
-
     /// Bytes of an `ftrace_ops` read in one go.
     fn ops_span(&self) -> usize {
         let last = [

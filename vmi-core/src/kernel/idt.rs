@@ -10,6 +10,18 @@ use crate::arch::x86_64::translate;
 use crate::kernel::{Kernel, KernelError};
 use crate::memory::{PhysicalMemory, VirtualMemory};
 
+/// The symbols the IDT check reads.
+pub const NEEDS: crate::profile::needs::Declaration = crate::declaration!(
+    "idt";
+    fields [];
+    symbols [
+        ["idt_table"],
+        // the early exception stubs: reserved vectors 20..31 keep pointing at them after
+        // boot (idt_setup_early_handler fills all 32, idt_setup_traps only the defined)
+        opt ["early_idt_handler_array"],
+    ]
+);
+
 /// Gates in the IDT.
 pub const IDT_ENTRIES: usize = 256;
 /// `__KERNEL_CS`.

@@ -25,6 +25,23 @@ use crate::kernel::objects::read_err;
 use crate::kernel::{Kernel, KernelError};
 use crate::memory::{PhysicalMemory, VirtualMemory};
 
+/// The kernel's own symbol table, read in guest memory to name addresses (each optional:
+/// a profile made from a `/proc/kallsyms` copy lacks them).
+pub const NEEDS: crate::profile::needs::Declaration = crate::declaration!(
+    "kallsyms";
+    fields [];
+    symbols [
+        opt ["kallsyms_num_syms"],
+        opt ["kallsyms_names"],
+        opt ["kallsyms_markers"],
+        opt ["kallsyms_token_table"],
+        opt ["kallsyms_token_index"],
+        opt ["kallsyms_offsets"],
+        opt ["kallsyms_relative_base"],
+        opt ["kallsyms_addresses"],
+    ]
+);
+
 /// Most symbols accepted (Debian's 7.2 has about 200,000).
 pub const MAX_SYMS: u32 = 1 << 22;
 /// Longest name decoded (`KSYM_NAME_LEN` is 512).

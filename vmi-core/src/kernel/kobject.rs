@@ -10,44 +10,33 @@
 //! [`Layout`](crate::kernel::Layout).
 
 use crate::addr::Va;
-use crate::kernel::layout::field;
 use crate::kernel::objects::{is_kernel_va, walk_list};
 use crate::kernel::{Kernel, KernelError, Module};
 use crate::memory::{PhysicalMemory, VirtualMemory};
-use crate::profile::Profile;
 
 /// Longest kobject name read (sysfs names are short; module names are < 56 bytes).
 pub const MAX_KOBJECT_NAME: usize = 256;
 
-/// Offsets the kset walk uses.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct KobjLayout {
-    /// `kset.list`
-    pub kset_list: u64,
-    /// `kobject.entry`
-    pub kobj_entry: u64,
-    /// `kobject.name` (a `char *`)
-    pub kobj_name: u64,
-    /// `module_kobject.kobj`
-    pub mk_kobj: u64,
-    /// `module_kobject.mod`
-    pub mk_mod: u64,
-    /// `module.mkobj` (the module's own `module_kobject`)
-    pub module_mkobj: u64,
-}
-
-impl KobjLayout {
-    /// Resolve the offsets from a profile.
-    pub fn from_profile(p: &Profile) -> Result<KobjLayout, KernelError> {
-        Ok(KobjLayout {
-            kset_list: field(p, "kset", &["list"])?,
-            kobj_entry: field(p, "kobject", &["entry"])?,
-            kobj_name: field(p, "kobject", &["name"])?,
-            mk_kobj: field(p, "module_kobject", &["kobj"])?,
-            mk_mod: field(p, "module_kobject", &["mod"])?,
-            module_mkobj: field(p, "module", &["mkobj"])?,
-        })
+crate::kernel_layout! {
+    /// Offsets the kset walk uses.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    pub struct KobjLayout(p) {
+        /// `kset.list`
+        pub kset_list: u64 = "kset" ["list"],
+        /// `kobject.entry`
+        pub kobj_entry: u64 = "kobject" ["entry"],
+        /// `kobject.name` (a `char *`)
+        pub kobj_name: u64 = "kobject" ["name"],
+        /// `module_kobject.kobj`
+        pub mk_kobj: u64 = "module_kobject" ["kobj"],
+        /// `module_kobject.mod`
+        pub mk_mod: u64 = "module_kobject" ["mod"],
+        /// `module.mkobj` (the module's own `module_kobject`)
+        pub module_mkobj: u64 = "module" ["mkobj"],
     }
+    symbols [
+        ["module_kset"],
+    ]
 }
 
 /// One kobject of `module_kset`.

@@ -20,11 +20,9 @@
 //! probe seen twice is a [`KernelError::Cycle`].
 
 use crate::addr::Va;
-use crate::kernel::layout::field;
 use crate::kernel::objects::{flag_names, read_err, u32_at, u64_at, walk_hlist, walk_list};
 use crate::kernel::{Kernel, KernelError};
 use crate::memory::{PhysicalMemory, VirtualMemory};
-use crate::profile::Profile;
 
 /// `KPROBE_TABLE_SIZE`.
 pub const KPROBE_TABLE_SIZE: u64 = 64;
@@ -36,52 +34,41 @@ pub const MAX_SYMBOL_NAME: usize = 256;
 /// `KPROBE_FLAG_*` names, bit by bit.
 pub const FLAG_NAMES: [&str; 4] = ["GONE", "DISABLED", "OPTIMIZED", "FTRACE"];
 
-/// Offsets the walk uses.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct KprobeLayout {
-    /// `kprobe.hlist`
-    pub hlist: u64,
-    /// `kprobe.list`
-    pub list: u64,
-    /// `kprobe.addr`
-    pub addr: u64,
-    /// `kprobe.symbol_name`
-    pub symbol_name: u64,
-    /// `kprobe.offset`
-    pub offset: u64,
-    /// `kprobe.pre_handler`
-    pub pre_handler: u64,
-    /// `kprobe.post_handler`
-    pub post_handler: u64,
-    /// `kprobe.flags`
-    pub flags: u64,
-    /// `kretprobe.kp`
-    pub kp: u64,
-    /// `kretprobe.handler`
-    pub handler: u64,
-    /// `kretprobe.entry_handler`
-    pub entry_handler: u64,
+crate::kernel_layout! {
+    /// Offsets the walk uses.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    pub struct KprobeLayout(p) {
+        /// `kprobe.hlist`
+        pub hlist: u64 = "kprobe" ["hlist"],
+        /// `kprobe.list`
+        pub list: u64 = "kprobe" ["list"],
+        /// `kprobe.addr`
+        pub addr: u64 = "kprobe" ["addr"],
+        /// `kprobe.symbol_name`
+        pub symbol_name: u64 = "kprobe" ["symbol_name"],
+        /// `kprobe.offset`
+        pub offset: u64 = "kprobe" ["offset"],
+        /// `kprobe.pre_handler`
+        pub pre_handler: u64 = "kprobe" ["pre_handler"],
+        /// `kprobe.post_handler`
+        pub post_handler: u64 = "kprobe" ["post_handler"],
+        /// `kprobe.flags`
+        pub flags: u64 = "kprobe" ["flags"],
+        /// `kretprobe.kp`
+        pub kp: u64 = "kretprobe" ["kp"],
+        /// `kretprobe.handler`
+        pub handler: u64 = "kretprobe" ["handler"],
+        /// `kretprobe.entry_handler`
+        pub entry_handler: u64 = "kretprobe" ["entry_handler"],
+    }
+    symbols [
+        ["kprobe_table"],
+        ["aggr_pre_handler"],
+        ["pre_handler_kretprobe"],
+    ]
 }
 
 impl KprobeLayout {
-    /// Resolve the offsets from a profile.
-    pub fn from_profile(p: &Profile) -> Result<KprobeLayout, KernelError> {
-        let k = |f: &str| field(p, "kprobe", &[f]);
-        Ok(KprobeLayout {
-            hlist: k("hlist")?,
-            list: k("list")?,
-            addr: k("addr")?,
-            symbol_name: k("symbol_name")?,
-            offset: k("offset")?,
-            pre_handler: k("pre_handler")?,
-            post_handler: k("post_handler")?,
-            flags: k("flags")?,
-            kp: field(p, "kretprobe", &["kp"])?,
-            handler: field(p, "kretprobe", &["handler"])?,
-            entry_handler: field(p, "kretprobe", &["entry_handler"])?,
-        })
-    }
-
     fn span(&self) -> usize {
         [
             self.hlist + 8,

@@ -21,6 +21,7 @@ pub mod bpf;
 pub mod candidates;
 pub mod cpus;
 pub mod creds;
+pub mod declare;
 mod error;
 pub mod files;
 pub mod ftrace;
@@ -55,6 +56,14 @@ use crate::arch::x86_64::{translate, AddressSpace, PageTableRoot, PagingMode, Re
 use crate::memory::{PhysicalMemory, VirtualMemory};
 use crate::profile::Profile;
 use crate::vmcoreinfo::VmcoreInfo;
+
+/// The symbols [`Kernel::discover`] and [`ProfileSet`] use: the banner, the kernel
+/// page-table root (`ROOT_SYMBOLS`) and the first task.
+pub const NEEDS: crate::profile::needs::Declaration = crate::declaration!(
+    "discover";
+    fields [];
+    symbols [["linux_banner"], ["init_top_pgt", "swapper_pg_dir"], ["init_task"]]
+);
 
 /// `__START_KERNEL_map`: where x86-64 maps the kernel image (before the KASLR shift).
 pub const START_KERNEL_MAP: u64 = 0xffff_ffff_8000_0000;

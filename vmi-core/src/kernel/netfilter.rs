@@ -19,7 +19,7 @@
 //! namespace seen twice is a [`KernelError::Cycle`].
 
 use crate::addr::Va;
-use crate::kernel::layout::{array_len, field};
+use crate::kernel::layout::array_len;
 use crate::kernel::objects::{is_kernel_va, read_err, u32_at, u64_at, walk_list};
 use crate::kernel::{Kernel, KernelError};
 use crate::memory::{PhysicalMemory, VirtualMemory};
@@ -99,61 +99,62 @@ impl Family {
     }
 }
 
-/// Offsets the walk uses.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct NetfilterLayout {
-    /// `net.nf` + the family's `netns_nf.hooks_*`, and its number of hook points.
-    pub families: Vec<(Family, u64, u64)>,
-    /// `nf_hook_entries.num_hook_entries`
-    pub num: u64,
-    /// `nf_hook_entries.hooks`
-    pub hooks: u64,
-    /// `nf_hook_entry.hook`
-    pub entry_hook: u64,
-    /// `nf_hook_entry.priv`
-    pub entry_priv: u64,
-    /// `sizeof(struct nf_hook_entry)`
-    pub entry_size: u64,
-    /// `nf_hook_ops.hook`, `.pf`, `.hooknum`, `.priority`
-    pub ops: [u64; 4],
+crate::kernel_layout! {
+    /// The list of network namespaces.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    pub struct NetNsLayout(p) {
+        /// `net.list` (on `net_namespace_list`)
+        pub list: u64 = "net" ["list"],
+    }
+    symbols [
+        ["net_namespace_list"],
+        // the initial namespace (the detector's netfilter and afinfo checks)
+        ["init_net"],
+    ]
 }
 
-impl NetfilterLayout {
-    /// Resolve the offsets from a profile (a family the kernel lacks is left out).
-    pub fn from_profile(p: &Profile) -> Result<NetfilterLayout, KernelError> {
-        let nf = field(p, "net", &["nf"])?;
-        let mut families = Vec::new();
-        for fam in Family::ALL {
-            let Some((_, f)) = p.field_any("netns_nf", &[fam.member()]) else {
-                if fam == Family::Ipv4 {
-                    return Err(KernelError::MissingField("netns_nf.hooks_ipv4".into()));
-                }
-                continue;
-            };
-            let n = array_len(&f.ty)
-                .filter(|&n| (1..=MAX_HOOK_POINTS).contains(&n))
-                .ok_or_else(|| {
-                    KernelError::MissingField(format!("netns_nf.{} (its length)", fam.member()))
-                })?;
-            families.push((fam, nf + f.offset, n));
-        }
-        let entry_size = p
+crate::kernel_layout! {
+    /// Offsets the walk uses.
+    #[derive(Debug, Clone, PartialEq, Eq)]
+    pub struct NetfilterLayout(p) {
+        /// `nf_hook_entries.num_hook_entries`
+        pub num: u64 = "nf_hook_entries" ["num_hook_entries"],
+        /// `nf_hook_entries.hooks`
+        pub hooks: u64 = "nf_hook_entries" ["hooks"],
+        /// `nf_hook_entry.hook`
+        pub entry_hook: u64 = "nf_hook_entry" ["hook"],
+        /// `nf_hook_entry.priv`
+        pub entry_priv: u64 = "nf_hook_entry" ["priv"],
+        /// `net.nf`
+        pub net_nf: u64 = "net" ["nf"],
+        /// `nf_hook_ops.hook`
+        pub ops_hook: u64 = "nf_hook_ops" ["hook"],
+        /// `nf_hook_ops.pf`
+        pub ops_pf: u64 = "nf_hook_ops" ["pf"],
+        /// `nf_hook_ops.hooknum`
+        pub ops_hooknum: u64 = "nf_hook_ops" ["hooknum"],
+        /// `nf_hook_ops.priority`
+        pub ops_priority: u64 = "nf_hook_ops" ["priority"],
+    }
+    computed {
+        /// `net.nf` + the family's `netns_nf.hooks_*` (see [`Family::member`]), and its
+        /// number of hook points; a family the kernel lacks is left out.
+        pub families: Vec<(Family, u64, u64)> = netns_families(p, net_nf)?,
+        /// `sizeof(struct nf_hook_entry)`
+        pub entry_size: u64 = p
             .types
             .get("nf_hook_entry")
             .map(|t| t.size)
             .filter(|&s| (16..=64).contains(&s))
-            .ok_or_else(|| KernelError::MissingField("nf_hook_entry (its size)".into()))?;
-        let o = |f: &str| field(p, "nf_hook_ops", &[f]);
-        Ok(NetfilterLayout {
-            families,
-            num: field(p, "nf_hook_entries", &["num_hook_entries"])?,
-            hooks: field(p, "nf_hook_entries", &["hooks"])?,
-            entry_hook: field(p, "nf_hook_entry", &["hook"])?,
-            entry_priv: field(p, "nf_hook_entry", &["priv"])?,
-            entry_size,
-            ops: [o("hook")?, o("pf")?, o("hooknum")?, o("priority")?],
-        })
+            .ok_or_else(|| KernelError::MissingField("nf_hook_entry (its size)".into()))?,
     }
+    also [
+        // the families' hook arrays, read by `netns_families` (`Family::member`)
+        "netns_nf" ["hooks_ipv4"],
+        opt "netns_nf" ["hooks_ipv6"],
+        opt "netns_nf" ["hooks_arp"],
+        opt "netns_nf" ["hooks_bridge"],
+    ]
 }
 
 /// The `nf_hook_ops` a hook was registered with (from the blob's `orig_ops` trailer).
@@ -192,11 +193,32 @@ pub struct NfHook {
     pub ops: Option<NfHookOps>,
 }
 
+/// `net.nf` + the family's `netns_nf.hooks_*`, and its number of hook points, for each
+/// family the kernel has (IPv4 is required).
+fn netns_families(p: &Profile, nf: u64) -> Result<Vec<(Family, u64, u64)>, KernelError> {
+    let mut families = Vec::new();
+    for fam in Family::ALL {
+        let Some(f) = p.field("netns_nf", fam.member()) else {
+            if fam == Family::Ipv4 {
+                return Err(KernelError::MissingField("netns_nf.hooks_ipv4".into()));
+            }
+            continue;
+        };
+        let n = array_len(&f.ty)
+            .filter(|&n| (1..=MAX_HOOK_POINTS).contains(&n))
+            .ok_or_else(|| {
+                KernelError::MissingField(format!("netns_nf.{} (its length)", fam.member()))
+            })?;
+        families.push((fam, nf + f.offset, n));
+    }
+    Ok(families)
+}
+
 impl<M: PhysicalMemory> Kernel<M> {
     /// Every network namespace (`struct net`) on `net_namespace_list`.
     pub fn net_namespaces(&self) -> Result<Vec<Va>, KernelError> {
-        let list = field(&self.profile, "net", &["list"])?;
-        walk_namespaces(&self.space, self.symbol("net_namespace_list")?, list)
+        let l = NetNsLayout::from_profile(&self.profile)?;
+        walk_namespaces(&self.space, self.symbol("net_namespace_list")?, l.list)
     }
 
     /// Every netfilter hook of the namespaces `nets`.
@@ -307,14 +329,18 @@ fn read_ops<V: VirtualMemory + ?Sized>(mem: &V, l: &NetfilterLayout, at: u64) ->
     if !is_kernel_va(at) {
         return None;
     }
-    let span = l.ops.iter().max().copied().unwrap_or(0) + 8;
+    let span = [l.ops_hook, l.ops_pf, l.ops_hooknum, l.ops_priority]
+        .into_iter()
+        .max()
+        .unwrap_or(0)
+        + 8;
     let b = mem.read_bytes(Va(at), span as usize).ok()?;
     Some(NfHookOps {
         at: Va(at),
-        hook: Va(u64_at(&b, l.ops[0])),
-        pf: b.get(l.ops[1] as usize).copied().unwrap_or(0),
-        hooknum: u32_at(&b, l.ops[2]),
-        priority: u32_at(&b, l.ops[3]) as i32,
+        hook: Va(u64_at(&b, l.ops_hook)),
+        pf: b.get(l.ops_pf as usize).copied().unwrap_or(0),
+        hooknum: u32_at(&b, l.ops_hooknum),
+        priority: u32_at(&b, l.ops_priority) as i32,
     })
 }
 
@@ -338,7 +364,11 @@ mod tests {
             entry_hook: 0,
             entry_priv: 8,
             entry_size: 16,
-            ops: [16, 40, 44, 48],
+            net_nf: 2616,
+            ops_hook: 16,
+            ops_pf: 40,
+            ops_hooknum: 44,
+            ops_priority: 48,
         }
     }
 

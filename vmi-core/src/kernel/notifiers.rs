@@ -18,11 +18,9 @@
 //! [`KernelError::Cycle`].
 
 use crate::addr::Va;
-use crate::kernel::layout::field;
 use crate::kernel::objects::{read_err, u32_at, u64_at, walk_chain};
 use crate::kernel::{Kernel, KernelError};
 use crate::memory::{PhysicalMemory, VirtualMemory};
-use crate::profile::Profile;
 
 /// Most blocks read per chain.
 pub const MAX_BLOCKS: usize = 1 << 12;
@@ -64,41 +62,44 @@ pub const CHAINS: &[(&str, HeadKind)] = &[
     ("pm_chain_head", HeadKind::Blocking),
 ];
 
-/// Offsets the walk uses.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct NotifierLayout {
-    /// `head` of the atomic, blocking and raw heads.
-    pub head: [u64; 3],
-    /// `notifier_block.notifier_call`
-    pub call: u64,
-    /// `notifier_block.next`
-    pub next: u64,
-    /// `notifier_block.priority`
-    pub priority: u64,
+crate::kernel_layout! {
+    /// Offsets the walk uses.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    pub struct NotifierLayout(p) {
+        /// `atomic_notifier_head.head`
+        pub atomic_head: u64 = "atomic_notifier_head" ["head"],
+        /// `blocking_notifier_head.head`
+        pub blocking_head: u64 = "blocking_notifier_head" ["head"],
+        /// `raw_notifier_head.head`
+        pub raw_head: u64 = "raw_notifier_head" ["head"],
+        /// `notifier_block.notifier_call`
+        pub call: u64 = "notifier_block" ["notifier_call"],
+        /// `notifier_block.next`
+        pub next: u64 = "notifier_block" ["next"],
+        /// `notifier_block.priority`
+        pub priority: u64 = "notifier_block" ["priority"],
+    }
+    symbols [
+        opt ["keyboard_notifier_list"],
+        opt ["vt_notifier_list"],
+        opt ["module_notify_list"],
+        opt ["netdev_chain"],
+        opt ["inetaddr_chain"],
+        opt ["inet6addr_chain"],
+        opt ["netlink_chain"],
+        opt ["reboot_notifier_list"],
+        opt ["panic_notifier_list"],
+        opt ["die_chain"],
+        opt ["pm_chain_head"],
+    ]
 }
 
 impl NotifierLayout {
-    /// Resolve the offsets from a profile.
-    pub fn from_profile(p: &Profile) -> Result<NotifierLayout, KernelError> {
-        let h = |k: HeadKind| field(p, k.type_name(), &["head"]);
-        let b = |f: &str| field(p, "notifier_block", &[f]);
-        Ok(NotifierLayout {
-            head: [
-                h(HeadKind::Atomic)?,
-                h(HeadKind::Blocking)?,
-                h(HeadKind::Raw)?,
-            ],
-            call: b("notifier_call")?,
-            next: b("next")?,
-            priority: b("priority")?,
-        })
-    }
-
     fn head(&self, k: HeadKind) -> u64 {
         match k {
-            HeadKind::Atomic => self.head[0],
-            HeadKind::Blocking => self.head[1],
-            HeadKind::Raw => self.head[2],
+            HeadKind::Atomic => self.atomic_head,
+            HeadKind::Blocking => self.blocking_head,
+            HeadKind::Raw => self.raw_head,
         }
     }
 }
@@ -173,7 +174,9 @@ mod tests {
 
     fn layout() -> NotifierLayout {
         NotifierLayout {
-            head: [8, 40, 0],
+            atomic_head: 8,
+            blocking_head: 40,
+            raw_head: 0,
             call: 0,
             next: 8,
             priority: 16,

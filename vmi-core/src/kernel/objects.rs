@@ -11,6 +11,13 @@ use crate::addr::Va;
 use crate::kernel::{escape, Kernel, KernelError};
 use crate::memory::{PhysicalMemory, VirtualMemory};
 
+/// The symbols the process and module walks start from.
+pub const NEEDS: crate::profile::needs::Declaration = crate::declaration!(
+    "objects";
+    fields [];
+    symbols [["init_task"], ["modules"]]
+);
+
 /// Bounds of the walks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limits {

@@ -25,65 +25,54 @@ use std::collections::HashSet;
 use crate::addr::Va;
 use crate::kernel::bpf::pmu_name;
 use crate::kernel::cpus::MAX_CPUS;
-use crate::kernel::layout::{array_len, field};
+use crate::kernel::layout::array_len;
 use crate::kernel::objects::{is_kernel_va, read_err, walk_list};
 use crate::kernel::{Kernel, KernelError, Process};
 use crate::memory::{PhysicalMemory, VirtualMemory};
-use crate::profile::Profile;
 
 /// Most events read per context.
 pub const MAX_CONTEXT_EVENTS: usize = 1 << 14;
 /// Most PMUs read on `pmus`.
 pub const MAX_PMUS: usize = 1 << 10;
 
-/// Offsets of the context walk.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct PerfContextLayout {
-    /// `perf_event_context.event_list`
-    pub event_list: u64,
-    /// `perf_event.event_entry`
-    pub event_entry: u64,
-    /// `perf_event.pmu`
-    pub pmu: u64,
-    /// `pmu.name`
-    pub pmu_name: u64,
-    /// `perf_event.overflow_handler`
-    pub overflow_handler: u64,
-    /// `perf_cpu_context.ctx`
-    pub cpu_ctx: u64,
-    /// `pmu.entry` and `pmu.pmu_cpu_context` (before 6.2)
-    pub pmu_contexts: Option<(u64, u64)>,
-    /// `task_struct.perf_event_ctxp` and how many pointers it holds
-    pub task_ctxp: (u64, u64),
-}
-
-impl PerfContextLayout {
-    /// Resolve the offsets from a profile; `None` for a kernel without perf events.
-    pub fn from_profile(p: &Profile) -> Option<PerfContextLayout> {
-        let ctxp = field(p, "task_struct", &["perf_event_ctxp"]).ok()?;
-        let n = p
+crate::kernel_layout! {
+    /// Offsets of the context walk.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    pub struct PerfContextLayout(p) {
+        /// `perf_event_context.event_list`
+        pub event_list: u64 = opt "perf_event_context" ["event_list"],
+        /// `perf_event.event_entry`
+        pub event_entry: u64 = opt "perf_event" ["event_entry"],
+        /// `perf_event.pmu`
+        pub pmu: u64 = opt "perf_event" ["pmu"],
+        /// `pmu.name`
+        pub pmu_name: u64 = opt "pmu" ["name"],
+        /// `perf_event.overflow_handler`
+        pub overflow_handler: u64 = opt "perf_event" ["overflow_handler"],
+        /// `perf_cpu_context.ctx`
+        pub cpu_ctx: u64 = opt "perf_cpu_context" ["ctx"],
+        /// `pmu.entry` (on `pmus`; read before 6.2)
+        pub pmu_entry: Option<u64> = opt "pmu" ["entry"],
+        /// `pmu.pmu_cpu_context` (before 6.2)
+        pub pmu_cpu_context: Option<u64> = opt "pmu" ["pmu_cpu_context"],
+        /// `task_struct.perf_event_ctxp`
+        pub task_ctxp: u64 = opt "task_struct" ["perf_event_ctxp"],
+    }
+    computed {
+        /// How many pointers `task_struct.perf_event_ctxp` holds (two before 6.2, one
+        /// from 6.2)
+        pub task_ctxp_len: u64 = p
             .field("task_struct", "perf_event_ctxp")
             .and_then(|f| array_len(&f.ty))
             .unwrap_or(1)
-            .clamp(1, 4);
-        let pmu_contexts = match (
-            field(p, "pmu", &["entry"]),
-            field(p, "pmu", &["pmu_cpu_context"]),
-        ) {
-            (Ok(a), Ok(b)) => Some((a, b)),
-            _ => None,
-        };
-        Some(PerfContextLayout {
-            event_list: field(p, "perf_event_context", &["event_list"]).ok()?,
-            event_entry: field(p, "perf_event", &["event_entry"]).ok()?,
-            pmu: field(p, "perf_event", &["pmu"]).ok()?,
-            pmu_name: field(p, "pmu", &["name"]).ok()?,
-            overflow_handler: field(p, "perf_event", &["overflow_handler"]).ok()?,
-            cpu_ctx: field(p, "perf_cpu_context", &["ctx"]).ok()?,
-            pmu_contexts,
-            task_ctxp: (ctxp, n),
-        })
+            .clamp(1, 4),
     }
+    symbols [
+        ["nr_cpu_ids"],
+        ["__per_cpu_offset"],
+        opt ["perf_cpu_context"],
+        opt ["pmus"],
+    ]
 }
 
 /// Where an event is installed.
@@ -115,7 +104,8 @@ impl<M: PhysicalMemory> Kernel<M> {
         &self,
         processes: &[Process],
     ) -> Result<Vec<ContextEvent>, KernelError> {
-        let Some(l) = PerfContextLayout::from_profile(&self.profile) else {
+        // a kernel without perf events has none
+        let Ok(l) = PerfContextLayout::from_profile(&self.profile) else {
             return Ok(Vec::new());
         };
         let mut seen = HashSet::new();
@@ -137,7 +127,7 @@ impl<M: PhysicalMemory> Kernel<M> {
             for cpu in 0..cpus {
                 cpu_contexts.push(self.per_cpu(link, cpu)?.0);
             }
-        } else if let Some((entry, pmu_cpu_context)) = l.pmu_contexts {
+        } else if let Some((entry, pmu_cpu_context)) = l.pmu_entry.zip(l.pmu_cpu_context) {
             let mut kinds = HashSet::new();
             walk_list(
                 &self.space,
@@ -181,8 +171,8 @@ impl<M: PhysicalMemory> Kernel<M> {
                 let ptrs = self
                     .space
                     .read_bytes(
-                        Va(t.task.0.wrapping_add(l.task_ctxp.0)),
-                        8 * l.task_ctxp.1 as usize,
+                        Va(t.task.0.wrapping_add(l.task_ctxp)),
+                        8 * l.task_ctxp_len as usize,
                     )
                     .map_err(read_err("task_struct.perf_event_ctxp"))?;
                 for c in ptrs.chunks_exact(8) {
@@ -257,8 +247,10 @@ mod tests {
             pmu_name: 0x30,
             overflow_handler: 0x398,
             cpu_ctx: 0,
-            pmu_contexts: None,
-            task_ctxp: (0, 1),
+            pmu_entry: None,
+            pmu_cpu_context: None,
+            task_ctxp: 0,
+            task_ctxp_len: 1,
         }
     }
 

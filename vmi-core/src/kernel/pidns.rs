@@ -20,65 +20,47 @@
 use std::collections::HashSet;
 
 use crate::addr::Va;
-use crate::kernel::layout::{array_len, field};
+use crate::kernel::layout::array_len;
 use crate::kernel::objects::is_kernel_va;
 use crate::kernel::{Kernel, KernelError};
 use crate::memory::{PhysicalMemory, VirtualMemory};
-use crate::profile::Profile;
 
-/// Offsets the IDR walk uses.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct PidNsLayout {
-    /// `pid_namespace.idr`
-    pub ns_idr: u64,
-    /// `idr.idr_rt` (an XArray)
-    pub idr_rt: u64,
-    /// `idr.idr_base`
-    pub idr_base: u64,
-    /// `xarray.xa_head`
-    pub xa_head: u64,
-    /// `xa_node.shift`
-    pub node_shift: u64,
-    /// `xa_node.slots`
-    pub node_slots: u64,
-    /// Entries of `xa_node.slots` (`XA_CHUNK_SIZE`, 64 unless `CONFIG_BASE_SMALL`).
-    pub chunk_size: u64,
-    /// `pid.numbers`
-    pub pid_numbers: u64,
-    /// `pid.tasks` (`hlist_head[PIDTYPE_MAX]`, PIDTYPE_PID first)
-    pub pid_tasks: u64,
-    /// `upid.nr`
-    pub upid_nr: u64,
-    /// `task_struct.pid_links` (`pid_links[PIDTYPE_PID]` first)
-    pub task_pid_links: u64,
-}
-
-impl PidNsLayout {
-    /// Resolve the offsets from a profile.
-    pub fn from_profile(p: &Profile) -> Result<PidNsLayout, KernelError> {
-        let chunk_size = p
-            .field("xa_node", "slots")
-            .and_then(|f| array_len(&f.ty))
-            .unwrap_or(64);
+crate::kernel_layout! {
+    /// Offsets the IDR walk uses.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    pub struct PidNsLayout(p) {
+        /// `pid_namespace.idr`
+        pub ns_idr: u64 = "pid_namespace" ["idr"],
+        /// `idr.idr_rt` (an XArray)
+        pub idr_rt: u64 = "idr" ["idr_rt"],
+        /// `idr.idr_base`
+        pub idr_base: u64 = "idr" ["idr_base"],
+        /// `xarray.xa_head`
+        pub xa_head: u64 = "xarray" ["xa_head"],
+        /// `pid.numbers`
+        pub pid_numbers: u64 = "pid" ["numbers"],
+        /// `pid.tasks` (`hlist_head[PIDTYPE_MAX]`, PIDTYPE_PID first)
+        pub pid_tasks: u64 = "pid" ["tasks"],
+        /// `upid.nr`
+        pub upid_nr: u64 = "upid" ["nr"],
+        /// `task_struct.pid_links` (`pid_links[PIDTYPE_PID]` first)
+        pub task_pid_links: u64 = "task_struct" ["pid_links"],
+    }
+    computed {
+        /// The shape of its nodes (`xa_node`).
+        pub xa: XaShape = XaShape::from_profile(p)?,
+    }
+    check {
+        let chunk_size = xa.chunk_size;
         if !chunk_size.is_power_of_two() || !(4..=64).contains(&chunk_size) {
             return Err(KernelError::MissingField(format!(
                 "xa_node.slots: {chunk_size} slots is not an XArray chunk"
             )));
         }
-        Ok(PidNsLayout {
-            ns_idr: field(p, "pid_namespace", &["idr"])?,
-            idr_rt: field(p, "idr", &["idr_rt"])?,
-            idr_base: field(p, "idr", &["idr_base"])?,
-            xa_head: field(p, "xarray", &["xa_head"])?,
-            node_shift: field(p, "xa_node", &["shift"])?,
-            node_slots: field(p, "xa_node", &["slots"])?,
-            chunk_size,
-            pid_numbers: field(p, "pid", &["numbers"])?,
-            pid_tasks: field(p, "pid", &["tasks"])?,
-            upid_nr: field(p, "upid", &["nr"])?,
-            task_pid_links: field(p, "task_struct", &["pid_links"])?,
-        })
     }
+    symbols [
+        ["init_pid_ns"],
+    ]
 }
 
 /// Bounds of the IDR walk.
@@ -151,15 +133,23 @@ fn xa_is_node(e: u64) -> bool {
     xa_is_internal(e) && e > 4096
 }
 
-/// Where an XArray node keeps what the walk needs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct XaShape {
-    /// Entries per node (a power of two).
-    pub chunk_size: u64,
-    /// Offset of `xa_node.shift` (a byte).
-    pub node_shift: u64,
-    /// Offset of `xa_node.slots`.
-    pub node_slots: u64,
+crate::kernel_layout! {
+    /// Where an XArray node keeps what the walk needs.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    pub struct XaShape(p) {
+        /// Offset of `xa_node.shift` (a byte).
+        pub node_shift: u64 = "xa_node" ["shift"],
+        /// Offset of `xa_node.slots`.
+        pub node_slots: u64 = "xa_node" ["slots"],
+    }
+    computed {
+        /// Entries per node (a power of two: `XA_CHUNK_SIZE`, 64 unless
+        /// `CONFIG_BASE_SMALL`), the length of `xa_node.slots`.
+        pub chunk_size: u64 = p
+            .field("xa_node", "slots")
+            .and_then(|f| array_len(&f.ty))
+            .unwrap_or(64),
+    }
 }
 
 /// Every pointer entry of the XArray whose `xa_head` is `head`, as (index, entry) in
@@ -275,17 +265,7 @@ impl<M: PhysicalMemory> Kernel<M> {
                 source,
             })?;
 
-        let (leaves, nodes) = xarray_entries(
-            &self.space,
-            head,
-            &XaShape {
-                chunk_size: pl.chunk_size,
-                node_shift: pl.node_shift,
-                node_slots: pl.node_slots,
-            },
-            limits,
-            "init_pid_ns.idr",
-        )?;
+        let (leaves, nodes) = xarray_entries(&self.space, head, &pl.xa, limits, "init_pid_ns.idr")?;
 
         let mut view = PidNamespaceView {
             nodes,

@@ -23,7 +23,6 @@
 use std::collections::HashSet;
 
 use crate::addr::Va;
-use crate::kernel::layout::field;
 use crate::kernel::objects::{
     fn_fields, is_kernel_va, name_at, read_err, read_fn_table, u64_at, visit, FnTable,
 };
@@ -78,19 +77,59 @@ pub struct ProcNetEntry {
     pub proc_ops: Option<FnTable>,
 }
 
-/// Offsets the tree walk uses.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct PdeLayout {
-    /// `proc_dir_entry.subdir` + `rb_root.rb_node`
-    pub subdir: u64,
-    /// `proc_dir_entry.subdir_node`
-    pub subdir_node: u64,
-    /// `rb_node.rb_left`
-    pub left: u64,
-    /// `rb_node.rb_right`
-    pub right: u64,
-    /// `proc_dir_entry.name`
-    pub name: u64,
+crate::kernel_layout! {
+    /// Offsets the tree walk uses.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    pub struct PdeLayout(p) {
+        /// `proc_dir_entry.subdir_node`
+        pub subdir_node: u64 = "proc_dir_entry" ["subdir_node"],
+        /// `rb_node.rb_left`
+        pub left: u64 = "rb_node" ["rb_left"],
+        /// `rb_node.rb_right`
+        pub right: u64 = "rb_node" ["rb_right"],
+        /// `proc_dir_entry.name`
+        pub name: u64 = "proc_dir_entry" ["name"],
+        /// `proc_dir_entry.seq_ops`
+        pub seq_ops: u64 = "proc_dir_entry" ["seq_ops"],
+        /// `proc_dir_entry.proc_ops`
+        pub proc_ops: u64 = "proc_dir_entry" ["proc_ops"],
+        /// `net.proc_net`
+        pub proc_net: u64 = "net" ["proc_net"],
+        /// `proc_dir_entry.subdir`
+        pub subdir_root: u64 = "proc_dir_entry" ["subdir"],
+        /// `rb_root.rb_node`
+        pub rb_node: u64 = "rb_root" ["rb_node"],
+    }
+    computed {
+        /// `proc_dir_entry.subdir` + `rb_root.rb_node`
+        pub subdir: u64 = subdir_root + rb_node,
+    }
+    // the operation tables are read as every `ptr fn` member the profile has
+    // (`fn_fields`): these at least
+    also [
+        "seq_operations" ["start"],
+        "seq_operations" ["stop"],
+        "seq_operations" ["next"],
+        "seq_operations" ["show"],
+        "proc_ops" ["proc_open"],
+        "proc_ops" ["proc_read"],
+        "proc_ops" ["proc_read_iter"],
+        "proc_ops" ["proc_write"],
+        "proc_ops" ["proc_lseek"],
+        "proc_ops" ["proc_release"],
+    ]
+    // the tables of SEQ_OPS (a test checks they agree)
+    symbols [
+        ["tcp4_seq_ops"],
+        ["udp_seq_ops"],
+        opt ["tcp6_seq_ops"],
+        opt ["udp6_seq_ops"],
+        opt ["raw_seq_ops"],
+        opt ["raw6_seq_ops"],
+        opt ["arp_seq_ops"],
+        opt ["unix_seq_ops"],
+        opt ["packet_seq_ops"],
+    ]
 }
 
 impl<M: PhysicalMemory> Kernel<M> {
@@ -115,16 +154,8 @@ impl<M: PhysicalMemory> Kernel<M> {
         let p = &self.profile;
         let seq = fn_fields(p, "seq_operations")?;
         let fops = fn_fields(p, "proc_ops")?;
-        let proc_net = field(p, "net", &["proc_net"])?;
-        let l = PdeLayout {
-            subdir: field(p, "proc_dir_entry", &["subdir"])? + field(p, "rb_root", &["rb_node"])?,
-            subdir_node: field(p, "proc_dir_entry", &["subdir_node"])?,
-            left: field(p, "rb_node", &["rb_left"])?,
-            right: field(p, "rb_node", &["rb_right"])?,
-            name: field(p, "proc_dir_entry", &["name"])?,
-        };
-        let seq_off = field(p, "proc_dir_entry", &["seq_ops"])?;
-        let fops_off = field(p, "proc_dir_entry", &["proc_ops"])?;
+        let l = PdeLayout::from_profile(p)?;
+        let (proc_net, seq_off, fops_off) = (l.proc_net, l.seq_ops, l.proc_ops);
         let mem = &self.space;
         let mut out = Vec::new();
         let mut walked = 0usize;
@@ -210,6 +241,11 @@ mod tests {
     fn layout() -> PdeLayout {
         PdeLayout {
             subdir: 128,
+            subdir_root: 128,
+            rb_node: 0,
+            seq_ops: 0,
+            proc_ops: 0,
+            proc_net: 0,
             subdir_node: 136,
             left: 16,
             right: 8,

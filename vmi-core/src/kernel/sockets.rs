@@ -17,11 +17,9 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use crate::addr::Va;
-use crate::kernel::layout::field;
 use crate::kernel::objects::{is_kernel_va, read_err};
 use crate::kernel::{Kernel, KernelError};
 use crate::memory::{PhysicalMemory, VirtualMemory};
-use crate::profile::Profile;
 
 /// Most file descriptors read per process (`NR_OPEN`).
 pub const MAX_FDS: usize = 1 << 20;
@@ -36,58 +34,37 @@ pub const TCP_CLOSE: u8 = 7;
 /// `TCP_ESTABLISHED` (also a connected UDP socket).
 pub const TCP_ESTABLISHED: u8 = 1;
 
-/// Offsets the socket walk uses.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct SocketLayout {
-    task_files: u64,
-    files_fdt: u64,
-    fdt_max_fds: u64,
-    fdt_fd: u64,
-    file_op: u64,
-    file_private: u64,
-    file_inode: u64,
-    inode_ino: u64,
-    socket_sk: u64,
-    sk_common: u64,
-    sk_protocol: u64,
-    sk_type: u64,
-    family: u64,
-    state: u64,
-    rcv_saddr: u64,
-    daddr: u64,
-    num: u64,
-    dport: u64,
-    v6_rcv_saddr: Option<u64>,
-    v6_daddr: Option<u64>,
-}
-
-impl SocketLayout {
-    /// Resolve the offsets from a profile.
-    pub fn from_profile(p: &Profile) -> Result<SocketLayout, KernelError> {
-        let skc = |n: &'static str| field(p, "sock_common", &[n]);
-        Ok(SocketLayout {
-            task_files: field(p, "task_struct", &["files"])?,
-            files_fdt: field(p, "files_struct", &["fdt"])?,
-            fdt_max_fds: field(p, "fdtable", &["max_fds"])?,
-            fdt_fd: field(p, "fdtable", &["fd"])?,
-            file_op: field(p, "file", &["f_op"])?,
-            file_private: field(p, "file", &["private_data"])?,
-            file_inode: field(p, "file", &["f_inode"])?,
-            inode_ino: field(p, "inode", &["i_ino"])?,
-            socket_sk: field(p, "socket", &["sk"])?,
-            sk_common: field(p, "sock", &["__sk_common"])?,
-            sk_protocol: field(p, "sock", &["sk_protocol"])?,
-            sk_type: field(p, "sock", &["sk_type"])?,
-            family: skc("skc_family")?,
-            state: skc("skc_state")?,
-            rcv_saddr: skc("skc_rcv_saddr")?,
-            daddr: skc("skc_daddr")?,
-            num: skc("skc_num")?,
-            dport: skc("skc_dport")?,
-            v6_rcv_saddr: field(p, "sock_common", &["skc_v6_rcv_saddr"]).ok(),
-            v6_daddr: field(p, "sock_common", &["skc_v6_daddr"]).ok(),
-        })
+crate::kernel_layout! {
+    /// Offsets the socket walk uses.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    pub struct SocketLayout(p) {
+        task_files: u64 = "task_struct" ["files"],
+        files_fdt: u64 = "files_struct" ["fdt"],
+        fdt_max_fds: u64 = "fdtable" ["max_fds"],
+        fdt_fd: u64 = "fdtable" ["fd"],
+        file_op: u64 = "file" ["f_op"],
+        file_private: u64 = "file" ["private_data"],
+        file_inode: u64 = "file" ["f_inode"],
+        inode_ino: u64 = "inode" ["i_ino"],
+        socket_sk: u64 = "socket" ["sk"],
+        sk_common: u64 = "sock" ["__sk_common"],
+        sk_protocol: u64 = "sock" ["sk_protocol"],
+        sk_type: u64 = "sock" ["sk_type"],
+        family: u64 = "sock_common" ["skc_family"],
+        state: u64 = "sock_common" ["skc_state"],
+        rcv_saddr: u64 = "sock_common" ["skc_rcv_saddr"],
+        daddr: u64 = "sock_common" ["skc_daddr"],
+        num: u64 = "sock_common" ["skc_num"],
+        dport: u64 = "sock_common" ["skc_dport"],
+        v6_rcv_saddr: Option<u64> = opt "sock_common" ["skc_v6_rcv_saddr"],
+        v6_daddr: Option<u64> = opt "sock_common" ["skc_v6_daddr"],
     }
+    symbols [
+        ["socket_file_ops"],
+        opt ["bpf_prog_fops"],
+        opt ["bpf_link_fops"],
+        opt ["perf_fops"],
+    ]
 }
 
 /// A BPF object a process holds open (`file->private_data` is the object).

@@ -17,6 +17,23 @@ use crate::kernel::layout::array_len;
 use crate::kernel::{Kernel, KernelError};
 use crate::memory::{PhysicalMemory, VirtualMemory};
 
+/// The symbols and fields the system call tables are read with.
+pub const NEEDS: crate::profile::needs::Declaration = crate::declaration!(
+    "syscalls";
+    // NR_syscalls, the length of sys_call_table, is the length of this array (present
+    // with CONFIG_FTRACE_SYSCALLS, as in every distribution kernel): `nr_syscalls`
+    fields [opt "trace_array" ["enter_syscall_files"]];
+    symbols [
+        ["sys_call_table"],
+        opt ["ia32_sys_call_table"],
+        // the switch 6.9 on dispatches through: read by no walker yet
+        opt ["x64_sys_call"],
+        // kernel text bounds
+        ["_stext"],
+        ["_etext"],
+    ]
+);
+
 /// Most entries read from a system call table.
 pub const MAX_SYSCALLS: usize = 1024;
 

@@ -15,11 +15,9 @@
 //! Bounds: at most [`MAX_TRACEPOINTS`] tracepoints and [`MAX_PROBES`] probes in all.
 
 use crate::addr::Va;
-use crate::kernel::layout::field;
 use crate::kernel::objects::{is_kernel_va, read_err, u32_at, u64_at};
 use crate::kernel::{Kernel, KernelError};
 use crate::memory::{PhysicalMemory, VirtualMemory};
-use crate::profile::Profile;
 
 /// Most tracepoints read (a 7.x kernel has about 1,800).
 pub const MAX_TRACEPOINTS: u64 = 1 << 16;
@@ -28,41 +26,34 @@ pub const MAX_PROBES: usize = 1 << 16;
 /// Longest tracepoint name read.
 pub const MAX_NAME: usize = 256;
 
-/// Offsets the walk uses.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct TracepointLayout {
-    /// `tracepoint.name`
-    pub name: u64,
-    /// `tracepoint.funcs`
-    pub funcs: u64,
-    /// `tracepoint_func.func`
-    pub func: u64,
-    /// `tracepoint_func.data`
-    pub data: u64,
-    /// `tracepoint_func.prio`
-    pub prio: u64,
-    /// `sizeof(struct tracepoint_func)`
-    pub func_size: u64,
-}
-
-impl TracepointLayout {
-    /// Resolve the offsets from a profile.
-    pub fn from_profile(p: &Profile) -> Result<TracepointLayout, KernelError> {
-        let func_size = p
+crate::kernel_layout! {
+    /// Offsets the walk uses.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    pub struct TracepointLayout(p) {
+        /// `tracepoint.name`
+        pub name: u64 = "tracepoint" ["name"],
+        /// `tracepoint.funcs`
+        pub funcs: u64 = "tracepoint" ["funcs"],
+        /// `tracepoint_func.func`
+        pub func: u64 = "tracepoint_func" ["func"],
+        /// `tracepoint_func.data`
+        pub data: u64 = "tracepoint_func" ["data"],
+        /// `tracepoint_func.prio`
+        pub prio: u64 = "tracepoint_func" ["prio"],
+    }
+    computed {
+        /// `sizeof(struct tracepoint_func)`
+        pub func_size: u64 = p
             .types
             .get("tracepoint_func")
             .map(|t| t.size)
             .filter(|&s| (8..=64).contains(&s))
-            .ok_or_else(|| KernelError::MissingField("tracepoint_func (its size)".into()))?;
-        Ok(TracepointLayout {
-            name: field(p, "tracepoint", &["name"])?,
-            funcs: field(p, "tracepoint", &["funcs"])?,
-            func: field(p, "tracepoint_func", &["func"])?,
-            data: field(p, "tracepoint_func", &["data"])?,
-            prio: field(p, "tracepoint_func", &["prio"])?,
-            func_size,
-        })
+            .ok_or_else(|| KernelError::MissingField("tracepoint_func (its size)".into()))?,
     }
+    symbols [
+        ["__start___tracepoints_ptrs"],
+        ["__stop___tracepoints_ptrs"],
+    ]
 }
 
 /// A probe on a tracepoint.

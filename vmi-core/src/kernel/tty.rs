@@ -19,7 +19,6 @@
 //! [`KernelError::Cycle`].
 
 use crate::addr::Va;
-use crate::kernel::layout::field;
 use crate::kernel::objects::{
     fn_fields, is_kernel_va, name_at, read_err, read_fn_table, u32_at, u64_at, walk_list, FnTable,
 };
@@ -73,11 +72,58 @@ pub struct TtyDriver {
     pub ttys: Vec<Tty>,
 }
 
+crate::kernel_layout! {
+    /// Offsets of the line-discipline and driver walks.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    pub struct TtyLayout(p) {
+        /// `tty_ldisc_ops.name`
+        pub ldisc_name: u64 = "tty_ldisc_ops" ["name"],
+        /// `tty_driver.tty_drivers` (on `tty_drivers`)
+        pub driver_list: u64 = "tty_driver" ["tty_drivers"],
+        /// `tty_driver.name`
+        pub driver_name: u64 = "tty_driver" ["name"],
+        /// `tty_driver.driver_name`
+        pub driver_driver_name: u64 = "tty_driver" ["driver_name"],
+        /// `tty_driver.ops`
+        pub driver_ops: u64 = "tty_driver" ["ops"],
+        /// `tty_driver.num`
+        pub driver_num: u64 = "tty_driver" ["num"],
+        /// `tty_driver.ttys`
+        pub driver_ttys: u64 = "tty_driver" ["ttys"],
+        /// `tty_struct.name`
+        pub tty_name: u64 = "tty_struct" ["name"],
+        /// `tty_struct.ldisc`
+        pub tty_ldisc: u64 = "tty_struct" ["ldisc"],
+        /// `tty_ldisc.ops`
+        pub ldisc_ops: u64 = "tty_ldisc" ["ops"],
+    }
+    // the operation tables are read as every `ptr fn` member the profile has
+    // (`fn_fields`): these at least
+    also [
+        "tty_ldisc_ops" ["open"],
+        "tty_ldisc_ops" ["close"],
+        "tty_ldisc_ops" ["read"],
+        "tty_ldisc_ops" ["write"],
+        "tty_ldisc_ops" ["ioctl"],
+        "tty_ldisc_ops" ["receive_buf"],
+        "tty_ldisc_ops" ["receive_buf2"],
+        "tty_operations" ["open"],
+        "tty_operations" ["close"],
+        "tty_operations" ["write"],
+        "tty_operations" ["ioctl"],
+        "tty_operations" ["set_termios"],
+    ]
+    symbols [
+        ["tty_ldiscs"],
+        ["tty_drivers"],
+    ]
+}
+
 impl<M: PhysicalMemory> Kernel<M> {
     /// Every registered line discipline in `tty_ldiscs`.
     pub fn tty_ldiscs(&self) -> Result<Vec<Ldisc>, KernelError> {
         let fields = fn_fields(&self.profile, "tty_ldisc_ops")?;
-        let name = field(&self.profile, "tty_ldisc_ops", &["name"])?;
+        let name = TtyLayout::from_profile(&self.profile)?.ldisc_name;
         let table = self.symbol("tty_ldiscs")?;
         let ptrs = self
             .space
@@ -113,18 +159,16 @@ impl<M: PhysicalMemory> Kernel<M> {
     pub fn tty_drivers(&self) -> Result<Vec<TtyDriver>, KernelError> {
         let p = &self.profile;
         let fields = fn_fields(p, "tty_operations")?;
-        let d = |f: &str| field(p, "tty_driver", &[f]);
+        let l = TtyLayout::from_profile(p)?;
         let (list, name, driver_name, ops, num, ttys) = (
-            d("tty_drivers")?,
-            d("name")?,
-            d("driver_name")?,
-            d("ops")?,
-            d("num")?,
-            d("ttys")?,
+            l.driver_list,
+            l.driver_name,
+            l.driver_driver_name,
+            l.driver_ops,
+            l.driver_num,
+            l.driver_ttys,
         );
-        let tty_name = field(p, "tty_struct", &["name"])?;
-        let tty_ldisc = field(p, "tty_struct", &["ldisc"])?;
-        let ldisc_ops = field(p, "tty_ldisc", &["ops"])?;
+        let (tty_name, tty_ldisc, ldisc_ops) = (l.tty_name, l.tty_ldisc, l.ldisc_ops);
         let span = [name, driver_name, ops, ttys]
             .into_iter()
             .max()

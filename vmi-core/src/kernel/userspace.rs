@@ -14,10 +14,22 @@
 
 use crate::addr::Va;
 use crate::arch::x86_64::{AddressSpace, PageTableRoot};
-use crate::kernel::layout::field;
 use crate::kernel::objects::read_err;
 use crate::kernel::{Kernel, KernelError};
 use crate::memory::{PhysicalMemory, VirtualMemory};
+
+crate::kernel_layout! {
+    /// Where a process's arguments and environment are.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    pub struct ArgsLayout(p) {
+        /// `mm_struct.arg_start`
+        pub arg_start: u64 = "mm_struct" ["arg_start"],
+        /// `mm_struct.arg_end`
+        pub arg_end: u64 = "mm_struct" ["arg_end"],
+        /// `mm_struct.env_end`
+        pub env_end: u64 = "mm_struct" ["env_end"],
+    }
+}
 
 /// Most bytes of a command line read (what `ps` shows by default is less).
 pub const MAX_CMDLINE: usize = 4096;
@@ -71,14 +83,13 @@ impl<M: PhysicalMemory> Kernel<M> {
         if mm.0 == 0 {
             return Ok(None);
         }
-        let p = &self.profile;
-        let read = |name: &'static str| -> Result<u64, KernelError> {
-            let off = field(p, "mm_struct", &[name])?;
+        let l = ArgsLayout::from_profile(&self.profile)?;
+        let read = |off: u64| -> Result<u64, KernelError> {
             self.space
                 .read_u64(Va(mm.0.wrapping_add(off)))
                 .map_err(read_err("mm_struct"))
         };
-        let (start, end, env_end) = (read("arg_start")?, read("arg_end")?, read("env_end")?);
+        let (start, end, env_end) = (read(l.arg_start)?, read(l.arg_end)?, read(l.env_end)?);
         if end == 0 || env_end == 0 {
             return Ok(None);
         }

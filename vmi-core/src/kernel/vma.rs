@@ -45,11 +45,9 @@ use std::collections::HashSet;
 
 use crate::addr::Va;
 use crate::error::{ReadError, TranslateError};
-use crate::kernel::layout::field;
 use crate::kernel::objects::{is_kernel_va, read_err, u32_at, u64_at, walk_chain};
 use crate::kernel::{Kernel, KernelError};
 use crate::memory::{PhysicalMemory, VirtualMemory};
-use crate::profile::Profile;
 
 /// Most VMAs read per process (the kernel's default `vm.max_map_count` is 65530).
 pub const MAX_VMAS: usize = 1 << 20;
@@ -93,80 +91,61 @@ const MAPLE_ARANGE_64: u64 = 3;
 /// Bytes in a maple node.
 const MAPLE_NODE_SIZE: usize = 256;
 
-/// Offsets the VMA walk uses.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct VmaLayout {
-    mm_mt: Option<u64>,
-    mm_mmap: Option<u64>,
-    ma_root: Option<u64>,
-    map_count: u64,
-    start_brk: u64,
-    brk: u64,
-    start_stack: u64,
-    vm_start: u64,
-    vm_end: u64,
-    vm_flags: u64,
-    vm_pgoff: u64,
-    vm_file: u64,
-    vm_mm: u64,
-    vm_ops: u64,
-    vm_private_data: u64,
-    vm_next: Option<u64>,
-    anon_name: Option<u64>,
-    special_name: u64,
-    file_inode: u64,
-    inode_ino: u64,
-    inode_sb: u64,
-    sb_dev: u64,
-    /// `[heap]` is the mapping that overlaps `start_brk..brk` strictly (kernels from
-    /// 6.6: `vm_start < brk && vm_end > start_brk`) or touching it (before).
-    strict_heap: bool,
-}
-
-impl VmaLayout {
-    /// Resolve the offsets from a profile.
-    pub fn from_profile(p: &Profile) -> Result<VmaLayout, KernelError> {
-        let mm = |n: &'static str| field(p, "mm_struct", &[n]);
-        let vma = |n: &'static str| field(p, "vm_area_struct", &[n]);
-        let l = VmaLayout {
-            mm_mt: mm("mm_mt").ok(),
-            mm_mmap: mm("mmap").ok(),
-            ma_root: field(p, "maple_tree", &["ma_root"]).ok(),
-            map_count: mm("map_count")?,
-            start_brk: mm("start_brk")?,
-            brk: mm("brk")?,
-            start_stack: mm("start_stack")?,
-            vm_start: vma("vm_start")?,
-            vm_end: vma("vm_end")?,
-            vm_flags: vma("vm_flags")?,
-            vm_pgoff: vma("vm_pgoff")?,
-            vm_file: vma("vm_file")?,
-            vm_mm: vma("vm_mm")?,
-            vm_ops: vma("vm_ops")?,
-            vm_private_data: vma("vm_private_data")?,
-            vm_next: vma("vm_next").ok(),
-            anon_name: vma("anon_name").ok(),
-            special_name: field(p, "vm_special_mapping", &["name"])?,
-            file_inode: field(p, "file", &["f_inode"])?,
-            inode_ino: field(p, "inode", &["i_ino"])?,
-            inode_sb: field(p, "inode", &["i_sb"])?,
-            sb_dev: field(p, "super_block", &["s_dev"])?,
-            strict_heap: release_at_least(&p.kernel.release, (6, 6)),
-        };
-        if l.mm_mt.is_none() && l.mm_mmap.is_none() {
+crate::kernel_layout! {
+    /// Offsets the VMA walk uses.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    pub struct VmaLayout(p) {
+        mm_mt: Option<u64> = opt "mm_struct" ["mm_mt"],
+        mm_mmap: Option<u64> = opt "mm_struct" ["mmap"],
+        ma_root: Option<u64> = opt_type "maple_tree" ["ma_root"],
+        map_count: u64 = "mm_struct" ["map_count"],
+        start_brk: u64 = "mm_struct" ["start_brk"],
+        brk: u64 = "mm_struct" ["brk"],
+        start_stack: u64 = "mm_struct" ["start_stack"],
+        vm_start: u64 = "vm_area_struct" ["vm_start"],
+        vm_end: u64 = "vm_area_struct" ["vm_end"],
+        vm_flags: u64 = "vm_area_struct" ["vm_flags"],
+        vm_pgoff: u64 = "vm_area_struct" ["vm_pgoff"],
+        vm_file: u64 = "vm_area_struct" ["vm_file"],
+        vm_mm: u64 = "vm_area_struct" ["vm_mm"],
+        vm_ops: u64 = "vm_area_struct" ["vm_ops"],
+        vm_private_data: u64 = "vm_area_struct" ["vm_private_data"],
+        vm_next: Option<u64> = opt "vm_area_struct" ["vm_next"],
+        anon_name: Option<u64> = opt "vm_area_struct" ["anon_name"],
+        special_name: u64 = "vm_special_mapping" ["name"],
+        file_inode: u64 = "file" ["f_inode"],
+        inode_ino: u64 = "inode" ["i_ino"],
+        inode_sb: u64 = "inode" ["i_sb"],
+        sb_dev: u64 = "super_block" ["s_dev"],
+    }
+    computed {
+        /// `[heap]` is the mapping that overlaps `start_brk..brk` strictly (kernels from
+        /// 6.6: `vm_start < brk && vm_end > start_brk`) or touching it (before).
+        strict_heap: bool = release_at_least(&p.kernel.release, (6, 6)),
+    }
+    check {
+        if mm_mt.is_none() && mm_mmap.is_none() {
             return Err(KernelError::MissingField(
                 "mm_struct.mm_mt (6.1 on) or mm_struct.mmap (before)".into(),
             ));
         }
-        if l.mm_mt.is_some() && l.ma_root.is_none() {
+        if mm_mt.is_some() && ma_root.is_none() {
             return Err(KernelError::MissingField("maple_tree.ma_root".into()));
         }
-        if l.mm_mt.is_none() && l.vm_next.is_none() {
+        if mm_mt.is_none() && vm_next.is_none() {
             return Err(KernelError::MissingField("vm_area_struct.vm_next".into()));
         }
-        Ok(l)
     }
+    also [
+        // read by nothing yet: the tree's flags (its height is in the nodes)
+        opt_type "maple_tree" ["ma_flags"],
+    ]
+    symbols [
+        opt ["special_mapping_vmops"],
+    ]
+}
 
+impl VmaLayout {
     /// The span of `vm_area_struct` read per VMA: `[start, end)`.
     fn span(&self) -> (u64, u64) {
         let offs = [
