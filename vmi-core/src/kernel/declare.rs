@@ -58,7 +58,7 @@ impl Lookup for Option<u64> {
 #[macro_export]
 macro_rules! declaration {
     (
-        $name:expr;
+        $name:expr $(, resolve $resolve:expr)?;
         fields [ $( $($o:ident)? $ty:literal [ $($a:literal),+ $(,)? ] ),* $(,)? ];
         symbols [ $( $($so:ident)? [ $($sa:literal),+ $(,)? ] ),* $(,)? ]
     ) => {
@@ -80,8 +80,11 @@ macro_rules! declaration {
                     optional: $crate::declaration!(@optional $($so)?),
                 }
             ),* ],
+            resolve: $crate::declaration!(@resolve $($resolve)?),
         }
     };
+    (@resolve) => { None };
+    (@resolve $r:expr) => { Some($r) };
     (@optional) => { false };
     (@optional opt) => { true };
     (@optional opt_type) => { false };
@@ -119,7 +122,7 @@ macro_rules! kernel_layout {
             /// The kernel fields and symbols this layout reads, for
             /// [`crate::profile::needs`].
             pub const NEEDS: $crate::profile::needs::Declaration = $crate::declaration!(
-                stringify!($s);
+                stringify!($s), resolve |p| $s::from_profile(p).map(|_| ());
                 fields [ $( $($o)? $ty [$($a),+] , )* $($($also)*)? ];
                 symbols [ $($($sym)*)? ]
             );

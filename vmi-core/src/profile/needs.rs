@@ -57,7 +57,7 @@ pub struct DeclaredField {
 
 /// What one reader (a layout, or code without one) takes from a profile, declared
 /// beside it with [`crate::kernel_layout!`] or [`crate::declaration!`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy)]
 pub struct Declaration {
     /// The reader, e.g. `CredLayout`.
     pub name: &'static str,
@@ -65,6 +65,9 @@ pub struct Declaration {
     pub fields: &'static [DeclaredField],
     /// The symbols it reads.
     pub symbols: &'static [NeededSymbol],
+    /// A layout's `from_profile`, its result dropped: a test resolves every layout from
+    /// a real kernel's profile through this.
+    pub resolve: Option<fn(&crate::profile::Profile) -> Result<(), crate::kernel::KernelError>>,
 }
 
 use crate::kernel;
