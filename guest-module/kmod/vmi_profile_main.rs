@@ -262,8 +262,8 @@ fn rust_sizes() -> [(&'static str, usize); 22] {
     ]
 }
 
-/// The required symbols of the default profile (vmi_core::profile::needs::SYMBOLS, first
-/// aliases; guest-module's `kmod_tracks_needs` test keeps the lists in step): those not
+/// The required symbols of the default profile (vmi_core::profile::needs::symbols(), the
+/// symbols vmi-core's readers declare; first aliases; guest-module's `kmod_tracks_needs` test keeps the lists in step): those not
 /// found are listed as missing.
 const NEEDED_SYMBOLS: &[&str] = &[
     "prog_idr",
@@ -305,8 +305,8 @@ const NEEDED_SYMBOLS: &[&str] = &[
     "socket_file_ops",
 ];
 
-/// The types of the default profile (vmi_core::profile::needs::TYPES; kept in step by
-/// the same test).
+/// The types of the default profile (vmi_core::profile::needs::types(), those not
+/// optional; kept in step by the same test).
 const NEEDED_TYPES: &[&str] = &[
     "bpf_prog",
     "bpf_prog_aux",

@@ -1,10 +1,13 @@
 //! The kernel module's sources keep up with what the detector needs.
 //!
-//! `vmi_core::profile::needs` declares the default profile; the module (guest-module/kmod)
-//! is plain kbuild source with its own copies of those lists (it cannot use the crate).
-//! This test reads the sources and fails when a needed type, field or symbol is not
-//! covered, so a new need cannot silently make the module's profiles incomplete. (The
-//! guest test, rust_module.rs, then proves the values on a real kernel.)
+//! `vmi_core::profile::needs` derives the default profile from the readers' declarations
+//! (`needs::types()`, `needs::symbols()`: the union of every `kernel_layout!` and
+//! `declaration!` in vmi-core); the module (guest-module/kmod) is plain kbuild source with
+//! its own copies of those lists (it cannot use the crate, and the C table is not
+//! generated from them: this check was kept instead). This test reads the sources and
+//! fails when a type, field or symbol of the derived set is not covered, so a field
+//! declared in a reader cannot silently make the module's profiles incomplete. (The guest
+//! test, rust_module.rs, then proves the values on a real kernel.)
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;

@@ -27,7 +27,7 @@ fn every_layout_resolves_on_every_matrix_kernel() {
         let needed = needs::types();
         for name in p.types.keys() {
             assert!(
-                needed.iter().any(|t| &t.name == name),
+                needed.iter().any(|t| t.name == name),
                 "{release}: {name} is not needed"
             );
         }

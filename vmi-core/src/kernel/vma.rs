@@ -17,7 +17,7 @@
 //! nothing (gaps are `NULL`; small internal entries such as `XA_ZERO_ENTRY`, which fork
 //! leaves behind on failure, are skipped). These layouts are the kernel's fixed
 //! definitions, not a profile's: the profile gives `maple_tree.ma_root` (a type kernels
-//! before 6.1 lack, see [`crate::profile::needs::OPTIONAL_TYPES`]) and the VMA fields.
+//! before 6.1 lack: an `opt_type` in [`VmaLayout`]'s declaration) and the VMA fields.
 //!
 //! Every VMA found is checked: a kernel pointer whose `vm_mm` is this mm, a non-empty
 //! user range inside the range its slot covers, after the previous VMA. Bounded: at

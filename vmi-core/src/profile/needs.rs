@@ -67,8 +67,11 @@ pub struct Declaration {
     pub symbols: &'static [NeededSymbol],
     /// A layout's `from_profile`, its result dropped: a test resolves every layout from
     /// a real kernel's profile through this.
-    pub resolve: Option<fn(&crate::profile::Profile) -> Result<(), crate::kernel::KernelError>>,
+    pub resolve: Option<Resolve>,
 }
+
+/// A layout's `from_profile` with its result dropped.
+pub type Resolve = fn(&crate::profile::Profile) -> Result<(), crate::kernel::KernelError>;
 
 use crate::kernel;
 
