@@ -377,6 +377,67 @@ impl<'a> Layouts<'a> {
         self.index.enums.iter().map(|(n, l)| (n.as_str(), *l))
     }
 
+    /// The enumerators `(name, value)` of the enum defined at `loc`.
+    pub(crate) fn enumerators(&self, loc: Loc) -> Vec<(String, i128)> {
+        let Some(entry) = self.entry(loc) else {
+            return Vec::new();
+        };
+        let Some(unit) = self.units.get(loc.unit) else {
+            return Vec::new();
+        };
+        let size = attr_udata(&entry, gimli::DW_AT_byte_size).unwrap_or(4);
+        let mut constants = Vec::new();
+        if let Ok(mut tree) = unit.entries_tree(Some(loc.offset)) {
+            if let Ok(root) = tree.root() {
+                let mut children = root.children();
+                while let Ok(Some(child)) = children.next() {
+                    let e = child.entry();
+                    if e.tag() != gimli::DW_TAG_enumerator {
+                        continue;
+                    }
+                    let Some(name) = self.name_of(unit, e) else {
+                        continue;
+                    };
+                    let value: i128 = match e.attr_value(gimli::DW_AT_const_value) {
+                        Ok(Some(AttributeValue::Sdata(v))) => v.into(),
+                        Ok(Some(AttributeValue::Udata(v))) => v.into(),
+                        Ok(Some(v)) => match v.udata_value() {
+                            Some(u) if size > 0 && size < 8 && u >> (size * 8) == 0 => {
+                                // Data1/2/4: signed when the enum's type is
+                                let bits = size * 8;
+                                if u >> (bits - 1) & 1 == 1 && self.enum_signed(loc) {
+                                    i128::from(u) - (1i128 << bits)
+                                } else {
+                                    u.into()
+                                }
+                            }
+                            Some(u) => u.into(),
+                            None => continue,
+                        },
+                        _ => continue,
+                    };
+                    constants.push((name, value));
+                }
+            }
+        }
+        constants
+    }
+
+    /// True when the enum at `loc` has a signed underlying type.
+    fn enum_signed(&self, loc: Loc) -> bool {
+        let Some(e) = self.entry(loc) else {
+            return false;
+        };
+        let Some(t) = self.type_ref(loc.unit, &e) else {
+            return false;
+        };
+        let Some(b) = self.entry(t) else { return false };
+        matches!(
+            b.attr_value(gimli::DW_AT_encoding),
+            Ok(Some(AttributeValue::Encoding(gimli::DW_ATE_signed)))
+        )
+    }
+
     /// The file-scope variable of that name.
     pub(crate) fn variable(&self, name: &str) -> Option<Loc> {
         self.index.variables.get(name).copied()

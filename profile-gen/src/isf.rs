@@ -604,42 +604,8 @@ impl<'l, 'a> Writer<'l, 'a> {
             out.push_str("{\"size\": 4, \"base\": \"int\", \"constants\": {}}");
             return;
         };
-        let unit = &l.units[loc.unit];
         let size = attr_udata(&entry, gimli::DW_AT_byte_size).unwrap_or(4);
-        let mut constants = Vec::new();
-        if let Ok(mut tree) = unit.entries_tree(Some(loc.offset)) {
-            if let Ok(root) = tree.root() {
-                let mut children = root.children();
-                while let Ok(Some(child)) = children.next() {
-                    let e = child.entry();
-                    if e.tag() != gimli::DW_TAG_enumerator {
-                        continue;
-                    }
-                    let Some(name) = l.name_of(unit, e) else {
-                        continue;
-                    };
-                    let value: i128 = match e.attr_value(gimli::DW_AT_const_value) {
-                        Ok(Some(AttributeValue::Sdata(v))) => v.into(),
-                        Ok(Some(AttributeValue::Udata(v))) => v.into(),
-                        Ok(Some(v)) => match v.udata_value() {
-                            Some(u) if size > 0 && size < 8 && u >> (size * 8) == 0 => {
-                                // Data1/2/4: signed when the enum's type is
-                                let bits = size * 8;
-                                if u >> (bits - 1) & 1 == 1 && self.enum_signed(loc) {
-                                    i128::from(u) - (1i128 << bits)
-                                } else {
-                                    u.into()
-                                }
-                            }
-                            Some(u) => u.into(),
-                            None => continue,
-                        },
-                        _ => continue,
-                    };
-                    constants.push((name, value));
-                }
-            }
-        }
+        let constants = l.enumerators(loc);
         // the enum's own underlying type when DWARF names it
         let base = entry
             .attr_value(gimli::DW_AT_type)
@@ -648,19 +614,6 @@ impl<'l, 'a> Writer<'l, 'a> {
             .and_then(|v| l.resolve(loc.unit, v))
             .and_then(|t| self.base_of(t));
         enum_body(out, size, base, &constants, &mut self.bases);
-    }
-
-    fn enum_signed(&self, loc: Loc) -> bool {
-        let l = self.l;
-        let Some(e) = l.entry(loc) else { return false };
-        let Some(t) = l.type_ref(loc.unit, &e) else {
-            return false;
-        };
-        let Some(b) = l.entry(t) else { return false };
-        matches!(
-            b.attr_value(gimli::DW_AT_encoding),
-            Ok(Some(AttributeValue::Encoding(gimli::DW_ATE_signed)))
-        )
     }
 
     /// The base type named by `loc` (through typedefs), registered in `bases`.

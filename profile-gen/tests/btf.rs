@@ -1,7 +1,8 @@
 //! The profile made from the boot image alone (BTF + the kernel's own kallsyms) equals
 //! the profile made from the -dbg package (DWARF + System.map): kernel identity (release,
 //! banner, build-id), every type field by field and every symbol, for the default
-//! profile and for `--full`, on every kernel of the lab's matrix; and
+//! profile and for `--full`, on every kernel of the lab's matrix (the needed enums
+//! too); and
 //! its types equal what `pahole -F btf` reads from the same BTF.
 //!
 //! The differences BTF and kallsyms really have are allowed by name and counted, never
@@ -177,6 +178,9 @@ fn check(kernel: &str) {
         "{abi}: default symbols"
     );
     compare_symbols(abi, &d.profile, &b.profile);
+    // the enums readers name (the BPF ones), enumerator by enumerator
+    assert!(!b.profile.enums.is_empty(), "{abi}: no enums");
+    assert_eq!(b.profile.enums, d.profile.enums, "{abi}: enums");
 
     // everything
     let full = Options {

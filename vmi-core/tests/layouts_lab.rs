@@ -6,9 +6,12 @@
 //! layout reads as required but a kernel lacks, or a declaration that leaves out a field
 //! its layout reads, fails here before any guest is booted. A layout may fail only on a
 //! kernel that lacks one of its `opt` fields or `opt_type` types (e.g. `PerfLinkLayout`
-//! on 5.10, before `bpf_perf_link`): its readers take it as absent.
+//! on 5.10, before `bpf_perf_link`): its readers take it as absent. The BPF enums are in
+//! each profile, and `vmi_core::kernel::bpf`'s own copies (the fallback for profiles
+//! without them) agree with every kernel's values.
 
 use profile_gen::build::{self, Options};
+use vmi_core::kernel::bpf::{BpfNames, ATTACH_TYPES, LINK_TYPES, PROG_TYPES};
 use vmi_core::profile::needs;
 
 #[test]
@@ -31,6 +34,25 @@ fn every_layout_resolves_on_every_matrix_kernel() {
                 "{release}: {name} is not needed"
             );
         }
+        // the enums the readers name are in the profile (BTF has them all), and the
+        // copies readers fall back on agree with every kernel's values
+        for e in needs::enums() {
+            assert!(p.enums.contains_key(e), "{release}: enum {e}");
+        }
+        let names = BpfNames::from_profile(&p);
+        let fallback = BpfNames::default();
+        let agree = |n: usize, f: &dyn Fn(&BpfNames, u32) -> String| {
+            for v in 0..n as u32 {
+                let ours = f(&names, v);
+                // a kernel older than the copy lacks the newest values
+                if !ours.contains('-') {
+                    assert_eq!(ours, f(&fallback, v), "{release}: value {v}");
+                }
+            }
+        };
+        agree(PROG_TYPES.len(), &|b, v| b.prog_type(v));
+        agree(ATTACH_TYPES.len(), &|b, v| b.attach_type(v));
+        agree(LINK_TYPES.len(), &|b, v| b.link_type(v));
         for d in needs::DECLARATIONS {
             let Some(resolve) = d.resolve else {
                 continue;

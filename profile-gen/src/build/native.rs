@@ -49,6 +49,11 @@ pub(super) fn native(ctx: &Context<'_>, opts: &Options) -> Result<Built> {
             }
         }
     }
+    // the enums readers name: never missing (each reader keeps its own copy)
+    let enums: BTreeMap<String, BTreeMap<String, i64>> = needs::enums()
+        .into_iter()
+        .filter_map(|name| Some((name.to_string(), layouts.enumeration(name)?)))
+        .collect();
     let mut syms = BTreeMap::new();
     let wanted_syms: Vec<(Vec<&str>, bool)> = needs::symbols()
         .iter()
@@ -90,6 +95,7 @@ pub(super) fn native(ctx: &Context<'_>, opts: &Options) -> Result<Built> {
         .unwrap_or_default()
         .to_string();
     let profile = Profile {
+        enums,
         format_version: FORMAT_VERSION.into(),
         kernel: KernelIdentity {
             release,

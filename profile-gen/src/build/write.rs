@@ -49,10 +49,8 @@ pub(super) fn write_format(
                     "linux_banner could not be read: Volatility will not match this ISF to a memory image".into(),
                 );
             }
-            let mut types: Vec<String> = needs::types()
-                .iter()
-                .map(|t| t.name.to_string())
-                .collect();
+            let mut types: Vec<String> =
+                needs::types().iter().map(|t| t.name.to_string()).collect();
             types.extend(opts.types.iter().cloned());
             let mut typed: Vec<String> = needs::symbols()
                 .iter()

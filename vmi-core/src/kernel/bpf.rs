@@ -28,11 +28,14 @@
 //! events per task; XArray nodes are visited once; a list element seen twice is a
 //! [`KernelError::Cycle`].
 
+use std::collections::BTreeMap;
+
 use crate::addr::Va;
 use crate::kernel::objects::{is_kernel_va, name_at, read_err, u32_at, u64_at, walk_list};
 use crate::kernel::pidns::{xarray_entries, PidLimits, XaShape};
 use crate::kernel::{Kernel, KernelError, Process};
 use crate::memory::{PhysicalMemory, VirtualMemory};
+use crate::profile::Profile;
 
 /// Most programs (and most links) read.
 pub const MAX_PROGRAMS: usize = 1 << 16;
@@ -157,6 +160,52 @@ pub const LINK_RAW_TRACEPOINT: u32 = 1;
 /// `BPF_LINK_TYPE_PERF_EVENT`.
 pub const LINK_PERF_EVENT: u32 = 7;
 
+/// The names of the BPF enums (`bpf_prog_type`, `bpf_attach_type`, `bpf_link_type`): the
+/// profile's (format 1.1, from the kernel's BTF or DWARF) where it has them, else
+/// [`PROG_TYPES`], [`ATTACH_TYPES`] and [`LINK_TYPES`] (the `Default`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct BpfNames {
+    prog_types: Option<BTreeMap<i64, String>>,
+    attach_types: Option<BTreeMap<i64, String>>,
+    link_types: Option<BTreeMap<i64, String>>,
+}
+
+impl BpfNames {
+    /// The profile's enums, where it has them.
+    pub fn from_profile(p: &Profile) -> BpfNames {
+        BpfNames {
+            prog_types: p.enum_names("bpf_prog_type", "BPF_PROG_TYPE_"),
+            attach_types: p.enum_names("bpf_attach_type", "BPF_"),
+            link_types: p.enum_names("bpf_link_type", "BPF_LINK_TYPE_"),
+        }
+    }
+
+    /// A program type's name (`kprobe`), `type-N` for one unknown.
+    pub fn prog_type(&self, v: u32) -> String {
+        named(self.prog_types.as_ref(), &PROG_TYPES, "type", v)
+    }
+
+    /// An attach type's name (`trace_fentry`), `attach-N` for one unknown.
+    pub fn attach_type(&self, v: u32) -> String {
+        named(self.attach_types.as_ref(), &ATTACH_TYPES, "attach", v)
+    }
+
+    /// A link type's name (`raw_tracepoint`), `link-N` for one unknown.
+    pub fn link_type(&self, v: u32) -> String {
+        named(self.link_types.as_ref(), &LINK_TYPES, "link", v)
+    }
+}
+
+fn named(profile: Option<&BTreeMap<i64, String>>, table: &[&str], prefix: &str, v: u32) -> String {
+    match profile {
+        Some(names) => names
+            .get(&i64::from(v))
+            .cloned()
+            .unwrap_or_else(|| format!("{prefix}-{v}")),
+        None => enum_name(table, prefix, v),
+    }
+}
+
 /// The name of entry `v` of a uapi enum table, `PREFIX-N` beyond it.
 pub fn enum_name(table: &[&str], prefix: &str, v: u32) -> String {
     table
@@ -216,6 +265,12 @@ crate::kernel_layout! {
     symbols [
         ["prog_idr"],
         ["link_idr"],
+    ]
+    // their names, when the profile has them (`BpfNames`)
+    enums [
+        "bpf_prog_type",
+        "bpf_attach_type",
+        "bpf_link_type",
     ]
 }
 
@@ -327,17 +382,21 @@ pub struct BpfProgram {
     pub attach_func_name: Vec<u8>,
     /// `aux->dst_prog`: the program it attaches to (0 for none).
     pub dst_prog: Va,
+    /// The name of `prog_type` ([`BpfNames`]).
+    pub type_label: String,
+    /// The name of `expected_attach_type` ([`BpfNames`]).
+    pub attach_label: String,
 }
 
 impl BpfProgram {
     /// The program type's name (`kprobe`, `tracing`, ...).
     pub fn type_name(&self) -> String {
-        enum_name(&PROG_TYPES, "type", self.prog_type)
+        self.type_label.clone()
     }
 
     /// The expected attach type's name (`trace_fentry`, ...).
     pub fn attach_type_name(&self) -> String {
-        enum_name(&ATTACH_TYPES, "attach", self.expected_attach_type)
+        self.attach_label.clone()
     }
 
     /// `type/attach_type`, or the type alone when the expected attach type is 0 (most
@@ -369,12 +428,14 @@ pub struct BpfLink {
     pub prog: Va,
     /// What it attaches to, when the walk knows (a raw tracepoint's name).
     pub target: Vec<u8>,
+    /// The name of `link_type` ([`BpfNames`]).
+    pub type_label: String,
 }
 
 impl BpfLink {
     /// The link type's name (`raw_tracepoint`, `perf_event`, ...).
     pub fn type_name(&self) -> String {
-        enum_name(&LINK_TYPES, "link", self.link_type)
+        self.type_label.clone()
     }
 }
 
@@ -482,15 +543,16 @@ impl<M: PhysicalMemory> Kernel<M> {
     /// the lists of the threads of `processes`.
     pub fn bpf(&self, processes: &[Process]) -> Result<BpfView, KernelError> {
         let l = BpfLayout::from_profile(&self.profile)?;
+        let names = BpfNames::from_profile(&self.profile);
         let programs = self
             .idr_entries(&l, "prog_idr")?
             .into_iter()
-            .map(|(_, p)| read_program(&self.space, &l, p))
+            .map(|(_, p)| read_program(&self.space, &l, &names, p))
             .collect::<Result<Vec<_>, _>>()?;
         let links = self
             .idr_entries(&l, "link_idr")?
             .into_iter()
-            .map(|(_, p)| read_link(&self.space, &l, p))
+            .map(|(_, p)| read_link(&self.space, &l, &names, p))
             .collect::<Result<Vec<_>, _>>()?;
         let mut perf_events = Vec::new();
         if let Ok(pl) = PerfLayout::from_profile(&self.profile) {
@@ -542,6 +604,7 @@ pub(crate) fn pmu_name<V: VirtualMemory + ?Sized>(
 pub fn read_program<V: VirtualMemory + ?Sized>(
     mem: &V,
     l: &BpfLayout,
+    names: &BpfNames,
     at: u64,
 ) -> Result<BpfProgram, KernelError> {
     let at = kernel_ptr(at, "prog_idr entry (struct bpf_prog)")?;
@@ -565,11 +628,15 @@ pub fn read_program<V: VirtualMemory + ?Sized>(
         .get(t..t + 8)
         .and_then(|s| <[u8; 8]>::try_from(s).ok())
         .unwrap_or([0; 8]);
+    let (prog_type, expected_attach_type) =
+        (u32_at(&b, l.prog_type), u32_at(&b, l.expected_attach_type));
     Ok(BpfProgram {
         at: Va(at),
         id: u32_at(&a, l.aux_id),
-        prog_type: u32_at(&b, l.prog_type),
-        expected_attach_type: u32_at(&b, l.expected_attach_type),
+        prog_type,
+        expected_attach_type,
+        type_label: names.prog_type(prog_type),
+        attach_label: names.attach_type(expected_attach_type),
         name,
         tag,
         image: Va(u64_at(&b, l.bpf_func)),
@@ -584,6 +651,7 @@ pub fn read_program<V: VirtualMemory + ?Sized>(
 pub fn read_link<V: VirtualMemory + ?Sized>(
     mem: &V,
     l: &BpfLayout,
+    names: &BpfNames,
     at: u64,
 ) -> Result<BpfLink, KernelError> {
     let at = kernel_ptr(at, "link_idr entry (struct bpf_link)")?;
@@ -641,6 +709,7 @@ pub fn read_link<V: VirtualMemory + ?Sized>(
         link_type,
         prog: Va(u64_at(&b, l.link_prog)),
         target,
+        type_label: names.link_type(link_type),
     })
 }
 
@@ -785,7 +854,7 @@ mod tests {
     #[test]
     fn programs_and_links_are_read() {
         let m = guest();
-        let p = read_program(&m, &layout(), BASE + 0x1000).unwrap();
+        let p = read_program(&m, &layout(), &BpfNames::default(), BASE + 0x1000).unwrap();
         assert_eq!(p.id, 7);
         assert_eq!(p.type_name(), "kprobe");
         assert_eq!(p.attach_type_name(), "perf_event");
@@ -795,14 +864,14 @@ mod tests {
         assert_eq!(p.image, Va(0xffff_ffff_c000_1000));
         assert_eq!((p.jited_len, p.load_time), (77, 123_456));
         assert_eq!(p.attach_func_name, b"vfs_read");
-        let l = read_link(&m, &layout(), BASE + 0x4000).unwrap();
+        let l = read_link(&m, &layout(), &BpfNames::default(), BASE + 0x4000).unwrap();
         assert_eq!((l.id, l.type_name()), (3, "raw_tracepoint".to_string()));
         assert_eq!(l.prog, Va(BASE + 0x1000));
         assert_eq!(l.target, b"sys_enter");
         // without the private link type the tracepoint is not named
         let mut no_tp = layout();
         no_tp.raw_tp = None;
-        assert!(read_link(&m, &no_tp, BASE + 0x4000)
+        assert!(read_link(&m, &no_tp, &BpfNames::default(), BASE + 0x4000)
             .unwrap()
             .target
             .is_empty());
@@ -820,7 +889,7 @@ mod tests {
         put(&mut m, BASE + 0x6148, BASE + 0x6300);
         put(&mut m, BASE + 0x6300, BASE + 0x6380);
         m.put(BASE + 0x6380, b"vfs_read\0");
-        let l = read_link(&m, &layout(), link).unwrap();
+        let l = read_link(&m, &layout(), &BpfNames::default(), link).unwrap();
         assert_eq!(l.type_name(), "perf_event");
         assert_eq!(l.target, b"kprobe vfs_read");
     }
@@ -828,17 +897,39 @@ mod tests {
     #[test]
     fn bad_pointers_are_errors() {
         let mut m = guest();
-        let e = read_program(&m, &layout(), 0x4141).unwrap_err();
+        let e = read_program(&m, &layout(), &BpfNames::default(), 0x4141).unwrap_err();
         assert!(
             matches!(e, KernelError::BadPointer { value: 0x4141, .. }),
             "{e}"
         );
         put(&mut m, BASE + 0x1000 + 56, 0x1234);
-        let e = read_program(&m, &layout(), BASE + 0x1000).unwrap_err();
+        let e = read_program(&m, &layout(), &BpfNames::default(), BASE + 0x1000).unwrap_err();
         assert!(
             matches!(e, KernelError::BadPointer { value: 0x1234, .. }),
             "{e}"
         );
+    }
+
+    #[test]
+    fn enum_names_come_from_the_profile_when_it_has_them() {
+        let mut p = Profile::from_json(include_str!("../../../docs/profile.example.json")).unwrap();
+        let names = BpfNames::from_profile(&p);
+        // the example has bpf_link_type only: the others fall back to the copies
+        assert_eq!(names.link_type(1), "raw_tracepoint");
+        assert_eq!(names.link_type(2), "link-2");
+        assert_eq!(names.prog_type(2), "kprobe");
+        assert_eq!(names.attach_type(1), "cgroup_inet_egress");
+        // a kernel newer than the copies: its own names, prefix stripped, the __MAX_
+        // sentinel left out
+        let e = p.enums.entry("bpf_prog_type".into()).or_default();
+        e.insert("BPF_PROG_TYPE_KPROBE".into(), 2);
+        e.insert("BPF_PROG_TYPE_FUTURE".into(), 99);
+        e.insert("__MAX_BPF_PROG_TYPE".into(), 100);
+        let names = BpfNames::from_profile(&p);
+        assert_eq!(names.prog_type(2), "kprobe");
+        assert_eq!(names.prog_type(99), "future");
+        assert_eq!(names.prog_type(100), "type-100");
+        assert_eq!(BpfNames::default().prog_type(99), "type-99");
     }
 
     fn perf_layout() -> PerfLayout {

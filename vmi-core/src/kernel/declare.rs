@@ -23,6 +23,8 @@
 //!     check { /* statements run before the struct is returned: may `return Err(..)` */ }
 //!     also [ "cred" ["usage"] ]          // declared, read by explicit code or elsewhere
 //!     symbols [ ["init_cred"], opt ["x64_sys_call"] ]
+//!     enums [ "bpf_prog_type" ]          // enums whose values the reader takes from the
+//!                                        // profile when it has them
 //! }
 //! ```
 //!
@@ -61,6 +63,7 @@ macro_rules! declaration {
         $name:expr $(, resolve $resolve:expr)?;
         fields [ $( $($o:ident)? $ty:literal [ $($a:literal),+ $(,)? ] ),* $(,)? ];
         symbols [ $( $($so:ident)? [ $($sa:literal),+ $(,)? ] ),* $(,)? ]
+        $(; enums [ $($en:literal),* $(,)? ])?
     ) => {
         $crate::profile::needs::Declaration {
             name: $name,
@@ -80,6 +83,7 @@ macro_rules! declaration {
                     optional: $crate::declaration!(@optional $($so)?),
                 }
             ),* ],
+            enums: &[ $($($en),*)? ],
             resolve: $crate::declaration!(@resolve $($resolve)?),
         }
     };
@@ -111,6 +115,7 @@ macro_rules! kernel_layout {
         $( check $check:block )?
         $( also [ $($also:tt)* ] )?
         $( symbols [ $($sym:tt)* ] )?
+        $( enums [ $($enums:tt)* ] )?
     ) => {
         $(#[$sm])*
         $sv struct $s {
@@ -124,7 +129,8 @@ macro_rules! kernel_layout {
             pub const NEEDS: $crate::profile::needs::Declaration = $crate::declaration!(
                 stringify!($s), resolve |p| $s::from_profile(p).map(|_| ());
                 fields [ $( $($o)? $ty [$($a),+] , )* $($($also)*)? ];
-                symbols [ $($($sym)*)? ]
+                symbols [ $($($sym)*)? ];
+                enums [ $($($enums)*)? ]
             );
 
             /// Resolve every offset from a profile, each field under its aliases.

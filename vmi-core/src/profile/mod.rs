@@ -16,7 +16,7 @@ use std::fmt;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 /// The format version this crate writes.
-pub const FORMAT_VERSION: &str = "1.0";
+pub const FORMAT_VERSION: &str = "1.1";
 /// The major version this crate reads.
 pub const FORMAT_MAJOR: u32 = 1;
 
@@ -33,6 +33,10 @@ pub struct Profile {
     pub symbols: BTreeMap<String, Symbol>,
     /// Structs and unions by name.
     pub types: BTreeMap<String, TypeDef>,
+    /// Enums by name: each enumerator's value (format 1.1; a profile without them, or
+    /// without one, leaves readers to their own copy of the values).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub enums: BTreeMap<String, BTreeMap<String, i64>>,
     /// Needed items the generator could not find (never written as 0 instead).
     #[serde(default, skip_serializing_if = "Missing::is_empty")]
     pub missing: Missing,
@@ -235,6 +239,18 @@ impl Profile {
         self.types.get(ty)?.fields.get(field)
     }
 
+    /// The enumerators of an enum whose names start with `prefix`, by value, the prefix
+    /// stripped and lowercased (`BPF_PROG_TYPE_KPROBE` → `kprobe`; `__MAX_BPF_PROG_TYPE`
+    /// is left out): `None` when the profile lacks the enum.
+    pub fn enum_names(&self, name: &str, prefix: &str) -> Option<BTreeMap<i64, String>> {
+        let e = self.enums.get(name)?;
+        Some(
+            e.iter()
+                .filter_map(|(n, v)| Some((*v, n.strip_prefix(prefix)?.to_ascii_lowercase())))
+                .collect(),
+        )
+    }
+
     /// The first of several alias names that the type has.
     pub fn field_any(&self, ty: &str, aliases: &[&str]) -> Option<(&str, &Field)> {
         let t = self.types.get(ty)?;
@@ -276,11 +292,14 @@ mod tests {
 
     #[test]
     fn other_major_versions_are_refused() {
-        let v2 = EXAMPLE.replacen("\"1.0\"", "\"2.0\"", 1);
+        let v2 = EXAMPLE.replacen("\"1.1\"", "\"2.0\"", 1);
         let e = Profile::from_json(&v2).unwrap_err();
         assert!(matches!(e, ProfileError::Version { .. }), "{e}");
-        let v11 = EXAMPLE.replacen("\"1.0\"", "\"1.1\"", 1);
-        assert!(Profile::from_json(&v11).is_ok());
+        // 1.0 (no enums) and a newer minor version are read
+        let v10 = EXAMPLE.replacen("\"1.1\"", "\"1.0\"", 1);
+        assert!(Profile::from_json(&v10).is_ok());
+        let v19 = EXAMPLE.replacen("\"1.1\"", "\"1.9\"", 1);
+        assert!(Profile::from_json(&v19).is_ok());
     }
 
     #[test]

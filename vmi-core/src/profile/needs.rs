@@ -65,6 +65,9 @@ pub struct Declaration {
     pub fields: &'static [DeclaredField],
     /// The symbols it reads.
     pub symbols: &'static [NeededSymbol],
+    /// The enums whose values it reads from the profile when there (never missing: a
+    /// reader keeps its own copy for profiles without them).
+    pub enums: &'static [&'static str],
     /// A layout's `from_profile`, its result dropped: a test resolves every layout from
     /// a real kernel's profile through this.
     pub resolve: Option<Resolve>,
@@ -132,6 +135,18 @@ pub fn types() -> Vec<NeededType> {
                 Some(known) => known.optional &= f.field.optional,
                 None => t.fields.push(f.field),
             }
+        }
+    }
+    out
+}
+
+/// The enums of the default profile (each optional), in the order the declarations
+/// first name them.
+pub fn enums() -> Vec<&'static str> {
+    let mut out: Vec<&'static str> = Vec::new();
+    for e in DECLARATIONS.iter().flat_map(|d| d.enums) {
+        if !out.contains(e) {
+            out.push(e);
         }
     }
     out
@@ -309,6 +324,9 @@ fn render() -> String {
             s.aliases.join("|"),
             if s.optional { " (optional)" } else { "" }
         ));
+    }
+    for e in enums() {
+        lines.push(format!("enum {e} (optional)"));
     }
     lines.sort();
     lines.dedup();

@@ -723,6 +723,8 @@ pub fn synthetic_profile() -> Profile {
         },
         symbols,
         types,
+        // a 1.0 profile: readers fall back on their own enum values
+        enums: Default::default(),
         missing: Default::default(),
     }
 }
