@@ -16,6 +16,12 @@
  *
  * Field renames across kernel versions are chosen by LINUX_VERSION_CODE. Nothing here
  * writes kernel state.
+ *
+ * The table is kept by hand, not generated: what it must cover is the needed set
+ * vmi-core derives from its readers' declarations (vmi_core::profile::needs::types(),
+ * symbols()), and guest-module/tests/kmod_sources.rs fails when a declared type, field
+ * or symbol is missing here or from NEEDED_TYPES/NEEDED_SYMBOLS. The module writes
+ * format 1.0 (no enums).
  */
 #include <linux/kernel.h>
 #include <linux/version.h>
