@@ -3,7 +3,7 @@
 //! Every walk is bounded ([`Limits`]), detects cycles (an element seen twice that is not
 //! the list head), and refuses pointers outside the kernel half of the address space.
 //! A `task_struct` is read with one guest read of the span of fields used
-//! ([`Layout::task_span`]), then decoded from that buffer.
+//! ([`Layout::task_span`](crate::kernel::Layout::task_span)), then decoded from that buffer.
 
 use std::collections::HashSet;
 
