@@ -8,8 +8,10 @@
 //! the error paths (an unknown domain) and throughput.
 //!
 //! A full HVM domU (QEMU as device model in dom0, about three minutes to boot under TCG)
-//! goes through the same checks in `xen_hvm_domu_read_from_dom0_equals_its_ground_truth`,
-//! ignored outside CI; run it by name:
+//! goes through the same checks in `xen_hvm_domu_read_from_dom0_equals_its_ground_truth`.
+//! It is ignored in every run, CI's included (the boot and the rig image with QEMU's
+//! device model would add several minutes): run it by name after changing the HVM
+//! paths of the Xen source:
 //! `cargo test -p vmi-core --test xen -- --ignored --exact xen_hvm_domu_read_from_dom0_equals_its_ground_truth`.
 //!
 //! `in_dom0` is ignored in a normal run: it needs a dom0, and the outer test gives it
