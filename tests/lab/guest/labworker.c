@@ -529,7 +529,17 @@ static void run_shell(FILE *out, char *cmd)
 	close(pipefd[1]);
 	FILE *in = fdopen(pipefd[0], "r");
 	static char line[MAX_LINE];
-	while (in && fgets(line, sizeof line, in)) {
+	for (;;) {
+		if (!in)
+			break;
+		if (!fgets(line, sizeof line, in)) {
+			/* a signal is no end of output: read on (the pipe's end is EOF) */
+			if (ferror(in) && errno == EINTR) {
+				clearerr(in);
+				continue;
+			}
+			break;
+		}
 		size_t n = strlen(line);
 		if (n && line[n - 1] == '\n')
 			line[--n] = 0;
@@ -647,6 +657,9 @@ static void init_main(void)
 	struct sigaction sa;
 	memset(&sa, 0, sizeof sa);
 	sa.sa_handler = reap;
+	/* an orphan dying while a shell command's output is read must not cut the read
+	 * short: without SA_RESTART fgets() saw EINTR as the end and the output was lost */
+	sa.sa_flags = SA_RESTART;
 	sigaction(SIGCHLD, &sa, NULL);
 
 	printf("lab: running scenario\n");
