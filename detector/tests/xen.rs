@@ -462,12 +462,12 @@ fn watch(rig: &mut XenRig, domu: &mut XenDomu, hidden: u32, wait: bool) {
     });
     eprintln!("{name}: watch's first scan reported in {:.1?}", t.elapsed());
 
-    let out = domu.sh("sleep 999 >/dev/null 2>&1 & echo $!").expect("sh");
-    let sleeper: u64 = out.lines[0].trim().parse().expect("pid");
+    // a worker's child named from its fork on, reaped at once when killed (a shell's
+    // orphaned `sleep` stayed a zombie of init, listed, until init next reaped)
+    let sleeper = common::start_marker_with(&mut |line| domu.sh(line), "vmi-sleeper");
     let t = Instant::now();
-    // (a scan between fork and exec sees the shell's name: a process is reported once)
-    at = wait_for(rig, &file, "the sleep starting", at, |v| {
-        v["event"] == "process-start" && v["pid"] == sleeper
+    at = wait_for(rig, &file, "the sleeper starting", at, |v| {
+        v["event"] == "process-start" && v["pid"] == sleeper && v["comm"] == "vmi-sleeper"
     });
     eprintln!("{name}: a new process reported in {:.1?}", t.elapsed());
 
@@ -481,10 +481,10 @@ fn watch(rig: &mut XenRig, domu: &mut XenDomu, hidden: u32, wait: bool) {
     at = wait_for(rig, &file, "the pause", at, |v| v["event"] == "paused");
     xl(rig, "unpause");
     at = wait_for(rig, &file, "the resume", at, |v| v["event"] == "resumed");
-    // and it scans again: the sleep's exit
+    // and it scans again: the sleeper's exit
     let kill = domu.sh(&format!("kill {sleeper}")).expect("kill");
     assert_eq!(kill.status, 0, "kill {sleeper}: {:?}", kill.lines);
-    at = wait_for(rig, &file, "the sleep exiting", at, |v| {
+    at = wait_for(rig, &file, "the sleeper exiting", at, |v| {
         v["event"] == "process-exit" && v["pid"] == sleeper
     });
 
