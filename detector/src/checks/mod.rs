@@ -385,6 +385,29 @@ pub(crate) fn needed<'a, T, E: std::fmt::Display>(
     })
 }
 
+/// Tries of a per-process read in [`reread`].
+pub(crate) const READ_TRIES: usize = 3;
+
+/// `read` of one process's changing structures (its mappings, its arguments), tried up
+/// to [`READ_TRIES`] times with the kernel's translations dropped in between: on a
+/// running guest a walk can be torn by the process changing them under it (a
+/// multi-threaded process mapping thread stacks), which is no corruption. A dump gives
+/// the same answer each time.
+pub(crate) fn reread<M: PhysicalMemory, T, E>(
+    kernel: &Kernel<M>,
+    mut read: impl FnMut() -> Result<T, E>,
+) -> Result<T, E> {
+    let mut last = read();
+    for _ in 1..READ_TRIES {
+        if last.is_ok() {
+            break;
+        }
+        kernel.invalidate();
+        last = read();
+    }
+    last
+}
+
 /// Run `checks` on the kernel once.
 pub fn run_once<M: PhysicalMemory>(
     kernel: &Kernel<M>,
