@@ -5,12 +5,12 @@
 //! another, while they wait. [`prepare`] does the same work up front on a few threads:
 //! the downloads of the kernel packages (network-bound) run side by side, each kernel's
 //! parts in the order that reuses what was downloaded (the -dbg package kept, then its
-//! vmlinux extracted from it), and the CPU-bound builds (the Rust-enabled kernel, the
-//! 7.x build roots, the Xen image) on their own thread. Nothing here is needed for
+//! vmlinux extracted from it), the Rust-enabled kernel (the longest) from the start on
+//! a thread of its own, the Xen image on another. Nothing here is needed for
 //! correctness: an item that fails is reported, and the test that needs it fetches it
 //! again (and fails with the error if it fails again).
 //!
-//! [`CI_ITEMS`] is what the workspace's tests use; keep it in step when a test starts
+//! [`ci_lanes`] is what the workspace's tests use; keep it in step when a test starts
 //! using another kernel or part.
 
 use std::fmt;
@@ -99,8 +99,11 @@ pub fn ci_lanes() -> Vec<Vec<Item>> {
     }
     lanes.push(FLAVOURS.iter().map(|&k| Item::Image(k)).collect());
     lanes.push(vec![Item::Volatility, Item::JsonSchema]);
-    // the CPU-bound builds, one after the other
-    lanes.push(vec![Item::Worker, Item::Xen, Item::RustKernel]);
+    // the Rust-enabled kernel, the longest item (bindgen-cli's install and a kernel
+    // build: about 10 minutes of CPU), from the start; the Xen image (mostly downloads)
+    // beside it
+    lanes.push(vec![Item::RustKernel]);
+    lanes.push(vec![Item::Worker, Item::Xen]);
     lanes
 }
 
