@@ -17,7 +17,7 @@ use vmi_core::Va;
 
 use crate::checks::{CheckFailure, Scan};
 use crate::finding::{Finding, Severity};
-use crate::image::{explained_by_shift, KernelImage};
+use crate::image::{explained_by_shift, KernelImage, SiteKind};
 
 const NAME: &str = "kernel-text";
 /// Bytes compared per read.
@@ -223,10 +223,14 @@ fn diff_chunk(
         }
         let va = base + i as u64;
         if let Some(site) = image.site_in(va, va + 1) {
-            // the kernel may rewrite a site; a branch out of kernel text it may not
+            // the kernel may rewrite a site; a branch out of kernel text it may not. A
+            // runtime constant's site is an instruction's immediate (a pointer, a mask, a
+            // shift), data the kernel fixes at boot: decoding it as a branch misread a
+            // pointer whose low byte is 0xe8 as a call (a clean 7.3 guest's
+            // __futex_hash); an instruction rewritten around it differs outside the site
             let s = (site.start.max(base) - base) as usize;
             let e = ((site.end - base) as usize).min(n);
-            if site.start >= base {
+            if site.start >= base && site.kind != SiteKind::RuntimeConst {
                 let at = site.start.wrapping_add(shift);
                 let window = &run[s..(s + 12).min(n)];
                 if let Some(t) = branch_target(window, at) {
