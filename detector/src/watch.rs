@@ -379,17 +379,10 @@ impl Watcher {
 
     /// The process walk, retried on a running guest.
     fn processes(&self, target: &Target) -> Result<Vec<Process>, String> {
-        let mut last = String::new();
-        for _ in 0..=self.opts.retries {
-            match target.kernel.processes(&self.opts.settings.limits) {
-                Ok(p) => return Ok(p),
-                Err(e) => {
-                    last = e.to_string();
-                    target.kernel.invalidate();
-                }
-            }
-        }
-        Err(last)
+        checks::reread(&target.kernel, self.opts.retries + 1, || {
+            target.kernel.processes(&self.opts.settings.limits)
+        })
+        .map_err(|e| e.to_string())
     }
 
     fn scan(&mut self, target: &Target, events: &mut Vec<Event>) {

@@ -415,6 +415,18 @@ fn kprobe_list(lines: &[String]) -> BTreeSet<(u64, String, String)> {
         .collect()
 }
 
+/// `va` named as the kernel prints it (`symbol+0xoff`), from kallsyms in guest memory.
+fn symbol_at(
+    k: &Kernel<&QemuLive>,
+    syms: &vmi_core::kernel::kallsyms::Kallsyms,
+    va: vmi_core::Va,
+) -> String {
+    match syms.lookup(k.space(), va) {
+        Ok(Some((n, off))) => format!("{}+{off:#x}", String::from_utf8_lossy(&n)),
+        other => format!("{va} ({other:?})"),
+    }
+}
+
 /// The kprobe_table walk as `kprobes/list` prints it.
 fn kprobe_table(
     k: &Kernel<&QemuLive>,
@@ -467,10 +479,7 @@ fn tracing_walkers(label: &str, d: &Detector, guest: &mut Guest, profiles: &Path
     problems.extend(with_paused_kernel(guest, profiles, |k| {
         let mut problems = Vec::new();
         let syms = k.kallsyms().expect("kallsyms in guest memory");
-        let name = |va: vmi_core::Va| match syms.lookup(k.space(), va) {
-            Ok(Some((n, off))) => format!("{}+{off:#x}", String::from_utf8_lossy(&n)),
-            other => format!("{va} ({other:?})"),
-        };
+        let name = |va| symbol_at(k, &syms, va);
         let mut got_functions = BTreeSet::new();
         for ops in k.ftrace_ops().expect("ftrace_ops walk") {
             if let vmi_core::kernel::ftrace::Filter::Functions(entries) = &ops.filter {
@@ -511,10 +520,7 @@ fn tracing_walkers(label: &str, d: &Detector, guest: &mut Guest, profiles: &Path
         loop {
             let got_probes = with_paused_kernel(guest, profiles, |k| {
                 let syms = k.kallsyms().expect("kallsyms in guest memory");
-                kprobe_table(k, &|va| match syms.lookup(k.space(), va) {
-                    Ok(Some((n, off))) => format!("{}+{off:#x}", String::from_utf8_lossy(&n)),
-                    other => format!("{va} ({other:?})"),
-                })
+                kprobe_table(k, &|va| symbol_at(k, &syms, va))
             });
             if got_probes == want_probes && got_probes.len() == 2 {
                 break;

@@ -30,7 +30,7 @@ use vmi_core::kernel::vma::{MapName, UserBytes, Vma};
 use vmi_core::kernel::Process;
 use vmi_core::memory::PhysicalMemory;
 
-use crate::checks::{needed, reread, CheckFailure, Scan};
+use crate::checks::{needed, reread, CheckFailure, Scan, READ_TRIES};
 use crate::finding::{guest_str, Finding, Severity};
 
 const NAME: &str = "malfind";
@@ -95,7 +95,7 @@ fn one<M: PhysicalMemory>(
     let k = scan.kernel;
     let comm = guest_str(&p.comm);
     let id = format!("{}:{}", p.pid, p.start_time);
-    let vmas = match reread(k, || k.vmas(p.mm)) {
+    let vmas = match reread(k, READ_TRIES, || k.vmas(p.mm)) {
         Ok(v) => v,
         Err(e) => {
             out.push(

@@ -385,20 +385,21 @@ pub(crate) fn needed<'a, T, E: std::fmt::Display>(
     })
 }
 
-/// Tries of a per-process read in [`reread`].
+/// Tries of a per-process read in the checks ([`reread`]).
 pub(crate) const READ_TRIES: usize = 3;
 
-/// `read` of one process's changing structures (its mappings, its arguments), tried up
-/// to [`READ_TRIES`] times with the kernel's translations dropped in between: on a
-/// running guest a walk can be torn by the process changing them under it (a
+/// `read` of a running guest's changing structures (the tasks list, a process's
+/// mappings or arguments), tried up to `tries` times with the kernel's translations
+/// dropped in between: a walk can be torn by the guest changing them under it (a
 /// multi-threaded process mapping thread stacks), which is no corruption. A dump gives
 /// the same answer each time.
 pub(crate) fn reread<M: PhysicalMemory, T, E>(
     kernel: &Kernel<M>,
+    tries: usize,
     mut read: impl FnMut() -> Result<T, E>,
 ) -> Result<T, E> {
     let mut last = read();
-    for _ in 1..READ_TRIES {
+    for _ in 1..tries {
         if last.is_ok() {
             break;
         }

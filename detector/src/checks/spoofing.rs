@@ -45,7 +45,7 @@ use vmi_core::kernel::userspace::ExecStrings;
 use vmi_core::kernel::Process;
 use vmi_core::memory::PhysicalMemory;
 
-use crate::checks::{needed, reread, CheckFailure, Scan};
+use crate::checks::{needed, reread, CheckFailure, Scan, READ_TRIES};
 use crate::finding::{guest_str, Finding, Severity};
 
 const NAME: &str = "spoofing";
@@ -195,12 +195,12 @@ fn one<M: PhysicalMemory>(
             ),
         )])
     };
-    let exe = match reread(scan.kernel, || scan.kernel.exe_path(p.mm)) {
+    let exe = match reread(scan.kernel, READ_TRIES, || scan.kernel.exe_path(p.mm)) {
         Ok(Some(exe)) => exe,
         Ok(None) => return None,
         Err(e) => return unreadable("executable", &e),
     };
-    let strings = match reread(scan.kernel, || scan.kernel.exec_strings(p.mm)) {
+    let strings = match reread(scan.kernel, READ_TRIES, || scan.kernel.exec_strings(p.mm)) {
         Ok(Some(s)) => s,
         Ok(None) => return None,
         Err(e) => return unreadable("command line", &e),

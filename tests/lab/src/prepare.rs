@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 use crate::error::Result;
 use crate::python::{Venv, JSONSCHEMA, VOLATILITY};
 use crate::toolchain::{host_gcc_major, BuildRoot, KernelCompiler};
-use crate::{Lab, RustKernel, XenImage, DEFAULT_KERNEL, MATRIX};
+use crate::{Lab, RustKernel, XenImage, MATRIX};
 
 /// One thing the tests use, made ready in the cache.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -144,11 +144,7 @@ pub fn ensure(lab: &Lab, item: &Item) -> Result<()> {
         Item::Volatility => Venv::ensure(lab.cache(), &[VOLATILITY, JSONSCHEMA]).map(drop),
         Item::JsonSchema => Venv::ensure(lab.cache(), &[JSONSCHEMA]).map(drop),
         Item::RustKernel => RustKernel::ensure(lab.cache()).map(drop),
-        Item::Xen => {
-            // the dom0 kernel's image first: its lane may not have fetched it yet
-            store.image(DEFAULT_KERNEL)?;
-            XenImage::ensure(lab).map(drop)
-        }
+        Item::Xen => XenImage::ensure(lab).map(drop),
     }
 }
 
