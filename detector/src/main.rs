@@ -43,15 +43,31 @@ struct Opts {
     json: bool,
     /// A memory dump: ELF core (QEMU dump-guest-memory, virsh dump), LiME or raw,
     /// recognised by content.
-    #[arg(long, global = true, value_name = "FILE", conflicts_with_all = ["qemu", "xen"])]
+    #[arg(long, global = true, value_name = "FILE", conflicts_with_all = ["qemu", "xen", "qemu_pid"])]
     dump: Option<PathBuf>,
-    /// A live QEMU guest, by its QMP socket (guest RAM must be a shared
-    /// memory-backend-file).
-    #[arg(long, global = true, value_name = "QMP_SOCKET")]
+    /// A live QEMU guest, by its QMP socket. Guest RAM is read from its shared RAM file
+    /// (memory-backend-file, share=on) when it has one, else through the QEMU process
+    /// (needs root or CAP_SYS_PTRACE).
+    #[arg(
+        long,
+        global = true,
+        value_name = "QMP_SOCKET",
+        conflicts_with = "qemu_pid"
+    )]
     qemu: Option<PathBuf>,
     /// The guest RAM file, when QEMU's mem-path is not the path to open.
     #[arg(long, global = true, value_name = "FILE", requires = "qemu")]
     mem_path: Option<PathBuf>,
+    /// A running QEMU process, by pid, whatever its memory backend (QEMU's default RAM,
+    /// memfd, hugepages, a file); read through the process (root or CAP_SYS_PTRACE).
+    /// Without --qmp the monitor is left alone (a manager may own it): the memory map
+    /// comes from QEMU's command line (pc and q35 machines), and --pause and the vCPU
+    /// registers are not available.
+    #[arg(long, global = true, value_name = "PID", conflicts_with = "xen")]
+    qemu_pid: Option<i32>,
+    /// With --qemu-pid: the QMP socket of that QEMU, for registers and --pause.
+    #[arg(long, global = true, value_name = "QMP_SOCKET", requires = "qemu_pid")]
+    qmp: Option<PathBuf>,
     /// A live Xen domain (PV, PVH or HVM), by name or id; run in dom0 as root.
     #[arg(long, global = true, value_name = "DOMAIN", conflicts_with = "qemu")]
     xen: Option<String>,
@@ -213,15 +229,19 @@ fn run_serve(config: &std::path::Path, check_only: bool) -> Result<ExitCode> {
 }
 
 fn open(opts: &Opts) -> Result<Target> {
-    let source = match (&opts.dump, &opts.qemu, &opts.xen) {
-        (Some(d), None, None) => SourceSpec::Dump(d.clone()),
-        (None, Some(q), None) => SourceSpec::Qemu {
+    let source = match (&opts.dump, &opts.qemu, &opts.qemu_pid, &opts.xen) {
+        (Some(d), None, None, None) => SourceSpec::Dump(d.clone()),
+        (None, Some(q), None, None) => SourceSpec::Qemu {
             socket: q.clone(),
             mem_path: opts.mem_path.clone(),
         },
-        (None, None, Some(x)) => SourceSpec::Xen { domain: x.clone() },
+        (None, None, Some(pid), None) => SourceSpec::QemuPid {
+            pid: *pid,
+            qmp: opts.qmp.clone(),
+        },
+        (None, None, None, Some(x)) => SourceSpec::Xen { domain: x.clone() },
         _ => bail!(
-            "give the guest: --dump FILE or --qemu QMP_SOCKET (or --xen DOMAIN in a Xen dom0)"
+            "give the guest: --dump FILE, --qemu QMP_SOCKET or --qemu-pid PID (or --xen DOMAIN in a Xen dom0)"
         ),
     };
     let profiles = match (&opts.profiles, &opts.profile) {
@@ -326,8 +346,8 @@ fn run(cli: &Cli) -> Result<ExitCode> {
         ..
     } = &cli.command
     {
-        if cli.opts.qemu.is_none() && cli.opts.xen.is_none() {
-            bail!("watch needs a live guest: --qemu QMP_SOCKET or --xen DOMAIN");
+        if cli.opts.qemu.is_none() && cli.opts.qemu_pid.is_none() && cli.opts.xen.is_none() {
+            bail!("watch needs a live guest: --qemu QMP_SOCKET, --qemu-pid PID or --xen DOMAIN");
         }
         let opts = WatchOptions {
             checks: wanted,

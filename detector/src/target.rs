@@ -32,6 +32,15 @@ pub enum SourceSpec {
         /// The RAM file.
         mem_path: Option<PathBuf>,
     },
+    /// A running QEMU process, by pid: guest RAM read through the process (any memory
+    /// backend), with its QMP socket when given (registers, pause), else without a
+    /// monitor (the memory map from QEMU's command line; no registers, no pause).
+    QemuPid {
+        /// QEMU's pid.
+        pid: i32,
+        /// The QMP socket, when the monitor is free to use.
+        qmp: Option<PathBuf>,
+    },
     /// A live Xen domain (PV, PVH or HVM), by name or id, read from dom0.
     Xen {
         /// The domain's name or id.
@@ -310,6 +319,17 @@ impl Target {
                     None,
                     Some(live),
                 )
+            }
+            SourceSpec::QemuPid { pid, qmp } => {
+                let path = PathBuf::from(format!("/proc/{pid}"));
+                let live = Arc::new(
+                    QemuLive::attach(*pid, qmp.as_deref(), &QemuOptions::default())
+                        .map_err(open_err(&path))?,
+                );
+                warnings.extend(live.warnings().iter().cloned());
+                let regs = all_registers(live.as_ref());
+                let mem: Memory = live.clone();
+                (mem, SourceKind::Qemu, path, regs, None, Some(live))
             }
             SourceSpec::Xen { domain } => {
                 let path = PathBuf::from(domain);

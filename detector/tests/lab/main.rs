@@ -176,5 +176,6 @@ fn bad_input_is_an_error_with_exit_code_2() {
         .output()
         .unwrap();
     assert_eq!(run.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&run.stderr).contains("--dump FILE or --qemu"));
+    assert!(String::from_utf8_lossy(&run.stderr)
+        .contains("--dump FILE, --qemu QMP_SOCKET or --qemu-pid PID"));
 }

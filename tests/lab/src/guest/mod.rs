@@ -52,6 +52,23 @@ pub struct BootOptions {
     pub append: Vec<String>,
     /// The accelerator: `tcg` (default; `VMI_LAB_ACCEL` overrides) or `kvm`.
     pub accel: String,
+    /// How guest RAM is backed.
+    pub ram: RamBacking,
+    /// The machine type: `pc` (default) or `q35`.
+    pub machine: String,
+}
+
+/// How a lab guest's RAM is backed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RamBacking {
+    /// A shared file in /dev/shm (`memory-backend-file,share=on`): the lab and the
+    /// detector map it (the default).
+    SharedFile,
+    /// QEMU's default: anonymous memory of the QEMU process (`-m` alone), as most VMs
+    /// in the field run. Raw and LiME dumps need the file and are not available.
+    Anonymous,
+    /// A `memory-backend-memfd` (libvirt's `<source type='memfd'/>`).
+    Memfd,
 }
 
 impl Default for BootOptions {
@@ -64,6 +81,8 @@ impl Default for BootOptions {
             timeout: Duration::from_secs(600),
             append: Vec::new(),
             accel: std::env::var("VMI_LAB_ACCEL").unwrap_or_else(|_| "tcg".into()),
+            ram: RamBacking::SharedFile,
+            machine: "pc".into(),
         }
     }
 }
@@ -187,14 +206,31 @@ impl Guest {
             ])
             .args(["-accel", &opts.accel, "-cpu", cpu])
             .args(["-smp", &opts.cpus.to_string()])
-            .args(["-m", &format!("{}M", opts.memory_mib)])
-            .arg("-object")
-            .arg(format!(
-                "memory-backend-file,id=lab-ram,size={}M,mem-path={},share=on",
-                opts.memory_mib,
-                ram_path.display()
-            ))
-            .args(["-machine", "pc,memory-backend=lab-ram"])
+            .args(["-m", &format!("{}M", opts.memory_mib)]);
+        let backend = match opts.ram {
+            RamBacking::SharedFile => {
+                cmd.arg("-object").arg(format!(
+                    "memory-backend-file,id=lab-ram,size={}M,mem-path={},share=on",
+                    opts.memory_mib,
+                    ram_path.display()
+                ));
+                "lab-ram"
+            }
+            RamBacking::Memfd => {
+                cmd.arg("-object").arg(format!(
+                    "memory-backend-memfd,id=lab-ram,size={}M",
+                    opts.memory_mib
+                ));
+                "lab-ram"
+            }
+            RamBacking::Anonymous => "pc.ram",
+        };
+        let machine = if backend == "pc.ram" {
+            opts.machine.clone()
+        } else {
+            format!("{},memory-backend={backend}", opts.machine)
+        };
+        cmd.args(["-machine", &machine])
             .args(["-device", "vmcoreinfo"])
             .arg("-kernel")
             .arg(&kernel.vmlinuz)
@@ -242,7 +278,7 @@ impl Guest {
             }
         };
         let memory_map = match qmp.hmp("info mtree -f") {
-            Ok(text) => parse_memory_map(&text, "lab-ram"),
+            Ok(text) => parse_memory_map(&text, backend),
             Err(e) => {
                 kill(&mut guest_child);
                 let _ = fs::remove_file(&ram_path);
