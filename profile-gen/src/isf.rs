@@ -23,6 +23,9 @@ use std::collections::{BTreeMap, HashSet};
 use std::fmt::Write as _;
 use std::io::Write;
 
+use base64::Engine as _;
+use time::format_description::well_known::Rfc3339;
+use time::OffsetDateTime;
 use vmi_core::profile::InputFile;
 
 use crate::error::{Error, Result};
@@ -227,7 +230,7 @@ fn write_document(
         if *name == "linux_banner" {
             if let Some(b) = banner {
                 buf.push_str(", \"constant_data\": \"");
-                base64(b, &mut buf);
+                base64::engine::general_purpose::STANDARD.encode_string(b, &mut buf);
                 buf.push('"');
             }
         }
@@ -366,68 +369,28 @@ pub(crate) fn json_str(out: &mut String, s: &str) {
     out.push('"');
 }
 
-fn base64(data: &[u8], out: &mut String) {
-    const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    for chunk in data.chunks(3) {
-        let b = [
-            chunk[0],
-            chunk.get(1).copied().unwrap_or(0),
-            chunk.get(2).copied().unwrap_or(0),
-        ];
-        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
-        out.push(T[(n >> 18) as usize & 63] as char);
-        out.push(T[(n >> 12) as usize & 63] as char);
-        out.push(if chunk.len() > 1 {
-            T[(n >> 6) as usize & 63] as char
-        } else {
-            '='
-        });
-        out.push(if chunk.len() > 2 {
-            T[n as usize & 63] as char
-        } else {
-            '='
-        });
-    }
-}
-
-/// The current UTC time as RFC 3339 (honours `SOURCE_DATE_EPOCH` for reproducible output).
+/// The current UTC time as RFC 3339, in whole seconds (honours `SOURCE_DATE_EPOCH` for
+/// reproducible output; a value that is no date is ignored).
 fn now_rfc3339() -> String {
-    let secs = std::env::var("SOURCE_DATE_EPOCH")
+    let pinned = std::env::var("SOURCE_DATE_EPOCH")
         .ok()
-        .and_then(|s| s.parse::<u64>().ok())
-        .unwrap_or_else(|| {
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_secs())
-        });
-    rfc3339(secs)
+        .and_then(|s| s.parse::<i64>().ok())
+        .and_then(|secs| OffsetDateTime::from_unix_timestamp(secs).ok());
+    rfc3339(pinned.unwrap_or_else(OffsetDateTime::now_utc))
 }
 
-fn rfc3339(secs: u64) -> String {
-    let days = (secs / 86400) as i64;
-    let rem = secs % 86400;
-    // civil from days (Howard Hinnant's algorithm)
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
-        rem / 3600,
-        rem / 60 % 60,
-        rem % 60
-    )
+fn rfc3339(t: OffsetDateTime) -> String {
+    // formatting fails only for a year past 9999, which neither constructor gives
+    t.truncate_to_second()
+        .format(&Rfc3339)
+        .unwrap_or_else(|_| "1970-01-01T00:00:00Z".into())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    /// The banner's `constant_data` is standard base64 with padding.
     #[test]
     fn base64_matches_rfc4648_vectors() {
         for (input, want) in [
@@ -440,7 +403,7 @@ mod tests {
             ("foobar", "Zm9vYmFy"),
         ] {
             let mut s = String::new();
-            base64(input.as_bytes(), &mut s);
+            base64::engine::general_purpose::STANDARD.encode_string(input, &mut s);
             assert_eq!(s, want, "{input}");
         }
     }
@@ -454,8 +417,12 @@ mod tests {
 
     #[test]
     fn dates_are_rfc3339() {
-        assert_eq!(rfc3339(1_700_000_000), "2023-11-14T22:13:20Z");
-        assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
-        assert_eq!(rfc3339(951_782_400), "2000-02-29T00:00:00Z");
+        let at = |secs| rfc3339(OffsetDateTime::from_unix_timestamp(secs).unwrap());
+        assert_eq!(at(1_700_000_000), "2023-11-14T22:13:20Z");
+        assert_eq!(at(0), "1970-01-01T00:00:00Z");
+        assert_eq!(at(951_782_400), "2000-02-29T00:00:00Z");
+        // whole seconds, as Volatility's producer datetime is written
+        let now = rfc3339(OffsetDateTime::now_utc());
+        assert!(now.len() == 20 && now.ends_with('Z'), "{now}");
     }
 }
