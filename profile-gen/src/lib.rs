@@ -15,7 +15,7 @@
 //!
 //! Features carry the inputs' dependencies: without any, profiles come from BTF (a
 //! vmlinux's `.BTF` or raw BTF) and from guest memory ([`build::from_memory`]); `dwarf`
-//! adds [`dwarf`] (gimli), `vmlinuz` the boot images' decompressors, `deb` the package
+//! adds the DWARF reader (gimli), `vmlinuz` the boot images' decompressors, `deb` the package
 //! reader, and `cli` (the default) all of them plus the `profile-gen` binary.
 #![deny(missing_docs)]
 
