@@ -4,16 +4,16 @@
 //! Exit status: 0 clean, 1 findings, 2 error (also when a check could not run and
 //! nothing was found).
 
-use std::fs::{File, OpenOptions};
 use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
 use detector::checks::{self, Check, Report, Settings};
+use detector::events::{self, AlertFile, Record};
 use detector::image::KernelImage;
 use detector::policy::Policy;
 use detector::render;
@@ -132,15 +132,23 @@ enum Command {
     },
     /// Monitor a live guest: one line per process start and exit, per new finding and
     /// per change of the guest's state (paused, reset, shut down). SIGTERM and SIGINT
-    /// stop it cleanly.
+    /// stop it cleanly. With --json each line is one JSON object with `ts` (RFC 3339,
+    /// UTC), `guest` and `event`, the format serve writes: events.schema.json (in docs/
+    /// of the source, /usr/share/doc/vmi-detector/ of the package).
     Watch {
         /// Time between scans (e.g. 1s, 500ms, 2m).
         #[arg(long, default_value = "1s", value_parser = parse_duration)]
         interval: Duration,
-        /// Append findings and guest resets/shutdowns to this file as JSON lines, each
-        /// synced to disk before watch goes on.
+        /// Append findings and guest resets/shutdowns to this file as JSON lines (the
+        /// --json format, whatever the output is), each synced to disk before watch goes
+        /// on.
         #[arg(long, value_name = "FILE")]
         alerts: Option<PathBuf>,
+        /// The guest's name in JSON lines (`guest`). Default: QEMU's name for it (its
+        /// -name, which libvirt sets to the domain's name), else the QMP socket's path;
+        /// a Xen domain's name, else the domain as given.
+        #[arg(long, value_name = "NAME")]
+        name: Option<String>,
         /// Pause the guest around each scan (default: read it running).
         #[arg(long)]
         pause: bool,
@@ -161,7 +169,8 @@ enum Command {
     },
     /// Run as a service: watch every guest of the configuration file (QEMU guests,
     /// Xen domains by name or all running ones), each with its own interval, policy and
-    /// profiles; events as JSON lines (stdout, syslog, a file), metrics for Prometheus.
+    /// profiles; events as JSON lines (stdout, syslog, a file; watch --json's format,
+    /// `guest` the configured name), metrics for Prometheus.
     /// SIGHUP reloads the file, SIGTERM and SIGINT stop. The source and profile options
     /// above do not apply: the file says everything.
     Serve {
@@ -343,6 +352,7 @@ fn run(cli: &Cli) -> Result<ExitCode> {
         on_shutdown,
         scans,
         text_every,
+        name,
         ..
     } = &cli.command
     {
@@ -356,7 +366,11 @@ fn run(cli: &Cli) -> Result<ExitCode> {
             text_every: *text_every,
             ..WatchOptions::default()
         };
-        return run_watch(cli, opts, *interval, alerts.as_ref(), *on_shutdown, *scans);
+        let out = WatchOutput {
+            alerts: alerts.as_ref(),
+            name: name.as_deref(),
+        };
+        return run_watch(cli, opts, *interval, out, *on_shutdown, *scans);
     }
     let target = open(&cli.opts)?;
     settings.image = open_image(&cli.opts, &target)?;
@@ -468,56 +482,58 @@ fn run(cli: &Cli) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// Where watch events go: stdout (text or JSON lines), the alert file, and a spinner on
-/// a terminal.
+/// Where watch events go: stdout (text, or the JSON lines serve writes too), the alert
+/// file (JSON lines), and a spinner on a terminal.
 struct Sink {
     json: bool,
-    alerts: Option<File>,
+    /// The guest's name in JSON lines.
+    guest: String,
+    alerts: Option<AlertFile>,
     spinner: Option<indicatif::ProgressBar>,
 }
 
 impl Sink {
     fn emit(&mut self, events: &[Event]) -> Result<()> {
-        let mut out = std::io::stdout().lock();
         for e in events {
-            let line = if self.json {
-                e.to_json().to_string()
+            let rec = Record::watch(&self.guest, e);
+            let line = rec.to_line(SystemTime::now());
+            if self.json {
+                events::print_line(&line)?;
             } else {
-                e.to_text()
-            };
-            match &self.spinner {
-                Some(s) => s.suspend(|| writeln!(out, "{line}"))?,
-                None => writeln!(out, "{line}")?,
+                let mut out = std::io::stdout().lock();
+                match &self.spinner {
+                    Some(s) => s.suspend(|| writeln!(out, "{}", e.to_text()))?,
+                    None => writeln!(out, "{}", e.to_text())?,
+                }
+                out.flush()?;
             }
-            if e.is_alert() {
+            if rec.alert {
                 if let Some(f) = &mut self.alerts {
-                    writeln!(f, "{}", e.to_json()).context("writing the alert file")?;
-                    f.sync_data().context("syncing the alert file")?;
+                    f.append(&line).context("writing the alert file")?;
                 }
             }
         }
-        out.flush()?;
         Ok(())
     }
+}
+
+/// Where `watch` writes besides standard output, and the guest's name there.
+struct WatchOutput<'a> {
+    alerts: Option<&'a PathBuf>,
+    name: Option<&'a str>,
 }
 
 fn run_watch(
     cli: &Cli,
     opts: WatchOptions,
     interval: Duration,
-    alerts: Option<&PathBuf>,
+    out: WatchOutput<'_>,
     on_shutdown: OnShutdown,
     max_scans: Option<u64>,
 ) -> Result<ExitCode> {
     install_signal_handlers();
-    let alerts = match alerts {
-        Some(p) => Some(
-            OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(p)
-                .with_context(|| format!("opening the alert file {}", p.display()))?,
-        ),
+    let alerts = match out.alerts {
+        Some(p) => Some(AlertFile::open(p)?),
         None => None,
     };
     let spinner = (!cli.opts.json && std::io::stderr().is_terminal()).then(|| {
@@ -525,13 +541,19 @@ fn run_watch(
         s.enable_steady_tick(Duration::from_millis(200));
         s
     });
+    let stop = || STOP.load(Ordering::SeqCst);
+    let mut target = open(&cli.opts)?;
+    // named once: a guest that comes back (--on-shutdown wait) keeps its name
+    let guest = match out.name {
+        Some(n) => vmi_core::kernel::escape(n.as_bytes()),
+        None => target.name(),
+    };
     let mut sink = Sink {
         json: cli.opts.json,
+        guest,
         alerts,
         spinner,
     };
-    let stop = || STOP.load(Ordering::SeqCst);
-    let mut target = open(&cli.opts)?;
     let mut opts = opts;
     opts.settings.image = open_image(&cli.opts, &target)?;
     let mut watcher = Watcher::new(opts.clone());

@@ -480,6 +480,26 @@ impl Target {
         self.kernel.profile()
     }
 
+    /// The guest's name for event lines (`watch`'s `guest` when no `--name` is given):
+    /// QEMU's own name for it (`-name`, which libvirt sets to the domain's name), else
+    /// its QMP socket; a Xen domain's name (xenstore), else the domain as given; a
+    /// dump's path. Escaped: it may be anything the host's configuration says.
+    pub fn name(&self) -> String {
+        let named = if let Some(l) = &self.live {
+            l.execute("query-name", None).ok().and_then(|v| {
+                v.get("name")
+                    .and_then(serde_json::Value::as_str)
+                    .map(str::to_string)
+            })
+        } else {
+            self.xen.as_ref().and_then(|x| x.name().map(str::to_string))
+        };
+        match named.filter(|n| !n.is_empty()) {
+            Some(n) => vmi_core::kernel::escape(n.as_bytes()),
+            None => vmi_core::kernel::escape(self.path.as_os_str().as_encoded_bytes()),
+        }
+    }
+
     /// True for a live guest (QEMU or Xen).
     pub fn is_live(&self) -> bool {
         self.live.is_some() || self.xen.is_some()

@@ -110,6 +110,10 @@ const FILES: &[(&str, &str)] = &[
         "-rw-r--r--",
     ),
     ("./usr/share/doc/vmi-detector/README.md", "-rw-r--r--"),
+    (
+        "./usr/share/doc/vmi-detector/events.schema.json",
+        "-rw-r--r--",
+    ),
     ("./usr/share/doc/vmi-detector/copyright", "-rw-r--r--"),
     (
         "./usr/share/doc/vmi-detector/changelog.Debian.gz",
