@@ -133,8 +133,8 @@ enum Command {
     /// Monitor a live guest: one line per process start and exit, per new finding and
     /// per change of the guest's state (paused, reset, shut down). SIGTERM and SIGINT
     /// stop it cleanly. With --json each line is one JSON object with `ts` (RFC 3339,
-    /// UTC), `guest` and `event`, the format serve writes: events.schema.json (in docs/
-    /// of the source, /usr/share/doc/vmi-detector/ of the package).
+    /// UTC), `guest` and `event`, the format serve writes: docs/events.schema.json (in
+    /// the source, and under /usr/share/doc/vmi-detector/ of the package).
     Watch {
         /// Time between scans (e.g. 1s, 500ms, 2m).
         #[arg(long, default_value = "1s", value_parser = parse_duration)]

@@ -110,8 +110,18 @@ const FILES: &[(&str, &str)] = &[
         "-rw-r--r--",
     ),
     ("./usr/share/doc/vmi-detector/README.md", "-rw-r--r--"),
+    ("./usr/share/doc/vmi-detector/docs/guide.md", "-rw-r--r--"),
     (
-        "./usr/share/doc/vmi-detector/events.schema.json",
+        "./usr/share/doc/vmi-detector/docs/events.schema.json",
+        "-rw-r--r--",
+    ),
+    ("./usr/share/doc/vmi-detector/docs/profile.md", "-rw-r--r--"),
+    (
+        "./usr/share/doc/vmi-detector/docs/profile.schema.json",
+        "-rw-r--r--",
+    ),
+    (
+        "./usr/share/doc/vmi-detector/docs/profile.example.json",
         "-rw-r--r--",
     ),
     ("./usr/share/doc/vmi-detector/copyright", "-rw-r--r--"),
