@@ -113,7 +113,7 @@ fn main() {
         let live = QemuLive::connect(guest.qmp_socket(), &opts).expect("live, process");
         let (pkept, pfresh, n) = live_walks(&live, profile.clone(), 1000);
         println!(
-            "live walk through the QEMU process, {n} processes: {pkept:.1?} (cache kept, {:.2}x the RAM file), {pfresh:.1?} (invalidated, {:.2}x) [target <= 2x]",
+            "live walk through the QEMU process, {n} processes: {pkept:.1?} (caches kept, {:.2}x the RAM file), {pfresh:.1?} (invalidated as each scan does, {:.2}x) [target <= 2x invalidated]",
             pkept.as_secs_f64() / kept.as_secs_f64(),
             pfresh.as_secs_f64() / fresh.as_secs_f64()
         );

@@ -148,6 +148,12 @@ pub trait PhysicalMemory {
         Some(Pa(frame))
     }
 
+    /// Forget what the source keeps of guest memory between reads (a live source's read
+    /// cache), so that the next read sees the guest as it is now. The kernel's
+    /// [`AddressSpace::invalidate`](crate::arch::x86_64::AddressSpace::invalidate) calls
+    /// it; sources that keep nothing do nothing.
+    fn invalidate(&self) {}
+
     /// True when `pa` is in one of [`PhysicalMemory::ranges`].
     fn is_backed(&self, pa: Pa) -> bool {
         let ranges = self.ranges();
@@ -170,6 +176,9 @@ macro_rules! forward_physical_memory {
             }
             fn table_frame(&self, frame: u64) -> Option<Pa> {
                 (**self).table_frame(frame)
+            }
+            fn invalidate(&self) {
+                (**self).invalidate()
             }
         }
     )*};

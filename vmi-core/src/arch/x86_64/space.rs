@@ -121,9 +121,11 @@ impl<M: PhysicalMemory> AddressSpace<M> {
         self.mem
     }
 
-    /// Drop every cached translation.
+    /// Drop every cached translation, and what the memory source keeps of guest memory
+    /// ([`PhysicalMemory::invalidate`]).
     pub fn invalidate(&self) {
         self.tlb().entries.fill(EMPTY);
+        self.mem.invalidate();
     }
 
     /// Cache hits and misses so far.

@@ -520,9 +520,15 @@ impl PhysicalMemory for QemuLive {
     fn read_phys(&self, pa: Pa, buf: &mut [u8]) -> Result<(), PhysError> {
         match &self.ram {
             Ram::File(f) => self.map.read(f, pa, buf),
-            Ram::Process(p) => self.map.read_with(pa, buf, |off, dst| {
-                p.copy_out(off, dst).map_err(|e| e.kind())
-            }),
+            Ram::Process(p) => self
+                .map
+                .read_with(pa, buf, |off, dst| p.read(off, dst).map_err(|e| e.kind())),
+        }
+    }
+
+    fn invalidate(&self) {
+        if let Ram::Process(p) = &self.ram {
+            p.invalidate();
         }
     }
 

@@ -7,6 +7,8 @@
 
 use std::io;
 use std::path::PathBuf;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 use crate::error::Error;
 
@@ -173,6 +175,23 @@ pub fn candidates(vmas: &[Vma], hint: &BlockHint) -> Vec<(u64, u64)> {
         .collect()
 }
 
+/// Bytes read from the process at once: a walk touches many fields of few objects, and
+/// one system call for 16 KiB costs little more than one for 8 bytes.
+const CHUNK: u64 = 16 << 10;
+/// Chunks kept (direct-mapped by chunk number): at most 4 MiB.
+const SLOTS: usize = 256;
+/// How long a kept chunk is used: well beyond one walk, well below a scan interval, so
+/// a reader that forgets to [`ProcessRam::invalidate`] still sees the guest move on.
+const FRESH: Duration = Duration::from_millis(20);
+
+/// A chunk kept from an earlier read.
+#[derive(Debug)]
+struct Slot {
+    chunk: u64,
+    read_at: Instant,
+    bytes: Vec<u8>,
+}
+
 /// A RAM block in a running QEMU process.
 #[derive(Debug)]
 pub struct ProcessRam {
@@ -182,6 +201,8 @@ pub struct ProcessRam {
     /// The process's start time (`/proc/PID/stat` field 22): a pid reused by another
     /// process is not mistaken for QEMU.
     start_time: u64,
+    /// Recently read chunks, until [`ProcessRam::invalidate`] or [`FRESH`] runs out.
+    slots: Mutex<Vec<Option<Slot>>>,
 }
 
 fn proc_path(pid: i32, what: &str) -> PathBuf {
@@ -229,12 +250,7 @@ impl ProcessRam {
             .map_err(|e| proc_err(pid, "reading its memory map (/proc/PID/maps)", &e))?;
         let vmas = parse_maps(&maps);
         let found = candidates(&vmas, hint);
-        let ram = |(base, end): (u64, u64)| ProcessRam {
-            pid,
-            base,
-            len: end - base,
-            start_time,
-        };
+        let ram = |(base, end): (u64, u64)| ProcessRam::new(pid, base, end - base, start_time);
         match found.as_slice() {
             [] => Err(Error::Qemu(format!(
                 "QEMU process {pid} maps no memory of the size of its RAM block {:?} ({} bytes): is the VM paused for migration, or is its RAM elsewhere (NUMA nodes)? Its largest read-write mappings: {}",
@@ -266,6 +282,73 @@ impl ProcessRam {
                 }
             }
         }
+    }
+
+    fn new(pid: i32, base: u64, len: u64, start_time: u64) -> ProcessRam {
+        ProcessRam {
+            pid,
+            base,
+            len,
+            start_time,
+            slots: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// Forget the kept chunks: the next read sees the guest as it is now.
+    pub fn invalidate(&self) {
+        if let Ok(mut s) = self.slots.lock() {
+            s.clear();
+        }
+    }
+
+    /// Copy `buf.len()` bytes from offset `off` of the block, through the kept chunks.
+    pub fn read(&self, off: u64, buf: &mut [u8]) -> io::Result<()> {
+        let end = off.checked_add(buf.len() as u64);
+        if end.is_none_or(|e| e > self.len) {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "read past the RAM block",
+            ));
+        }
+        let Ok(mut slots) = self.slots.lock() else {
+            return self.copy_out(off, buf);
+        };
+        if slots.is_empty() {
+            slots.resize_with(SLOTS, || None);
+        }
+        let mut done = 0usize;
+        while done < buf.len() {
+            let at = off + done as u64;
+            let chunk = at / CHUNK;
+            let slot = &mut slots[(chunk % SLOTS as u64) as usize];
+            let fresh = slot
+                .as_ref()
+                .is_some_and(|s| s.chunk == chunk && s.read_at.elapsed() < FRESH);
+            if !fresh {
+                let start = chunk * CHUNK;
+                let len = CHUNK.min(self.len - start) as usize;
+                let mut bytes = match slot.take() {
+                    Some(s) => s.bytes,
+                    None => Vec::new(),
+                };
+                bytes.resize(len, 0);
+                let read_at = Instant::now();
+                self.copy_out(start, &mut bytes)?;
+                *slot = Some(Slot {
+                    chunk,
+                    read_at,
+                    bytes,
+                });
+            }
+            let Some(s) = slot.as_ref() else {
+                return self.copy_out(off, buf);
+            };
+            let from = (at - chunk * CHUNK) as usize;
+            let n = (s.bytes.len() - from).min(buf.len() - done);
+            buf[done..done + n].copy_from_slice(&s.bytes[from..from + n]);
+            done += n;
+        }
+        Ok(())
     }
 
     /// The block's size.
@@ -427,23 +510,47 @@ garbage line
     }
 
     #[test]
+    fn kept_chunks_until_invalidated() {
+        let mut data = vec![7u8; 3 * CHUNK as usize];
+        let me = std::process::id() as i32;
+        let ram = ProcessRam::new(
+            me,
+            data.as_ptr() as u64,
+            data.len() as u64,
+            start_time(me).unwrap(),
+        );
+        let mut b = vec![0u8; 100];
+        // across a chunk boundary
+        ram.read(CHUNK - 50, &mut b).unwrap();
+        assert!(b.iter().all(|&x| x == 7));
+        // the process changes its memory: after invalidate the read sees it
+        data[CHUNK as usize] = 9;
+        std::hint::black_box(&data);
+        ram.invalidate();
+        ram.read(CHUNK, &mut b[..1]).unwrap();
+        assert_eq!(b[0], 9);
+        assert!(ram.read(3 * CHUNK - 10, &mut b[..20]).is_err());
+        let mut all = vec![0u8; data.len()];
+        ram.read(0, &mut all).unwrap();
+        assert_eq!(all, data);
+    }
+
+    #[test]
     fn this_process_reads_itself() {
         let data: Vec<u8> = (0..=255u8).cycle().take(3 * 4096).collect();
-        let ram = ProcessRam {
-            pid: std::process::id() as i32,
-            base: data.as_ptr() as u64,
-            len: data.len() as u64,
-            start_time: start_time(std::process::id() as i32).unwrap(),
-        };
+        let me = std::process::id() as i32;
+        let ram = ProcessRam::new(
+            me,
+            data.as_ptr() as u64,
+            data.len() as u64,
+            start_time(me).unwrap(),
+        );
         let mut buf = vec![0u8; 5000];
         ram.copy_out(4000, &mut buf).unwrap();
         assert_eq!(buf, data[4000..9000]);
         assert!(ram.copy_out(3 * 4096 - 4, &mut [0u8; 8]).is_err());
         assert!(ram.alive().is_ok());
-        let gone = ProcessRam {
-            start_time: 1,
-            ..ram
-        };
+        let gone = ProcessRam::new(me, ram.base, ram.len, 1);
         assert!(gone.alive().is_err());
     }
 }
