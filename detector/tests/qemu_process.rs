@@ -356,3 +356,66 @@ fn memfd_guest_hooked_and_watched_by_pid() {
     assert_eq!(status.code(), Some(0));
     drop(guest);
 }
+
+/// Errors name the process and say why: a pid that is not QEMU, a pid that is gone, and
+/// a QEMU that exits while `watch` reads it through its process (reported as a
+/// shutdown, and `--on-shutdown exit` ends the watch).
+#[test]
+fn errors_name_the_process_and_why() {
+    let kernel = "6.1.0-56-amd64";
+    let lab = Lab::open_default().expect("lab");
+    let profiles = tempfile::tempdir().expect("tempdir");
+    profile_into(&lab, kernel, profiles.path());
+    let by_pid = |pid: u32| vec!["--qemu-pid".to_string(), pid.to_string()];
+
+    let run = detector(&by_pid(std::process::id()), profiles.path(), &["ps"]);
+    assert_eq!(run.code, 2, "{}", run.stderr);
+    assert!(run.stderr.contains("is not QEMU"), "{}", run.stderr);
+
+    let mut gone = Command::new("true").spawn().expect("true");
+    let pid = gone.id();
+    gone.wait().expect("wait");
+    let run = detector(&by_pid(pid), profiles.path(), &["ps"]);
+    assert_eq!(run.code, 2, "{}", run.stderr);
+    assert!(
+        run.stderr.contains(&format!("process {pid}")),
+        "{}",
+        run.stderr
+    );
+
+    let opts = BootOptions {
+        ram: RamBacking::Anonymous,
+        ..BootOptions::default()
+    };
+    let mut guest = lab
+        .boot(kernel, &Scenario::standard(), &opts)
+        .expect("boot");
+    guest.release_qmp();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_detector"))
+        .args(by_pid(guest.pid().unwrap()))
+        .arg("--profiles")
+        .arg(profiles.path())
+        .args([
+            "--json",
+            "watch",
+            "--interval",
+            "200ms",
+            "--on-shutdown",
+            "exit",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("watch");
+    let mut lines = common::Lines::new(child.stdout.take().unwrap());
+    let event = |v: &Value| v["event"].as_str().unwrap_or("").to_string();
+    lines.wait_for("started", Duration::from_secs(60), |v| {
+        event(v) == "started"
+    });
+    drop(guest); // QEMU is killed
+    lines.wait_for("the shutdown", Duration::from_secs(60), |v| {
+        event(v) == "shutdown"
+    });
+    let status = child.wait().expect("wait");
+    assert_eq!(status.code(), Some(0), "{:?}", lines.seen);
+}
