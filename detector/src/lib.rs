@@ -20,6 +20,7 @@
 pub mod checks;
 pub mod error;
 pub mod finding;
+pub mod glob;
 pub mod image;
 pub mod policy;
 pub mod render;

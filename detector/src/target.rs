@@ -199,7 +199,7 @@ pub fn profile_file_name(p: &vmi_core::profile::Profile) -> String {
         })
         .collect();
     let hash = Sha256::digest(p.kernel.banner.as_bytes());
-    let hex: String = hash.iter().take(4).map(|b| format!("{b:02x}")).collect();
+    let hex = hex::encode(&hash[..4]);
     format!(
         "{}-{hex}.json",
         if release.is_empty() {

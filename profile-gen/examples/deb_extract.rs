@@ -11,10 +11,6 @@ use std::time::Instant;
 
 use sha2::{Digest, Sha256};
 
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
 fn main() -> anyhow::Result<()> {
     let Some(path) = std::env::args_os().nth(1).map(PathBuf::from) else {
         anyhow::bail!("usage: deb_extract PACKAGE.deb");
@@ -28,13 +24,13 @@ fn main() -> anyhow::Result<()> {
         "vmlinux     {} ({} bytes, sha256 {})",
         k.vmlinux_member,
         k.vmlinux.len(),
-        hex(&Sha256::digest(&k.vmlinux))
+        hex::encode(Sha256::digest(&k.vmlinux))
     );
     match (&k.system_map_member, &k.system_map) {
         (Some(m), Some(d)) => println!(
             "System.map  {m} ({} bytes, sha256 {})",
             d.len(),
-            hex(&Sha256::digest(d))
+            hex::encode(Sha256::digest(d))
         ),
         _ => println!("System.map  (none in the package)"),
     }

@@ -17,6 +17,7 @@
 //! `in_dom0` is ignored in a normal run: it needs a dom0, and the outer test gives it
 //! each domU's ground truth in a file (`VMI_XEN_DOMAINS`: `name=file,...`).
 
+use base64::Engine as _;
 use std::collections::BTreeSet;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -177,7 +178,7 @@ fn read_from_dom0(domus: &[(&str, DomuKind)]) {
             truth.modules
         );
         let file = format!("{TRUTH_DIR}/truth-{name}.txt");
-        let b64 = base64(write_expected(&truth).as_bytes());
+        let b64 = base64::engine::general_purpose::STANDARD.encode(write_expected(&truth));
         let put = rig
             .dom0_sh(&format!("echo {b64} | base64 -d > {file}"))
             .expect("writing the expectations into dom0");
@@ -208,25 +209,6 @@ fn read_from_dom0(domus: &[(&str, DomuKind)]) {
         "in_dom0 did not run"
     );
     rig.shutdown().expect("power off");
-}
-
-fn base64(data: &[u8]) -> String {
-    const A: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = String::new();
-    for c in data.chunks(3) {
-        let n = c
-            .iter()
-            .enumerate()
-            .fold(0u32, |n, (i, b)| n | u32::from(*b) << (16 - 8 * i));
-        for i in 0..4 {
-            if i <= c.len() {
-                out.push(A[(n >> (18 - 6 * i) & 63) as usize] as char);
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    out
 }
 
 fn env_path(name: &str) -> PathBuf {

@@ -40,7 +40,7 @@ pub fn describe_file(path: &Path) -> Result<InputFile> {
     Ok(InputFile {
         name: file_name(path),
         size,
-        sha256: h.finalize().iter().map(|b| format!("{b:02x}")).collect(),
+        sha256: hex::encode(h.finalize()),
     })
 }
 
@@ -53,7 +53,7 @@ pub fn describe_bytes(name: &str, data: &[u8]) -> InputFile {
     InputFile {
         name: name.to_string(),
         size: data.len() as u64,
-        sha256: h.finalize().iter().map(|b| format!("{b:02x}")).collect(),
+        sha256: hex::encode(h.finalize()),
     }
 }
 
