@@ -152,7 +152,7 @@ pub struct ManifestEntry {
 /// Record every regular file under `dir` (recursively) with size and sha256.
 pub fn write_manifest(dir: &Path) -> Result<()> {
     let mut entries = Vec::new();
-    collect_files(dir, dir, &mut entries)?;
+    collect_files(dir, &mut entries)?;
     entries.sort_by(|a, b| a.path.cmp(&b.path));
     let path = dir.join(MANIFEST);
     let mut out = File::create(&path).ctx("creating", &path)?;
@@ -163,29 +163,27 @@ pub fn write_manifest(dir: &Path) -> Result<()> {
     Ok(())
 }
 
-fn collect_files(base: &Path, dir: &Path, out: &mut Vec<ManifestEntry>) -> Result<()> {
-    for entry in fs::read_dir(dir).ctx("listing", dir)? {
-        let entry = entry.ctx("listing", dir)?;
-        let path = entry.path();
-        let ty = entry.file_type().ctx("inspecting", &path)?;
-        if ty.is_dir() {
-            collect_files(base, &path, out)?;
-        } else if ty.is_file() {
-            let rel = path
-                .strip_prefix(base)
-                .unwrap_or(&path)
-                .to_string_lossy()
-                .into_owned();
-            if rel == MANIFEST {
-                continue;
-            }
-            let size = entry.metadata().ctx("inspecting", &path)?.len();
-            out.push(ManifestEntry {
-                path: rel,
-                size,
-                sha256: sha256_file(&path)?,
-            });
+fn collect_files(base: &Path, out: &mut Vec<ManifestEntry>) -> Result<()> {
+    for entry in walkdir::WalkDir::new(base) {
+        let entry = entry.ctx("listing", base)?;
+        if !entry.file_type().is_file() {
+            continue;
         }
+        let path = entry.path();
+        let rel = path
+            .strip_prefix(base)
+            .unwrap_or(path)
+            .to_string_lossy()
+            .into_owned();
+        if rel == MANIFEST {
+            continue;
+        }
+        let size = entry.metadata().ctx("inspecting", path)?.len();
+        out.push(ManifestEntry {
+            path: rel,
+            size,
+            sha256: sha256_file(path)?,
+        });
     }
     Ok(())
 }
