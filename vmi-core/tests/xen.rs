@@ -32,7 +32,7 @@ use vmi_core::memory::{
 use vmi_core::{Error, Pa, PhysError, Va};
 use vmi_lab::build::ModuleSource;
 use vmi_lab::truth::{escape, unescape};
-use vmi_lab::{DomuKind, DomuSpec, Lab, Scenario, XenRig, DEFAULT_KERNEL};
+use vmi_lab::{quote, DomuKind, DomuSpec, Lab, Scenario, XenRig, DEFAULT_KERNEL};
 
 const DOMU: &str = "vmi-pvh";
 const PV: &str = "vmi-pv";
@@ -180,7 +180,10 @@ fn read_from_dom0(domus: &[(&str, DomuKind)]) {
         let file = format!("{TRUTH_DIR}/truth-{name}.txt");
         let b64 = base64::engine::general_purpose::STANDARD.encode(write_expected(&truth));
         let put = rig
-            .dom0_sh(&format!("echo {b64} | base64 -d > {file}"))
+            .dom0_sh(&format!(
+                "echo {b64} | base64 -d > {}",
+                quote(&file).unwrap()
+            ))
             .expect("writing the expectations into dom0");
         assert_eq!(put.status, 0, "{:?}", put.lines);
         domains.push(format!("{name}={file}"));
@@ -192,7 +195,7 @@ fn read_from_dom0(domus: &[(&str, DomuKind)]) {
             &format!(
                 "VMI_XEN_DOMAINS={} VMI_XEN_PROFILES={PROFILES} \
                  RUST_BACKTRACE=1 {BIN} --ignored --exact in_dom0 --nocapture --test-threads=1 2>&1",
-                domains.join(",")
+                quote(&domains.join(",")).unwrap()
             ),
             Duration::from_secs(900),
         )

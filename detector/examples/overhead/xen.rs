@@ -14,7 +14,7 @@
 
 use super::*;
 use vmi_lab::xen::XEN_BIN;
-use vmi_lab::{DomuSpec, XenDomu, XenOptions, XenRig};
+use vmi_lab::{quote, DomuSpec, XenDomu, XenOptions, XenRig};
 
 const DOMU: &str = "bench-pvh";
 const DOM0_DETECTOR: &str = "/lab/files/detector";
@@ -112,7 +112,7 @@ fn dom0_wait(rig: &mut XenRig, test: &str, secs: u64, what: &str, err: &str) {
         }
         if Instant::now() > deadline {
             let e = rig
-                .dom0_sh(&format!("cat {err} 2>&1 | tail -20"))
+                .dom0_sh(&format!("cat {} 2>&1 | tail -20", quote(err).unwrap()))
                 .map(|o| o.lines.join("\n"))
                 .unwrap_or_default();
             panic!("{what} within {secs} s: {e}");

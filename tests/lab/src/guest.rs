@@ -248,7 +248,7 @@ impl Channel {
 
     fn read_file_once(&mut self, path: &str) -> Result<Vec<u8>> {
         let out = self.sh_timeout(
-            &format!("gzip -c {path} | base64"),
+            &format!("gzip -c {} | base64", quote(path)?),
             Duration::from_secs(300),
         )?;
         if out.status != 0 {
@@ -899,6 +899,12 @@ fn copy_range(ram: &mut File, out: &mut File, offset: u64, len: u64) -> std::io:
     Ok(())
 }
 
+/// `word` quoted for a guest's (or dom0's) shell, for a command built with `format!`.
+pub fn quote(word: &str) -> Result<std::borrow::Cow<'_, str>> {
+    shlex::try_quote(word)
+        .map_err(|e| Error::Channel(format!("{word:?} cannot be given to a shell: {e}")))
+}
+
 /// Decode standard base64 (RFC 4648, padding optional; whitespace is not allowed).
 fn base64_decode(text: &str) -> Option<Vec<u8>> {
     use base64::engine::{general_purpose, DecodePaddingMode, Engine as _, GeneralPurpose};
@@ -1015,6 +1021,17 @@ mod tests {
                 },
             ]
         );
+    }
+
+    #[test]
+    fn quoted_words_reach_the_shell_as_one_word() {
+        let word = "/tmp/a b;$(reboot)'\"`x`";
+        let out = std::process::Command::new("sh")
+            .args(["-c", &format!("printf %s {}", quote(word).unwrap())])
+            .output()
+            .unwrap();
+        assert_eq!(String::from_utf8_lossy(&out.stdout), word);
+        assert!(quote("a\0b").is_err());
     }
 
     #[test]

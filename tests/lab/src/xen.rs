@@ -34,7 +34,7 @@ use crate::cache::{self, Cache};
 use crate::cpio::CpioWriter;
 use crate::error::{Error, IoContext, Result};
 use crate::guest::{
-    accept_until, boot_truth, console_tail, exited, kill, spawn_tied, with_exit, Channel,
+    accept_until, boot_truth, console_tail, exited, kill, quote, spawn_tied, with_exit, Channel,
     ShellOutput, CONSOLE_TAIL,
 };
 use crate::scenario::Scenario;
@@ -937,7 +937,7 @@ impl XenRig {
 
     /// Destroy a domU (`xl destroy`) and free its channel.
     pub fn destroy(&mut self, name: &str) -> Result<()> {
-        let out = self.dom0_sh(&format!("{XEN_BIN}/xl destroy {name}"))?;
+        let out = self.dom0_sh(&format!("{XEN_BIN}/xl destroy {}", quote(name)?))?;
         for s in &mut self.slots {
             if s.domu.as_deref() == Some(name) {
                 s.domu = None;
