@@ -162,17 +162,13 @@ pub fn zero_touch(
     let mut path = PathBuf::new();
     if let Some(dir) = dir {
         path = dir.join(profile_file_name(&profile));
-        let mut tmp = tempfile::NamedTempFile::new_in(dir).map_err(|source| DetectorError::Io {
-            path: dir.to_path_buf(),
-            source,
-        })?;
         let io = |source| DetectorError::Io {
             path: path.clone(),
             source,
         };
-        tmp.write_all(profile.to_json().as_bytes()).map_err(io)?;
-        tmp.as_file().sync_all().map_err(io)?;
-        tmp.persist(&path).map_err(|e| io(e.error))?;
+        let mut file = atomic_write_file::AtomicWriteFile::open(&path).map_err(io)?;
+        file.write_all(profile.to_json().as_bytes()).map_err(io)?;
+        file.commit().map_err(io)?;
     }
     Ok(vmi_core::kernel::Identified {
         profile,

@@ -49,9 +49,10 @@ pub fn helper() -> bool {
                 &|| stop.exists(),
             );
             let head = format!("{n} {cpu} {}", t.elapsed().as_secs_f64());
-            let tmp = format!("{}.tmp", v[6]);
-            std::fs::write(&tmp, lines(&head, &lat)).expect("writing the result");
-            std::fs::rename(&tmp, &v[6]).expect("renaming the result");
+            let mut out = atomic_write_file::AtomicWriteFile::open(&v[6]).expect("the result");
+            std::io::Write::write_all(&mut out, lines(&head, &lat).as_bytes())
+                .expect("writing the result");
+            out.commit().expect("renaming the result");
             true
         }
         Some("--dom0-latency") if v.len() == 6 => {

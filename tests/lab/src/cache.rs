@@ -18,6 +18,7 @@ use std::fs::{self, File};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
 
+use atomic_write_file::AtomicWriteFile;
 use sha2::{Digest, Sha256};
 
 use crate::error::{Error, IoContext, Result};
@@ -234,16 +235,12 @@ pub fn is_complete(dir: &Path, hash: bool) -> Result<bool> {
     Ok(true)
 }
 
-/// Write `data` to `path` atomically (temporary file in the same directory, then rename).
+/// Write `data` to `path` whole or not at all (atomic-write-file: a temporary file in the
+/// same directory, renamed over `path` once written).
 pub fn write_atomic(path: &Path, data: &[u8]) -> Result<()> {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    let mut tmp = tempfile::NamedTempFile::new_in(dir).ctx("creating a temporary file in", dir)?;
-    tmp.write_all(data)
-        .ctx("writing", tmp.path().to_path_buf())?;
-    tmp.persist(path)
-        .map_err(|e| e.error)
-        .ctx("renaming into", path)?;
-    Ok(())
+    let mut file = AtomicWriteFile::open(path).ctx("creating", path)?;
+    file.write_all(data).ctx("writing", path)?;
+    file.commit().ctx("renaming into", path)
 }
 
 /// Helper for errors about a cache entry that cannot be used.
