@@ -320,18 +320,12 @@ fn run_complete(cli: &Cli, profile: &Path, map: Option<&Path>) -> Result<()> {
 
 /// `--from-dump`: the profile of the kernel in a memory dump.
 fn run_from_dump(cli: &Cli, dump: &Path) -> Result<()> {
-    use vmi_core::memory::{ElfCore, LimeImage, PhysicalMemory, RawImage};
-    let mut head = [0u8; 4];
-    {
-        use std::io::Read;
-        let mut f =
-            std::fs::File::open(dump).with_context(|| format!("opening {}", dump.display()))?;
-        let _ = f.read(&mut head)?;
-    }
-    let mem: Box<dyn PhysicalMemory> = match &head {
-        b"\x7fELF" => Box::new(ElfCore::open(dump)?),
-        b"EMiL" => Box::new(LimeImage::open(dump)?),
-        _ => Box::new(RawImage::open(dump)?),
+    use vmi_core::memory::{DumpFormat, ElfCore, LimeImage, PhysicalMemory, RawImage};
+    let kind = DumpFormat::of_file(dump).with_context(|| format!("reading {}", dump.display()))?;
+    let mem: Box<dyn PhysicalMemory> = match kind {
+        DumpFormat::Elf => Box::new(ElfCore::open(dump)?),
+        DumpFormat::Lime => Box::new(LimeImage::open(dump)?),
+        DumpFormat::Raw => Box::new(RawImage::open(dump)?),
     };
     let opts = options(cli);
     let format = match cli.format {

@@ -25,6 +25,8 @@ use crate::memory::file::{Backing, MappedFile, Segment, SegmentMap, Warnings};
 use crate::memory::{PhysRange, PhysicalMemory, VcpuRegisters};
 use crate::vmcoreinfo::VmcoreInfo;
 
+/// The first bytes of every ELF file.
+pub(crate) const ELF_MAGIC: &[u8; 4] = b"\x7fELF";
 const FORMAT: &str = "ELF core";
 
 const ET_CORE: u16 = 4;
@@ -108,7 +110,7 @@ impl ElfCore {
             what,
         };
         let b = file.bytes();
-        if b.len() < EHDR_SIZE || &b[..4] != b"\x7fELF" {
+        if b.len() < EHDR_SIZE || !b.starts_with(ELF_MAGIC) {
             return Err(bad("no ELF header".into()));
         }
         if b[4] != 2 {
