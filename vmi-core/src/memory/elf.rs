@@ -15,6 +15,9 @@
 //!
 //! Every offset and count in the file is checked against its size; a malformed header
 //! is an [`Error::Format`], a malformed note is skipped with a warning.
+//!
+//! Our own reader rather than object's: a core needs the header, program headers and
+//! notes only, and QEMU's CPU-state note and the overlap clipping are ours anyway.
 
 use std::path::Path;
 
