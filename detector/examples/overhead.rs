@@ -464,17 +464,20 @@ struct Env {
 
 impl Env {
     fn base_args(&self) -> Vec<std::ffi::OsString> {
-        let (flag, what): (&str, std::ffi::OsString) = match &self.spec {
-            SourceSpec::Qemu { socket, .. } => ("--qemu", socket.clone().into()),
-            SourceSpec::Xen { domain } => ("--xen", domain.into()),
-            SourceSpec::Dump(p) => ("--dump", p.clone().into()),
+        let mut args: Vec<std::ffi::OsString> = match &self.spec {
+            SourceSpec::Qemu { socket, .. } => vec!["--qemu".into(), socket.clone().into()],
+            SourceSpec::QemuPid { pid, qmp } => {
+                let mut a = vec!["--qemu-pid".into(), pid.to_string().into()];
+                if let Some(q) = qmp {
+                    a.extend(["--qmp".into(), q.clone().into()]);
+                }
+                a
+            }
+            SourceSpec::Xen { domain } => vec!["--xen".into(), domain.into()],
+            SourceSpec::Dump(p) => vec!["--dump".into(), p.clone().into()],
         };
-        vec![
-            flag.into(),
-            what,
-            "--profiles".into(),
-            self.profiles.clone().into(),
-        ]
+        args.extend(["--profiles".into(), self.profiles.clone().into()]);
+        args
     }
 }
 

@@ -13,12 +13,16 @@
 //! - [`watch::Watcher`] monitors a live guest: one [`watch::Watcher::tick`] per interval
 //!   turns what changed (processes, findings, the guest's state) into
 //!   [`watch::Event`]s.
+//! - [`events`] is the one event format of `watch --json`, `watch --alerts` and
+//!   [`serve`]: a [`events::Record`] per event, written as a JSON line with time and
+//!   guest.
 //!
 //! The `detector` binary (`src/main.rs`) is the command line over these.
 #![deny(missing_docs)]
 
 pub mod checks;
 pub mod error;
+pub mod events;
 pub mod finding;
 pub mod glob;
 pub mod image;

@@ -4,16 +4,16 @@
 //! Exit status: 0 clean, 1 findings, 2 error (also when a check could not run and
 //! nothing was found).
 
-use std::fs::{File, OpenOptions};
 use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
 use detector::checks::{self, Check, Report, Settings};
+use detector::events::{self, AlertFile, Record};
 use detector::image::KernelImage;
 use detector::policy::Policy;
 use detector::render;
@@ -43,15 +43,31 @@ struct Opts {
     json: bool,
     /// A memory dump: ELF core (QEMU dump-guest-memory, virsh dump), LiME or raw,
     /// recognised by content.
-    #[arg(long, global = true, value_name = "FILE", conflicts_with_all = ["qemu", "xen"])]
+    #[arg(long, global = true, value_name = "FILE", conflicts_with_all = ["qemu", "xen", "qemu_pid"])]
     dump: Option<PathBuf>,
-    /// A live QEMU guest, by its QMP socket (guest RAM must be a shared
-    /// memory-backend-file).
-    #[arg(long, global = true, value_name = "QMP_SOCKET")]
+    /// A live QEMU guest, by its QMP socket. Guest RAM is read from its shared RAM file
+    /// (memory-backend-file, share=on) when it has one, else through the QEMU process
+    /// (needs root or CAP_SYS_PTRACE).
+    #[arg(
+        long,
+        global = true,
+        value_name = "QMP_SOCKET",
+        conflicts_with = "qemu_pid"
+    )]
     qemu: Option<PathBuf>,
     /// The guest RAM file, when QEMU's mem-path is not the path to open.
     #[arg(long, global = true, value_name = "FILE", requires = "qemu")]
     mem_path: Option<PathBuf>,
+    /// A running QEMU process, by pid, whatever its memory backend (QEMU's default RAM,
+    /// memfd, hugepages, a file); read through the process (root or CAP_SYS_PTRACE).
+    /// Without --qmp the monitor is left alone (a manager may own it): the memory map
+    /// comes from QEMU's command line (pc and q35 machines), and --pause and the vCPU
+    /// registers are not available.
+    #[arg(long, global = true, value_name = "PID", conflicts_with = "xen")]
+    qemu_pid: Option<i32>,
+    /// With --qemu-pid: the QMP socket of that QEMU, for registers and --pause.
+    #[arg(long, global = true, value_name = "QMP_SOCKET", requires = "qemu_pid")]
+    qmp: Option<PathBuf>,
     /// A live Xen domain (PV, PVH or HVM), by name or id; run in dom0 as root.
     #[arg(long, global = true, value_name = "DOMAIN", conflicts_with = "qemu")]
     xen: Option<String>,
@@ -116,15 +132,23 @@ enum Command {
     },
     /// Monitor a live guest: one line per process start and exit, per new finding and
     /// per change of the guest's state (paused, reset, shut down). SIGTERM and SIGINT
-    /// stop it cleanly.
+    /// stop it cleanly. With --json each line is one JSON object with `ts` (RFC 3339,
+    /// UTC), `guest` and `event`, the format serve writes: docs/events.schema.json (in
+    /// the source, and under /usr/share/doc/vmi-detector/ of the package).
     Watch {
         /// Time between scans (e.g. 1s, 500ms, 2m).
         #[arg(long, default_value = "1s", value_parser = parse_duration)]
         interval: Duration,
-        /// Append findings and guest resets/shutdowns to this file as JSON lines, each
-        /// synced to disk before watch goes on.
+        /// Append findings and guest resets/shutdowns to this file as JSON lines (the
+        /// --json format, whatever the output is), each synced to disk before watch goes
+        /// on.
         #[arg(long, value_name = "FILE")]
         alerts: Option<PathBuf>,
+        /// The guest's name in JSON lines (`guest`). Default: QEMU's name for it (its
+        /// -name, which libvirt sets to the domain's name), else the QMP socket's path;
+        /// a Xen domain's name, else the domain as given.
+        #[arg(long, value_name = "NAME")]
+        name: Option<String>,
         /// Pause the guest around each scan (default: read it running).
         #[arg(long)]
         pause: bool,
@@ -145,7 +169,8 @@ enum Command {
     },
     /// Run as a service: watch every guest of the configuration file (QEMU guests,
     /// Xen domains by name or all running ones), each with its own interval, policy and
-    /// profiles; events as JSON lines (stdout, syslog, a file), metrics for Prometheus.
+    /// profiles; events as JSON lines (stdout, syslog, a file; watch --json's format,
+    /// `guest` the configured name), metrics for Prometheus.
     /// SIGHUP reloads the file, SIGTERM and SIGINT stop. The source and profile options
     /// above do not apply: the file says everything.
     Serve {
@@ -213,15 +238,19 @@ fn run_serve(config: &std::path::Path, check_only: bool) -> Result<ExitCode> {
 }
 
 fn open(opts: &Opts) -> Result<Target> {
-    let source = match (&opts.dump, &opts.qemu, &opts.xen) {
-        (Some(d), None, None) => SourceSpec::Dump(d.clone()),
-        (None, Some(q), None) => SourceSpec::Qemu {
+    let source = match (&opts.dump, &opts.qemu, &opts.qemu_pid, &opts.xen) {
+        (Some(d), None, None, None) => SourceSpec::Dump(d.clone()),
+        (None, Some(q), None, None) => SourceSpec::Qemu {
             socket: q.clone(),
             mem_path: opts.mem_path.clone(),
         },
-        (None, None, Some(x)) => SourceSpec::Xen { domain: x.clone() },
+        (None, None, Some(pid), None) => SourceSpec::QemuPid {
+            pid: *pid,
+            qmp: opts.qmp.clone(),
+        },
+        (None, None, None, Some(x)) => SourceSpec::Xen { domain: x.clone() },
         _ => bail!(
-            "give the guest: --dump FILE or --qemu QMP_SOCKET (or --xen DOMAIN in a Xen dom0)"
+            "give the guest: --dump FILE, --qemu QMP_SOCKET or --qemu-pid PID (or --xen DOMAIN in a Xen dom0)"
         ),
     };
     let profiles = match (&opts.profiles, &opts.profile) {
@@ -323,11 +352,12 @@ fn run(cli: &Cli) -> Result<ExitCode> {
         on_shutdown,
         scans,
         text_every,
+        name,
         ..
     } = &cli.command
     {
-        if cli.opts.qemu.is_none() && cli.opts.xen.is_none() {
-            bail!("watch needs a live guest: --qemu QMP_SOCKET or --xen DOMAIN");
+        if cli.opts.qemu.is_none() && cli.opts.qemu_pid.is_none() && cli.opts.xen.is_none() {
+            bail!("watch needs a live guest: --qemu QMP_SOCKET, --qemu-pid PID or --xen DOMAIN");
         }
         let opts = WatchOptions {
             checks: wanted,
@@ -336,7 +366,11 @@ fn run(cli: &Cli) -> Result<ExitCode> {
             text_every: *text_every,
             ..WatchOptions::default()
         };
-        return run_watch(cli, opts, *interval, alerts.as_ref(), *on_shutdown, *scans);
+        let out = WatchOutput {
+            alerts: alerts.as_ref(),
+            name: name.as_deref(),
+        };
+        return run_watch(cli, opts, *interval, out, *on_shutdown, *scans);
     }
     let target = open(&cli.opts)?;
     settings.image = open_image(&cli.opts, &target)?;
@@ -448,56 +482,58 @@ fn run(cli: &Cli) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// Where watch events go: stdout (text or JSON lines), the alert file, and a spinner on
-/// a terminal.
+/// Where watch events go: stdout (text, or the JSON lines serve writes too), the alert
+/// file (JSON lines), and a spinner on a terminal.
 struct Sink {
     json: bool,
-    alerts: Option<File>,
+    /// The guest's name in JSON lines.
+    guest: String,
+    alerts: Option<AlertFile>,
     spinner: Option<indicatif::ProgressBar>,
 }
 
 impl Sink {
     fn emit(&mut self, events: &[Event]) -> Result<()> {
-        let mut out = std::io::stdout().lock();
         for e in events {
-            let line = if self.json {
-                e.to_json().to_string()
+            let rec = Record::watch(&self.guest, e);
+            let line = rec.to_line(SystemTime::now());
+            if self.json {
+                events::print_line(&line)?;
             } else {
-                e.to_text()
-            };
-            match &self.spinner {
-                Some(s) => s.suspend(|| writeln!(out, "{line}"))?,
-                None => writeln!(out, "{line}")?,
+                let mut out = std::io::stdout().lock();
+                match &self.spinner {
+                    Some(s) => s.suspend(|| writeln!(out, "{}", e.to_text()))?,
+                    None => writeln!(out, "{}", e.to_text())?,
+                }
+                out.flush()?;
             }
-            if e.is_alert() {
+            if rec.alert {
                 if let Some(f) = &mut self.alerts {
-                    writeln!(f, "{}", e.to_json()).context("writing the alert file")?;
-                    f.sync_data().context("syncing the alert file")?;
+                    f.append(&line).context("writing the alert file")?;
                 }
             }
         }
-        out.flush()?;
         Ok(())
     }
+}
+
+/// Where `watch` writes besides standard output, and the guest's name there.
+struct WatchOutput<'a> {
+    alerts: Option<&'a PathBuf>,
+    name: Option<&'a str>,
 }
 
 fn run_watch(
     cli: &Cli,
     opts: WatchOptions,
     interval: Duration,
-    alerts: Option<&PathBuf>,
+    out: WatchOutput<'_>,
     on_shutdown: OnShutdown,
     max_scans: Option<u64>,
 ) -> Result<ExitCode> {
     install_signal_handlers();
-    let alerts = match alerts {
-        Some(p) => Some(
-            OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(p)
-                .with_context(|| format!("opening the alert file {}", p.display()))?,
-        ),
+    let alerts = match out.alerts {
+        Some(p) => Some(AlertFile::open(p)?),
         None => None,
     };
     let spinner = (!cli.opts.json && std::io::stderr().is_terminal()).then(|| {
@@ -505,13 +541,19 @@ fn run_watch(
         s.enable_steady_tick(Duration::from_millis(200));
         s
     });
+    let stop = || STOP.load(Ordering::SeqCst);
+    let mut target = open(&cli.opts)?;
+    // named once: a guest that comes back (--on-shutdown wait) keeps its name
+    let guest = match out.name {
+        Some(n) => vmi_core::kernel::escape(n.as_bytes()),
+        None => target.name(),
+    };
     let mut sink = Sink {
         json: cli.opts.json,
+        guest,
         alerts,
         spinner,
     };
-    let stop = || STOP.load(Ordering::SeqCst);
-    let mut target = open(&cli.opts)?;
     let mut opts = opts;
     opts.settings.image = open_image(&cli.opts, &target)?;
     let mut watcher = Watcher::new(opts.clone());

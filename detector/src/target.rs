@@ -32,6 +32,15 @@ pub enum SourceSpec {
         /// The RAM file.
         mem_path: Option<PathBuf>,
     },
+    /// A running QEMU process, by pid: guest RAM read through the process (any memory
+    /// backend), with its QMP socket when given (registers, pause), else without a
+    /// monitor (the memory map from QEMU's command line; no registers, no pause).
+    QemuPid {
+        /// QEMU's pid.
+        pid: i32,
+        /// The QMP socket, when the monitor is free to use.
+        qmp: Option<PathBuf>,
+    },
     /// A live Xen domain (PV, PVH or HVM), by name or id, read from dom0.
     Xen {
         /// The domain's name or id.
@@ -290,6 +299,17 @@ impl Target {
                     Some(live),
                 )
             }
+            SourceSpec::QemuPid { pid, qmp } => {
+                let path = PathBuf::from(format!("/proc/{pid}"));
+                let live = Arc::new(
+                    QemuLive::attach(*pid, qmp.as_deref(), &QemuOptions::default())
+                        .map_err(open_err(&path))?,
+                );
+                warnings.extend(live.warnings().iter().cloned());
+                let regs = all_registers(live.as_ref());
+                let mem: Memory = live.clone();
+                (mem, SourceKind::Qemu, path, regs, None, Some(live))
+            }
             SourceSpec::Xen { domain } => {
                 let path = PathBuf::from(domain);
                 let dom = Arc::new(
@@ -437,6 +457,26 @@ impl Target {
     /// The profile.
     pub fn profile(&self) -> &Arc<Profile> {
         self.kernel.profile()
+    }
+
+    /// The guest's name for event lines (`watch`'s `guest` when no `--name` is given):
+    /// QEMU's own name for it (`-name`, which libvirt sets to the domain's name), else
+    /// its QMP socket; a Xen domain's name (xenstore), else the domain as given; a
+    /// dump's path. Escaped: it may be anything the host's configuration says.
+    pub fn name(&self) -> String {
+        let named = if let Some(l) = &self.live {
+            l.execute("query-name", None).ok().and_then(|v| {
+                v.get("name")
+                    .and_then(serde_json::Value::as_str)
+                    .map(str::to_string)
+            })
+        } else {
+            self.xen.as_ref().and_then(|x| x.name().map(str::to_string))
+        };
+        match named.filter(|n| !n.is_empty()) {
+            Some(n) => vmi_core::kernel::escape(n.as_bytes()),
+            None => vmi_core::kernel::escape(self.path.as_os_str().as_encoded_bytes()),
+        }
     }
 
     /// True for a live guest (QEMU or Xen).

@@ -109,6 +109,20 @@ const FILES: &[(&str, &str)] = &[
         "-rw-r--r--",
     ),
     ("./usr/share/doc/vmi-detector/README.md", "-rw-r--r--"),
+    ("./usr/share/doc/vmi-detector/docs/guide.md", "-rw-r--r--"),
+    (
+        "./usr/share/doc/vmi-detector/docs/events.schema.json",
+        "-rw-r--r--",
+    ),
+    ("./usr/share/doc/vmi-detector/docs/profile.md", "-rw-r--r--"),
+    (
+        "./usr/share/doc/vmi-detector/docs/profile.schema.json",
+        "-rw-r--r--",
+    ),
+    (
+        "./usr/share/doc/vmi-detector/docs/profile.example.json",
+        "-rw-r--r--",
+    ),
     ("./usr/share/doc/vmi-detector/copyright", "-rw-r--r--"),
     (
         "./usr/share/doc/vmi-detector/changelog.Debian.gz",

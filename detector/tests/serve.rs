@@ -13,7 +13,7 @@
 //!   in the 6.12 guest afterwards is still reported;
 //! - the metrics endpoint answers and its counters move; alerts reach the syslog socket
 //!   as RFC 5424 and the alert file; every line validates against
-//!   docs/serve-events.schema.json (Python jsonschema, pinned);
+//!   docs/events.schema.json;
 //! - SIGTERM: `service-stopped`, exit 0;
 //! - `--check-config` on a broken file: exit 2 with file:line:column.
 
@@ -25,7 +25,6 @@ use std::sync::mpsc::channel;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
-use vmi_lab::python::{Venv, JSONSCHEMA};
 use vmi_lab::{BootOptions, Guest, Lab, Scenario, DEFAULT_KERNEL};
 
 mod common;
@@ -357,37 +356,10 @@ fn serve_watches_two_guests() {
         .any(|l| l.contains("\"event\":\"process-start\"")));
 
     // every line validates against the documented schema
-    let lines = dir.path().join("lines.jsonl");
     let mut all: Vec<&str> = s.lines.seen.iter().map(|(l, _)| l.as_str()).collect();
     all.extend(file.lines());
-    std::fs::write(&lines, all.join("\n")).unwrap();
-    let venv = Venv::ensure(lab.cache(), &[JSONSCHEMA]).expect("jsonschema venv");
-    let schema = Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/serve-events.schema.json");
-    let out = Command::new(venv.bin("python"))
-        .arg("-c")
-        .arg(
-            "import json,sys,jsonschema\n\
-             schema=json.load(open(sys.argv[1]))\n\
-             jsonschema.Draft202012Validator.check_schema(schema)\n\
-             v=jsonschema.Draft202012Validator(schema)\n\
-             n=0\n\
-             for line in open(sys.argv[2]):\n\
-             \x20   v.validate(json.loads(line)); n+=1\n\
-             print(n)\n",
-        )
-        .arg(&schema)
-        .arg(&lines)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    eprintln!(
-        "{} event lines valid against the schema",
-        String::from_utf8_lossy(&out.stdout).trim()
-    );
+    let n = common::validate_events(all);
+    eprintln!("{n} event lines valid against the schema");
 }
 
 /// `serve --check-config` on `text`: exit code and standard error.

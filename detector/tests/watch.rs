@@ -2,7 +2,8 @@
 //!
 //! 1. started while the guest is paused: it reports the pause, does not scan, and
 //!    SIGTERM stops it cleanly (exit 0, a last `stopped` line);
-//! 2. on the running guest (JSON lines, 500 ms interval, an alert file): a
+//!    The JSON lines name the guest as QEMU does (its -name) and carry the time;
+//! 2. on the running guest (JSON lines, 500 ms interval, an alert file, `--name`): a
 //!    `process-start` for every process the guest has, then for a process started in the
 //!    guest and its `process-exit` when it is killed; a credentials finding for a process
 //!    given a fresh copy of the kernel's credentials (consistent in itself, so only a
@@ -10,7 +11,9 @@
 //!    the guest rebooted in place (QEMU's reboot action set to reset): `reset`, then
 //!    the kernel found again at its new KASLR shift, and its processes again; QEMU
 //!    killed: `shutdown`, exit 0;
-//! 3. the alert file holds exactly the findings, the reset and the shutdown, as JSON.
+//! 3. the alert file holds exactly the findings, the reset and the shutdown, as JSON;
+//!    every line printed or in the file validates against docs/events.schema.json, names
+//!    the guest and is in time order.
 
 mod common;
 
@@ -69,6 +72,18 @@ fn event(v: &Value) -> &str {
     v["event"].as_str().unwrap_or("")
 }
 
+/// Lines of one guest (`guest`), each valid against the schema, in time order (RFC
+/// 3339 UTC with milliseconds sorts as text).
+fn assert_lines(lines: &[Value], guest: &str) {
+    assert!(!lines.is_empty());
+    common::validate_events(lines.iter().map(Value::to_string));
+    for v in lines {
+        assert_eq!(v["guest"], guest, "{v}");
+    }
+    let ts: Vec<&str> = lines.iter().map(|v| v["ts"].as_str().unwrap()).collect();
+    assert!(ts.is_sorted(), "{ts:?}");
+}
+
 #[test]
 fn watch_reports_processes_findings_pause_reset_and_shutdown() {
     let lab = Lab::open_default().expect("lab");
@@ -97,9 +112,11 @@ fn watch_reports_processes_findings_pause_reset_and_shutdown() {
     // 1. paused guest, then SIGTERM
     guest.pause().expect("pause");
     let mut w = Watch::start(&mut guest, profiles.path(), &["--interval", "200ms"]);
-    w.wait_for("started", Duration::from_secs(30), |v| {
+    let qemu_name = format!("vmi-lab-{}", guest.abi());
+    let started = w.wait_for("started", Duration::from_secs(30), |v| {
         event(v) == "started"
     });
+    assert_eq!(started["guest"], qemu_name.as_str(), "{started}");
     w.wait_for("paused", Duration::from_secs(10), |v| event(v) == "paused");
     std::thread::sleep(Duration::from_millis(600));
     w.signal(libc::SIGTERM);
@@ -108,6 +125,7 @@ fn watch_reports_processes_findings_pause_reset_and_shutdown() {
     let last = seen.last().expect("lines");
     assert_eq!(event(last), "stopped", "{seen:?}");
     assert_eq!(last["reason"], "signal");
+    assert_lines(&seen, &qemu_name);
     assert!(
         !seen.iter().any(|v| event(v) == "process-start"),
         "scanned a paused guest: {seen:?}"
@@ -119,7 +137,14 @@ fn watch_reports_processes_findings_pause_reset_and_shutdown() {
     let mut w = Watch::start(
         &mut guest,
         profiles.path(),
-        &["--interval", "500ms", "--alerts", alerts.to_str().unwrap()],
+        &[
+            "--interval",
+            "500ms",
+            "--alerts",
+            alerts.to_str().unwrap(),
+            "--name",
+            "lab-web",
+        ],
     );
     let started = w.wait_for("started", Duration::from_secs(30), |v| {
         event(v) == "started"
@@ -190,6 +215,7 @@ fn watch_reports_processes_findings_pause_reset_and_shutdown() {
     let (seen, code) = w.finish();
     assert_eq!(code, 0);
     assert_eq!(event(seen.last().unwrap()), "stopped");
+    assert_lines(&seen, "lab-web");
     // the new kernel is watched once it has booted: nothing of it half-initialised
     let after_reset = seen.iter().skip_while(|v| event(v) != "reset");
     let errors: Vec<&Value> = after_reset.filter(|v| event(v) == "scan-error").collect();
@@ -210,14 +236,16 @@ fn watch_reports_processes_findings_pause_reset_and_shutdown() {
 
     // 3. the alert file
     let text = std::fs::read_to_string(&alerts).expect("alert file");
-    let kinds: Vec<String> = text
+    let lines: Vec<Value> = text
         .lines()
-        .map(|l| {
-            let v: Value = serde_json::from_str(l).expect("alert JSON");
-            match v["check"].as_str() {
-                Some(c) => format!("finding {c}"),
-                None => v["event"].as_str().unwrap().to_string(),
-            }
+        .map(|l| serde_json::from_str(l).expect("alert JSON"))
+        .collect();
+    assert_lines(&lines, "lab-web");
+    let kinds: Vec<String> = lines
+        .iter()
+        .map(|v| match v["check"].as_str() {
+            Some(c) => format!("finding {c}"),
+            None => v["event"].as_str().unwrap().to_string(),
         })
         .collect();
     assert_eq!(

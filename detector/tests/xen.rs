@@ -255,7 +255,7 @@ fn read_and_attack(rig: &mut XenRig, domu: &mut XenDomu, truth: &GroundTruth) ->
     assert_eq!(report["errors"].as_array().map(Vec::len), Some(0));
     eprintln!("{name}: clean check in {:.1?}", clean.took);
 
-    // the rootkits, one after another, as on QEMU guests (tests/lab.rs)
+    // the rootkits, one after another, as on QEMU guests (tests/lab/attacks.rs)
     let pid_of = |comm: &str| truth.by_comm(comm).next().expect(comm).pid;
     let (idle, victim, victim2) = (
         pid_of("lab-idle"),

@@ -12,16 +12,25 @@
 //! - [`isf`] writes Volatility 3 ISF from either type source.
 //! - [`complete`] fills in the symbols of a profile made elsewhere (the guest module's)
 //!   from the build's System.map.
+//!
+//! Features carry the inputs' dependencies: without any, profiles come from BTF (a
+//! vmlinux's `.BTF` or raw BTF) and from guest memory ([`build::from_memory`]); `dwarf`
+//! adds the DWARF reader (gimli), `vmlinuz` the boot images' decompressors, `deb` the package
+//! reader, and `cli` (the default) all of them plus the `profile-gen` binary.
 #![deny(missing_docs)]
 
 pub mod btf;
 pub mod build;
 pub mod complete;
+#[cfg(feature = "deb")]
 pub mod deb;
+#[cfg(feature = "dwarf")]
 pub mod dwarf;
 pub mod error;
 pub mod isf;
 mod isf_btf;
+#[cfg(feature = "dwarf")]
+mod isf_dwarf;
 pub mod kallsyms;
 pub mod kimage;
 pub mod memory;

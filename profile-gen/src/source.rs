@@ -8,6 +8,7 @@ use std::collections::BTreeMap;
 use vmi_core::profile::TypeDef;
 
 use crate::btf::Btf;
+#[cfg(feature = "dwarf")]
 use crate::dwarf::Layouts;
 use crate::error::Result;
 
@@ -28,6 +29,7 @@ fn enumerators<'s>(all: impl IntoIterator<Item = (&'s str, i128)>) -> BTreeMap<S
         .collect()
 }
 
+#[cfg(feature = "dwarf")]
 impl TypeSource for Layouts<'_> {
     fn layout(&self, name: &str) -> Result<Option<TypeDef>> {
         Layouts::layout(self, name)

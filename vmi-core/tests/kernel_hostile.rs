@@ -75,7 +75,7 @@ fn corrupted_task_lists_fail_bounded_and_reported() {
     let ram = OpenOptions::new()
         .read(true)
         .write(true)
-        .open(live.ram_path())
+        .open(live.ram_path().expect("the lab guest's RAM file"))
         .expect("RAM file");
     let mut original = [0u8; 8];
     ram.read_exact_at(&mut original, file_off).unwrap();

@@ -145,7 +145,7 @@ fn live_elf_raw_and_lime_agree_and_translate_the_banner() {
     // --- live, running ---------------------------------------------------------------
     let live = connect(&mut guest);
     assert_eq!(live.backend(), "lab-ram");
-    assert_eq!(live.ram_path(), guest.ram_path());
+    assert_eq!(live.ram_path(), Some(guest.ram_path()));
     let live_map: Vec<(u64, u64, u64)> = live
         .memory_map()
         .iter()

@@ -126,6 +126,7 @@ pub struct Service {
 pub fn source_name(s: &SourceSpec) -> String {
     match s {
         SourceSpec::Qemu { socket, .. } => format!("qemu:{}", socket.display()),
+        SourceSpec::QemuPid { pid, .. } => format!("qemu-pid:{pid}"),
         SourceSpec::Xen { domain } => format!("xen:{domain}"),
         SourceSpec::Dump(p) => format!("dump:{}", p.display()),
     }

@@ -33,17 +33,15 @@ use std::sync::mpsc::{channel, Receiver, Sender};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use serde_json::{json, Value};
-
 use self::config::{Config, ConfigError, Guest, Watch};
 use self::metrics::{Endpoint, Metrics};
-use self::output::{ServiceEvent, Sinks};
+use self::output::Sinks;
 use self::worker::{Gate, Msg, Tagged, Worker};
 use crate::checks::{Check, Settings};
-use crate::finding::Severity;
+use crate::events::{Record, ServiceEvent};
 use crate::policy::Policy;
 use crate::target::SourceSpec;
-use crate::watch::{Event, WatchOptions};
+use crate::watch::WatchOptions;
 
 /// How often the running Xen domains are listed when `[xen] all = true`.
 const XEN_LIST_EVERY: Duration = Duration::from_secs(5);
@@ -63,7 +61,7 @@ pub enum ServeError {
     Config(#[from] ConfigError),
     /// An output could not be opened.
     #[error(transparent)]
-    Output(#[from] output::OutputError),
+    Output(#[from] crate::events::OutputError),
     /// The metrics endpoint could not listen.
     #[error("the metrics endpoint {addr}: {source}")]
     Metrics {
@@ -186,18 +184,6 @@ pub(crate) fn watch_options(w: &Watch) -> WatchOptions {
     }
 }
 
-pub(crate) fn severity(e: &Event) -> u8 {
-    match e {
-        Event::Finding(f) => match f.severity {
-            Severity::High => 2,
-            Severity::Medium => 4,
-            Severity::Low => 5,
-        },
-        Event::Reset | Event::Shutdown { .. } | Event::ScanError { .. } => 4,
-        _ => 6,
-    }
-}
-
 /// The service.
 pub struct Service {
     config: Config,
@@ -261,49 +247,37 @@ impl Service {
         self.endpoint.as_ref().map(|e| e.addr)
     }
 
-    fn emit(&mut self, guest: &str, body: Value, alert: bool, severity: u8) {
-        let kind = body
-            .get("event")
-            .and_then(Value::as_str)
-            .unwrap_or("event")
-            .to_string();
-        match kind.as_str() {
+    fn emit(&mut self, rec: Record) {
+        let kind = rec.kind();
+        match kind {
             "attached" => {
-                self.attached.insert(guest.to_string());
+                self.attached.insert(rec.guest.clone());
             }
             "detached" => {
-                self.attached.remove(guest);
+                self.attached.remove(&rec.guest);
             }
             _ => {}
         }
-        let check = body
-            .get("check")
-            .and_then(Value::as_str)
-            .map(str::to_string);
+        let check = match kind {
+            "finding" => rec.body.get("check").and_then(serde_json::Value::as_str),
+            _ => None,
+        };
         if let Ok(mut m) = self.metrics.lock() {
-            m.event(
-                guest,
-                &kind,
-                if kind == "finding" {
-                    check.as_deref()
-                } else {
-                    None
-                },
-            );
+            m.event(&rec.guest, kind, check);
         }
-        self.sinks.emit(&ServiceEvent {
-            guest: guest.to_string(),
-            body,
-            alert,
-            severity,
-        });
+        self.sinks.emit(&rec);
+    }
+
+    /// One of the service's own events (`guest` `-`) or a guest's attachment.
+    fn say(&mut self, guest: &str, e: ServiceEvent) {
+        self.emit(Record::service(guest, &e));
     }
 
     fn handle(&mut self, (id, msg): Tagged) {
         // a thread stopped by a reload may still report: only the current threads count
         let current = |guest: &str| self.workers.get(guest).is_some_and(|w| w.id == id);
         let guest = match &msg {
-            Msg::Event { guest, .. }
+            Msg::Event(Record { guest, .. })
             | Msg::Scanned { guest, .. }
             | Msg::AttachFailed { guest }
             | Msg::Late { guest } => guest,
@@ -312,12 +286,7 @@ impl Service {
             return;
         }
         match msg {
-            Msg::Event {
-                guest,
-                body,
-                alert,
-                severity,
-            } => self.emit(&guest, body, alert, severity),
+            Msg::Event(rec) => self.emit(rec),
             Msg::Scanned { guest, secs } => {
                 self.scans += 1;
                 if let Ok(mut m) = self.metrics.lock() {
@@ -355,12 +324,16 @@ impl Service {
             Ok(w) => {
                 self.workers.insert(name, w);
             }
-            Err(e) => self.emit(
-                &name,
-                json!({ "event": "attach-failed", "error": format!("starting its thread: {e}") }),
-                true,
-                3,
-            ),
+            Err(e) => {
+                let e = ServiceEvent::AttachFailed {
+                    error: format!("starting its thread: {e}"),
+                };
+                // the service's own failure, not the guest's: an error
+                self.emit(Record {
+                    severity: 3,
+                    ..Record::service(&name, &e)
+                });
+            }
         }
     }
 
@@ -370,7 +343,12 @@ impl Service {
             w.finish(Duration::ZERO);
         }
         if self.attached.contains(name) {
-            self.emit(name, json!({ "event": "detached", "reason": why }), true, 4);
+            self.say(
+                name,
+                ServiceEvent::Detached {
+                    reason: why.to_string(),
+                },
+            );
         }
         if let Ok(mut m) = self.metrics.lock() {
             m.remove(name);
@@ -381,17 +359,13 @@ impl Service {
     /// once per reload request.
     pub fn run(&mut self, stop: &dyn Fn() -> bool, reload: &mut dyn FnMut() -> bool) {
         let n = self.config.guests.len();
-        self.emit(
+        self.say(
             "-",
-            json!({
-                "event": "service-started",
-                "config": self.config.path.display().to_string(),
-                "guests": n,
-                "xen_all": self.config.xen_all.is_some(),
-                "version": env!("CARGO_PKG_VERSION"),
-            }),
-            true,
-            5,
+            ServiceEvent::Started {
+                config: self.config.path.display().to_string(),
+                guests: n,
+                xen_all: self.config.xen_all.is_some(),
+            },
         );
         for g in self.config.guests.clone() {
             self.start(g, false);
@@ -436,12 +410,7 @@ impl Service {
         }
         self.update_gauges();
         let scans = self.scans;
-        self.emit(
-            "-",
-            json!({ "event": "service-stopped", "scans": scans }),
-            true,
-            5,
-        );
+        self.say("-", ServiceEvent::Stopped { scans });
     }
 
     /// Close the gate while the window is over the budget; say when that starts and ends.
@@ -452,25 +421,26 @@ impl Service {
             if !self.budget.lagging {
                 self.budget.lagging = true;
                 let ratio = self.budget.ratio();
-                self.emit(
+                let budget_percent = self.config.service.cpu_budget;
+                self.say(
                     "-",
-                    json!({
-                        "event": "cpu-budget",
-                        "over": true,
-                        "budget_percent": self.config.service.cpu_budget,
-                        "used_percent": ratio * self.config.service.cpu_budget,
-                    }),
-                    true,
-                    4,
+                    ServiceEvent::CpuBudget {
+                        over: true,
+                        budget_percent,
+                        used_percent: Some(ratio * budget_percent),
+                    },
                 );
             }
         } else if self.budget.lagging && self.budget.ratio() < 0.8 {
             self.budget.lagging = false;
-            self.emit(
+            let budget_percent = self.config.service.cpu_budget;
+            self.say(
                 "-",
-                json!({ "event": "cpu-budget", "over": false, "budget_percent": self.config.service.cpu_budget }),
-                true,
-                5,
+                ServiceEvent::CpuBudget {
+                    over: false,
+                    budget_percent,
+                    used_percent: None,
+                },
             );
         }
     }
@@ -488,11 +458,11 @@ impl Service {
             Err(e) => {
                 let error = e.to_string();
                 if self.xen_error.as_deref() != Some(error.as_str()) {
-                    self.emit(
+                    self.say(
                         "-",
-                        json!({ "event": "xen-list-failed", "error": error.clone() }),
-                        true,
-                        4,
+                        ServiceEvent::XenListFailed {
+                            error: error.clone(),
+                        },
                     );
                     self.xen_error = Some(error);
                 }
@@ -538,11 +508,11 @@ impl Service {
 
     /// A new configuration that cannot be applied: said, and the running one kept.
     fn reject(&mut self, e: &dyn std::error::Error) {
-        self.emit(
+        self.say(
             "-",
-            json!({ "event": "config-rejected", "error": e.to_string() }),
-            true,
-            3,
+            ServiceEvent::ConfigRejected {
+                error: e.to_string(),
+            },
         );
     }
 
@@ -564,11 +534,12 @@ impl Service {
             if let Some(addr) = new.service.metrics {
                 match Endpoint::start(addr, self.metrics.clone()) {
                     Ok(ep) => self.endpoint = Some(ep),
-                    Err(e) => self.emit(
+                    Err(e) => self.say(
                         "-",
-                        json!({ "event": "metrics-failed", "address": addr.to_string(), "error": e.to_string() }),
-                        true,
-                        3,
+                        ServiceEvent::MetricsFailed {
+                            address: addr.to_string(),
+                            error: e.to_string(),
+                        },
                     ),
                 }
             }
@@ -621,17 +592,14 @@ impl Service {
         self.xen_listed = None;
         self.budget.limit = new.service.cpu_budget / 100.0;
         self.config = new;
-        self.emit(
+        self.say(
             "-",
-            json!({
-                "event": "config-reloaded",
-                "kept": kept,
-                "added": added,
-                "changed": changed,
-                "removed": removed,
-            }),
-            true,
-            5,
+            ServiceEvent::ConfigReloaded {
+                kept,
+                added,
+                changed,
+                removed,
+            },
         );
     }
 

@@ -1,43 +1,13 @@
 //! Where the service's events go: JSON lines on standard output (journald under
 //! systemd), RFC 5424 messages on the local syslog socket, an append-only JSON-lines
-//! file. Each line is one event of [`docs/serve-events.schema.json`]: the watch event's
-//! fields plus `ts` (RFC 3339, UTC) and `guest`.
+//! file. Each line is a [`Record`]'s, made and written by the code `watch` uses too
+//! ([`crate::events`]); syslog carries the same line as its message.
 
-use std::fs::{File, OpenOptions};
-use std::io::Write;
 use std::os::unix::net::UnixDatagram;
-use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use serde_json::{json, Value};
-
 use super::config::{Events, Outputs};
-
-/// A service event: a watch event of one guest, or one of the service's own.
-#[derive(Debug, Clone, PartialEq)]
-pub struct ServiceEvent {
-    /// The guest it is about (`-` for the service itself).
-    pub guest: String,
-    /// The event object (`event` names its kind).
-    pub body: Value,
-    /// True for alerts: findings and changes of a guest's state.
-    pub alert: bool,
-    /// syslog severity (RFC 5424: 2 critical, 4 warning, 5 notice, 6 informational).
-    pub severity: u8,
-}
-
-impl ServiceEvent {
-    /// One line of JSON: `ts`, `guest`, then the event's fields.
-    pub fn to_line(&self, now: SystemTime) -> String {
-        let mut v = json!({ "ts": rfc3339(now), "guest": self.guest });
-        if let (Some(out), Some(body)) = (v.as_object_mut(), self.body.as_object()) {
-            for (k, x) in body {
-                out.insert(k.clone(), x.clone());
-            }
-        }
-        v.to_string()
-    }
-}
+use crate::events::{print_line, AlertFile, OutputError, Record};
 
 /// `2026-11-26T18:30:05.123Z`: UTC, milliseconds (a clock before 1970 reads as the
 /// epoch, one past year 9999 as its last millisecond).
@@ -54,7 +24,7 @@ pub fn rfc3339(t: SystemTime) -> String {
     at.format(FORMAT).unwrap_or_default()
 }
 
-fn wants(e: Events, ev: &ServiceEvent) -> bool {
+fn wants(e: Events, ev: &Record) -> bool {
     match e {
         Events::None => false,
         Events::Alerts => ev.alert,
@@ -65,7 +35,7 @@ fn wants(e: Events, ev: &ServiceEvent) -> bool {
 /// The open outputs.
 pub struct Sinks {
     outputs: Outputs,
-    file: Option<File>,
+    file: Option<AlertFile>,
     syslog: Option<UnixDatagram>,
     hostname: String,
     /// Write errors so far (reported once per output, counted in metrics).
@@ -81,32 +51,11 @@ impl std::fmt::Debug for Sinks {
     }
 }
 
-/// Why an output could not be opened.
-#[derive(Debug, thiserror::Error)]
-#[error("{what} {path}: {source}")]
-pub struct OutputError {
-    what: &'static str,
-    path: PathBuf,
-    source: std::io::Error,
-}
-
-fn open_append(path: &Path) -> Result<File, OutputError> {
-    OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(path)
-        .map_err(|source| OutputError {
-            what: "opening the alert file",
-            path: path.to_path_buf(),
-            source,
-        })
-}
-
 impl Sinks {
     /// Open what the configuration asks for.
     pub fn open(outputs: &Outputs) -> Result<Sinks, OutputError> {
         let file = match (&outputs.file, outputs.file_events) {
-            (Some(p), e) if e != Events::None => Some(open_append(p)?),
+            (Some(p), e) if e != Events::None => Some(AlertFile::open(p)?),
             _ => None,
         };
         let syslog = if outputs.syslog != Events::None {
@@ -150,17 +99,16 @@ impl Sinks {
 
     /// Write one event to every output that wants it. Output failures never stop the
     /// service: they are counted and reported once on standard error.
-    pub fn emit(&mut self, ev: &ServiceEvent) {
+    pub fn emit(&mut self, ev: &Record) {
         let now = SystemTime::now();
         let line = ev.to_line(now);
         if wants(self.outputs.stdout, ev) {
-            let mut out = std::io::stdout().lock();
-            let r = writeln!(out, "{line}").and_then(|_| out.flush());
+            let r = print_line(&line);
             self.check(0, "standard output", r);
         }
         if wants(self.outputs.file_events, ev) {
             if let Some(f) = &mut self.file {
-                let r = writeln!(f, "{line}").and_then(|_| f.sync_data());
+                let r = f.append(&line);
                 self.check(1, "the alert file", r);
             }
         }
@@ -168,11 +116,7 @@ impl Sinks {
             if let Some(s) = &self.syslog {
                 // <PRI>1 TIMESTAMP HOSTNAME APP-NAME PROCID MSGID SD MSG; facility daemon
                 let pri = 3 * 8 + u32::from(ev.severity.min(7));
-                let msgid = ev
-                    .body
-                    .get("event")
-                    .and_then(Value::as_str)
-                    .unwrap_or("event");
+                let msgid = ev.kind();
                 let msg = format!(
                     "<{pri}>1 {} {} vmi-detector {} {} - {line}",
                     rfc3339(now),
@@ -200,6 +144,7 @@ impl Sinks {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
     use std::time::Duration;
 
     #[test]
@@ -216,20 +161,6 @@ mod tests {
     }
 
     #[test]
-    fn lines_carry_guest_and_time() {
-        let ev = ServiceEvent {
-            guest: "web1".into(),
-            body: json!({"event": "process-start", "pid": 7}),
-            alert: false,
-            severity: 6,
-        };
-        let v: Value = serde_json::from_str(&ev.to_line(UNIX_EPOCH)).unwrap();
-        assert_eq!(v["guest"], "web1");
-        assert_eq!(v["pid"], 7);
-        assert_eq!(v["ts"], "1970-01-01T00:00:00.000Z");
-    }
-
-    #[test]
     fn file_and_syslog_outputs() {
         let dir = tempfile::tempdir().unwrap();
         let sock = dir.path().join("log");
@@ -243,18 +174,8 @@ mod tests {
             file_events: Events::All,
         })
         .unwrap();
-        let quiet = ServiceEvent {
-            guest: "g".into(),
-            body: json!({"event": "process-start"}),
-            alert: false,
-            severity: 6,
-        };
-        let loud = ServiceEvent {
-            guest: "g".into(),
-            body: json!({"event": "finding", "check": "idt"}),
-            alert: true,
-            severity: 2,
-        };
+        let quiet = Record::new("g", json!({"event": "process-start"}), false, 6);
+        let loud = Record::new("g", json!({"event": "finding", "check": "idt"}), true, 2);
         sinks.emit(&quiet);
         sinks.emit(&loud);
         let text = std::fs::read_to_string(&file).unwrap();
@@ -284,12 +205,7 @@ mod tests {
             file_events: Events::None,
         })
         .unwrap();
-        let ev = ServiceEvent {
-            guest: "g".into(),
-            body: json!({"event": "finding"}),
-            alert: true,
-            severity: 2,
-        };
+        let ev = Record::new("g", json!({"event": "finding"}), true, 2);
         let t = std::time::Instant::now();
         for _ in 0..2000 {
             sinks.emit(&ev);

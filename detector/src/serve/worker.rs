@@ -14,9 +14,8 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use serde_json::{json, Value};
-
 use super::config::{self, Guest};
+use crate::events::{Record, ServiceEvent};
 use crate::target::{ProfileSpec, Target};
 use crate::watch::{Tick, Watcher};
 
@@ -29,16 +28,7 @@ const POLL: Duration = Duration::from_millis(100);
 #[derive(Debug)]
 pub enum Msg {
     /// An event to emit.
-    Event {
-        /// The guest.
-        guest: String,
-        /// The event object.
-        body: Value,
-        /// An alert (findings, changes of the guest's state).
-        alert: bool,
-        /// syslog severity.
-        severity: u8,
-    },
+    Event(Record),
     /// A scan took this long.
     Scanned {
         /// The guest.
@@ -184,13 +174,8 @@ impl Out {
     }
 }
 
-fn event(tx: &Out, guest: &str, body: Value, alert: bool, severity: u8) {
-    tx.send(Msg::Event {
-        guest: guest.to_string(),
-        body,
-        alert,
-        severity,
-    });
+fn event(tx: &Out, guest: &str, e: ServiceEvent) {
+    tx.send(Msg::Event(Record::service(guest, &e)));
 }
 
 fn run(cfg: Guest, stop: &AtomicBool, tx: &Out, gate: &Gate) {
@@ -207,14 +192,11 @@ fn run(cfg: Guest, stop: &AtomicBool, tx: &Out, gate: &Gate) {
                     event(
                         tx,
                         &name,
-                        json!({
-                            "event": "attached",
-                            "source": config::source_name(&cfg.source),
-                            "profile": t.profile_path.display().to_string(),
-                            "interval_ms": cfg.watch.interval.as_millis() as u64,
-                        }),
-                        true,
-                        5,
+                        ServiceEvent::Attached {
+                            source: config::source_name(&cfg.source),
+                            profile: t.profile_path.display().to_string(),
+                            interval_ms: cfg.watch.interval.as_millis() as u64,
+                        },
                     );
                     target = Some(t);
                     watcher = Watcher::new(super::watch_options(&cfg.watch));
@@ -233,9 +215,9 @@ fn run(cfg: Guest, stop: &AtomicBool, tx: &Out, gate: &Gate) {
                         event(
                             tx,
                             &name,
-                            json!({ "event": "attach-failed", "error": error.clone() }),
-                            true,
-                            4,
+                            ServiceEvent::AttachFailed {
+                                error: error.clone(),
+                            },
                         );
                         last_error = Some(error);
                     }
@@ -267,7 +249,7 @@ fn run(cfg: Guest, stop: &AtomicBool, tx: &Out, gate: &Gate) {
             Tick::Gone(e) => (e, true),
         };
         for e in &events {
-            event(tx, &name, e.to_json(), e.is_alert(), super::severity(e));
+            tx.send(Msg::Event(Record::watch(&name, e)));
         }
         if gone {
             target = None;
@@ -276,9 +258,9 @@ fn run(cfg: Guest, stop: &AtomicBool, tx: &Out, gate: &Gate) {
             event(
                 tx,
                 &name,
-                json!({ "event": "detached", "reason": "the guest is gone" }),
-                true,
-                4,
+                ServiceEvent::Detached {
+                    reason: "the guest is gone".into(),
+                },
             );
             continue;
         }

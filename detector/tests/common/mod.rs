@@ -201,3 +201,23 @@ pub fn start_marker_with(
         .and_then(|l| l.trim().parse().ok())
         .unwrap_or_else(|| panic!("no pid: {:?}", out.lines))
 }
+
+/// Check every line against `docs/events.schema.json` (the format of `watch --json`,
+/// `watch --alerts` and `serve`), failing with the first invalid line; the number of
+/// lines.
+pub fn validate_events(lines: impl IntoIterator<Item = impl AsRef<str>>) -> usize {
+    let schema: serde_json::Value =
+        serde_json::from_str(include_str!("../../../docs/events.schema.json"))
+            .expect("docs/events.schema.json");
+    let validator = jsonschema::draft202012::new(&schema).expect("a valid schema");
+    let mut n = 0;
+    for line in lines {
+        let line = line.as_ref();
+        let v: serde_json::Value =
+            serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
+        let errors: Vec<String> = validator.iter_errors(&v).map(|e| e.to_string()).collect();
+        assert!(errors.is_empty(), "{line}: {errors:?}");
+        n += 1;
+    }
+    n
+}

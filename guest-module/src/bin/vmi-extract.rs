@@ -1,7 +1,8 @@
 //! `vmi-extract`: run as root inside a Linux guest whose kernel has BTF, it writes the
 //! running kernel's profile (docs/profile.md) from `/sys/kernel/btf/vmlinux`,
 //! `/proc/kallsyms` and `/proc/version`. Built static, so it runs on any x86-64 guest,
-//! busybox initramfs included; see README ("Onboarding a guest kernel: BTF extractor").
+//! busybox initramfs included; see docs/guide.md ("Onboarding a guest kernel:
+//! BTF extractor").
 
 use std::io::Write;
 use std::path::PathBuf;

@@ -17,6 +17,7 @@ use super::{Context, Progress, Types};
 
 /// The x86-64 kernel inside a boot image, decompressed as far as a profile needs: the
 /// read-only segments (text, rodata with kallsyms and the banner, notes, BTF).
+#[cfg(feature = "vmlinuz")]
 fn unpack(path: &Path, image: &[u8], progress: &mut dyn FnMut(Progress)) -> Result<Vec<u8>> {
     progress(Progress::Decompressing);
     let payload = vmlinuz::payload(image).map_err(|e| at_path(path, e))?;
@@ -35,6 +36,15 @@ fn unpack(path: &Path, image: &[u8], progress: &mut dyn FnMut(Progress)) -> Resu
         u.fill_to(usize::MAX).map_err(|e| at_path(path, e))?;
     }
     Ok(u.into_vec())
+}
+
+/// Without the decoders, a boot image is refused with what to give instead.
+#[cfg(not(feature = "vmlinuz"))]
+fn unpack(path: &Path, _image: &[u8], _progress: &mut dyn FnMut(Progress)) -> Result<Vec<u8>> {
+    Err(Error::Input {
+        path: path.to_path_buf(),
+        message: "a boot image, and this build of profile-gen has no decompressors (its `vmlinuz` feature): give the vmlinux with .BTF or raw BTF".into(),
+    })
 }
 
 /// Errors of the image readers name the file.
@@ -183,5 +193,30 @@ fn check_list_matches(path: &Path, list: &SymbolMap, kernel: &KernelElf<'_>) -> 
                 s.address
             ),
         }),
+    }
+}
+
+#[cfg(all(test, not(feature = "vmlinuz")))]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn boot_image_without_decoders_is_refused() {
+        let mut image = vec![0u8; 1024];
+        image[0x202..0x206].copy_from_slice(b"HdrS");
+        let hash = || Ok(describe_bytes("vmlinuz", &[]));
+        let err = with_btf(
+            Path::new("vmlinuz"),
+            &image,
+            hash,
+            None,
+            None,
+            &mut |_| {},
+            |_| Ok(()),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.starts_with("vmlinuz: a boot image"), "{err}");
+        assert!(err.contains("`vmlinuz` feature"), "{err}");
     }
 }

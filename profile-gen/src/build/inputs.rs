@@ -11,7 +11,6 @@ use vmi_core::profile::InputFile;
 use crate::error::{Error, Result};
 
 use super::btf_input::with_btf;
-use super::dwarf_input::with_dwarf;
 use super::{Context, Input, Progress};
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> Error + '_ {
@@ -77,6 +76,7 @@ pub(super) fn with_input<T>(
     f: impl FnOnce(&Context<'_>) -> Result<T>,
 ) -> Result<T> {
     match input {
+        #[cfg(feature = "dwarf")]
         Input::Files {
             vmlinux,
             system_map,
@@ -95,8 +95,9 @@ pub(super) fn with_input<T>(
                 None => None,
             };
             let hash = || describe_file(vmlinux);
-            with_dwarf(&file_name(vmlinux), &map, hash, map_text, progress, f)
+            super::dwarf_input::with_dwarf(&file_name(vmlinux), &map, hash, map_text, progress, f)
         }
+        #[cfg(feature = "deb")]
         Input::DebugPackage(path) => {
             let deb = crate::deb::read_dbg_deb(path, &mut |done, total| {
                 progress(Progress::Unpacking(done, total))
@@ -121,7 +122,7 @@ pub(super) fn with_input<T>(
             };
             let data = &deb.vmlinux;
             let hash = || Ok(describe_bytes(&vmlinux_name, data));
-            with_dwarf(&vmlinux_name, data, hash, map_text, progress, f)
+            super::dwarf_input::with_dwarf(&vmlinux_name, data, hash, map_text, progress, f)
         }
         Input::Btf {
             types,

@@ -15,6 +15,7 @@
 //! asked for; this file holds the public types and entry points.
 
 mod btf_input;
+#[cfg(feature = "dwarf")]
 mod dwarf_input;
 mod inputs;
 mod libvmi;
@@ -26,19 +27,19 @@ pub use inputs::{describe_bytes, describe_file};
 pub use libvmi::libvmi;
 
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use vmi_core::profile::{InputFile, Profile, SourceKind};
 
 use crate::btf::Btf;
+#[cfg(feature = "dwarf")]
 use crate::dwarf::Layouts;
 use crate::error::Result;
 use crate::isf::IsfStats;
 use crate::source::TypeSource;
 use crate::symbols::SymbolMap;
 
-use dwarf_input::with_dwarf;
-use inputs::{with_input, MapText};
+use inputs::with_input;
 use memory_input::with_memory;
 use native::native;
 use write::write_format;
@@ -71,6 +72,7 @@ pub enum Format {
 #[derive(Debug, Clone, Copy)]
 pub enum Input<'p> {
     /// A vmlinux with DWARF and, optionally, its System.map.
+    #[cfg(feature = "dwarf")]
     Files {
         /// The vmlinux.
         vmlinux: &'p Path,
@@ -78,6 +80,7 @@ pub enum Input<'p> {
         system_map: Option<&'p Path>,
     },
     /// A `linux-image-<abi>-dbg` package, read in place.
+    #[cfg(feature = "deb")]
     DebugPackage(&'p Path),
     /// Types from BTF: a boot image (vmlinuz), a vmlinux with a `.BTF` section, or raw
     /// BTF (a copy of `/sys/kernel/btf/vmlinux`).
@@ -128,6 +131,7 @@ pub struct Report {
 /// The types of a kernel.
 #[derive(Clone, Copy)]
 enum Types<'c> {
+    #[cfg(feature = "dwarf")]
     Dwarf(&'c Layouts<'c>),
     Btf(&'c Btf),
 }
@@ -135,6 +139,7 @@ enum Types<'c> {
 impl<'c> Types<'c> {
     fn source(&self) -> &'c dyn TypeSource {
         match *self {
+            #[cfg(feature = "dwarf")]
             Types::Dwarf(l) => l,
             Types::Btf(b) => b,
         }
@@ -172,6 +177,7 @@ pub fn generate(
 }
 
 /// [`generate`] on a vmlinux (and System.map) already in memory, e.g. for fuzzing.
+#[cfg(feature = "dwarf")]
 pub fn generate_bytes(
     vmlinux: &[u8],
     system_map: Option<&[u8]>,
@@ -179,18 +185,19 @@ pub fn generate_bytes(
     format: Format,
     out: &mut dyn Write,
 ) -> Result<Report> {
-    let map = system_map.map(|b| MapText {
-        path: PathBuf::from("System.map"),
+    let map = system_map.map(|b| inputs::MapText {
+        path: "System.map".into(),
         name: "System.map".into(),
         bytes: b.to_vec(),
     });
     let hash = || Ok(describe_bytes("vmlinux", vmlinux));
-    with_dwarf("vmlinux", vmlinux, hash, map, &mut |_| {}, |ctx| {
+    dwarf_input::with_dwarf("vmlinux", vmlinux, hash, map, &mut |_| {}, |ctx| {
         write_format(ctx, opts, format, out)
     })
 }
 
 /// Build the native profile from a DWARF vmlinux and, optionally, its System.map.
+#[cfg(feature = "dwarf")]
 pub fn from_dwarf(vmlinux: &Path, system_map: Option<&Path>, opts: &Options) -> Result<Built> {
     with_input(
         Input::Files {

@@ -66,6 +66,7 @@ pub(super) fn write_format(
             let inputs = IsfInputs {
                 types: (
                     match ctx.types {
+                        #[cfg(feature = "dwarf")]
                         Types::Dwarf(_) => "dwarf",
                         Types::Btf(_) => "btf",
                     },
@@ -74,6 +75,7 @@ pub(super) fn write_format(
                 symbols: (ctx.symbols_kind, &ctx.inputs[ctx.symbols_input]),
             };
             let types = match ctx.types {
+                #[cfg(feature = "dwarf")]
                 Types::Dwarf(l) => IsfTypes::Dwarf(l),
                 Types::Btf(b) => IsfTypes::Btf(b),
             };

@@ -1,4 +1,6 @@
 //! The `ar` archive a `.deb` is: its members, each checked to lie in the file.
+//! Our own reader: the `ar` crate panics on a GNU name index past its name table and
+//! allocates name tables and BSD long names by the size a header claims.
 
 use std::io;
 use std::path::Path;
@@ -148,6 +150,28 @@ mod tests {
                 let err = read(&full[..n]).expect_err(&format!("{name} cut at {n}"));
                 assert!(matches!(err, Error::Input { .. }), "{err}");
             }
+        }
+    }
+
+    #[test]
+    fn extended_names_are_plain_names() {
+        // a .deb uses neither GNU nor BSD long names: an index into a name table is a
+        // name, and no name table or BSD name is read (or allocated) by its claimed size
+        let member = |name: &str, size: u64| {
+            let mut a = AR_MAGIC.to_vec();
+            let h = format!("{name:<16}{:<12}{:<6}{:<6}{:<8}{size:<10}`\n", 0, 0, 0, 644);
+            a.extend_from_slice(h.as_bytes());
+            a.extend_from_slice(b"x\n");
+            a
+        };
+        let msg = read(&member("/123", 2)).unwrap_err().to_string();
+        assert!(msg.contains("first ar member is `/123`"), "{msg}");
+        for name in ["//", "#1/4000000000"] {
+            let msg = read(&member(name, 4_000_000_000)).unwrap_err().to_string();
+            assert!(
+                msg.contains("says 4000000000 bytes") && msg.contains("truncated"),
+                "{msg}"
+            );
         }
     }
 

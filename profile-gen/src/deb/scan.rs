@@ -118,13 +118,9 @@ impl Found {
         Ok(Found {
             member: entry.path.clone(),
             data,
-            md5: md5.map(|m| hex(&m.finalize())),
+            md5: md5.map(|m| hex::encode(m.finalize())),
         })
     }
-}
-
-pub(super) fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// What the data archive gave so far.

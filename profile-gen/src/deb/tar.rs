@@ -1,5 +1,7 @@
 //! A bounded streaming tar reader (ustar, GNU long names and base-256 sizes, pax) and
-//! its header fields.
+//! its header fields. Our own reader: the `tar` crate reads a GNU long name or pax
+//! header whole whatever size it claims, takes a stream cut at a header for a complete
+//! archive, and reads a base-256 size past 64 bits as its low bits.
 
 use std::io::{self, Read};
 

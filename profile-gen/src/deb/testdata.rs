@@ -279,8 +279,5 @@ pub(super) fn data_index(deb: &[u8]) -> XzIndex {
 }
 
 pub(super) fn md5_hex(data: &[u8]) -> String {
-    Md5::digest(data)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    hex::encode(Md5::digest(data))
 }

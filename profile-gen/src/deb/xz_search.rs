@@ -7,7 +7,7 @@ use std::collections::VecDeque;
 use md5::{Digest, Md5};
 
 use super::decode::xz_threads;
-use super::scan::{check_elf, classify, hex, too_large, Found, Role};
+use super::scan::{check_elf, classify, too_large, Found, Role};
 use super::source::{Progress, Source};
 use super::tar::{check_checksum, parse_size, ustar_name};
 use super::xz_index::{decode_block, round4, XzBlock, XzIndex};
@@ -102,7 +102,7 @@ pub(super) fn find_vmlinux_backwards<S: Source + ?Sized>(
                 check_elf(&vmlinux, &member, header_offset)?;
                 // every byte was covered by its block's check (unless the stream has
                 // none): md5sums need not be checked
-                let md5 = (index.flags[1] & 0x0f == 0).then(|| hex(&Md5::digest(&vmlinux)));
+                let md5 = (index.flags[1] & 0x0f == 0).then(|| hex::encode(Md5::digest(&vmlinux)));
                 let dir = match classify(&member) {
                     Some((_, _, dir)) => dir.to_string(),
                     None => String::new(),

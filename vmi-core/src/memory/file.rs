@@ -219,6 +219,20 @@ impl SegmentMap {
 
     /// Fill `buf` from `pa` on, crossing adjacent segments.
     pub fn read(&self, file: &MappedFile, pa: Pa, buf: &mut [u8]) -> Result<(), PhysError> {
+        self.read_with(pa, buf, |off, dst| {
+            file.copy_out(off, dst);
+            Ok(())
+        })
+    }
+
+    /// [`SegmentMap::read`] from any store of bytes: `copy(offset, dst)` fills `dst`
+    /// from the store's `offset` (a segment's offset plus the distance into it).
+    pub fn read_with(
+        &self,
+        pa: Pa,
+        buf: &mut [u8],
+        mut copy: impl FnMut(u64, &mut [u8]) -> Result<(), std::io::ErrorKind>,
+    ) -> Result<(), PhysError> {
         let mut at = pa.0;
         let mut done = 0usize;
         let mut i = self.segs.partition_point(|s| s.end <= at);
@@ -230,7 +244,8 @@ impl SegmentMap {
             let n = (seg.end - at).min((buf.len() - done) as u64) as usize;
             let dst = &mut buf[done..done + n];
             match seg.backing {
-                Backing::File(off) => file.copy_out(off + (at - seg.start), dst),
+                Backing::File(off) => copy(off + (at - seg.start), dst)
+                    .map_err(|kind| PhysError::Io { pa: Pa(at), kind })?,
                 Backing::Zero => dst.fill(0),
             }
             done += n;

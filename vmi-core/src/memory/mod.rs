@@ -7,7 +7,8 @@
 //! | [`RawImage`] (file offset = physical address) | yes | — | — |
 //! | [`ElfCore`] (QEMU `dump-guest-memory`, `virsh dump`) | yes | with QEMU CPU notes | — |
 //! | [`LimeImage`] | yes | — | — |
-//! | [`QemuLive`] (RAM file + QMP) | yes | yes | yes |
+//! | [`QemuLive`] (RAM file or QEMU process, + QMP) | yes | yes | yes |
+//! | [`QemuLive`] attached by pid, no monitor | yes | — | — |
 //! | [`XenDomain`] (from dom0: foreign mappings, libxenctrl) | yes | yes | yes |
 //! | [`MockMemory`] (tests) | yes | — | — |
 //!
@@ -36,7 +37,10 @@ pub use dump::DumpFormat;
 pub use elf::{ElfCore, PrStatus};
 pub use lime::LimeImage;
 pub use mock::MockMemory;
-pub use qemu::{parse_info_registers, parse_mtree, QemuLive, QemuOptions, RamRegion};
+pub use qemu::{
+    parse_info_registers, parse_mtree, Backend, CommandLine, CommandLineError, QemuLive,
+    QemuOptions, RamRegion,
+};
 pub use raw::RawImage;
 pub use xen::{
     list_domains, XenDomain, XenDomainInfo, XenError, XenGuestKind, XenOptions, XenStats,

@@ -97,6 +97,35 @@ impl QmpClient {
         Ok(c)
     }
 
+    /// The pid of the process at the other end of the socket (`SO_PEERCRED`): QEMU's.
+    pub fn peer_pid(&self) -> Result<i32, QmpError> {
+        use std::os::fd::AsRawFd;
+        let mut cred = libc::ucred {
+            pid: 0,
+            uid: 0,
+            gid: 0,
+        };
+        let mut len = std::mem::size_of::<libc::ucred>() as libc::socklen_t;
+        // SAFETY: getsockopt writes at most `len` bytes into `cred`, a live local of
+        // that size; the descriptor is the connected socket this client owns.
+        let rc = unsafe {
+            libc::getsockopt(
+                self.writer.as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_PEERCRED,
+                (&mut cred as *mut libc::ucred).cast(),
+                &mut len,
+            )
+        };
+        if rc != 0 || cred.pid <= 0 {
+            return Err(QmpError::Io {
+                command: "SO_PEERCRED".into(),
+                source: std::io::Error::last_os_error(),
+            });
+        }
+        Ok(cred.pid)
+    }
+
     /// The socket.
     pub fn path(&self) -> &Path {
         &self.path

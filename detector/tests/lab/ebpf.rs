@@ -17,7 +17,7 @@ use super::*;
 
 /// A program as the loader reports it.
 #[derive(Debug, Clone)]
-pub(super) struct Loaded {
+pub(crate) struct Loaded {
     kind: String,
     id: u64,
     tag: String,
@@ -26,7 +26,7 @@ pub(super) struct Loaded {
 }
 
 /// What the step leaves for the dump's comparisons: the loader's pid and its programs.
-pub(super) struct Ebpf {
+pub(crate) struct Ebpf {
     pid: u32,
     programs: Vec<Loaded>,
 }
@@ -38,7 +38,7 @@ fn kv<'a>(line: &'a str, key: &str) -> Option<&'a str> {
 
 /// Install the kernel counter, load the programs in the guest and check `bpf` and
 /// `check` against the guest.
-pub(super) fn step(
+pub(crate) fn step(
     kernel: &str,
     d: &Detector,
     guest: &mut Guest,
@@ -248,7 +248,7 @@ pub(super) fn step(
 /// every perf event it lists with a program is one of the detector's (same thread,
 /// PMU and program), and every such program of a listed type is an `ebpf` finding.
 /// Volatility must see the loader's programs and its kprobe event.
-pub(super) fn volatility(v: &Volatility, d: &Detector, run: &Run, bpf: &Ebpf) -> Vec<String> {
+pub(crate) fn volatility(v: &Volatility, d: &Detector, run: &Run, bpf: &Ebpf) -> Vec<String> {
     let mut problems = Vec::new();
     let kernel = v.kernel.as_str();
     let elf = v.elf.to_str().unwrap();

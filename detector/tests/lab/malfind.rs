@@ -13,7 +13,7 @@
 use super::*;
 
 /// What the injector printed: its pid, the two regions and their first 64 bytes.
-pub struct Injected {
+pub(crate) struct Injected {
     pid: u32,
     rwx: u64,
     rx: u64,
@@ -29,7 +29,7 @@ fn spaced(hex: &str) -> String {
 }
 
 /// Start the injector, expect its two regions as findings (live, paused).
-pub fn injected_code(
+pub(crate) fn injected_code(
     kernel: &str,
     d: &Detector,
     guest: &mut Guest,
@@ -139,7 +139,12 @@ fn jit_policy(kernel: &str, d: &Detector, guest: &mut Guest) -> Vec<String> {
 /// `maps PID` equals the guest's `/proc/PID/maps` (fields compared, `[vsyscall]`, the
 /// kernel's gate area and no VMA of the process, left out) for init, the lab worker, a
 /// busybox shell started here and `extra`; `maps --json` has as many mappings.
-pub fn maps_match(label: &str, d: &Detector, guest: &mut Guest, extra: &[u32]) -> Vec<String> {
+pub(crate) fn maps_match(
+    label: &str,
+    d: &Detector,
+    guest: &mut Guest,
+    extra: &[u32],
+) -> Vec<String> {
     let mut problems = Vec::new();
     let out = guest
         .sh("sh -c 'sleep 100000; exit 0' </dev/null >/dev/null 2>&1 & echo $!; sleep 1")
@@ -197,7 +202,7 @@ pub fn maps_match(label: &str, d: &Detector, guest: &mut Guest, extra: &[u32]) -
 /// Volatility 3's `linux.malfind` on the ELF dump: each region it reports is a
 /// malfind finding of the detector's (same pid and start), and it reports the
 /// injector's RWX region.
-pub fn volatility_malfind(v: &Volatility, run: &Run, inj: &Injected) -> Vec<String> {
+pub(crate) fn volatility_malfind(v: &Volatility, run: &Run, inj: &Injected) -> Vec<String> {
     let mut problems = Vec::new();
     let kernel = v.kernel.as_str();
     let got = findings(&run.json());
@@ -235,9 +240,9 @@ pub fn volatility_malfind(v: &Volatility, run: &Run, inj: &Injected) -> Vec<Stri
 }
 
 /// The malfind step alone on a guest of each attack kernel (about 25 s each), for work
-/// on it; `attacks_are_found_and_named` runs it among the other steps.
+/// on it; the `attacks_*` tests run it among the other steps.
 #[test]
-#[ignore = "focused run of the malfind step; attacks_are_found_and_named covers it"]
+#[ignore = "focused run of the malfind step; the attacks_* tests cover it"]
 fn malfind_step_alone() {
     let lab = Lab::open_default().expect("lab");
     let mut problems = Vec::new();

@@ -1,0 +1,268 @@
+//! The attack scenario: a guest with the test rootkits (`tests/mods/*.c`) loaded one
+//! after the other; after each, `check` must report exactly the findings of the
+//! attacks so far. Steps 1-6 and 9 (lists, tables, credentials, inline hooks, the
+//! runqueue-only process) are here; the others are in their checks' files.
+
+use super::*;
+
+/// Kernels attacked with every test module (their modules build with the host gcc).
+pub(crate) const ATTACK_KERNELS: &[&str] = &["6.1.0-56-amd64", "6.12.117+deb12-amd64"];
+
+pub(crate) fn attack(lab: &Lab, kernel: &str) -> Vec<String> {
+    let mods = [
+        "vmi_hideproc",
+        "vmi_hidemod",
+        "vmi_hooksys",
+        "vmi_hookidt",
+        "vmi_creds",
+        "vmi_inline",
+        "vmi_ftrace",
+        "vmi_kprobe",
+        "vmi_tracepoint",
+        "vmi_netfilter",
+        "vmi_keylog",
+        "vmi_tty",
+        "vmi_perf",
+        "vmi_ghost",
+    ];
+    let mut scenario = Scenario::standard()
+        .sleeper("vmi-hideme")
+        .run_as("vmi-victim", 1000)
+        .run_as("vmi-victim2", 1000);
+    for m in mods {
+        scenario = scenario.file(
+            common::attack_module(lab, kernel, m),
+            &format!("/lab/{m}.ko"),
+            0o644,
+        );
+    }
+    let profiles = tempfile::tempdir().expect("tempdir");
+    profile_into(lab, kernel, profiles.path());
+    let d = Detector {
+        profiles: profiles.path().to_path_buf(),
+        image: Some(lab.store().debug(kernel).expect("-dbg").vmlinux),
+    };
+    let mut guest = lab
+        .boot(kernel, &scenario, &BootOptions::default())
+        .expect("boot");
+    let truth = guest.refresh_truth().expect("truth");
+    let mut problems = Vec::new();
+    let sock = guest.qmp_socket();
+    let live = ["--qemu", sock.to_str().unwrap()];
+
+    // clean; paused while compared with the truth (kernel threads come and go)
+    guest.pause().expect("pause");
+    guest.release_qmp();
+    problems.extend(views_match(&format!("{kernel} clean"), &d, &live, &truth));
+    problems.extend(walkers_see_the_guest(
+        &format!("{kernel} clean"),
+        &mut guest,
+        profiles.path(),
+    ));
+    guest.resume().expect("resume");
+    problems.extend(tracing_walkers(
+        &format!("{kernel} clean"),
+        &d,
+        &mut guest,
+        profiles.path(),
+    ));
+    problems.extend(hook_table_walkers(
+        &format!("{kernel} clean"),
+        &mut guest,
+        profiles.path(),
+    ));
+    let run = d.live(&mut guest, &["--json", "check"]);
+    problems.extend(expect_exactly(&format!("{kernel} clean"), &run, &[]));
+    problems.extend(policy(kernel, &d, &mut guest, &truth, profiles.path()));
+
+    let hideme = pid_of(&truth, "vmi-hideme");
+    let victim = pid_of(&truth, "vmi-victim");
+    let victim2 = pid_of(&truth, "vmi-victim2");
+    let mut wants: Vec<Want> = Vec::new();
+    let insmod = |guest: &mut Guest, line: &str| insmod(kernel, guest, line);
+
+    // 1. a process unlinked from the tasks list
+    insmod(&mut guest, &format!("/lab/vmi_hideproc.ko pid={hideme}"));
+    wants.push(want("the hidden vmi-hideme", "hidden-process", move |e| {
+        e["pid"] == hideme && e["comm"] == "vmi-hideme"
+    }));
+    let run = d.live(&mut guest, &["--json", "check"]);
+    problems.extend(expect_exactly(&format!("{kernel} hideproc"), &run, &wants));
+    let ps = d.live(&mut guest, &["--json", "ps"]).json();
+    if ps.as_array().unwrap().iter().any(|p| p["pid"] == hideme) {
+        problems.push(format!(
+            "{kernel}: ps (tasks list) still shows {hideme}: the attack did not happen"
+        ));
+    }
+    let t = guest.refresh_truth().expect("truth");
+    if t.process(hideme).is_none() {
+        problems.push(format!("{kernel}: /proc lost {hideme} too"));
+    }
+
+    // 2. a module removed from the modules list
+    insmod(&mut guest, "/lab/vmi_hidemod.ko");
+    wants.push(want("the hidden vmi_hidemod", "hidden-module", |e| {
+        e["module"] == "vmi_hidemod"
+    }));
+    let run = d.live(&mut guest, &["--json", "check"]);
+    problems.extend(expect_exactly(&format!("{kernel} hidemod"), &run, &wants));
+    let t = guest.refresh_truth().expect("truth");
+    if t.modules.iter().any(|m| m.name == "vmi_hidemod") {
+        problems.push(format!("{kernel}: /proc/modules still lists vmi_hidemod"));
+    }
+
+    // 3. a system call table entry pointing into a (listed) module
+    insmod(&mut guest, "/lab/vmi_hooksys.ko nr=180");
+    wants.push(want(
+        "sys_call_table[180] hooked by vmi_hooksys",
+        "syscall-table",
+        |e| e["table"] == "sys_call_table" && e["nr"] == 180 && e["owner"] == "module vmi_hooksys",
+    ));
+    // sys_call_table lies in .rodata, outside __ro_after_init: the image comparison
+    // sees the same write
+    wants.push(want(
+        "sys_call_table differing from the image",
+        "kernel-text",
+        |e| e["symbol"] == "sys_call_table",
+    ));
+    let run = d.live(&mut guest, &["--json", "check"]);
+    problems.extend(expect_exactly(&format!("{kernel} hooksys"), &run, &wants));
+
+    // 4. an IDT gate pointing into a module that then hides
+    insmod(&mut guest, "/lab/vmi_hookidt.ko vector=15 hide=1");
+    wants.push(want(
+        "IDT vector 15 hooked by hidden vmi_hookidt",
+        "idt",
+        |e| e["vector"] == 15 && e["owner"] == "hidden module vmi_hookidt",
+    ));
+    wants.push(want("the hidden vmi_hookidt", "hidden-module", |e| {
+        e["module"] == "vmi_hookidt"
+    }));
+    let run = d.live(&mut guest, &["--json", "check"]);
+    problems.extend(expect_exactly(&format!("{kernel} hookidt"), &run, &wants));
+
+    // 5. credentials: init_cred handed to one process, uid 0 written into another's
+    insmod(
+        &mut guest,
+        &format!("/lab/vmi_creds.ko init_pid={victim} zero_pid={victim2}"),
+    );
+    // cred and real_cred are one struct cred in a process that never overrode them:
+    // one finding each
+    wants.push(want(
+        "vmi-victim's credentials are init_cred",
+        "credentials",
+        move |e| e["pid"] == victim && e["init_cred"].is_string() && e["init_cred"] == e["cred"],
+    ));
+    wants.push(want(
+        "vmi-victim2's uid 0 with the user_struct of uid 1000",
+        "credentials",
+        move |e| e["pid"] == victim2 && e["uid"] == 0 && e["user_struct_uid"] == 1000,
+    ));
+    let t = guest.refresh_truth().expect("truth");
+    for pid in [victim, victim2] {
+        if t.process(pid).map(|p| p.uid) != Some(0) {
+            problems.push(format!("{kernel}: the guest does not see {pid} as root"));
+        }
+    }
+    // 6. an inline hook at a kernel function's entry
+    insmod(&mut guest, "/lab/vmi_inline.ko");
+    wants.push(want(
+        "__x64_sys_sysfs hooked inline by vmi_inline",
+        "kernel-text",
+        |e| e["symbol"] == "__x64_sys_sysfs" && e["owner"] == "module vmi_inline",
+    ));
+    let run = d.live(&mut guest, &["--json", "check"]);
+    let label = format!("{kernel} creds (live)");
+    problems.extend(expect_exactly(&label, &run, &wants));
+    let run = d.live(&mut guest, &["--json", "check", "--pause"]);
+    problems.extend(expect_exactly(
+        &format!("{kernel} creds (paused)"),
+        &run,
+        &wants,
+    ));
+    // text output: one line per finding, exit code 1, printable
+    let run = d.live(&mut guest, &["check"]);
+    eprintln!("{kernel}: detector check\n{}", run.stdout);
+    let lines = run
+        .stdout
+        .lines()
+        .filter(|l| l.starts_with("high") || l.starts_with("medium"))
+        .count();
+    if run.code != 1
+        || lines != wants.len()
+        || !run
+            .stdout
+            .bytes()
+            .all(|b| b == b'\n' || (0x20..0x7f).contains(&b))
+    {
+        problems.push(format!(
+            "{kernel}: text check: exit {} and {lines} lines:\n{}",
+            run.code, run.stdout
+        ));
+    }
+
+    // 7. kernel functions hooked through ftrace, kprobes and a tracepoint
+    problems.extend(tracing_hooks(kernel, &d, &mut guest, &mut wants));
+    // 8. a netfilter hook, a keyboard notifier, tty and /proc/net/tcp operations
+    problems.extend(table_hooks(kernel, &d, &mut guest, &mut wants));
+    // 8b. processes renamed (comm) and with rewritten arguments (argv[0])
+    let spoofed = spoofed_processes(kernel, &d, &mut guest, &mut wants);
+    problems.extend(spoofed.1);
+    // 8c. sockets: nc listeners and a connected pair, listed as the guest lists them,
+    // and a policy that does not allow two of the listeners
+    problems.extend(start_sockets(kernel, &mut guest));
+    problems.extend(sockets_match(kernel, &d, &mut guest));
+    problems.extend(listen_policy(kernel, &d, &mut guest, profiles.path()));
+    // 8d. injected code: anonymous RWX memory, and memory made r-x once written
+    let injected = malfind::injected_code(kernel, &d, &mut guest, &mut wants);
+    problems.extend(injected.1);
+    // 8d. a kernel perf counter with a module's overflow handler; eBPF: a kprobe
+    // program on a perf event, a raw tracepoint program, a socket filter
+    let (bpf, bpf_problems) = ebpf::step(kernel, &d, &mut guest, &mut wants, profiles.path());
+    problems.extend(bpf_problems);
+
+    // the same from an ELF dump, and what Volatility 3 finds there
+    let dump = tempfile::tempdir().expect("tempdir");
+    let elf = dump.path().join("g.elf");
+    guest.dump_elf(&elf).expect("ELF dump");
+    let run = d.run(&["--dump", elf.to_str().unwrap()], &["--json", "check"]);
+    problems.extend(expect_exactly(&format!("{kernel} ELF dump"), &run, &wants));
+    let vol = Volatility::new(lab, kernel, &elf, &d);
+    problems.extend(volatility_tracing(&vol, &run));
+    problems.extend(ebpf::volatility(&vol, &d, &run, &bpf));
+    problems.extend(volatility_tables(&vol, &run));
+    problems.extend(volatility_spoofing(&vol, &run, spoofed.0));
+    problems.extend(volatility_sockets(&vol, &d));
+    problems.extend(malfind::volatility_malfind(&vol, &run, &injected.0));
+
+    // 9. a busy process hidden from the tasks list and the pid namespace alike: only
+    // the runqueue of the CPU it runs on names it. The guest's one CPU runs it nearly
+    // always, but a paused guest can have stopped in another task: up to 5 tries.
+    let out = guest
+        .sh("sh -c 'while :; do :; done' >/dev/null 2>&1 & echo $!")
+        .expect("sh");
+    let spin: u32 = out.lines[0].trim().parse().expect("pid");
+    insmod(&mut guest, &format!("/lab/vmi_ghost.ko pid={spin}"));
+    let t = guest.refresh_truth().expect("truth");
+    if t.process(spin).is_some() {
+        problems.push(format!(
+            "{kernel}: /proc still shows {spin}: the attack did not happen"
+        ));
+    }
+    wants.push(want(
+        "the busy process hidden from both views, on CPU 0",
+        "hidden-process",
+        move |e| e["tid"] == spin && e["cpu"] == 0,
+    ));
+    let mut last = Vec::new();
+    for _ in 0..5 {
+        let run = d.live(&mut guest, &["--json", "check", "--pause"]);
+        last = expect_exactly(&format!("{kernel} ghost (paused)"), &run, &wants);
+        if last.is_empty() {
+            break;
+        }
+    }
+    problems.extend(last);
+    drop(guest); // the spinning guest is killed, not shut down
+    problems
+}

@@ -1,0 +1,77 @@
+//! The clean guest of a kernel: nothing is hooked, so `check` must find nothing, live
+//! and on an ELF dump, and no check may fail; `identify`, `ps`, `lsmod`, `sockets` and
+//! `maps` must equal what the guest says, and the walkers the checks compare read what
+//! the guest's own tracing, tty and /proc/net views show. The 7.x guests are then hooked
+//! through ftrace, kprobes and a tracepoint ([`tracing_hooks`]), found from a dump.
+
+use super::*;
+
+/// Clean guests hooked through ftrace, kprobes and a tracepoint after their clean
+/// checks: the 7.x builds, whose modules the lab builds with their suite's gcc.
+pub(crate) const HOOKED_CLEAN_KERNELS: &[&str] = &["newest:7.2", "newest:7"];
+
+/// One clean guest of `kernel`: its views, walkers and checks against the guest, live and
+/// from a dump; a 7.x guest is then hooked through tracing.
+pub(crate) fn clean(lab: &Lab, kernel: &str) -> Vec<String> {
+    let mut problems = Vec::new();
+    let profiles = tempfile::tempdir().expect("tempdir");
+    profile_into(lab, kernel, profiles.path());
+    let d = Detector {
+        profiles: profiles.path().to_path_buf(),
+        image: Some(lab.store().debug(kernel).expect("-dbg").vmlinux),
+    };
+    let mut scenario = Scenario::standard();
+    if HOOKED_CLEAN_KERNELS.contains(&kernel) {
+        for m in TRACING_MODULES {
+            scenario = scenario.file(
+                common::attack_module(lab, kernel, m),
+                &format!("/lab/{m}.ko"),
+                0o644,
+            );
+        }
+    }
+    let mut guest = match lab.boot(kernel, &scenario, &BootOptions::default()) {
+        Ok(g) => g,
+        Err(e) => return vec![format!("{kernel}: boot: {e}")],
+    };
+    let truth = guest.refresh_truth().expect("truth");
+    let label = format!("{kernel} ({})", truth.release);
+    let sock = guest.qmp_socket();
+    guest.pause().expect("pause");
+    guest.release_qmp();
+    problems.extend(views_match(
+        &label,
+        &d,
+        &["--qemu", sock.to_str().unwrap()],
+        &truth,
+    ));
+    problems.extend(walkers_see_the_guest(&label, &mut guest, profiles.path()));
+    guest.resume().expect("resume");
+    problems.extend(tracing_walkers(&label, &d, &mut guest, profiles.path()));
+    problems.extend(hook_table_walkers(&label, &mut guest, profiles.path()));
+    problems.extend(start_sockets(&label, &mut guest));
+    problems.extend(sockets_match(&label, &d, &mut guest));
+    problems.extend(malfind::maps_match(&label, &d, &mut guest, &[]));
+    let run = d.live(&mut guest, &["--json", "check"]);
+    problems.extend(expect_exactly(&format!("{label} live"), &run, &[]));
+    let dump = tempfile::tempdir().expect("tempdir");
+    let elf = dump.path().join("g.elf");
+    guest.dump_elf(&elf).expect("ELF dump");
+    let run = d.run(&["--dump", elf.to_str().unwrap()], &["--json", "check"]);
+    problems.extend(expect_exactly(&format!("{label} ELF"), &run, &[]));
+    if HOOKED_CLEAN_KERNELS.contains(&kernel) {
+        // then hooked through ftrace, kprobes and a tracepoint (step 7 of the
+        // attacks), found live, paused and from a dump
+        let mut wants = Vec::new();
+        problems.extend(tracing_hooks(&label, &d, &mut guest, &mut wants));
+        guest.dump_elf(&elf).expect("ELF dump");
+        let run = d.run(&["--dump", elf.to_str().unwrap()], &["--json", "check"]);
+        problems.extend(expect_exactly(
+            &format!("{label} hooked, ELF"),
+            &run,
+            &wants,
+        ));
+    }
+    guest.shutdown().expect("shutdown");
+    problems
+}

@@ -1,0 +1,177 @@
+//! The views against the guest: `identify`, `ps` and `lsmod` as the guest sees itself,
+//! and the walkers the hidden-process, hidden-module, syscall-table and idt checks
+//! compare (pid namespace, module kset, syscall tables, IDT, runqueues).
+
+use super::*;
+
+/// `ps --json` and `lsmod --json` equal the guest's view; `identify` the release and
+/// the KASLR shift.
+pub(crate) fn views_match(
+    label: &str,
+    d: &Detector,
+    source: &[&str],
+    truth: &GroundTruth,
+) -> Vec<String> {
+    let mut problems = Vec::new();
+    let id = d.run(source, &["--json", "identify"]);
+    let idv = id.json();
+    if idv["release"] != truth.release.as_str() {
+        problems.push(format!(
+            "{label}: identify says {} for {}",
+            idv["release"], truth.release
+        ));
+    }
+    let shift = truth.text_addr.wrapping_sub(0xffff_ffff_8100_0000);
+    if idv["kaslr"]["virtual_shift"] != format!("{shift:#x}").as_str() {
+        problems.push(format!(
+            "{label}: virtual shift {} (the guest's _text says {shift:#x})",
+            idv["kaslr"]["virtual_shift"]
+        ));
+    }
+    let ps = d.run(source, &["--json", "ps"]).json();
+    let got: BTreeSet<(u64, u64, u64, usize)> = ps
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| {
+            (
+                p["pid"].as_u64().unwrap(),
+                p["ppid"].as_u64().unwrap(),
+                p["uid"].as_u64().unwrap(),
+                p["threads"].as_array().unwrap().len(),
+            )
+        })
+        .collect();
+    let want: BTreeSet<(u64, u64, u64, usize)> = truth
+        .processes
+        .iter()
+        .map(|p| {
+            (
+                u64::from(p.pid),
+                u64::from(p.ppid),
+                u64::from(p.uid),
+                p.threads as usize,
+            )
+        })
+        .collect();
+    if got != want {
+        problems.push(format!(
+            "{label}: ps differs from the guest: only in memory {:?}, only in the guest {:?}",
+            got.difference(&want).collect::<Vec<_>>(),
+            want.difference(&got).collect::<Vec<_>>()
+        ));
+    }
+    // executables, rebuilt from mm->exe_file across mounts, as /proc/<pid>/exe says
+    let got: BTreeSet<(u64, String)> = ps
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|p| Some((p["pid"].as_u64()?, p["exe"].as_str()?.to_string())))
+        .collect();
+    let want: BTreeSet<(u64, String)> = truth
+        .processes
+        .iter()
+        .filter(|p| !p.exe.is_empty())
+        .map(|p| (u64::from(p.pid), p.exe.clone()))
+        .collect();
+    if got != want || want.is_empty() {
+        problems.push(format!(
+            "{label}: executables differ: only in memory {:?}, only in the guest {:?}",
+            got.difference(&want).collect::<Vec<_>>(),
+            want.difference(&got).collect::<Vec<_>>()
+        ));
+    }
+    let lsmod = d.run(source, &["--json", "lsmod"]).json();
+    let got: BTreeSet<(String, String)> = lsmod
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| {
+            (
+                m["name"].as_str().unwrap().to_string(),
+                m["core_base"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    let want: BTreeSet<(String, String)> = truth
+        .modules
+        .iter()
+        .map(|m| (m.name.clone(), format!("{:#x}", m.addr)))
+        .collect();
+    if got != want {
+        problems.push(format!("{label}: lsmod {got:?}, the guest says {want:?}"));
+    }
+    problems
+}
+
+/// The views the checks compare are really read: the pid namespace names every thread
+/// the guest has, the module kset holds every listed module, the x64 syscall table has
+/// NR_syscalls entries in kernel text, the IDT has present gates.
+pub(crate) fn walkers_see_the_guest(
+    label: &str,
+    guest: &mut Guest,
+    profiles: &Path,
+) -> Vec<String> {
+    let truth = guest.truth().clone();
+    with_paused_kernel(guest, profiles, |k| walkers_see(label, &truth, k))
+}
+
+pub(crate) fn walkers_see(label: &str, truth: &GroundTruth, k: &Kernel<&QemuLive>) -> Vec<String> {
+    let mut problems = Vec::new();
+    let view = k
+        .pid_namespace_tasks(&PidLimits::default())
+        .expect("pid namespace walk");
+    let got: BTreeSet<(u32, u32)> = view.tasks.iter().map(|t| (t.tgid, t.tid)).collect();
+    let want: BTreeSet<(u32, u32)> = truth.threads.iter().map(|t| (t.tgid, t.tid)).collect();
+    if got != want {
+        problems.push(format!(
+            "{label}: pid namespace tasks differ from /proc: only in the IDR {:?}, only in /proc {:?}",
+            got.difference(&want).collect::<Vec<_>>(),
+            want.difference(&got).collect::<Vec<_>>()
+        ));
+    }
+    let kobjs = k.module_kobjects(1 << 14).expect("module kset walk");
+    let with_module: BTreeSet<String> = kobjs
+        .iter()
+        .filter(|o| o.module.is_some())
+        .map(|o| String::from_utf8_lossy(&o.name).into_owned())
+        .collect();
+    let listed: BTreeSet<String> = truth.modules.iter().map(|m| m.name.clone()).collect();
+    if with_module != listed {
+        problems.push(format!(
+            "{label}: module kobjects {with_module:?}, /proc/modules {listed:?}"
+        ));
+    }
+    if kobjs.len() <= with_module.len() {
+        problems.push(format!(
+            "{label}: no built-in module kobjects among {} (the kset walk sees only part of /sys/module)",
+            kobjs.len()
+        ));
+    }
+    let tables = k.syscall_tables().expect("syscall tables");
+    let text = k.text_range().expect("text");
+    let x64 = &tables[0];
+    if x64.entries.len() < 400 || !x64.entries.iter().all(|&e| text.contains(e)) {
+        problems.push(format!(
+            "{label}: sys_call_table has {} entries, {} outside text",
+            x64.entries.len(),
+            x64.entries.iter().filter(|&&e| !text.contains(e)).count()
+        ));
+    }
+    let (_, gates) = k.idt().expect("idt");
+    let present = gates.iter().filter(|g| g.present).count();
+    if present < 200 {
+        problems.push(format!("{label}: only {present} present IDT gates"));
+    }
+    // the runqueue of the guest's one CPU names its idle task or a task the guest has
+    let running = k.running().expect("runqueues");
+    let known = |tid: u32| truth.threads.iter().any(|t| t.tid == tid);
+    let fits = running.len() == 1
+        && running.iter().all(|r| {
+            (r.tid == 0 && r.comm.starts_with(b"swapper")) || (r.tid != 0 && known(r.tid))
+        });
+    if !fits {
+        problems.push(format!("{label}: the runqueues say {running:?}"));
+    }
+    problems
+}
