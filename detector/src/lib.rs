@@ -24,6 +24,7 @@ pub mod checks;
 pub mod error;
 pub mod events;
 pub mod finding;
+pub mod glob;
 pub mod image;
 pub mod policy;
 pub mod render;

@@ -31,6 +31,8 @@
 use std::collections::BTreeSet;
 use std::path::Path;
 
+use crate::glob::Glob;
+
 /// Largest policy file read.
 const MAX_POLICY_BYTES: u64 = 1 << 20;
 
@@ -65,13 +67,13 @@ pub struct Policy {
     /// Process names that must not run.
     pub deny_names: Vec<String>,
     /// Executable path globs that must not run.
-    pub deny_exe: Vec<String>,
+    pub deny_exe: Vec<Glob>,
     /// Real uids allowed to run with effective uid 0 (`None`: no rule).
     pub root_uids: Option<BTreeSet<u32>>,
     /// Listeners allowed, as (protocol, port), `None` for `*` (`None`: no rule).
     pub allow_listen: Option<Vec<(Option<String>, Option<u16>)>>,
     /// Executable path globs allowed JIT memory (the malfind check skips them).
-    pub allow_jit: Vec<String>,
+    pub allow_jit: Vec<Glob>,
     /// BPF program types reported (`None`: [`DEFAULT_EBPF_TYPES`]).
     pub ebpf_types: Option<Vec<String>>,
     /// BPF programs allowed, by name or `tag:HEX`.
@@ -168,6 +170,19 @@ fn strings(key: &str, v: &toml::Value) -> Result<Vec<String>, PolicyError> {
         .collect()
 }
 
+/// A list of globs.
+fn globs(key: &str, v: &toml::Value) -> Result<Vec<Glob>, PolicyError> {
+    strings(key, v)?
+        .iter()
+        .map(|g| {
+            Glob::new(g).map_err(|e| PolicyError::Key {
+                key: key.into(),
+                what: format!("{g:?}: {e}"),
+            })
+        })
+        .collect()
+}
+
 impl Policy {
     /// Parse a policy from TOML text.
     pub fn parse(text: &str) -> Result<Policy, PolicyError> {
@@ -178,7 +193,7 @@ impl Policy {
         for (key, v) in &table {
             match key.as_str() {
                 "deny_names" => p.deny_names = strings(key, v)?,
-                "deny_exe" => p.deny_exe = strings(key, v)?,
+                "deny_exe" => p.deny_exe = globs(key, v)?,
                 "root_uids" => {
                     let bad = || PolicyError::Key {
                         key: key.clone(),
@@ -219,7 +234,7 @@ impl Policy {
                         .map(|e| ebpf_allowed(key, e))
                         .collect::<Result<_, _>>()?
                 }
-                "allow_jit" => p.allow_jit = strings(key, v)?,
+                "allow_jit" => p.allow_jit = globs(key, v)?,
                 other => return Err(PolicyError::Key {
                     key: other.into(),
                     what: "unknown key (the keys are deny_names, deny_exe, root_uids, allow_listen, ebpf_types, ebpf_allow, allow_jit)"
@@ -284,62 +299,21 @@ impl Policy {
 
     /// True when `path` matches an `allow_jit` glob.
     pub fn jit_allowed(&self, path: &[u8]) -> bool {
-        self.allow_jit.iter().any(|g| glob(g.as_bytes(), path))
+        self.allow_jit.iter().any(|g| g.is_match(path))
     }
 
     /// The `deny_exe` glob that `path` matches.
     pub fn denied_exe(&self, path: &[u8]) -> Option<&str> {
         self.deny_exe
             .iter()
-            .find(|g| glob(g.as_bytes(), path))
-            .map(String::as_str)
+            .find(|g| g.is_match(path))
+            .map(Glob::as_str)
     }
-}
-
-/// `*` any run of bytes, `?` one byte, everything else itself. Iterative with one
-/// backtrack point, so hostile paths cost O(len(pattern) * len(path)) at worst.
-pub fn glob(pattern: &[u8], text: &[u8]) -> bool {
-    let (mut p, mut t) = (0usize, 0usize);
-    let mut star: Option<(usize, usize)> = None;
-    while t < text.len() {
-        if p < pattern.len() && (pattern[p] == b'?' || pattern[p] == text[t]) {
-            p += 1;
-            t += 1;
-        } else if p < pattern.len() && pattern[p] == b'*' {
-            star = Some((p, t));
-            p += 1;
-        } else if let Some((sp, st)) = star {
-            p = sp + 1;
-            t = st + 1;
-            star = Some((sp, st + 1));
-        } else {
-            return false;
-        }
-    }
-    while p < pattern.len() && pattern[p] == b'*' {
-        p += 1;
-    }
-    p == pattern.len()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn globs() {
-        assert!(glob(b"/tmp/*", b"/tmp/x/y"));
-        assert!(!glob(b"/tmp/*", b"/usr/tmp/x"));
-        assert!(glob(b"*/.*/*", b"/home/u/.cache/miner"));
-        assert!(glob(b"/bin/?s", b"/bin/ls"));
-        assert!(!glob(b"/bin/?s", b"/bin/lss"));
-        assert!(glob(b"*", b""));
-        assert!(glob(b"a*b*c", b"aXXbYYc"));
-        assert!(!glob(b"a*b*c", b"aXXbYY"));
-        // long hostile input stays fast
-        let long = vec![b'a'; 100_000];
-        assert!(!glob(b"*a*a*a*b", &long));
-    }
 
     #[test]
     fn parses_and_refuses() {

@@ -1,7 +1,7 @@
 //! Opening a guest: the memory source (a dump recognised by content, a live QEMU, or a
 //! Xen domain read from dom0), the profile, and the kernel found in memory.
 
-use std::io::{Read, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -9,8 +9,8 @@ use vmi_core::arch::x86_64::Registers;
 use vmi_core::kernel::candidates::{all_candidates, Executing};
 use vmi_core::kernel::{Hints, Kernel, Limits, ProfileSet};
 use vmi_core::memory::{
-    ElfCore, LimeImage, PauseGuard, PauseResume, PhysicalMemory, QemuLive, QemuOptions, RawImage,
-    VcpuRegisters, XenDomain, XenOptions,
+    DumpFormat, ElfCore, LimeImage, PauseGuard, PauseResume, PhysicalMemory, QemuLive, QemuOptions,
+    RawImage, VcpuRegisters, XenDomain, XenOptions,
 };
 use vmi_core::profile::Profile;
 
@@ -130,10 +130,6 @@ impl std::fmt::Debug for Target {
 
 /// Largest profile file read (as vmi-core's profile directories).
 const MAX_PROFILE_BYTES: u64 = 256 << 20;
-/// ELF magic.
-const ELF_MAGIC: &[u8; 4] = b"\x7fELF";
-/// LiME magic as it is on disk (0x4C694D45 little-endian).
-const LIME_MAGIC: &[u8; 4] = b"EMiL";
 
 /// Make the profile of the kernel in `mem` from its own BTF and kallsyms, check it against
 /// the running kernel (discovery's init_task check and a consistent process walk) before
@@ -171,17 +167,13 @@ pub fn zero_touch(
     let mut path = PathBuf::new();
     if let Some(dir) = dir {
         path = dir.join(profile_file_name(&profile));
-        let mut tmp = tempfile::NamedTempFile::new_in(dir).map_err(|source| DetectorError::Io {
-            path: dir.to_path_buf(),
-            source,
-        })?;
         let io = |source| DetectorError::Io {
             path: path.clone(),
             source,
         };
-        tmp.write_all(profile.to_json().as_bytes()).map_err(io)?;
-        tmp.as_file().sync_all().map_err(io)?;
-        tmp.persist(&path).map_err(|e| io(e.error))?;
+        let mut file = atomic_write_file::AtomicWriteFile::open(&path).map_err(io)?;
+        file.write_all(profile.to_json().as_bytes()).map_err(io)?;
+        file.commit().map_err(io)?;
     }
     Ok(vmi_core::kernel::Identified {
         profile,
@@ -208,7 +200,7 @@ pub fn profile_file_name(p: &vmi_core::profile::Profile) -> String {
         })
         .collect();
     let hash = Sha256::digest(p.kernel.banner.as_bytes());
-    let hex: String = hash.iter().take(4).map(|b| format!("{b:02x}")).collect();
+    let hex = hex::encode(&hash[..4]);
     format!(
         "{}-{hex}.json",
         if release.is_empty() {
@@ -217,24 +209,6 @@ pub fn profile_file_name(p: &vmi_core::profile::Profile) -> String {
             &release
         }
     )
-}
-
-/// Recognise a dump by its first bytes.
-pub fn dump_kind(path: &Path) -> Result<SourceKind, DetectorError> {
-    let mut head = [0u8; 4];
-    let mut f = std::fs::File::open(path).map_err(|source| DetectorError::Io {
-        path: path.to_path_buf(),
-        source,
-    })?;
-    let n = f.read(&mut head).map_err(|source| DetectorError::Io {
-        path: path.to_path_buf(),
-        source,
-    })?;
-    Ok(match &head[..n] {
-        h if h == ELF_MAGIC => SourceKind::Elf,
-        h if h == LIME_MAGIC => SourceKind::Lime,
-        _ => SourceKind::Raw,
-    })
 }
 
 fn open_err(path: &Path) -> impl FnOnce(vmi_core::Error) -> DetectorError + '_ {
@@ -263,45 +237,50 @@ impl Target {
             _,
             Option<Arc<QemuLive>>,
         ) = match source {
-            SourceSpec::Dump(path) => match dump_kind(path)? {
-                SourceKind::Elf => {
-                    let core = ElfCore::open(path).map_err(open_err(path))?;
-                    warnings.extend(core.warnings().iter().cloned());
-                    let regs = all_registers(&core);
-                    let vmci = core.vmcoreinfo().cloned();
-                    (
-                        Arc::new(core),
-                        SourceKind::Elf,
-                        path.clone(),
-                        regs,
-                        vmci,
-                        None,
-                    )
+            SourceSpec::Dump(path) => {
+                match DumpFormat::of_file(path).map_err(|source| DetectorError::Io {
+                    path: path.to_path_buf(),
+                    source,
+                })? {
+                    DumpFormat::Elf => {
+                        let core = ElfCore::open(path).map_err(open_err(path))?;
+                        warnings.extend(core.warnings().iter().cloned());
+                        let regs = all_registers(&core);
+                        let vmci = core.vmcoreinfo().cloned();
+                        (
+                            Arc::new(core),
+                            SourceKind::Elf,
+                            path.clone(),
+                            regs,
+                            vmci,
+                            None,
+                        )
+                    }
+                    DumpFormat::Lime => {
+                        let l = LimeImage::open(path).map_err(open_err(path))?;
+                        warnings.extend(l.warnings().iter().cloned());
+                        (
+                            Arc::new(l),
+                            SourceKind::Lime,
+                            path.clone(),
+                            vec![],
+                            None,
+                            None,
+                        )
+                    }
+                    DumpFormat::Raw => {
+                        let r = RawImage::open(path).map_err(open_err(path))?;
+                        (
+                            Arc::new(r),
+                            SourceKind::Raw,
+                            path.clone(),
+                            vec![],
+                            None,
+                            None,
+                        )
+                    }
                 }
-                SourceKind::Lime => {
-                    let l = LimeImage::open(path).map_err(open_err(path))?;
-                    warnings.extend(l.warnings().iter().cloned());
-                    (
-                        Arc::new(l),
-                        SourceKind::Lime,
-                        path.clone(),
-                        vec![],
-                        None,
-                        None,
-                    )
-                }
-                _ => {
-                    let r = RawImage::open(path).map_err(open_err(path))?;
-                    (
-                        Arc::new(r),
-                        SourceKind::Raw,
-                        path.clone(),
-                        vec![],
-                        None,
-                        None,
-                    )
-                }
-            },
+            }
             SourceSpec::Qemu { socket, mem_path } => {
                 let opts = QemuOptions {
                     ram_path: mem_path.clone(),

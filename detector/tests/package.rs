@@ -31,8 +31,7 @@ fn text(out: &Output) -> String {
 
 fn have(program: &str) -> bool {
     Command::new("sh")
-        .arg("-c")
-        .arg(format!("command -v {program}"))
+        .args(["-c", "command -v \"$1\"", "sh", program])
         .output()
         .is_ok_and(|o| o.status.success())
 }

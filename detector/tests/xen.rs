@@ -22,7 +22,9 @@ use serde_json::Value;
 use vmi_lab::build::ModuleSource;
 use vmi_lab::xen::DomuKind;
 use vmi_lab::xen::XEN_BIN;
-use vmi_lab::{DomuSpec, GroundTruth, Lab, Scenario, XenDomu, XenOptions, XenRig, DEFAULT_KERNEL};
+use vmi_lab::{
+    quote, DomuSpec, GroundTruth, Lab, Scenario, XenDomu, XenOptions, XenRig, DEFAULT_KERNEL,
+};
 
 /// The test rootkits loaded in each domU (the last two write read-only kernel data by
 /// clearing CR0.WP, which Xen does not let a PV guest do: PVH only).
@@ -63,7 +65,8 @@ fn detector(rig: &mut XenRig, domain: &str, args: &str) -> Run {
     let run = rig
         .dom0_sh_timeout(
             &format!(
-                "{DETECTOR} --xen {domain} --profiles {PROFILES} {args} >/tmp/out 2>/tmp/err; echo $?"
+                "{DETECTOR} --xen {} --profiles {PROFILES} {args} >/tmp/out 2>/tmp/err; echo $?",
+                quote(domain).unwrap()
             ),
             Duration::from_secs(600),
         )
@@ -75,7 +78,7 @@ fn detector(rig: &mut XenRig, domain: &str, args: &str) -> Run {
         .and_then(|l| l.trim().parse().ok())
         .unwrap_or(-1);
     let mut cat = |f: &str| {
-        rig.dom0_sh(&format!("cat {f}"))
+        rig.dom0_sh(&format!("cat {}", quote(f).unwrap()))
             .expect("reading the output")
             .lines
             .join("\n")
@@ -360,7 +363,10 @@ fn is_hidden(f: &Value, pid: u32) -> bool {
 /// The state column of `xl list DOMAIN` (empty when it is not listed).
 fn xl_state(rig: &mut XenRig, domain: &str) -> String {
     let list = rig
-        .dom0_sh(&format!("{XEN_BIN}/xl list {domain} 2>/dev/null"))
+        .dom0_sh(&format!(
+            "{XEN_BIN}/xl list {} 2>/dev/null",
+            quote(domain).unwrap()
+        ))
         .expect("xl list");
     list.lines
         .iter()
@@ -372,7 +378,7 @@ fn xl_state(rig: &mut XenRig, domain: &str) -> String {
 
 /// The JSON events `watch` has written to `file` in dom0 so far.
 fn events(rig: &mut XenRig, file: &str) -> Vec<Value> {
-    rig.dom0_sh(&format!("cat {file}"))
+    rig.dom0_sh(&format!("cat {}", quote(file).unwrap()))
         .expect("reading the watch output")
         .lines
         .iter()
@@ -397,9 +403,11 @@ fn wait_for(
         if Instant::now() > deadline {
             let err = rig
                 .dom0_sh(&format!(
-                    "cat {file}.err; echo exit status: $(cat {file}.code 2>/dev/null); \
+                    "cat {}; echo exit status: $(cat {} 2>/dev/null); \
                      ps -o pid,stat,time,args | grep -v grep | grep detector; \
-                     {XEN_BIN}/xl list"
+                     {XEN_BIN}/xl list",
+                    quote(&format!("{file}.err")).unwrap(),
+                    quote(&format!("{file}.code")).unwrap()
                 ))
                 .map(|o| o.lines);
             panic!("watch did not report {what}: {seen:#?}\nstderr, status, ps, xl list: {err:#?}");
@@ -448,11 +456,20 @@ fn watch(rig: &mut XenRig, domu: &mut XenDomu, hidden: u32, wait: bool) {
 
     let file = format!("/tmp/watch-{name}.jsonl");
     let on_shutdown = if wait { "wait" } else { "exit" };
+    let q = |s: &str| quote(s).unwrap().into_owned();
+    let watch = format!(
+        "echo $$ >{}; exec {DETECTOR} --xen {} --profiles {PROFILES} \
+         --json watch --interval 500ms --on-shutdown {on_shutdown}",
+        q(&format!("{file}.pid")),
+        q(&name)
+    );
     let start = rig
         .dom0_sh(&format!(
-            "(sh -c 'echo $$ >{file}.pid; exec {DETECTOR} --xen {name} --profiles {PROFILES} \
-             --json watch --interval 500ms --on-shutdown {on_shutdown}' \
-             >{file} 2>{file}.err </dev/null; echo $? >{file}.code) >/dev/null 2>&1 </dev/null &"
+            "(sh -c {} >{} 2>{} </dev/null; echo $? >{}) >/dev/null 2>&1 </dev/null &",
+            q(&watch),
+            q(&file),
+            q(&format!("{file}.err")),
+            q(&format!("{file}.code"))
         ))
         .expect("starting watch in dom0");
     assert_eq!(start.status, 0, "{:?}", start.lines);
@@ -473,7 +490,7 @@ fn watch(rig: &mut XenRig, domu: &mut XenDomu, hidden: u32, wait: bool) {
 
     let xl = |rig: &mut XenRig, cmd: &str| {
         let o = rig
-            .dom0_sh(&format!("{XEN_BIN}/xl {cmd} {name}"))
+            .dom0_sh(&format!("{XEN_BIN}/xl {cmd} {}", quote(&name).unwrap()))
             .expect("xl");
         assert_eq!(o.status, 0, "xl {cmd}: {:?}", o.lines);
     };
@@ -518,7 +535,10 @@ fn watch(rig: &mut XenRig, domu: &mut XenDomu, hidden: u32, wait: bool) {
             again.boot_time()
         );
         let term = rig
-            .dom0_sh(&format!("kill -TERM $(cat {file}.pid)"))
+            .dom0_sh(&format!(
+                "kill -TERM $(cat {})",
+                quote(&format!("{file}.pid")).unwrap()
+            ))
             .expect("kill");
         assert_eq!(term.status, 0, "{:?}", term.lines);
     }
@@ -528,7 +548,10 @@ fn watch(rig: &mut XenRig, domu: &mut XenDomu, hidden: u32, wait: bool) {
     let deadline = Instant::now() + Duration::from_secs(20);
     let code = loop {
         let code = rig
-            .dom0_sh(&format!("cat {file}.code 2>/dev/null"))
+            .dom0_sh(&format!(
+                "cat {} 2>/dev/null",
+                quote(&format!("{file}.code")).unwrap()
+            ))
             .expect("exit code")
             .lines
             .join("");

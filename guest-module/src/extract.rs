@@ -214,26 +214,17 @@ fn check_kallsyms(paths: &Paths) -> Result<()> {
     })
 }
 
-/// Write `bytes` to `path` through a temporary file in the same directory, renamed over
-/// `path` only once everything is written: a failure leaves no partial file.
+/// Write `bytes` to `path` whole or not at all (atomic-write-file: a temporary file in
+/// the same directory, renamed over `path` once written): a failure leaves no partial
+/// file.
 pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
     let failed = |source| Error::Write {
         path: path.to_path_buf(),
         source,
     };
-    let dir = path
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    let mut tmp = tempfile::NamedTempFile::new_in(dir).map_err(failed)?;
-    tmp.write_all(bytes).map_err(failed)?;
-    // a profile is not secret: readable like a file written with the usual umask
-    use std::os::unix::fs::PermissionsExt;
-    tmp.as_file()
-        .set_permissions(std::fs::Permissions::from_mode(0o644))
-        .map_err(failed)?;
-    tmp.persist(path).map_err(|e| failed(e.error))?;
-    Ok(())
+    let mut file = atomic_write_file::AtomicWriteFile::open(path).map_err(failed)?;
+    file.write_all(bytes).map_err(failed)?;
+    file.commit().map_err(failed)
 }
 
 #[cfg(test)]

@@ -214,7 +214,7 @@ impl<'a> KernelElf<'a> {
                 let next = desc_at.checked_add(descsz.checked_add(3)? & !3)?;
                 if kind == 3 && notes.get(name_at..name_at.checked_add(namesz)?) == Some(b"GNU\0") {
                     let id = notes.get(desc_at..desc_at.checked_add(descsz)?)?;
-                    return Some(id.iter().map(|b| format!("{b:02x}")).collect());
+                    return Some(hex::encode(id));
                 }
                 at = next;
             }

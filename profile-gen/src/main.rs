@@ -320,18 +320,12 @@ fn run_complete(cli: &Cli, profile: &Path, map: Option<&Path>) -> Result<()> {
 
 /// `--from-dump`: the profile of the kernel in a memory dump.
 fn run_from_dump(cli: &Cli, dump: &Path) -> Result<()> {
-    use vmi_core::memory::{ElfCore, LimeImage, PhysicalMemory, RawImage};
-    let mut head = [0u8; 4];
-    {
-        use std::io::Read;
-        let mut f =
-            std::fs::File::open(dump).with_context(|| format!("opening {}", dump.display()))?;
-        let _ = f.read(&mut head)?;
-    }
-    let mem: Box<dyn PhysicalMemory> = match &head {
-        b"\x7fELF" => Box::new(ElfCore::open(dump)?),
-        b"EMiL" => Box::new(LimeImage::open(dump)?),
-        _ => Box::new(RawImage::open(dump)?),
+    use vmi_core::memory::{DumpFormat, ElfCore, LimeImage, PhysicalMemory, RawImage};
+    let kind = DumpFormat::of_file(dump).with_context(|| format!("reading {}", dump.display()))?;
+    let mem: Box<dyn PhysicalMemory> = match kind {
+        DumpFormat::Elf => Box::new(ElfCore::open(dump)?),
+        DumpFormat::Lime => Box::new(LimeImage::open(dump)?),
+        DumpFormat::Raw => Box::new(RawImage::open(dump)?),
     };
     let opts = options(cli);
     let format = match cli.format {
@@ -385,34 +379,22 @@ fn has_dwarf(path: &Path) -> Result<bool> {
     Ok(elf.section_by_name(".debug_info").is_some() || elf.section_by_name(".BTF").is_none())
 }
 
-/// Write through a temporary file in the target's directory, renamed over the target only
-/// when everything was written: no partial file is ever left behind.
+/// Write the output of `f` to `path` whole or not at all (atomic-write-file: a temporary
+/// file in the target's directory, renamed over it only when everything was written and
+/// `f` succeeded): no partial file is ever left behind.
 fn write_atomically<T>(
     path: &Path,
     f: impl FnOnce(&mut dyn Write) -> Result<T, profile_gen::Error>,
 ) -> Result<Result<T, profile_gen::Error>> {
-    let dir = path
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    let tmp = tempfile::NamedTempFile::new_in(dir)
-        .with_context(|| format!("creating a temporary file in {}", dir.display()))?;
-    let mut out = BufWriter::with_capacity(1 << 20, tmp);
+    let writing = || format!("writing {}", path.display());
+    let file = atomic_write_file::AtomicWriteFile::open(path).with_context(writing)?;
+    let mut out = BufWriter::with_capacity(1 << 20, file);
     let result = f(&mut out);
     if result.is_ok() {
-        let tmp = out
-            .into_inner()
+        out.into_inner()
             .map_err(|e| e.into_error())
-            .with_context(|| format!("writing {}", path.display()))?;
-        // a profile is not secret: readable like any file written with the usual umask
-        {
-            use std::os::unix::fs::PermissionsExt;
-            tmp.as_file()
-                .set_permissions(std::fs::Permissions::from_mode(0o644))
-                .with_context(|| format!("writing {}", path.display()))?;
-        }
-        tmp.persist(path)
-            .with_context(|| format!("writing {}", path.display()))?;
+            .and_then(|file| file.commit())
+            .with_context(writing)?;
     }
     Ok(result)
 }

@@ -169,7 +169,7 @@ pub fn string_at(elf: &object::File<'_>, address: u64, max: usize) -> Option<Str
 /// The GNU build-id, lowercase hex.
 pub fn build_id(elf: &object::File<'_>) -> Option<String> {
     let id = elf.build_id().ok()??;
-    Some(id.iter().map(|b| format!("{b:02x}")).collect())
+    Some(hex::encode(id))
 }
 
 #[cfg(test)]

@@ -9,7 +9,7 @@ use profile_gen::deb::read_dbg_deb;
 use profile_gen::Error;
 use sha2::{Digest, Sha256};
 use vmi_lab::apt::Archive;
-use vmi_lab::cache::{hex, sha256_file};
+use vmi_lab::cache::sha256_file;
 use vmi_lab::{Store, DEFAULT_KERNEL};
 
 /// `read_dbg_deb` on the -dbg package of `name` gives the lab's files; returns the
@@ -27,7 +27,7 @@ fn check_dbg_package(name: &str) -> String {
     let elapsed = start.elapsed();
 
     assert_eq!(
-        hex(&Sha256::digest(&k.vmlinux)),
+        hex::encode(Sha256::digest(&k.vmlinux)),
         sha256_file(&lab.vmlinux).unwrap(),
         "vmlinux {} differs from the lab's {}",
         k.vmlinux_member,

@@ -17,6 +17,7 @@
 //! `in_dom0` is ignored in a normal run: it needs a dom0, and the outer test gives it
 //! each domU's ground truth in a file (`VMI_XEN_DOMAINS`: `name=file,...`).
 
+use base64::Engine as _;
 use std::collections::BTreeSet;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -31,7 +32,7 @@ use vmi_core::memory::{
 use vmi_core::{Error, Pa, PhysError, Va};
 use vmi_lab::build::ModuleSource;
 use vmi_lab::truth::{escape, unescape};
-use vmi_lab::{DomuKind, DomuSpec, Lab, Scenario, XenRig, DEFAULT_KERNEL};
+use vmi_lab::{quote, DomuKind, DomuSpec, Lab, Scenario, XenRig, DEFAULT_KERNEL};
 
 const DOMU: &str = "vmi-pvh";
 const PV: &str = "vmi-pv";
@@ -177,9 +178,12 @@ fn read_from_dom0(domus: &[(&str, DomuKind)]) {
             truth.modules
         );
         let file = format!("{TRUTH_DIR}/truth-{name}.txt");
-        let b64 = base64(write_expected(&truth).as_bytes());
+        let b64 = base64::engine::general_purpose::STANDARD.encode(write_expected(&truth));
         let put = rig
-            .dom0_sh(&format!("echo {b64} | base64 -d > {file}"))
+            .dom0_sh(&format!(
+                "echo {b64} | base64 -d > {}",
+                quote(&file).unwrap()
+            ))
             .expect("writing the expectations into dom0");
         assert_eq!(put.status, 0, "{:?}", put.lines);
         domains.push(format!("{name}={file}"));
@@ -191,7 +195,7 @@ fn read_from_dom0(domus: &[(&str, DomuKind)]) {
             &format!(
                 "VMI_XEN_DOMAINS={} VMI_XEN_PROFILES={PROFILES} \
                  RUST_BACKTRACE=1 {BIN} --ignored --exact in_dom0 --nocapture --test-threads=1 2>&1",
-                domains.join(",")
+                quote(&domains.join(",")).unwrap()
             ),
             Duration::from_secs(900),
         )
@@ -208,25 +212,6 @@ fn read_from_dom0(domus: &[(&str, DomuKind)]) {
         "in_dom0 did not run"
     );
     rig.shutdown().expect("power off");
-}
-
-fn base64(data: &[u8]) -> String {
-    const A: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = String::new();
-    for c in data.chunks(3) {
-        let n = c
-            .iter()
-            .enumerate()
-            .fold(0u32, |n, (i, b)| n | u32::from(*b) << (16 - 8 * i));
-        for i in 0..4 {
-            if i <= c.len() {
-                out.push(A[(n >> (18 - 6 * i) & 63) as usize] as char);
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    out
 }
 
 fn env_path(name: &str) -> PathBuf {

@@ -14,7 +14,7 @@
 
 use super::*;
 use vmi_lab::xen::XEN_BIN;
-use vmi_lab::{DomuSpec, XenDomu, XenOptions, XenRig};
+use vmi_lab::{quote, DomuSpec, XenDomu, XenOptions, XenRig};
 
 const DOMU: &str = "bench-pvh";
 const DOM0_DETECTOR: &str = "/lab/files/detector";
@@ -49,9 +49,10 @@ pub fn helper() -> bool {
                 &|| stop.exists(),
             );
             let head = format!("{n} {cpu} {}", t.elapsed().as_secs_f64());
-            let tmp = format!("{}.tmp", v[6]);
-            std::fs::write(&tmp, lines(&head, &lat)).expect("writing the result");
-            std::fs::rename(&tmp, &v[6]).expect("renaming the result");
+            let mut out = atomic_write_file::AtomicWriteFile::open(&v[6]).expect("the result");
+            std::io::Write::write_all(&mut out, lines(&head, &lat).as_bytes())
+                .expect("writing the result");
+            out.commit().expect("renaming the result");
             true
         }
         Some("--dom0-latency") if v.len() == 6 => {
@@ -112,7 +113,7 @@ fn dom0_wait(rig: &mut XenRig, test: &str, secs: u64, what: &str, err: &str) {
         }
         if Instant::now() > deadline {
             let e = rig
-                .dom0_sh(&format!("cat {err} 2>&1 | tail -20"))
+                .dom0_sh(&format!("cat {} 2>&1 | tail -20", quote(err).unwrap()))
                 .map(|o| o.lines.join("\n"))
                 .unwrap_or_default();
             panic!("{what} within {secs} s: {e}");

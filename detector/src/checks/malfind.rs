@@ -49,11 +49,11 @@ pub fn suspicious(v: &Vma) -> Option<Severity> {
     }
 }
 
-/// `bytes` as hex, two digits a byte, space-separated.
+/// `bytes` as hex, two digits a byte, space-separated (as hexdump shows them).
 pub fn hex(bytes: &[u8]) -> String {
     bytes
-        .iter()
-        .map(|b| format!("{b:02x}"))
+        .chunks(1)
+        .map(hex::encode)
         .collect::<Vec<_>>()
         .join(" ")
 }

@@ -45,10 +45,6 @@ pub fn branch_target(b: &[u8], at: u64) -> Option<u64> {
     }
 }
 
-fn hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
-}
-
 /// One region of differing bytes (link-time addresses).
 struct Region {
     start: u64,
@@ -159,8 +155,8 @@ pub fn run<M: PhysicalMemory>(
         .text("symbol", name.to_string())
         .addr("address", first.start.wrapping_add(shift))
         .num("bytes", bytes)
-        .text("running", hex(&run[..len.min(run.len())]))
-        .text("image", hex(&img));
+        .text("running", hex::encode(&run[..len.min(run.len())]))
+        .text("image", hex::encode(&img));
         if let Some(t) = target {
             f = f
                 .addr("target", t)
@@ -190,7 +186,7 @@ pub fn run<M: PhysicalMemory>(
             .text("site", kind)
             .addr("target", target)
             .text("owner", owner.to_string())
-            .text("running", hex(&bytes)),
+            .text("running", hex::encode(&bytes)),
         );
     }
     Ok(findings)

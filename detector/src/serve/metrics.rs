@@ -18,11 +18,16 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
-use std::io::{Read, Write};
+use std::io::{ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
+
+/// The whole of one request (reading it and writing the answer) must fit in this time.
+pub const REQUEST_TIME: Duration = Duration::from_secs(2);
+/// How often the thread looks whether it should stop.
+const POLL: Duration = Duration::from_millis(200);
 
 /// Upper bounds of the scan-duration histogram, in seconds.
 pub const BUCKETS: [f64; 10] = [
@@ -292,11 +297,8 @@ impl Endpoint {
             .spawn(move || {
                 while !flag.load(Ordering::Relaxed) {
                     match listener.accept() {
-                        Ok((conn, _)) => serve_one(conn, &metrics),
-                        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                            std::thread::sleep(Duration::from_millis(200))
-                        }
-                        Err(_) => std::thread::sleep(Duration::from_millis(200)),
+                        Ok((conn, _)) => serve_one(conn, &metrics, &flag),
+                        Err(_) => std::thread::sleep(POLL),
                     }
                 }
             })?;
@@ -317,17 +319,27 @@ impl Drop for Endpoint {
     }
 }
 
-/// One request, bounded in size and time: a slow or hostile client cannot hold the
-/// thread.
-fn serve_one(mut conn: TcpStream, metrics: &Mutex<Metrics>) {
+/// One request, bounded in size and in time: the whole request must arrive, and the
+/// answer be written, within [`REQUEST_TIME`], else the connection is dropped; `stop`
+/// is looked at every 200 ms meanwhile. A slow or hostile client cannot hold the thread
+/// longer, nor delay shutdown.
+fn serve_one(mut conn: TcpStream, metrics: &Mutex<Metrics>, stop: &AtomicBool) {
+    let deadline = Instant::now() + REQUEST_TIME;
+    // the time left, at most one look at `stop` away; `None` once it is over
+    let slice = || {
+        let left = deadline.saturating_duration_since(Instant::now());
+        (!left.is_zero() && !stop.load(Ordering::Relaxed)).then(|| left.min(POLL))
+    };
     let _ = conn.set_nonblocking(false);
-    let _ = conn.set_read_timeout(Some(Duration::from_secs(2)));
-    let _ = conn.set_write_timeout(Some(Duration::from_secs(2)));
     let mut buf = [0u8; 4096];
     let mut n = 0;
     while n < buf.len() {
+        let Some(wait) = slice() else { return };
+        if conn.set_read_timeout(Some(wait)).is_err() {
+            return;
+        }
         match conn.read(&mut buf[n..]) {
-            Ok(0) | Err(_) => break,
+            Ok(0) => break,
             Ok(k) => {
                 n += k;
                 if buf[..n].windows(4).any(|w| w == b"\r\n\r\n")
@@ -336,6 +348,9 @@ fn serve_one(mut conn: TcpStream, metrics: &Mutex<Metrics>) {
                     break;
                 }
             }
+            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
+            Err(e) if e.kind() == ErrorKind::Interrupted => {}
+            Err(_) => break,
         }
     }
     let request = String::from_utf8_lossy(&buf[..n]);
@@ -354,11 +369,27 @@ fn serve_one(mut conn: TcpStream, metrics: &Mutex<Metrics>) {
     } else {
         ("404 Not Found", "see /metrics\n".to_string(), "text/plain")
     };
-    let _ = write!(
-        conn,
+    let answer = format!(
         "HTTP/1.1 {status}\r\nContent-Type: {kind}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
         body.len()
     );
+    let mut rest = answer.as_bytes();
+    while !rest.is_empty() {
+        let Some(wait) = slice() else { return };
+        if conn.set_write_timeout(Some(wait)).is_err() {
+            return;
+        }
+        match conn.write(rest) {
+            Ok(0) => return,
+            Ok(k) => rest = &rest[k..],
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    ErrorKind::WouldBlock | ErrorKind::TimedOut | ErrorKind::Interrupted
+                ) => {}
+            Err(_) => return,
+        }
+    }
 }
 
 #[cfg(test)]
@@ -400,5 +431,55 @@ mod tests {
         let mut out = String::new();
         c.read_to_string(&mut out).unwrap();
         assert!(out.starts_with("HTTP/1.1 404"), "{out}");
+    }
+
+    /// An endpoint being sent a request one byte every 300 ms, by a client that stops
+    /// after 20 s or once the server closes the connection, and returns how long it was
+    /// served; the client has been at it for 500 ms.
+    fn endpoint_with_trickling_client() -> (Endpoint, std::thread::JoinHandle<Duration>) {
+        let ep = Endpoint::start("127.0.0.1:0".parse().unwrap(), Arc::default()).unwrap();
+        let mut c = TcpStream::connect(ep.addr).unwrap();
+        let slow = std::thread::spawn(move || {
+            let t = std::time::Instant::now();
+            for b in b"GET /metrics HTTP/1.1\r\nX: ".iter().cycle() {
+                if t.elapsed() > Duration::from_secs(20) || c.write_all(&[*b]).is_err() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(300));
+            }
+            t.elapsed()
+        });
+        std::thread::sleep(Duration::from_millis(500));
+        (ep, slow)
+    }
+
+    #[test]
+    fn a_trickling_client_gets_one_deadline() {
+        let (ep, slow) = endpoint_with_trickling_client();
+        // the next client is answered once the slow one's time is up
+        let t = std::time::Instant::now();
+        let mut c = TcpStream::connect(ep.addr).unwrap();
+        c.write_all(b"GET /metrics HTTP/1.1\r\n\r\n").unwrap();
+        c.set_read_timeout(Some(Duration::from_secs(15))).unwrap();
+        let mut out = String::new();
+        let _ = c.read_to_string(&mut out);
+        assert!(out.starts_with("HTTP/1.1 200 OK"), "{out:?}");
+        assert!(
+            t.elapsed() < REQUEST_TIME + Duration::from_secs(1),
+            "{:?}",
+            t.elapsed()
+        );
+        // and the slow one was dropped
+        let served = slow.join().unwrap();
+        assert!(served < Duration::from_secs(10), "{served:?}");
+    }
+
+    #[test]
+    fn a_trickling_client_does_not_hold_up_shutdown() {
+        let (ep, slow) = endpoint_with_trickling_client();
+        let t = std::time::Instant::now();
+        drop(ep);
+        assert!(t.elapsed() < Duration::from_secs(1), "{:?}", t.elapsed());
+        let _ = slow.join();
     }
 }

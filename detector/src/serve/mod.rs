@@ -478,7 +478,7 @@ impl Service {
                 .name
                 .clone()
                 .unwrap_or_else(|| format!("domain-{}", d.domid));
-            if all.exclude.iter().any(|p| config::glob_match(p, &name)) {
+            if all.exclude.iter().any(|g| g.is_match(name.as_bytes())) {
                 continue;
             }
             running.push(name);

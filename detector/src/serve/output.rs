@@ -9,30 +9,19 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use super::config::{Events, Outputs};
 use crate::events::{print_line, AlertFile, OutputError, Record};
 
-/// `2026-11-26T18:30:05.123Z`.
+/// `2026-11-26T18:30:05.123Z`: UTC, milliseconds (a clock before 1970 reads as the
+/// epoch, one past year 9999 as its last millisecond).
 pub fn rfc3339(t: SystemTime) -> String {
-    let d = t.duration_since(UNIX_EPOCH).unwrap_or_default();
-    let secs = d.as_secs();
-    let days = (secs / 86_400) as i64;
-    let rem = secs % 86_400;
-    // civil from days (Howard Hinnant's algorithm)
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let y = yoe + era * 400;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = if month <= 2 { y + 1 } else { y };
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z",
-        rem / 3600,
-        rem / 60 % 60,
-        rem % 60,
-        d.subsec_millis()
-    )
+    const FORMAT: &[time::format_description::BorrowedFormatItem<'_>] = time::macros::format_description!(
+        "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z"
+    );
+    let since = t.duration_since(UNIX_EPOCH).unwrap_or_default();
+    let at = time::Duration::try_from(since)
+        .ok()
+        .and_then(|d| time::OffsetDateTime::UNIX_EPOCH.checked_add(d))
+        .filter(|at| at.year() <= 9999)
+        .unwrap_or(time::macros::datetime!(9999-12-31 23:59:59.999 UTC));
+    at.format(FORMAT).unwrap_or_default()
 }
 
 fn wants(e: Events, ev: &Record) -> bool {
@@ -165,6 +154,10 @@ mod tests {
         assert_eq!(rfc3339(t), "2026-11-26T18:30:05.123Z"); // date -u -d @1795717805
         let leap = UNIX_EPOCH + Duration::from_secs(951_782_400); // 2000-02-29
         assert_eq!(&rfc3339(leap)[..10], "2000-02-29");
+        let before = UNIX_EPOCH - Duration::from_secs(1);
+        assert_eq!(rfc3339(before), "1970-01-01T00:00:00.000Z");
+        let far = UNIX_EPOCH + Duration::from_secs(400_000_000_000);
+        assert_eq!(rfc3339(far), "9999-12-31T23:59:59.999Z");
     }
 
     #[test]

@@ -20,7 +20,7 @@ pub(crate) fn digest(parts: &[&[u8]]) -> String {
         h.update((p.len() as u64).to_le_bytes());
         h.update(p);
     }
-    cache::hex(&h.finalize()[..12])
+    hex::encode(&h.finalize()[..12])
 }
 
 /// Compile (or reuse) the static guest worker.

@@ -18,6 +18,7 @@ use std::fs::{self, File};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
 
+use atomic_write_file::AtomicWriteFile;
 use sha2::{Digest, Sha256};
 
 use crate::error::{Error, IoContext, Result};
@@ -135,17 +136,7 @@ pub fn sha256_file(path: &Path) -> Result<String> {
         }
         hasher.update(&buf[..n]);
     }
-    Ok(hex(&hasher.finalize()))
-}
-
-/// Lowercase hex of some bytes.
-pub fn hex(bytes: &[u8]) -> String {
-    use std::fmt::Write as _;
-    let mut s = String::with_capacity(bytes.len() * 2);
-    for b in bytes {
-        let _ = write!(s, "{b:02x}");
-    }
-    s
+    Ok(hex::encode(hasher.finalize()))
 }
 
 /// One file recorded in a manifest.
@@ -162,7 +153,7 @@ pub struct ManifestEntry {
 /// Record every regular file under `dir` (recursively) with size and sha256.
 pub fn write_manifest(dir: &Path) -> Result<()> {
     let mut entries = Vec::new();
-    collect_files(dir, dir, &mut entries)?;
+    collect_files(dir, &mut entries)?;
     entries.sort_by(|a, b| a.path.cmp(&b.path));
     let path = dir.join(MANIFEST);
     let mut out = File::create(&path).ctx("creating", &path)?;
@@ -173,29 +164,27 @@ pub fn write_manifest(dir: &Path) -> Result<()> {
     Ok(())
 }
 
-fn collect_files(base: &Path, dir: &Path, out: &mut Vec<ManifestEntry>) -> Result<()> {
-    for entry in fs::read_dir(dir).ctx("listing", dir)? {
-        let entry = entry.ctx("listing", dir)?;
-        let path = entry.path();
-        let ty = entry.file_type().ctx("inspecting", &path)?;
-        if ty.is_dir() {
-            collect_files(base, &path, out)?;
-        } else if ty.is_file() {
-            let rel = path
-                .strip_prefix(base)
-                .unwrap_or(&path)
-                .to_string_lossy()
-                .into_owned();
-            if rel == MANIFEST {
-                continue;
-            }
-            let size = entry.metadata().ctx("inspecting", &path)?.len();
-            out.push(ManifestEntry {
-                path: rel,
-                size,
-                sha256: sha256_file(&path)?,
-            });
+fn collect_files(base: &Path, out: &mut Vec<ManifestEntry>) -> Result<()> {
+    for entry in walkdir::WalkDir::new(base) {
+        let entry = entry.ctx("listing", base)?;
+        if !entry.file_type().is_file() {
+            continue;
         }
+        let path = entry.path();
+        let rel = path
+            .strip_prefix(base)
+            .unwrap_or(path)
+            .to_string_lossy()
+            .into_owned();
+        if rel == MANIFEST {
+            continue;
+        }
+        let size = entry.metadata().ctx("inspecting", path)?.len();
+        out.push(ManifestEntry {
+            path: rel,
+            size,
+            sha256: sha256_file(path)?,
+        });
     }
     Ok(())
 }
@@ -246,16 +235,12 @@ pub fn is_complete(dir: &Path, hash: bool) -> Result<bool> {
     Ok(true)
 }
 
-/// Write `data` to `path` atomically (temporary file in the same directory, then rename).
+/// Write `data` to `path` whole or not at all (atomic-write-file: a temporary file in the
+/// same directory, renamed over `path` once written).
 pub fn write_atomic(path: &Path, data: &[u8]) -> Result<()> {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    let mut tmp = tempfile::NamedTempFile::new_in(dir).ctx("creating a temporary file in", dir)?;
-    tmp.write_all(data)
-        .ctx("writing", tmp.path().to_path_buf())?;
-    tmp.persist(path)
-        .map_err(|e| e.error)
-        .ctx("renaming into", path)?;
-    Ok(())
+    let mut file = AtomicWriteFile::open(path).ctx("creating", path)?;
+    file.write_all(data).ctx("writing", path)?;
+    file.commit().ctx("renaming into", path)
 }
 
 /// Helper for errors about a cache entry that cannot be used.

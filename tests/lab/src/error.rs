@@ -132,6 +132,12 @@ pub(crate) trait IoContext<T> {
     fn ctx(self, what: &'static str, path: impl Into<PathBuf>) -> Result<T>;
 }
 
+impl<T> IoContext<T> for std::result::Result<T, walkdir::Error> {
+    fn ctx(self, what: &'static str, path: impl Into<PathBuf>) -> Result<T> {
+        self.map_err(io::Error::from).ctx(what, path)
+    }
+}
+
 impl<T> IoContext<T> for io::Result<T> {
     fn ctx(self, what: &'static str, path: impl Into<PathBuf>) -> Result<T> {
         self.map_err(|source| Error::Io {

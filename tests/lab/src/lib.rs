@@ -40,7 +40,7 @@ use std::path::PathBuf;
 
 pub use cache::Cache;
 pub use error::{Error, Result};
-pub use guest::{BootOptions, Guest, RamBacking, RamRange, ShellOutput};
+pub use guest::{quote, BootOptions, Guest, RamBacking, RamRange, ShellOutput};
 pub use rustkernel::RustKernel;
 pub use scenario::{Expectation, Scenario, Step, WorkloadKind};
 pub use store::{KernelDebug, KernelHeaders, KernelImage, KernelSpec, Store};

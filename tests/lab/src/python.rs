@@ -7,7 +7,7 @@ use std::process::Command;
 
 use sha2::{Digest, Sha256};
 
-use crate::cache::{hex, Cache};
+use crate::cache::Cache;
 use crate::error::{Error, IoContext, Result};
 use crate::tools;
 
@@ -40,7 +40,7 @@ impl Venv {
             h.update(r.as_bytes());
             h.update(b"\n");
         }
-        let key = &hex(&h.finalize())[..16];
+        let key = &hex::encode(h.finalize())[..16];
         let root = cache.root().join("python").join(key);
         let _lock = cache.lock(&format!("python-{key}"))?;
         if root.join(DONE).exists() {

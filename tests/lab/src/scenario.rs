@@ -10,6 +10,8 @@ use std::fs;
 use std::io::BufWriter;
 use std::path::{Path, PathBuf};
 
+use atomic_write_file::AtomicWriteFile;
+
 use crate::cpio::CpioWriter;
 use crate::error::{Error, IoContext, Result};
 use crate::tools;
@@ -414,9 +416,7 @@ impl Scenario {
         let applets = tools::run(std::process::Command::new(busybox).arg("--list-full"))?;
         let applets = String::from_utf8_lossy(&applets.stdout).into_owned();
 
-        let dir = out.parent().unwrap_or(Path::new("."));
-        let tmp = tempfile::NamedTempFile::new_in(dir).ctx("creating a temporary file in", dir)?;
-        let file = tmp.reopen().ctx("opening", tmp.path().to_path_buf())?;
+        let file = AtomicWriteFile::open(out).ctx("creating", out)?;
         let mut w = CpioWriter::new(BufWriter::new(file));
         let io = |e: std::io::Error| Error::Io {
             what: "writing initramfs",
@@ -523,12 +523,8 @@ impl Scenario {
         let buf = w.finish().map_err(io)?;
         buf.into_inner()
             .map_err(|e| io(e.into_error()))?
-            .sync_all()
-            .map_err(io)?;
-        tmp.persist(out)
-            .map_err(|e| e.error)
-            .ctx("renaming into", out)?;
-        Ok(())
+            .commit()
+            .ctx("renaming into", out)
     }
 }
 

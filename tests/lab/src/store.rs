@@ -673,20 +673,11 @@ fn move_into(src: &Path, dest: &Path) -> Result<()> {
     fs::rename(src, dest).ctx("moving into place", dest)
 }
 
-pub(crate) fn find_file(
-    dir: &Path,
-    pred: impl Fn(&Path) -> bool + Copy,
-) -> Result<Option<PathBuf>> {
-    for entry in fs::read_dir(dir).ctx("listing", dir)? {
+pub(crate) fn find_file(dir: &Path, pred: impl Fn(&Path) -> bool) -> Result<Option<PathBuf>> {
+    for entry in walkdir::WalkDir::new(dir).min_depth(1) {
         let entry = entry.ctx("listing", dir)?;
-        let path = entry.path();
-        let ty = entry.file_type().ctx("inspecting", &path)?;
-        if ty.is_dir() {
-            if let Some(found) = find_file(&path, pred)? {
-                return Ok(Some(found));
-            }
-        } else if ty.is_file() && pred(&path) {
-            return Ok(Some(path));
+        if entry.file_type().is_file() && pred(entry.path()) {
+            return Ok(Some(entry.into_path()));
         }
     }
     Ok(None)

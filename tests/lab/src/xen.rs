@@ -34,7 +34,7 @@ use crate::cache::{self, Cache};
 use crate::cpio::CpioWriter;
 use crate::error::{Error, IoContext, Result};
 use crate::guest::{
-    accept_until, boot_truth, console_tail, exited, kill, spawn_tied, with_exit, Channel,
+    accept_until, boot_truth, console_tail, exited, kill, quote, spawn_tied, with_exit, Channel,
     ShellOutput, CONSOLE_TAIL,
 };
 use crate::scenario::Scenario;
@@ -297,7 +297,7 @@ fn build_image(
         .open(&initramfs)
         .ctx("opening", &initramfs)?;
     let mut w = CpioWriter::new(BufWriter::new(out));
-    add_tree(&mut w, &root, &root).ctx("writing dom0 initramfs", &initramfs)?;
+    add_tree(&mut w, &root).ctx("writing dom0 initramfs", &initramfs)?;
     let buf = w.finish().ctx("writing dom0 initramfs", &initramfs)?;
     buf.into_inner()
         .map_err(|e| e.into_error())
@@ -353,36 +353,36 @@ fn dom0_modules(cache: &Cache, archive: &Archive, abi: &str, dir: &Path) -> Resu
     Ok(out)
 }
 
-/// Add every directory, file and symlink under `dir` (in name order, parents first),
+/// Add every directory, file and symlink under `root` (in name order, parents first),
 /// leaving out [`PRUNED`].
-fn add_tree<W: Write>(w: &mut CpioWriter<W>, root: &Path, dir: &Path) -> std::io::Result<()> {
-    let mut entries: Vec<_> = fs::read_dir(dir)?.collect::<std::io::Result<_>>()?;
-    entries.sort_by_key(|e| e.file_name());
-    for e in entries {
-        let path = e.path();
-        let rel = path
-            .strip_prefix(root)
-            .map_err(std::io::Error::other)?
-            .to_string_lossy()
-            .into_owned();
+fn add_tree<W: Write>(w: &mut CpioWriter<W>, root: &Path) -> std::io::Result<()> {
+    let rel = |path: &Path| {
+        path.strip_prefix(root)
+            .map(|r| r.to_string_lossy().into_owned())
+            .unwrap_or_default()
+    };
+    let kept = |e: &walkdir::DirEntry| {
+        let rel = rel(e.path());
         let in_share = rel
             .strip_prefix("usr/share/")
             .is_some_and(|r| !r.contains('/'));
-        if PRUNED.contains(&rel.as_str()) || (in_share && !KEPT_SHARE.contains(&rel.as_str())) {
-            continue;
-        }
-        let guest = format!("/{rel}");
-        let meta = fs::symlink_metadata(&path)?;
+        !(PRUNED.contains(&rel.as_str()) || (in_share && !KEPT_SHARE.contains(&rel.as_str())))
+    };
+    let walk = walkdir::WalkDir::new(root).min_depth(1).sort_by_file_name();
+    for e in walk.into_iter().filter_entry(kept) {
+        let e = e?;
+        let path = e.path();
+        let guest = format!("/{}", rel(path));
+        let meta = e.metadata()?;
         let ty = meta.file_type();
         use std::os::unix::fs::PermissionsExt;
         let mode = meta.permissions().mode() & 0o7777;
         if ty.is_symlink() {
-            w.symlink(&guest, &fs::read_link(&path)?.to_string_lossy())?;
+            w.symlink(&guest, &fs::read_link(path)?.to_string_lossy())?;
         } else if ty.is_dir() {
             w.dir(&guest, mode)?;
-            add_tree(w, root, &path)?;
         } else if ty.is_file() {
-            w.file(&guest, mode, &fs::read(&path)?)?;
+            w.file(&guest, mode, &fs::read(path)?)?;
         }
     }
     Ok(())
@@ -937,7 +937,7 @@ impl XenRig {
 
     /// Destroy a domU (`xl destroy`) and free its channel.
     pub fn destroy(&mut self, name: &str) -> Result<()> {
-        let out = self.dom0_sh(&format!("{XEN_BIN}/xl destroy {name}"))?;
+        let out = self.dom0_sh(&format!("{XEN_BIN}/xl destroy {}", quote(name)?))?;
         for s in &mut self.slots {
             if s.domu.as_deref() == Some(name) {
                 s.domu = None;

@@ -411,7 +411,7 @@ impl BpfProgram {
 
     /// The tag as 16 hex digits.
     pub fn tag_hex(&self) -> String {
-        self.tag.iter().map(|b| format!("{b:02x}")).collect()
+        hex::encode(self.tag)
     }
 }
 

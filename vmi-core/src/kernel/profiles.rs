@@ -16,8 +16,8 @@ use crate::profile::Profile;
 
 /// Profile files read at most from a directory tree.
 pub const MAX_PROFILES: usize = 4096;
-/// Deepest directory level walked.
-const MAX_DEPTH: usize = 8;
+/// Deepest directory level walked (`dir` is level 0).
+pub const MAX_DEPTH: usize = 8;
 /// Largest profile file read (a `--full` native profile is ~15 MB).
 const MAX_PROFILE_BYTES: u64 = 256 << 20;
 
@@ -64,41 +64,50 @@ impl ProfileSet {
         self.profiles.iter().map(|(p, prof)| (p.as_path(), prof))
     }
 
-    /// Every native profile (`*.json` with a `format_version`) under `dir`. Files that are
-    /// not profiles are skipped and named in the returned warnings; a profile of an
+    /// Every native profile (`*.json` with a `format_version`) under `dir`, in name
+    /// order, a directory's files before its subdirectories (links followed, at most
+    /// [`MAX_DEPTH`] levels down). Files that are not profiles, and what cannot be read
+    /// below `dir`, are skipped and named in the returned warnings; a profile of an
     /// unsupported format version is a warning too.
     pub fn load_dir(dir: &Path) -> Result<(ProfileSet, Vec<String>), KernelError> {
         let mut set = ProfileSet::new();
         let mut warnings = Vec::new();
-        let mut stack = vec![(dir.to_path_buf(), 0usize)];
-        while let Some((d, depth)) = stack.pop() {
-            let entries = std::fs::read_dir(&d).map_err(|source| KernelError::ProfileDir {
-                path: d.clone(),
-                source,
-            })?;
-            let mut paths: Vec<PathBuf> = entries.flatten().map(|e| e.path()).collect();
-            paths.sort();
-            for p in paths {
-                if p.is_dir() {
-                    if depth < MAX_DEPTH {
-                        stack.push((p, depth + 1));
-                    }
+        let walk = walkdir::WalkDir::new(dir)
+            .follow_links(true)
+            .max_depth(MAX_DEPTH + 1)
+            .sort_by(|a, b| {
+                let dir = |e: &walkdir::DirEntry| e.file_type().is_dir();
+                (dir(a), a.file_name()).cmp(&(dir(b), b.file_name()))
+            });
+        for entry in walk {
+            let entry = match entry {
+                Ok(e) => e,
+                Err(e) if e.depth() == 0 => {
+                    return Err(KernelError::ProfileDir {
+                        path: dir.to_path_buf(),
+                        source: e.into(),
+                    })
+                }
+                Err(e) => {
+                    warnings.push(format!("skipped {e}"));
                     continue;
                 }
-                if p.extension().and_then(|e| e.to_str()) != Some("json") {
-                    continue;
-                }
-                if set.len() >= MAX_PROFILES {
-                    warnings.push(format!(
-                        "more than {MAX_PROFILES} profiles under {}: the rest are ignored",
-                        dir.display()
-                    ));
-                    return Ok((set, warnings));
-                }
-                match read_profile(&p) {
-                    Ok(profile) => set.add(p, Arc::new(profile)),
-                    Err(e) => warnings.push(format!("skipped {}: {e}", p.display())),
-                }
+            };
+            let p = entry.path();
+            if entry.file_type().is_dir() || p.extension().and_then(|e| e.to_str()) != Some("json")
+            {
+                continue;
+            }
+            if set.len() >= MAX_PROFILES {
+                warnings.push(format!(
+                    "more than {MAX_PROFILES} profiles under {}: the rest are ignored",
+                    dir.display()
+                ));
+                return Ok((set, warnings));
+            }
+            match read_profile(p) {
+                Ok(profile) => set.add(p.to_path_buf(), Arc::new(profile)),
+                Err(e) => warnings.push(format!("skipped {}: {e}", p.display())),
             }
         }
         Ok((set, warnings))
@@ -199,4 +208,38 @@ pub fn probe_banner<M: PhysicalMemory + ?Sized>(mem: &M, profile: &Profile) -> O
         }
     }
     None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const PROFILE: &str = include_str!("../../../docs/profile.example.json");
+
+    #[test]
+    fn a_tree_of_profiles_in_name_order_files_first() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        let deep = (1..=MAX_DEPTH).fold(root.join("z"), |p, i| p.join(i.to_string()));
+        std::fs::create_dir_all(&deep).unwrap();
+        std::fs::create_dir_all(root.join("a")).unwrap();
+        for f in ["b.json", "a/x.json", "z/1/2/3/4/5/6/7/last.json", "README"] {
+            std::fs::write(root.join(f), PROFILE).unwrap();
+        }
+        // in a directory one level too deep; not a profile; a link back up
+        std::fs::write(deep.join("deep.json"), PROFILE).unwrap();
+        std::fs::write(root.join("c.json"), "{}").unwrap();
+        std::os::unix::fs::symlink(root, root.join("a/up")).unwrap();
+        let (set, warnings) = ProfileSet::load_dir(root).unwrap();
+        let names: Vec<_> = set
+            .iter()
+            .map(|(p, _)| p.strip_prefix(root).unwrap().display().to_string())
+            .collect();
+        assert_eq!(names, ["b.json", "a/x.json", "z/1/2/3/4/5/6/7/last.json"]);
+        assert_eq!(warnings.len(), 2, "{warnings:?}");
+        assert!(warnings[0].contains("c.json"), "{warnings:?}");
+        assert!(warnings[1].contains("up"), "{warnings:?}");
+        let e = ProfileSet::load_dir(&root.join("none")).unwrap_err();
+        assert!(matches!(e, KernelError::ProfileDir { .. }), "{e}");
+    }
 }

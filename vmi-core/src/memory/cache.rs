@@ -1,13 +1,14 @@
 //! A page cache in front of any physical memory source.
 
-use std::collections::HashMap;
+use std::num::NonZeroUsize;
 use std::sync::{Mutex, MutexGuard};
+
+use lru::LruCache;
 
 use crate::addr::{Pa, PAGE_SIZE};
 use crate::error::PhysError;
 use crate::memory::{PhysRange, PhysicalMemory};
 
-const NIL: usize = usize::MAX;
 const PAGE: usize = PAGE_SIZE as usize;
 
 /// Hit and miss counts of a [`PageCache`].
@@ -23,67 +24,37 @@ pub struct CacheStats {
     pub capacity: usize,
 }
 
-struct Slot {
-    gfn: u64,
-    prev: usize,
-    next: usize,
-    data: Box<[u8; PAGE]>,
-}
+type Page = Box<[u8; PAGE]>;
 
-/// LRU list of slots (most recently used at `head`) with a map from frame to slot.
+/// The pages by frame, least recently used first out, and the buffers of pages dropped
+/// (reused, so a cache that was invalidated allocates nothing to fill again).
 struct Lru {
-    map: HashMap<u64, usize>,
-    slots: Vec<Slot>,
-    free: Vec<usize>,
-    head: usize,
-    tail: usize,
+    pages: LruCache<u64, Page>,
+    free: Vec<Page>,
     hits: u64,
     misses: u64,
 }
 
 impl Lru {
-    fn unlink(&mut self, i: usize) {
-        let (prev, next) = (self.slots[i].prev, self.slots[i].next);
-        match prev {
-            NIL => self.head = next,
-            p => self.slots[p].next = next,
+    /// A buffer for a new page: a free one, a new one, or the least recently used
+    /// page's (taken out of the cache).
+    fn take_buffer(&mut self) -> Page {
+        if let Some(b) = self.free.pop() {
+            return b;
         }
-        match next {
-            NIL => self.tail = prev,
-            n => self.slots[n].prev = prev,
+        if self.pages.len() < self.pages.cap().get() {
+            return Box::new([0u8; PAGE]);
         }
-    }
-
-    fn push_front(&mut self, i: usize) {
-        self.slots[i].prev = NIL;
-        self.slots[i].next = self.head;
-        if self.head != NIL {
-            self.slots[self.head].prev = i;
-        }
-        self.head = i;
-        if self.tail == NIL {
-            self.tail = i;
+        match self.pages.pop_lru() {
+            Some((_, b)) => b,
+            None => Box::new([0u8; PAGE]),
         }
     }
 
-    /// A slot out of the list and the map: a free one, a new one, or the LRU one.
-    fn take_slot(&mut self, capacity: usize) -> usize {
-        if let Some(i) = self.free.pop() {
-            return i;
+    fn clear(&mut self) {
+        while let Some((_, b)) = self.pages.pop_lru() {
+            self.free.push(b);
         }
-        if self.slots.len() < capacity {
-            self.slots.push(Slot {
-                gfn: 0,
-                prev: NIL,
-                next: NIL,
-                data: Box::new([0u8; PAGE]),
-            });
-            return self.slots.len() - 1;
-        }
-        let i = self.tail;
-        self.unlink(i);
-        self.map.remove(&self.slots[i].gfn);
-        i
     }
 }
 
@@ -115,11 +86,10 @@ impl<M: PhysicalMemory> PageCache<M> {
             inner,
             capacity: capacity_pages.max(1),
             lru: Mutex::new(Lru {
-                map: HashMap::new(),
-                slots: Vec::new(),
+                pages: LruCache::new(
+                    NonZeroUsize::new(capacity_pages).unwrap_or(NonZeroUsize::MIN),
+                ),
                 free: Vec::new(),
-                head: NIL,
-                tail: NIL,
                 hits: 0,
                 misses: 0,
             }),
@@ -131,14 +101,14 @@ impl<M: PhysicalMemory> PageCache<M> {
         // that matters more than a cold cache: recover and clear
         self.lru.lock().unwrap_or_else(|poisoned| {
             let mut g = poisoned.into_inner();
-            clear(&mut g);
+            g.clear();
             g
         })
     }
 
     /// Drop every cached page.
     pub fn invalidate(&self) {
-        clear(&mut self.lock());
+        self.lock().clear();
     }
 
     /// Drop the cached pages that overlap `range`.
@@ -146,22 +116,19 @@ impl<M: PhysicalMemory> PageCache<M> {
         let mut g = self.lock();
         let first = range.start.0 / PAGE_SIZE;
         let last = range.end.0.div_ceil(PAGE_SIZE);
-        let victims: Vec<usize> = if last - first < g.map.len() as u64 {
-            (first..last)
-                .filter_map(|f| g.map.get(&f).copied())
-                .collect()
+        let victims: Vec<u64> = if last - first < g.pages.len() as u64 {
+            (first..last).filter(|f| g.pages.contains(f)).collect()
         } else {
-            g.map
+            g.pages
                 .iter()
-                .filter(|(&f, _)| (first..last).contains(&f))
-                .map(|(_, &i)| i)
+                .map(|(&f, _)| f)
+                .filter(|f| (first..last).contains(f))
                 .collect()
         };
-        for i in victims {
-            g.unlink(i);
-            let gfn = g.slots[i].gfn;
-            g.map.remove(&gfn);
-            g.free.push(i);
+        for f in victims {
+            if let Some(b) = g.pages.pop(&f) {
+                g.free.push(b);
+            }
         }
     }
 
@@ -171,7 +138,7 @@ impl<M: PhysicalMemory> PageCache<M> {
         CacheStats {
             hits: g.hits,
             misses: g.misses,
-            pages: g.map.len(),
+            pages: g.pages.len(),
             capacity: self.capacity,
         }
     }
@@ -187,13 +154,6 @@ impl<M: PhysicalMemory> PageCache<M> {
     }
 }
 
-fn clear(g: &mut Lru) {
-    g.map.clear();
-    g.free = (0..g.slots.len()).collect();
-    g.head = NIL;
-    g.tail = NIL;
-}
-
 impl<M: PhysicalMemory> PhysicalMemory for PageCache<M> {
     fn read_phys(&self, pa: Pa, buf: &mut [u8]) -> Result<(), PhysError> {
         let mut done = 0usize;
@@ -204,28 +164,19 @@ impl<M: PhysicalMemory> PhysicalMemory for PageCache<M> {
             let gfn = at.0 / PAGE_SIZE;
             let dst = &mut buf[done..done + n];
             let mut g = self.lock();
-            if let Some(&i) = g.map.get(&gfn) {
+            if let Some(page) = g.pages.get(&gfn) {
+                dst.copy_from_slice(&page[off..off + n]);
                 g.hits += 1;
-                dst.copy_from_slice(&g.slots[i].data[off..off + n]);
-                if g.head != i {
-                    g.unlink(i);
-                    g.push_front(i);
-                }
             } else {
                 g.misses += 1;
-                let i = g.take_slot(self.capacity);
-                match self
-                    .inner
-                    .read_phys(at.page_base(), &mut g.slots[i].data[..])
-                {
+                let mut page = g.take_buffer();
+                match self.inner.read_phys(at.page_base(), &mut page[..]) {
                     Ok(()) => {
-                        dst.copy_from_slice(&g.slots[i].data[off..off + n]);
-                        g.slots[i].gfn = gfn;
-                        g.map.insert(gfn, i);
-                        g.push_front(i);
+                        dst.copy_from_slice(&page[off..off + n]);
+                        g.pages.put(gfn, page);
                     }
                     Err(_) => {
-                        g.free.push(i);
+                        g.free.push(page);
                         drop(g);
                         self.inner.read_phys(at, dst)?;
                     }

@@ -15,6 +15,9 @@
 //!
 //! Every offset and count in the file is checked against its size; a malformed header
 //! is an [`Error::Format`], a malformed note is skipped with a warning.
+//!
+//! Our own reader rather than object's: a core needs the header, program headers and
+//! notes only, and QEMU's CPU-state note and the overlap clipping are ours anyway.
 
 use std::path::Path;
 
@@ -25,6 +28,8 @@ use crate::memory::file::{Backing, MappedFile, Segment, SegmentMap, Warnings};
 use crate::memory::{PhysRange, PhysicalMemory, VcpuRegisters};
 use crate::vmcoreinfo::VmcoreInfo;
 
+/// The first bytes of every ELF file.
+pub(crate) const ELF_MAGIC: &[u8; 4] = b"\x7fELF";
 const FORMAT: &str = "ELF core";
 
 const ET_CORE: u16 = 4;
@@ -108,7 +113,7 @@ impl ElfCore {
             what,
         };
         let b = file.bytes();
-        if b.len() < EHDR_SIZE || &b[..4] != b"\x7fELF" {
+        if b.len() < EHDR_SIZE || !b.starts_with(ELF_MAGIC) {
             return Err(bad("no ELF header".into()));
         }
         if b[4] != 2 {

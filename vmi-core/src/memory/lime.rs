@@ -1,5 +1,7 @@
 //! LiME images: a sequence of ranges, each a 32-byte header (magic `0x4C694D45`,
 //! version 1, first and last physical address, 8 reserved bytes) followed by its bytes.
+//!
+//! Our own reader: no maintained crate reads LiME, and the format is one header type.
 
 use std::path::Path;
 

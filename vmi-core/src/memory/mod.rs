@@ -12,6 +12,8 @@
 //! | [`XenDomain`] (from dom0: foreign mappings, libxenctrl) | yes | yes | yes |
 //! | [`MockMemory`] (tests) | yes | — | — |
 //!
+//! [`DumpFormat`] tells which of the three dump sources a file is.
+//!
 //! Caches are wrappers around any source: [`PageCache`] keeps recently read pages
 //! (bounded LRU, [`PageCache::invalidate`] for live sources); translation caching lives
 //! in [`AddressSpace`](crate::arch::x86_64::AddressSpace).
@@ -20,6 +22,7 @@
 //! ranges and returns a [`PhysError`] carrying the address; nothing panics on guest data.
 
 mod cache;
+mod dump;
 mod elf;
 mod file;
 mod lime;
@@ -30,6 +33,7 @@ mod raw;
 mod xen;
 
 pub use cache::{CacheStats, PageCache};
+pub use dump::DumpFormat;
 pub use elf::{ElfCore, PrStatus};
 pub use lime::LimeImage;
 pub use mock::MockMemory;

@@ -5,6 +5,9 @@
 //! asynchronous events are skipped. Every wait has a deadline and every reply line is
 //! bounded ([`MAX_LINE`]), so a wedged or hostile QEMU cannot hang or exhaust the
 //! reader. QEMU serves one client per QMP socket at a time.
+//!
+//! Our own rather than a crate: qapi's blocking client reads a reply with an unbounded
+//! `read_line` and has no deadline per command; the qmp crate is async (tokio).
 
 use std::io::{BufRead, BufReader, ErrorKind, Write};
 use std::os::unix::net::UnixStream;

@@ -177,7 +177,7 @@ impl Channel {
 
     fn read_file_once(&mut self, path: &str) -> Result<Vec<u8>> {
         let out = self.sh_timeout(
-            &format!("gzip -c {path} | base64"),
+            &format!("gzip -c {} | base64", quote(path)?),
             Duration::from_secs(300),
         )?;
         if out.status != 0 {
@@ -199,33 +199,36 @@ impl Channel {
     }
 }
 
+/// `word` quoted for a guest's (or dom0's) shell, for a command built with `format!`.
+pub fn quote(word: &str) -> Result<std::borrow::Cow<'_, str>> {
+    shlex::try_quote(word)
+        .map_err(|e| Error::Channel(format!("{word:?} cannot be given to a shell: {e}")))
+}
+
 /// Decode standard base64 (RFC 4648, padding optional; whitespace is not allowed).
 fn base64_decode(text: &str) -> Option<Vec<u8>> {
-    let mut out = Vec::with_capacity(text.len() / 4 * 3);
-    let (mut acc, mut bits) = (0u32, 0u32);
-    for c in text.bytes().take_while(|&c| c != b'=') {
-        let v = match c {
-            b'A'..=b'Z' => c - b'A',
-            b'a'..=b'z' => c - b'a' + 26,
-            b'0'..=b'9' => c - b'0' + 52,
-            b'+' => 62,
-            b'/' => 63,
-            _ => return None,
-        };
-        acc = (acc << 6) | u32::from(v);
-        bits += 6;
-        if bits >= 8 {
-            bits -= 8;
-            out.push((acc >> bits) as u8);
-            acc &= (1 << bits) - 1;
-        }
-    }
-    Some(out)
+    use base64::engine::{general_purpose, DecodePaddingMode, Engine as _, GeneralPurpose};
+    const STANDARD_ANY_PADDING: GeneralPurpose = GeneralPurpose::new(
+        &base64::alphabet::STANDARD,
+        general_purpose::PAD.with_decode_padding_mode(DecodePaddingMode::Indifferent),
+    );
+    STANDARD_ANY_PADDING.decode(text).ok()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn quoted_words_reach_the_shell_as_one_word() {
+        let word = "/tmp/a b;$(reboot)'\"`x`";
+        let out = std::process::Command::new("sh")
+            .args(["-c", &format!("printf %s {}", quote(word).unwrap())])
+            .output()
+            .unwrap();
+        assert_eq!(String::from_utf8_lossy(&out.stdout), word);
+        assert!(quote("a\0b").is_err());
+    }
 
     #[test]
     fn base64_decodes_rfc4648_vectors() {

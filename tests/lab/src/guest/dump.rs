@@ -6,6 +6,7 @@ use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use atomic_write_file::AtomicWriteFile;
 use serde_json::json;
 
 use crate::error::{Error, IoContext, Result};
@@ -66,14 +67,9 @@ impl Guest {
         }
         let result = (|| {
             let mut ram = File::open(&self.ram_path).ctx("opening", &self.ram_path)?;
-            let tmp = temp_beside(path)?;
-            let mut out = File::create(&tmp).ctx("creating", &tmp)?;
-            let r = write(&mut ram, &mut out, &self.memory_map).and_then(|_| out.sync_all());
-            if let Err(e) = r {
-                let _ = fs::remove_file(&tmp);
-                return Err(e).ctx("writing dump", path);
-            }
-            fs::rename(&tmp, path).ctx("renaming dump to", path)
+            let mut out = AtomicWriteFile::open(path).ctx("creating", path)?;
+            write(&mut ram, out.as_file_mut(), &self.memory_map).ctx("writing dump", path)?;
+            out.commit().ctx("renaming dump to", path)
         })();
         if was_running {
             self.resume()?;

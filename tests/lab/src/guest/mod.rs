@@ -25,6 +25,7 @@ use crate::store::KernelImage;
 use crate::tools::{self, QEMU};
 use crate::truth::GroundTruth;
 
+pub use channel::quote;
 pub(crate) use channel::Channel;
 pub use dump::lime_header;
 pub use mtree::{parse_memory_map, RamRange};

@@ -1,5 +1,5 @@
-//! Xen 4.17's tool libraries, loaded at run time (`dlopen`), and the few structures
-//! they fill.
+//! Xen 4.17's tool libraries, loaded at run time (`dlopen`, through libloading), and the
+//! few structures they fill.
 //!
 //! Nothing links against Xen: the crate builds and its tests run on any host, and the
 //! libraries are looked up only when a domain is opened (in dom0). The sonames are Xen
@@ -7,8 +7,10 @@
 //! The structure layouts below are checked against Debian's libxen-dev headers by
 //! the unit test at the end of this file (`layouts_equal_the_xen_headers`).
 
-use std::ffi::{c_char, c_int, c_uint, c_ulong, c_void, CStr, CString};
+use std::ffi::{c_char, c_int, c_uint, c_ulong, c_void};
 use std::sync::OnceLock;
+
+use libloading::os::unix::{Library, RTLD_LOCAL, RTLD_NOW};
 
 /// `xc_interface *`.
 pub type XcInterface = *mut c_void;
@@ -327,6 +329,8 @@ pub struct Libs {
     /// A logger that prints nothing (the libraries' default one prints every failed
     /// hypercall on stderr; errors are reported through return values here).
     pub quiet: Logger,
+    /// The libraries, never closed: the functions above point into them.
+    _libraries: [Library; 4],
 }
 
 // SAFETY: the function pointers are plain code addresses, and the logger is only ever
@@ -335,74 +339,47 @@ unsafe impl Send for Libs {}
 // SAFETY: as above.
 unsafe impl Sync for Libs {}
 
-/// Why the libraries could not be loaded: the library (or symbol) and dlerror's text.
+/// Why the libraries could not be loaded: the library (or symbol) and the loader's text.
 #[derive(Debug, Clone)]
 pub struct LoadError {
     /// The soname or `soname: symbol`.
     pub what: String,
-    /// dlerror's message.
+    /// The loader's message (dlerror's).
     pub why: String,
 }
 
-fn dlerror() -> String {
-    // SAFETY: dlerror returns a thread-local NUL-terminated string or NULL.
-    let e = unsafe { libc::dlerror() };
-    if e.is_null() {
-        "unknown error".into()
-    } else {
-        // SAFETY: non-NULL, NUL-terminated (above).
-        unsafe { CStr::from_ptr(e) }.to_string_lossy().into_owned()
-    }
-}
-
-fn open(soname: &str) -> Result<*mut c_void, LoadError> {
-    let name = CString::new(soname).map_err(|_| LoadError {
+fn open(soname: &str) -> Result<Library, LoadError> {
+    // SAFETY: loading runs the library's initialisers: Xen's tool libraries have none
+    // that touch this process's state. The handle lives in `Libs`, which is never
+    // dropped, so the functions stay valid for the life of the process.
+    unsafe { Library::open(Some(soname), RTLD_NOW | RTLD_LOCAL) }.map_err(|e| LoadError {
         what: soname.into(),
-        why: "NUL in name".into(),
-    })?;
-    // SAFETY: a valid C string; the handle is never closed (the functions stay valid for
-    // the life of the process).
-    let h = unsafe { libc::dlopen(name.as_ptr(), libc::RTLD_NOW | libc::RTLD_LOCAL) };
-    if h.is_null() {
-        return Err(LoadError {
-            what: soname.into(),
-            why: dlerror(),
-        });
-    }
-    Ok(h)
+        why: e.to_string(),
+    })
 }
 
 /// The function `name` of `lib` as the function-pointer type `F`.
 ///
 /// # Safety
 /// `F` must be an `unsafe extern "C" fn` type transcribing the C prototype of `name`.
-unsafe fn sym<F: Copy>(lib: *mut c_void, soname: &str, name: &str) -> Result<F, LoadError> {
-    let what = || format!("{soname}: {name}");
-    let c = CString::new(name).map_err(|_| LoadError {
-        what: what(),
-        why: "NUL in name".into(),
-    })?;
-    // SAFETY: a handle from dlopen and a valid C string.
-    let p = unsafe { libc::dlsym(lib, c.as_ptr()) };
-    if p.is_null() || std::mem::size_of::<F>() != std::mem::size_of::<*mut c_void>() {
-        return Err(LoadError {
-            what: what(),
-            why: dlerror(),
-        });
+unsafe fn sym<F: Copy>(lib: &Library, soname: &str, name: &str) -> Result<F, LoadError> {
+    // SAFETY: the caller vouches for the type; libloading refuses a NULL symbol and a
+    // type that is not pointer-sized.
+    match unsafe { lib.get::<F>(name.as_bytes()) } {
+        Ok(f) => Ok(*f),
+        Err(e) => Err(LoadError {
+            what: format!("{soname}: {name}"),
+            why: e.to_string(),
+        }),
     }
-    // SAFETY: a code address of the right size, read as the function type the caller
-    // vouches for.
-    Ok(unsafe { std::mem::transmute_copy::<*mut c_void, F>(&p) })
 }
 
 fn load() -> Result<Libs, LoadError> {
     let [toollog, fmem, ctrl, store] = LIBRARIES else {
         unreachable!("four libraries")
     };
-    let l_toollog = open(toollog)?;
-    let l_fmem = open(fmem)?;
-    let l_ctrl = open(ctrl)?;
-    let l_store = open(store)?;
+    let libraries = [open(toollog)?, open(fmem)?, open(ctrl)?, open(store)?];
+    let [l_toollog, l_fmem, l_ctrl, l_store] = &libraries;
     // SAFETY (of every sym call below): each type transcribes Xen 4.17's prototype
     let xtl_createlogger_stdiostream: unsafe extern "C" fn(
         *mut libc::FILE,
@@ -447,6 +424,7 @@ fn load() -> Result<Libs, LoadError> {
             xs_close: sym(l_store, store, "xs_close")?,
             xs_read: sym(l_store, store, "xs_read")?,
             quiet,
+            _libraries: libraries,
         }
     })
 }
