@@ -257,6 +257,221 @@ fn diff_chunk(
 mod tests {
     use super::*;
 
+    use std::sync::Arc;
+
+    use vmi_core::testing::{TEXT, VIRT_SHIFT};
+
+    use crate::checks::synthetic::{ev, ev_addr, run_on, single, system, System};
+    use crate::checks::{Check, CheckFailure, Settings};
+    use crate::finding::Severity;
+    use crate::image::{ImageError, KernelImage};
+
+    const CHECK: Check = Check::KernelText;
+    /// The image's `.text`: 64 KiB from `_text`, two functions in it.
+    const TEXT_LEN: usize = 0x1_0000;
+    const FN_A: u64 = TEXT + 0x1000;
+    const FN_B: u64 = TEXT + 0x2000;
+    /// The image's `.rodata`: 4 KiB from `__start_rodata`, the banner and one object.
+    const RODATA: u64 = TEXT + 0x20_0000;
+    const RO_OBJECT: u64 = RODATA + 0x800;
+    /// A function's bytes: push %rbp; mov %rsp,%rbp; nop; pop %rbp; ret.
+    const CODE: &[u8] = &[0x55, 0x48, 0x89, 0xe5, 0x90, 0x5d, 0xc3];
+
+    /// A vmlinux-like ELF (ET_EXEC, x86-64): `.text` and `.rodata` at their link-time
+    /// addresses and a symbol table with `linux_banner`, two functions and an object.
+    fn vmlinux(text: &[u8], rodata: &[u8]) -> tempfile::NamedTempFile {
+        use object::elf;
+        use object::write::elf::{FileHeader, SectionHeader, Sym, Writer};
+        let mut buf = Vec::new();
+        let mut w = Writer::new(object::Endianness::Little, true, &mut buf);
+        w.reserve_file_header();
+        w.reserve_null_section_index();
+        let text_name = w.add_section_name(b".text");
+        let text_idx = w.reserve_section_index();
+        let ro_name = w.add_section_name(b".rodata");
+        let ro_idx = w.reserve_section_index();
+        let syms: [(&[u8], u64, u64, bool); 4] = [
+            (b"linux_banner", RODATA + 0x100, 0x80, false),
+            (b"fn_a", FN_A, 0x100, true),
+            (b"fn_b", FN_B, 0x100, true),
+            (b"ro_object", RO_OBJECT, 0x40, false),
+        ];
+        let names: Vec<_> = syms.iter().map(|s| w.add_string(s.0)).collect();
+        w.reserve_null_symbol_index();
+        for s in &syms {
+            w.reserve_symbol_index(Some(if s.3 { text_idx } else { ro_idx }));
+        }
+        w.reserve_symtab_section_index();
+        w.reserve_strtab_section_index();
+        w.reserve_shstrtab_section_index();
+        let text_off = w.reserve(text.len(), 16);
+        let ro_off = w.reserve(rodata.len(), 16);
+        w.reserve_symtab();
+        w.reserve_strtab();
+        w.reserve_shstrtab();
+        w.reserve_section_headers();
+        w.write_file_header(&FileHeader {
+            os_abi: 0,
+            abi_version: 0,
+            e_type: elf::ET_EXEC,
+            e_machine: elf::EM_X86_64,
+            e_entry: TEXT,
+            e_flags: 0,
+        })
+        .unwrap();
+        w.write_align(16);
+        w.write(text);
+        w.write_align(16);
+        w.write(rodata);
+        w.write_null_symbol();
+        for (s, name) in syms.iter().zip(&names) {
+            let kind = if s.3 { elf::STT_FUNC } else { elf::STT_OBJECT };
+            w.write_symbol(&Sym {
+                name: Some(*name),
+                section: Some(if s.3 { text_idx } else { ro_idx }),
+                st_info: (elf::STB_GLOBAL << 4) | kind,
+                st_other: 0,
+                st_shndx: 0,
+                st_value: s.1,
+                st_size: s.2,
+            });
+        }
+        w.write_strtab();
+        w.write_shstrtab();
+        w.write_null_section_header();
+        for (name, addr, off, len, flags) in [
+            (
+                text_name,
+                TEXT,
+                text_off,
+                text.len(),
+                elf::SHF_ALLOC | elf::SHF_EXECINSTR,
+            ),
+            (ro_name, RODATA, ro_off, rodata.len(), elf::SHF_ALLOC),
+        ] {
+            w.write_section_header(&SectionHeader {
+                name: Some(name),
+                sh_type: elf::SHT_PROGBITS,
+                sh_flags: u64::from(flags),
+                sh_addr: addr,
+                sh_offset: off as u64,
+                sh_size: len as u64,
+                sh_link: 0,
+                sh_info: 0,
+                sh_addralign: 16,
+                sh_entsize: 0,
+            });
+        }
+        w.write_symtab_section_header(1);
+        w.write_strtab_section_header();
+        w.write_shstrtab_section_header();
+        let mut file = tempfile::NamedTempFile::new().unwrap();
+        std::io::Write::write_all(&mut file, &buf).unwrap();
+        file
+    }
+
+    /// The bytes of the image's sections: the two functions, the banner, and in
+    /// `ro_object` a pointer to `fn_b` (which KASLR relocates in the running kernel).
+    fn sections(banner: &str) -> (Vec<u8>, Vec<u8>) {
+        let mut text = vec![0xcc; TEXT_LEN];
+        for f in [FN_A, FN_B] {
+            let o = (f - TEXT) as usize;
+            text[o..o + CODE.len()].copy_from_slice(CODE);
+        }
+        let mut rodata = vec![0u8; 0x1000];
+        rodata[0x100..0x100 + banner.len()].copy_from_slice(banner.as_bytes());
+        let o = (RO_OBJECT - RODATA) as usize;
+        rodata[o..o + 8].copy_from_slice(&FN_B.to_le_bytes());
+        rodata[o + 8..o + 16].copy_from_slice(b"constant");
+        (text, rodata)
+    }
+
+    /// The system with the image's bytes in its running kernel (relocated by the
+    /// KASLR shift), and the image.
+    fn booted() -> (System, tempfile::NamedTempFile) {
+        let mut s = system();
+        let banner = s.sk.profile().kernel.banner.clone();
+        let (text, mut rodata) = sections(&banner);
+        let file = vmlinux(&text, &rodata);
+        let o = (RO_OBJECT - RODATA) as usize;
+        rodata[o..o + 8].copy_from_slice(&(FN_B + VIRT_SHIFT).to_le_bytes());
+        s.sk.write(vmi_core::Va(TEXT + VIRT_SHIFT), &text);
+        s.sk.write(vmi_core::Va(RODATA + VIRT_SHIFT), &rodata);
+        (s, file)
+    }
+
+    fn check(
+        s: System,
+        image: &tempfile::NamedTempFile,
+    ) -> Result<Vec<crate::finding::Finding>, CheckFailure> {
+        let img = KernelImage::open(image.path(), s.sk.profile()).expect("the image opens");
+        let settings = Settings {
+            image: Some(Arc::new(img)),
+            ..Settings::default()
+        };
+        run_on(s.sk, &[], &settings, CHECK)
+    }
+
+    #[test]
+    fn clean_with_a_relocated_pointer() {
+        let (s, image) = booted();
+        assert_eq!(check(s, &image).unwrap(), vec![]);
+    }
+
+    #[test]
+    fn an_inline_hook_into_a_module_is_named_with_its_target_and_owner() {
+        let (mut s, image) = booted();
+        let target = s.e1000.code(0x40);
+        let at = FN_A + VIRT_SHIFT;
+        let rel = (target.0 as i64 - (at as i64 + 5)) as i32;
+        let mut jmp = vec![0xe9];
+        jmp.extend_from_slice(&rel.to_le_bytes());
+        s.sk.write(vmi_core::Va(at), &jmp);
+        let findings = check(s, &image).unwrap();
+        let f = single(&findings, CHECK, Severity::High);
+        assert_eq!(ev(f, "symbol"), "fn_a");
+        assert_eq!(ev_addr(f, "address"), at);
+        assert_eq!(ev_addr(f, "target"), target.0);
+        assert_eq!(ev(f, "owner"), "module e1000");
+        assert!(f.summary.contains("inline hook"), "{}", f.summary);
+    }
+
+    #[test]
+    fn changed_read_only_data_and_code_without_a_branch() {
+        let (mut s, image) = booted();
+        s.sk.write(vmi_core::Va(RO_OBJECT + 8 + VIRT_SHIFT), b"CONSTANT");
+        // a nop replaced: not a branch, still a change
+        s.sk.write(vmi_core::Va(FN_B + 4 + VIRT_SHIFT), &[0xcc]);
+        let findings = check(s, &image).unwrap();
+        assert_eq!(findings.len(), 2, "{findings:#?}");
+        let ro = findings
+            .iter()
+            .find(|f| ev(f, "symbol") == "ro_object")
+            .expect("ro_object");
+        assert!(ro.summary.contains("read-only data"), "{}", ro.summary);
+        assert_eq!(ev(ro, "bytes"), "8");
+        let code = findings
+            .iter()
+            .find(|f| ev(f, "symbol") == "fn_b")
+            .expect("fn_b");
+        assert!(
+            code.summary.contains("modified kernel code"),
+            "{}",
+            code.summary
+        );
+    }
+
+    #[test]
+    fn an_image_of_another_build_is_refused() {
+        let s = system();
+        let (text, rodata) = sections("Linux version 6.1.0-other (vmi@elsewhere) #2\n");
+        let image = vmlinux(&text, &rodata);
+        match KernelImage::open(image.path(), s.sk.profile()) {
+            Err(ImageError::OtherBuild { image, .. }) => assert!(image.contains("6.1.0-other")),
+            other => panic!("{other:?}"),
+        }
+    }
+
     #[test]
     fn branch_targets() {
         let at = 0xffff_ffff_8100_0000u64;
