@@ -1,11 +1,12 @@
 //! `syscall-table`: every system call table entry must point into kernel text.
 //!
 //! A hooked entry points into a module (named, also when the module hid itself from the
-//! `modules` list) or elsewhere. The x64 table's length is `NR_syscalls` from the
+//! `modules` list) or elsewhere; the system call is named (`getdents64`) from the
+//! kernel's own tracing metadata when it has it. The x64 table's length is `NR_syscalls` from the
 //! profile; see [`vmi_core::kernel::syscalls`] for the ia32 table and for kernels that
 //! dispatch through `x64_sys_call`.
 
-use vmi_core::kernel::syscalls::TableLength;
+use vmi_core::kernel::syscalls::{SyscallAbi, TableLength};
 use vmi_core::memory::PhysicalMemory;
 
 use crate::checks::{CheckFailure, Scan};
@@ -18,6 +19,8 @@ pub fn run<M: PhysicalMemory>(scan: &Scan<'_, M>) -> Result<Vec<Finding>, CheckF
     // without the text range every entry would look hooked
     scan.kernel.text_range()?;
     let mut findings = Vec::new();
+    // the x64 system calls' names, from the kernel's own metadata when it has them
+    let names = scan.kernel.syscall_names().unwrap_or_default();
     for table in scan.kernel.syscall_tables()? {
         let sym = table.abi.symbol();
         for (nr, &target) in table.entries.iter().enumerate() {
@@ -25,25 +28,41 @@ pub fn run<M: PhysicalMemory>(scan: &Scan<'_, M>) -> Result<Vec<Finding>, CheckF
                 continue;
             }
             let owner = scan.owners.owner(target);
-            findings.push(
-                Finding::new(
-                    NAME,
-                    Severity::High,
-                    format!("{NAME}:{sym}:{nr}:{:#x}", target.0),
-                    format!("{sym}[{nr}] points to {:#x} in {owner}, not kernel text: the system call is hooked", target.0),
-                )
-                .text("table", sym)
-                .num("nr", nr as u64)
-                .addr("target", target.0)
-                .text("owner", owner.to_string())
-                .addr("entry", table.addr.0 + nr as u64 * 8)
-                .text(
-                    "table_length",
-                    match table.length {
-                        TableLength::Profile => format!("{} (NR_syscalls)", table.entries.len()),
-                        TableLength::Scanned => format!("{} (scanned)", table.entries.len()),
-                    },
+            let name = match table.abi {
+                SyscallAbi::X64 => names.get(nr).cloned().flatten(),
+                SyscallAbi::Ia32 => None,
+            };
+            let what = match &name {
+                Some(n) => format!("{sym}[{nr}] ({n})"),
+                None => format!("{sym}[{nr}]"),
+            };
+            let mut f = Finding::new(
+                NAME,
+                Severity::High,
+                format!("{NAME}:{sym}:{nr}:{:#x}", target.0),
+                format!(
+                    "{what} points to {:#x} in {owner}, not kernel text: the system call is hooked",
+                    target.0
                 ),
+            );
+            if let Some(n) = name {
+                f = f.text("syscall", n);
+            }
+            findings.push(
+                f.text("table", sym)
+                    .num("nr", nr as u64)
+                    .addr("target", target.0)
+                    .text("owner", owner.to_string())
+                    .addr("entry", table.addr.0 + nr as u64 * 8)
+                    .text(
+                        "table_length",
+                        match table.length {
+                            TableLength::Profile => {
+                                format!("{} (NR_syscalls)", table.entries.len())
+                            }
+                            TableLength::Scanned => format!("{} (scanned)", table.entries.len()),
+                        },
+                    ),
             );
         }
     }
@@ -78,6 +97,13 @@ mod tests {
             format!("syscall-table:sys_call_table:62:{:#x}", target.0)
         );
         assert_eq!(ev(f, "nr"), "62");
+        // named from the kernel's own tracing metadata
+        assert_eq!(ev(f, "syscall"), "kill");
+        assert!(
+            f.summary.starts_with("sys_call_table[62] (kill) points to"),
+            "{}",
+            f.summary
+        );
         assert_eq!(ev(f, "owner"), "module e1000");
         assert_eq!(ev_addr(f, "entry"), table.0 + 62 * 8);
         assert_eq!(ev(f, "table_length"), "335 (NR_syscalls)");
@@ -95,6 +121,8 @@ mod tests {
         assert_eq!(findings.len(), 2, "{findings:#?}");
         assert_eq!(ev(&findings[0], "owner"), "hidden module rk");
         assert_eq!(ev(&findings[1], "nr"), "334");
+        // no metadata for this number: no name
+        assert!(!findings[1].evidence.iter().any(|(n, _)| *n == "syscall"));
         assert_eq!(
             ev(&findings[1], "owner"),
             "module area, no known module (hidden)"

@@ -158,6 +158,20 @@ pub(crate) fn walkers_see(label: &str, truth: &GroundTruth, k: &Kernel<&QemuLive
             x64.entries.iter().filter(|&&e| !text.contains(e)).count()
         ));
     }
+    // the system calls' names from the kernel's own tracing metadata
+    match k.syscall_names() {
+        Ok(names) => {
+            let at = |nr: usize| names.get(nr).cloned().flatten();
+            if at(0).as_deref() != Some("read") || at(217).as_deref() != Some("getdents64") {
+                problems.push(format!(
+                    "{label}: system call 0 is named {:?}, 217 {:?}",
+                    at(0),
+                    at(217)
+                ));
+            }
+        }
+        Err(e) => problems.push(format!("{label}: syscall names: {e}")),
+    }
     let (_, gates) = k.idt().expect("idt");
     let present = gates.iter().filter(|g| g.present).count();
     if present < 200 {

@@ -22,9 +22,15 @@ pub const NEEDS: crate::profile::needs::Declaration = crate::declaration!(
     "syscalls";
     // NR_syscalls, the length of sys_call_table, is the length of this array (present
     // with CONFIG_FTRACE_SYSCALLS, as in every distribution kernel): `nr_syscalls`
-    fields [opt "trace_array" ["enter_syscall_files"]];
+    fields [
+        opt "trace_array" ["enter_syscall_files"],
+        // the names of the system calls (CONFIG_FTRACE_SYSCALLS): `syscall_names`
+        opt_type "syscall_metadata" ["name"],
+    ];
     symbols [
         ["sys_call_table"],
+        // the syscall_metadata of each number, filled at boot
+        opt ["syscalls_metadata"],
         opt ["ia32_sys_call_table"],
         // the switch 6.9 on dispatches through: read by no walker yet
         opt ["x64_sys_call"],
@@ -170,6 +176,51 @@ impl<M: PhysicalMemory> Kernel<M> {
             });
         }
         Ok(out)
+    }
+
+    /// The name of each x64 system call by number (`sys_getdents64` → `getdents64`),
+    /// from the kernel's own tracing metadata (`syscalls_metadata`, which
+    /// CONFIG_FTRACE_SYSCALLS fills at boot): `None` for a number without metadata (an
+    /// unimplemented one) or a name that cannot be read. An error when the kernel or the
+    /// profile has no metadata.
+    pub fn syscall_names(&self) -> Result<Vec<Option<String>>, KernelError> {
+        let nr = self.nr_syscalls().ok_or_else(|| {
+            KernelError::MissingField(
+                "trace_array.enter_syscall_files (its length is NR_syscalls)".into(),
+            )
+        })?;
+        let name_off = self
+            .profile
+            .field("syscall_metadata", "name")
+            .map(|f| f.offset)
+            .ok_or_else(|| KernelError::MissingField("syscall_metadata.name".into()))?;
+        let table = self
+            .space
+            .read_va(self.symbol("syscalls_metadata")?)
+            .map_err(|source| KernelError::Read {
+                what: "syscalls_metadata",
+                source,
+            })?;
+        if table.0 == 0 {
+            return Err(KernelError::MissingField(
+                "syscalls_metadata (the kernel did not fill it: no CONFIG_FTRACE_SYSCALLS)".into(),
+            ));
+        }
+        let metas = self.read_pointers(table, nr, "syscalls_metadata[]")?;
+        Ok(metas
+            .into_iter()
+            .map(|m| {
+                if m.0 == 0 {
+                    return None;
+                }
+                let name = self.space.read_va(Va(m.0.wrapping_add(name_off))).ok()?;
+                let bytes = self.space.read_cstr(name, 64).ok()?;
+                let text = std::str::from_utf8(&bytes).ok()?;
+                let text = text.strip_prefix("sys_").unwrap_or(text);
+                (!text.is_empty() && text.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_'))
+                    .then(|| text.to_string())
+            })
+            .collect())
     }
 
     fn read_pointers(&self, at: Va, n: usize, what: &'static str) -> Result<Vec<Va>, KernelError> {

@@ -65,6 +65,14 @@ const HEAP: (u64, u64) = (0x10_0000, 0x100_0000);
 const PGT_BYTES: u64 = 0x10_0000;
 const MB2: u64 = 0x20_0000;
 
+/// The system calls the synthetic kernel's tracing metadata names (the others have
+/// none, as unimplemented numbers have none in a real kernel).
+pub const SYSCALL_NAMES: [(u64, &[u8]); 3] = [
+    (0, b"sys_read"),
+    (62, b"sys_kill"),
+    (217, b"sys_getdents64"),
+];
+
 /// A task the builder made.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SynthTask {
@@ -249,6 +257,18 @@ impl SyntheticKernel {
                 let f = self.kernel_fn();
                 self.write_u64(Va(table.0 + nr * 8), f.0);
             }
+        }
+        // the tracing metadata that names them (CONFIG_FTRACE_SYSCALLS), for a few
+        if self.has("syscalls_metadata") && self.profile.field("syscall_metadata", "name").is_some()
+        {
+            let metas = self.alloc(self.nr_syscalls() * 8);
+            for (nr, name) in SYSCALL_NAMES {
+                let meta = self.alloc_type("syscall_metadata");
+                let text = self.alloc_str(name);
+                self.set(meta, "syscall_metadata", "name", text.0);
+                self.write_u64(Va(metas.0 + nr * 8), meta.0);
+            }
+            self.write_u64(self.symbol("syscalls_metadata"), metas.0);
         }
         for vector in 0..=255u8 {
             let f = self.kernel_fn();

@@ -275,6 +275,7 @@ const TYPES: &[(&str, u64, Fields)] = &[
             ("slots", 0x28, "ptr void[64]"),
         ],
     ),
+    ("syscall_metadata", 0x40, &[("name", 0, "ptr const char")]),
     (
         "trace_array",
         0x1000,
@@ -645,6 +646,7 @@ const SYMBOLS: &[(&str, u64, &str)] = &[
     ("prog_idr", 0x40_9200, "b"),
     ("link_idr", 0x40_9240, "b"),
     ("perf_cpu_context", 0x40_9300, "D"),
+    ("syscalls_metadata", 0x40_9400, "b"),
     ("init_top_pgt", PGT_OFFSET, "D"),
 ];
 
