@@ -131,13 +131,17 @@ pub struct Service {
     pub metrics: Option<SocketAddr>,
 }
 
-/// `qemu:<socket>` or `xen:<domain>`, as events and `--check-config` name a source.
+/// `qemu:<socket>`, `qemu-pid:<pid>`, `libvirt:<name>[@<uri>]` or `xen:<domain>`, as
+/// events and `--check-config` name a source.
 pub fn source_name(s: &SourceSpec) -> String {
     match s {
         SourceSpec::Qemu { socket, .. } => format!("qemu:{}", socket.display()),
         SourceSpec::QemuPid { pid, .. } => format!("qemu-pid:{pid}"),
         SourceSpec::Xen { domain } => format!("xen:{domain}"),
-        SourceSpec::Libvirt { name, uri } => format!("libvirt:{uri}:{name}"),
+        SourceSpec::Libvirt { name, uri } if uri == vmi_core::memory::SYSTEM_URI => {
+            format!("libvirt:{name}")
+        }
+        SourceSpec::Libvirt { name, uri } => format!("libvirt:{name}@{uri}"),
         SourceSpec::Dump(p) => format!("dump:{}", p.display()),
     }
 }
