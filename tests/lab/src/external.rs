@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use crate::error::{Error, IoContext, Result};
-use crate::guest::{accept_until, console_tail, kernel_append, Channel, CONSOLE_TAIL};
+use crate::guest::{accept_until, console_tail, kernel_append, truth_until, Channel};
 use crate::guest::{BootOptions, ShellOutput};
 use crate::scenario::Scenario;
 use crate::store::KernelImage;
@@ -129,16 +129,8 @@ impl ExternalGuest {
         ready: bool,
     ) -> Result<GroundTruth> {
         let console = self.console_path();
-        self.channel()?.read_truth(
-            deadline,
-            ready,
-            &mut || None,
-            &|| Error::BootTimeout {
-                timeout: total,
-                console: console_tail(&console, CONSOLE_TAIL),
-            },
-            &mut |_| {},
-        )
+        let channel = self.channel()?;
+        truth_until(channel, &mut || None, &console, deadline, total, ready)
     }
 
     /// Ask the guest for a fresh ground-truth block.

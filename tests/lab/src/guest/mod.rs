@@ -29,7 +29,7 @@ pub(crate) use channel::Channel;
 pub use dump::lime_header;
 pub use mtree::{parse_memory_map, RamRange};
 pub(crate) use process::{
-    accept_until, boot_truth, console_tail, exited, kill, spawn_tied, with_exit,
+    accept_until, boot_truth, console_tail, exited, kill, spawn_tied, truth_until, with_exit,
 };
 
 /// Lines of console shown in errors.
