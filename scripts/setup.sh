@@ -21,6 +21,8 @@ packages=(
   # the Rust-enabled 6.12 kernel the guest module is built against (tests/lab/src/rustkernel.rs)
   linux-source-6.12 rustc-web rust-web-src libclang-dev flex bison bc libelf-dev libssl-dev
   debian-archive-keyring apt dpkg tar
+  # a private libvirtd for the libvirt source's test (detector/tests/libvirt.rs)
+  libvirt-daemon-system libvirt-daemon-driver-qemu libvirt-clients
 )
 
 # cargo-nextest runs the tests (scripts/test.sh); machines of this kind come with it

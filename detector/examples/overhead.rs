@@ -474,6 +474,12 @@ impl Env {
                 a
             }
             SourceSpec::Xen { domain } => vec!["--xen".into(), domain.into()],
+            SourceSpec::Libvirt { name, uri } => vec![
+                "--libvirt".into(),
+                name.into(),
+                "--libvirt-uri".into(),
+                uri.into(),
+            ],
             SourceSpec::Dump(p) => vec!["--dump".into(), p.clone().into()],
         };
         args.extend(["--profiles".into(), self.profiles.clone().into()]);

@@ -125,6 +125,11 @@ pub enum ServiceEvent {
         /// Why.
         error: String,
     },
+    /// Listing the running libvirt domains failed.
+    LibvirtListFailed {
+        /// Why.
+        error: String,
+    },
     /// The scans use more CPU than the budget (`over`), or fit in it again.
     CpuBudget {
         /// Over the budget (scans are held), or back under it.
@@ -194,6 +199,9 @@ impl ServiceEvent {
             ServiceEvent::XenListFailed { error } => {
                 json!({ "event": "xen-list-failed", "error": error })
             }
+            ServiceEvent::LibvirtListFailed { error } => {
+                json!({ "event": "libvirt-list-failed", "error": error })
+            }
             ServiceEvent::CpuBudget {
                 over,
                 budget_percent,
@@ -228,6 +236,7 @@ impl ServiceEvent {
         match self {
             ServiceEvent::ConfigRejected { .. } | ServiceEvent::MetricsFailed { .. } => 3,
             ServiceEvent::XenListFailed { .. }
+            | ServiceEvent::LibvirtListFailed { .. }
             | ServiceEvent::AttachFailed { .. }
             | ServiceEvent::Detached { .. }
             | ServiceEvent::CpuBudget { over: true, .. } => 4,
@@ -429,6 +438,9 @@ mod tests {
             ServiceEvent::XenListFailed {
                 error: "no xenstore".into(),
             },
+            ServiceEvent::LibvirtListFailed {
+                error: "connecting to libvirt at qemu:///system: no daemon".into(),
+            },
             ServiceEvent::CpuBudget {
                 over: true,
                 budget_percent: 10.0,
@@ -460,6 +472,7 @@ mod tests {
                 | ServiceEvent::ConfigRejected { .. }
                 | ServiceEvent::MetricsFailed { .. }
                 | ServiceEvent::XenListFailed { .. }
+                | ServiceEvent::LibvirtListFailed { .. }
                 | ServiceEvent::CpuBudget { .. }
                 | ServiceEvent::Attached { .. }
                 | ServiceEvent::AttachFailed { .. }

@@ -43,7 +43,7 @@ struct Opts {
     json: bool,
     /// A memory dump: ELF core (QEMU dump-guest-memory, virsh dump), LiME or raw,
     /// recognised by content.
-    #[arg(long, global = true, value_name = "FILE", conflicts_with_all = ["qemu", "xen", "qemu_pid"])]
+    #[arg(long, global = true, value_name = "FILE", conflicts_with_all = ["qemu", "xen", "qemu_pid", "libvirt"])]
     dump: Option<PathBuf>,
     /// A live QEMU guest, by its QMP socket. Guest RAM is read from its shared RAM file
     /// (memory-backend-file, share=on) when it has one, else through the QEMU process
@@ -52,7 +52,7 @@ struct Opts {
         long,
         global = true,
         value_name = "QMP_SOCKET",
-        conflicts_with = "qemu_pid"
+        conflicts_with_all = ["qemu_pid", "libvirt"]
     )]
     qemu: Option<PathBuf>,
     /// The guest RAM file, when QEMU's mem-path is not the path to open.
@@ -63,14 +63,23 @@ struct Opts {
     /// Without --qmp the monitor is left alone (a manager may own it): the memory map
     /// comes from QEMU's command line (pc and q35 machines), and --pause and the vCPU
     /// registers are not available.
-    #[arg(long, global = true, value_name = "PID", conflicts_with = "xen")]
+    #[arg(long, global = true, value_name = "PID", conflicts_with_all = ["xen", "libvirt"])]
     qemu_pid: Option<i32>,
     /// With --qemu-pid: the QMP socket of that QEMU, for registers and --pause.
     #[arg(long, global = true, value_name = "QMP_SOCKET", requires = "qemu_pid")]
     qmp: Option<PathBuf>,
     /// A live Xen domain (PV, PVH or HVM), by name or id; run in dom0 as root.
-    #[arg(long, global = true, value_name = "DOMAIN", conflicts_with = "qemu")]
+    #[arg(long, global = true, value_name = "DOMAIN", conflicts_with_all = ["qemu", "libvirt"])]
     xen: Option<String>,
+    /// A running libvirt domain (QEMU), by name: guest RAM read through its QEMU process
+    /// (root or CAP_SYS_PTRACE; an AppArmor or SELinux profile confining QEMU may refuse
+    /// it), registers and --pause through libvirt's API (virDomainQemuMonitorCommand,
+    /// virDomainSuspend), never through the monitor socket libvirt owns.
+    #[arg(long, global = true, value_name = "NAME")]
+    libvirt: Option<String>,
+    /// With --libvirt: libvirt's connection URI [default: qemu:///system].
+    #[arg(long, global = true, value_name = "URI", requires = "libvirt")]
+    libvirt_uri: Option<String>,
     /// A directory of profiles; the one matching the guest's banner is used.
     #[arg(long, global = true, value_name = "DIR", conflicts_with = "profile")]
     profiles: Option<PathBuf>,
@@ -146,15 +155,16 @@ enum Command {
         alerts: Option<PathBuf>,
         /// The guest's name in JSON lines (`guest`). Default: QEMU's name for it (its
         /// -name, which libvirt sets to the domain's name), else the QMP socket's path;
-        /// a Xen domain's name, else the domain as given.
+        /// a libvirt domain's name; a Xen domain's name, else the domain as given.
         #[arg(long, value_name = "NAME")]
         name: Option<String>,
         /// Pause the guest around each scan (default: read it running).
         #[arg(long)]
         pause: bool,
         /// When the guest goes away (QEMU exits, the Xen domain is destroyed or shuts
-        /// down): exit (status 0), or wait for a guest to appear at the same QMP socket
-        /// (a Xen domain of the same name or id) and watch it.
+        /// down, the libvirt domain is destroyed or shut off): exit (status 0), or wait
+        /// for a guest to appear at the same QMP socket (a libvirt domain of the same
+        /// name running again, a Xen domain of the same name or id) and watch it.
         #[arg(long, value_enum, default_value = "exit")]
         on_shutdown: OnShutdown,
         /// Stop after this many scans.
@@ -238,6 +248,18 @@ fn run_serve(config: &std::path::Path, check_only: bool) -> Result<ExitCode> {
 }
 
 fn open(opts: &Opts) -> Result<Target> {
+    if let Some(name) = &opts.libvirt {
+        return open_source(
+            opts,
+            SourceSpec::Libvirt {
+                name: name.clone(),
+                uri: opts
+                    .libvirt_uri
+                    .clone()
+                    .unwrap_or_else(|| vmi_core::memory::SYSTEM_URI.into()),
+            },
+        );
+    }
     let source = match (&opts.dump, &opts.qemu, &opts.qemu_pid, &opts.xen) {
         (Some(d), None, None, None) => SourceSpec::Dump(d.clone()),
         (None, Some(q), None, None) => SourceSpec::Qemu {
@@ -250,9 +272,13 @@ fn open(opts: &Opts) -> Result<Target> {
         },
         (None, None, None, Some(x)) => SourceSpec::Xen { domain: x.clone() },
         _ => bail!(
-            "give the guest: --dump FILE, --qemu QMP_SOCKET or --qemu-pid PID (or --xen DOMAIN in a Xen dom0)"
+            "give the guest: --dump FILE, --qemu QMP_SOCKET, --qemu-pid PID or --libvirt NAME (or --xen DOMAIN in a Xen dom0)"
         ),
     };
+    open_source(opts, source)
+}
+
+fn open_source(opts: &Opts, source: SourceSpec) -> Result<Target> {
     let profiles = match (&opts.profiles, &opts.profile) {
         (Some(d), None) => ProfileSpec::Dir(d.clone()),
         (None, Some(f)) if f.as_os_str() == "auto" => ProfileSpec::Auto,
@@ -356,8 +382,12 @@ fn run(cli: &Cli) -> Result<ExitCode> {
         ..
     } = &cli.command
     {
-        if cli.opts.qemu.is_none() && cli.opts.qemu_pid.is_none() && cli.opts.xen.is_none() {
-            bail!("watch needs a live guest: --qemu QMP_SOCKET, --qemu-pid PID or --xen DOMAIN");
+        if cli.opts.qemu.is_none()
+            && cli.opts.qemu_pid.is_none()
+            && cli.opts.xen.is_none()
+            && cli.opts.libvirt.is_none()
+        {
+            bail!("watch needs a live guest: --qemu QMP_SOCKET, --qemu-pid PID, --libvirt NAME or --xen DOMAIN");
         }
         let opts = WatchOptions {
             checks: wanted,

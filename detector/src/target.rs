@@ -41,6 +41,14 @@ pub enum SourceSpec {
         /// The QMP socket, when the monitor is free to use.
         qmp: Option<PathBuf>,
     },
+    /// A running libvirt domain (QEMU), by name: RAM read through its QEMU process,
+    /// registers and pause/resume through libvirt's API.
+    Libvirt {
+        /// The domain's name.
+        name: String,
+        /// libvirt's connection URI (`qemu:///system`).
+        uri: String,
+    },
     /// A live Xen domain (PV, PVH or HVM), by name or id, read from dom0.
     Xen {
         /// The domain's name or id.
@@ -107,7 +115,7 @@ pub struct Target {
     pub profile_path: PathBuf,
     /// What kind of source.
     pub kind: SourceKind,
-    /// The dump file, QMP socket or Xen domain.
+    /// The dump file, QMP socket, `/proc/PID`, libvirt domain or Xen domain.
     pub path: PathBuf,
     /// Registers of every vCPU the source reports (empty for raw and LiME dumps).
     pub registers: Vec<Registers>,
@@ -310,6 +318,17 @@ impl Target {
                 let mem: Memory = live.clone();
                 (mem, SourceKind::Qemu, path, regs, None, Some(live))
             }
+            SourceSpec::Libvirt { name, uri } => {
+                let path = PathBuf::from(name);
+                let live = Arc::new(
+                    QemuLive::attach_libvirt(name, uri, &QemuOptions::default())
+                        .map_err(open_err(&path))?,
+                );
+                warnings.extend(live.warnings().iter().cloned());
+                let regs = all_registers(live.as_ref());
+                let mem: Memory = live.clone();
+                (mem, SourceKind::Qemu, path, regs, None, Some(live))
+            }
             SourceSpec::Xen { domain } => {
                 let path = PathBuf::from(domain);
                 let dom = Arc::new(
@@ -461,7 +480,8 @@ impl Target {
 
     /// The guest's name for event lines (`watch`'s `guest` when no `--name` is given):
     /// QEMU's own name for it (`-name`, which libvirt sets to the domain's name), else
-    /// its QMP socket; a Xen domain's name (xenstore), else the domain as given; a
+    /// its QMP socket (a libvirt domain's name, asked through libvirt); a Xen
+    /// domain's name (xenstore), else the domain as given; a
     /// dump's path. Escaped: it may be anything the host's configuration says.
     pub fn name(&self) -> String {
         let named = if let Some(l) = &self.live {

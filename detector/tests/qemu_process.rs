@@ -11,50 +11,13 @@
 
 mod common;
 
-use std::collections::BTreeSet;
-use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
+use common::{detector, findings, profile_into, views_match};
 use serde_json::Value;
 use vmi_core::memory::{QemuLive, QemuOptions, RamRegion};
-use vmi_lab::{BootOptions, GroundTruth, Guest, Lab, RamBacking, Scenario};
-
-struct Run {
-    code: i32,
-    stdout: String,
-    stderr: String,
-}
-
-impl Run {
-    fn json(&self) -> Value {
-        serde_json::from_str(&self.stdout)
-            .unwrap_or_else(|e| panic!("no JSON ({e}):\n{}\n{}", self.stdout, self.stderr))
-    }
-}
-
-fn detector(source: &[String], profiles: &Path, args: &[&str]) -> Run {
-    let out = Command::new(env!("CARGO_BIN_EXE_detector"))
-        .args(source)
-        .arg("--profiles")
-        .arg(profiles)
-        .args(args)
-        .output()
-        .expect("running detector");
-    Run {
-        code: out.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    }
-}
-
-fn profile_into(lab: &Lab, kernel: &str, dir: &Path) {
-    let d = lab.store().debug(kernel).expect("-dbg package");
-    let built =
-        profile_gen::build::from_dwarf(&d.vmlinux, Some(&d.system_map), &Default::default())
-            .expect("profile-gen");
-    std::fs::write(dir.join(format!("{kernel}.json")), built.profile.to_json()).unwrap();
-}
+use vmi_lab::{BootOptions, Guest, Lab, RamBacking, Scenario};
 
 /// The three ways to name the guest: by pid alone, by pid with its QMP socket, by the
 /// QMP socket alone.
@@ -69,66 +32,6 @@ fn sources(guest: &Guest) -> Vec<(&'static str, Vec<String>)> {
         ),
         ("qmp", vec!["--qemu".into(), sock]),
     ]
-}
-
-/// `identify`, `ps` and `lsmod` through `source` against the guest's own view (read
-/// while the guest is paused, so both sides see the same processes).
-fn views_match(
-    label: &str,
-    source: &[String],
-    profiles: &Path,
-    truth: &GroundTruth,
-) -> Vec<String> {
-    let mut problems = Vec::new();
-    let id = detector(source, profiles, &["--json", "identify"]);
-    if id.code != 0 {
-        return vec![format!("{label}: identify exit {}: {}", id.code, id.stderr)];
-    }
-    let idv = id.json();
-    if idv["release"] != truth.release.as_str() {
-        problems.push(format!(
-            "{label}: identify says {} for {}",
-            idv["release"], truth.release
-        ));
-    }
-    let shift = truth.text_addr.wrapping_sub(0xffff_ffff_8100_0000);
-    if idv["kaslr"]["virtual_shift"] != format!("{shift:#x}").as_str() {
-        problems.push(format!(
-            "{label}: virtual shift {}, want {shift:#x}",
-            idv["kaslr"]["virtual_shift"]
-        ));
-    }
-    let ps = detector(source, profiles, &["--json", "ps"]).json();
-    let got: BTreeSet<(u64, u64)> = ps
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|p| (p["pid"].as_u64().unwrap(), p["ppid"].as_u64().unwrap()))
-        .collect();
-    let want: BTreeSet<(u64, u64)> = truth
-        .processes
-        .iter()
-        .map(|p| (u64::from(p.pid), u64::from(p.ppid)))
-        .collect();
-    if got != want {
-        problems.push(format!(
-            "{label}: ps: only in memory {:?}, only in the guest {:?}",
-            got.difference(&want).collect::<Vec<_>>(),
-            want.difference(&got).collect::<Vec<_>>()
-        ));
-    }
-    let lsmod = detector(source, profiles, &["--json", "lsmod"]).json();
-    let got: BTreeSet<String> = lsmod
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|m| m["name"].as_str().unwrap().to_string())
-        .collect();
-    let want: BTreeSet<String> = truth.modules.iter().map(|m| m.name.clone()).collect();
-    if got != want {
-        problems.push(format!("{label}: lsmod {got:?}, the guest says {want:?}"));
-    }
-    problems
 }
 
 /// Every range of `a` outside the BIOS and option-ROM window (0xa0000..1 MiB, which the
@@ -147,22 +50,6 @@ fn same_bytes(a: &[RamRegion], b: &[RamRegion]) -> bool {
         b.iter()
             .any(|q| q.start.0 <= s && e <= q.end.0 && q.file_offset + (s - q.start.0) == off)
     })
-}
-
-/// Findings of a `check --json` run as (check, evidence).
-fn findings(run: &Run) -> Vec<(String, Value)> {
-    run.json()["findings"]
-        .as_array()
-        .cloned()
-        .unwrap_or_default()
-        .into_iter()
-        .map(|f| {
-            (
-                f["check"].as_str().unwrap_or("").to_string(),
-                f["evidence"].clone(),
-            )
-        })
-        .collect()
 }
 
 /// Boot `kernel` with `ram` on `machine` with `mib` of RAM and compare every way of
@@ -292,14 +179,7 @@ fn memfd_guest_hooked_and_watched_by_pid() {
     let lab = Lab::open_default().expect("lab");
     let profiles = tempfile::tempdir().expect("tempdir");
     profile_into(&lab, kernel, profiles.path());
-    let mut scenario = Scenario::standard().sleeper("vmi-hideme");
-    for m in ["vmi_hideproc", "vmi_hooksys"] {
-        scenario = scenario.file(
-            common::attack_module(&lab, kernel, m),
-            &format!("/lab/{m}.ko"),
-            0o644,
-        );
-    }
+    let scenario = common::rootkit_scenario(&lab, kernel);
     let opts = BootOptions {
         ram: RamBacking::Memfd,
         ..BootOptions::default()
@@ -307,28 +187,11 @@ fn memfd_guest_hooked_and_watched_by_pid() {
     let mut guest = lab.boot(kernel, &scenario, &opts).expect("boot");
     let truth = guest.refresh_truth().expect("truth");
     let hideme = truth.by_comm("vmi-hideme").next().expect("vmi-hideme").pid;
-    for line in [
-        format!("insmod /lab/vmi_hideproc.ko pid={hideme}"),
-        "insmod /lab/vmi_hooksys.ko nr=180".into(),
-    ] {
-        let out = guest.sh(&line).expect("sh");
-        assert_eq!(out.status, 0, "{line}: {:?}", out.lines);
-    }
+    common::load_rootkits(&mut |line| guest.sh(line), hideme);
     guest.release_qmp();
     let source = vec!["--qemu-pid".to_string(), guest.pid().unwrap().to_string()];
     let run = detector(&source, profiles.path(), &["--json", "check"]);
-    let f = findings(&run);
-    assert_eq!(run.code, 1, "{}", run.stderr);
-    assert!(
-        f.iter()
-            .any(|(c, e)| c == "hidden-process" && e["pid"] == hideme),
-        "no hidden-process finding for {hideme}: {f:?}"
-    );
-    assert!(
-        f.iter()
-            .any(|(c, e)| c == "syscall-table" && e["nr"] == 180),
-        "no syscall-table finding: {f:?}"
-    );
+    common::assert_rootkits_found(&run, hideme);
 
     let mut child = Command::new(env!("CARGO_BIN_EXE_detector"))
         .args(&source)

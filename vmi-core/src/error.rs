@@ -261,6 +261,9 @@ pub enum Error {
     /// The live QEMU guest cannot be read the way it is configured.
     #[error("live QEMU source: {0}")]
     Qemu(String),
+    /// A libvirt domain cannot be found, opened or controlled.
+    #[error(transparent)]
+    Libvirt(#[from] crate::memory::LibvirtError),
     /// A Xen domain cannot be opened or controlled.
     #[error(transparent)]
     Xen(#[from] crate::memory::XenError),

@@ -29,9 +29,19 @@
 //! name = "db"
 //! xen = "db"                     # a Xen domain, by name or id
 //!
+//! [[guest]]
+//! name = "mail"
+//! libvirt = "mail"               # a libvirt domain (QEMU), by name
+//! libvirt_uri = "qemu:///system" # (the default)
+//!
 //! [xen]                          # every running Xen domain but dom0 ...
 //! all = true
 //! exclude = ["build-*"]          # ... except these names (globs)
+//!
+//! [libvirt]                      # every running libvirt domain ...
+//! all = true
+//! uri = "qemu:///system"         # (the default)
+//! exclude = ["test-*"]           # ... except these names (globs)
 //! ```
 //!
 //! Unknown keys and wrong types are errors that name the file, the line and the column:
@@ -122,12 +132,17 @@ pub struct Service {
     pub metrics: Option<SocketAddr>,
 }
 
-/// `qemu:<socket>` or `xen:<domain>`, as events and `--check-config` name a source.
+/// `qemu:<socket>`, `qemu-pid:<pid>`, `libvirt:<name>[@<uri>]` or `xen:<domain>`, as
+/// events and `--check-config` name a source.
 pub fn source_name(s: &SourceSpec) -> String {
     match s {
         SourceSpec::Qemu { socket, .. } => format!("qemu:{}", socket.display()),
         SourceSpec::QemuPid { pid, .. } => format!("qemu-pid:{pid}"),
         SourceSpec::Xen { domain } => format!("xen:{domain}"),
+        SourceSpec::Libvirt { name, uri } if uri == vmi_core::memory::SYSTEM_URI => {
+            format!("libvirt:{name}")
+        }
+        SourceSpec::Libvirt { name, uri } => format!("libvirt:{name}@{uri}"),
         SourceSpec::Dump(p) => format!("dump:{}", p.display()),
     }
 }
@@ -158,6 +173,17 @@ pub struct Guest {
     pub watch: Watch,
 }
 
+/// Every running libvirt domain of one connection.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LibvirtAll {
+    /// libvirt's connection URI.
+    pub uri: String,
+    /// Domain names not to watch (globs: `*`, `?`).
+    pub exclude: Vec<Glob>,
+    /// How each is watched.
+    pub watch: Watch,
+}
+
 /// Every running Xen domain.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct XenAll {
@@ -180,6 +206,8 @@ pub struct Config {
     pub guests: Vec<Guest>,
     /// Every running Xen domain, when asked for.
     pub xen_all: Option<XenAll>,
+    /// Every running libvirt domain, when asked for.
+    pub libvirt_all: Option<LibvirtAll>,
 }
 
 /// Parse `1s`, `500ms`, `2m` (10 ms to 24 h).
@@ -399,6 +427,7 @@ impl Config {
             },
             guests: Vec::new(),
             xen_all: None,
+            libvirt_all: None,
         };
         let mut defaults = Watch {
             interval: Duration::from_secs(1),
@@ -421,6 +450,7 @@ impl Config {
         }
         let mut guest_tables = None;
         let mut xen_table = None;
+        let mut libvirt_table = None;
         for (k, v) in doc.get_ref() {
             match k.get_ref().as_ref() {
                 "defaults" => {}
@@ -495,12 +525,13 @@ impl Config {
                 }
                 "guest" => guest_tables = Some(v),
                 "xen" => xen_table = Some(v),
+                "libvirt" => libvirt_table = Some(v),
                 _ => {
                     return Err(unknown(
                         &cx,
                         k,
                         "the file",
-                        &["service", "output", "defaults", "guest", "xen"],
+                        &["service", "output", "defaults", "guest", "xen", "libvirt"],
                     ))
                 }
             }
@@ -550,9 +581,36 @@ impl Config {
                 config.xen_all = Some(XenAll { exclude, watch });
             }
         }
-        if config.guests.is_empty() && config.xen_all.is_none() {
+        if let Some(v) = libvirt_table {
+            let mut watch = defaults.clone();
+            let mut all = false;
+            let mut exclude = Vec::new();
+            let mut uri = vmi_core::memory::SYSTEM_URI.to_string();
+            for e in table(&cx, v, "libvirt")? {
+                match e.0.get_ref().as_ref() {
+                    "all" => all = boolean(&cx, e)?,
+                    "exclude" => exclude = globs(&cx, e)?,
+                    "uri" => uri = string(&cx, e)?.to_string(),
+                    _ => {
+                        if !watch_key(&cx, &mut watch, e)? {
+                            let mut known = vec!["all", "exclude", "uri"];
+                            known.extend(WATCH_KEYS);
+                            return Err(unknown(&cx, e.0, "[libvirt]", &known));
+                        }
+                    }
+                }
+            }
+            if all {
+                config.libvirt_all = Some(LibvirtAll {
+                    uri,
+                    exclude,
+                    watch,
+                });
+            }
+        }
+        if config.guests.is_empty() && config.xen_all.is_none() && config.libvirt_all.is_none() {
             return Err(cx.nowhere(
-                "no guest to watch: add a [[guest]] table (name and qemu or xen), or [xen] all = true",
+                "no guest to watch: add a [[guest]] table (name and qemu, libvirt or xen), or [libvirt] all = true, or [xen] all = true",
             ));
         }
         Ok(config)
@@ -570,15 +628,20 @@ fn parse_guest(
     let mut qemu = None;
     let mut mem_path = None;
     let mut xen = None;
+    let mut libvirt = None;
+    let mut libvirt_uri = None;
     for e in t {
         match e.0.get_ref().as_ref() {
             "name" => name = Some(string(cx, e)?.to_string()),
             "qemu" => qemu = Some((PathBuf::from(string(cx, e)?), e.1.span())),
-            "mem_path" => mem_path = Some(PathBuf::from(string(cx, e)?)),
+            "mem_path" => mem_path = Some((PathBuf::from(string(cx, e)?), e.1.span())),
             "xen" => xen = Some((string(cx, e)?.to_string(), e.1.span())),
+            "libvirt" => libvirt = Some((string(cx, e)?.to_string(), e.1.span())),
+            "libvirt_uri" => libvirt_uri = Some((string(cx, e)?.to_string(), e.1.span())),
             _ => {
                 if !watch_key(cx, &mut watch, e)? {
-                    let mut known = vec!["name", "qemu", "mem_path", "xen"];
+                    let mut known =
+                        vec!["name", "qemu", "mem_path", "xen", "libvirt", "libvirt_uri"];
                     known.extend(WATCH_KEYS);
                     return Err(unknown(cx, e.0, "[[guest]]", &known));
                 }
@@ -597,23 +660,40 @@ fn parse_guest(
             format!("guest name {name:?}: 1 to 64 of A-Z a-z 0-9 - _ . (it is a metrics label)"),
         ));
     }
-    let source = match (qemu, xen) {
-        (Some((socket, _)), None) => SourceSpec::Qemu { socket, mem_path },
-        (None, Some((domain, span))) => {
-            if mem_path.is_some() {
-                return Err(cx.at(span, format!("guest {name:?}: mem_path is for QEMU guests")));
-            }
-            SourceSpec::Xen { domain }
-        }
-        (Some(_), Some((_, span))) => {
-            return Err(cx.at(span, format!("guest {name:?}: give qemu or xen, not both")))
-        }
-        (None, None) => {
+    if let (Some((_, span)), None) = (&libvirt_uri, &libvirt) {
+        return Err(cx.at(
+            span.clone(),
+            format!("guest {name:?}: libvirt_uri goes with libvirt = \"<domain>\""),
+        ));
+    }
+    if let (Some((_, span)), None) = (&mem_path, &qemu) {
+        return Err(cx.at(
+            span.clone(),
+            format!("guest {name:?}: mem_path is for QEMU guests given by qemu = \"<QMP socket>\""),
+        ));
+    }
+    let source = match (qemu, xen, libvirt) {
+        (Some((socket, _)), None, None) => SourceSpec::Qemu {
+            socket,
+            mem_path: mem_path.map(|(p, _)| p),
+        },
+        (None, Some((domain, _)), None) => SourceSpec::Xen { domain },
+        (None, None, Some((domain, _))) => SourceSpec::Libvirt {
+            name: domain,
+            uri: libvirt_uri.map_or_else(|| vmi_core::memory::SYSTEM_URI.into(), |(u, _)| u),
+        },
+        (None, None, None) => {
             return Err(cx.at(
                 v.span(),
                 format!(
-                "guest {name:?}: say where it runs: qemu = \"<QMP socket>\" or xen = \"<domain>\""
+                "guest {name:?}: say where it runs: qemu = \"<QMP socket>\", libvirt = \"<domain>\" or xen = \"<domain>\""
             ),
+            ))
+        }
+        _ => {
+            return Err(cx.at(
+                v.span(),
+                format!("guest {name:?}: give one of qemu, libvirt and xen"),
             ))
         }
     };
@@ -662,9 +742,18 @@ xen = "db"
 pause = true
 checks = ["all"]
 
+[[guest]]
+name = "mail"
+libvirt = "mail"
+
 [xen]
 all = true
 exclude = ["build-*"]
+
+[libvirt]
+all = true
+uri = "qemu+ssh://h/system"
+exclude = ["test-*"]
 "#,
         )
         .unwrap();
@@ -675,7 +764,7 @@ exclude = ["build-*"]
             c.outputs.file.as_deref(),
             Some(Path::new("/var/log/vmi/alerts.jsonl"))
         );
-        assert_eq!(c.guests.len(), 2);
+        assert_eq!(c.guests.len(), 3);
         assert_eq!(c.guests[0].watch.interval, Duration::from_millis(500));
         assert_eq!(
             c.guests[0].watch.checks,
@@ -683,6 +772,11 @@ exclude = ["build-*"]
         );
         assert_eq!(c.guests[0].watch.profiles, PathBuf::from("/srv/profiles"));
         assert!(matches!(&c.guests[1].source, SourceSpec::Xen { domain } if domain == "db"));
+        assert!(matches!(&c.guests[2].source,
+            SourceSpec::Libvirt { name, uri } if name == "mail" && uri == "qemu:///system"));
+        let l = c.libvirt_all.clone().unwrap();
+        assert_eq!(l.uri, "qemu+ssh://h/system");
+        assert_eq!(l.exclude, vec!["test-*"]);
         assert!(c.guests[1].watch.pause);
         assert_eq!(c.guests[1].watch.checks, Check::ALL.to_vec());
         assert_eq!(c.guests[1].watch.interval, Duration::from_secs(2));

@@ -1,7 +1,8 @@
 //! `detector serve`: one long-running service watching every guest of a host.
 //!
-//! The configuration ([`config`]) lists QEMU guests (QMP socket + RAM file) and Xen
-//! domains by name, or asks for every running Xen domain. Each guest has its own
+//! The configuration ([`config`]) lists QEMU guests (QMP socket + RAM file), libvirt
+//! and Xen domains by name, or asks for every running libvirt or Xen domain (listed
+//! every 5 s: domains started later are picked up). Each guest has its own
 //! interval, policy, checks and profile directory, and its own thread ([`worker`]) with
 //! its own `Watcher`: the same scans and events as `detector watch`. A guest that cannot
 //! be opened (not started yet, gone, no matching profile) is retried with a growing
@@ -43,8 +44,17 @@ use crate::policy::Policy;
 use crate::target::SourceSpec;
 use crate::watch::WatchOptions;
 
-/// How often the running Xen domains are listed when `[xen] all = true`.
-const XEN_LIST_EVERY: Duration = Duration::from_secs(5);
+/// How often the running domains are listed when `[xen] all` or `[libvirt] all` is true.
+const LIST_EVERY: Duration = Duration::from_secs(5);
+
+/// True (and `listed` set to now) when the domains are due to be listed again.
+fn due(listed: &mut Option<Instant>, now: Instant) -> bool {
+    if listed.is_some_and(|t| now.duration_since(t) < LIST_EVERY) {
+        return false;
+    }
+    *listed = Some(now);
+    true
+}
 /// The CPU-budget window.
 const BUDGET_WINDOW: Duration = Duration::from_secs(10);
 /// Longest a scan is put off for the budget at once.
@@ -88,6 +98,9 @@ pub fn validate(config: &Config) -> Result<(), ConfigError> {
         .collect();
     if let Some(x) = &config.xen_all {
         watches.push(("[xen]", &x.watch));
+    }
+    if let Some(l) = &config.libvirt_all {
+        watches.push(("[libvirt]", &l.watch));
     }
     for (name, w) in watches {
         if !w.profiles.is_dir() {
@@ -198,7 +211,9 @@ pub struct Service {
     attached: BTreeSet<String>,
     scans: u64,
     xen_listed: Option<Instant>,
-    xen_error: Option<String>,
+    libvirt_listed: Option<Instant>,
+    /// The last listing error of each kind of domain, said once until it changes.
+    list_errors: BTreeMap<&'static str, String>,
 }
 
 impl std::fmt::Debug for Service {
@@ -238,7 +253,8 @@ impl Service {
             attached: BTreeSet::new(),
             scans: 0,
             xen_listed: None,
-            xen_error: None,
+            libvirt_listed: None,
+            list_errors: BTreeMap::new(),
         })
     }
 
@@ -376,13 +392,11 @@ impl Service {
             }
             let now = Instant::now();
             self.budget.sample(now, cpu_seconds());
-            if self.config.xen_all.is_some()
-                && self
-                    .xen_listed
-                    .is_none_or(|t| now.duration_since(t) >= XEN_LIST_EVERY)
-            {
-                self.xen_listed = Some(now);
+            if self.config.xen_all.is_some() && due(&mut self.xen_listed, now) {
                 self.sync_xen();
+            }
+            if self.config.libvirt_all.is_some() && due(&mut self.libvirt_listed, now) {
+                self.sync_libvirt();
             }
             self.check_budget(now);
             self.update_gauges();
@@ -445,64 +459,115 @@ impl Service {
         }
     }
 
+    /// A listing of domains, or `None` after saying why it failed (once per new error).
+    fn listed<T>(
+        &mut self,
+        kind: &'static str,
+        result: Result<T, String>,
+        event: impl FnOnce(String) -> ServiceEvent,
+    ) -> Option<T> {
+        match result {
+            Ok(v) => {
+                self.list_errors.remove(kind);
+                Some(v)
+            }
+            Err(error) => {
+                if self.list_errors.get(kind) != Some(&error) {
+                    self.list_errors.insert(kind, error.clone());
+                    self.say("-", event(error));
+                }
+                None
+            }
+        }
+    }
+
     /// Follow the running Xen domains (`[xen] all = true`).
     fn sync_xen(&mut self) {
         let Some(all) = self.config.xen_all.clone() else {
             return;
         };
-        let domains = match vmi_core::memory::list_domains() {
-            Ok(d) => {
-                self.xen_error = None;
-                d
-            }
-            Err(e) => {
-                let error = e.to_string();
-                if self.xen_error.as_deref() != Some(error.as_str()) {
-                    self.say(
-                        "-",
-                        ServiceEvent::XenListFailed {
-                            error: error.clone(),
-                        },
-                    );
-                    self.xen_error = Some(error);
-                }
-                return;
-            }
+        let result = vmi_core::memory::list_domains().map_err(|e| e.to_string());
+        let Some(domains) =
+            self.listed("xen", result, |error| ServiceEvent::XenListFailed { error })
+        else {
+            return;
         };
-        let mut running = Vec::new();
-        for d in domains {
-            if d.domid == 0 || d.dying || d.shutdown {
-                continue;
-            }
-            let name = d
-                .name
-                .clone()
-                .unwrap_or_else(|| format!("domain-{}", d.domid));
-            if all.exclude.iter().any(|g| g.is_match(name.as_bytes())) {
-                continue;
-            }
-            running.push(name);
-        }
+        let running = domains
+            .into_iter()
+            .filter(|d| d.domid != 0 && !d.dying && !d.shutdown)
+            .map(|d| d.name.unwrap_or_else(|| format!("domain-{}", d.domid)))
+            .filter(|name| !all.exclude.iter().any(|g| g.is_match(name.as_bytes())))
+            .collect();
+        self.follow(running, &all.watch, |name| SourceSpec::Xen {
+            domain: name.into(),
+        });
+    }
+
+    /// Follow the running libvirt domains (`[libvirt] all = true`).
+    fn sync_libvirt(&mut self) {
+        let Some(all) = self.config.libvirt_all.clone() else {
+            return;
+        };
+        let result = vmi_core::memory::running_domains(&all.uri).map_err(|e| e.to_string());
+        let Some(domains) = self.listed("libvirt", result, |error| {
+            ServiceEvent::LibvirtListFailed { error }
+        }) else {
+            return;
+        };
+        let running = domains
+            .into_iter()
+            .filter(|name| !all.exclude.iter().any(|g| g.is_match(name.as_bytes())))
+            .collect();
+        self.follow(running, &all.watch, |name| SourceSpec::Libvirt {
+            name: name.into(),
+            uri: all.uri.clone(),
+        });
+    }
+
+    /// Start a thread for each domain in `running` not watched yet, and stop those of
+    /// the same kind found earlier that no longer run.
+    fn follow(
+        &mut self,
+        running: Vec<String>,
+        watch: &config::Watch,
+        source: impl Fn(&str) -> SourceSpec,
+    ) {
         for name in &running {
             if !self.workers.contains_key(name) {
                 let cfg = Guest {
                     name: name.clone(),
-                    source: SourceSpec::Xen {
-                        domain: name.clone(),
-                    },
-                    watch: all.watch.clone(),
+                    source: source(name),
+                    watch: watch.clone(),
                 };
                 self.start(cfg, true);
             }
         }
+        let kind = std::mem::discriminant(&source(""));
         let gone: Vec<String> = self
             .workers
             .iter()
-            .filter(|(n, w)| w.discovered && !running.contains(n))
+            .filter(|(n, w)| {
+                w.discovered
+                    && std::mem::discriminant(&w.cfg.source) == kind
+                    && !running.contains(n)
+            })
             .map(|(n, _)| n.clone())
             .collect();
         for n in gone {
             self.drop_guest(&n, "the domain is no longer running");
+        }
+    }
+
+    /// Stop the threads of the domains `[table] all` found whose source is `kind`.
+    fn drop_discovered(&mut self, kind: fn(&SourceSpec) -> bool, table: &str) {
+        let discovered: Vec<String> = self
+            .workers
+            .iter()
+            .filter(|(_, w)| w.discovered && kind(&w.cfg.source))
+            .map(|(n, _)| n.clone())
+            .collect();
+        for n in discovered {
+            self.drop_guest(&n, &format!("the {table} settings changed"));
         }
     }
 
@@ -579,17 +644,13 @@ impl Service {
             }
         }
         if new.xen_all != self.config.xen_all {
-            let discovered: Vec<String> = self
-                .workers
-                .iter()
-                .filter(|(_, w)| w.discovered)
-                .map(|(n, _)| n.clone())
-                .collect();
-            for n in discovered {
-                self.drop_guest(&n, "the [xen] settings changed");
-            }
+            self.drop_discovered(|s| matches!(s, SourceSpec::Xen { .. }), "[xen]");
+        }
+        if new.libvirt_all != self.config.libvirt_all {
+            self.drop_discovered(|s| matches!(s, SourceSpec::Libvirt { .. }), "[libvirt]");
         }
         self.xen_listed = None;
+        self.libvirt_listed = None;
         self.budget.limit = new.service.cpu_budget / 100.0;
         self.config = new;
         self.say(
@@ -615,10 +676,11 @@ pub fn describe(config: &Config) -> String {
         "{}: {} guest(s){}; CPU budget {}% of one core; metrics {}\n",
         config.path.display(),
         config.guests.len(),
-        if config.xen_all.is_some() {
-            " and every running Xen domain"
-        } else {
-            ""
+        match (config.xen_all.is_some(), config.libvirt_all.is_some()) {
+            (true, true) => " and every running Xen and libvirt domain",
+            (true, false) => " and every running Xen domain",
+            (false, true) => " and every running libvirt domain",
+            (false, false) => "",
         },
         config.service.cpu_budget,
         config

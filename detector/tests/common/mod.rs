@@ -221,3 +221,168 @@ pub fn validate_events(lines: impl IntoIterator<Item = impl AsRef<str>>) -> usiz
     }
     n
 }
+
+/// A finished detector run.
+pub struct Run {
+    /// Exit status (-1 when killed).
+    pub code: i32,
+    /// Standard output.
+    pub stdout: String,
+    /// Standard error.
+    pub stderr: String,
+}
+
+impl Run {
+    /// Standard output as JSON.
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.stdout)
+            .unwrap_or_else(|e| panic!("no JSON ({e}):\n{}\n{}", self.stdout, self.stderr))
+    }
+}
+
+/// Run the detector on `source` with the profiles in `profiles`.
+pub fn detector(source: &[String], profiles: &Path, args: &[&str]) -> Run {
+    let out = std::process::Command::new(built_detector())
+        .args(source)
+        .arg("--profiles")
+        .arg(profiles)
+        .args(args)
+        .output()
+        .expect("running detector");
+    Run {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+/// Write the DWARF profile of `kernel` into `dir`.
+pub fn profile_into(lab: &Lab, kernel: &str, dir: &Path) {
+    let d = lab.store().debug(kernel).expect("-dbg package");
+    let built =
+        profile_gen::build::from_dwarf(&d.vmlinux, Some(&d.system_map), &Default::default())
+            .expect("profile-gen");
+    std::fs::write(dir.join(format!("{kernel}.json")), built.profile.to_json()).unwrap();
+}
+
+/// Findings of a `check --json` run as (check, evidence).
+pub fn findings(run: &Run) -> Vec<(String, serde_json::Value)> {
+    run.json()["findings"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+        .into_iter()
+        .map(|f| {
+            (
+                f["check"].as_str().unwrap_or("").to_string(),
+                f["evidence"].clone(),
+            )
+        })
+        .collect()
+}
+
+/// `identify`, `ps` and `lsmod` through `source` against the guest's own view (read
+/// while the guest is paused, so both sides see the same processes).
+pub fn views_match(
+    label: &str,
+    source: &[String],
+    profiles: &Path,
+    truth: &vmi_lab::GroundTruth,
+) -> Vec<String> {
+    let mut problems = Vec::new();
+    let id = detector(source, profiles, &["--json", "identify"]);
+    if id.code != 0 {
+        return vec![format!("{label}: identify exit {}: {}", id.code, id.stderr)];
+    }
+    let idv = id.json();
+    if idv["release"] != truth.release.as_str() {
+        problems.push(format!(
+            "{label}: identify says {} for {}",
+            idv["release"], truth.release
+        ));
+    }
+    let shift = truth.text_addr.wrapping_sub(0xffff_ffff_8100_0000);
+    if idv["kaslr"]["virtual_shift"] != format!("{shift:#x}").as_str() {
+        problems.push(format!(
+            "{label}: virtual shift {}, want {shift:#x}",
+            idv["kaslr"]["virtual_shift"]
+        ));
+    }
+    let ps = detector(source, profiles, &["--json", "ps"]).json();
+    let got: std::collections::BTreeSet<(u64, u64)> = ps
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| (p["pid"].as_u64().unwrap(), p["ppid"].as_u64().unwrap()))
+        .collect();
+    let want: std::collections::BTreeSet<(u64, u64)> = truth
+        .processes
+        .iter()
+        .map(|p| (u64::from(p.pid), u64::from(p.ppid)))
+        .collect();
+    if got != want {
+        problems.push(format!(
+            "{label}: ps: only in memory {:?}, only in the guest {:?}",
+            got.difference(&want).collect::<Vec<_>>(),
+            want.difference(&got).collect::<Vec<_>>()
+        ));
+    }
+    let lsmod = detector(source, profiles, &["--json", "lsmod"]).json();
+    let got: std::collections::BTreeSet<String> = lsmod
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["name"].as_str().unwrap().to_string())
+        .collect();
+    let want: std::collections::BTreeSet<String> =
+        truth.modules.iter().map(|m| m.name.clone()).collect();
+    if got != want {
+        problems.push(format!("{label}: lsmod {got:?}, the guest says {want:?}"));
+    }
+    problems
+}
+
+/// The standard scenario with a sleeper `vmi-hideme` and the test rootkits
+/// `vmi_hideproc` and `vmi_hooksys` built for `kernel` in the guest's `/lab`.
+pub fn rootkit_scenario(lab: &Lab, kernel: &str) -> vmi_lab::Scenario {
+    let mut scenario = vmi_lab::Scenario::standard().sleeper("vmi-hideme");
+    for m in ["vmi_hideproc", "vmi_hooksys"] {
+        scenario = scenario.file(
+            attack_module(lab, kernel, m),
+            &format!("/lab/{m}.ko"),
+            0o644,
+        );
+    }
+    scenario
+}
+
+/// Load the rootkits of [`rootkit_scenario`] through a guest shell: `vmi-hideme`
+/// (pid `hideme`) hidden, syscall 180 hooked.
+pub fn load_rootkits(
+    sh: &mut dyn FnMut(&str) -> vmi_lab::Result<vmi_lab::ShellOutput>,
+    hideme: u32,
+) {
+    for line in [
+        format!("insmod /lab/vmi_hideproc.ko pid={hideme}"),
+        "insmod /lab/vmi_hooksys.ko nr=180".into(),
+    ] {
+        let out = sh(&line).expect("sh");
+        assert_eq!(out.status, 0, "{line}: {:?}", out.lines);
+    }
+}
+
+/// `check --json` found what [`load_rootkits`] did.
+pub fn assert_rootkits_found(run: &Run, hideme: u32) {
+    let f = findings(run);
+    assert_eq!(run.code, 1, "{}", run.stderr);
+    assert!(
+        f.iter()
+            .any(|(c, e)| c == "hidden-process" && e["pid"] == hideme),
+        "no hidden-process finding for {hideme}: {f:?}"
+    );
+    assert!(
+        f.iter()
+            .any(|(c, e)| c == "syscall-table" && e["nr"] == 180),
+        "no syscall-table finding: {f:?}"
+    );
+}

@@ -24,6 +24,7 @@ pub mod build;
 pub mod cache;
 pub mod cpio;
 pub mod error;
+pub mod external;
 pub mod guest;
 pub mod prepare;
 pub mod python;
@@ -40,6 +41,7 @@ use std::path::PathBuf;
 
 pub use cache::Cache;
 pub use error::{Error, Result};
+pub use external::ExternalGuest;
 pub use guest::{quote, BootOptions, Guest, RamBacking, RamRange, ShellOutput};
 pub use rustkernel::RustKernel;
 pub use scenario::{Expectation, Scenario, Step, WorkloadKind};

@@ -9,6 +9,7 @@
 //! | [`LimeImage`] | yes | — | — |
 //! | [`QemuLive`] (RAM file or QEMU process, + QMP) | yes | yes | yes |
 //! | [`QemuLive`] attached by pid, no monitor | yes | — | — |
+//! | [`QemuLive`] of a libvirt domain (process + monitor through libvirt) | yes | yes | yes |
 //! | [`XenDomain`] (from dom0: foreign mappings, libxenctrl) | yes | yes | yes |
 //! | [`MockMemory`] (tests) | yes | — | — |
 //!
@@ -25,8 +26,10 @@ mod cache;
 mod dump;
 mod elf;
 mod file;
+mod libvirt;
 mod lime;
 mod mock;
+mod monitor;
 mod qemu;
 pub mod qmp;
 mod raw;
@@ -35,8 +38,12 @@ mod xen;
 pub use cache::{CacheStats, PageCache};
 pub use dump::DumpFormat;
 pub use elf::{ElfCore, PrStatus};
+pub use libvirt::{
+    running_domains, DomainState, LibvirtDomain, LibvirtError, LibvirtMonitor, SYSTEM_URI,
+};
 pub use lime::LimeImage;
 pub use mock::MockMemory;
+pub use monitor::Monitor;
 pub use qemu::{
     parse_info_registers, parse_mtree, Backend, CommandLine, CommandLineError, QemuLive,
     QemuOptions, RamRegion,

@@ -168,23 +168,6 @@ impl QmpClient {
         self.execute_until(command, arguments, Instant::now() + timeout)
     }
 
-    /// A human-monitor command's text, on vCPU `cpu_index` when given (for
-    /// `info registers`).
-    pub fn hmp(&mut self, command_line: &str, cpu_index: Option<i64>) -> Result<String, QmpError> {
-        let mut args = json!({ "command-line": command_line });
-        if let Some(i) = cpu_index {
-            args["cpu-index"] = json!(i);
-        }
-        let ret = self.execute("human-monitor-command", Some(args))?;
-        match ret {
-            Value::String(s) => Ok(s),
-            other => Err(QmpError::Protocol {
-                command: format!("human-monitor-command {command_line:?}"),
-                message: format!("expected text, got {}", brief(&other)),
-            }),
-        }
-    }
-
     fn execute_until(
         &mut self,
         command: &str,
@@ -325,7 +308,7 @@ impl QmpClient {
 }
 
 /// The start of a JSON value, for error messages.
-fn brief(v: &Value) -> String {
+pub(crate) fn brief(v: &Value) -> String {
     let mut s = v.to_string();
     if s.len() > 200 {
         let mut end = 200;
@@ -341,6 +324,7 @@ fn brief(v: &Value) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::memory::Monitor;
     use std::io::{BufRead, BufReader, Write};
     use std::os::unix::net::UnixListener;
 

@@ -30,7 +30,7 @@ pub(crate) use channel::Channel;
 pub use dump::lime_header;
 pub use mtree::{parse_memory_map, RamRange};
 pub(crate) use process::{
-    accept_until, boot_truth, console_tail, exited, kill, spawn_tied, with_exit,
+    accept_until, boot_truth, console_tail, exited, kill, spawn_tied, truth_until, with_exit,
 };
 
 /// Lines of console shown in errors.
@@ -156,6 +156,22 @@ fn remove_stale_ram_files(dir: &Path) {
 
 static GUEST_SEQ: AtomicU32 = AtomicU32::new(0);
 
+/// The kernel command line of a lab guest: console on the first serial port, the lab
+/// channel on the second (`8250.nr_uarts=2`).
+pub(crate) fn kernel_append(opts: &BootOptions) -> Vec<String> {
+    let mut append = vec![
+        "console=ttyS0".to_string(),
+        "panic=-1".into(),
+        "loglevel=4".into(),
+        "8250.nr_uarts=2".into(),
+    ];
+    if !opts.kaslr {
+        append.push("nokaslr".into());
+    }
+    append.extend(opts.append.iter().cloned());
+    append
+}
+
 impl Guest {
     /// Boot `kernel` with the initramfs at `initramfs` and wait for READY.
     pub fn boot(kernel: &KernelImage, initramfs: &Path, opts: &BootOptions) -> Result<Guest> {
@@ -181,16 +197,7 @@ impl Guest {
             .set_nonblocking(true)
             .ctx("configuring", &lab_sock)?;
 
-        let mut append = vec![
-            "console=ttyS0".to_string(),
-            "panic=-1".into(),
-            "loglevel=4".into(),
-            "8250.nr_uarts=2".into(),
-        ];
-        if !opts.kaslr {
-            append.push("nokaslr".into());
-        }
-        append.extend(opts.append.iter().cloned());
+        let append = kernel_append(opts);
         let cpu = if opts.five_level_paging {
             "max,la57=on"
         } else {

@@ -78,13 +78,27 @@ pub(crate) fn boot_truth(
     total: Duration,
     ready: bool,
 ) -> Result<GroundTruth> {
+    let mut alive = || {
+        exited(child)
+            .then(|| with_exit(Error::Channel("QEMU exited".into()), child, console, stderr))
+    };
+    truth_until(channel, &mut alive, console, deadline, total, ready)
+}
+
+/// Read a ground-truth block by `deadline`; `alive` says when the guest is gone, a
+/// timeout is an error with the console's last lines.
+pub(crate) fn truth_until(
+    channel: &mut Channel,
+    alive: &mut dyn FnMut() -> Option<Error>,
+    console: &Path,
+    deadline: Instant,
+    total: Duration,
+    ready: bool,
+) -> Result<GroundTruth> {
     channel.read_truth(
         deadline,
         ready,
-        &mut || {
-            exited(child)
-                .then(|| with_exit(Error::Channel("QEMU exited".into()), child, console, stderr))
-        },
+        alive,
         &|| Error::BootTimeout {
             timeout: total,
             console: console_tail(console, CONSOLE_TAIL),

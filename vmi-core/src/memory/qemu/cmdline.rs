@@ -49,6 +49,8 @@ pub struct CommandLine {
     /// The unix sockets of QMP monitors (`-qmp unix:PATH`, `-chardev socket,path=...`
     /// used by `-mon ...,mode=control`).
     pub qmp_sockets: Vec<String>,
+    /// `-uuid` (libvirt gives every domain's), lower-case.
+    pub uuid: Option<String>,
 }
 
 /// What is wrong with a command line.
@@ -177,6 +179,7 @@ impl CommandLine {
             backends: Vec::new(),
             numa: false,
             qmp_sockets: Vec::new(),
+            uuid: None,
         };
         // chardev id → socket path, and the chardevs of control-mode monitors
         let mut chardevs: Vec<(String, String)> = Vec::new();
@@ -209,6 +212,8 @@ impl CommandLine {
                 if let Some(b) = value.and_then(backend_of) {
                     c.backends.push(b);
                 }
+            } else if takes(&["uuid"]) {
+                c.uuid = value.map(|u| u.trim().to_ascii_lowercase());
             } else if takes(&["numa"]) {
                 c.numa = true;
             } else if takes(&["qmp"]) {
@@ -413,8 +418,14 @@ mod tests {
             "socket,id=charmonitor,fd=33,server=on,wait=off",
             "-mon",
             "chardev=charmonitor,id=monitor,mode=control",
+            "-uuid",
+            "661139AD-ca74-4fea-9539-52c9e9da8dc4",
         ]);
         assert_eq!(c.ram_backend().unwrap(), "pc.ram");
+        assert_eq!(
+            c.uuid.as_deref(),
+            Some("661139ad-ca74-4fea-9539-52c9e9da8dc4")
+        );
         assert_eq!(
             c.backend("pc.ram").unwrap().qom_type,
             "memory-backend-memfd"

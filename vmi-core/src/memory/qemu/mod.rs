@@ -16,7 +16,10 @@
 //! and above 4 GiB, ROM shadows, each with its own offset). [`QemuLive::attach`] takes
 //! QEMU's pid and works without a monitor too, because a manager may own the only one:
 //! the layout then comes from QEMU's command line (`cmdline.rs`, pc and q35 machines),
-//! and there are no registers and no pause.
+//! and there are no registers and no pause. [`QemuLive::attach_libvirt`] takes a libvirt
+//! domain: RAM through its process, the monitor through libvirt's pass-through
+//! (`memory::libvirt`), so libvirt keeps the only connection to QEMU's monitor.
+//! Whichever way, the monitor is a [`Monitor`] (`memory/monitor.rs`).
 //!
 //! Registers come from `info registers` on each vCPU (`human-monitor-command` with
 //! `cpu-index`): CR0, CR2, CR3, CR4, EFER, general registers, segments, GDT/IDT. QEMU
@@ -35,6 +38,8 @@ use crate::addr::Pa;
 use crate::arch::x86_64::Registers;
 use crate::error::{Error, PhysError};
 use crate::memory::file::{Backing, MappedFile, Segment, SegmentMap, Warnings};
+use crate::memory::libvirt::{LibvirtDomain, LibvirtMonitor};
+use crate::memory::monitor::Monitor;
 use crate::memory::qmp::QmpClient;
 use crate::memory::{PauseResume, PhysRange, PhysicalMemory, VcpuRegisters};
 
@@ -104,8 +109,8 @@ const MAX_CMDLINE: u64 = 1 << 20;
 /// A running (or paused) QEMU guest.
 #[derive(Debug)]
 pub struct QemuLive {
-    /// The QMP session; `None` when attached by pid without a monitor.
-    qmp: Option<Mutex<QmpClient>>,
+    /// The monitor (QMP socket or libvirt); `None` when attached by pid without one.
+    qmp: Option<Mutex<Box<dyn Monitor>>>,
     backend: String,
     ram: Ram,
     regions: Vec<RamRegion>,
@@ -127,7 +132,7 @@ struct BackendInfo {
     base: u64,
 }
 
-fn backend_info(qmp: &mut QmpClient, backend: &str) -> Result<BackendInfo, Error> {
+fn backend_info(qmp: &mut dyn Monitor, backend: &str) -> Result<BackendInfo, Error> {
     let object = format!("/objects/{backend}");
     let mut qom =
         |prop: &str| qmp.execute("qom-get", Some(json!({ "path": object, "property": prop })));
@@ -155,7 +160,7 @@ fn backend_info(qmp: &mut QmpClient, backend: &str) -> Result<BackendInfo, Error
 /// The regions of `backend` in `info mtree -f`, those that fit in the backend's `size`,
 /// moved by `base` (the backend's offset in its file).
 fn monitor_regions(
-    qmp: &mut QmpClient,
+    qmp: &mut dyn Monitor,
     backend: &str,
     size: u64,
     base: u64,
@@ -191,7 +196,7 @@ fn monitor_regions(
 /// QEMU's monitor reads there (`xp`). A running guest may change a place between the two
 /// reads, so most of the places that hold data must agree, not all.
 fn monitor_agrees(
-    qmp: &mut QmpClient,
+    qmp: &mut dyn Monitor,
     regions: &[RamRegion],
     ram: &ProcessRam,
 ) -> Result<bool, Error> {
@@ -238,7 +243,7 @@ impl QemuLive {
     /// socket's peer).
     pub fn connect(qmp_socket: impl AsRef<Path>, opts: &QemuOptions) -> Result<QemuLive, Error> {
         let qmp = QmpClient::connect(qmp_socket.as_ref(), opts.timeout)?;
-        Self::with_monitor(qmp, opts, None)
+        Self::with_monitor(Box::new(qmp), opts, None)
     }
 
     /// Attach to the QEMU process `pid`. With `qmp_socket` (which must be that
@@ -259,7 +264,7 @@ impl QemuLive {
         }
         if let Some(socket) = qmp_socket {
             let qmp = QmpClient::connect(socket, opts.timeout)?;
-            return Self::with_monitor(qmp, opts, Some(pid));
+            return Self::with_monitor(Box::new(qmp), opts, Some(pid));
         }
         let cmd_err = |e: CommandLineError| qemu_err(format!("QEMU process {pid}: {e}"));
         let backend = match &opts.backend {
@@ -289,27 +294,41 @@ impl QemuLive {
         Ok(live)
     }
 
+    /// Attach to the QEMU of libvirt domain `name` at `uri` (e.g. `qemu:///system`):
+    /// RAM read through its process (found by libvirt's pid file or the domain's UUID
+    /// on QEMU's command line), the monitor through libvirt
+    /// ([`LibvirtMonitor`]: registers, pause/resume, the memory map), never through the
+    /// monitor socket libvirt owns.
+    pub fn attach_libvirt(name: &str, uri: &str, opts: &QemuOptions) -> Result<QemuLive, Error> {
+        let domain = LibvirtDomain::open(uri, name)?;
+        let pid = domain.qemu_pid()?;
+        let monitor = LibvirtMonitor::new(domain, pid);
+        let mut opts = opts.clone();
+        opts.through_process = true;
+        Self::with_monitor(Box::new(monitor), &opts, Some(pid))
+    }
+
     fn with_monitor(
-        mut qmp: QmpClient,
+        mut qmp: Box<dyn Monitor>,
         opts: &QemuOptions,
         expect_pid: Option<i32>,
     ) -> Result<QemuLive, Error> {
-        let peer = qmp.peer_pid();
+        let peer = qmp.qemu_pid();
         if let (Some(want), Ok(got)) = (expect_pid, &peer) {
             if want != *got {
                 return Err(qemu_err(format!(
-                    "the QMP socket {} belongs to process {got}, not to QEMU process {want}",
-                    qmp.path().display()
+                    "{} belongs to process {got}, not to QEMU process {want}",
+                    qmp.describe()
                 )));
             }
         }
         let backend = match &opts.backend {
             Some(b) => b.clone(),
-            None => only_backend(&mut qmp)?,
+            None => only_backend(qmp.as_mut())?,
         };
-        let info = backend_info(&mut qmp, &backend)?;
+        let info = backend_info(qmp.as_mut(), &backend)?;
         let mut warnings = Warnings::default();
-        let regions = monitor_regions(&mut qmp, &backend, info.size, info.base, &mut warnings)?;
+        let regions = monitor_regions(qmp.as_mut(), &backend, info.size, info.base, &mut warnings)?;
         let file = opts
             .ram_path
             .clone()
@@ -327,7 +346,7 @@ impl QemuLive {
                     (None, Err(e)) => {
                         return Err(qemu_err(format!(
                             "memory backend {backend:?} has no shared file and the QEMU process behind {} is unknown: {e}",
-                            qmp.path().display()
+                            qmp.describe()
                         )))
                     }
                 };
@@ -336,12 +355,13 @@ impl QemuLive {
                     size: info.size,
                     mem_path: info.mem_path.clone(),
                 };
-                let found =
-                    ProcessRam::find(pid, &hint, &mut |r| monitor_agrees(&mut qmp, &regions, r))?;
+                let found = ProcessRam::find(pid, &hint, &mut |r| {
+                    monitor_agrees(qmp.as_mut(), &regions, r)
+                })?;
                 Ram::Process(found)
             }
         };
-        let cpus = query_cpus(&mut qmp)?;
+        let cpus = query_cpus(qmp.as_mut())?;
         let mut live = QemuLive {
             qmp: Some(Mutex::new(qmp)),
             backend,
@@ -379,15 +399,15 @@ impl QemuLive {
         let mut warnings = Warnings::default();
         let regions = {
             let mut s = self.session()?;
-            let info = backend_info(&mut s, &backend)?;
-            monitor_regions(&mut s, &backend, info.size, info.base, &mut warnings)?
+            let info = backend_info(s.as_mut(), &backend)?;
+            monitor_regions(s.as_mut(), &backend, info.size, info.base, &mut warnings)?
         };
         self.set_regions(regions, &mut warnings);
         self.warnings = warnings.into_vec();
         Ok(())
     }
 
-    fn session(&self) -> Result<MutexGuard<'_, QmpClient>, Error> {
+    fn session(&self) -> Result<MutexGuard<'_, Box<dyn Monitor>>, Error> {
         self.qmp
             .as_ref()
             .ok_or_else(|| {
@@ -399,7 +419,7 @@ impl QemuLive {
 
     /// Run any QMP command on the session.
     pub fn execute(&self, command: &str, arguments: Option<Value>) -> Result<Value, Error> {
-        Ok(self.session()?.execute(command, arguments)?)
+        self.session()?.execute(command, arguments)
     }
 
     /// True when a QMP session is open (false when attached by pid alone).
@@ -474,7 +494,7 @@ fn open_ram_file(path: &Path, backend: &str, size: u64, base: u64) -> Result<Map
 }
 
 /// The id of QEMU's only memory backend.
-fn only_backend(qmp: &mut QmpClient) -> Result<String, Error> {
+fn only_backend(qmp: &mut dyn Monitor) -> Result<String, Error> {
     let list = qmp.execute("query-memdev", None)?;
     let ids: Vec<String> = list
         .as_array()
@@ -498,7 +518,7 @@ fn only_backend(qmp: &mut QmpClient) -> Result<String, Error> {
 }
 
 /// The vCPUs' `cpu-index` values, sorted.
-fn query_cpus(qmp: &mut QmpClient) -> Result<Vec<i64>, Error> {
+fn query_cpus(qmp: &mut dyn Monitor) -> Result<Vec<i64>, Error> {
     let list = qmp.execute("query-cpus-fast", None)?;
     let mut cpus: Vec<i64> = list
         .as_array()
@@ -554,11 +574,11 @@ impl VcpuRegisters for QemuLive {
 
 impl PauseResume for QemuLive {
     fn pause(&self) -> Result<(), Error> {
-        self.execute("stop", None).map(|_| ())
+        self.session()?.pause()
     }
 
     fn resume(&self) -> Result<(), Error> {
-        self.execute("cont", None).map(|_| ())
+        self.session()?.resume()
     }
 
     /// Without a monitor: true while the QEMU process runs (whether its vCPUs are
@@ -573,10 +593,6 @@ impl PauseResume for QemuLive {
         if let Ram::Process(p) = &self.ram {
             p.alive()?;
         }
-        let status = self.execute("query-status", None)?;
-        status
-            .get("running")
-            .and_then(Value::as_bool)
-            .ok_or_else(|| qemu_err(format!("query-status without \"running\": {status}")))
+        self.session()?.running()
     }
 }
