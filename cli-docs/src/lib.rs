@@ -1,5 +1,6 @@
-//! Man pages and shell completions generated from a binary's own clap definition, so
-//! the Debian package documents exactly the command line the binary parses.
+//! What the binaries' command lines share: man pages and shell completions generated
+//! from a binary's own clap definition, so the Debian package documents exactly the
+//! command line the binary parses; and how an error is printed ([`error_text`]).
 //!
 //! A binary parses its command line with [`parse`] instead of `Parser::parse`: that
 //! adds a hidden `generate-docs DIR` subcommand to its definition ([`parser`]) and runs
@@ -13,7 +14,11 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Arg, ArgMatches, Command, Parser};
+
+mod report;
+
 use clap_complete::Shell;
+pub use report::error_text;
 
 /// The hidden subcommand.
 pub const SUBCOMMAND: &str = "generate-docs";

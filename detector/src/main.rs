@@ -693,10 +693,14 @@ fn main() -> ExitCode {
         Err(e) => {
             // stdout or stderr may be gone (a closed pipe is one way to fail): no panic
             if cli.opts.json {
-                let v = serde_json::json!({ "error": format!("{e:#}") });
+                let v = serde_json::json!({ "error": cli_docs::error_text(e.as_ref()) });
                 let _ = writeln!(std::io::stdout(), "{v}");
             }
-            let _ = writeln!(std::io::stderr(), "detector: {e:#}");
+            let _ = writeln!(
+                std::io::stderr(),
+                "detector: {}",
+                cli_docs::error_text(e.as_ref())
+            );
             ExitCode::from(2)
         }
     }

@@ -122,7 +122,7 @@ fn main() -> std::process::ExitCode {
         Err(code) => return code,
     };
     if let Err(e) = run(&cli) {
-        eprintln!("error: {e:#}");
+        eprintln!("error: {}", cli_docs::error_text(e.as_ref()));
         return std::process::ExitCode::from(2);
     }
     std::process::ExitCode::SUCCESS
