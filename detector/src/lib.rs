@@ -30,6 +30,7 @@ pub mod policy;
 pub mod render;
 pub mod serve;
 pub mod target;
+pub mod verify;
 pub mod watch;
 
 pub use error::DetectorError;

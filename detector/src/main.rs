@@ -102,6 +102,21 @@ struct Opts {
 enum Command {
     /// The guest's kernel: banner, release, KASLR shifts, page-table root, profile.
     Identify,
+    /// Whether the profile is right for this guest, from the guest's own consistency
+    /// (no ground truth): the kernel found with it (init_task is the idle task), its
+    /// banner where linux_banner is, tasks-list links that point back, task names that
+    /// are text, thread groups and parents that agree, the tasks list equal to the pid
+    /// namespace and the run queues, the modules list equal to the module kset, the
+    /// syscall table and IDT in kernel text. One line per rule: pass, FAIL with its
+    /// evidence, or n/a; exit 0 when no rule fails, 1 otherwise, 2 when the guest
+    /// cannot be read. Give the profile with --profile FILE. A rootkit can fail a rule
+    /// too (a process unlinked from the tasks list fails pid-namespace): `check` says
+    /// what it did.
+    Verify {
+        /// Pause a live guest while it is read (the lists are then read at one moment).
+        #[arg(long)]
+        pause: bool,
+    },
     /// Processes, from the kernel's tasks list.
     Ps {
         /// Show children under their parents.
@@ -290,6 +305,51 @@ fn open_source(opts: &Opts, source: SourceSpec) -> Result<Target> {
     Ok(Target::open(&source, &profiles)?)
 }
 
+/// `verify`: the discovery of the kernel with the profile is the first rule; a profile
+/// that does not fit this kernel fails it instead of ending the command.
+fn run_verify(opts: &Opts, pause: bool, limits: &Limits) -> Result<ExitCode> {
+    use detector::verify::{Outcome, RuleResult};
+    let started = std::time::Instant::now();
+    let mut results = Vec::new();
+    match open(opts) {
+        Ok(target) => {
+            results.push(RuleResult {
+                rule: "discovery",
+                outcome: Outcome::Pass,
+                detail: format!(
+                    "{} found with {}",
+                    target.profile().kernel.release,
+                    target.profile_path.display()
+                ),
+            });
+            let _paused = if pause { target.pause()? } else { None };
+            results.extend(detector::verify::verify(&target.kernel, limits));
+        }
+        Err(e) => match e.downcast_ref::<detector::error::DetectorError>() {
+            Some(detector::error::DetectorError::Kernel(_))
+            | Some(detector::error::DetectorError::ZeroTouch(_)) => {
+                results.push(RuleResult {
+                    rule: "discovery",
+                    outcome: Outcome::Fail,
+                    detail: cli_docs::error_text(e.as_ref()),
+                });
+            }
+            _ => return Err(e),
+        },
+    }
+    let failed = results.iter().any(|r| r.outcome == Outcome::Fail);
+    emit(
+        opts.json,
+        render::verify_json(&results, started.elapsed()),
+        render::verify_text(&results),
+    )?;
+    Ok(if failed {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
 fn emit(json: bool, value: serde_json::Value, text: String) -> Result<()> {
     let mut out = std::io::stdout().lock();
     if json {
@@ -402,6 +462,9 @@ fn run(cli: &Cli) -> Result<ExitCode> {
         };
         return run_watch(cli, opts, *interval, out, *on_shutdown, *scans);
     }
+    if let Command::Verify { pause } = &cli.command {
+        return run_verify(&cli.opts, *pause, &settings.limits);
+    }
     let target = open(&cli.opts)?;
     settings.image = open_image(&cli.opts, &target)?;
     let json = cli.opts.json;
@@ -505,8 +568,8 @@ fn run(cli: &Cli) -> Result<ExitCode> {
                 ExitCode::SUCCESS
             });
         }
-        Command::Watch { .. } | Command::Serve { .. } => {
-            unreachable!("watch and serve returned above")
+        Command::Watch { .. } | Command::Serve { .. } | Command::Verify { .. } => {
+            unreachable!("watch, serve and verify returned above")
         }
     }
     Ok(ExitCode::SUCCESS)

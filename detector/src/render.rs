@@ -503,6 +503,41 @@ pub fn bpf_text(
     s
 }
 
+/// `verify` as text: one line per rule.
+pub fn verify_text(results: &[crate::verify::RuleResult]) -> String {
+    let mut s = String::new();
+    for r in results {
+        // guest strings in details are escaped where they are quoted
+        s.push_str(&format!(
+            "{:<5} {:<14} {}\n",
+            r.outcome.name(),
+            r.rule,
+            r.detail.replace(|c: char| c.is_control(), ".")
+        ));
+    }
+    s
+}
+
+/// `verify` as JSON.
+pub fn verify_json(
+    results: &[crate::verify::RuleResult],
+    took: std::time::Duration,
+) -> serde_json::Value {
+    serde_json::json!({
+        "passed": !results.iter().any(|r| r.outcome == crate::verify::Outcome::Fail),
+        "seconds": took.as_secs_f64(),
+        "rules": results.iter().map(|r| serde_json::json!({
+            "rule": r.rule,
+            "outcome": match r.outcome {
+                crate::verify::Outcome::Pass => "pass",
+                crate::verify::Outcome::Fail => "fail",
+                crate::verify::Outcome::NotApplicable => "n/a",
+            },
+            "detail": r.detail,
+        })).collect::<Vec<_>>(),
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -45,7 +45,7 @@ pub mod policy;
 pub mod processes;
 pub mod spoofing;
 #[cfg(test)]
-mod synthetic;
+pub(crate) mod synthetic;
 pub mod syscalls;
 pub mod text;
 pub mod tracepoints;

@@ -37,10 +37,17 @@ pub(crate) const TEXT_AT: u64 = 0x5555_5555_4000;
 /// [`System`]; sshd and bash have run `execve`).
 pub(crate) fn system() -> System {
     let mut sk = SyntheticKernel::clean();
-    sk.add_process(1, b"systemd", 0);
+    let systemd = sk.add_process(1, b"systemd", 0);
     sk.add_kthread(2, b"kthreadd");
     let sshd = sk.add_process(400, b"sshd", 0);
     let bash = sk.add_process(1000, b"bash", 1000);
+    // init's children, as on a booted system (the builder parents every task to the
+    // idle task)
+    for child in [&sshd, &bash] {
+        for f in ["real_parent", "parent"] {
+            sk.set(child.task, "task_struct", f, systemd.task.0);
+        }
+    }
     let bash_thread = sk.add_thread(&bash, 1001, b"bash");
     let e1000 = sk.add_module(b"e1000", 0x2_0000);
     // what execve left: sshd's setproctitle, a login shell started as /bin/bash
@@ -52,6 +59,15 @@ pub(crate) fn system() -> System {
         text,
         VM_READ | VM_EXEC,
         Some(b"/usr/sbin/sshd"),
+        Some(b"\x7fELF"),
+    );
+    let init: &[&[u8]] = &[b"/usr/lib/systemd/systemd"];
+    let init_mm = sk.exec(&systemd, b"/usr/lib/systemd/systemd", init, init[0]);
+    sk.add_vma(
+        init_mm,
+        text,
+        VM_READ | VM_EXEC,
+        Some(b"/usr/lib/systemd/systemd"),
         Some(b"\x7fELF"),
     );
     let bash_mm = sk.exec(&bash, b"/usr/bin/bash", &[b"-bash"], b"/bin/bash");

@@ -47,6 +47,7 @@ pub(crate) fn clean(lab: &Lab, kernel: &str) -> Vec<String> {
     ));
     problems.extend(walkers_see_the_guest(&label, &mut guest, profiles.path()));
     guest.resume().expect("resume");
+    problems.extend(verify::verify_step(&label, &mut guest, profiles.path()));
     problems.extend(tracing_walkers(&label, &d, &mut guest, profiles.path()));
     problems.extend(hook_table_walkers(&label, &mut guest, profiles.path()));
     problems.extend(start_sockets(&label, &mut guest));

@@ -4,7 +4,7 @@
 //!
 //! One test per kernel of the lab's matrix, each booting one guest and running every
 //! check's step on it (one file per check or view: `views.rs`, `tracing.rs`, `tables.rs`,
-//! `spoofing.rs`, `sockets.rs`, `malfind.rs`, `ebpf.rs`, `policy.rs`; the scenario in
+//! `spoofing.rs`, `sockets.rs`, `malfind.rs`, `ebpf.rs`, `policy.rs`, `verify.rs`; the scenario in
 //! `attacks.rs` and `clean.rs`). A guest is shared by the steps, not booted per check:
 //! the attacks build on each other (after each, `check` must report exactly the
 //! findings of all attacks so far, which is what shows that no check hides or invents
@@ -59,6 +59,7 @@ mod sockets;
 mod spoofing;
 mod tables;
 mod tracing;
+mod verify;
 mod views;
 mod volatility;
 

@@ -333,6 +333,12 @@ impl SyntheticKernel {
         &self.profile
     }
 
+    /// The profile, to change (a test of a wrong profile: the memory keeps the offsets
+    /// it was built with).
+    pub fn profile_mut(&mut self) -> &mut Profile {
+        &mut self.profile
+    }
+
     /// The memory written so far.
     pub fn memory(&self) -> &MockMemory {
         &self.mem
