@@ -4,25 +4,6 @@
 
 use super::*;
 
-/// The rules `verify` prints, discovery first.
-const RULES: &[&str] = &[
-    "discovery",
-    "banner",
-    "tasks-list",
-    "task-names",
-    "thread-groups",
-    "parents",
-    "pid-namespace",
-    "runqueues",
-    "address-spaces",
-    "credentials",
-    "executables",
-    "mappings",
-    "modules",
-    "syscall-table",
-    "idt",
-];
-
 /// `verify --json` with the profile `file` on the live guest.
 fn verify_with(guest: &mut Guest, file: &Path, pause: bool) -> Run {
     guest.release_qmp();
@@ -78,6 +59,11 @@ pub(crate) fn verify_step(label: &str, guest: &mut Guest, profiles: &Path) -> Ve
         let run = verify_with(guest, &file, pause);
         let got = outcomes(&run);
         let rules: Vec<&str> = got.iter().map(|(r, _)| r.as_str()).collect();
+        // discovery first, then the library's rules in order
+        let want: Vec<&str> = ["discovery"]
+            .into_iter()
+            .chain(detector::verify::RULES.iter().copied())
+            .collect();
         let bad: Vec<&(String, String)> = got
             .iter()
             .filter(|(_, o)| o != "pass" && o != "n/a")
@@ -87,7 +73,7 @@ pub(crate) fn verify_step(label: &str, guest: &mut Guest, profiles: &Path) -> Ve
             && bad
                 .iter()
                 .all(|(r, _)| r == "pid-namespace" || r == "runqueues");
-        if run.code != 0 && !transient || rules != RULES || !bad.is_empty() && !transient {
+        if run.code != 0 && !transient || rules != want || !bad.is_empty() && !transient {
             problems.push(format!(
                 "{label}: verify (pause {pause}) exit {}: {}\n{}",
                 run.code, run.stdout, run.stderr
