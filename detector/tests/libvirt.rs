@@ -316,26 +316,15 @@ fn domain_end_to_end(kernel: &str, name: &str) {
     common::assert_rootkits_found(&run, hideme);
 
     // watch: a process start; the domain destroyed, reported, started and found again
-    let mut child = Command::new(common::built_detector())
-        .args(&source)
-        .arg("--profiles")
-        .arg(profiles.path())
-        .args([
-            "--json",
-            "watch",
-            "--interval",
-            "1s",
-            "--on-shutdown",
-            "wait",
-        ])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("watch");
-    let mut lines = common::Lines::new(child.stdout.take().unwrap());
-    let event = |v: &Value| v["event"].as_str().unwrap_or("").to_string();
     let minute = Duration::from_secs(120);
-    lines.wait_for("started", minute, |v| event(v) == "started");
+    let (mut child, mut lines) = common::watch_started(
+        &common::built_detector(),
+        &source,
+        profiles.path(),
+        &["--interval", "1s", "--on-shutdown", "wait"],
+        minute,
+    );
+    let event = |v: &Value| common::event(v).to_string();
     let marker = common::start_marker_with(&mut |line| guest.sh(line), "vmi-marker");
     lines.wait_for("the marker starting", minute, |v| {
         event(v) == "process-start" && v["pid"] == marker

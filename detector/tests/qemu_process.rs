@@ -11,7 +11,8 @@
 
 mod common;
 
-use std::process::{Command, Stdio};
+use std::path::Path;
+use std::process::Command;
 use std::time::Duration;
 
 use common::{detector, findings, profile_into, views_match};
@@ -193,20 +194,14 @@ fn memfd_guest_hooked_and_watched_by_pid() {
     let run = detector(&source, profiles.path(), &["--json", "check"]);
     common::assert_rootkits_found(&run, hideme);
 
-    let mut child = Command::new(env!("CARGO_BIN_EXE_detector"))
-        .args(&source)
-        .arg("--profiles")
-        .arg(profiles.path())
-        .args(["--json", "watch", "--interval", "500ms"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("watch");
-    let mut lines = common::Lines::new(child.stdout.take().unwrap());
-    let event = |v: &Value| v["event"].as_str().unwrap_or("").to_string();
-    lines.wait_for("started", Duration::from_secs(60), |v| {
-        event(v) == "started"
-    });
+    let (mut child, mut lines) = common::watch_started(
+        Path::new(env!("CARGO_BIN_EXE_detector")),
+        &source,
+        profiles.path(),
+        &["--interval", "500ms"],
+        Duration::from_secs(60),
+    );
+    let event = |v: &Value| common::event(v).to_string();
     let marker = common::start_marker(&mut guest, "vmi-marker");
     lines.wait_for("the marker starting", Duration::from_secs(60), |v| {
         event(v) == "process-start" && v["pid"] == marker
@@ -254,27 +249,14 @@ fn errors_name_the_process_and_why() {
         .boot(kernel, &Scenario::standard(), &opts)
         .expect("boot");
     guest.release_qmp();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_detector"))
-        .args(by_pid(guest.pid().unwrap()))
-        .arg("--profiles")
-        .arg(profiles.path())
-        .args([
-            "--json",
-            "watch",
-            "--interval",
-            "200ms",
-            "--on-shutdown",
-            "exit",
-        ])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("watch");
-    let mut lines = common::Lines::new(child.stdout.take().unwrap());
-    let event = |v: &Value| v["event"].as_str().unwrap_or("").to_string();
-    lines.wait_for("started", Duration::from_secs(60), |v| {
-        event(v) == "started"
-    });
+    let (mut child, mut lines) = common::watch_started(
+        Path::new(env!("CARGO_BIN_EXE_detector")),
+        &by_pid(guest.pid().unwrap()),
+        profiles.path(),
+        &["--interval", "200ms", "--on-shutdown", "exit"],
+        Duration::from_secs(60),
+    );
+    let event = |v: &Value| common::event(v).to_string();
     drop(guest); // QEMU is killed
     lines.wait_for("the shutdown", Duration::from_secs(60), |v| {
         event(v) == "shutdown"

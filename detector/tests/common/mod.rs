@@ -281,6 +281,30 @@ pub fn findings(run: &Run) -> Vec<(String, serde_json::Value)> {
         .collect()
 }
 
+/// `identify --json` against the guest: its release, and the KASLR shift its `_text`
+/// says.
+pub fn identify_matches(
+    label: &str,
+    idv: &serde_json::Value,
+    truth: &vmi_lab::GroundTruth,
+) -> Vec<String> {
+    let mut problems = Vec::new();
+    if idv["release"] != truth.release.as_str() {
+        problems.push(format!(
+            "{label}: identify says {} for {}",
+            idv["release"], truth.release
+        ));
+    }
+    let shift = truth.text_addr.wrapping_sub(0xffff_ffff_8100_0000);
+    if idv["kaslr"]["virtual_shift"] != format!("{shift:#x}").as_str() {
+        problems.push(format!(
+            "{label}: virtual shift {} (the guest's _text says {shift:#x})",
+            idv["kaslr"]["virtual_shift"]
+        ));
+    }
+    problems
+}
+
 /// `identify`, `ps` and `lsmod` through `source` against the guest's own view (read
 /// while the guest is paused, so both sides see the same processes).
 pub fn views_match(
@@ -294,20 +318,7 @@ pub fn views_match(
     if id.code != 0 {
         return vec![format!("{label}: identify exit {}: {}", id.code, id.stderr)];
     }
-    let idv = id.json();
-    if idv["release"] != truth.release.as_str() {
-        problems.push(format!(
-            "{label}: identify says {} for {}",
-            idv["release"], truth.release
-        ));
-    }
-    let shift = truth.text_addr.wrapping_sub(0xffff_ffff_8100_0000);
-    if idv["kaslr"]["virtual_shift"] != format!("{shift:#x}").as_str() {
-        problems.push(format!(
-            "{label}: virtual shift {}, want {shift:#x}",
-            idv["kaslr"]["virtual_shift"]
-        ));
-    }
+    problems.extend(identify_matches(label, &id.json(), truth));
     let ps = detector(source, profiles, &["--json", "ps"]).json();
     let got: std::collections::BTreeSet<(u64, u64)> = ps
         .as_array()
@@ -385,4 +396,33 @@ pub fn assert_rootkits_found(run: &Run, hideme: u32) {
             .any(|(c, e)| c == "syscall-table" && e["nr"] == 180),
         "no syscall-table finding: {f:?}"
     );
+}
+
+/// A JSON line's `event`.
+pub fn event(v: &serde_json::Value) -> &str {
+    v["event"].as_str().unwrap_or("")
+}
+
+/// `BIN SOURCE --profiles DIR --json watch ARGS` started, with its lines read on a
+/// thread, once it said `started` (within `timeout`).
+pub fn watch_started(
+    bin: &Path,
+    source: &[String],
+    profiles: &Path,
+    args: &[&str],
+    timeout: std::time::Duration,
+) -> (std::process::Child, Lines) {
+    let mut child = std::process::Command::new(bin)
+        .args(source)
+        .arg("--profiles")
+        .arg(profiles)
+        .args(["--json", "watch"])
+        .args(args)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::inherit())
+        .spawn()
+        .expect("watch");
+    let mut lines = Lines::new(child.stdout.take().expect("watch's stdout"));
+    lines.wait_for("started", timeout, |v| event(v) == "started");
+    (child, lines)
 }

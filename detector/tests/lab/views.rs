@@ -14,20 +14,7 @@ pub(crate) fn views_match(
 ) -> Vec<String> {
     let mut problems = Vec::new();
     let id = d.run(source, &["--json", "identify"]);
-    let idv = id.json();
-    if idv["release"] != truth.release.as_str() {
-        problems.push(format!(
-            "{label}: identify says {} for {}",
-            idv["release"], truth.release
-        ));
-    }
-    let shift = truth.text_addr.wrapping_sub(0xffff_ffff_8100_0000);
-    if idv["kaslr"]["virtual_shift"] != format!("{shift:#x}").as_str() {
-        problems.push(format!(
-            "{label}: virtual shift {} (the guest's _text says {shift:#x})",
-            idv["kaslr"]["virtual_shift"]
-        ));
-    }
+    problems.extend(common::identify_matches(label, &id.json(), truth));
     let ps = d.run(source, &["--json", "ps"]).json();
     let got: BTreeSet<(u64, u64, u64, usize)> = ps
         .as_array()
