@@ -81,7 +81,10 @@ impl Libvirtd {
                 d.join(own).display()
             ));
         }
-        script.push_str("exec libvirtd -f /etc/libvirt/libvirtd.conf\n");
+        // its own pid file too: the default, /run/libvirtd.pid, would make two daemons
+        // of tests running side by side refuse each other
+        script
+            .push_str("exec libvirtd -f /etc/libvirt/libvirtd.conf -p /run/libvirt/libvirtd.pid\n");
         let mut cmd = Command::new("unshare");
         cmd.args(["--mount", "--propagation", "private", "sh", "-c", &script])
             .stdin(Stdio::null())

@@ -178,5 +178,5 @@ fn bad_input_is_an_error_with_exit_code_2() {
         .unwrap();
     assert_eq!(run.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&run.stderr)
-        .contains("--dump FILE, --qemu QMP_SOCKET or --qemu-pid PID"));
+        .contains("--dump FILE, --qemu QMP_SOCKET, --qemu-pid PID or --libvirt NAME"));
 }
