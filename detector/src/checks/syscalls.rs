@@ -19,8 +19,9 @@ pub fn run<M: PhysicalMemory>(scan: &Scan<'_, M>) -> Result<Vec<Finding>, CheckF
     // without the text range every entry would look hooked
     scan.kernel.text_range()?;
     let mut findings = Vec::new();
-    // the x64 system calls' names, from the kernel's own metadata when it has them
-    let names = scan.kernel.syscall_names().unwrap_or_default();
+    // the x64 system calls' names, from the kernel's own metadata when it has them:
+    // read at the first hooked entry, not on every scan of a clean kernel
+    let mut names: Option<Vec<Option<String>>> = None;
     for table in scan.kernel.syscall_tables()? {
         let sym = table.abi.symbol();
         for (nr, &target) in table.entries.iter().enumerate() {
@@ -29,7 +30,11 @@ pub fn run<M: PhysicalMemory>(scan: &Scan<'_, M>) -> Result<Vec<Finding>, CheckF
             }
             let owner = scan.owners.owner(target);
             let name = match table.abi {
-                SyscallAbi::X64 => names.get(nr).cloned().flatten(),
+                SyscallAbi::X64 => names
+                    .get_or_insert_with(|| scan.kernel.syscall_names().unwrap_or_default())
+                    .get(nr)
+                    .cloned()
+                    .flatten(),
                 SyscallAbi::Ia32 => None,
             };
             let what = match &name {
