@@ -18,7 +18,7 @@
 //! each domU's ground truth in a file (`VMI_XEN_DOMAINS`: `name=file,...`).
 
 use base64::Engine as _;
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -31,7 +31,7 @@ use vmi_core::memory::{
 };
 use vmi_core::{Error, Pa, PhysError, Va};
 use vmi_lab::build::ModuleSource;
-use vmi_lab::truth::{escape, unescape};
+use vmi_lab::truth::{escape, kernel_worker_churn, unescape};
 use vmi_lab::{quote, DomuKind, DomuSpec, Lab, Scenario, XenRig, DEFAULT_KERNEL};
 
 const DOMU: &str = "vmi-pvh";
@@ -160,7 +160,7 @@ fn read_from_dom0(domus: &[(&str, DomuKind)]) {
     }
     let mut rig = XenRig::boot(&lab, &opts).expect("Xen rig");
     eprintln!("Xen + dom0 ready in {:.1?}", rig.boot_time());
-    let mut domains = Vec::new();
+    let mut started = Vec::new();
     for &(name, _) in domus {
         let domu = rig
             .start_timeout(name, Duration::from_secs(900))
@@ -170,8 +170,15 @@ fn read_from_dom0(domus: &[(&str, DomuKind)]) {
             domu.kind(),
             domu.boot_time()
         );
-        let truth = domu.truth().clone();
-        assert!(truth.check(&scenario.expectations()).is_empty());
+        assert!(domu.truth().check(&scenario.expectations()).is_empty());
+        started.push(domu);
+    }
+    // the truth is taken again once every domU is up, just before dom0 reads them (the
+    // first domU ran on while the next one booted; its kernel workers came and went)
+    let mut domains = Vec::new();
+    for domu in &mut started {
+        let name = domu.name().to_string();
+        let truth = domu.refresh_truth().expect("fresh ground truth");
         assert!(
             truth.modules.iter().any(|m| m.name == "lab_hello"),
             "the test module is not loaded in {name}: {:?}",
@@ -364,14 +371,31 @@ fn read_domain(domain: &str, expected: &Expected, want_kind: XenGuestKind) {
     got.sort();
     let mut want = expected.processes.clone();
     want.sort();
-    let keys = |v: &[(Key, String)]| -> Vec<Key> { v.iter().map(|(k, _)| k.clone()).collect() };
-    assert_eq!(keys(&got), keys(&want), "process lists differ");
-    for ((k, mem), (_, proc_name)) in got.iter().zip(&want) {
-        assert!(
-            fits(mem, proc_name),
-            "pid {}: {mem:?} vs {proc_name:?}",
-            k.0
-        );
+    // the guest runs on between its truth and this read: kernel workers may have come or
+    // gone; every other task must be in both, with the same ids, credentials and threads
+    let want_keys: BTreeMap<&Key, &str> = want.iter().map(|(k, n)| (k, n.as_str())).collect();
+    let got_keys: BTreeMap<&Key, &str> = got.iter().map(|(k, n)| (k, n.as_str())).collect();
+    let churn = |k: &Key, name: &str| kernel_worker_churn(k.1, name);
+    let only_read: Vec<_> = got_keys
+        .iter()
+        .filter(|(k, _)| !want_keys.contains_key(*k))
+        .collect();
+    let only_truth: Vec<_> = want_keys
+        .iter()
+        .filter(|(k, _)| !got_keys.contains_key(*k))
+        .collect();
+    assert!(
+        only_read.iter().all(|(k, n)| churn(k, n)) && only_truth.iter().all(|(k, n)| churn(k, n)),
+        "process lists differ beyond kernel workers: only read {only_read:?}, only in the truth {only_truth:?}"
+    );
+    for (k, mem) in &got_keys {
+        if let Some(proc_name) = want_keys.get(k) {
+            assert!(
+                fits(mem, proc_name),
+                "pid {}: {mem:?} vs {proc_name:?}",
+                k.0
+            );
+        }
     }
     let modules: BTreeSet<(String, u64)> = kernel
         .modules(&Limits::default())

@@ -47,6 +47,13 @@ impl Process {
     }
 }
 
+/// Can a task that one view has and the other lacks be a kernel worker that came or went
+/// between the two reads of a running guest (a child of kthreadd named `kworker/...`)?
+/// Every other task of a guest at rest is in both views.
+pub fn kernel_worker_churn(ppid: u32, comm: &str) -> bool {
+    ppid == 2 && comm.starts_with("kworker/")
+}
+
 /// One thread of a process.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Thread {

@@ -1132,23 +1132,27 @@ impl XenDomu {
         self.boot_time
     }
 
-    /// The ground truth the domU reported when it became ready.
+    /// The ground truth the domU reported last: when it became ready, or at the latest
+    /// `refresh_truth`.
     pub fn truth(&self) -> &GroundTruth {
         &self.truth
     }
 
-    /// Ask the domU for a fresh ground-truth block.
+    /// Ask the domU for a fresh ground-truth block; `truth` returns it from now on.
     pub fn refresh_truth(&mut self) -> Result<GroundTruth> {
         let mut ch = lock(&self.channel)?;
         ch.send("truth")?;
         let name = self.name.clone();
-        ch.read_truth(
+        let truth = ch.read_truth(
             Instant::now() + Duration::from_secs(300),
             false,
             &mut || None,
             &|| Error::Channel(format!("domU {name}: no ground truth within 300 s")),
             &mut |_| {},
-        )
+        )?;
+        drop(ch);
+        self.truth = truth.clone();
+        Ok(truth)
     }
 
     /// Run a shell command in the domU and wait for it.

@@ -347,16 +347,18 @@ impl Guest {
         boot_truth(channel, child, &console, &stderr, deadline, total, ready)
     }
 
-    /// The ground truth the guest reported when it became ready.
+    /// The ground truth the guest reported last: when it became ready, or at the latest
+    /// `refresh_truth`.
     pub fn truth(&self) -> &GroundTruth {
         &self.truth
     }
 
-    /// Ask the guest for a fresh ground-truth block.
+    /// Ask the guest for a fresh ground-truth block; `truth` returns it from now on.
     pub fn refresh_truth(&mut self) -> Result<GroundTruth> {
         self.channel.send("truth")?;
         let total = Duration::from_secs(300);
-        self.read_truth(Instant::now() + total, total, false)
+        self.truth = self.read_truth(Instant::now() + total, total, false)?;
+        Ok(self.truth.clone())
     }
 
     /// Run a shell command in the guest (busybox sh, as root), wait for it and return its
