@@ -19,6 +19,7 @@
 
 pub mod bpf;
 pub mod candidates;
+pub mod census;
 pub mod cpus;
 pub mod creds;
 pub mod declare;
@@ -37,6 +38,7 @@ pub mod perf;
 pub mod pidns;
 pub mod procnet;
 pub mod profiles;
+pub mod salvage;
 pub mod sockets;
 pub mod syscalls;
 pub mod tracepoints;
@@ -46,10 +48,12 @@ pub mod vma;
 
 use std::sync::Arc;
 
+pub use census::{Census, Views};
 pub use error::KernelError;
 pub use layout::Layout;
 pub use objects::{Limits, Module, Process, Thread};
 pub use profiles::{Identified, ProfileSet};
+pub use salvage::{ListBreak, Salvaged};
 
 use crate::addr::{Pa, Va};
 use crate::arch::x86_64::{translate, AddressSpace, PageTableRoot, PagingMode, Registers};

@@ -8,6 +8,7 @@
 use std::collections::HashSet;
 
 use crate::addr::Va;
+use crate::kernel::census::Views;
 use crate::kernel::{escape, Kernel, KernelError};
 use crate::memory::{PhysicalMemory, VirtualMemory};
 
@@ -17,6 +18,13 @@ pub const NEEDS: crate::profile::needs::Declaration = crate::declaration!(
     fields [];
     symbols [["init_task"], ["modules"]]
 );
+
+/// The tasks list's name in errors and breaks.
+pub(crate) const TASKS_LIST: &str = "init_task.tasks";
+/// A thread group's list's name in errors and breaks.
+pub(crate) const THREAD_LIST: &str = "signal_struct.thread_head";
+/// The modules list's name in errors and breaks.
+pub(crate) const MODULES_LIST: &str = "modules";
 
 /// Bounds of the walks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -85,6 +93,9 @@ pub struct Process {
     pub start_time: u64,
     /// Every thread of the group, the leader included, from `signal->thread_head`.
     pub threads: Vec<Thread>,
+    /// The kernel's views that hold it ([`Views::TASKS`] from [`Kernel::processes`];
+    /// see [`Kernel::census`]).
+    pub views: Views,
 }
 
 impl Process {
@@ -268,10 +279,10 @@ impl<M: PhysicalMemory> Kernel<M> {
     }
 
     /// Every process on `init_task.tasks` (the idle task itself excluded, as in /proc),
-    /// with its threads.
+    /// with its threads. Any break in the list or a task is an error; [`Kernel::census`]
+    /// reads what a damaged list still holds, with the other views.
     pub fn processes(&self, limits: &Limits) -> Result<Vec<Process>, KernelError> {
         let l = self.layout;
-        let base = l.task_span.0;
         let init = self.symbol("init_task")?;
         let head = Va(init.0.wrapping_add(l.task_tasks));
         let mut out = Vec::new();
@@ -279,66 +290,13 @@ impl<M: PhysicalMemory> Kernel<M> {
         walk_list(
             &self.space,
             head,
-            "init_task.tasks",
+            TASKS_LIST,
             limits.max_processes,
             |node| {
                 let task = Va(node.0.wrapping_sub(l.task_tasks));
-                self.task_bytes(task, &mut buf)?;
-                let at = |off: u64| off - base;
-                let real_parent = u64_at(&buf, at(l.task_real_parent));
-                let ppid = if is_kernel_va(real_parent) {
-                    self.space
-                        .read_u32(Va(real_parent.wrapping_add(l.task_tgid)))
-                        .map_err(|source| KernelError::Read {
-                            what: "task_struct.real_parent->tgid",
-                            source,
-                        })?
-                } else {
-                    return Err(KernelError::BadPointer {
-                        what: "task_struct.real_parent",
-                        value: real_parent,
-                    });
-                };
-                let cred = u64_at(&buf, at(l.task_real_cred));
-                if !is_kernel_va(cred) {
-                    return Err(KernelError::BadPointer {
-                        what: "task_struct.real_cred",
-                        value: cred,
-                    });
-                }
-                let read_cred = |off: u64| {
-                    self.space
-                        .read_u32(Va(cred.wrapping_add(off)))
-                        .map_err(|source| KernelError::Read {
-                            what: "cred",
-                            source,
-                        })
-                };
-                let mut p = Process {
-                    task,
-                    pid: u32_at(&buf, at(l.task_pid)),
-                    tgid: u32_at(&buf, at(l.task_tgid)),
-                    ppid,
-                    comm: comm_at(&buf, at(l.task_comm)),
-                    state: u32_at(&buf, at(l.task_state)),
-                    exit_state: u32_at(&buf, at(l.task_exit_state)),
-                    flags: u32_at(&buf, at(l.task_flags)),
-                    uid: read_cred(l.cred_uid)?,
-                    gid: read_cred(l.cred_gid)?,
-                    euid: read_cred(l.cred_euid)?,
-                    egid: read_cred(l.cred_egid)?,
-                    mm: Va(u64_at(&buf, at(l.task_mm))),
-                    start_time: u64_at(&buf, at(l.task_start_time)),
-                    threads: Vec::new(),
-                };
-                let signal = u64_at(&buf, at(l.task_signal));
-                if is_kernel_va(signal) {
-                    p.threads = self.threads(Va(signal), limits)?;
-                } else if p.exit_state == 0 {
-                    return Err(KernelError::BadPointer {
-                        what: "task_struct.signal",
-                        value: signal,
-                    });
+                let (mut p, signal) = self.read_process(task, &mut buf)?;
+                if let Some(signal) = signal {
+                    p.threads = self.threads(signal, limits)?;
                 }
                 out.push(p);
                 Ok(())
@@ -347,36 +305,107 @@ impl<M: PhysicalMemory> Kernel<M> {
         Ok(out)
     }
 
+    /// The process whose leader is the `task_struct` at `task`, on the `tasks` list, its
+    /// threads not yet read, and where they are (its `signal`; `None` for a zombie whose
+    /// signal is gone). `buf` is scratch space.
+    pub(crate) fn read_process(
+        &self,
+        task: Va,
+        buf: &mut Vec<u8>,
+    ) -> Result<(Process, Option<Va>), KernelError> {
+        let l = self.layout;
+        let base = l.task_span.0;
+        self.task_bytes(task, buf)?;
+        let at = |off: u64| off - base;
+        let real_parent = u64_at(buf, at(l.task_real_parent));
+        let ppid = if is_kernel_va(real_parent) {
+            self.space
+                .read_u32(Va(real_parent.wrapping_add(l.task_tgid)))
+                .map_err(|source| KernelError::Read {
+                    what: "task_struct.real_parent->tgid",
+                    source,
+                })?
+        } else {
+            return Err(KernelError::BadPointer {
+                what: "task_struct.real_parent",
+                value: real_parent,
+            });
+        };
+        let cred = u64_at(buf, at(l.task_real_cred));
+        if !is_kernel_va(cred) {
+            return Err(KernelError::BadPointer {
+                what: "task_struct.real_cred",
+                value: cred,
+            });
+        }
+        let read_cred = |off: u64| {
+            self.space
+                .read_u32(Va(cred.wrapping_add(off)))
+                .map_err(|source| KernelError::Read {
+                    what: "cred",
+                    source,
+                })
+        };
+        let p = Process {
+            task,
+            pid: u32_at(buf, at(l.task_pid)),
+            tgid: u32_at(buf, at(l.task_tgid)),
+            ppid,
+            comm: comm_at(buf, at(l.task_comm)),
+            state: u32_at(buf, at(l.task_state)),
+            exit_state: u32_at(buf, at(l.task_exit_state)),
+            flags: u32_at(buf, at(l.task_flags)),
+            uid: read_cred(l.cred_uid)?,
+            gid: read_cred(l.cred_gid)?,
+            euid: read_cred(l.cred_euid)?,
+            egid: read_cred(l.cred_egid)?,
+            mm: Va(u64_at(buf, at(l.task_mm))),
+            start_time: u64_at(buf, at(l.task_start_time)),
+            threads: Vec::new(),
+            views: Views::TASKS,
+        };
+        let signal = u64_at(buf, at(l.task_signal));
+        if is_kernel_va(signal) {
+            Ok((p, Some(Va(signal))))
+        } else if p.exit_state == 0 {
+            Err(KernelError::BadPointer {
+                what: "task_struct.signal",
+                value: signal,
+            })
+        } else {
+            Ok((p, None))
+        }
+    }
+
     /// The threads on `signal->thread_head`.
     fn threads(&self, signal: Va, limits: &Limits) -> Result<Vec<Thread>, KernelError> {
         let l = self.layout;
         let head = Va(signal.0.wrapping_add(l.signal_thread_head));
         let mut threads = Vec::new();
-        let mut buf = [0u8; 20];
-        walk_list(
-            &self.space,
-            head,
-            "signal_struct.thread_head",
-            limits.max_threads,
-            |node| {
-                let task = Va(node.0.wrapping_sub(l.task_thread_node));
-                let what = "thread task_struct";
-                self.space
-                    .read_virt(Va(task.0.wrapping_add(l.task_pid)), &mut buf[..4])
-                    .map_err(|source| KernelError::Read { what, source })?;
-                let tid = u32::from_le_bytes([buf[0], buf[1], buf[2], buf[3]]);
-                self.space
-                    .read_virt(Va(task.0.wrapping_add(l.task_comm)), &mut buf[4..20])
-                    .map_err(|source| KernelError::Read { what, source })?;
-                threads.push(Thread {
-                    task,
-                    tid,
-                    comm: comm_at(&buf[4..20], 0),
-                });
-                Ok(())
-            },
-        )?;
+        walk_list(&self.space, head, THREAD_LIST, limits.max_threads, |node| {
+            threads.push(self.read_thread(Va(node.0.wrapping_sub(l.task_thread_node)))?);
+            Ok(())
+        })?;
         Ok(threads)
+    }
+
+    /// The thread whose `task_struct` is at `task`.
+    pub(crate) fn read_thread(&self, task: Va) -> Result<Thread, KernelError> {
+        let l = self.layout;
+        let what = "thread task_struct";
+        let mut buf = [0u8; 20];
+        self.space
+            .read_virt(Va(task.0.wrapping_add(l.task_pid)), &mut buf[..4])
+            .map_err(|source| KernelError::Read { what, source })?;
+        let tid = u32::from_le_bytes([buf[0], buf[1], buf[2], buf[3]]);
+        self.space
+            .read_virt(Va(task.0.wrapping_add(l.task_comm)), &mut buf[4..20])
+            .map_err(|source| KernelError::Read { what, source })?;
+        Ok(Thread {
+            task,
+            tid,
+            comm: comm_at(&buf[4..20], 0),
+        })
     }
 
     /// The name, state and core memory of the `struct module` at `addr`.
@@ -412,10 +441,16 @@ impl<M: PhysicalMemory> Kernel<M> {
         let l = self.layout;
         let head = self.symbol("modules")?;
         let mut out = Vec::new();
-        walk_list(&self.space, head, "modules", limits.max_modules, |node| {
-            out.push(self.read_module(Va(node.0.wrapping_sub(l.module_list)))?);
-            Ok(())
-        })?;
+        walk_list(
+            &self.space,
+            head,
+            MODULES_LIST,
+            limits.max_modules,
+            |node| {
+                out.push(self.read_module(Va(node.0.wrapping_sub(l.module_list)))?);
+                Ok(())
+            },
+        )?;
         Ok(out)
     }
 }
