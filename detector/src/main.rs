@@ -117,13 +117,17 @@ enum Command {
         #[arg(long)]
         pause: bool,
     },
-    /// Processes, from the kernel's tasks list.
+    /// Processes, from the kernel's tasks list, and those only the pid namespace or a
+    /// CPU holds (marked with the views that hold them). Where the tasks list is broken
+    /// it is read from its other end; each break is a warning on stderr, and the exit
+    /// status is then 1.
     Ps {
         /// Show children under their parents.
         #[arg(long)]
         tree: bool,
     },
-    /// Loaded kernel modules, from the modules list.
+    /// Loaded kernel modules, from the modules list (from both ends where it is
+    /// broken: a warning on stderr and exit status 1).
     Lsmod,
     /// Internet sockets (TCP, UDP, IPv4 and IPv6) per process, from each process's
     /// open files: listening and connected, with addresses, ports, state and inode.
@@ -478,10 +482,8 @@ fn run(cli: &Cli) -> Result<ExitCode> {
             )?;
         }
         Command::Ps { tree } => {
-            let procs = target
-                .kernel
-                .processes(&limits)
-                .context("walking the tasks list")?;
+            let (census, damaged) = census(&target, &limits)?;
+            let procs = census.processes;
             let exes: Vec<Option<String>> = procs
                 .iter()
                 .map(|p| match target.kernel.exe_path(p.mm) {
@@ -494,12 +496,11 @@ fn run(cli: &Cli) -> Result<ExitCode> {
                 render::ps_json(&procs, &exes),
                 render::ps_text(&procs, *tree),
             )?;
+            return Ok(status(damaged));
         }
         Command::Sockets { listening } => {
-            let procs = target
-                .kernel
-                .processes(&limits)
-                .context("walking the tasks list")?;
+            let (census, damaged) = census(&target, &limits)?;
+            let procs = census.processes;
             let mut rows = Vec::new();
             for p in &procs {
                 let mut socks = target.kernel.sockets(p.task).with_context(|| {
@@ -515,12 +516,11 @@ fn run(cli: &Cli) -> Result<ExitCode> {
                 render::sockets_json(&rows),
                 render::sockets_text(&rows),
             )?;
+            return Ok(status(damaged));
         }
         Command::Bpf => {
-            let procs = target
-                .kernel
-                .processes(&limits)
-                .context("walking the tasks list")?;
+            let (census, damaged) = census(&target, &limits)?;
+            let procs = census.processes;
             let view = target
                 .kernel
                 .bpf(&procs)
@@ -531,27 +531,32 @@ fn run(cli: &Cli) -> Result<ExitCode> {
                 render::bpf_json(&view, &holders),
                 render::bpf_text(&view, &holders),
             )?;
+            return Ok(status(damaged));
         }
         Command::Maps { pid } => {
-            let procs = target
-                .kernel
-                .processes(&limits)
-                .context("walking the tasks list")?;
+            let (census, damaged) = census(&target, &limits)?;
+            let procs = census.processes;
             let Some(p) = procs.iter().find(|p| p.pid == *pid) else {
-                bail!("no process {pid} on the tasks list");
+                bail!("no process {pid} in the tasks list, the pid namespace or on a CPU");
             };
             let maps = target
                 .kernel
                 .maps(p.mm)
                 .with_context(|| format!("reading the mappings of process {pid} ({})", p.name()))?;
             emit(json, render::maps_json(&maps), render::maps_text(&maps))?;
+            return Ok(status(damaged));
         }
         Command::Lsmod => {
-            let mods = target
+            let list = target
                 .kernel
-                .modules(&limits)
+                .modules_salvaged(&limits)
                 .context("walking the modules list")?;
-            emit(json, render::lsmod_json(&mods), render::lsmod_text(&mods))?;
+            emit(
+                json,
+                render::lsmod_json(&list.modules),
+                render::lsmod_text(&list.modules),
+            )?;
+            return Ok(status(warn(&render::module_warnings(&list))));
         }
         Command::Check { pause, .. } => {
             let report = check(&target, &wanted, *pause, &settings)?;
@@ -573,6 +578,36 @@ fn run(cli: &Cli) -> Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The processes of every view ([`vmi_core::kernel::Kernel::census`]); what is broken
+/// or hidden is said on stderr, and the flag is true when something was.
+fn census(target: &Target, limits: &Limits) -> Result<(vmi_core::kernel::Census, bool)> {
+    let c = target
+        .kernel
+        .census(limits)
+        .context("reading the processes")?;
+    let damaged = warn(&render::census_warnings(&c));
+    Ok((c, damaged))
+}
+
+/// Say each of `lines` on stderr as a warning; true when there was one.
+fn warn(lines: &[String]) -> bool {
+    let mut err = std::io::stderr().lock();
+    for l in lines {
+        let _ = writeln!(err, "detector: warning: {l}");
+    }
+    !lines.is_empty()
+}
+
+/// Exit status 1 when what was printed comes with warnings of a damaged or hiding
+/// kernel, 0 otherwise (2 is for nothing read at all).
+fn status(damaged: bool) -> ExitCode {
+    if damaged {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    }
 }
 
 /// Where watch events go: stdout (text, or the JSON lines serve writes too), the alert

@@ -8,9 +8,10 @@ use std::fmt::Write as _;
 
 use serde_json::{json, Value};
 use vmi_core::arch::x86_64::PagingMode;
+use vmi_core::kernel::census::ModuleList;
 use vmi_core::kernel::sockets::Socket;
 use vmi_core::kernel::vma::MapsEntry;
-use vmi_core::kernel::{Module, Process};
+use vmi_core::kernel::{Census, KernelError, Module, Process, Views};
 
 use crate::checks::Report;
 use crate::finding::guest_str;
@@ -112,6 +113,7 @@ fn process_json(p: &Process, exe: Option<&String>) -> Value {
         "kernel_thread": p.is_kernel_thread(),
         "start_time_ns": p.start_time,
         "task": format!("{:#x}", p.task.0),
+        "views": p.views.names(),
         "threads": p.threads.iter().map(|t| json!({
             "tid": t.tid,
             "comm": guest_str(&t.comm),
@@ -256,11 +258,15 @@ pub fn ps_text(procs: &[Process], tree: bool) -> String {
     );
     let line = |s: &mut String, p: &Process, indent: usize| {
         let name = guest_str(&p.comm);
-        let name = if p.is_kernel_thread() {
+        let mut name = if p.is_kernel_thread() {
             format!("[{name}]")
         } else {
             name
         };
+        if !p.views.contains(Views::TASKS) {
+            // read beyond a break of the tasks list, or from another view only
+            name.push_str(&format!("  <{}>", p.views.names().join(",")));
+        }
         let _ = writeln!(
             s,
             "{:>7} {:>7} {:>6} {:>6} {:>4} {} {}{}",
@@ -538,6 +544,60 @@ pub fn verify_json(
     })
 }
 
+/// What `ps` (and the other process views) must say besides the processes: where the
+/// tasks list broke, tasks that could not be read, processes only other views hold.
+/// Empty for a whole kernel.
+pub fn census_warnings(c: &Census) -> Vec<String> {
+    let mut w: Vec<String> = c.breaks.iter().map(|b| b.to_string()).collect();
+    for u in &c.undecodable {
+        w.push(format!(
+            "the task at {} ({}) cannot be read as a process: {}",
+            u.task,
+            u.view.names().join(", "),
+            u.error
+        ));
+    }
+    let elsewhere: Vec<String> = c
+        .processes
+        .iter()
+        .filter(|p| !p.views.on_tasks_list())
+        .map(|p| format!("{} ({})", p.pid, guest_str(&p.comm)))
+        .collect();
+    if !elsewhere.is_empty() {
+        w.push(format!(
+            "{} process(es) are not on the tasks list, found only by the pid namespace or a CPU: {} (run `check` for the hidden-process findings)",
+            elsewhere.len(),
+            elsewhere.join(", ")
+        ));
+    }
+    for (view, r) in [
+        ("pid namespace", c.pid_namespace.as_ref().err()),
+        ("CPUs' current tasks", c.running.as_ref().err()),
+    ] {
+        if let Some(e) = r {
+            if !matches!(
+                e,
+                KernelError::MissingField(_) | KernelError::MissingSymbol(_)
+            ) {
+                w.push(format!("the {view} could not be read: {e}"));
+            }
+        }
+    }
+    w
+}
+
+/// What `lsmod` must say besides the modules: where the list broke, elements that are
+/// no readable module.
+pub fn module_warnings(l: &ModuleList) -> Vec<String> {
+    let mut w: Vec<String> = l.breaks.iter().map(|b| b.to_string()).collect();
+    for (addr, e) in &l.undecodable {
+        w.push(format!(
+            "the modules list holds {addr}, which cannot be read as a module: {e}"
+        ));
+    }
+    w
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -565,6 +625,7 @@ mod tests {
                 tid: pid,
                 comm: comm.to_vec(),
             }],
+            views: vmi_core::kernel::Views::TASKS,
         }
     }
 

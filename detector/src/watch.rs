@@ -377,12 +377,28 @@ impl Watcher {
         self.raised.clear();
     }
 
-    /// The process walk, retried on a running guest.
+    /// The processes on the tasks list, read again on a running guest while the list
+    /// looks broken (a walk torn by the guest changing it). A list that stays broken is
+    /// read from both ends up to its breaks: the `hidden-process` check reports the
+    /// breaks and the processes only other views hold.
     fn processes(&self, target: &Target) -> Result<Vec<Process>, String> {
-        checks::reread(&target.kernel, self.opts.retries + 1, || {
-            target.kernel.processes(&self.opts.settings.limits)
-        })
-        .map_err(|e| e.to_string())
+        let limits = &self.opts.settings.limits;
+        let mut census = target.kernel.census(limits);
+        for _ in 0..self.opts.retries {
+            if matches!(&census, Ok(c) if c.is_whole()) {
+                break;
+            }
+            target.kernel.invalidate();
+            census = target.kernel.census(limits);
+        }
+        census
+            .map(|c| {
+                c.processes
+                    .into_iter()
+                    .filter(|p| p.views.on_tasks_list())
+                    .collect()
+            })
+            .map_err(|e| e.to_string())
     }
 
     fn scan(&mut self, target: &Target, events: &mut Vec<Event>) {

@@ -15,14 +15,14 @@ use vmi_core::kernel::creds::CredIds;
 use vmi_core::memory::PhysicalMemory;
 use vmi_core::Va;
 
-use crate::checks::{needed, CheckFailure, Scan};
+use crate::checks::{CheckFailure, Scan};
 use crate::finding::{guest_str, Finding, Severity};
 
 const NAME: &str = "credentials";
 
 /// Run the check.
 pub fn run<M: PhysicalMemory>(scan: &Scan<'_, M>) -> Result<Vec<Finding>, CheckFailure> {
-    let procs = needed(&scan.processes, "the tasks list")?;
+    let procs = scan.processes()?;
     let init_cred = scan.kernel.symbol("init_cred")?;
     let mut findings = Vec::new();
     for p in procs.iter().filter(|p| !p.is_kernel_thread()) {

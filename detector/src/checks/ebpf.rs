@@ -24,7 +24,7 @@
 use vmi_core::kernel::bpf::{Attachment, BpfProgram, BpfView};
 use vmi_core::memory::PhysicalMemory;
 
-use crate::checks::{needed, CheckFailure, Scan};
+use crate::checks::{CheckFailure, Scan};
 use crate::finding::{guest_str, Finding, Severity};
 use crate::policy::Policy;
 
@@ -81,7 +81,7 @@ pub fn attach_points(view: &BpfView, p: &BpfProgram) -> Vec<String> {
 pub fn run<M: PhysicalMemory>(scan: &Scan<'_, M>) -> Result<Vec<Finding>, CheckFailure> {
     let default = Policy::default();
     let policy = scan.settings.policy.as_ref().unwrap_or(&default);
-    let procs = needed(&scan.processes, "the tasks list")?;
+    let procs = scan.processes()?;
     let view = scan.kernel.bpf(procs)?;
     let mut findings = Vec::new();
     for p in &view.programs {

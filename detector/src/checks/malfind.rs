@@ -30,7 +30,7 @@ use vmi_core::kernel::vma::{MapName, UserBytes, Vma};
 use vmi_core::kernel::Process;
 use vmi_core::memory::PhysicalMemory;
 
-use crate::checks::{needed, reread, CheckFailure, Scan, READ_TRIES};
+use crate::checks::{reread, CheckFailure, Scan, READ_TRIES};
 use crate::finding::{guest_str, Finding, Severity};
 
 const NAME: &str = "malfind";
@@ -74,7 +74,7 @@ pub fn ascii(bytes: &[u8]) -> String {
 
 /// Run the check.
 pub fn run<M: PhysicalMemory>(scan: &Scan<'_, M>) -> Result<Vec<Finding>, CheckFailure> {
-    let procs = needed(&scan.processes, "the tasks list")?;
+    let procs = scan.processes()?;
     let policy = scan.settings.policy.as_ref();
     let mut findings = Vec::new();
     for p in procs

@@ -29,6 +29,7 @@
 //! [`CheckError`] and the others still run.
 
 pub mod afinfo;
+pub(crate) mod broken;
 pub mod creds;
 pub mod ebpf;
 pub mod ftrace;
@@ -54,9 +55,10 @@ pub mod tty;
 use std::collections::BTreeSet;
 
 use vmi_core::arch::x86_64::Registers;
+use vmi_core::kernel::census::ModuleList;
 use vmi_core::kernel::ftrace::FtraceOps;
 use vmi_core::kernel::objects::FnTable;
-use vmi_core::kernel::{Kernel, KernelError, Limits, Module, Process};
+use vmi_core::kernel::{Census, Kernel, KernelError, Limits, Process};
 use vmi_core::memory::PhysicalMemory;
 use vmi_core::Va;
 
@@ -217,10 +219,11 @@ pub struct Scan<'k, M> {
     pub settings: &'k Settings,
     /// vCPU registers (empty for dumps without CPU state).
     pub registers: &'k [Registers],
-    /// The `tasks` list walk.
-    pub processes: Result<Vec<Process>, KernelError>,
-    /// The `modules` list walk.
-    pub modules: Result<Vec<Module>, KernelError>,
+    /// The processes of every view (the `tasks` list from both ends, the pid IDR, the
+    /// CPUs' current tasks), with where a view broke.
+    pub census: Result<Census, KernelError>,
+    /// The `modules` list, from both ends where it is broken.
+    pub modules: Result<ModuleList, KernelError>,
     /// The registered ftrace_ops.
     pub ftrace: Result<Vec<FtraceOps>, KernelError>,
     /// The network namespaces (`struct net`), read when a check first needs them.
@@ -240,10 +243,10 @@ pub const MAX_KOBJECTS: usize = 1 << 14;
 impl<'k, M: PhysicalMemory> Scan<'k, M> {
     /// Read the shared views.
     pub fn new(kernel: &'k Kernel<M>, registers: &'k [Registers], settings: &'k Settings) -> Self {
-        let processes = kernel.processes(&settings.limits);
-        let modules = kernel.modules(&settings.limits);
+        let census = kernel.census(&settings.limits);
+        let modules = kernel.modules_salvaged(&settings.limits);
         let kset = match &modules {
-            Ok(list) => modules::kset_view(kernel, list).map_err(CheckFailure::from),
+            Ok(list) => modules::kset_view(kernel, &list.modules).map_err(CheckFailure::from),
             Err(e) => Err(CheckFailure::Walk {
                 walk: "the modules list",
                 error: e.to_string(),
@@ -251,7 +254,10 @@ impl<'k, M: PhysicalMemory> Scan<'k, M> {
         };
         let mut owners = Owners::new(
             kernel.text_range().ok(),
-            modules.as_deref().unwrap_or(&[]),
+            modules
+                .as_ref()
+                .map(|l| l.modules.as_slice())
+                .unwrap_or(&[]),
             kset.as_ref()
                 .map(|k| k.hidden.as_slice())
                 .unwrap_or(&[])
@@ -266,7 +272,7 @@ impl<'k, M: PhysicalMemory> Scan<'k, M> {
             kernel,
             settings,
             registers,
-            processes,
+            census,
             modules,
             ftrace,
             namespaces: std::sync::OnceLock::new(),
@@ -314,6 +320,11 @@ impl<'k, M: PhysicalMemory> Scan<'k, M> {
 }
 
 impl<M: PhysicalMemory> Scan<'_, M> {
+    /// The processes every view holds (see [`Scan::census`]).
+    pub fn processes(&self) -> Result<&[Process], CheckFailure> {
+        needed(&self.census, "the tasks list").map(|c| c.processes.as_slice())
+    }
+
     /// The network namespaces, walked once per scan.
     pub fn namespaces(&self) -> Result<&[Va], CheckFailure> {
         needed(
@@ -424,10 +435,18 @@ pub fn run_once<M: PhysicalMemory>(
                 report.findings.extend(f);
                 report.ran.push(c);
             }
-            Err(source) => report.errors.push(CheckError {
-                check: c.name(),
-                source,
-            }),
+            Err(source) => {
+                // a structure found corrupted stops the check: that is a finding too
+                if let CheckFailure::Kernel(e) = &source {
+                    if broken::is_manipulation(e) {
+                        report.findings.push(broken::check_stopped(c.name(), e));
+                    }
+                }
+                report.errors.push(CheckError {
+                    check: c.name(),
+                    source,
+                });
+            }
         }
     }
     report
@@ -446,5 +465,36 @@ pub fn confirmed(first: Report, second: &Report) -> Report {
             .collect(),
         errors: first.errors,
         ran: first.ran,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::checks::synthetic::system;
+    use crate::finding::Severity;
+
+    #[test]
+    fn a_check_stopped_by_a_corrupted_chain_is_a_high_finding_and_the_others_run() {
+        let mut s = system();
+        let f = s.sk.kernel_fn();
+        let nb = s.sk.add_notifier("die_chain", f, 0);
+        s.sk.set(nb, "notifier_block", "next", nb.0);
+        let kernel = s.sk.discover().unwrap();
+        let report = run_once(&kernel, &[], &Check::ALL, &Settings::default());
+        assert_eq!(report.errors.len(), 1, "{:?}", report.errors);
+        assert_eq!(report.errors[0].check, "notifiers");
+        assert_eq!(report.ran.len(), Check::ALL.len() - 1);
+        assert_eq!(report.findings.len(), 1, "{:#?}", report.findings);
+        let finding = &report.findings[0];
+        assert_eq!(
+            (finding.check, finding.severity),
+            ("notifiers", Severity::High)
+        );
+        assert!(
+            finding.key.starts_with("notifiers:broken:"),
+            "{}",
+            finding.key
+        );
     }
 }

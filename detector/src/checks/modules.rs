@@ -12,7 +12,7 @@ use vmi_core::kernel::{Kernel, KernelError, Module};
 use vmi_core::memory::PhysicalMemory;
 use vmi_core::Va;
 
-use crate::checks::{CheckFailure, Scan, MAX_KOBJECTS};
+use crate::checks::{broken, CheckFailure, Scan, MAX_KOBJECTS};
 use crate::finding::{guest_str, Finding, Severity};
 
 const NAME: &str = "hidden-module";
@@ -82,8 +82,13 @@ pub fn kset_view<M: PhysicalMemory>(
 
 /// Run the check.
 pub fn run<M: PhysicalMemory>(scan: &Scan<'_, M>) -> Result<Vec<Finding>, CheckFailure> {
+    let mut findings = list_breaks(scan);
     let view = match &scan.kset {
         Ok(v) => v,
+        Err(CheckFailure::Kernel(e)) if broken::is_manipulation(e) => {
+            findings.push(broken::check_stopped(NAME, e));
+            return Ok(findings);
+        }
         Err(CheckFailure::Walk { walk, error }) => {
             return Err(CheckFailure::Walk {
                 walk,
@@ -97,7 +102,6 @@ pub fn run<M: PhysicalMemory>(scan: &Scan<'_, M>) -> Result<Vec<Finding>, CheckF
             })
         }
     };
-    let mut findings = Vec::new();
     for h in &view.hidden {
         let name = guest_str(&h.module.name);
         findings.push(
@@ -137,10 +141,42 @@ pub fn run<M: PhysicalMemory>(scan: &Scan<'_, M>) -> Result<Vec<Finding>, CheckF
     Ok(findings)
 }
 
+/// The breaks of the `modules` list and its elements that are no readable module.
+fn list_breaks<M: PhysicalMemory>(scan: &Scan<'_, M>) -> Vec<Finding> {
+    let Ok(list) = &scan.modules else {
+        return Vec::new();
+    };
+    let off = scan.kernel.layout().module_list;
+    let head = scan.kernel.symbol("modules").ok();
+    let mut findings = Vec::new();
+    for b in &list.breaks {
+        let at = Va(b.from.0.wrapping_sub(off));
+        let element = match list.modules.iter().find(|m| m.addr == at) {
+            _ if Some(b.from) == head => "the list head (modules)".to_string(),
+            Some(m) => format!("module {} at {at}", guest_str(&m.name)),
+            None => format!("the element at {}", b.from),
+        };
+        findings.push(broken::list_break(NAME, b, &element));
+    }
+    for (addr, error) in &list.undecodable {
+        findings.push(
+            Finding::new(
+                NAME,
+                Severity::High,
+                format!("{NAME}:undecodable:{:#x}", addr.0),
+                format!("the modules list holds {addr}, which cannot be read as a module: {error}"),
+            )
+            .addr("struct_module", addr.0)
+            .text("cause", error.to_string()),
+        );
+    }
+    findings
+}
+
 #[cfg(test)]
 mod tests {
-    use crate::checks::synthetic::{assert_fails, ev, ev_addr, fails, run, single, system};
-    use crate::checks::{Check, CheckFailure};
+    use crate::checks::synthetic::{ev, ev_addr, run, single, system};
+    use crate::checks::Check;
     use crate::finding::Severity;
 
     const CHECK: Check = Check::HiddenModule;
@@ -179,20 +215,51 @@ mod tests {
     }
 
     #[test]
-    fn a_kset_cycle_is_an_error() {
+    fn a_kset_cycle_is_a_high_finding() {
         let mut s = system();
         let rk = s.sk.add_module(b"loop", 0x1000);
         let entry = s.sk.field_va(rk.kobj, "kobject", "entry");
         s.sk.write_u64(entry, entry.0);
-        assert_fails!(s.sk, CHECK, CheckFailure::Walk { error, .. } if error.contains("module_kset.list"));
+        let findings = run(s.sk, CHECK);
+        let f = single(&findings, CHECK, Severity::High);
+        assert_eq!(f.key, "hidden-module:broken:module_kset.list");
     }
 
     #[test]
-    fn a_wild_module_kset_pointer_is_an_error() {
+    fn a_wild_next_in_the_modules_list_is_found_and_hides_no_module() {
+        let mut s = system();
+        let a = s.sk.add_module(b"ext4", 0x1000);
+        s.sk.add_module(b"e1000", 0x1000);
+        let rk = s.sk.add_module(b"vmi_rk", 0x1000);
+        s.sk.hide_module(&rk);
+        let next = s.sk.field_va(a.addr, "module", "list");
+        s.sk.write_u64(next, 0x4141_4141_4141_4141);
+        let findings = run(s.sk, CHECK);
+        assert_eq!(findings.len(), 2, "{findings:#?}");
+        let b = &findings[0];
+        assert_eq!(b.severity, Severity::High);
+        assert_eq!(
+            b.key,
+            format!("hidden-module:broken:modules:next:{:#x}", next.0)
+        );
+        assert!(b.summary.contains("module ext4"), "{}", b.summary);
+        assert!(
+            b.summary
+                .contains("0x4141414141414141, not a kernel address"),
+            "{}",
+            b.summary
+        );
+        // e1000, beyond the break, is read backwards: only the hidden one is reported
+        assert_eq!(findings[1].key, format!("hidden-module:{:#x}", rk.addr.0));
+    }
+
+    #[test]
+    fn a_wild_module_kset_pointer_is_a_high_finding() {
         let mut s = system();
         let kset = s.sk.symbol("module_kset");
         s.sk.write_u64(kset, 0x4141_4141);
-        let e = fails(s.sk, CHECK);
-        assert!(e.to_string().contains("module_kset"), "{e}");
+        let findings = run(s.sk, CHECK);
+        let f = single(&findings, CHECK, Severity::High);
+        assert_eq!(f.key, "hidden-module:broken:module_kset");
     }
 }

@@ -15,7 +15,7 @@
 use vmi_core::kernel::perf::PerfContext;
 use vmi_core::memory::PhysicalMemory;
 
-use crate::checks::{needed, CheckFailure, Scan};
+use crate::checks::{CheckFailure, Scan};
 use crate::finding::{guest_str, Finding};
 
 const NAME: &str = "perf-events";
@@ -23,7 +23,7 @@ const NAME: &str = "perf-events";
 /// Run the check.
 pub fn run<M: PhysicalMemory>(scan: &Scan<'_, M>) -> Result<Vec<Finding>, CheckFailure> {
     scan.kernel.text_range()?;
-    let procs = needed(&scan.processes, "the tasks list")?;
+    let procs = scan.processes()?;
     let mut findings = Vec::new();
     for e in scan.kernel.perf_context_events(procs)? {
         let h = e.overflow_handler;

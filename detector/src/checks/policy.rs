@@ -5,7 +5,7 @@
 
 use vmi_core::memory::PhysicalMemory;
 
-use crate::checks::{needed, CheckFailure, Scan};
+use crate::checks::{CheckFailure, Scan};
 use crate::finding::{guest_str, Finding, Severity};
 use crate::policy::Policy;
 
@@ -16,7 +16,7 @@ pub fn run<M: PhysicalMemory>(
     scan: &Scan<'_, M>,
     policy: &Policy,
 ) -> Result<Vec<Finding>, CheckFailure> {
-    let procs = needed(&scan.processes, "the tasks list")?;
+    let procs = scan.processes()?;
     let mut findings = Vec::new();
     for p in procs.iter().filter(|p| !p.is_kernel_thread()) {
         let comm = guest_str(&p.comm);

@@ -13,27 +13,48 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
-use vmi_core::kernel::pidns::{PidLimits, PidTask};
+use vmi_core::kernel::objects::TASKS_LIST;
+use vmi_core::kernel::pidns::{PidNamespaceView, PidTask};
+use vmi_core::kernel::{Census, Process};
 use vmi_core::memory::PhysicalMemory;
 use vmi_core::Va;
 
-use crate::checks::{needed, CheckFailure, Scan};
+use crate::checks::{broken, needed, CheckFailure, Scan};
 use crate::finding::{guest_str, Finding, Severity};
 
 const NAME: &str = "hidden-process";
 
 /// Run the check.
 pub fn run<M: PhysicalMemory>(scan: &Scan<'_, M>) -> Result<Vec<Finding>, CheckFailure> {
-    let procs = needed(&scan.processes, "the tasks list")?;
-    let view = scan.kernel.pid_namespace_tasks(&PidLimits::default())?;
+    let census = needed(&scan.census, "the tasks list")?;
+    let mut findings = broken_views(scan, census)?;
+    // an IDR found corrupted is reported; the comparisons that need it are skipped
+    let empty = PidNamespaceView::default();
+    let (view, have_idr) = match &census.pid_namespace {
+        Ok(v) => (v, true),
+        Err(e) if broken::is_manipulation(e) => {
+            findings.push(broken::check_stopped(NAME, e));
+            (&empty, false)
+        }
+        Err(e) => {
+            return Err(CheckFailure::Walk {
+                walk: "the pid namespace",
+                error: e.to_string(),
+            })
+        }
+    };
+    let procs: Vec<&Process> = census.listed().collect();
     let mut listed: HashMap<Va, (u32, u32)> = HashMap::new(); // task -> (tid, tgid)
-    for p in procs {
+    for p in &procs {
         listed.insert(p.task, (p.pid, p.tgid));
         for t in &p.threads {
             listed.insert(t.task, (t.tid, p.tgid));
         }
     }
-    let mut findings = Vec::new();
+    // on the list but unreadable as a process: reported as such, not as hidden
+    for u in census.undecodable.iter().filter(|u| u.view.on_tasks_list()) {
+        listed.insert(u.task, (0, 0));
+    }
 
     // named by the IDR, not on the lists: group by thread group
     let mut hidden: BTreeMap<u32, Vec<&PidTask>> = BTreeMap::new();
@@ -41,6 +62,7 @@ pub fn run<M: PhysicalMemory>(scan: &Scan<'_, M>) -> Result<Vec<Finding>, CheckF
         hidden.entry(t.tgid).or_default().push(t);
     }
     let listed_tgids: HashSet<u32> = procs.iter().map(|p| p.tgid).collect();
+    let beyond_break = census.breaks.iter().any(|b| b.list == TASKS_LIST);
     for (tgid, tasks) in hidden {
         let leader = tasks
             .iter()
@@ -66,8 +88,13 @@ pub fn run<M: PhysicalMemory>(scan: &Scan<'_, M>) -> Result<Vec<Finding>, CheckF
                 Severity::High,
                 format!("{NAME}:process:{tgid}:{:#x}", leader.task.0),
                 format!(
-                    "{} {tgid} ({comm}) is not on the tasks list but the pid namespace holds it: unlinked to hide it",
-                    if kthread { "kernel thread" } else { "process" }
+                    "{} {tgid} ({comm}) is not on the tasks list but the pid namespace holds it: {}",
+                    if kthread { "kernel thread" } else { "process" },
+                    if beyond_break {
+                        "unlinked to hide it, or lost between the breaks of the list"
+                    } else {
+                        "unlinked to hide it"
+                    }
                 ),
             )
         };
@@ -82,7 +109,7 @@ pub fn run<M: PhysicalMemory>(scan: &Scan<'_, M>) -> Result<Vec<Finding>, CheckF
 
     // on the lists, not in the IDR
     let in_idr: HashSet<Va> = view.tasks.iter().map(|t| t.task).collect();
-    for p in procs {
+    for p in procs.iter().filter(|_| have_idr) {
         let exiting = p.exit_state != 0;
         let missing: Vec<u32> = std::iter::once((p.task, p.pid))
             .chain(p.threads.iter().map(|t| (t.task, t.tid)))
@@ -118,11 +145,24 @@ pub fn run<M: PhysicalMemory>(scan: &Scan<'_, M>) -> Result<Vec<Finding>, CheckF
     }
 
     // running on a CPU, on neither view
-    for r in scan.kernel.running()? {
+    let running = match &census.running {
+        Ok(r) => r.as_slice(),
+        Err(e) if broken::is_manipulation(e) => {
+            findings.push(broken::check_stopped(NAME, e));
+            &[]
+        }
+        Err(e) => {
+            return Err(CheckFailure::Walk {
+                walk: "the CPUs' current tasks",
+                error: e.to_string(),
+            })
+        }
+    };
+    for r in running {
         if r.tid == 0 || r.exit_state != 0 {
             continue; // an idle task, or one finishing its exit
         }
-        if listed.contains_key(&r.task) || in_idr.contains(&r.task) {
+        if listed.contains_key(&r.task) || in_idr.contains(&r.task) || !have_idr {
             continue;
         }
         let comm = guest_str(&r.comm);
@@ -170,13 +210,71 @@ pub fn run<M: PhysicalMemory>(scan: &Scan<'_, M>) -> Result<Vec<Finding>, CheckF
     Ok(findings)
 }
 
+/// The breaks of the tasks list and of thread lists, and tasks a view holds that are no
+/// readable process: each a high finding.
+fn broken_views<M: PhysicalMemory>(
+    scan: &Scan<'_, M>,
+    census: &Census,
+) -> Result<Vec<Finding>, CheckFailure> {
+    let l = scan.kernel.layout();
+    let init = scan.kernel.symbol("init_task")?;
+    let by_task: HashMap<Va, &Process> = census.processes.iter().map(|p| (p.task, p)).collect();
+    let mut findings = Vec::new();
+    for b in &census.breaks {
+        let element = if b.list == TASKS_LIST {
+            let task = Va(b.from.0.wrapping_sub(l.task_tasks));
+            match by_task.get(&task) {
+                _ if task == init => "the list head (init_task)".to_string(),
+                Some(p) => format!("task {task} (pid {}, {})", p.pid, guest_str(&p.comm)),
+                None => format!("task {task}"),
+            }
+        } else {
+            // a thread list: name the process whose list it is
+            let owner = census.processes.iter().find(|p| {
+                p.threads
+                    .iter()
+                    .any(|t| Va(t.task.0.wrapping_add(l.task_thread_node)) == b.from)
+            });
+            match owner {
+                Some(p) => format!(
+                    "a thread list node ({}) of process {} ({})",
+                    b.from,
+                    p.pid,
+                    guest_str(&p.comm)
+                ),
+                None => format!("the thread list node at {}", b.from),
+            }
+        };
+        findings.push(broken::list_break(NAME, b, &element));
+    }
+    for u in &census.undecodable {
+        findings.push(
+            Finding::new(
+                NAME,
+                Severity::High,
+                format!("{NAME}:undecodable:{:#x}", u.task.0),
+                format!(
+                    "the task at {} ({}) cannot be read as a process: {}",
+                    u.task,
+                    u.view.names().join(", "),
+                    u.error
+                ),
+            )
+            .addr("task", u.task.0)
+            .text("views", u.view.names().join(","))
+            .text("cause", u.error.to_string()),
+        );
+    }
+    Ok(findings)
+}
+
 #[cfg(test)]
 mod tests {
     use vmi_core::kernel::Limits;
     use vmi_core::Va;
 
-    use crate::checks::synthetic::{assert_fails, ev, ev_addr, run, run_on, single, system};
-    use crate::checks::{Check, CheckFailure, Settings};
+    use crate::checks::synthetic::{ev, ev_addr, run, run_on, single, system};
+    use crate::checks::{Check, Settings};
     use crate::finding::Severity;
 
     const CHECK: Check = Check::HiddenProcess;
@@ -250,16 +348,63 @@ mod tests {
     }
 
     #[test]
-    fn a_tasks_list_cycle_is_an_error() {
+    fn a_tasks_list_cycle_is_a_high_finding_and_hides_nothing() {
         let mut s = system();
         // bash's next points back at sshd: the walk meets sshd twice
         let tasks = s.sk.offset("task_struct", "tasks");
         s.sk.write_u64(Va(s.bash.task.0 + tasks), s.sshd.task.0 + tasks);
-        assert_fails!(s.sk, CHECK, CheckFailure::Walk { walk: "the tasks list", error } if error.contains("init_task.tasks"));
+        let findings = run(s.sk, CHECK);
+        // every process is still read (the tail backwards): only the loop is reported
+        let f = single(&findings, CHECK, Severity::High);
+        assert_eq!(
+            f.key,
+            format!(
+                "hidden-process:broken:init_task.tasks:next:{:#x}",
+                s.bash.task.0 + tasks
+            )
+        );
+        assert!(
+            f.summary.contains("(pid 1000, bash)'s next leads back to"),
+            "{}",
+            f.summary
+        );
+        assert_eq!(ev(f, "link"), "next");
     }
 
     #[test]
-    fn a_tasks_list_longer_than_the_limit_is_a_typed_error() {
+    fn a_process_beyond_two_breaks_is_still_found_in_the_pid_namespace() {
+        let mut s = system();
+        let tasks = s.sk.offset("task_struct", "tasks");
+        // the head's next and prev are wild: nothing of the list can be read
+        let head = s.sk.symbol("init_task").0 + tasks;
+        s.sk.write_u64(Va(head), 0x4141_4141_4141_4141);
+        s.sk.write_u64(Va(head + 8), 0x10);
+        let findings = run(s.sk, CHECK);
+        let keys: Vec<&str> = findings.iter().map(|f| f.key.as_str()).collect();
+        assert_eq!(findings.len(), 6, "{keys:?}"); // 2 breaks, and 4 processes
+        assert!(findings.iter().all(|f| f.severity == Severity::High));
+        assert!(
+            keys.iter()
+                .any(|k| k.starts_with("hidden-process:process:1000:")),
+            "{keys:?}"
+        );
+    }
+
+    #[test]
+    fn a_task_with_a_wild_cred_is_found_and_the_others_are_read() {
+        let mut s = system();
+        s.sk.set(s.sshd.task, "task_struct", "real_cred", 0x4141);
+        let findings = run(s.sk, CHECK);
+        let f = single(&findings, CHECK, Severity::High);
+        assert_eq!(
+            f.key,
+            format!("hidden-process:undecodable:{:#x}", s.sshd.task.0)
+        );
+        assert_eq!(ev(f, "views"), "tasks");
+    }
+
+    #[test]
+    fn a_tasks_list_longer_than_the_limit_is_reported_where_the_walk_stopped() {
         let s = system();
         let settings = Settings {
             limits: Limits {
@@ -268,15 +413,31 @@ mod tests {
             },
             ..Settings::default()
         };
-        let e = run_on(s.sk, &[], &settings, CHECK).unwrap_err();
+        let findings = run_on(s.sk, &[], &settings, CHECK).unwrap();
+        let stop = findings
+            .iter()
+            .find(|f| {
+                f.key
+                    .starts_with("hidden-process:broken:init_task.tasks:next:")
+            })
+            .expect("the limit is reported");
         assert!(
-            matches!(&e, CheckFailure::Walk { error, .. } if error.contains("more than 3 elements")),
-            "{e}"
+            stop.summary.contains("more than 3 elements"),
+            "{}",
+            stop.summary
+        );
+        // no walk backwards beyond the limit: one break
+        assert_eq!(
+            findings
+                .iter()
+                .filter(|f| f.key.contains(":broken:"))
+                .count(),
+            1
         );
     }
 
     #[test]
-    fn a_corrupt_pid_namespace_is_a_typed_error() {
+    fn a_corrupt_pid_namespace_is_a_high_finding() {
         let mut s = system();
         // a node pointer in a leaf node
         let slots = s.sk.offset("xa_node", "slots");
@@ -287,10 +448,13 @@ mod tests {
         let root = s.sk.read_u64(Va(head)) - 2;
         let leaf = s.sk.read_u64(Va(root + slots)) - 2;
         s.sk.write_u64(Va(leaf + slots + 8 * 5), root + 2);
-        assert_fails!(
-            s.sk,
-            CHECK,
-            CheckFailure::Kernel(vmi_core::kernel::KernelError::Corrupt { .. })
+        // the comparisons with the IDR are skipped, not turned into false findings
+        let findings = run(s.sk, CHECK);
+        let f = single(&findings, CHECK, Severity::High);
+        assert!(
+            f.key.starts_with("hidden-process:broken:init_pid_ns.idr"),
+            "{}",
+            f.key
         );
     }
 }

@@ -45,7 +45,7 @@ use vmi_core::kernel::userspace::ExecStrings;
 use vmi_core::kernel::Process;
 use vmi_core::memory::PhysicalMemory;
 
-use crate::checks::{needed, reread, CheckFailure, Scan, READ_TRIES};
+use crate::checks::{reread, CheckFailure, Scan, READ_TRIES};
 use crate::finding::{guest_str, Finding, Severity};
 
 const NAME: &str = "spoofing";
@@ -150,7 +150,7 @@ fn kernel_thread_like(name: &[u8], kthreads: &[&[u8]]) -> bool {
 
 /// Run the check.
 pub fn run<M: PhysicalMemory>(scan: &Scan<'_, M>) -> Result<Vec<Finding>, CheckFailure> {
-    let procs = needed(&scan.processes, "the tasks list")?;
+    let procs = scan.processes()?;
     let kthreads: Vec<&[u8]> = procs
         .iter()
         .filter(|p| p.is_kernel_thread())

@@ -3,6 +3,8 @@
 //! `maps` must equal what the guest says, and the walkers the checks compare read what
 //! the guest's own tracing, tty and /proc/net views show. The 7.x guests are then hooked
 //! through ftrace, kprobes and a tracepoint ([`tracing_hooks`]), found from a dump.
+//! Paused, the guest's tasks and modules lists are broken on purpose
+//! ([`hostile::never_blind`]).
 
 use super::*;
 
@@ -46,6 +48,12 @@ pub(crate) fn clean(lab: &Lab, kernel: &str) -> Vec<String> {
         &truth,
     ));
     problems.extend(walkers_see_the_guest(&label, &mut guest, profiles.path()));
+    problems.extend(hostile::never_blind(
+        &label,
+        &d,
+        &mut guest,
+        profiles.path(),
+    ));
     guest.resume().expect("resume");
     problems.extend(verify::verify_step(&label, &mut guest, profiles.path()));
     problems.extend(tracing_walkers(&label, &d, &mut guest, profiles.path()));

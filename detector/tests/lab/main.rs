@@ -53,6 +53,7 @@ mod clean;
 mod common;
 mod ebpf;
 mod harness;
+mod hostile;
 mod malfind;
 mod policy;
 mod sockets;
