@@ -7,15 +7,18 @@
 //! - A listed task whose pid the IDR lacks is hidden from `/proc`, `kill` and every
 //!   lookup by pid.
 //! - A `struct pid` whose number differs from its task's pid was tampered with.
-//! - A task a CPU runs (`rq->curr`) that is on neither the tasks list nor in the pid
-//!   namespace was hidden from both (a task that has begun to exit is left alone: it
-//!   leaves both before its last instructions).
+//! - A task a CPU runs (`rq->curr`), or one queued on a run queue to run, that is on
+//!   neither the tasks list nor in the pid namespace was hidden from both (a task that
+//!   has begun to exit is left alone: it leaves both before its last instructions).
+//! - A break in the tasks list or a thread list (a loop, a pointer out of the kernel),
+//!   a task a view holds that is no readable process, and a corrupted pid IDR are high
+//!   findings too: the processes are still read from the other views.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
 use vmi_core::kernel::objects::TASKS_LIST;
 use vmi_core::kernel::pidns::{PidNamespaceView, PidTask};
-use vmi_core::kernel::{Census, Process};
+use vmi_core::kernel::{Census, Process, Views};
 use vmi_core::memory::PhysicalMemory;
 use vmi_core::Va;
 
@@ -184,6 +187,35 @@ pub fn run<M: PhysicalMemory>(scan: &Scan<'_, M>) -> Result<Vec<Finding>, CheckF
         );
     }
 
+    // queued to run, on neither view (a task that runs now was reported above)
+    let queued = census.queued.as_deref().unwrap_or(&[]);
+    for p in &census.processes {
+        if p.views != Views::QUEUED || p.exit_state != 0 || p.pid == 0 || !have_idr {
+            continue;
+        }
+        let Some(q) = queued.iter().find(|q| q.task == p.task) else {
+            continue;
+        };
+        let comm = guest_str(&p.comm);
+        findings.push(
+            Finding::new(
+                NAME,
+                Severity::High,
+                format!("{NAME}:queued:{}:{:#x}", p.pid, p.task.0),
+                format!(
+                    "task {} ({comm}) of process {} waits on CPU {}'s {} run queue but is on neither the tasks list nor in the pid namespace: hidden from both",
+                    p.pid, p.tgid, q.cpu, q.class
+                ),
+            )
+            .num("pid", u64::from(p.tgid))
+            .num("tid", u64::from(p.pid))
+            .text("comm", comm)
+            .num("cpu", u64::from(q.cpu))
+            .text("class", q.class)
+            .addr("task", p.task.0),
+        );
+    }
+
     // a pid number that disagrees with its task
     for t in &view.tasks {
         if u64::from(t.nr) != t.index || t.nr != t.tid {
@@ -334,6 +366,23 @@ mod tests {
             format!("hidden-process:running:2000:{:#x}", rk.task.0)
         );
         assert_eq!(ev(f, "cpu"), "0");
+    }
+
+    #[test]
+    fn a_queued_task_hidden_from_both_views_is_found() {
+        let mut s = system();
+        let rk = s.sk.add_process(2001, b"miner", 1000);
+        s.sk.unlink_task(&rk);
+        s.sk.idr_set(2001, 0);
+        s.sk.enqueue(&s.sshd);
+        s.sk.enqueue(&rk);
+        let findings = run(s.sk, CHECK);
+        let f = single(&findings, CHECK, Severity::High);
+        assert_eq!(
+            f.key,
+            format!("hidden-process:queued:2001:{:#x}", rk.task.0)
+        );
+        assert_eq!(ev(f, "class"), "fair");
     }
 
     #[test]

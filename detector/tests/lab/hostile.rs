@@ -214,7 +214,8 @@ pub(crate) fn never_blind(
         &check,
         &[
             tasks("next", at.victim_next),
-            tasks("prev", at.beyond_prev),
+            // a break names the list_head whose link is bad (prev is its second word)
+            tasks("prev", (Va(at.beyond_prev.0 .0 - 8), 0)),
             want(
                 &format!("pid {lost} off the list"),
                 "hidden-process",

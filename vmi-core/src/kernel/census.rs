@@ -18,6 +18,7 @@ use crate::kernel::objects::{
     is_kernel_va, Limits, Module, Process, MODULES_LIST, TASKS_LIST, THREAD_LIST,
 };
 use crate::kernel::pidns::{PidLimits, PidNamespaceView};
+use crate::kernel::runqueue::Queued;
 use crate::kernel::salvage::{salvage_list, ListBreak};
 use crate::kernel::{Kernel, KernelError};
 use crate::memory::PhysicalMemory;
@@ -34,6 +35,8 @@ bitflags! {
         const PID_NAMESPACE = 1 << 2;
         /// A CPU's current task (`current_task` / `pcpu_hot.current_task`).
         const RUNNING = 1 << 3;
+        /// Queued on a CPU's run queue (the fair tree or a real-time list).
+        const QUEUED = 1 << 4;
     }
 }
 
@@ -43,13 +46,15 @@ impl Views {
         self.intersects(Views::TASKS | Views::TASKS_BACKWARD)
     }
 
-    /// The views' names (`tasks`, `tasks-backward`, `pid-namespace`, `running`).
+    /// The views' names (`tasks`, `tasks-backward`, `pid-namespace`, `running`,
+    /// `queued`).
     pub fn names(self) -> Vec<&'static str> {
         [
             (Views::TASKS, "tasks"),
             (Views::TASKS_BACKWARD, "tasks-backward"),
             (Views::PID_NAMESPACE, "pid-namespace"),
             (Views::RUNNING, "running"),
+            (Views::QUEUED, "queued"),
         ]
         .into_iter()
         .filter(|(v, _)| self.contains(*v))
@@ -84,6 +89,9 @@ pub struct Census {
     pub pid_namespace: Result<PidNamespaceView, KernelError>,
     /// Each CPU's current task.
     pub running: Result<Vec<Running>, KernelError>,
+    /// The tasks queued on the CPUs' run queues (a walk a running guest can tear: an
+    /// error here is no evidence).
+    pub queued: Result<Vec<Queued>, KernelError>,
 }
 
 impl Census {
@@ -113,6 +121,7 @@ impl<M: PhysicalMemory> Kernel<M> {
             undecodable: Vec::new(),
             pid_namespace: self.pid_namespace_tasks(&PidLimits::default()),
             running: self.running(),
+            queued: self.queued(),
         };
         let mut seen: HashSet<Va> = HashSet::new();
         let mut buf = Vec::new();
@@ -152,6 +161,9 @@ impl<M: PhysicalMemory> Kernel<M> {
             for r in running.iter().filter(|r| r.tid != 0 && r.exit_state == 0) {
                 others.push((r.task, Views::RUNNING));
             }
+        }
+        if let Ok(queued) = &census.queued {
+            others.extend(queued.iter().map(|q| (q.task, Views::QUEUED)));
         }
         for (task, view) in others {
             if let Some(&i) = held.get(&task) {
@@ -203,6 +215,9 @@ impl<M: PhysicalMemory> Kernel<M> {
                 }
                 census.processes.push(p);
             }
+            // a run queue walk of a running guest can be torn: what it gives that is
+            // no task is no evidence
+            Err(_) if view == Views::QUEUED => {}
             Err(error) => census.undecodable.push(Undecodable { task, view, error }),
         }
     }
@@ -344,6 +359,55 @@ mod tests {
             "{:?}",
             c.breaks
         );
+    }
+
+    #[test]
+    fn tasks_queued_on_a_run_queue_are_a_view_of_their_own() {
+        let (mut sk, t) = five();
+        sk.enqueue(&t[2]);
+        sk.enqueue(&t[3]);
+        let fair = sk.add_process(800, b"miner", 0);
+        let rt = sk.add_process(801, b"rtkit", 0);
+        for x in [&fair, &rt] {
+            sk.unlink_task(x);
+            sk.idr_set(u64::from(x.pid), 0);
+        }
+        sk.enqueue(&fair);
+        sk.enqueue_rt(&rt, 42);
+        let k = sk.discover().unwrap();
+        let q = k.queued().unwrap();
+        let classes: Vec<(Va, &str)> = q.iter().map(|q| (q.task, q.class)).collect();
+        assert_eq!(
+            classes,
+            [
+                (t[2].task, "fair"),
+                (t[3].task, "fair"),
+                (fair.task, "fair"),
+                (rt.task, "rt")
+            ]
+        );
+        let c = k.census(&Limits::default()).unwrap();
+        let got = views(&c);
+        assert!(
+            got.contains(&(300, vec!["tasks", "pid-namespace", "queued"])),
+            "{got:?}"
+        );
+        assert!(got.contains(&(800, vec!["queued"])), "{got:?}");
+        assert!(got.contains(&(801, vec!["queued"])), "{got:?}");
+    }
+
+    #[test]
+    fn a_run_queue_tree_that_loops_is_an_error_not_a_hang() {
+        let (mut sk, t) = five();
+        sk.enqueue(&t[2]);
+        let node =
+            sk.field_va(t[2].task, "task_struct", "se").0 + sk.offset("sched_entity", "run_node");
+        sk.write_u64(Va(node + sk.offset("rb_node", "rb_left")), node);
+        let k = sk.discover().unwrap();
+        assert!(matches!(k.queued(), Err(KernelError::Cycle { .. })));
+        // the other views still count
+        let c = k.census(&Limits::default()).unwrap();
+        assert_eq!(c.processes.len(), 5);
     }
 
     #[test]

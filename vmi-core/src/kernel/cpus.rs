@@ -68,15 +68,12 @@ impl<M: PhysicalMemory> Kernel<M> {
         Ok(Va(base.wrapping_add(off)))
     }
 
-    /// What every CPU runs now (on a live guest: a snapshot per CPU).
-    pub fn running(&self) -> Result<Vec<Running>, KernelError> {
-        let current = ["current_task", "pcpu_hot"]
-            .iter()
-            .find_map(|n| self.profile.symbol(n))
-            .ok_or(KernelError::MissingSymbol("current_task"))?;
+    /// How many CPUs the kernel has (`nr_cpu_ids`, at most [`MAX_CPUS`]).
+    pub fn nr_cpus(&self) -> Result<u32, KernelError> {
+        let at = self.symbol("nr_cpu_ids")?;
         let nr = self
             .space
-            .read_u32(self.symbol("nr_cpu_ids")?)
+            .read_u32(at)
             .map_err(|source| KernelError::Read {
                 what: "nr_cpu_ids",
                 source,
@@ -84,12 +81,21 @@ impl<M: PhysicalMemory> Kernel<M> {
         if nr == 0 || nr > MAX_CPUS {
             return Err(KernelError::Corrupt {
                 what: format!("nr_cpu_ids is {nr}"),
-                at: self.symbol("nr_cpu_ids")?,
+                at,
             });
         }
+        Ok(nr)
+    }
+
+    /// What every CPU runs now (on a live guest: a snapshot per CPU).
+    pub fn running(&self) -> Result<Vec<Running>, KernelError> {
+        let current = ["current_task", "pcpu_hot"]
+            .iter()
+            .find_map(|n| self.profile.symbol(n))
+            .ok_or(KernelError::MissingSymbol("current_task"))?;
         let l = self.layout;
         let mut out = Vec::new();
-        for cpu in 0..nr {
+        for cpu in 0..self.nr_cpus()? {
             let at = self.per_cpu(current, cpu)?;
             let task = self
                 .space

@@ -38,6 +38,7 @@ pub mod perf;
 pub mod pidns;
 pub mod procnet;
 pub mod profiles;
+pub mod runqueue;
 pub mod salvage;
 pub mod sockets;
 pub mod syscalls;

@@ -20,11 +20,11 @@ pub const NEEDS: crate::profile::needs::Declaration = crate::declaration!(
 );
 
 /// The tasks list's name in errors and breaks.
-pub(crate) const TASKS_LIST: &str = "init_task.tasks";
+pub const TASKS_LIST: &str = "init_task.tasks";
 /// A thread group's list's name in errors and breaks.
-pub(crate) const THREAD_LIST: &str = "signal_struct.thread_head";
+pub const THREAD_LIST: &str = "signal_struct.thread_head";
 /// The modules list's name in errors and breaks.
-pub(crate) const MODULES_LIST: &str = "modules";
+pub const MODULES_LIST: &str = "modules";
 
 /// Bounds of the walks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -108,6 +108,11 @@ pub fn salvage_list<V: VirtualMemory + ?Sized>(
     };
     match forward.run(&mut ahead, &HashSet::new(), &mut out.nodes) {
         None => out.forward = out.nodes.len(),
+        Some(b) if matches!(b.cause, KernelError::TooLong { .. }) => {
+            // at the bound: nothing more is read
+            out.breaks.push(b);
+            out.forward = out.nodes.len();
+        }
         Some(b) => {
             out.breaks.push(b);
             out.forward = out.nodes.len();

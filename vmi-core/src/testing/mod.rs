@@ -243,6 +243,14 @@ impl SyntheticKernel {
         self.write_u64(self.symbol("__per_cpu_offset"), 0);
         self.write_u32(self.symbol("nr_cpu_ids"), 1);
         self.write_u64(self.symbol("current_task"), init.0);
+        // empty run queues: the real-time lists point at themselves
+        let rt_queue = self.symbol("runqueues").0
+            + self.offset("rq", "rt")
+            + self.offset("rt_rq", "active")
+            + self.offset("rt_prio_array", "queue");
+        for prio in 0..100 {
+            self.list_init(Va(rt_queue + prio * 16));
+        }
 
         // modules and /sys/module
         self.list_init(self.symbol("modules"));
@@ -687,6 +695,32 @@ impl SyntheticKernel {
     /// Unlink `task` from its process's thread list.
     pub fn unlink_thread(&mut self, task: &SynthTask) {
         self.list_del(self.field_va(task.task, "task_struct", "thread_node"));
+    }
+
+    /// Queue `task` on CPU 0's fair run queue (as the rightmost node of its tree).
+    pub fn enqueue(&mut self, task: &SynthTask) {
+        let mut link = Va(self.symbol("runqueues").0
+            + self.offset("rq", "cfs")
+            + self.offset("cfs_rq", "tasks_timeline"));
+        let right = self.offset("rb_node", "rb_right");
+        while self.read_u64(link) != 0 {
+            link = Va(self.read_u64(link) + right);
+        }
+        let node = self.field_va(task.task, "task_struct", "se").0
+            + self.offset("sched_entity", "run_node");
+        self.write_u64(link, node);
+    }
+
+    /// Queue `task` on CPU 0's real-time list of priority `prio` (below 100).
+    pub fn enqueue_rt(&mut self, task: &SynthTask, prio: u64) {
+        let head = Va(self.symbol("runqueues").0
+            + self.offset("rq", "rt")
+            + self.offset("rt_rq", "active")
+            + self.offset("rt_prio_array", "queue")
+            + 16 * prio);
+        let node = Va(self.field_va(task.task, "task_struct", "rt").0
+            + self.offset("sched_rt_entity", "run_list"));
+        self.list_add_tail(head, node);
     }
 
     /// Make `task` what CPU 0 runs.

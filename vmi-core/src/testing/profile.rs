@@ -71,6 +71,8 @@ const TYPES: &[(&str, u64, Fields)] = &[
             ("signal", 0x208, "ptr struct signal_struct"),
             ("perf_event_ctxp", 0x210, "ptr struct perf_event_context"),
             ("perf_event_list", 0x218, L),
+            ("se", 0x300, "struct sched_entity"),
+            ("rt", 0x400, "struct sched_rt_entity"),
         ],
     ),
     (
@@ -572,6 +574,35 @@ const TYPES: &[(&str, u64, Fields)] = &[
             ("rb_left", 16, "ptr struct rb_node"),
         ],
     ),
+    // the scheduler's run queues (the per-CPU `runqueues`)
+    (
+        "rq",
+        0x900,
+        &[
+            ("cfs", 0x80, "struct cfs_rq"),
+            ("rt", 0x200, "struct rt_rq"),
+        ],
+    ),
+    (
+        "cfs_rq",
+        0x100,
+        &[("tasks_timeline", 0x30, "struct rb_root_cached")],
+    ),
+    (
+        "sched_entity",
+        0x100,
+        &[
+            ("run_node", 0x10, "struct rb_node"),
+            ("my_q", 0x80, "ptr struct cfs_rq"),
+        ],
+    ),
+    ("rt_rq", 0x700, &[("active", 0, "struct rt_prio_array")]),
+    (
+        "rt_prio_array",
+        0x650,
+        &[("queue", 0x10, "struct list_head[100]")],
+    ),
+    ("sched_rt_entity", 0x40, &[("run_list", 0, L)]),
 ];
 
 /// The chains of `vmi_core::kernel::notifiers` the synthetic kernel has, each head
@@ -632,6 +663,7 @@ const SYMBOLS: &[(&str, u64, &str)] = &[
     ("idt_table", 0x40_4000, "D"),
     ("__per_cpu_offset", 0x40_5000, "D"),
     ("current_task", 0x40_5100, "D"),
+    ("runqueues", 0x40_5400, "D"),
     ("nr_cpu_ids", 0x40_5108, "D"),
     ("page_offset_base", 0x40_5110, "D"),
     ("vmemmap_base", 0x40_5118, "D"),
