@@ -377,6 +377,10 @@ pub fn report_json(r: &Report) -> Value {
             "error": e.source.to_string(),
         })).collect::<Vec<_>>(),
         "checks": r.ran.iter().map(|c| c.name()).collect::<Vec<_>>(),
+        "not_checked": r.not_checked.iter().map(|(c, w)| json!({
+            "check": c,
+            "what": w,
+        })).collect::<Vec<_>>(),
     })
 }
 
@@ -388,6 +392,9 @@ pub fn report_text(r: &Report) -> String {
     }
     for e in &r.errors {
         let _ = writeln!(s, "error  {e}");
+    }
+    for (c, w) in &r.not_checked {
+        let _ = writeln!(s, "not checked  {c}: {w}");
     }
     let _ = writeln!(
         s,

@@ -20,6 +20,7 @@
 //! | `spoofing` ([`spoofing`]) | each user process's `comm` and `argv[0]` with its executable and the file name it was executed by |
 //! | `malfind` ([`malfind`]) | each user process's executable mappings with where code comes from: writable and executable, or anonymous and executable, memory (injected code) |
 //! | `perf-events` ([`perf_events`]) | the overflow handler of every perf event in a CPU's or a task's context (kernel counters, hardware breakpoints) with kernel text |
+//! | `cpu-state` ([`cpu`]) | each vCPU's CR0.WP, pinned CR4 bits, EFER.NX and system-call MSRs with what the kernel set (only what the source reports; the rest is said in `not_checked`) |
 //! | `ebpf` ([`ebpf`]) | every loaded BPF program (`prog_idr`) with the program types the policy lists (by default those on kprobes, tracepoints, perf events, fentry/fexit, LSM hooks), with its links and perf events |
 //! | `policy` ([`policy`]) | processes with the policy file (names, executables, who may be root, listening sockets); only with a policy |
 //! | `kernel-text` ([`text`]) | `.text` and `.rodata` with the kernel image, patch sites accounted for; only with an image |
@@ -30,6 +31,7 @@
 
 pub mod afinfo;
 pub(crate) mod broken;
+pub mod cpu;
 pub mod creds;
 pub mod ebpf;
 pub mod ftrace;
@@ -102,6 +104,8 @@ pub enum Check {
     PerfEvents,
     /// BPF programs of listed types (tracing and security hooks).
     Ebpf,
+    /// vCPU protections and system-call entries the kernel did not set.
+    CpuState,
     /// What the policy file forbids (runs only with a policy).
     Policy,
     /// Kernel text and read-only data against the image (runs only with an image).
@@ -110,7 +114,7 @@ pub enum Check {
 
 impl Check {
     /// Every check that needs no configuration, in the order they run.
-    pub const ALL: [Check; 16] = [
+    pub const ALL: [Check; 17] = [
         Check::HiddenProcess,
         Check::HiddenModule,
         Check::SyscallTable,
@@ -127,6 +131,7 @@ impl Check {
         Check::Malfind,
         Check::PerfEvents,
         Check::Ebpf,
+        Check::CpuState,
     ];
 
     /// The check's name in findings and on the command line.
@@ -148,6 +153,7 @@ impl Check {
             Check::Malfind => "malfind",
             Check::PerfEvents => "perf-events",
             Check::Ebpf => "ebpf",
+            Check::CpuState => "cpu-state",
             Check::Policy => "policy",
             Check::KernelText => "kernel-text",
         }
@@ -209,6 +215,9 @@ pub struct Report {
     pub errors: Vec<CheckError>,
     /// The checks that ran to the end.
     pub ran: Vec<Check>,
+    /// What a check that ran could not look at with this source (e.g. MSRs a QEMU
+    /// monitor does not report): (check, what and why).
+    pub not_checked: Vec<(&'static str, String)>,
 }
 
 /// What the checks share, read once per scan.
@@ -235,6 +244,8 @@ pub struct Scan<'k, M> {
     pub kset: Result<modules::KsetView, CheckFailure>,
     /// Names of kernel functions, looked up when a finding needs one.
     pub names: names::Names,
+    /// What the checks could not look at ([`Report::not_checked`]).
+    pub not_checked: std::sync::Mutex<Vec<(&'static str, String)>>,
 }
 
 /// Most module kobjects walked.
@@ -279,6 +290,7 @@ impl<'k, M: PhysicalMemory> Scan<'k, M> {
             owners,
             kset,
             names: names::Names::default(),
+            not_checked: std::sync::Mutex::new(Vec::new()),
         }
     }
 
@@ -301,6 +313,7 @@ impl<'k, M: PhysicalMemory> Scan<'k, M> {
             Check::Malfind => malfind::run(self),
             Check::PerfEvents => perf_events::run(self),
             Check::Ebpf => ebpf::run(self),
+            Check::CpuState => cpu::run(self),
             Check::Policy => match &self.settings.policy {
                 Some(p) => policy::run(self, p),
                 None => Err(CheckFailure::Walk {
@@ -320,6 +333,13 @@ impl<'k, M: PhysicalMemory> Scan<'k, M> {
 }
 
 impl<M: PhysicalMemory> Scan<'_, M> {
+    /// Say that `check` could not look at `what` with this source.
+    pub fn not_checked(&self, check: &'static str, what: String) {
+        if let Ok(mut v) = self.not_checked.lock() {
+            v.push((check, what));
+        }
+    }
+
     /// The processes every view holds (see [`Scan::census`]).
     pub fn processes(&self) -> Result<&[Process], CheckFailure> {
         needed(&self.census, "the tasks list").map(|c| c.processes.as_slice())
@@ -449,6 +469,9 @@ pub fn run_once<M: PhysicalMemory>(
             }
         }
     }
+    if let Ok(mut v) = scan.not_checked.lock() {
+        report.not_checked = std::mem::take(&mut *v);
+    }
     report
 }
 
@@ -465,6 +488,7 @@ pub fn confirmed(first: Report, second: &Report) -> Report {
             .collect(),
         errors: first.errors,
         ran: first.ran,
+        not_checked: first.not_checked,
     }
 }
 

@@ -24,6 +24,7 @@ pub(crate) fn attack(lab: &Lab, kernel: &str) -> Vec<String> {
         "vmi_tty",
         "vmi_perf",
         "vmi_ghost",
+        "vmi_cpu",
     ];
     let mut scenario = Scenario::standard()
         .sleeper("vmi-hideme")
@@ -88,10 +89,24 @@ pub(crate) fn attack(lab: &Lab, kernel: &str) -> Vec<String> {
     }));
     let run = d.live(&mut guest, &["--json", "check"]);
     problems.extend(expect_exactly(&format!("{kernel} hideproc"), &run, &wants));
-    let ps = d.live(&mut guest, &["--json", "ps"]).json();
-    if ps.as_array().unwrap().iter().any(|p| p["pid"] == hideme) {
+    // ps lists it from the pid namespace, marked so, and says so
+    let ps = d.live(&mut guest, &["--json", "ps"]);
+    let views = ps
+        .json()
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["pid"] == hideme)
+        .map(|p| p["views"].clone());
+    if views != Some(serde_json::json!(["pid-namespace"])) {
         problems.push(format!(
-            "{kernel}: ps (tasks list) still shows {hideme}: the attack did not happen"
+            "{kernel}: ps shows {hideme} with views {views:?}: the attack did not happen, or ps lost it"
+        ));
+    }
+    if ps.code != 1 || !ps.stderr.contains(&format!("{hideme} (vmi-hideme)")) {
+        problems.push(format!(
+            "{kernel}: ps with {hideme} hidden: exit {}: {}",
+            ps.code, ps.stderr
         ));
     }
     let t = guest.refresh_truth().expect("truth");
@@ -220,6 +235,22 @@ pub(crate) fn attack(lab: &Lab, kernel: &str) -> Vec<String> {
     // program on a perf event, a raw tracepoint program, a socket filter
     let (bpf, bpf_problems) = ebpf::step(kernel, &d, &mut guest, &mut wants, profiles.path());
     problems.extend(bpf_problems);
+    // 8e. CPU protections switched off behind the kernel's back: CR0.WP and CR4.SMEP
+    // cleared on every vCPU (QEMU's monitor and its ELF notes give CR0 and CR4)
+    insmod(&mut guest, "/lab/vmi_cpu.ko");
+    wants.push(want_some("CR0.WP clear on each vCPU", "cpu-state", |e| {
+        e["cr0"].is_string() && e["vcpu"].is_number()
+    }));
+    wants.push(want_some("SMEP cleared on each vCPU", "cpu-state", |e| {
+        e["cleared"] == "SMEP" && e["pinned"].is_string()
+    }));
+    live_and_paused(
+        &format!("{kernel} cpu"),
+        &d,
+        &mut guest,
+        &wants,
+        &mut problems,
+    );
 
     // the same from an ELF dump, and what Volatility 3 finds there
     let dump = tempfile::tempdir().expect("tempdir");

@@ -4,7 +4,7 @@
 //!
 //! One test per kernel of the lab's matrix, each booting one guest and running every
 //! check's step on it (one file per check or view: `views.rs`, `tracing.rs`, `tables.rs`,
-//! `spoofing.rs`, `sockets.rs`, `malfind.rs`, `ebpf.rs`, `policy.rs`, `verify.rs`; the scenario in
+//! `spoofing.rs`, `sockets.rs`, `malfind.rs`, `ebpf.rs`, `policy.rs`, `verify.rs`, `hostile.rs`; the scenario in
 //! `attacks.rs` and `clean.rs`). A guest is shared by the steps, not booted per check:
 //! the attacks build on each other (after each, `check` must report exactly the
 //! findings of all attacks so far, which is what shows that no check hides or invents
@@ -39,13 +39,21 @@
 //!   A copy of the worker maps an anonymous RWX region holding shellcode-like bytes and
 //!   one made r-x after it was written: `check` reports both with their first bytes,
 //!   live and from the dump, and every region of Volatility's linux.malfind; `maps`
-//!   equals /proc/PID/maps (also on the clean guests of the other kernels).
+//!   equals /proc/PID/maps (also on the clean guests of the other kernels). A module
+//!   then clears CR0.WP and CR4.SMEP on every CPU with plain `mov`s: `cpu-state` must
+//!   report both per vCPU, live, paused and from the dump. After `vmi_hideproc`, `ps`
+//!   still lists the hidden process, marked as held by the pid namespace only, warns and
+//!   exits 1.
 //! - `clean_*`: every other kernel of the lab's matrix (5.10, 7.2, newest 7.x): `check` live and on an ELF dump finds nothing and no
 //!   check fails; `identify`, `ps` and `lsmod` agree with the guest, the tracing walkers
 //!   read what the guest's own tracing shows, and the tty and /proc/net walkers what
 //!   `/proc/tty/{ldiscs,drivers}` and `/proc/net` list. The 7.x guests are then hooked
 //!   as in step 7 (ftrace, kprobes, a tracepoint; modules built with sid's gcc-16 and
 //!   trixie's gcc-14 in a Debian root the lab makes), found live, paused and from a dump.
+//!   Paused, each clean guest's tasks and modules lists are broken in its RAM
+//!   (`hostile.rs`: a loop, wild pointers, a process cut out of both halves of the
+//!   list): `ps`, `lsmod` and `check` must still see every process and module, report
+//!   each break and exit 1.
 
 mod attacks;
 mod clean;

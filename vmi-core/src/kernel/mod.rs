@@ -21,6 +21,7 @@ pub mod bpf;
 pub mod candidates;
 pub mod census;
 pub mod cpus;
+pub mod cpustate;
 pub mod creds;
 pub mod declare;
 mod error;

@@ -437,6 +437,11 @@ fn qemu_cpu_state(d: &[u8]) -> Result<Registers, String> {
         cr4: cr(4),
         efer: None,
         kernel_gs_base: None,
+        // QEMUCPUState has no MSRs
+        lstar: None,
+        cstar: None,
+        sysenter_eip: None,
+        paravirtual: false,
     })
 }
 

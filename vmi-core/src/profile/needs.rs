@@ -108,6 +108,7 @@ pub const DECLARATIONS: &[Declaration] = &[
     kernel::NEEDS,
     kernel::objects::NEEDS,
     kernel::cpus::NEEDS,
+    kernel::cpustate::NEEDS,
     kernel::runqueue::RunqueueLayout::NEEDS,
     kernel::idt::NEEDS,
     kernel::kallsyms::NEEDS,

@@ -243,6 +243,9 @@ impl SyntheticKernel {
         self.write_u64(self.symbol("__per_cpu_offset"), 0);
         self.write_u32(self.symbol("nr_cpu_ids"), 1);
         self.write_u64(self.symbol("current_task"), init.0);
+        // what the kernel pinned in CR4 (SMEP, SMAP) and its page tables using NX
+        self.write_u64(self.symbol("cr4_pinned_bits"), (1 << 20) | (1 << 21));
+        self.write_u64(self.symbol("__supported_pte_mask"), (1 << 63) | 0xfff);
         // empty run queues: the real-time lists point at themselves
         let rt_queue = self.symbol("runqueues").0
             + self.offset("rq", "rt")

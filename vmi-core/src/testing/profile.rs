@@ -640,6 +640,9 @@ const SYMBOLS: &[(&str, u64, &str)] = &[
     ("_stext", 0, "T"),
     ("aggr_pre_handler", 0x1_0000, "t"),
     ("pre_handler_kretprobe", 0x1_0100, "t"),
+    ("entry_SYSCALL_64", 0x1_0200, "T"),
+    ("entry_SYSCALL_compat", 0x1_0300, "T"),
+    ("entry_SYSENTER_compat", 0x1_0400, "T"),
     ("_etext", TEXT_SIZE, "T"),
     // init text, after _etext (not mapped: nothing reads it)
     ("early_idt_handler_array", 0xe0_0000, "T"),
@@ -664,6 +667,8 @@ const SYMBOLS: &[(&str, u64, &str)] = &[
     ("__per_cpu_offset", 0x40_5000, "D"),
     ("current_task", 0x40_5100, "D"),
     ("runqueues", 0x40_5400, "D"),
+    ("cr4_pinned_bits", 0x40_5d00, "d"),
+    ("__supported_pte_mask", 0x40_5d08, "D"),
     ("nr_cpu_ids", 0x40_5108, "D"),
     ("page_offset_base", 0x40_5110, "D"),
     ("vmemmap_base", 0x40_5118, "D"),

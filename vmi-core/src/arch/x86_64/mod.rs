@@ -426,6 +426,17 @@ pub struct Registers {
     pub gdt: DescriptorTable,
     /// IDTR.
     pub idt: DescriptorTable,
+    /// IA32_LSTAR (the 64-bit `syscall` entry), when the source reports it (Xen's HVM
+    /// context does; QEMU's monitor and ELF notes do not).
+    pub lstar: Option<u64>,
+    /// IA32_CSTAR (the compatibility-mode `syscall` entry), when reported.
+    pub cstar: Option<u64>,
+    /// IA32_SYSENTER_EIP (the `sysenter` entry), when reported.
+    pub sysenter_eip: Option<u64>,
+    /// A paravirtual vCPU (Xen PV): its control registers, EFER and system-call entries
+    /// are the hypervisor's, and CR0, CR4 and EFER hold only the bits the guest controls
+    /// plus those long mode implies.
+    pub paravirtual: bool,
 }
 
 impl Registers {

@@ -66,6 +66,11 @@ pub(crate) fn registers_from_pv(c: &VcpuGuestContext, cr3: u64) -> Registers {
         kernel_gs_base: Some(other),
         gdt: DescriptorTable::default(),
         idt: DescriptorTable::default(),
+        // a PV guest's system-call entries are Xen's; it registers callbacks instead
+        lstar: None,
+        cstar: None,
+        sysenter_eip: None,
+        paravirtual: true,
     }
 }
 
@@ -122,6 +127,10 @@ pub(crate) fn registers_from_hvm(c: &HvmHwCpu) -> Registers {
             base: c.base[seg::IDTR],
             limit: c.limit[seg::IDTR],
         },
+        lstar: Some(c.msr_lstar),
+        cstar: Some(c.msr_cstar),
+        sysenter_eip: Some(c.sysenter_eip),
+        paravirtual: false,
     }
 }
 
