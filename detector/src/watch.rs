@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 use vmi_core::kernel::candidates::Executing;
-use vmi_core::kernel::Process;
+use vmi_core::kernel::{Census, KernelError, Process};
 use vmi_core::Va;
 
 use crate::checks::{self, Check, Settings};
@@ -377,11 +377,11 @@ impl Watcher {
         self.raised.clear();
     }
 
-    /// The processes on the tasks list, read again on a running guest while the list
+    /// The processes of every view, read again on a running guest while the tasks list
     /// looks broken (a walk torn by the guest changing it). A list that stays broken is
     /// read from both ends up to its breaks: the `hidden-process` check reports the
     /// breaks and the processes only other views hold.
-    fn processes(&self, target: &Target) -> Result<Vec<Process>, String> {
+    fn census(&self, target: &Target) -> Result<Census, KernelError> {
         let limits = &self.opts.settings.limits;
         let mut census = target.kernel.census(limits);
         for _ in 0..self.opts.retries {
@@ -392,20 +392,17 @@ impl Watcher {
             census = target.kernel.census(limits);
         }
         census
-            .map(|c| {
-                c.processes
-                    .into_iter()
-                    .filter(|p| p.views.on_tasks_list())
-                    .collect()
-            })
-            .map_err(|e| e.to_string())
     }
 
     fn scan(&mut self, target: &Target, events: &mut Vec<Event>) {
         self.scans += 1;
         target.kernel.invalidate();
-        match self.processes(target) {
-            Ok(procs) => {
+        // process starts and exits from the tasks list (the processes only other views
+        // hold are the hidden-process check's findings)
+        let census = self.census(target);
+        match &census {
+            Ok(c) => {
+                let procs: Vec<Process> = c.listed().cloned().collect();
                 self.process_events(&procs, events);
                 self.cred_history(target, &procs, events);
             }
@@ -421,11 +418,14 @@ impl Watcher {
             .copied()
             .filter(|&c| c != Check::KernelText || text_now)
             .collect();
-        let first = checks::run_once(
-            &target.kernel,
-            &target.registers,
+        let first = checks::run_scan(
+            checks::Scan::with_census(
+                &target.kernel,
+                &target.registers,
+                &self.opts.settings,
+                census,
+            ),
             &checks,
-            &self.opts.settings,
         );
         let report = if target.is_live() && !self.opts.pause && !first.findings.is_empty() {
             target.kernel.invalidate();

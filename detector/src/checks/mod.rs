@@ -254,7 +254,17 @@ pub const MAX_KOBJECTS: usize = 1 << 14;
 impl<'k, M: PhysicalMemory> Scan<'k, M> {
     /// Read the shared views.
     pub fn new(kernel: &'k Kernel<M>, registers: &'k [Registers], settings: &'k Settings) -> Self {
-        let census = kernel.census(&settings.limits);
+        Scan::with_census(kernel, registers, settings, kernel.census(&settings.limits))
+    }
+
+    /// Read the shared views, the processes' census already read (by `watch`, which
+    /// reports process starts and exits from it).
+    pub fn with_census(
+        kernel: &'k Kernel<M>,
+        registers: &'k [Registers],
+        settings: &'k Settings,
+        census: Result<Census, KernelError>,
+    ) -> Self {
         let modules = kernel.modules_salvaged(&settings.limits);
         let kset = match &modules {
             Ok(list) => modules::kset_view(kernel, &list.modules).map_err(CheckFailure::from),
@@ -447,7 +457,11 @@ pub fn run_once<M: PhysicalMemory>(
     checks: &[Check],
     settings: &Settings,
 ) -> Report {
-    let scan = Scan::new(kernel, registers, settings);
+    run_scan(Scan::new(kernel, registers, settings), checks)
+}
+
+/// Run `checks` on what `scan` read.
+pub fn run_scan<M: PhysicalMemory>(scan: Scan<'_, M>, checks: &[Check]) -> Report {
     let mut report = Report::default();
     for &c in checks {
         match scan.run(c) {
