@@ -2,8 +2,10 @@
 //!
 //! - CR0.WP set: cleared, the kernel writes through read-only pages (how rootkits patch
 //!   the syscall table or kernel text);
-//! - every CR4 bit the kernel pinned (`cr4_pinned_bits`: SMEP, SMAP, UMIP, ...) set:
-//!   cleared, the kernel may run or read user memory an exploit placed;
+//! - every CR4 bit the kernel pinned (`cr4_pinned_bits`: SMEP, SMAP, UMIP, ...) or set
+//!   for the CPU features it uses (SMEP, SMAP from `boot_cpu_data`) set: cleared, the
+//!   kernel may run or read user memory an exploit placed; a pinning that lacks a bit
+//!   the features call for was itself switched off;
 //! - EFER.NX set when the kernel's page tables use NX;
 //! - IA32_LSTAR, IA32_CSTAR and IA32_SYSENTER_EIP at the kernel's entry points: elsewhere,
 //!   every system call runs someone else's code first.
@@ -35,7 +37,7 @@ pub fn run<M: PhysicalMemory>(scan: &Scan<'_, M>) -> Result<Vec<Finding>, CheckF
         return Ok(Vec::new());
     }
     let expect = scan.kernel.cpu_expectations()?;
-    let mut findings = Vec::new();
+    let mut findings: Vec<Finding> = pinning(&expect).into_iter().collect();
     let mut unread = Vec::new();
     for (cpu, r) in scan.registers.iter().enumerate() {
         if r.cr0 & CR0_PG == 0 {
@@ -53,8 +55,8 @@ pub fn run<M: PhysicalMemory>(scan: &Scan<'_, M>) -> Result<Vec<Finding>, CheckF
             None => unread.push("EFER"),
             Some(_) => {}
         }
-        if expect.cr4_pinned.is_none() {
-            unread.push("pinned CR4 bits (the kernel has no cr4_pinned_bits)");
+        if expect.cr4_pinned.is_none() && expect.cr4_features.is_none() {
+            unread.push("CR4 (neither cr4_pinned_bits nor boot_cpu_data in the profile)");
         }
         let msrs = [
             (
@@ -118,6 +120,41 @@ pub fn run<M: PhysicalMemory>(scan: &Scan<'_, M>) -> Result<Vec<Finding>, CheckF
     Ok(findings)
 }
 
+/// The names of the CR4 bits in `bits` (hex where none is known).
+fn cr4_names(bits: u64) -> String {
+    let names: Vec<&str> = CR4_PINNABLE
+        .iter()
+        .filter(|(bit, _)| bits & bit != 0)
+        .map(|(_, n)| *n)
+        .collect();
+    if names.is_empty() {
+        format!("{bits:#x}")
+    } else {
+        names.join(", ")
+    }
+}
+
+/// The kernel's pinning of CR4 lacks a bit its CPU features say it set: the pinning
+/// was switched off (`cr4_pinned_bits` is read-only after boot).
+fn pinning(expect: &CpuExpectations) -> Option<Finding> {
+    let (pinned, features) = (expect.cr4_pinned?, expect.cr4_features?);
+    let unpinned = features & !pinned;
+    (unpinned != 0).then(|| {
+        let names = cr4_names(unpinned);
+        Finding::new(
+            NAME,
+            Severity::High,
+            format!("{NAME}:pinning:{unpinned:#x}"),
+            format!(
+                "cr4_pinned_bits ({pinned:#x}) lacks {names}, which the kernel uses (its CPU features): the kernel's CR4 pinning was switched off, in read-only-after-boot memory"
+            ),
+        )
+        .text("unpinned", names)
+        .addr("pinned", pinned)
+        .addr("features", features)
+    })
+}
+
 /// CR0.WP, the pinned CR4 bits and EFER.NX of one vCPU.
 fn control_registers(
     cpu: usize,
@@ -141,32 +178,26 @@ fn control_registers(
             .addr("cr0", cr0),
         );
     }
-    if let Some(pinned) = expect.cr4_pinned {
-        let missing = pinned & !cr4;
+    if expect.cr4_pinned.is_some() || expect.cr4_features.is_some() {
+        let pinned = expect.cr4_pinned.unwrap_or(0);
+        let features = expect.cr4_features.unwrap_or(0);
+        let missing = (pinned | features) & !cr4;
         if missing != 0 {
-            let names: Vec<&str> = CR4_PINNABLE
-                .iter()
-                .filter(|(bit, _)| missing & bit != 0)
-                .map(|(_, n)| *n)
-                .collect();
-            let names = if names.is_empty() {
-                format!("{missing:#x}")
-            } else {
-                names.join(", ")
-            };
+            let names = cr4_names(missing);
             findings.push(
                 Finding::new(
                     NAME,
                     Severity::High,
                     format!("{NAME}:cr4:{cpu}:{missing:#x}"),
                     format!(
-                        "vCPU {cpu} runs without {names}, which the kernel pinned in CR4 (CR4 {cr4:#x}, pinned {pinned:#x}): cleared behind the kernel's back"
+                        "vCPU {cpu} runs without {names}, which the kernel set and pinned in CR4 (CR4 {cr4:#x}, pinned {pinned:#x}, from its CPU features {features:#x}): cleared behind the kernel's back"
                     ),
                 )
                 .num("vcpu", cpu as u64)
                 .text("cleared", names)
                 .addr("cr4", cr4)
-                .addr("pinned", pinned),
+                .addr("pinned", pinned)
+                .addr("features", features),
             );
         }
     }
@@ -252,6 +283,22 @@ mod tests {
         let f = &rep.findings[0];
         assert_eq!(ev(f, "msr"), "LSTAR");
         assert!(ev(f, "owner").contains("vmi_lstar"), "{}", ev(f, "owner"));
+    }
+
+    #[test]
+    fn smep_cleared_with_its_pinning_is_still_found_and_so_is_the_pinning() {
+        let mut s = system();
+        let pinned = s.sk.symbol("cr4_pinned_bits");
+        s.sk.write_u64(pinned, 1 << 21); // SMEP taken out of the pinning
+        let mut r = vcpu(&s.sk);
+        r.cr4 &= !(1 << 20);
+        let rep = report(s.sk, &[r]);
+        let keys: Vec<&str> = rep.findings.iter().map(|f| f.key.as_str()).collect();
+        assert_eq!(
+            keys,
+            ["cpu-state:pinning:0x100000", "cpu-state:cr4:0:0x100000"]
+        );
+        assert_eq!(ev(&rep.findings[0], "unpinned"), "SMEP");
     }
 
     #[test]

@@ -236,14 +236,20 @@ pub(crate) fn attack(lab: &Lab, kernel: &str) -> Vec<String> {
     let (bpf, bpf_problems) = ebpf::step(kernel, &d, &mut guest, &mut wants, profiles.path());
     problems.extend(bpf_problems);
     // 8e. CPU protections switched off behind the kernel's back: CR0.WP and CR4.SMEP
-    // cleared on every vCPU (QEMU's monitor and its ELF notes give CR0 and CR4)
+    // cleared on every vCPU, SMEP's pinning first (QEMU's monitor and its ELF notes
+    // give CR0 and CR4)
     insmod(&mut guest, "/lab/vmi_cpu.ko");
     wants.push(want_some("CR0.WP clear on each vCPU", "cpu-state", |e| {
         e["cr0"].is_string() && e["vcpu"].is_number()
     }));
     wants.push(want_some("SMEP cleared on each vCPU", "cpu-state", |e| {
-        e["cleared"] == "SMEP" && e["pinned"].is_string()
+        e["cleared"] == "SMEP" && e["features"].is_string()
     }));
+    wants.push(want(
+        "SMEP taken out of cr4_pinned_bits",
+        "cpu-state",
+        |e| e["unpinned"] == "SMEP",
+    ));
     live_and_paused(
         &format!("{kernel} cpu"),
         &d,

@@ -246,6 +246,9 @@ impl SyntheticKernel {
         // what the kernel pinned in CR4 (SMEP, SMAP) and its page tables using NX
         self.write_u64(self.symbol("cr4_pinned_bits"), (1 << 20) | (1 << 21));
         self.write_u64(self.symbol("__supported_pte_mask"), (1 << 63) | 0xfff);
+        // the CPU features it uses: SMEP and SMAP (word 9, bits 7 and 20)
+        let caps = self.symbol("boot_cpu_data").0 + self.offset("cpuinfo_x86", "x86_capability");
+        self.write_u32(Va(caps + 9 * 4), (1 << 7) | (1 << 20));
         // empty run queues: the real-time lists point at themselves
         let rt_queue = self.symbol("runqueues").0
             + self.offset("rq", "rt")

@@ -603,6 +603,11 @@ const TYPES: &[(&str, u64, Fields)] = &[
         &[("queue", 0x10, "struct list_head[100]")],
     ),
     ("sched_rt_entity", 0x40, &[("run_list", 0, L)]),
+    (
+        "cpuinfo_x86",
+        0xc0,
+        &[("x86_capability", 0x20, "__u32[22]")],
+    ),
 ];
 
 /// The chains of `vmi_core::kernel::notifiers` the synthetic kernel has, each head
@@ -668,6 +673,7 @@ const SYMBOLS: &[(&str, u64, &str)] = &[
     ("current_task", 0x40_5100, "D"),
     ("runqueues", 0x40_5400, "D"),
     ("cr4_pinned_bits", 0x40_5d00, "d"),
+    ("boot_cpu_data", 0x40_5e00, "D"),
     ("__supported_pte_mask", 0x40_5d08, "D"),
     ("nr_cpu_ids", 0x40_5108, "D"),
     ("page_offset_base", 0x40_5110, "D"),
