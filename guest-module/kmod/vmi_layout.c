@@ -37,6 +37,7 @@
 #include <linux/idr.h>
 #include <linux/xarray.h>
 #include <linux/fs.h>
+#include <linux/nsproxy.h>
 #include <linux/path.h>
 #include <linux/mount.h>
 #include <linux/dcache.h>
@@ -280,6 +281,56 @@ static const struct vmi_field_info fields[] = {
 	F(dentry, d_parent, struct dentry *, "ptr struct dentry"),
 
 	F(qstr, name, const unsigned char *, "ptr unsigned char"),
+
+	/* the VFS operation tables (vmi_core::kernel::vfs) */
+	F(task_struct, nsproxy, struct nsproxy *, "ptr struct nsproxy"),
+	F(nsproxy, mnt_ns, struct mnt_namespace *, "ptr struct mnt_namespace"),
+#ifdef VMI_HAVE_MOUNT
+	F(mount, mnt_list, struct list_head, "struct list_head"),
+#if LINUX_VERSION_CODE >= KERNEL_VERSION(6, 8, 0)
+	F(mount, mnt_node, struct rb_node, "struct rb_node"),
+	F(mnt_namespace, mounts, struct rb_root, "struct rb_root"),
+#else
+	F(mnt_namespace, list, struct list_head, "struct list_head"),
+#endif
+#endif
+	F(vfsmount, mnt_sb, struct super_block *, "ptr struct super_block"),
+	F(dentry, d_inode, struct inode *, "ptr struct inode"),
+	F(dentry, d_op, const struct dentry_operations *, "ptr struct dentry_operations"),
+	F(inode, i_op, const struct inode_operations *, "ptr struct inode_operations"),
+	F(inode, i_fop, const struct file_operations *, "ptr struct file_operations"),
+	F(inode, i_mapping, struct address_space *, "ptr struct address_space"),
+	F(super_block, s_op, const struct super_operations *, "ptr struct super_operations"),
+	F(super_block, s_type, struct file_system_type *, "ptr struct file_system_type"),
+	F(file_system_type, name, const char *, "ptr char"),
+	F(file_system_type, owner, struct module *, "ptr struct module"),
+	F(address_space, a_ops, const struct address_space_operations *,
+	  "ptr struct address_space_operations"),
+	F(file, f_mapping, struct address_space *, "ptr struct address_space"),
+	F(file_operations, owner, struct module *, "ptr struct module"),
+	F(file_operations, llseek, typeof(VMI_MEMBER(file_operations, llseek)), "ptr fn"),
+	F(file_operations, read, typeof(VMI_MEMBER(file_operations, read)), "ptr fn"),
+	F(file_operations, write, typeof(VMI_MEMBER(file_operations, write)), "ptr fn"),
+	F(file_operations, iterate_shared, typeof(VMI_MEMBER(file_operations, iterate_shared)),
+	  "ptr fn"),
+	F(file_operations, open, typeof(VMI_MEMBER(file_operations, open)), "ptr fn"),
+	F(file_operations, release, typeof(VMI_MEMBER(file_operations, release)), "ptr fn"),
+	F(inode_operations, lookup, typeof(VMI_MEMBER(inode_operations, lookup)), "ptr fn"),
+	F(inode_operations, permission, typeof(VMI_MEMBER(inode_operations, permission)),
+	  "ptr fn"),
+	F(inode_operations, getattr, typeof(VMI_MEMBER(inode_operations, getattr)), "ptr fn"),
+	F(dentry_operations, d_revalidate, typeof(VMI_MEMBER(dentry_operations, d_revalidate)),
+	  "ptr fn"),
+	F(dentry_operations, d_delete, typeof(VMI_MEMBER(dentry_operations, d_delete)), "ptr fn"),
+	F(super_operations, alloc_inode, typeof(VMI_MEMBER(super_operations, alloc_inode)),
+	  "ptr fn"),
+	F(super_operations, evict_inode, typeof(VMI_MEMBER(super_operations, evict_inode)),
+	  "ptr fn"),
+	F(super_operations, statfs, typeof(VMI_MEMBER(super_operations, statfs)), "ptr fn"),
+	F(address_space_operations, writepages,
+	  typeof(VMI_MEMBER(address_space_operations, writepages)), "ptr fn"),
+	F(address_space_operations, readahead,
+	  typeof(VMI_MEMBER(address_space_operations, readahead)), "ptr fn"),
 
 #ifdef CONFIG_TRACEPOINTS
 	F(tracepoint, name, const char *, "ptr char"),
@@ -531,6 +582,12 @@ static const struct vmi_type_info types[] = {
 #endif
 #ifdef VMI_HAVE_PROC_INTERNAL
 	T(proc_dir_entry),
+#endif
+	T(nsproxy), T(file_system_type), T(address_space), T(file_operations),
+	T(inode_operations), T(dentry_operations), T(super_operations),
+	T(address_space_operations),
+#ifdef VMI_HAVE_MOUNT
+	T(mnt_namespace),
 #endif
 };
 

@@ -308,6 +308,15 @@ const NEEDED_SYMBOLS: &[&str] = &[
 /// The types of the default profile (vmi_core::profile::needs::types(), those not
 /// optional; kept in step by the same test).
 const NEEDED_TYPES: &[&str] = &[
+    "nsproxy",
+    "mnt_namespace",
+    "file_system_type",
+    "address_space",
+    "file_operations",
+    "inode_operations",
+    "dentry_operations",
+    "super_operations",
+    "address_space_operations",
     "bpf_prog",
     "bpf_prog_aux",
     "bpf_link",

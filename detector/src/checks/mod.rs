@@ -17,6 +17,7 @@
 //! | `notifiers` ([`notifiers`]) | the callbacks of security-relevant notifier chains (keyboard, modules, network, ...) with kernel text |
 //! | `tty` ([`tty`]) | the operations of tty line disciplines, tty drivers and open ttys with kernel text |
 //! | `afinfo` ([`afinfo`]) | the seq_file operations of `/proc/net/{tcp,udp,raw}*` with kernel text |
+//! | `vfs-ops` ([`vfs`]) | the file, inode, dentry, super block and address space operations of every mount's root and every open file with kernel text and read-only data (or the module implementing the file system), a procfs root's with `proc_root_operations` |
 //! | `spoofing` ([`spoofing`]) | each user process's `comm` and `argv[0]` with its executable and the file name it was executed by |
 //! | `malfind` ([`malfind`]) | each user process's executable mappings with where code comes from: writable and executable, or anonymous and executable, memory (injected code) |
 //! | `perf-events` ([`perf_events`]) | the overflow handler of every perf event in a CPU's or a task's context (kernel counters, hardware breakpoints) with kernel text |
@@ -53,6 +54,7 @@ pub mod syscalls;
 pub mod text;
 pub mod tracepoints;
 pub mod tty;
+pub mod vfs;
 
 use std::collections::BTreeSet;
 
@@ -96,6 +98,8 @@ pub enum Check {
     Tty,
     /// `/proc/net` socket-list operations outside kernel text.
     Afinfo,
+    /// VFS operation tables (files, inodes, dentries, super blocks) outside the kernel.
+    VfsOps,
     /// Processes whose name or `argv[0]` is not what they run.
     Spoofing,
     /// Executable memory that is writable or anonymous (injected code).
@@ -114,7 +118,7 @@ pub enum Check {
 
 impl Check {
     /// Every check that needs no configuration, in the order they run.
-    pub const ALL: [Check; 17] = [
+    pub const ALL: [Check; 18] = [
         Check::HiddenProcess,
         Check::HiddenModule,
         Check::SyscallTable,
@@ -127,6 +131,7 @@ impl Check {
         Check::Notifiers,
         Check::Tty,
         Check::Afinfo,
+        Check::VfsOps,
         Check::Spoofing,
         Check::Malfind,
         Check::PerfEvents,
@@ -149,6 +154,7 @@ impl Check {
             Check::Notifiers => "notifiers",
             Check::Tty => "tty",
             Check::Afinfo => "afinfo",
+            Check::VfsOps => "vfs-ops",
             Check::Spoofing => "spoofing",
             Check::Malfind => "malfind",
             Check::PerfEvents => "perf-events",
@@ -319,6 +325,7 @@ impl<'k, M: PhysicalMemory> Scan<'k, M> {
             Check::Notifiers => notifiers::run(self),
             Check::Tty => tty::run(self),
             Check::Afinfo => afinfo::run(self),
+            Check::VfsOps => vfs::run(self),
             Check::Spoofing => spoofing::run(self),
             Check::Malfind => malfind::run(self),
             Check::PerfEvents => perf_events::run(self),

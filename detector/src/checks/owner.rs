@@ -89,14 +89,18 @@ impl Owners {
             .iter()
             .map(|m| (m, false))
             .chain(hidden.map(|m| (m, true)))
-            .map(|(m, h)| {
-                let start = m.core_base.0;
-                (
-                    start,
-                    start.saturating_add(u64::from(m.core_size)),
-                    guest_str(&m.name),
-                    h,
-                )
+            .flat_map(|(m, h)| {
+                let name = guest_str(&m.name);
+                std::iter::once((m.core_base, m.core_size))
+                    .chain(m.data.iter().copied())
+                    .map(move |(start, size)| {
+                        (
+                            start.0,
+                            start.0.saturating_add(u64::from(size)),
+                            name.clone(),
+                            h,
+                        )
+                    })
             })
             .collect();
         modules.sort();
@@ -170,6 +174,7 @@ mod tests {
             state: 0,
             core_base: Va(base),
             core_size: size,
+            data: Vec::new(),
         }
     }
 
@@ -179,7 +184,10 @@ mod tests {
             start: Va(0xffff_ffff_8100_0000),
             end: Va(0xffff_ffff_8200_0000),
         };
-        let listed = [module("ext4", 0xffff_ffff_c000_0000, 0x1000)];
+        let mut ext4 = module("ext4", 0xffff_ffff_c000_0000, 0x1000);
+        // 6.4+: its data apart from its text
+        ext4.data.push((Va(0xffff_ffff_c000_4000), 0x800));
+        let listed = [ext4];
         let hidden = [module("rk\x1b", 0xffff_ffff_c000_2000, 0x1000)];
         let o = Owners::new(Some(text), &listed, hidden.iter());
         assert_eq!(o.owner(Va(0xffff_ffff_8100_0010)), Owner::KernelText);
@@ -192,6 +200,11 @@ mod tests {
             "hidden module rk\\x1b"
         );
         assert_eq!(o.owner(Va(0xffff_ffff_c000_1000)), Owner::UnknownModuleArea);
+        assert_eq!(
+            o.owner(Va(0xffff_ffff_c000_4010)).to_string(),
+            "module ext4"
+        );
+        assert_eq!(o.owner(Va(0xffff_ffff_c000_4800)), Owner::UnknownModuleArea);
         let mut o = o;
         o.add_ftrace_trampolines(&[vmi_core::kernel::ftrace::FtraceOps {
             addr: Va(0xffff_ffff_c000_2800),

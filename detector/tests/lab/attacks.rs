@@ -22,6 +22,7 @@ pub(crate) fn attack(lab: &Lab, kernel: &str) -> Vec<String> {
         "vmi_netfilter",
         "vmi_keylog",
         "vmi_tty",
+        "vmi_fop",
         "vmi_perf",
         "vmi_ghost",
         "vmi_cpu",
@@ -220,6 +221,8 @@ pub(crate) fn attack(lab: &Lab, kernel: &str) -> Vec<String> {
     problems.extend(tracing_hooks(kernel, &d, &mut guest, &mut wants));
     // 8. a netfilter hook, a keyboard notifier, tty and /proc/net/tcp operations
     problems.extend(table_hooks(kernel, &d, &mut guest, &mut wants));
+    // 8a. /proc's root inode on a module's copy of its file operations (adore-ng)
+    problems.extend(vfs_hooks(kernel, &d, &mut guest, &mut wants));
     // 8b. processes renamed (comm) and with rewritten arguments (argv[0])
     let spoofed = spoofed_processes(kernel, &d, &mut guest, &mut wants);
     problems.extend(spoofed.1);

@@ -281,3 +281,65 @@ pub(crate) fn volatility_tables(v: &Volatility, run: &Run) -> Vec<String> {
     }
     problems
 }
+
+/// Step 8a of the attacks: `vmi_fop` hides a `sleep` from /proc's listing as adore-ng
+/// does, pointing the /proc root inode's `i_fop` at a copy of `proc_root_operations`
+/// in the module whose `iterate_shared` filters (left listed). The guest must stop
+/// listing the process while `/proc/PID` still opens; `check` must report the copy
+/// with the pointer (`i_fop`), the mount, the member and the owner, and that it is not
+/// the kernel's `proc_root_operations`. The inode is slab memory, so the kernel-text
+/// check sees nothing. Volatility 3 has no plugin for file operations (Volatility 2's
+/// `linux_check_fop` was not ported), so no oracle here.
+pub(crate) fn vfs_hooks(
+    kernel: &str,
+    d: &Detector,
+    guest: &mut Guest,
+    wants: &mut Vec<Want>,
+) -> Vec<String> {
+    let mut problems = Vec::new();
+    let out = guest
+        .sh("sleep 100000 >/dev/null 2>&1 & echo $!")
+        .expect("sh");
+    let pid: u32 = out.lines[0].trim().parse().expect("pid");
+    insmod(kernel, guest, &format!("/lab/vmi_fop.ko pid={pid}"));
+    let out = guest
+        .sh(&format!(
+            "ls /proc | grep -cx {pid}; cat /proc/{pid}/comm; cat /sys/module/vmi_fop/parameters/hits"
+        ))
+        .expect("sh");
+    let hits = out.lines.get(2).and_then(|h| h.trim().parse::<u64>().ok());
+    if out.lines.first().map(|l| l.trim()) != Some("0")
+        || out.lines.get(1).map(|l| l.trim()) != Some("sleep")
+        || hits.unwrap_or(0) == 0
+    {
+        problems.push(format!(
+            "{kernel}: vmi_fop did not hide {pid} from /proc's listing alone: {:?}",
+            out.lines
+        ));
+    }
+    wants.push(want(
+        "/proc's root i_fop on vmi_fop's copy of proc_root_operations",
+        "vfs-ops",
+        |e| {
+            e["type"] == "file_operations"
+                && e["pointer"]
+                    .as_str()
+                    .is_some_and(|p| p.split(',').any(|s| s == "i_fop"))
+                && e["used_by"]
+                    .as_str()
+                    .is_some_and(|u| u.contains("i_fop of the root of proc at /proc"))
+                && e["expected"] == "proc_root_operations"
+                && e["members"] == "iterate_shared"
+                && e["location"] == "module vmi_fop"
+                && e["owner"] == "module vmi_fop"
+        },
+    ));
+    live_and_paused(
+        &format!("{kernel} vfs hooks"),
+        d,
+        guest,
+        wants,
+        &mut problems,
+    );
+    problems
+}

@@ -83,6 +83,15 @@ impl<M: PhysicalMemory> Kernel<M> {
         self.file_path_with(file, &fl)
     }
 
+    /// The mount point of the `struct mount` at `mount` (its root's path, across the
+    /// mounts above it).
+    pub fn mount_path(&self, mount: Va) -> Result<Vec<u8>, KernelError> {
+        let fl = FileLayout::from_profile(&self.profile)?;
+        let vfsmount = mount.0.wrapping_add(fl.mount_mnt);
+        let root = self.ptr(vfsmount.wrapping_add(fl.vfsmount_root), "vfsmount.mnt_root")?;
+        self.path_of(root, vfsmount, &fl)
+    }
+
     fn file_path_with(&self, file: u64, fl: &FileLayout) -> Result<Option<Vec<u8>>, KernelError> {
         if file == 0 {
             return Ok(None);

@@ -73,6 +73,12 @@ crate::kernel_layout! {
         pub module_core: u64 = module_mem
             .or(module_core_layout)
             .ok_or_else(|| KernelError::MissingField("module.mem".into()))?,
+        /// The size of a `module_memory` when the module has `mem` (6.4+: its other
+        /// regions, data and read-only data, are the next elements of `mem`).
+        pub module_mem_stride: Option<u64> = module_mem
+            .and(p.types.get("module_memory"))
+            .map(|t| t.size)
+            .filter(|s| (16..=256).contains(s)),
         /// size of `module.name`
         pub module_name_len: u64 = p
             .field("module", "name")

@@ -46,6 +46,7 @@ pub mod syscalls;
 pub mod tracepoints;
 pub mod tty;
 pub mod userspace;
+pub mod vfs;
 pub mod vma;
 
 use std::sync::Arc;

@@ -123,6 +123,9 @@ pub struct Module {
     pub core_base: Va,
     /// Size of its core text.
     pub core_size: u32,
+    /// Its other core regions, (base, size) of `mem[MOD_DATA]`, `mem[MOD_RODATA]` and
+    /// `mem[MOD_RO_AFTER_INIT]` (6.4+; before, the core text's size covers them).
+    pub data: Vec<(Va, u32)>,
 }
 
 impl Module {
@@ -225,6 +228,33 @@ pub(crate) fn visit(
         return Err(KernelError::TooLong { what, max });
     }
     Ok(())
+}
+
+/// The nodes of the red-black tree whose root node is `root` (null for an empty tree),
+/// children at `left` and `right` in each node: every node a kernel address seen once,
+/// at most `max` of them. In no particular order.
+pub(crate) fn rb_nodes<V: VirtualMemory + ?Sized>(
+    mem: &V,
+    root: u64,
+    (left, right): (u64, u64),
+    max: usize,
+    what: &'static str,
+) -> Result<Vec<u64>, KernelError> {
+    let mut out = Vec::new();
+    let mut seen = HashSet::new();
+    let mut stack = vec![root];
+    let span = (left.max(right) + 8) as usize;
+    while let Some(node) = stack.pop() {
+        if node == 0 {
+            continue;
+        }
+        visit(&mut seen, node, out.len(), max, what)?;
+        let b = mem.read_bytes(Va(node), span).map_err(read_err(what))?;
+        stack.push(u64_at(&b, right));
+        stack.push(u64_at(&b, left));
+        out.push(node);
+    }
+    Ok(out)
 }
 
 /// A failed read of `what`, as a [`KernelError`].
@@ -427,12 +457,26 @@ impl<M: PhysicalMemory> Kernel<M> {
         let (b, z) = (l.module_core_base, l.module_core_size);
         let span = ((b + 8).max(z + 4) as usize).min(core.len());
         read(l.module_core, &mut core[..span])?;
+        let mut data = Vec::new();
+        if let Some(stride) = l.module_mem_stride {
+            // MOD_DATA, MOD_RODATA, MOD_RO_AFTER_INIT follow MOD_TEXT
+            let mut regions = vec![0u8; 4 * stride as usize];
+            read(l.module_core, &mut regions)?;
+            for i in 1..4 {
+                let at = i * stride;
+                let size = u32_at(&regions, at + z);
+                if size != 0 {
+                    data.push((Va(u64_at(&regions, at + b)), size));
+                }
+            }
+        }
         Ok(Module {
             addr,
             name,
             state: u32::from_le_bytes(state),
             core_base: Va(u64_at(&core, b)),
             core_size: u32_at(&core, z),
+            data,
         })
     }
 

@@ -20,11 +20,9 @@
 //! Bounds: at most [`MAX_ENTRIES`] entries in all `proc_net` directories together; an
 //! entry seen twice is a [`KernelError::Cycle`].
 
-use std::collections::HashSet;
-
 use crate::addr::Va;
 use crate::kernel::objects::{
-    fn_fields, is_kernel_va, name_at, read_err, read_fn_table, u64_at, visit, FnTable,
+    fn_fields, is_kernel_va, name_at, rb_nodes, read_err, read_fn_table, FnTable,
 };
 use crate::kernel::{Kernel, KernelError};
 use crate::memory::{PhysicalMemory, VirtualMemory};
@@ -210,17 +208,7 @@ pub fn children<V: VirtualMemory + ?Sized>(
         .read_u64(Va(dir.0.wrapping_add(l.subdir)))
         .map_err(read_err(what))?;
     let mut out = Vec::new();
-    let mut seen = HashSet::new();
-    let mut stack = vec![root];
-    let span = (l.left.max(l.right) + 8) as usize;
-    while let Some(node) = stack.pop() {
-        if node == 0 {
-            continue;
-        }
-        visit(&mut seen, node, out.len(), max, what)?;
-        let b = mem.read_bytes(Va(node), span).map_err(read_err(what))?;
-        stack.push(u64_at(&b, l.right));
-        stack.push(u64_at(&b, l.left));
+    for node in rb_nodes(mem, root, (l.left, l.right), max, what)? {
         let pde = Va(node.wrapping_sub(l.subdir_node));
         let name = mem
             .read_u64(Va(pde.0.wrapping_add(l.name)))

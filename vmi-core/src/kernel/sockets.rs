@@ -35,14 +35,21 @@ pub const TCP_CLOSE: u8 = 7;
 pub const TCP_ESTABLISHED: u8 = 1;
 
 crate::kernel_layout! {
-    /// Offsets the socket walk uses.
+    /// Offsets of the walk of a process's open files.
     #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-    pub struct SocketLayout(p) {
+    pub struct FdLayout(p) {
         task_files: u64 = "task_struct" ["files"],
         files_fdt: u64 = "files_struct" ["fdt"],
         fdt_max_fds: u64 = "fdtable" ["max_fds"],
         fdt_fd: u64 = "fdtable" ["fd"],
         file_op: u64 = "file" ["f_op"],
+    }
+}
+
+crate::kernel_layout! {
+    /// Offsets the socket walk uses.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    pub struct SocketLayout(p) {
         file_private: u64 = "file" ["private_data"],
         file_inode: u64 = "file" ["f_inode"],
         inode_ino: u64 = "inode" ["i_ino"],
@@ -157,9 +164,10 @@ impl<M: PhysicalMemory> Kernel<M> {
     /// `task` (none for a process without a file table, e.g. one exiting).
     pub fn sockets(&self, task: Va) -> Result<Vec<Socket>, KernelError> {
         let sl = SocketLayout::from_profile(&self.profile)?;
+        let fl = FdLayout::from_profile(&self.profile)?;
         let ops = self.symbol("socket_file_ops")?;
         let mut out = Vec::new();
-        self.open_files(task, &sl, |fd, file, f_op| {
+        self.open_files(task, &fl, |fd, file, f_op| {
             if f_op == ops.0 {
                 if let Some(s) = self.socket_of(file, fd, &sl)? {
                     out.push(s);
@@ -176,7 +184,7 @@ impl<M: PhysicalMemory> Kernel<M> {
     pub(crate) fn open_files(
         &self,
         task: Va,
-        sl: &SocketLayout,
+        sl: &FdLayout,
         mut f: impl FnMut(u32, u64, u64) -> Result<(), KernelError>,
     ) -> Result<(), KernelError> {
         let files = self.ptr(task.0.wrapping_add(sl.task_files), "task_struct.files")?;
@@ -230,6 +238,7 @@ impl<M: PhysicalMemory> Kernel<M> {
     /// whose group leader is `task`, as (descriptor, what, the object).
     pub fn bpf_files(&self, task: Va) -> Result<Vec<(u32, BpfFile, Va)>, KernelError> {
         let sl = SocketLayout::from_profile(&self.profile)?;
+        let fl = FdLayout::from_profile(&self.profile)?;
         let kinds: Vec<(u64, BpfFile)> = [
             ("bpf_prog_fops", BpfFile::Program),
             ("bpf_link_fops", BpfFile::Link),
@@ -239,7 +248,7 @@ impl<M: PhysicalMemory> Kernel<M> {
         .filter_map(|(s, k)| self.symbol(s).ok().map(|a| (a.0, k)))
         .collect();
         let mut out = Vec::new();
-        self.open_files(task, &sl, |fd, file, f_op| {
+        self.open_files(task, &fl, |fd, file, f_op| {
             if let Some((_, kind)) = kinds.iter().find(|(a, _)| *a == f_op) {
                 let obj = self.ptr(file.wrapping_add(sl.file_private), "file.private_data")?;
                 out.push((fd, *kind, Va(obj)));

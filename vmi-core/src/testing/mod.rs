@@ -10,13 +10,15 @@
 //! KASLR shift of [`PHYS_SHIFT`] and mapped at a virtual one of [`VIRT_SHIFT`]; the
 //! page tables start at `init_top_pgt` and fill the MiB after it; all physical memory
 //! is mapped at [`PAGE_OFFSET`] (the direct map), where objects a test adds are
-//! allocated; module code gets addresses in the module area, unmapped (no check reads
-//! it). A new kernel is *clean*: `init_task` alone (pid 0, `swapper/0`), no modules,
+//! allocated; a module's memory is mapped in the module area (zeroed: tables a test
+//! copies there are read, its code is not), code of no module is not mapped. A new
+//! kernel is *clean*: `init_task` alone (pid 0, `swapper/0`), no modules,
 //! every `sys_call_table` entry and IDT gate in kernel text, no ftrace_ops, kprobes,
 //! tracepoint probes, netfilter hooks, notifier blocks, perf events or BPF programs,
 //! `n_tty` in `tty_ldiscs[0]`
 //! and one tty driver whose operations are kernel text, the `/proc/net` seq_operations
-//! in kernel text. Tests then add objects (processes, modules, hooks) and tamper with
+//! in kernel text, init's mount namespace with the root file system and `/proc` on the
+//! kernel's VFS tables ([`VFS_TABLES`], in `.rodata`). Tests then add objects (processes, modules, hooks) and tamper with
 //! them (unlink, overwrite a pointer, make a cycle).
 //!
 //! [`synthetic_profile`] is a profile with everything the builder places; a test may
@@ -128,8 +130,12 @@ pub struct SyntheticKernel {
     dentries: HashMap<Vec<u8>, Va>,
     /// The root mount.
     root_mount: Option<Va>,
+    /// The mounts by mount point (the root file system's is `/`).
+    mounts: HashMap<Vec<u8>, Va>,
     /// Each process's page table, by its `mm_struct`.
     user_tables: HashMap<u64, PageTableBuilder>,
+    /// The kernel's page table (modules' memory is mapped as they are added).
+    kernel_tables: PageTableBuilder,
 }
 
 impl SyntheticKernel {
@@ -191,6 +197,7 @@ impl SyntheticKernel {
         }
         let mut k = SyntheticKernel {
             root: pt.root(),
+            kernel_tables: pt,
             profile,
             mem,
             heap: HEAP.0,
@@ -199,6 +206,7 @@ impl SyntheticKernel {
             nf: HashMap::new(),
             dentries: HashMap::new(),
             root_mount: None,
+            mounts: HashMap::new(),
             user_tables: HashMap::new(),
         };
         k.populate();
@@ -337,6 +345,39 @@ impl SyntheticKernel {
                 let at = self.symbol(name);
                 self.fill_fn_table(at, "seq_operations");
             }
+        }
+
+        // init's mount namespace: the root file system and /proc, their tables the
+        // kernel's (in .rodata)
+        if self.profile.types.contains_key("mnt_namespace") && self.has("proc_root_operations") {
+            for (name, ty) in VFS_TABLES {
+                let at = self.symbol(name);
+                self.fill_fn_table(at, ty);
+            }
+            let ns = self.alloc_type("mnt_namespace");
+            self.list_init(self.field_va(ns, "mnt_namespace", "list"));
+            let nsproxy = self.alloc_type("nsproxy");
+            self.set(nsproxy, "nsproxy", "mnt_ns", ns.0);
+            self.set(init, "task_struct", "nsproxy", nsproxy.0);
+            let root = self.dentry(b"");
+            let mount = self
+                .root_mount
+                .expect("the root dentry makes the root mount");
+            let [sops, iops, fops, aops] = [
+                "ramfs_ops",
+                "simple_dir_inode_operations",
+                "simple_dir_operations",
+                "ram_aops",
+            ]
+            .map(|n| self.symbol(n));
+            self.mount_at(mount, root, b"/", b"rootfs", (sops, iops, fops, aops));
+            let [sops, iops, fops] = [
+                "proc_sops",
+                "proc_root_inode_operations",
+                "proc_root_operations",
+            ]
+            .map(|n| self.symbol(n));
+            self.add_mount(b"/proc", b"proc", (sops, iops, fops, Va(0)));
         }
     }
 
@@ -515,6 +556,15 @@ impl SyntheticKernel {
         let prev = self.read_u64(Va(node.0 + 8));
         self.write_u64(Va(prev), next);
         self.write_u64(Va(next + 8), prev);
+    }
+
+    /// Copy the table of the profile's type `ty` at `from` to `to` (a rootkit's copy
+    /// of a kernel table).
+    pub fn copy_table(&mut self, from: Va, to: Va, ty: &str) {
+        for off in (0..self.size_of(ty)).step_by(8) {
+            let v = self.read_u64(Va(from.0 + off));
+            self.write_u64(Va(to.0 + off), v);
+        }
     }
 
     /// A table of the profile's type `ty` whose every `ptr fn` member points to its
@@ -876,6 +926,91 @@ impl SyntheticKernel {
         vma
     }
 
+    // ----- mounts and open files -----
+
+    /// Mount a file system named `fs` (a new super block and root inode with the
+    /// tables `s_op`, `i_op`, `i_fop`, `a_ops`; a null `a_ops` leaves the inode
+    /// without a mapping) at the absolute path `at` of the root file system, in init's
+    /// mount namespace; returns the `struct mount`.
+    pub fn add_mount(&mut self, at: &[u8], fs: &[u8], tables: (Va, Va, Va, Va)) -> Va {
+        let mountpoint = self.dentry(at);
+        let root = self.alloc_type("dentry");
+        let name_at = self.offset("dentry", "d_name") + self.offset("qstr", "name");
+        let s = self.alloc_str(b"/");
+        self.write_u64(Va(root.0 + name_at), s.0);
+        self.set(root, "dentry", "d_parent", root.0);
+        let m = self.alloc_type("mount");
+        let parent = self.root_mount.expect("the root mount is made first");
+        self.set(m, "mount", "mnt_parent", parent.0);
+        self.set(m, "mount", "mnt_mountpoint", mountpoint.0);
+        self.mount_at(m, root, at, fs, tables);
+        m
+    }
+
+    /// Make `mount` a mount of a new file system named `fs` whose root is `root`, at
+    /// `at`, on init's mount list.
+    fn mount_at(&mut self, mount: Va, root: Va, at: &[u8], fs: &[u8], tables: (Va, Va, Va, Va)) {
+        let (s_op, i_op, i_fop, a_ops) = tables;
+        let fs_type = self.alloc_type("file_system_type");
+        let name = self.alloc_str(fs);
+        self.set(fs_type, "file_system_type", "name", name.0);
+        let sb = self.alloc_type("super_block");
+        self.set(sb, "super_block", "s_type", fs_type.0);
+        self.set(sb, "super_block", "s_op", s_op.0);
+        let inode = self.alloc_type("inode");
+        self.set(inode, "inode", "i_sb", sb.0);
+        self.set(inode, "inode", "i_op", i_op.0);
+        self.set(inode, "inode", "i_fop", i_fop.0);
+        if a_ops.0 != 0 {
+            let mapping = self.alloc_type("address_space");
+            self.set(mapping, "address_space", "a_ops", a_ops.0);
+            self.set(inode, "inode", "i_mapping", mapping.0);
+        }
+        self.set(root, "dentry", "d_inode", inode.0);
+        let mnt = self.field_va(mount, "mount", "mnt");
+        self.set(mnt, "vfsmount", "mnt_root", root.0);
+        self.set(mnt, "vfsmount", "mnt_sb", sb.0);
+        let nsproxy = self.get(self.symbol("init_task"), "task_struct", "nsproxy");
+        let ns = self.get(Va(nsproxy), "nsproxy", "mnt_ns");
+        self.list_add_tail(
+            self.field_va(Va(ns), "mnt_namespace", "list"),
+            self.field_va(mount, "mount", "mnt_list"),
+        );
+        self.mounts.insert(at.to_vec(), mount);
+    }
+
+    /// The `struct mount` mounted at `at`.
+    pub fn mount(&self, at: &[u8]) -> Va {
+        self.mounts[at]
+    }
+
+    /// The root inode of the file system mounted at `at`.
+    pub fn mount_root_inode(&self, at: &[u8]) -> Va {
+        let mnt = self.field_va(self.mount(at), "mount", "mnt");
+        let root = self.get(mnt, "vfsmount", "mnt_root");
+        Va(self.get(Va(root), "dentry", "d_inode"))
+    }
+
+    /// Open `file` as descriptor `fd` of `task` (a file table of 64 descriptors is made
+    /// on first use).
+    pub fn open_fd(&mut self, task: &SynthTask, fd: u32, file: Va) {
+        assert!(fd < 64, "the synthetic file table has 64 descriptors");
+        let mut files = self.get(task.task, "task_struct", "files");
+        if files == 0 {
+            let f = self.alloc_type("files_struct");
+            let fdt = self.alloc_type("fdtable");
+            let array = self.alloc(64 * 8);
+            self.set_u32(fdt, "fdtable", "max_fds", 64);
+            self.set(fdt, "fdtable", "fd", array.0);
+            self.set(f, "files_struct", "fdt", fdt.0);
+            self.set(task.task, "task_struct", "files", f.0);
+            files = f.0;
+        }
+        let fdt = self.get(Va(files), "files_struct", "fdt");
+        let array = self.get(Va(fdt), "fdtable", "fd");
+        self.write_u64(Va(array + u64::from(fd) * 8), file.0);
+    }
+
     // ----- modules -----
 
     /// A live module named `name` with `core_size` bytes of code in the module area,
@@ -897,7 +1032,21 @@ impl SyntheticKernel {
             "module_layout"
         };
         let base = Va(self.module_next);
-        self.module_next += u64::from(core_size).div_ceil(0x1000) * 0x1000 + 0x1000;
+        let pages = u64::from(core_size).div_ceil(0x1000);
+        self.module_next += pages * 0x1000 + 0x1000;
+        // its memory, readable (tables a test puts there are read)
+        let pa = self.alloc_pages(pages);
+        for i in 0..pages {
+            self.kernel_tables
+                .map(
+                    &mut self.mem,
+                    Va(base.0 + i * 0x1000),
+                    Pa(pa.0 + i * 0x1000),
+                    PageSize::Size4K,
+                    crate::arch::x86_64::PTE_WRITABLE,
+                )
+                .expect("map the module's memory");
+        }
         let (b, s) = (self.offset(core_ty, "base"), self.offset(core_ty, "size"));
         self.write_u64(Va(m.0 + core + b), base.0);
         self.write_u32(Va(m.0 + core + s), core_size);
@@ -1218,6 +1367,17 @@ impl SyntheticKernel {
         tty
     }
 }
+
+/// The kernel's VFS tables the synthetic kernel's mounts use, with their types.
+pub const VFS_TABLES: [(&str, &str); 7] = [
+    ("proc_root_operations", "file_operations"),
+    ("proc_root_inode_operations", "inode_operations"),
+    ("proc_sops", "super_operations"),
+    ("simple_dir_operations", "file_operations"),
+    ("simple_dir_inode_operations", "inode_operations"),
+    ("ramfs_ops", "super_operations"),
+    ("ram_aops", "address_space_operations"),
+];
 
 /// The link-time address of `name`.
 fn link(profile: &Profile, name: &str) -> u64 {

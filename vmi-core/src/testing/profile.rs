@@ -71,6 +71,7 @@ const TYPES: &[(&str, u64, Fields)] = &[
             ("signal", 0x208, "ptr struct signal_struct"),
             ("perf_event_ctxp", 0x210, "ptr struct perf_event_context"),
             ("perf_event_list", 0x218, L),
+            ("nsproxy", 0x230, "ptr struct nsproxy"),
             ("se", 0x300, "struct sched_entity"),
             ("rt", 0x400, "struct sched_rt_entity"),
         ],
@@ -144,6 +145,16 @@ const TYPES: &[(&str, u64, Fields)] = &[
             ("f_inode", 0x20, "ptr struct inode"),
             ("f_op", 0x28, "ptr const struct file_operations"),
             ("private_data", 0xc0, P),
+            ("f_mapping", 0xd0, "ptr struct address_space"),
+        ],
+    ),
+    ("files_struct", 0x40, &[("fdt", 0x20, "ptr struct fdtable")]),
+    (
+        "fdtable",
+        0x38,
+        &[
+            ("max_fds", 0, "unsigned int"),
+            ("fd", 8, "ptr ptr struct file"),
         ],
     ),
     (
@@ -158,17 +169,99 @@ const TYPES: &[(&str, u64, Fields)] = &[
         "inode",
         0x260,
         &[
+            ("i_op", 0x20, "ptr const struct inode_operations"),
             ("i_sb", 0x28, "ptr struct super_block"),
+            ("i_mapping", 0x30, "ptr struct address_space"),
             ("i_ino", 0x40, "unsigned long"),
+            ("i_fop", 0x168, "ptr const struct file_operations"),
         ],
     ),
-    ("super_block", 0x500, &[("s_dev", 0x10, "dev_t")]),
+    (
+        "super_block",
+        0x500,
+        &[
+            ("s_dev", 0x10, "dev_t"),
+            ("s_type", 0x28, "ptr struct file_system_type"),
+            ("s_op", 0x30, "ptr const struct super_operations"),
+        ],
+    ),
+    (
+        "file_system_type",
+        0x48,
+        &[
+            ("name", 0, "ptr const char"),
+            ("owner", 0x30, "ptr struct module"),
+        ],
+    ),
+    (
+        "address_space",
+        0xa0,
+        &[("a_ops", 0x70, "ptr const struct address_space_operations")],
+    ),
+    (
+        "file_operations",
+        0x100,
+        &[
+            ("owner", 0, "ptr struct module"),
+            ("llseek", 0x8, F),
+            ("read", 0x10, F),
+            ("write", 0x18, F),
+            ("iterate_shared", 0x38, F),
+            ("open", 0x70, F),
+            ("release", 0x80, F),
+        ],
+    ),
+    (
+        "inode_operations",
+        0xc0,
+        &[
+            ("lookup", 0, F),
+            ("permission", 0x10, F),
+            ("getattr", 0x68, F),
+        ],
+    ),
+    (
+        "dentry_operations",
+        0x80,
+        &[("d_revalidate", 0, F), ("d_delete", 0x20, F)],
+    ),
+    (
+        "super_operations",
+        0xe0,
+        &[
+            ("alloc_inode", 0, F),
+            ("evict_inode", 0x38, F),
+            ("statfs", 0x68, F),
+        ],
+    ),
+    (
+        "address_space_operations",
+        0xa0,
+        &[("writepages", 0x8, F), ("readahead", 0x20, F)],
+    ),
+    (
+        "nsproxy",
+        0x48,
+        &[("mnt_ns", 0x18, "ptr struct mnt_namespace")],
+    ),
+    // the mount list of 6.1 (a `mounts` count beside it)
+    (
+        "mnt_namespace",
+        0x78,
+        &[
+            ("root", 0x18, "ptr struct mount"),
+            ("list", 0x20, L),
+            ("mounts", 0x70, "unsigned int"),
+        ],
+    ),
     (
         "dentry",
         0xc0,
         &[
             ("d_parent", 0x18, "ptr struct dentry"),
             ("d_name", 0x20, "struct qstr"),
+            ("d_inode", 0x30, "ptr struct inode"),
+            ("d_op", 0x60, "ptr const struct dentry_operations"),
         ],
     ),
     ("qstr", 16, &[("name", 0x8, "ptr const unsigned char")]),
@@ -179,9 +272,17 @@ const TYPES: &[(&str, u64, Fields)] = &[
             ("mnt_parent", 0x10, "ptr struct mount"),
             ("mnt_mountpoint", 0x18, "ptr struct dentry"),
             ("mnt", 0x20, "struct vfsmount"),
+            ("mnt_list", 0x88, L),
         ],
     ),
-    ("vfsmount", 0x20, &[("mnt_root", 0x0, "ptr struct dentry")]),
+    (
+        "vfsmount",
+        0x20,
+        &[
+            ("mnt_root", 0x0, "ptr struct dentry"),
+            ("mnt_sb", 0x8, "ptr struct super_block"),
+        ],
+    ),
     (
         "list_head",
         16,
@@ -661,6 +762,14 @@ const SYMBOLS: &[(&str, u64, &str)] = &[
         "R",
     ),
     ("socket_file_ops", 0x20_5000, "r"),
+    // the VFS tables of the root file system and /proc (0x100 apart)
+    ("proc_root_operations", 0x20_7000, "r"),
+    ("proc_root_inode_operations", 0x20_7100, "r"),
+    ("proc_sops", 0x20_7200, "R"),
+    ("simple_dir_operations", 0x20_7300, "R"),
+    ("simple_dir_inode_operations", 0x20_7400, "R"),
+    ("ramfs_ops", 0x20_7500, "r"),
+    ("ram_aops", 0x20_7600, "r"),
     ("__end_rodata", 0x40_0000, "D"),
     ("init_task", 0x40_0000, "D"),
     ("init_cred", 0x40_2000, "D"),
