@@ -168,22 +168,16 @@ pub fn run<M: PhysicalMemory>(scan: &Scan<'_, M>) -> Result<Vec<Finding>, CheckF
         if listed.contains_key(&r.task) || in_idr.contains(&r.task) || !have_idr {
             continue;
         }
-        let comm = guest_str(&r.comm);
         findings.push(
-            Finding::new(
-                NAME,
-                Severity::High,
-                format!("{NAME}:running:{}:{:#x}", r.tid, r.task.0),
-                format!(
-                    "task {} ({comm}) of process {} runs on CPU {} but is on neither the tasks list nor in the pid namespace: hidden from both",
-                    r.tid, r.tgid, r.cpu
-                ),
+            hidden_from_both(
+                "running",
+                r.tid,
+                r.tgid,
+                &r.comm,
+                r.task,
+                format!("runs on CPU {}", r.cpu),
             )
-            .num("pid", u64::from(r.tgid))
-            .num("tid", u64::from(r.tid))
-            .text("comm", comm)
-            .num("cpu", u64::from(r.cpu))
-            .addr("task", r.task.0),
+            .num("cpu", u64::from(r.cpu)),
         );
     }
 
@@ -196,23 +190,17 @@ pub fn run<M: PhysicalMemory>(scan: &Scan<'_, M>) -> Result<Vec<Finding>, CheckF
         let Some(q) = queued.iter().find(|q| q.task == p.task) else {
             continue;
         };
-        let comm = guest_str(&p.comm);
         findings.push(
-            Finding::new(
-                NAME,
-                Severity::High,
-                format!("{NAME}:queued:{}:{:#x}", p.pid, p.task.0),
-                format!(
-                    "task {} ({comm}) of process {} waits on CPU {}'s {} run queue but is on neither the tasks list nor in the pid namespace: hidden from both",
-                    p.pid, p.tgid, q.cpu, q.class
-                ),
+            hidden_from_both(
+                "queued",
+                p.pid,
+                p.tgid,
+                &p.comm,
+                p.task,
+                format!("waits on CPU {}'s {} run queue", q.cpu, q.class),
             )
-            .num("pid", u64::from(p.tgid))
-            .num("tid", u64::from(p.pid))
-            .text("comm", comm)
             .num("cpu", u64::from(q.cpu))
-            .text("class", q.class)
-            .addr("task", p.task.0),
+            .text("class", q.class),
         );
     }
 
@@ -240,6 +228,31 @@ pub fn run<M: PhysicalMemory>(scan: &Scan<'_, M>) -> Result<Vec<Finding>, CheckF
         }
     }
     Ok(findings)
+}
+
+/// A task a CPU runs or has queued (`how`) that neither the tasks list nor the pid
+/// namespace holds.
+fn hidden_from_both(
+    kind: &str,
+    tid: u32,
+    tgid: u32,
+    comm: &[u8],
+    task: Va,
+    how: String,
+) -> Finding {
+    let comm = guest_str(comm);
+    Finding::new(
+        NAME,
+        Severity::High,
+        format!("{NAME}:{kind}:{tid}:{:#x}", task.0),
+        format!(
+            "task {tid} ({comm}) of process {tgid} {how} but is on neither the tasks list nor in the pid namespace: hidden from both"
+        ),
+    )
+    .num("pid", u64::from(tgid))
+    .num("tid", u64::from(tid))
+    .text("comm", comm)
+    .addr("task", task.0)
 }
 
 /// The breaks of the tasks list and of thread lists, and tasks a view holds that are no

@@ -184,6 +184,17 @@ pub(crate) fn with_paused_kernel<R>(
     profiles: &Path,
     f: impl FnOnce(&Kernel<&QemuLive>) -> R,
 ) -> R {
+    with_live_kernel(guest, profiles, true, |_, k| f(k))
+}
+
+/// `f` on the guest's kernel through a QEMU source of its own (paused while `f` runs
+/// with `pause`), which is closed when `f` returns (QMP takes one client).
+pub(crate) fn with_live_kernel<R>(
+    guest: &mut Guest,
+    profiles: &Path,
+    pause: bool,
+    f: impl FnOnce(&QemuLive, &Kernel<&QemuLive>) -> R,
+) -> R {
     guest.release_qmp();
     let live = QemuLive::connect(guest.qmp_socket(), &QemuOptions::default()).expect("live");
     let (set, _) = ProfileSet::load_dir(profiles).expect("profiles");
@@ -192,9 +203,9 @@ pub(crate) fn with_paused_kernel<R>(
         registers: live.registers(0).ok(),
         vmcoreinfo: None,
     };
-    let _pause = vmi_core::memory::PauseGuard::new(&live).expect("pause");
+    let _pause = pause.then(|| vmi_core::memory::PauseGuard::new(&live).expect("pause"));
     let k = Kernel::discover_at(&live, id.profile, id.banner_pa, &hints).expect("discover");
-    f(&k)
+    f(&live, &k)
 }
 
 /// `va` named as the kernel prints it (`symbol+0xoff`), from kallsyms in guest memory.

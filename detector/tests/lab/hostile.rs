@@ -32,47 +32,41 @@ struct Places {
 }
 
 fn places(guest: &mut Guest, profiles: &Path) -> Places {
-    guest.release_qmp();
-    let live = QemuLive::connect(guest.qmp_socket(), &QemuOptions::default()).expect("live");
-    let (set, _) = ProfileSet::load_dir(profiles).expect("profiles");
-    let id = set.identify(&live).expect("identify");
-    let hints = Hints {
-        registers: live.registers(0).ok(),
-        vmcoreinfo: None,
-    };
-    let k = Kernel::discover_at(&live, id.profile, id.banner_pa, &hints).expect("discover");
-    let l = *k.layout();
-    let procs = k.processes(&Limits::default()).expect("tasks list");
-    let i = procs
-        .iter()
-        .position(|p| p.comm == b"lab-sleeper")
-        .expect("lab-sleeper runs");
-    assert!(
-        i + 2 < procs.len(),
-        "lab-sleeper is near the end of the list"
-    );
-    let mods = k.modules(&Limits::default()).expect("modules list");
-    assert!(
-        !mods.is_empty(),
-        "the guest has no module (the lab loads qemu_fw_cfg where the kernel has it)"
-    );
-    let place = |va: Va| {
-        let pa = k.space().translate(va).expect("translate").pa;
-        let r = live
-            .memory_map()
+    // the guest is paused already
+    with_live_kernel(guest, profiles, false, |live, k| {
+        let l = *k.layout();
+        let procs = k.processes(&Limits::default()).expect("tasks list");
+        let i = procs
             .iter()
-            .find(|r| r.start <= pa && pa.0 + 8 <= r.end.0)
-            .expect("RAM region");
-        (va, r.file_offset + (pa.0 - r.start.0))
-    };
-    Places {
-        victim_next: place(Va(procs[i].task.0 + l.task_tasks)),
-        lost_pid: procs[i + 1].pid,
-        beyond_prev: place(Va(procs[i + 2].task.0 + l.task_tasks + 8)),
-        module_next: place(Va(mods[0].addr.0 + l.module_list)),
-        pids: procs.iter().map(|p| u64::from(p.pid)).collect(),
-        modules: mods.iter().map(|m| m.display_name()).collect(),
-    }
+            .position(|p| p.comm == b"lab-sleeper")
+            .expect("lab-sleeper runs");
+        assert!(
+            i + 2 < procs.len(),
+            "lab-sleeper is near the end of the list"
+        );
+        let mods = k.modules(&Limits::default()).expect("modules list");
+        assert!(
+            !mods.is_empty(),
+            "the guest has no module (the lab loads qemu_fw_cfg where the kernel has it)"
+        );
+        let place = |va: Va| {
+            let pa = k.space().translate(va).expect("translate").pa;
+            let r = live
+                .memory_map()
+                .iter()
+                .find(|r| r.start <= pa && pa.0 + 8 <= r.end.0)
+                .expect("RAM region");
+            (va, r.file_offset + (pa.0 - r.start.0))
+        };
+        Places {
+            victim_next: place(Va(procs[i].task.0 + l.task_tasks)),
+            lost_pid: procs[i + 1].pid,
+            beyond_prev: place(Va(procs[i + 2].task.0 + l.task_tasks + 8)),
+            module_next: place(Va(mods[0].addr.0 + l.module_list)),
+            pids: procs.iter().map(|p| u64::from(p.pid)).collect(),
+            modules: mods.iter().map(|m| m.display_name()).collect(),
+        }
+    })
 }
 
 /// Write `value` at each place; returns what was there.
