@@ -83,6 +83,12 @@
 #include <../fs/mount.h>
 #define VMI_HAVE_MOUNT 1
 #endif
+#if __has_include(<../kernel/sched/sched.h>)
+/* what the scheduler's own files include before it */
+#include <linux/mmu_context.h>
+#include <../kernel/sched/sched.h>
+#define VMI_HAVE_SCHED 1
+#endif
 #if defined(CONFIG_TRACING) && __has_include(<../kernel/trace/trace.h>)
 #include <../kernel/trace/trace.h>
 #define VMI_HAVE_TRACE 1
@@ -281,6 +287,29 @@ static const struct vmi_field_info fields[] = {
 	F(dentry, d_parent, struct dentry *, "ptr struct dentry"),
 
 	F(qstr, name, const unsigned char *, "ptr unsigned char"),
+
+	/* the run queues' tasks (vmi_core::kernel::runqueue); struct rq and its queues are
+	 * private to kernel/sched/ */
+	F(task_struct, se, struct sched_entity, "struct sched_entity"),
+	F(task_struct, rt, struct sched_rt_entity, "struct sched_rt_entity"),
+	F(sched_entity, run_node, struct rb_node, "struct rb_node"),
+#ifdef CONFIG_FAIR_GROUP_SCHED
+	F(sched_entity, my_q, struct cfs_rq *, "ptr struct cfs_rq"),
+#endif
+	F(sched_rt_entity, run_list, struct list_head, "struct list_head"),
+#ifdef CONFIG_RT_GROUP_SCHED
+	F(sched_rt_entity, my_q, struct rt_rq *, "ptr struct rt_rq"),
+#endif
+#ifdef VMI_HAVE_SCHED
+	F(rq, cfs, struct cfs_rq, "struct cfs_rq"),
+	F(rq, rt, struct rt_rq, "struct rt_rq"),
+	F(cfs_rq, tasks_timeline, struct rb_root_cached, "struct rb_root_cached"),
+	F(rt_rq, active, struct rt_prio_array, "struct rt_prio_array"),
+	FA(rt_prio_array, queue, struct list_head, "struct list_head"),
+#endif
+
+	/* what the kernel set up every CPU with (vmi_core::kernel::cpustate) */
+	FA(cpuinfo_x86, x86_capability, __u32, "unsigned int"),
 
 	/* the VFS operation tables (vmi_core::kernel::vfs) */
 	F(task_struct, nsproxy, struct nsproxy *, "ptr struct nsproxy"),
@@ -588,6 +617,10 @@ static const struct vmi_type_info types[] = {
 	T(address_space_operations),
 #ifdef VMI_HAVE_MOUNT
 	T(mnt_namespace),
+#endif
+	T(sched_entity), T(sched_rt_entity), T(cpuinfo_x86),
+#ifdef VMI_HAVE_SCHED
+	T(rq), T(cfs_rq), T(rt_rq), T(rt_prio_array),
 #endif
 };
 

@@ -303,11 +303,20 @@ const NEEDED_SYMBOLS: &[&str] = &[
     "tcp4_seq_ops",
     "udp_seq_ops",
     "socket_file_ops",
+    "runqueues",
+    "entry_SYSCALL_64",
 ];
 
 /// The types of the default profile (vmi_core::profile::needs::types(), those not
 /// optional; kept in step by the same test).
 const NEEDED_TYPES: &[&str] = &[
+    "sched_entity",
+    "sched_rt_entity",
+    "rq",
+    "cfs_rq",
+    "rt_rq",
+    "rt_prio_array",
+    "cpuinfo_x86",
     "nsproxy",
     "mnt_namespace",
     "file_system_type",
