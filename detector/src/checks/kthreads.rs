@@ -132,10 +132,12 @@ fn unreadable(p: &Process, t: &Thread, e: &KernelError) -> Finding {
 
 #[cfg(test)]
 mod tests {
+    use vmi_core::kernel::KernelError;
+    use vmi_core::testing::{synthetic_profile, SyntheticKernel};
     use vmi_core::Va;
 
-    use crate::checks::synthetic::{ev, ev_addr, run, single, system};
-    use crate::checks::Check;
+    use crate::checks::synthetic::{assert_fails, ev, ev_addr, run, single, system};
+    use crate::checks::{Check, CheckFailure};
     use crate::finding::Severity;
 
     const CHECK: Check = Check::Kthreads;
@@ -217,6 +219,40 @@ mod tests {
             format!("kthreads:unreadable:61:{:#x}", unmapped.task.0)
         );
         assert_eq!(findings[2].severity, Severity::Low);
+    }
+
+    #[test]
+    fn before_5_17_the_struct_kthread_is_at_set_child_tid() {
+        let mut p = synthetic_profile();
+        let task = p.types.get_mut("task_struct").unwrap();
+        task.fields.remove("worker_private");
+        p.types
+            .get_mut("kthread")
+            .unwrap()
+            .fields
+            .remove("full_name");
+        let mut sk = SyntheticKernel::new(p);
+        sk.add_kthread(2, b"kthreadd");
+        let rk = sk.add_module(b"rk", 0x1000);
+        sk.hide_module(&rk);
+        let t = sk.add_kthread(90, b"rk_worker");
+        sk.set_threadfn(&t, rk.code(8), None);
+        let findings = run(sk, CHECK);
+        let f = single(&findings, CHECK, Severity::High);
+        assert_eq!(ev(f, "owner"), "hidden module rk");
+        assert_eq!(ev(f, "name"), "rk_worker");
+    }
+
+    #[test]
+    fn a_profile_without_struct_kthread_is_a_typed_error() {
+        // the guest module's profiles: the type is private to kernel/kthread.c
+        let mut p = synthetic_profile();
+        p.types.remove("kthread");
+        assert_fails!(
+            SyntheticKernel::new(p),
+            CHECK,
+            CheckFailure::Kernel(KernelError::MissingField(f)) if f.contains("kthread")
+        );
     }
 
     #[test]

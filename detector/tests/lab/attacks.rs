@@ -29,6 +29,7 @@ pub(crate) fn attack(lab: &Lab, kernel: &str) -> Vec<String> {
         "vmi_kthread",
     ];
     let mut scenario = Scenario::standard()
+        .ksym("worker_thread")
         .sleeper("vmi-hideme")
         .run_as("vmi-victim", 1000)
         .run_as("vmi-victim2", 1000);

@@ -636,15 +636,30 @@ impl SyntheticKernel {
             let kthread = self.alloc_type("kthread");
             let f = self.kernel_fn();
             self.set(kthread, "kthread", "threadfn", f.0);
-            self.set(t.task, "task_struct", "worker_private", kthread.0);
+            let at = self.kthread_pointer();
+            self.set(t.task, "task_struct", at, kthread.0);
         }
         t
+    }
+
+    /// Where a task points at its `struct kthread`: `worker_private` (5.17 on), else
+    /// `set_child_tid`.
+    fn kthread_pointer(&self) -> &'static str {
+        if self
+            .profile
+            .field("task_struct", "worker_private")
+            .is_some()
+        {
+            "worker_private"
+        } else {
+            "set_child_tid"
+        }
     }
 
     /// Make the kernel thread `t` run `threadfn` (its `struct kthread`'s), named
     /// `full_name` when given.
     pub fn set_threadfn(&mut self, t: &SynthTask, threadfn: Va, full_name: Option<&[u8]>) {
-        let kthread = Va(self.get(t.task, "task_struct", "worker_private"));
+        let kthread = Va(self.get(t.task, "task_struct", self.kthread_pointer()));
         self.set(kthread, "kthread", "threadfn", threadfn.0);
         if let Some(name) = full_name {
             let s = self.alloc_str(name);
