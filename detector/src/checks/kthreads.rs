@@ -8,13 +8,14 @@
 //! outside kernel text and outside every module on the `modules` list is reported,
 //! high, with who owns it (a hidden module, the module area where no known module is,
 //! or unknown memory). A function of a listed module is normal (drivers have threads)
-//! and is not reported. Volatility 3's `linux.kthreads` makes the same comparison.
+//! and is not reported. Volatility 3's `linux.kthreads` lists the same functions with
+//! the module it finds each in.
 //!
 //! Tasks without a `struct kthread` or with a null `threadfn` (the idle tasks,
 //! `kthreadd`) are skipped; user workers (io_uring, vhost) have PF_KTHREAD clear.
 //! Every thread is read alone: a thread whose `struct kthread` cannot be read does not
 //! stop the others. A pointer to it that is not a kernel address is written memory,
-//! reported high as a corrupted structure (as [`super::broken`] does for lists); a read
+//! reported high as a corrupted structure (as `broken.rs` does for lists); a read
 //! that fails is reported low as unreadable (as `malfind` and `spoofing` do).
 
 use std::collections::HashSet;

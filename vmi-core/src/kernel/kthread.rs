@@ -2,7 +2,7 @@
 //!
 //! Every thread `kthread_create` starts (PF_KTHREAD) has a `struct kthread`, allocated
 //! by the kernel, that holds the function the thread runs (`threadfn`), its argument
-//! (`data`) and, from 6.1, its full name when `comm` was too short for it
+//! (`data`) and, from 5.17, its full name when `comm` was too short for it
 //! (`full_name`). The task points at it: from 5.17 through `task_struct.worker_private`,
 //! before through `task_struct.set_child_tid` (kernel/kthread.c, `to_kthread`). A
 //! rootkit that keeps a worker thread leaves its function there, in its own module.
@@ -42,7 +42,7 @@ crate::kernel_layout! {
         pub threadfn: u64 = opt_type "kthread" ["threadfn"],
         /// `kthread.data`
         pub data: u64 = opt_type "kthread" ["data"],
-        /// `kthread.full_name` (6.1 on)
+        /// `kthread.full_name` (5.17 on)
         pub full_name: Option<u64> = opt_both "kthread" ["full_name"],
     }
     computed {
