@@ -151,7 +151,7 @@ enum Command {
         /// Only these checks (repeat or comma-separate): hidden-process, hidden-module,
         /// syscall-table, idt, credentials, ftrace, kprobes, tracepoints, netfilter,
         /// notifiers, tty, afinfo, vfs-ops, spoofing, malfind, perf-events, ebpf, cpu-state,
-        /// policy, kernel-text.
+        /// kthreads, policy, kernel-text.
         #[arg(long = "check", value_name = "NAME", value_delimiter = ',')]
         only: Vec<String>,
         /// Pause a live guest while it is read (default: read it running and confirm

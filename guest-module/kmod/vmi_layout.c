@@ -150,6 +150,13 @@ static const struct vmi_field_info fields[] = {
 	F(task_struct, stack, void *, "ptr void"),
 	F(task_struct, on_cpu, int, "int"),
 	F(task_struct, exit_state, int, "int"),
+/*
+ * A kernel thread's struct kthread (worker_private from 5.17). struct kthread itself is
+ * private to kernel/kthread.c, in no header: it is an opt_type in vmi-core, and the
+ * module's profiles lack it (the kthreads check then says so and the others run).
+ */
+	F(task_struct, set_child_tid, int __user *, "ptr int"),
+	F(task_struct, worker_private, void *, "ptr void"),
 
 	F(signal_struct, nr_threads, int, "int"),
 	F(signal_struct, thread_head, struct list_head, "struct list_head"),

@@ -21,6 +21,7 @@
 //! | `spoofing` ([`spoofing`]) | each user process's `comm` and `argv[0]` with its executable and the file name it was executed by |
 //! | `malfind` ([`malfind`]) | each user process's executable mappings with where code comes from: writable and executable, or anonymous and executable, memory (injected code) |
 //! | `perf-events` ([`perf_events`]) | the overflow handler of every perf event in a CPU's or a task's context (kernel counters, hardware breakpoints) with kernel text |
+//! | `kthreads` ([`kthreads`]) | the function every kernel thread runs (its `struct kthread`'s `threadfn`) with kernel text and the listed modules |
 //! | `cpu-state` ([`cpu`]) | each vCPU's CR0.WP, pinned CR4 bits, EFER.NX and system-call MSRs with what the kernel set (only what the source reports; the rest is said in `not_checked`) |
 //! | `ebpf` ([`ebpf`]) | every loaded BPF program (`prog_idr`) with the program types the policy lists (by default those on kprobes, tracepoints, perf events, fentry/fexit, LSM hooks), with its links and perf events |
 //! | `policy` ([`policy`]) | processes with the policy file (names, executables, who may be root, listening sockets); only with a policy |
@@ -38,6 +39,7 @@ pub mod ebpf;
 pub mod ftrace;
 pub mod idt;
 pub mod kprobes;
+pub mod kthreads;
 pub mod malfind;
 pub mod modules;
 pub mod names;
@@ -110,6 +112,8 @@ pub enum Check {
     Ebpf,
     /// vCPU protections and system-call entries the kernel did not set.
     CpuState,
+    /// Kernel threads running code outside the kernel and the listed modules.
+    Kthreads,
     /// What the policy file forbids (runs only with a policy).
     Policy,
     /// Kernel text and read-only data against the image (runs only with an image).
@@ -118,7 +122,7 @@ pub enum Check {
 
 impl Check {
     /// Every check that needs no configuration, in the order they run.
-    pub const ALL: [Check; 18] = [
+    pub const ALL: [Check; 19] = [
         Check::HiddenProcess,
         Check::HiddenModule,
         Check::SyscallTable,
@@ -137,6 +141,7 @@ impl Check {
         Check::PerfEvents,
         Check::Ebpf,
         Check::CpuState,
+        Check::Kthreads,
     ];
 
     /// The check's name in findings and on the command line.
@@ -160,6 +165,7 @@ impl Check {
             Check::PerfEvents => "perf-events",
             Check::Ebpf => "ebpf",
             Check::CpuState => "cpu-state",
+            Check::Kthreads => "kthreads",
             Check::Policy => "policy",
             Check::KernelText => "kernel-text",
         }
@@ -331,6 +337,7 @@ impl<'k, M: PhysicalMemory> Scan<'k, M> {
             Check::PerfEvents => perf_events::run(self),
             Check::Ebpf => ebpf::run(self),
             Check::CpuState => cpu::run(self),
+            Check::Kthreads => kthreads::run(self),
             Check::Policy => match &self.settings.policy {
                 Some(p) => policy::run(self, p),
                 None => Err(CheckFailure::Walk {

@@ -26,8 +26,10 @@ pub(crate) fn attack(lab: &Lab, kernel: &str) -> Vec<String> {
         "vmi_perf",
         "vmi_ghost",
         "vmi_cpu",
+        "vmi_kthread",
     ];
     let mut scenario = Scenario::standard()
+        .ksym("worker_thread")
         .sleeper("vmi-hideme")
         .run_as("vmi-victim", 1000)
         .run_as("vmi-victim2", 1000);
@@ -260,6 +262,30 @@ pub(crate) fn attack(lab: &Lab, kernel: &str) -> Vec<String> {
         &wants,
         &mut problems,
     );
+    // 8f. a kernel thread whose module then hid itself from the modules list: the
+    // thread stays, running the hidden module's function
+    insmod(&mut guest, "/lab/vmi_kthread.ko");
+    let t = guest.refresh_truth().expect("truth");
+    let kworker = pid_of(&t, "vmi_kworker");
+    wants.push(want(
+        "vmi_kworker runs a function of the hidden vmi_kthread",
+        "kthreads",
+        move |e| {
+            e["pid"] == kworker
+                && e["name"] == "vmi_kworker"
+                && e["owner"] == "hidden module vmi_kthread"
+        },
+    ));
+    wants.push(want("the hidden vmi_kthread", "hidden-module", |e| {
+        e["module"] == "vmi_kthread"
+    }));
+    live_and_paused(
+        &format!("{kernel} kthread"),
+        &d,
+        &mut guest,
+        &wants,
+        &mut problems,
+    );
 
     // the same from an ELF dump, and what Volatility 3 finds there
     let dump = tempfile::tempdir().expect("tempdir");
@@ -274,6 +300,7 @@ pub(crate) fn attack(lab: &Lab, kernel: &str) -> Vec<String> {
     problems.extend(volatility_spoofing(&vol, &run, spoofed.0));
     problems.extend(volatility_sockets(&vol, &d));
     problems.extend(malfind::volatility_malfind(&vol, &run, &injected.0));
+    problems.extend(volatility_kthreads(&vol, &run));
 
     // 9. a busy process hidden from the tasks list and the pid namespace alike: only
     // the runqueue of the CPU it runs on names it. The guest's one CPU runs it nearly
@@ -304,5 +331,51 @@ pub(crate) fn attack(lab: &Lab, kernel: &str) -> Vec<String> {
     }
     problems.extend(last);
     drop(guest); // the spinning guest is killed, not shut down
+    problems
+}
+
+/// Volatility 3's `linux.kthreads` lists every kernel thread's function and the module
+/// it finds it in (its gatherers see hidden modules too): each of the detector's
+/// `kthreads` findings must be a row of the same thread and function, and every row
+/// whose function is outside kernel text in no module, or in the hidden
+/// `vmi_kthread`, a finding.
+fn volatility_kthreads(v: &Volatility, run: &Run) -> Vec<String> {
+    let kernel = v.kernel.as_str();
+    let got = findings(&run.json());
+    let ours: Vec<&Value> = got
+        .iter()
+        .filter(|(c, _)| c == "kthreads")
+        .map(|(_, e)| e)
+        .collect();
+    let rows = v.rows("linux.kthreads");
+    let mut problems = Vec::new();
+    if rows.is_empty() {
+        problems.push(format!(
+            "{kernel}: Volatility's linux.kthreads lists no thread"
+        ));
+    }
+    for e in &ours {
+        let same = rows.iter().any(|r| {
+            r["TID"] == e["pid"] && e["threadfn"] == vol_hex(&r["Handler Address"]).as_str()
+        });
+        if !same {
+            problems.push(format!(
+                "{kernel}: the detector reports a kernel thread Volatility does not list with that function: {e}"
+            ));
+        }
+    }
+    let hidden = |r: &Value| match r["Module"].as_str() {
+        Some(m) => m == "vmi_kthread" || m == "N/A",
+        None => true,
+    };
+    for r in rows.iter().filter(|r| {
+        vol_addr(&r["Handler Address"]).is_some_and(|a| !v.text.contains(&a)) && hidden(r)
+    }) {
+        if !ours.iter().any(|e| e["pid"] == r["TID"]) {
+            problems.push(format!(
+                "{kernel}: Volatility lists a kernel thread outside kernel text the detector does not report: {r}"
+            ));
+        }
+    }
     problems
 }

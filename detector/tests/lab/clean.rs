@@ -22,7 +22,7 @@ pub(crate) fn clean(lab: &Lab, kernel: &str) -> Vec<String> {
         profiles: profiles.path().to_path_buf(),
         image: Some(lab.store().debug(kernel).expect("-dbg").vmlinux),
     };
-    let mut scenario = Scenario::standard();
+    let mut scenario = Scenario::standard().ksym("worker_thread");
     if HOOKED_CLEAN_KERNELS.contains(&kernel) {
         for m in TRACING_MODULES {
             scenario = scenario.file(

@@ -41,7 +41,10 @@
 //!   live and from the dump, and every region of Volatility's linux.malfind; `maps`
 //!   equals /proc/PID/maps (also on the clean guests of the other kernels). A module
 //!   then clears CR0.WP and CR4.SMEP on every CPU with plain `mov`s: `cpu-state` must
-//!   report both per vCPU, live, paused and from the dump. After `vmi_hideproc`, `ps`
+//!   report both per vCPU, live, paused and from the dump. A module starts a kernel
+//!   thread and hides itself: `kthreads` must name the thread and the hidden module
+//!   that owns its function (and `hidden-module` the module), live, paused and from the
+//!   dump, and agree with Volatility's linux.kthreads. After `vmi_hideproc`, `ps`
 //!   still lists the hidden process, marked as held by the pid namespace only, warns and
 //!   exits 1.
 //! - `clean_*`: every other kernel of the lab's matrix (5.10, 7.2, newest 7.x): `check` live and on an ELF dump finds nothing and no

@@ -103,6 +103,61 @@ pub(crate) fn walkers_see_the_guest(
     with_paused_kernel(guest, profiles, |k| walkers_see(label, &truth, k))
 }
 
+/// The kthread reader on a clean guest: nearly every kernel thread has a `struct
+/// kthread` (through `worker_private` from 5.17, `set_child_tid` before), every
+/// function is kernel text, and each `kworker/*` (not the rescuers, `kworker/R-*`)
+/// runs `worker_thread` by the guest's own kallsyms.
+fn kthreads_seen(label: &str, truth: &GroundTruth, k: &Kernel<&QemuLive>) -> Vec<String> {
+    use vmi_core::kernel::kthread::KthreadLayout;
+    let mut problems = Vec::new();
+    let l = KthreadLayout::from_profile(k.profile()).expect("kthread layout");
+    let text = k.text_range().expect("text");
+    let procs = k.processes(&Default::default()).expect("tasks list");
+    let worker_thread = truth.ksym("worker_thread");
+    let wt = worker_thread.map_or("absent".to_string(), |w| format!("{w:#x}"));
+    let (mut kthreads, mut with_fn, mut kworkers) = (0, 0, 0);
+    for p in procs.iter().filter(|p| p.is_kernel_thread()) {
+        kthreads += 1;
+        match k.kernel_thread(&l, p.task) {
+            Ok(Some(t)) if t.threadfn.0 != 0 => {
+                with_fn += 1;
+                if !text.contains(t.threadfn) {
+                    problems.push(format!(
+                        "{label}: kernel thread {} ({}) runs {:#x}, outside kernel text",
+                        p.pid,
+                        p.name(),
+                        t.threadfn.0
+                    ));
+                }
+                // rescuers (kworker/R-*, 6.9 on) run rescuer_thread
+                if p.comm.starts_with(b"kworker/") && !p.comm.starts_with(b"kworker/R-") {
+                    kworkers += 1;
+                    if worker_thread.is_some_and(|w| w != t.threadfn.0) {
+                        problems.push(format!(
+                            "{label}: {} ({}) runs {:#x}, not worker_thread {wt}",
+                            p.pid,
+                            p.name(),
+                            t.threadfn.0,
+                        ));
+                    }
+                }
+            }
+            Ok(_) => {}
+            Err(e) => problems.push(format!("{label}: kthread of {}: {e}", p.pid)),
+        }
+    }
+    eprintln!(
+        "{label}: {with_fn} of {kthreads} kernel threads run a function of their struct kthread, {kworkers} kworkers worker_thread ({wt})"
+    );
+    // kthreadd and the idle task have none
+    if with_fn + 2 < kthreads || kworkers == 0 || worker_thread.is_none() {
+        problems.push(format!(
+            "{label}: {with_fn} of {kthreads} kernel threads with a function, {kworkers} kworkers, worker_thread {wt}"
+        ));
+    }
+    problems
+}
+
 pub(crate) fn walkers_see(label: &str, truth: &GroundTruth, k: &Kernel<&QemuLive>) -> Vec<String> {
     let mut problems = Vec::new();
     let view = k
@@ -164,6 +219,7 @@ pub(crate) fn walkers_see(label: &str, truth: &GroundTruth, k: &Kernel<&QemuLive
     if present < 200 {
         problems.push(format!("{label}: only {present} present IDT gates"));
     }
+    problems.extend(kthreads_seen(label, truth, k));
     // the runqueue of the guest's one CPU names its idle task or a task the guest has
     let running = k.running().expect("runqueues");
     let known = |tid: u32| truth.threads.iter().any(|t| t.tid == tid);

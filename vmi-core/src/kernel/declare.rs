@@ -30,8 +30,10 @@
 //!
 //! A field's presence: no keyword, every supported kernel has it (a profile lacking it
 //! lists it as missing); `opt`, some kernels lack it under every alias; `opt_type`, its
-//! type is one some kernels lack entirely. A field read as `u64` makes `from_profile` fail
-//! with [`KernelError::MissingField`] naming it; read as `Option<u64>` it is `None`.
+//! type is one some kernels (or some profiles: a type private to a `.c` file is not in
+//! one built from headers) lack entirely; `opt_both`, both. A field read as `u64` makes
+//! `from_profile` fail with [`KernelError::MissingField`] naming it; read as
+//! `Option<u64>` it is `None`.
 
 use crate::kernel::KernelError;
 
@@ -92,9 +94,11 @@ macro_rules! declaration {
     (@optional) => { false };
     (@optional opt) => { true };
     (@optional opt_type) => { false };
+    (@optional opt_both) => { true };
     (@optional_type) => { false };
     (@optional_type opt) => { false };
     (@optional_type opt_type) => { true };
+    (@optional_type opt_both) => { true };
 }
 
 /// A layout struct, its `from_profile` and its `NEEDS`, from one list of kernel fields

@@ -31,6 +31,7 @@ pub mod idt;
 pub mod kallsyms;
 pub mod kobject;
 pub mod kprobes;
+pub mod kthread;
 pub mod layout;
 pub mod netfilter;
 pub mod notifiers;

@@ -100,6 +100,7 @@ pub const DECLARATIONS: &[Declaration] = &[
     kernel::bpf::PerfLayout::NEEDS,
     kernel::bpf::TpEventLayout::NEEDS,
     kernel::perf::PerfContextLayout::NEEDS,
+    kernel::kthread::KthreadLayout::NEEDS,
     kernel::netfilter::NetNsLayout::NEEDS,
     kernel::netfilter::NetfilterLayout::NEEDS,
     kernel::notifiers::NotifierLayout::NEEDS,

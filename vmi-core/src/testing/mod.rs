@@ -626,10 +626,45 @@ impl SyntheticKernel {
         self.leader(pid, comm, 0, cred)
     }
 
-    /// A kernel thread (PF_KTHREAD, `init_cred`) with pid `pid`.
+    /// A kernel thread (PF_KTHREAD, `init_cred`) with pid `pid`, started by
+    /// `kthread_create`: its `struct kthread` (when the profile has the type) runs a
+    /// function of kernel text.
     pub fn add_kthread(&mut self, pid: u32, comm: &[u8]) -> SynthTask {
         let cred = self.symbol("init_cred");
-        self.leader(pid, comm, PF_KTHREAD, cred)
+        let t = self.leader(pid, comm, PF_KTHREAD, cred);
+        if self.profile.types.contains_key("kthread") {
+            let kthread = self.alloc_type("kthread");
+            let f = self.kernel_fn();
+            self.set(kthread, "kthread", "threadfn", f.0);
+            let at = self.kthread_pointer();
+            self.set(t.task, "task_struct", at, kthread.0);
+        }
+        t
+    }
+
+    /// Where a task points at its `struct kthread`: `worker_private` (5.17 on), else
+    /// `set_child_tid`.
+    fn kthread_pointer(&self) -> &'static str {
+        if self
+            .profile
+            .field("task_struct", "worker_private")
+            .is_some()
+        {
+            "worker_private"
+        } else {
+            "set_child_tid"
+        }
+    }
+
+    /// Make the kernel thread `t` run `threadfn` (its `struct kthread`'s), named
+    /// `full_name` when given.
+    pub fn set_threadfn(&mut self, t: &SynthTask, threadfn: Va, full_name: Option<&[u8]>) {
+        let kthread = Va(self.get(t.task, "task_struct", self.kthread_pointer()));
+        self.set(kthread, "kthread", "threadfn", threadfn.0);
+        if let Some(name) = full_name {
+            let s = self.alloc_str(name);
+            self.set(kthread, "kthread", "full_name", s.0);
+        }
     }
 
     fn leader(&mut self, pid: u32, comm: &[u8], flags: u32, cred: Va) -> SynthTask {

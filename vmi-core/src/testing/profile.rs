@@ -72,8 +72,20 @@ const TYPES: &[(&str, u64, Fields)] = &[
             ("perf_event_ctxp", 0x210, "ptr struct perf_event_context"),
             ("perf_event_list", 0x218, L),
             ("nsproxy", 0x230, "ptr struct nsproxy"),
+            ("set_child_tid", 0x238, "ptr int"),
+            ("worker_private", 0x240, P),
             ("se", 0x300, "struct sched_entity"),
             ("rt", 0x400, "struct sched_rt_entity"),
+        ],
+    ),
+    // a kernel thread's own (5.17+: task_struct.worker_private points at it)
+    (
+        "kthread",
+        0x70,
+        &[
+            ("threadfn", 0x10, F),
+            ("data", 0x18, P),
+            ("full_name", 0x68, "ptr char"),
         ],
     ),
     (
