@@ -556,14 +556,7 @@ pub fn verify_json(
 /// Empty for a whole kernel.
 pub fn census_warnings(c: &Census) -> Vec<String> {
     let mut w: Vec<String> = c.breaks.iter().map(|b| b.to_string()).collect();
-    for u in &c.undecodable {
-        w.push(format!(
-            "the task at {} ({}) cannot be read as a process: {}",
-            u.task,
-            u.view.names().join(", "),
-            u.error
-        ));
-    }
+    w.extend(c.undecodable.iter().map(|u| u.to_string()));
     let elsewhere: Vec<String> = c
         .processes
         .iter()
@@ -597,11 +590,7 @@ pub fn census_warnings(c: &Census) -> Vec<String> {
 /// no readable module.
 pub fn module_warnings(l: &ModuleList) -> Vec<String> {
     let mut w: Vec<String> = l.breaks.iter().map(|b| b.to_string()).collect();
-    for (addr, e) in &l.undecodable {
-        w.push(format!(
-            "the modules list holds {addr}, which cannot be read as a module: {e}"
-        ));
-    }
+    w.extend(l.undecodable.iter().map(|u| u.to_string()));
     w
 }
 

@@ -383,15 +383,15 @@ impl Watcher {
     /// breaks and the processes only other views hold.
     fn census(&self, target: &Target) -> Result<Census, KernelError> {
         let limits = &self.opts.settings.limits;
-        let mut census = target.kernel.census(limits);
-        for _ in 0..self.opts.retries {
-            if matches!(&census, Ok(c) if c.is_whole()) {
-                break;
+        // a census that is not whole counts as a failed read for the retries, and is
+        // what is left when they run out
+        checks::reread(&target.kernel, self.opts.retries + 1, || {
+            match target.kernel.census(limits) {
+                Ok(c) if c.is_whole() => Ok(c),
+                other => Err(Box::new(other)),
             }
-            target.kernel.invalidate();
-            census = target.kernel.census(limits);
-        }
-        census
+        })
+        .or_else(|last| *last)
     }
 
     fn scan(&mut self, target: &Target, events: &mut Vec<Event>) {

@@ -158,16 +158,16 @@ fn list_breaks<M: PhysicalMemory>(scan: &Scan<'_, M>) -> Vec<Finding> {
         };
         findings.push(broken::list_break(NAME, b, &element));
     }
-    for (addr, error) in &list.undecodable {
+    for u in &list.undecodable {
         findings.push(
             Finding::new(
                 NAME,
                 Severity::High,
-                format!("{NAME}:undecodable:{:#x}", addr.0),
-                format!("the modules list holds {addr}, which cannot be read as a module: {error}"),
+                format!("{NAME}:undecodable:{:#x}", u.addr.0),
+                u.to_string(),
             )
-            .addr("struct_module", addr.0)
-            .text("cause", error.to_string()),
+            .addr("struct_module", u.addr.0)
+            .text("cause", u.error.to_string()),
         );
     }
     findings

@@ -298,12 +298,7 @@ fn broken_views<M: PhysicalMemory>(
                 NAME,
                 Severity::High,
                 format!("{NAME}:undecodable:{:#x}", u.task.0),
-                format!(
-                    "the task at {} ({}) cannot be read as a process: {}",
-                    u.task,
-                    u.view.names().join(", "),
-                    u.error
-                ),
+                u.to_string(),
             )
             .addr("task", u.task.0)
             .text("views", u.view.names().join(","))

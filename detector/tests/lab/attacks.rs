@@ -94,13 +94,7 @@ pub(crate) fn attack(lab: &Lab, kernel: &str) -> Vec<String> {
     problems.extend(expect_exactly(&format!("{kernel} hideproc"), &run, &wants));
     // ps lists it from the pid namespace, marked so, and says so
     let ps = d.live(&mut guest, &["--json", "ps"]);
-    let views = ps
-        .json()
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|p| p["pid"] == hideme)
-        .map(|p| p["views"].clone());
+    let views = ps_views(&ps, u64::from(hideme));
     if views != Some(serde_json::json!(["pid-namespace"])) {
         problems.push(format!(
             "{kernel}: ps shows {hideme} with views {views:?}: the attack did not happen, or ps lost it"

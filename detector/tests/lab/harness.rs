@@ -64,6 +64,15 @@ impl Run {
     }
 }
 
+/// The `views` `ps --json` gave process `pid` (`None` when it did not list it).
+pub(crate) fn ps_views(ps: &Run, pid: u64) -> Option<Value> {
+    ps.json()
+        .as_array()?
+        .iter()
+        .find(|p| p["pid"].as_u64() == Some(pid))
+        .map(|p| p["views"].clone())
+}
+
 pub(crate) fn profile_into(lab: &Lab, kernel: &str, dir: &Path) {
     let d = lab.store().debug(kernel).expect("-dbg package");
     let built = profile_gen::build::from_dwarf(

@@ -192,13 +192,7 @@ pub(crate) fn never_blind(
         "init_task.tasks breaks at",
     ));
     let lost = u64::from(at.lost_pid);
-    let views = ps
-        .json()
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|p| p["pid"].as_u64() == Some(lost))
-        .map(|p| p["views"].clone());
+    let views = ps_views(&ps, lost);
     if views != Some(serde_json::json!(["pid-namespace"])) {
         problems.push(format!("{label2}: pid {lost} has views {views:?}"));
     }

@@ -75,6 +75,18 @@ pub struct Undecodable {
     pub error: KernelError,
 }
 
+impl std::fmt::Display for Undecodable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "the task at {} ({}) cannot be read as a process: {}",
+            self.task,
+            self.view.names().join(", "),
+            self.error
+        )
+    }
+}
+
 /// Every process any view holds.
 #[derive(Debug)]
 pub struct Census {
@@ -136,14 +148,18 @@ impl<M: PhysicalMemory> Kernel<M> {
             self.census_add(&mut census, task, view, limits, &mut buf);
         }
 
-        // tasks of the other views no listed process holds (as its leader or a thread)
+        // tasks of the other views no process read so far holds (as its leader or a
+        // thread): task -> its process's index
         let mut held: HashMap<Va, usize> = HashMap::new();
-        for (i, p) in census.processes.iter().enumerate() {
-            held.insert(p.task, i);
-            for t in &p.threads {
-                held.entry(t.task).or_insert(i);
+        let hold = |held: &mut HashMap<Va, usize>, processes: &[Process], from: usize| {
+            for (i, p) in processes.iter().enumerate().skip(from) {
+                held.insert(p.task, i);
+                for t in &p.threads {
+                    held.entry(t.task).or_insert(i);
+                }
             }
-        }
+        };
+        hold(&mut held, &census.processes, 0);
         let mut others: Vec<(Va, Views)> = Vec::new();
         if let Ok(view) = &census.pid_namespace {
             for t in &view.tasks {
@@ -175,12 +191,7 @@ impl<M: PhysicalMemory> Kernel<M> {
             }
             let before = census.processes.len();
             self.census_add(&mut census, task, view, limits, &mut buf);
-            for i in before..census.processes.len() {
-                held.insert(census.processes[i].task, i);
-                for t in &census.processes[i].threads {
-                    held.entry(t.task).or_insert(i);
-                }
-            }
+            hold(&mut held, &census.processes, before);
         }
         Ok(census)
     }
@@ -231,7 +242,26 @@ pub struct ModuleList {
     /// Where the list broke.
     pub breaks: Vec<ListBreak>,
     /// Elements that could not be read as a `struct module`.
-    pub undecodable: Vec<(Va, KernelError)>,
+    pub undecodable: Vec<UndecodableModule>,
+}
+
+/// An element of the `modules` list that is no readable `struct module`.
+#[derive(Debug)]
+pub struct UndecodableModule {
+    /// Where its `struct module` would be.
+    pub addr: Va,
+    /// Why it could not be read.
+    pub error: KernelError,
+}
+
+impl std::fmt::Display for UndecodableModule {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "the modules list holds {}, which cannot be read as a module: {}",
+            self.addr, self.error
+        )
+    }
 }
 
 impl<M: PhysicalMemory> Kernel<M> {
@@ -248,7 +278,7 @@ impl<M: PhysicalMemory> Kernel<M> {
             let addr = Va(node.0.wrapping_sub(self.layout.module_list));
             match self.read_module(addr) {
                 Ok(m) => out.modules.push(m),
-                Err(e) => out.undecodable.push((addr, e)),
+                Err(error) => out.undecodable.push(UndecodableModule { addr, error }),
             }
         }
         Ok(out)

@@ -11,7 +11,7 @@
 use std::collections::HashSet;
 
 use crate::addr::Va;
-use crate::kernel::objects::{is_kernel_va, walk_list};
+use crate::kernel::objects::{is_kernel_va, rb_nodes, read_err, visit, walk_list};
 use crate::kernel::{Kernel, KernelError};
 use crate::memory::{PhysicalMemory, VirtualMemory};
 
@@ -120,35 +120,33 @@ impl<M: PhysicalMemory> Kernel<M> {
         Ok(out)
     }
 
-    /// The entities (`sched_entity`) of the red-black tree rooted at `root`.
+    /// The entities (`sched_entity`) of the red-black tree rooted at `root` (an
+    /// `rb_root_cached`), within what is left of the CPU's node budget; a node already
+    /// seen on this CPU's queues is a loop.
     fn rb_tree(
         &self,
         rl: &RunqueueLayout,
         root: Va,
         seen: &mut HashSet<u64>,
     ) -> Result<Vec<Va>, KernelError> {
-        let mut out = Vec::new();
-        let mut stack = vec![self.read_ptr(root, "cfs_rq.tasks_timeline")?];
-        while let Some(node) = stack.pop() {
-            if node == 0 {
-                continue;
-            }
-            if !is_kernel_va(node) {
-                return Err(KernelError::BadPointer {
-                    what: "rb_node",
-                    value: node,
-                });
-            }
-            if !seen.insert(node) || seen.len() > MAX_NODES {
+        let what = "a run queue's tree";
+        let nodes = rb_nodes(
+            &self.space,
+            self.read_ptr(root, "cfs_rq.tasks_timeline")?,
+            (rl.rb_left, rl.rb_right),
+            MAX_NODES.saturating_sub(seen.len()),
+            what,
+        )?;
+        let mut out = Vec::with_capacity(nodes.len());
+        for node in nodes {
+            if !seen.insert(node) {
                 return Err(KernelError::Cycle {
-                    what: "a run queue's tree",
+                    what,
                     at: Va(node),
                     after: seen.len(),
                 });
             }
             out.push(Va(node.wrapping_sub(rl.se_run_node)));
-            stack.push(self.read_ptr(Va(node.wrapping_add(rl.rb_left)), "rb_node.rb_left")?);
-            stack.push(self.read_ptr(Va(node.wrapping_add(rl.rb_right)), "rb_node.rb_right")?);
         }
         Ok(out)
     }
@@ -183,13 +181,8 @@ impl<M: PhysicalMemory> Kernel<M> {
                 "rt_prio_array.queue",
                 MAX_NODES,
                 |node| {
-                    if !seen.insert(node.0) || seen.len() > MAX_NODES {
-                        return Err(KernelError::Cycle {
-                            what: "a real-time queue",
-                            at: node,
-                            after: seen.len(),
-                        });
-                    }
+                    // a node also on another of this CPU's queues is a loop
+                    visit(seen, node.0, seen.len(), MAX_NODES, "a real-time queue")?;
                     let rt_se = Va(node.0.wrapping_sub(rl.rt_run_list));
                     let my_q = match rl.rt_my_q {
                         Some(off) => {
@@ -215,8 +208,6 @@ impl<M: PhysicalMemory> Kernel<M> {
     }
 
     fn read_ptr(&self, at: Va, what: &'static str) -> Result<u64, KernelError> {
-        self.space
-            .read_u64(at)
-            .map_err(|source| KernelError::Read { what, source })
+        self.space.read_u64(at).map_err(read_err(what))
     }
 }
