@@ -548,16 +548,20 @@ fn run(cli: &Cli) -> Result<ExitCode> {
             return Ok(status(damaged));
         }
         Command::Lsmod => {
-            let list = target
-                .kernel
-                .modules_salvaged(&limits)
-                .context("walking the modules list")?;
+            let (list, warnings) = settled(&target, || {
+                let list = target
+                    .kernel
+                    .modules_salvaged(&limits)
+                    .context("walking the modules list")?;
+                let w = render::module_warnings(&list);
+                Ok((list, w))
+            })?;
             emit(
                 json,
                 render::lsmod_json(&list.modules),
                 render::lsmod_text(&list.modules),
             )?;
-            return Ok(status(warn(&render::module_warnings(&list))));
+            return Ok(status(warn(&warnings)));
         }
         Command::Check { pause, .. } => {
             let report = check(&target, &wanted, *pause, &settings)?;
@@ -584,12 +588,31 @@ fn run(cli: &Cli) -> Result<ExitCode> {
 /// The processes of every view ([`vmi_core::kernel::Kernel::census`]); what is broken
 /// or hidden is said on stderr, and the flag is true when something was.
 fn census(target: &Target, limits: &Limits) -> Result<(vmi_core::kernel::Census, bool)> {
-    let c = target
-        .kernel
-        .census(limits)
-        .context("reading the processes")?;
-    let damaged = warn(&render::census_warnings(&c));
-    Ok((c, damaged))
+    let (c, warnings) = settled(target, || {
+        let c = target
+            .kernel
+            .census(limits)
+            .context("reading the processes")?;
+        let w = render::census_warnings(&c);
+        Ok((c, w))
+    })?;
+    Ok((c, warn(&warnings)))
+}
+
+/// `read` (a view and its warnings), read again while it warns (at most
+/// [`checks::READ_TRIES`] times, as the checks read a running guest): the guest changes
+/// under a walk (a task forked between the read of the tasks list and that of the pid
+/// IDR looks hidden once, a module being unloaded breaks the list once); a warning still
+/// there on the last read is the guest's state.
+fn settled<T>(
+    target: &Target,
+    mut read: impl FnMut() -> Result<(T, Vec<String>)>,
+) -> Result<(T, Vec<String>)> {
+    checks::reread(&target.kernel, checks::READ_TRIES, || match read() {
+        Ok((v, w)) if w.is_empty() => Ok((v, w)),
+        other => Err(Box::new(other)),
+    })
+    .or_else(|last| *last)
 }
 
 /// Say each of `lines` on stderr as a warning; true when there was one.

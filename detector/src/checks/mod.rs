@@ -441,14 +441,14 @@ pub(crate) fn needed<'a, T, E: std::fmt::Display>(
 }
 
 /// Tries of a per-process read in the checks ([`reread`]).
-pub(crate) const READ_TRIES: usize = 3;
+pub const READ_TRIES: usize = 3;
 
 /// `read` of a running guest's changing structures (the tasks list, a process's
 /// mappings or arguments), tried up to `tries` times with the kernel's translations
 /// dropped in between: a walk can be torn by the guest changing them under it (a
 /// multi-threaded process mapping thread stacks), which is no corruption. A dump gives
 /// the same answer each time.
-pub(crate) fn reread<M: PhysicalMemory, T, E>(
+pub fn reread<M: PhysicalMemory, T, E>(
     kernel: &Kernel<M>,
     tries: usize,
     mut read: impl FnMut() -> Result<T, E>,
