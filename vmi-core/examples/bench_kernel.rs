@@ -1,8 +1,9 @@
 //! Benchmark of kernel discovery and the process walk on real lab guests (Debian 6.1),
 //! with Volatility 3's `linux.pslist` on the same dump as the baseline, in the same run.
 //!
-//! `cargo run --release -p vmi-core --example bench_kernel [-- --tasks 1000,10000]`
-//! (scripts/bench-vmi-core.sh runs it). Prints:
+//! `cargo run --release -p vmi-core --example bench_kernel [-- --tasks 1000,10000]
+//! [--live-only]` (scripts/bench-vmi-core.sh runs it; `--live-only` stops after the live
+//! walks). Prints:
 //! - cold start on a 1 GiB ELF dump: open the dump, load the profile directory,
 //!   identify the kernel, discover it, list every process (target: ≤ 150 ms);
 //! - one process walk of the live guest after warm-up (target: ≤ 200 µs for ~100
@@ -88,6 +89,7 @@ fn main() {
     std::fs::create_dir_all(&profiles).unwrap();
     std::fs::write(profiles.join("6.1.json"), profile.to_json()).unwrap();
 
+    let live_only = std::env::args().any(|a| a == "--live-only");
     println!("bench: {DEFAULT_KERNEL}, standard scenario, 1 GiB guest, TCG");
     let mut guest = lab
         .boot(
@@ -111,13 +113,26 @@ fn main() {
             ..QemuOptions::default()
         };
         let live = QemuLive::connect(guest.qmp_socket(), &opts).expect("live, process");
+        let before = live.process_read_stats().unwrap_or_default();
         let (pkept, pfresh, n) = live_walks(&live, profile.clone(), 1000);
+        let after = live.process_read_stats().unwrap_or_default();
         println!(
-            "live walk through the QEMU process, {n} processes: {pkept:.1?} (caches kept, {:.2}x the RAM file), {pfresh:.1?} (invalidated as each scan does, {:.2}x) [target <= 2x invalidated]",
+            "live walk through the QEMU process, {n} processes: {pkept:.1?} (caches kept, {:.2}x the RAM file), {pfresh:.1?} (invalidated as each scan does, {:.2}x) [target <= 2x invalidated]; per invalidated walk {:.1} system calls, {:.0} reads, {:.0} pages read back in {:.0} ranges of {:.1} KiB taking {:.1?}",
             pkept.as_secs_f64() / kept.as_secs_f64(),
-            pfresh.as_secs_f64() / fresh.as_secs_f64()
+            pfresh.as_secs_f64() / fresh.as_secs_f64(),
+            (after.calls - before.calls) as f64 / 1000.0,
+            (after.reads - before.reads) as f64 / 2000.0,
+            (after.read_back - before.read_back) as f64 / 1000.0,
+            (after.ranges - before.ranges) as f64 / 1000.0,
+            (after.bytes - before.bytes) as f64 / 1024.0 / 1000.0,
+            (after.read_back_time - before.read_back_time) / 1000,
         );
         live.pause().expect("pause");
+    }
+    if live_only {
+        guest.resume().expect("resume");
+        guest.shutdown().expect("shutdown");
+        return;
     }
     let dump = dir.path().join("guest.elf");
     guest.dump_elf(&dump).expect("dump");

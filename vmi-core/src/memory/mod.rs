@@ -45,8 +45,8 @@ pub use lime::LimeImage;
 pub use mock::MockMemory;
 pub use monitor::Monitor;
 pub use qemu::{
-    parse_info_registers, parse_mtree, Backend, CommandLine, CommandLineError, QemuLive,
-    QemuOptions, RamRegion,
+    parse_info_registers, parse_mtree, Backend, CommandLine, CommandLineError, ProcessReadStats,
+    QemuLive, QemuOptions, RamRegion,
 };
 pub use raw::RawImage;
 pub use xen::{

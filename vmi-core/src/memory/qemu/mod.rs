@@ -45,10 +45,12 @@ use crate::memory::{PauseResume, PhysRange, PhysicalMemory, VcpuRegisters};
 
 mod cmdline;
 mod hmp;
+mod pages;
 mod process;
 
 pub use cmdline::{Backend, CommandLine, CommandLineError};
 pub use hmp::{parse_info_registers, parse_mtree};
+pub use pages::Stats as ProcessReadStats;
 use process::{BlockHint, ProcessRam};
 
 /// How to attach to a live QEMU guest.
@@ -437,6 +439,14 @@ impl QemuLive {
         match &self.ram {
             Ram::File(f) => Some(f.path()),
             Ram::Process(_) => None,
+        }
+    }
+
+    /// Reads and system calls so far, when RAM is read through the QEMU process.
+    pub fn process_read_stats(&self) -> Option<ProcessReadStats> {
+        match &self.ram {
+            Ram::File(_) => None,
+            Ram::Process(p) => Some(p.stats()),
         }
     }
 

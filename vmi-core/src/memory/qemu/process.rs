@@ -8,8 +8,8 @@
 use std::io;
 use std::path::PathBuf;
 use std::sync::Mutex;
-use std::time::{Duration, Instant};
 
+use super::pages::{Fetch, Pages, Stats};
 use crate::error::Error;
 
 /// Most lines read from `/proc/PID/maps` (a QEMU process has a few thousand).
@@ -175,23 +175,6 @@ pub fn candidates(vmas: &[Vma], hint: &BlockHint) -> Vec<(u64, u64)> {
         .collect()
 }
 
-/// Bytes read from the process at once: a walk touches many fields of few objects, and
-/// one system call for 16 KiB costs little more than one for 8 bytes.
-const CHUNK: u64 = 16 << 10;
-/// Chunks kept (direct-mapped by chunk number): at most 4 MiB.
-const SLOTS: usize = 256;
-/// How long a kept chunk is used: well beyond one walk, well below a scan interval, so
-/// a reader that forgets to [`ProcessRam::invalidate`] still sees the guest move on.
-const FRESH: Duration = Duration::from_millis(20);
-
-/// A chunk kept from an earlier read.
-#[derive(Debug)]
-struct Slot {
-    chunk: u64,
-    read_at: Instant,
-    bytes: Vec<u8>,
-}
-
 /// A RAM block in a running QEMU process.
 #[derive(Debug)]
 pub struct ProcessRam {
@@ -201,8 +184,8 @@ pub struct ProcessRam {
     /// The process's start time (`/proc/PID/stat` field 22): a pid reused by another
     /// process is not mistaken for QEMU.
     start_time: u64,
-    /// Recently read chunks, until [`ProcessRam::invalidate`] or [`FRESH`] runs out.
-    slots: Mutex<Vec<Option<Slot>>>,
+    /// Recently read pages, until [`ProcessRam::invalidate`] (or 20 ms).
+    pages: Mutex<Pages>,
 }
 
 fn proc_path(pid: i32, what: &str) -> PathBuf {
@@ -290,65 +273,29 @@ impl ProcessRam {
             base,
             len,
             start_time,
-            slots: Mutex::new(Vec::new()),
+            pages: Mutex::new(Pages::new()),
         }
     }
 
-    /// Forget the kept chunks: the next read sees the guest as it is now.
+    /// Forget the kept pages: the next read sees the guest as it is now (and reads
+    /// back at once the pages the reads since the last invalidate used).
     pub fn invalidate(&self) {
-        if let Ok(mut s) = self.slots.lock() {
-            s.clear();
+        if let Ok(mut p) = self.pages.lock() {
+            p.invalidate();
         }
     }
 
-    /// Copy `buf.len()` bytes from offset `off` of the block, through the kept chunks.
+    /// Copy `buf.len()` bytes from offset `off` of the block, through the kept pages.
     pub fn read(&self, off: u64, buf: &mut [u8]) -> io::Result<()> {
-        let end = off.checked_add(buf.len() as u64);
-        if end.is_none_or(|e| e > self.len) {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidInput,
-                "read past the RAM block",
-            ));
+        match self.pages.lock() {
+            Ok(mut p) => p.read(self, off, buf),
+            Err(_) => self.copy_out(off, buf),
         }
-        let Ok(mut slots) = self.slots.lock() else {
-            return self.copy_out(off, buf);
-        };
-        if slots.is_empty() {
-            slots.resize_with(SLOTS, || None);
-        }
-        let mut done = 0usize;
-        while done < buf.len() {
-            let at = off + done as u64;
-            let chunk = at / CHUNK;
-            let slot = &mut slots[(chunk % SLOTS as u64) as usize];
-            let fresh = slot
-                .as_ref()
-                .is_some_and(|s| s.chunk == chunk && s.read_at.elapsed() < FRESH);
-            if !fresh {
-                let start = chunk * CHUNK;
-                let len = CHUNK.min(self.len - start) as usize;
-                let mut bytes = match slot.take() {
-                    Some(s) => s.bytes,
-                    None => Vec::new(),
-                };
-                bytes.resize(len, 0);
-                let read_at = Instant::now();
-                self.copy_out(start, &mut bytes)?;
-                *slot = Some(Slot {
-                    chunk,
-                    read_at,
-                    bytes,
-                });
-            }
-            let Some(s) = slot.as_ref() else {
-                return self.copy_out(off, buf);
-            };
-            let from = (at - chunk * CHUNK) as usize;
-            let n = (s.bytes.len() - from).min(buf.len() - done);
-            buf[done..done + n].copy_from_slice(&s.bytes[from..from + n]);
-            done += n;
-        }
-        Ok(())
+    }
+
+    /// Reads and system calls so far.
+    pub fn stats(&self) -> Stats {
+        self.pages.lock().map(|p| p.stats()).unwrap_or_default()
     }
 
     /// The block's size.
@@ -417,8 +364,54 @@ impl ProcessRam {
     }
 }
 
+impl Fetch for ProcessRam {
+    fn len(&self) -> u64 {
+        self.len
+    }
+
+    fn read_vectored(&self, parts: &mut [(u64, &mut [u8])]) -> io::Result<usize> {
+        let mut local = Vec::with_capacity(parts.len());
+        let mut remote = Vec::with_capacity(parts.len());
+        for (off, buf) in parts.iter_mut() {
+            let end = off.checked_add(buf.len() as u64);
+            if end.is_none_or(|e| e > self.len) {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    "read past the RAM block",
+                ));
+            }
+            local.push(libc::iovec {
+                iov_base: buf.as_mut_ptr().cast(),
+                iov_len: buf.len(),
+            });
+            remote.push(libc::iovec {
+                iov_base: (self.base + *off) as *mut libc::c_void,
+                iov_len: buf.len(),
+            });
+        }
+        // SAFETY: each `local` entry describes one of the exclusively borrowed buffers
+        // of `parts`; `remote` holds addresses in another process, which the kernel
+        // checks (a bad one is EFAULT or a short count, never a fault here).
+        let n = unsafe {
+            libc::process_vm_readv(
+                self.pid,
+                local.as_ptr(),
+                local.len() as libc::c_ulong,
+                remote.as_ptr(),
+                remote.len() as libc::c_ulong,
+                0,
+            )
+        };
+        if n < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(n as usize)
+    }
+}
+
 #[cfg(test)]
 mod tests {
+    use super::super::pages::PAGE;
     use super::*;
 
     const MAPS: &str = "\
@@ -510,8 +503,8 @@ garbage line
     }
 
     #[test]
-    fn kept_chunks_until_invalidated() {
-        let mut data = vec![7u8; 3 * CHUNK as usize];
+    fn kept_pages_until_invalidated() {
+        let mut data = vec![7u8; 12 * PAGE as usize];
         let me = std::process::id() as i32;
         let ram = ProcessRam::new(
             me,
@@ -521,15 +514,15 @@ garbage line
         );
         let mut b = vec![0u8; 100];
         // across a chunk boundary
-        ram.read(CHUNK - 50, &mut b).unwrap();
+        ram.read(4 * PAGE - 50, &mut b).unwrap();
         assert!(b.iter().all(|&x| x == 7));
         // the process changes its memory: after invalidate the read sees it
-        data[CHUNK as usize] = 9;
+        data[4 * PAGE as usize] = 9;
         std::hint::black_box(&data);
         ram.invalidate();
-        ram.read(CHUNK, &mut b[..1]).unwrap();
+        ram.read(4 * PAGE, &mut b[..1]).unwrap();
         assert_eq!(b[0], 9);
-        assert!(ram.read(3 * CHUNK - 10, &mut b[..20]).is_err());
+        assert!(ram.read(12 * PAGE - 10, &mut b[..20]).is_err());
         let mut all = vec![0u8; data.len()];
         ram.read(0, &mut all).unwrap();
         assert_eq!(all, data);
