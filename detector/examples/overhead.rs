@@ -223,6 +223,9 @@ struct Args {
     out: PathBuf,
     /// Run the workload in a Xen domU and the detector in dom0 (`xen.rs`).
     xen: bool,
+    /// Run the guest as a libvirt domain (a private libvirtd owns its monitor) and read
+    /// it with `--libvirt NAME`: RAM through the QEMU process.
+    libvirt: bool,
     /// Introspection rates (Hz).
     rates: Vec<u32>,
     /// The modes measured (all but the baseline by default).
@@ -236,6 +239,7 @@ fn args() -> Args {
         round_secs: 1.0,
         out: PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../docs")),
         xen: false,
+        libvirt: false,
         rates: Vec::new(),
         modes: vec![Mode::Watch, Mode::WatchPause, Mode::PsPerTick],
     };
@@ -243,6 +247,10 @@ fn args() -> Args {
     while let Some(k) = it.next() {
         if k == "--xen" {
             a.xen = true;
+            continue;
+        }
+        if k == "--libvirt" {
+            a.libvirt = true;
             continue;
         }
         let v = it.next().unwrap_or_else(|| panic!("{k} needs a value"));
@@ -271,7 +279,7 @@ fn args() -> Args {
                     .collect()
             }
             _ => panic!(
-                "unknown option {k} (--xen, --repeats, --rounds, --round-secs, --rates, --modes, --out)"
+                "unknown option {k} (--xen, --libvirt, --repeats, --rounds, --round-secs, --rates, --modes, --out)"
             ),
         }
     }
@@ -655,6 +663,13 @@ impl Shell for Guest {
     }
 }
 
+impl Shell for vmi_lab::ExternalGuest {
+    fn run(&mut self, command: &str) -> ShellOutput {
+        self.sh(command)
+            .unwrap_or_else(|e| panic!("{command}: {e}"))
+    }
+}
+
 impl Shell for vmi_lab::XenDomu {
     fn run(&mut self, command: &str) -> ShellOutput {
         self.sh(command)
@@ -800,8 +815,14 @@ fn thread_named(pid: u32, name: &str) -> Option<u32> {
         .ok()
 }
 
-fn run(guest: &mut Guest, env: &Env, cfg: Config, rounds: usize, iters: u64) -> Run {
-    let qemu = guest.pid().expect("qemu pid");
+fn run(
+    guest: &mut impl Shell,
+    qemu: u32,
+    env: &Env,
+    cfg: Config,
+    rounds: usize,
+    iters: u64,
+) -> Run {
     let side = start(env, cfg);
     let c0 = side_cpu(&side);
     let probe = HostProbe::start(qemu, vcpu_tid(qemu).expect("QEMU's vCPU thread"));
@@ -868,6 +889,8 @@ fn main() {
     let a = args();
     if a.xen {
         xen::main(&a);
+    } else if a.libvirt {
+        libvirt_main(&a);
     } else {
         qemu_main(&a);
     }
@@ -922,7 +945,74 @@ fn qemu_main(a: &Args) {
         },
         profiles,
     };
-    let session = Session::new(&mut guest, a.round_secs);
+    let qemu = guest.pid().expect("qemu pid");
+    let doc = measure(a, &mut guest, qemu, &env, &opts, "");
+    drop(guest);
+    write_doc(&venv, &a.out, "overhead", &doc);
+}
+
+/// The same as [`qemu_main`] with the guest run as a libvirt domain by a private
+/// libvirtd, read with `--libvirt NAME` (RAM through the QEMU process, the monitor
+/// through libvirt); writes `overhead-libvirt.json` and `.png`.
+fn libvirt_main(a: &Args) {
+    let lab = Lab::open_default().expect("lab");
+    let venv = Venv::ensure(lab.cache(), &["matplotlib==3.9.2"]).expect("matplotlib venv");
+    let dir = tempfile::tempdir().expect("tempdir");
+    copy_detector(dir.path());
+    let profiles = dir.path().join("profiles");
+    std::fs::create_dir_all(&profiles).unwrap();
+    std::fs::write(profiles.join("6.1.json"), default_profile(&lab)).unwrap();
+
+    let opts = BootOptions::default();
+    let mut guest = lab
+        .external_guest(DEFAULT_KERNEL, &workload_scenario(), &opts)
+        .expect("boot files");
+    let mut daemon = vmi_lab::libvirt::Libvirtd::start().expect("libvirtd");
+    let name = "vmi-overhead";
+    daemon
+        .define(name, &guest, opts.memory_mib)
+        .unwrap_or_else(|e| panic!("{e}\n{}", daemon.log()));
+    daemon
+        .virsh(&["start", name])
+        .unwrap_or_else(|e| panic!("{e}\n{}", daemon.log()));
+    guest
+        .accept(Duration::from_secs(900))
+        .unwrap_or_else(|e| panic!("{e}\n{}", daemon.log()));
+    let qemu = match daemon.qemu_pids().as_slice() {
+        [pid] => *pid as u32,
+        other => panic!("the domain's QEMU: {other:?}"),
+    };
+    let env = Env {
+        spec: SourceSpec::Libvirt {
+            name: name.into(),
+            uri: daemon.uri().into(),
+        },
+        profiles,
+    };
+    let doc = measure(
+        a,
+        &mut guest,
+        qemu,
+        &env,
+        &opts,
+        " (libvirt domain: RAM read through the QEMU process, the monitor through libvirt)",
+    );
+    drop(daemon);
+    drop(guest);
+    write_doc(&venv, &a.out, "overhead-libvirt", &doc);
+}
+
+/// Calibrate, run the blocks and the scan latencies on `guest` (QEMU process `qemu`)
+/// read as `env` says; the JSON document. `how`: what is particular to the guest.
+fn measure(
+    a: &Args,
+    guest: &mut impl Shell,
+    qemu: u32,
+    env: &Env,
+    opts: &BootOptions,
+    how: &str,
+) -> Value {
+    let session = Session::new(guest, a.round_secs);
     let iters = session.iters;
     println!(
         "bench: {DEFAULT_KERNEL}, {} MiB, {} vCPU, TCG; guest {:.1} M iterations/s; runs of {} rounds x {} iterations; {} blocks; load average {}",
@@ -937,20 +1027,18 @@ fn qemu_main(a: &Args) {
 
     let configs = configs(&a.modes, &a.rates);
     let b = blocks(&configs, a.repeats, |cfg| {
-        run(&mut guest, &env, cfg, a.rounds, iters)
+        run(guest, qemu, env, cfg, a.rounds, iters)
     });
     // scan latency of watch's own tick
-    let lat = watch_latencies(&mut guest, |pause| watch_latency(&env, pause, 10, 200));
+    let lat = watch_latencies(guest, |pause| watch_latency(env, pause, 10, 200));
     let source = "Watcher::tick timed in-process, 200 ticks at 10 Hz, workload running";
-    let doc = session.doc(a, &b, [&lat[0], &lat[1]], source, json!({
+    session.doc(a, &b, [&lat[0], &lat[1]], source, json!({
         "what": "guest slowdown under continuous introspection (issue 7)",
         "command": command_line(),
         "guest": {"memory_mib": opts.memory_mib, "vcpus": opts.cpus, "accel": opts.accel,
-                  "scenario": "standard + lab-churn (20 short-lived processes/s)"},
+                  "scenario": format!("standard + lab-churn (20 short-lived processes/s){how}")},
         "method": format!("{METHOD}; without vCPU run-queue wait = work / (host time - the time QEMU's vCPU thread waited for a host core, from its schedstat): blind to cores taken from the vCPU by other users of the machine or by the detector (whose CPU is reported), it keeps pauses and slower guest execution; per vCPU run-second = work / the vCPU thread's run time: only slower guest execution"),
-    }));
-    drop(guest);
-    write_doc(&venv, &a.out, "overhead", &doc);
+    }))
 }
 
 /// How every benchmark's figures are made (the JSON's `method`, with what is particular

@@ -102,6 +102,9 @@ pub enum Error {
     /// The scenario cannot be built (a bad name, a missing file).
     #[error("scenario: {0}")]
     Scenario(String),
+    /// The lab's libvirtd or virsh failed; the message carries what they said.
+    #[error("libvirt: {0}")]
+    Libvirt(String),
     /// The Xen rig (Xen and dom0 in QEMU, its domUs) failed; the message carries the
     /// console lines that say why.
     #[error("Xen rig: {0}")]

@@ -11,6 +11,8 @@
 //!   report its [`GroundTruth`] on the lab channel, and exposes QMP, the RAM file and its
 //!   memory map, dumps (ELF, raw, LiME), pause/resume and shutdown. Dropping it kills QEMU.
 //! - [`build::kernel_module`] builds out-of-tree C modules against a kernel's headers.
+//! - [`libvirt::Libvirtd`] runs a private libvirtd whose domains boot lab guests
+//!   ([`ExternalGuest`]).
 //! - [`XenRig`] boots Debian's Xen 4.17 with a dom0 toolstack in QEMU and starts domUs
 //!   ([`DomuSpec`]: PVH or PV) that run scenarios and report their ground truth
 //!   ([`XenDomu`]); host programs run in dom0 ([`xen`]).
@@ -26,6 +28,7 @@ pub mod cpio;
 pub mod error;
 pub mod external;
 pub mod guest;
+pub mod libvirt;
 pub mod prepare;
 pub mod python;
 pub mod qmp;
