@@ -32,8 +32,12 @@ pub fn state_letter(state: u32, exit_state: u32) -> char {
 pub fn identify_json(t: &Target) -> Value {
     let p = t.profile();
     let place = t.kernel.placement();
+    let mut source = json!({ "kind": t.kind.name(), "path": t.path.display().to_string() });
+    if let Some(ram) = t.ram_access() {
+        source["ram"] = json!(ram);
+    }
     json!({
-        "source": { "kind": t.kind.name(), "path": t.path.display().to_string() },
+        "source": source,
         "banner": p.kernel.banner.trim_end(),
         "release": p.kernel.release,
         "profile": {
@@ -66,6 +70,9 @@ pub fn identify_text(t: &Target) -> String {
     let place = t.kernel.placement();
     let mut s = String::new();
     let _ = writeln!(s, "source          {} {}", t.kind.name(), t.path.display());
+    if let Some(ram) = t.ram_access() {
+        let _ = writeln!(s, "ram             {ram}");
+    }
     let _ = writeln!(
         s,
         "banner          {}",

@@ -233,6 +233,12 @@ fn all_registers<R: VcpuRegisters + ?Sized>(src: &R) -> Vec<Registers> {
 }
 
 impl Target {
+    /// How a live QEMU guest's RAM is read (a file mapped, a memfd mapped, or copies
+    /// through the QEMU process); `None` for other sources.
+    pub fn ram_access(&self) -> Option<String> {
+        self.live.as_ref().map(|l| l.ram_access())
+    }
+
     /// Open the source, pick the profile and find the kernel.
     pub fn open(source: &SourceSpec, profiles: &ProfileSpec) -> Result<Target, DetectorError> {
         let mut warnings = Vec::new();

@@ -91,6 +91,10 @@ fn clean_guest(kernel: &str, ram: RamBacking, machine: &str, mib: u32) -> Vec<St
     if bare.pid() != Some(pid) || monitored.ram_path().is_some() {
         problems.push(format!("{label}: not read through the QEMU process"));
     }
+    // anonymous memory cannot be mapped from another process: it is copied
+    if !bare.ram_access().contains("process_vm_readv") {
+        problems.push(format!("{label}: RAM read as {}", bare.ram_access()));
+    }
     drop(monitored);
 
     guest.pause().expect("pause");
@@ -173,7 +177,8 @@ fn default_ram_pc_4g_6_12() {
 }
 
 /// A memfd guest (libvirt's `<source type='memfd'/>`) with test rootkits loaded, read by
-/// pid alone: `check` reports them, and `watch` reports a process that starts.
+/// pid alone (the memfd mapped here through `/proc/PID/map_files`): `check` reports
+/// them, and `watch` reports a process that starts.
 #[test]
 fn memfd_guest_hooked_and_watched_by_pid() {
     let kernel = "6.1.0-56-amd64";
@@ -191,6 +196,16 @@ fn memfd_guest_hooked_and_watched_by_pid() {
     common::load_rootkits(&mut |line| guest.sh(line), hideme);
     guest.release_qmp();
     let source = vec!["--qemu-pid".to_string(), guest.pid().unwrap().to_string()];
+    // QEMU maps a memfd backend shared and sealed: it is mapped here as well, and read
+    // as a RAM file is
+    let run = detector(&source, profiles.path(), &["--json", "identify"]);
+    let id: Value = serde_json::from_str(&run.stdout).expect("identify JSON");
+    let ram = id["source"]["ram"].as_str().unwrap_or_default();
+    assert!(
+        ram.starts_with("memfd of QEMU process") && ram.ends_with("mapped"),
+        "RAM read as {ram:?}: {}",
+        run.stderr
+    );
     let run = detector(&source, profiles.path(), &["--json", "check"]);
     common::assert_rootkits_found(&run, hideme);
 

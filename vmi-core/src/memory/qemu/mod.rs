@@ -442,6 +442,18 @@ impl QemuLive {
         }
     }
 
+    /// How guest RAM is read, for the reader: the RAM file, the QEMU process's memfd
+    /// mapped here, or copies through the QEMU process.
+    pub fn ram_access(&self) -> String {
+        match &self.ram {
+            Ram::File(f) => format!("mapped file {}", f.path().display()),
+            Ram::Process(p) if p.is_mapped() => {
+                format!("memfd of QEMU process {}, mapped", p.pid())
+            }
+            Ram::Process(p) => format!("copied from QEMU process {} (process_vm_readv)", p.pid()),
+        }
+    }
+
     /// Reads and system calls so far, when RAM is read through the QEMU process.
     pub fn process_read_stats(&self) -> Option<ProcessReadStats> {
         match &self.ram {

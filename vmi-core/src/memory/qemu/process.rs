@@ -1,9 +1,11 @@
 //! Guest RAM read from the QEMU process's own address space, for guests whose RAM no
 //! shared file holds: anonymous memory (QEMU's default), `memory-backend-ram`, memfd,
 //! hugepages, a file mapped privately. The RAM block is found in `/proc/PID/maps` by
-//! its size (and its name where the mapping has one); bytes are copied with
-//! `process_vm_readv`, which needs the right to trace the process (root, or
-//! CAP_SYS_PTRACE).
+//! its size (and its name where the mapping has one). A block QEMU maps shared from a
+//! sealed memfd (`memory-backend-memfd`, libvirt's `<source type='memfd'/>`) is mapped
+//! here too, through `/proc/PID/map_files` (root), and read as the RAM file is; any
+//! other is copied with `process_vm_readv`, which needs the right to trace the process
+//! (root, or CAP_SYS_PTRACE).
 
 use std::io;
 use std::path::PathBuf;
@@ -24,6 +26,8 @@ pub struct Vma {
     pub end: u64,
     /// `rw-p`, `r-xp`, ...
     pub perms: String,
+    /// The offset in the mapped file.
+    pub offset: u64,
     /// The path column (empty for anonymous memory).
     pub path: String,
 }
@@ -46,14 +50,16 @@ pub fn parse_maps(text: &str) -> Vec<Vma> {
             let start = u64::from_str_radix(a, 16).ok()?;
             let end = u64::from_str_radix(b, 16).ok()?;
             let perms = f.next()?.to_string();
+            let offset = u64::from_str_radix(f.next()?, 16).ok()?;
             let path = f
-                .nth(3)
+                .nth(2)
                 .map(|p| p.trim_start().to_string())
                 .unwrap_or_default();
             (start < end).then_some(Vma {
                 start,
                 end,
                 perms,
+                offset,
                 path,
             })
         })
@@ -186,6 +192,8 @@ pub struct ProcessRam {
     start_time: u64,
     /// Recently read pages, until [`ProcessRam::invalidate`] (or 20 ms).
     pages: Mutex<Pages>,
+    /// The block mapped here, when QEMU maps it shared from a sealed memfd.
+    mapped: Option<memmap2::Mmap>,
 }
 
 fn proc_path(pid: i32, what: &str) -> PathBuf {
@@ -242,7 +250,7 @@ impl ProcessRam {
             [one] => {
                 let r = ram(*one);
                 r.check_readable()?;
-                Ok(r)
+                Ok(r.map_shared(&vmas))
             }
             many => {
                 let mut matching = Vec::new();
@@ -254,7 +262,7 @@ impl ProcessRam {
                     }
                 }
                 if matching.len() == 1 {
-                    Ok(matching.remove(0))
+                    Ok(matching.remove(0).map_shared(&vmas))
                 } else {
                     Err(Error::Qemu(format!(
                         "QEMU process {pid} maps {} regions of the size of its RAM block {:?} and {} of them hold the guest's RAM; give the QMP socket to tell them apart",
@@ -274,7 +282,58 @@ impl ProcessRam {
             len,
             start_time,
             pages: Mutex::new(Pages::new()),
+            mapped: None,
         }
+    }
+
+    /// The same block, mapped here when QEMU maps it shared (`rw-s`) from a memfd sealed
+    /// against shrinking, in one mapping: then reads cost what the RAM file's do. Any
+    /// other block (anonymous memory, a private or unsealed mapping), or a mapping the
+    /// kernel refuses (`/proc/PID/map_files` needs CAP_SYS_ADMIN), is read through the
+    /// process as before.
+    fn map_shared(mut self, vmas: &[Vma]) -> ProcessRam {
+        let Some(v) = vmas
+            .iter()
+            .find(|v| v.start <= self.base && self.base + self.len <= v.end)
+        else {
+            return self;
+        };
+        if !v.perms.starts_with("rw-s") || !v.path.starts_with("/memfd:") {
+            return self;
+        }
+        let link = proc_path(self.pid, &format!("map_files/{:x}-{:x}", v.start, v.end));
+        let Ok(file) = std::fs::File::open(&link) else {
+            return self;
+        };
+        // SAFETY: fcntl(F_GET_SEALS) on a descriptor we own.
+        let seals =
+            unsafe { libc::fcntl(std::os::fd::AsRawFd::as_raw_fd(&file), libc::F_GET_SEALS) };
+        let offset = v.offset + (self.base - v.start);
+        let size = file.metadata().map(|m| m.len()).unwrap_or(0);
+        if seals < 0
+            || seals & libc::F_SEAL_SHRINK == 0
+            || offset.checked_add(self.len).is_none_or(|e| e > size)
+        {
+            return self;
+        }
+        // SAFETY: a read-only shared mapping of a memfd sealed against shrinking, inside
+        // its size (checked above): no access can raise SIGBUS. QEMU writes it while the
+        // guest runs; reads copy bytes out through raw pointers only.
+        let map = unsafe {
+            memmap2::MmapOptions::new()
+                .offset(offset)
+                .len(self.len as usize)
+                .map(&file)
+        };
+        if let Ok(map) = map {
+            self.mapped = Some(map);
+        }
+        self
+    }
+
+    /// True when the block is mapped here rather than read through the process.
+    pub fn is_mapped(&self) -> bool {
+        self.mapped.is_some()
     }
 
     /// Forget the kept pages: the next read sees the guest as it is now (and reads
@@ -287,6 +346,27 @@ impl ProcessRam {
 
     /// Copy `buf.len()` bytes from offset `off` of the block, through the kept pages.
     pub fn read(&self, off: u64, buf: &mut [u8]) -> io::Result<()> {
+        if let Some(map) = &self.mapped {
+            let end = off.checked_add(buf.len() as u64);
+            if end.is_none_or(|e| e > self.len) {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    "read past the RAM block",
+                ));
+            }
+            // SAFETY: off..off+len is inside the mapping (checked above, the mapping is
+            // `len` bytes); the destination is exclusively borrowed. QEMU writes the
+            // memory while the guest runs: bytes are copied, never referenced, and the
+            // memfd is sealed against shrinking, so no access can fault.
+            unsafe {
+                std::ptr::copy_nonoverlapping(
+                    map.as_ptr().add(off as usize),
+                    buf.as_mut_ptr(),
+                    buf.len(),
+                );
+            }
+            return Ok(());
+        }
         match self.pages.lock() {
             Ok(mut p) => p.read(self, off, buf),
             Err(_) => self.copy_out(off, buf),
@@ -545,5 +625,73 @@ garbage line
         assert!(ram.alive().is_ok());
         let gone = ProcessRam::new(me, ram.base, ram.len, 1);
         assert!(gone.alive().is_err());
+    }
+
+    #[test]
+    fn a_sealed_shared_memfd_is_mapped_and_anything_else_copied() {
+        let len = 64 * PAGE as usize;
+        let me = std::process::id() as i32;
+        // SAFETY: plain system calls on a memfd this test owns; the mapping is used only
+        // through `block` below and unmapped at the end.
+        let (fd, block) = unsafe {
+            let fd = libc::memfd_create(c"pc.ram".as_ptr(), libc::MFD_ALLOW_SEALING);
+            assert!(fd >= 0);
+            assert_eq!(libc::ftruncate(fd, len as i64), 0);
+            let p = libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED,
+                fd,
+                0,
+            );
+            assert_ne!(p, libc::MAP_FAILED);
+            (fd, std::slice::from_raw_parts_mut(p.cast::<u8>(), len))
+        };
+        block[5 * PAGE as usize] = 42;
+        let maps = || parse_maps(&std::fs::read_to_string("/proc/self/maps").unwrap());
+        let ram = |maps: &[Vma]| {
+            ProcessRam::new(
+                me,
+                block.as_ptr() as u64,
+                len as u64,
+                start_time(me).unwrap(),
+            )
+            .map_shared(maps)
+        };
+        // not sealed: copied through the process
+        let unsealed = ram(&maps());
+        assert!(!unsealed.is_mapped());
+        // sealed against shrinking: mapped, where /proc/PID/map_files may be opened
+        // (CAP_SYS_ADMIN), else copied as well
+        // SAFETY: fcntl on the memfd above.
+        assert_eq!(
+            unsafe { libc::fcntl(fd, libc::F_ADD_SEALS, libc::F_SEAL_SHRINK) },
+            0
+        );
+        let sealed = ram(&maps());
+        let may_map = std::fs::File::open(format!(
+            "/proc/self/map_files/{:x}-{:x}",
+            block.as_ptr() as u64,
+            block.as_ptr() as u64 + len as u64
+        ))
+        .is_ok();
+        assert_eq!(sealed.is_mapped(), may_map);
+        for r in [&unsealed, &sealed] {
+            let mut b = [0u8; 2];
+            r.read(5 * PAGE - 1, &mut b).unwrap();
+            assert_eq!(b, [0, 42]);
+            assert!(r.read(len as u64 - 1, &mut b).is_err());
+        }
+        // the mapping follows the writer
+        block[7] = 9;
+        let mut b = [0u8; 1];
+        sealed.read(7, &mut b).unwrap();
+        assert_eq!(b[0], 9);
+        // SAFETY: the mapping and descriptor made above, no longer used.
+        unsafe {
+            libc::munmap(block.as_mut_ptr().cast(), len);
+            libc::close(fd);
+        }
     }
 }
