@@ -10,6 +10,9 @@
 # --xen: the same on the lab's Xen rig (Xen 4.17 in QEMU, 2 emulated CPUs: dom0 on one,
 # a PVH domU with the workload on the other), the detector in dom0; --rates 1,10 by
 # default; writes docs/overhead-xen.json and docs/overhead-xen.png.
+# --libvirt: the guest runs as a domain of a private libvirtd (its monitor owned by
+# libvirtd) and watch reads it with --libvirt NAME (RAM through the QEMU process);
+# writes docs/overhead-libvirt.json and .png.
 # --rates HZ,HZ,...: the introspection rates (default 1,10,100).
 # --modes M,M,...: the modes measured (watch, watch-pause, ps-per-tick; default all):
 # e.g. --modes watch --rates 1,10 --repeats 30 --out DIR for the goal's two figures
