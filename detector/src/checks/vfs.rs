@@ -20,6 +20,12 @@
 //!
 //! Severity as the other hook checks: medium when everything foreign is a listed
 //! module's, high otherwise, and high for a procfs root on another table.
+//!
+//! One table outside the kernel is the kernel's own: debugfs (before 6.13) gives each
+//! open file a `file_operations` it allocates (`debugfs_full_proxy_open`) whose members
+//! are all its `full_proxy_*` functions. A heap table used only as `f_op` of open
+//! debugfs files, every member a `full_proxy_*` function at its entry, is not
+//! reported (the functions it forwards to are the file's own table, not read here).
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -59,6 +65,8 @@ struct Use {
     module: Option<String>,
     /// The kernel table this pointer must be.
     expect: Option<(&'static str, Va)>,
+    /// The file system's type (`proc`, `debugfs`, ...; guest bytes).
+    fs_type: Option<Vec<u8>>,
 }
 
 /// Run the check.
@@ -108,6 +116,7 @@ pub fn run<M: PhysicalMemory>(scan: &Scan<'_, M>) -> Result<Vec<Finding>, CheckF
                     slot,
                     module: module_name(m.fs.owner),
                     expect,
+                    fs_type: Some(m.fs.fs_type.clone()),
                 },
             );
         }
@@ -119,6 +128,7 @@ pub fn run<M: PhysicalMemory>(scan: &Scan<'_, M>) -> Result<Vec<Finding>, CheckF
         })?;
         for f in files {
             let module = f.fs.as_ref().and_then(|fs: &FsInfo| module_name(fs.owner));
+            let fs_type = f.fs.as_ref().map(|fs| fs.fs_type.clone());
             for &(slot, at) in &f.ops {
                 add(
                     slot,
@@ -128,6 +138,7 @@ pub fn run<M: PhysicalMemory>(scan: &Scan<'_, M>) -> Result<Vec<Finding>, CheckF
                         slot,
                         module: module.clone(),
                         expect: None,
+                        fs_type: fs_type.clone(),
                     },
                 );
             }
@@ -200,6 +211,21 @@ fn judge<M: PhysicalMemory>(
         .collect();
     if !misplaced && foreign.is_empty() && mismatched.is_empty() {
         return Ok(None);
+    }
+    if misplaced
+        && location == Owner::Unknown
+        && foreign.is_empty()
+        && mismatched.is_empty()
+        && ty == Slot::FOp.table_type()
+    {
+        let names: Vec<Option<String>> = table
+            .fns
+            .iter()
+            .map(|(_, v)| scan.function_name(*v))
+            .collect();
+        if debugfs_proxy(uses, &names) {
+            return Ok(None);
+        }
     }
 
     let slots: BTreeSet<&str> = uses.iter().map(|u| u.slot.name()).collect();
@@ -299,6 +325,24 @@ fn judge<M: PhysicalMemory>(
         f = f.text("fs_type", fs.clone());
     }
     Ok(Some(f))
+}
+
+/// True for debugfs's own proxy table: used only as `f_op` of open files on debugfs,
+/// with members (named `names`, in kernel text) that are all `full_proxy_*` functions
+/// at their entry.
+fn debugfs_proxy(uses: &[Use], names: &[Option<String>]) -> bool {
+    !uses.is_empty()
+        && uses.iter().all(|u| {
+            matches!(u.place, Place::File { .. })
+                && u.slot == Slot::FOp
+                && u.fs_type.as_deref() == Some(b"debugfs".as_slice())
+        })
+        && !names.is_empty()
+        && names.iter().all(|n| {
+            n.as_deref()
+                .and_then(|n| n.strip_suffix("+0x0"))
+                .is_some_and(|f| f.starts_with("full_proxy_"))
+        })
 }
 
 /// A place as a reader wants it: the mount point of a mount, the path of a file.
@@ -464,5 +508,47 @@ mod tests {
             CHECK,
             CheckFailure::Kernel(vmi_core::kernel::KernelError::Cycle { .. })
         );
+    }
+
+    #[test]
+    fn debugfs_s_own_proxy_table_only() {
+        use super::{debugfs_proxy, Place, Slot, Use};
+        let file = |fs: &[u8], slot: Slot| Use {
+            place: Place::File {
+                pid: 127,
+                comm: "sleep".into(),
+                fd: 0,
+                file: Va(0xffff_8880_0100_0000),
+            },
+            slot,
+            module: None,
+            expect: None,
+            fs_type: Some(fs.to_vec()),
+        };
+        let proxy = |n: &[&str]| n.iter().map(|s| Some(s.to_string())).collect::<Vec<_>>();
+        let members = proxy(&["full_proxy_read+0x0", "full_proxy_release+0x0"]);
+        assert!(debugfs_proxy(&[file(b"debugfs", Slot::FOp)], &members));
+        // not debugfs, not a file's f_op, not only proxy functions, not at their entry,
+        // a member without a name, no members, no uses
+        assert!(!debugfs_proxy(&[file(b"proc", Slot::FOp)], &members));
+        assert!(!debugfs_proxy(&[file(b"debugfs", Slot::IFop)], &members));
+        assert!(!debugfs_proxy(
+            &[file(b"debugfs", Slot::FOp), file(b"proc", Slot::FOp)],
+            &members
+        ));
+        assert!(!debugfs_proxy(
+            &[file(b"debugfs", Slot::FOp)],
+            &proxy(&["full_proxy_read+0x0", "proc_root_readdir+0x0"])
+        ));
+        assert!(!debugfs_proxy(
+            &[file(b"debugfs", Slot::FOp)],
+            &proxy(&["full_proxy_read+0x10"])
+        ));
+        assert!(!debugfs_proxy(
+            &[file(b"debugfs", Slot::FOp)],
+            &[Some("full_proxy_read+0x0".into()), None]
+        ));
+        assert!(!debugfs_proxy(&[file(b"debugfs", Slot::FOp)], &[]));
+        assert!(!debugfs_proxy(&[], &members));
     }
 }

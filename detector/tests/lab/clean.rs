@@ -61,6 +61,7 @@ pub(crate) fn clean(lab: &Lab, kernel: &str) -> Vec<String> {
     problems.extend(start_sockets(&label, &mut guest));
     problems.extend(sockets_match(&label, &d, &mut guest));
     problems.extend(malfind::maps_match(&label, &d, &mut guest, &[]));
+    problems.extend(hold_debugfs_file(&label, &mut guest));
     let run = d.live(&mut guest, &["--json", "check"]);
     problems.extend(expect_exactly(&format!("{label} live"), &run, &[]));
     let dump = tempfile::tempdir().expect("tempdir");
@@ -83,4 +84,34 @@ pub(crate) fn clean(lab: &Lab, kernel: &str) -> Vec<String> {
     }
     guest.shutdown().expect("shutdown");
     problems
+}
+
+/// A process holding a debugfs file open, as tools reading debugfs do: debugfs (before
+/// 6.13) gives the open file a `file_operations` of its own on the heap, the kernel's,
+/// which `vfs-ops` must not report.
+pub(crate) fn hold_debugfs_file(label: &str, guest: &mut Guest) -> Vec<String> {
+    let out = guest
+        .sh(
+            "mkdir -p /sys/kernel/debug; mount -t debugfs nodev /sys/kernel/debug 2>/dev/null; \
+             f=/sys/kernel/debug/dynamic_debug/control; \
+             [ -e $f ] && { sleep 100000 < $f >/dev/null 2>&1 & echo $! > /tmp/debugfs-holder; }; \
+             sleep 1; \
+             ls -l /proc/[0-9]*/fd/ 2>/dev/null | grep -c dynamic_debug/control",
+        )
+        .expect("debugfs");
+    match out.lines.first().map(|l| l.trim()) {
+        Some(n) if n != "0" => Vec::new(),
+        _ => vec![format!(
+            "{label}: no process holds /sys/kernel/debug/dynamic_debug/control open: {:?}",
+            out.lines
+        )],
+    }
+}
+
+/// End the process [`hold_debugfs_file`] started (a root process later policy steps do
+/// not expect).
+pub(crate) fn release_debugfs_file(guest: &mut Guest) {
+    guest
+        .sh("kill $(cat /tmp/debugfs-holder) 2>/dev/null; rm -f /tmp/debugfs-holder")
+        .expect("ending the debugfs holder");
 }
