@@ -35,6 +35,7 @@ pub mod store;
 pub mod toolchain;
 pub mod tools;
 pub mod truth;
+pub mod views;
 pub mod xen;
 
 use std::path::PathBuf;
