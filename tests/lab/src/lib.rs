@@ -35,6 +35,7 @@ pub mod store;
 pub mod toolchain;
 pub mod tools;
 pub mod truth;
+pub mod validate;
 pub mod views;
 pub mod xen;
 
