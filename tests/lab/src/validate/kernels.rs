@@ -126,14 +126,17 @@ pub fn deb_release(name: &str) -> Option<(String, bool)> {
 }
 
 fn from_deb(deb: &Path) -> KernelFiles {
-    let name = deb_release(&file_name(deb))
-        .map(|(r, _)| r)
-        .unwrap_or_else(|| file_name(deb));
+    let release = deb_release(&file_name(deb)).map(|(r, _)| r);
+    // its DWARF may be beside it too (vmlinux-<release>, the -dbg package)
+    let dwarf = match (&release, deb.parent()) {
+        (Some(release), Some(dir)) => beside(dir, release).1,
+        _ => None,
+    };
     KernelFiles {
-        name,
+        name: release.unwrap_or_else(|| file_name(deb)),
         image: BootImage::Deb(deb.to_path_buf()),
         modules: Some(Modules::Deb(deb.to_path_buf())),
-        dwarf: None,
+        dwarf,
     }
 }
 
@@ -358,6 +361,18 @@ mod tests {
         );
         assert!(matches!(ks[2].image, BootImage::Deb(_)));
         assert!(matches!(ks[2].modules, Some(Modules::Deb(_))));
+        assert_eq!(ks[2].dwarf, None);
+        // a package named alone finds its -dbg package beside it
+        let deb = p.join("linux-image-6.1.0-56-amd64-unsigned_1_amd64.deb");
+        let ks = resolve(std::slice::from_ref(&deb)).unwrap();
+        assert_eq!(ks[0].name, "6.1.0-56-amd64");
+        assert_eq!(ks[0].image, BootImage::Deb(deb));
+        assert_eq!(
+            ks[0].dwarf,
+            Some(Dwarf::DbgDeb(
+                p.join("linux-image-6.1.0-56-amd64-dbg_1_amd64.deb")
+            ))
+        );
     }
 
     #[test]
