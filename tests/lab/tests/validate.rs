@@ -175,7 +175,8 @@ fn validate_matrix_and_rust_kernel_as_files_gives_a_passing_junit_report() {
 
 /// Bad arguments are refused before any guest boots, saying what to give; a file that is
 /// no boot image fails its own kernel's boot step, in the report; a profile of another
-/// kernel (6.12's boot image given as 6.1's "vmlinux") fails verify, ps and lsmod.
+/// kernel (6.12's boot image given as 6.1's "vmlinux") fails verify, ps and lsmod; a
+/// "vmlinux" profile-gen cannot read fails the profile step, the steps after it skipped.
 #[test]
 fn bad_kernels_are_named_with_what_to_give() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -225,6 +226,13 @@ fn bad_kernels_are_named_with_what_to_give() {
     let abi = &guest.abi;
     symlink(&guest.vmlinuz, kernels.join(format!("vmlinuz-{abi}"))).unwrap();
     symlink(&other.vmlinuz, kernels.join(format!("vmlinux-{abi}"))).unwrap();
+    // and 6.12 with a "vmlinux" profile-gen cannot read
+    symlink(
+        &other.vmlinuz,
+        kernels.join(format!("vmlinuz-{}", other.abi)),
+    )
+    .unwrap();
+    std::fs::write(kernels.join(format!("vmlinux-{}", other.abi)), b"junk").unwrap();
     let (code, stdout, stderr) = run(&[&kernels, Path::new("--junit"), &report]);
     assert_eq!(code, Some(1), "{stdout}\n{stderr}");
     let xml = std::fs::read_to_string(&report).expect("report");
@@ -234,7 +242,16 @@ fn bad_kernels_are_named_with_what_to_give() {
         .filter(|n| n.has_tag_name("failure"))
         .filter_map(|f| f.parent()?.attribute("name"))
         .collect();
-    assert_eq!(failed, ["verify discovery", "ps", "lsmod"], "{xml}");
+    assert_eq!(
+        failed,
+        ["verify discovery", "ps", "lsmod", "profile"],
+        "{xml}"
+    );
+    let skipped = doc
+        .descendants()
+        .filter(|n| n.has_tag_name("skipped"))
+        .count();
+    assert_eq!(skipped, 3, "verify, ps and lsmod of 6.12 not run: {xml}");
     assert!(
         xml.contains(&other.abi),
         "the evidence names the profile's kernel: {xml}"

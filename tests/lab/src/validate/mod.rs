@@ -126,10 +126,10 @@ pub fn validate_kernel(
             return suite;
         }
     };
-    let mut guest = match boot(lab, kernel, work.path(), opts, &mut suite.properties) {
-        Ok((guest, output)) => {
+    let (mut guest, vmlinuz) = match boot(lab, kernel, work.path(), opts, &mut suite.properties) {
+        Ok((guest, vmlinuz, output)) => {
             suite.cases.push(Case::passed("boot", t.elapsed(), output));
-            guest
+            (guest, vmlinuz)
         }
         Err(evidence) => {
             suite.cases.push(Case::failed(
@@ -146,7 +146,7 @@ pub fn validate_kernel(
     progress("profile");
     let t = Instant::now();
     let profile = work.path().join("profile.json");
-    let inputs = profile_inputs(kernel, &guest_vmlinuz(&suite));
+    let inputs = profile_inputs(kernel, &vmlinuz);
     suite.properties.push((
         "profile from".into(),
         inputs
@@ -155,34 +155,14 @@ pub fn validate_kernel(
             .collect::<Vec<_>>()
             .join(" "),
     ));
-    let mut cmd = Command::new(&opts.tools.profile_gen);
-    cmd.args(&inputs).arg("-o").arg(&profile);
-    match run_bounded(&mut cmd, opts.tool_timeout) {
-        Ok(ran) if ran.code == Some(0) && profile.is_file() => {
+    match make_profile(&inputs, &profile, opts) {
+        Ok(output) => suite
+            .cases
+            .push(Case::passed("profile", t.elapsed(), output)),
+        Err((message, evidence)) => {
             suite
                 .cases
-                .push(Case::passed("profile", t.elapsed(), ran.stderr))
-        }
-        Ok(ran) => {
-            suite.cases.push(Case::failed(
-                "profile",
-                t.elapsed(),
-                "profile-gen made no profile",
-                ran.evidence(&cmd),
-            ));
-            for step in ["verify", "ps", "lsmod"] {
-                suite.cases.push(Case::skipped(step, "not run: no profile"));
-            }
-            suite.cases.push(shutdown(guest));
-            return suite;
-        }
-        Err(e) => {
-            suite.cases.push(Case::failed(
-                "profile",
-                t.elapsed(),
-                "profile-gen did not run",
-                e,
-            ));
+                .push(Case::failed("profile", t.elapsed(), message, evidence));
             for step in ["verify", "ps", "lsmod"] {
                 suite.cases.push(Case::skipped(step, "not run: no profile"));
             }
@@ -200,14 +180,20 @@ pub fn validate_kernel(
     suite
 }
 
-/// The boot image the boot step used (a property it recorded).
-fn guest_vmlinuz(suite: &Suite) -> PathBuf {
-    suite
-        .properties
-        .iter()
-        .find(|(k, _)| k == "vmlinuz")
-        .map(|(_, v)| PathBuf::from(v))
-        .unwrap_or_default()
+/// `profile-gen INPUTS -o PROFILE`: what it said (its warnings), or a failure's message
+/// and evidence.
+fn make_profile(
+    inputs: &[PathBuf],
+    profile: &Path,
+    opts: &Options,
+) -> std::result::Result<String, (&'static str, String)> {
+    let mut cmd = Command::new(&opts.tools.profile_gen);
+    cmd.args(inputs).arg("-o").arg(profile);
+    match run_bounded(&mut cmd, opts.tool_timeout) {
+        Ok(ran) if ran.code == Some(0) && profile.is_file() => Ok(ran.stderr),
+        Ok(ran) => Err(("profile-gen made no profile", ran.evidence(&cmd))),
+        Err(e) => Err(("profile-gen did not run", e)),
+    }
 }
 
 /// What `profile-gen` is given: the DWARF when there is some, else the boot image.
@@ -287,15 +273,15 @@ fn boot_files(kernel: &KernelFiles, work: &Path) -> Result<(PathBuf, Option<Path
     Ok((vmlinuz, module))
 }
 
-/// Boot the kernel with the standard scenario: the guest and what it said, or the
-/// evidence of why not.
+/// Boot the kernel with the standard scenario: the guest, the boot image it runs (taken
+/// out of its package when it came in one) and what it said; or the evidence of why not.
 fn boot(
     lab: &Lab,
     kernel: &KernelFiles,
     work: &Path,
     opts: &Options,
     properties: &mut Vec<(String, String)>,
-) -> std::result::Result<(Guest, String), String> {
+) -> std::result::Result<(Guest, PathBuf, String), String> {
     let (vmlinuz, module) = boot_files(kernel, work).map_err(|e| e.to_string())?;
     properties.push(("vmlinuz".into(), vmlinuz.display().to_string()));
     let release = kernels::bzimage_release(&vmlinuz).map_err(|e| e.to_string())?;
@@ -306,7 +292,7 @@ fn boot(
     }
     let image = KernelImage {
         abi: kernel.name.clone(),
-        vmlinuz,
+        vmlinuz: vmlinuz.clone(),
         config: PathBuf::new(),
         fw_cfg_module: module.clone(),
     };
@@ -344,7 +330,7 @@ fn boot(
         },
         truth.version,
     );
-    Ok((guest, output))
+    Ok((guest, vmlinuz, output))
 }
 
 /// `detector verify --pause` on the live guest: a case per rule.
@@ -426,17 +412,7 @@ fn views(guest: &mut Guest, profile: &Path, opts: &Options) -> Vec<Case> {
     let paused = guest.pause();
     guest.release_qmp();
     let mut cases = Vec::new();
-    for (step, compare) in [
-        (
-            "ps",
-            (|v, t| {
-                let mut d = crate::views::ps_differences(v, t);
-                d.extend(crate::views::exe_differences(v, t));
-                d
-            }) as fn(&serde_json::Value, &crate::GroundTruth) -> Vec<String>,
-        ),
-        ("lsmod", crate::views::lsmod_differences),
-    ] {
+    for step in ["ps", "lsmod"] {
         let t = Instant::now();
         if let Err(e) = &paused {
             cases.push(Case::failed(
@@ -458,7 +434,7 @@ fn views(guest: &mut Guest, profile: &Path, opts: &Options) -> Vec<Case> {
         };
         let view: Option<serde_json::Value> = serde_json::from_str(&ran.stdout).ok();
         let differences = match &view {
-            Some(v) if ran.code == Some(0) => compare(v, &truth),
+            Some(v) if ran.code == Some(0) => differences(step, v, &truth),
             _ => {
                 cases.push(Case::failed(
                     step,
@@ -491,6 +467,19 @@ fn views(guest: &mut Guest, profile: &Path, opts: &Options) -> Vec<Case> {
     }
     guest.release_qmp();
     cases
+}
+
+/// How a view (`ps` or `lsmod`) differs from the guest's own.
+fn differences(step: &str, view: &serde_json::Value, truth: &crate::GroundTruth) -> Vec<String> {
+    use crate::views::{exe_differences, lsmod_differences, ps_differences};
+    match step {
+        "ps" => {
+            let mut d = ps_differences(view, truth);
+            d.extend(exe_differences(view, truth));
+            d
+        }
+        _ => lsmod_differences(view, truth),
+    }
 }
 
 /// Power the guest off.
