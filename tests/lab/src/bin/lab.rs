@@ -401,6 +401,15 @@ fn validate(
 ) -> Result<bool> {
     use vmi_lab::validate::{self, junit::Outcome};
     let kernels = validate::kernels::resolve(args)?;
+    // a report that cannot be written is said before any guest boots
+    if let Some(dir) = junit.as_deref().and_then(std::path::Path::parent) {
+        if !dir.as_os_str().is_empty() && !dir.is_dir() {
+            anyhow::bail!(
+                "--junit: directory {} does not exist: create it first",
+                dir.display()
+            );
+        }
+    }
     let exe = std::env::current_exe().context("finding this program")?;
     let opts = validate::Options {
         boot: BootOptions {
