@@ -320,36 +320,11 @@ pub fn views_match(
     }
     problems.extend(identify_matches(label, &id.json(), truth));
     let ps = detector(source, profiles, &["--json", "ps"]).json();
-    let got: std::collections::BTreeSet<(u64, u64)> = ps
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|p| (p["pid"].as_u64().unwrap(), p["ppid"].as_u64().unwrap()))
-        .collect();
-    let want: std::collections::BTreeSet<(u64, u64)> = truth
-        .processes
-        .iter()
-        .map(|p| (u64::from(p.pid), u64::from(p.ppid)))
-        .collect();
-    if got != want {
-        problems.push(format!(
-            "{label}: ps: only in memory {:?}, only in the guest {:?}",
-            got.difference(&want).collect::<Vec<_>>(),
-            want.difference(&got).collect::<Vec<_>>()
-        ));
-    }
     let lsmod = detector(source, profiles, &["--json", "lsmod"]).json();
-    let got: std::collections::BTreeSet<String> = lsmod
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|m| m["name"].as_str().unwrap().to_string())
-        .collect();
-    let want: std::collections::BTreeSet<String> =
-        truth.modules.iter().map(|m| m.name.clone()).collect();
-    if got != want {
-        problems.push(format!("{label}: lsmod {got:?}, the guest says {want:?}"));
-    }
+    let differences = vmi_lab::views::ps_differences(&ps, truth)
+        .into_iter()
+        .chain(vmi_lab::views::lsmod_differences(&lsmod, truth));
+    problems.extend(differences.map(|d| format!("{label}: {d}")));
     problems
 }
 

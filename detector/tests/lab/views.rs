@@ -4,8 +4,8 @@
 
 use super::*;
 
-/// `ps --json` and `lsmod --json` equal the guest's view; `identify` the release and
-/// the KASLR shift.
+/// `ps --json` and `lsmod --json` equal the guest's view ([`vmi_lab::views`]);
+/// `identify` the release and the KASLR shift.
 pub(crate) fn views_match(
     label: &str,
     d: &Detector,
@@ -16,78 +16,12 @@ pub(crate) fn views_match(
     let id = d.run(source, &["--json", "identify"]);
     problems.extend(common::identify_matches(label, &id.json(), truth));
     let ps = d.run(source, &["--json", "ps"]).json();
-    let got: BTreeSet<(u64, u64, u64, usize)> = ps
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|p| {
-            (
-                p["pid"].as_u64().unwrap(),
-                p["ppid"].as_u64().unwrap(),
-                p["uid"].as_u64().unwrap(),
-                p["threads"].as_array().unwrap().len(),
-            )
-        })
-        .collect();
-    let want: BTreeSet<(u64, u64, u64, usize)> = truth
-        .processes
-        .iter()
-        .map(|p| {
-            (
-                u64::from(p.pid),
-                u64::from(p.ppid),
-                u64::from(p.uid),
-                p.threads as usize,
-            )
-        })
-        .collect();
-    if got != want {
-        problems.push(format!(
-            "{label}: ps differs from the guest: only in memory {:?}, only in the guest {:?}",
-            got.difference(&want).collect::<Vec<_>>(),
-            want.difference(&got).collect::<Vec<_>>()
-        ));
-    }
-    // executables, rebuilt from mm->exe_file across mounts, as /proc/<pid>/exe says
-    let got: BTreeSet<(u64, String)> = ps
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter_map(|p| Some((p["pid"].as_u64()?, p["exe"].as_str()?.to_string())))
-        .collect();
-    let want: BTreeSet<(u64, String)> = truth
-        .processes
-        .iter()
-        .filter(|p| !p.exe.is_empty())
-        .map(|p| (u64::from(p.pid), p.exe.clone()))
-        .collect();
-    if got != want || want.is_empty() {
-        problems.push(format!(
-            "{label}: executables differ: only in memory {:?}, only in the guest {:?}",
-            got.difference(&want).collect::<Vec<_>>(),
-            want.difference(&got).collect::<Vec<_>>()
-        ));
-    }
     let lsmod = d.run(source, &["--json", "lsmod"]).json();
-    let got: BTreeSet<(String, String)> = lsmod
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|m| {
-            (
-                m["name"].as_str().unwrap().to_string(),
-                m["core_base"].as_str().unwrap().to_string(),
-            )
-        })
-        .collect();
-    let want: BTreeSet<(String, String)> = truth
-        .modules
-        .iter()
-        .map(|m| (m.name.clone(), format!("{:#x}", m.addr)))
-        .collect();
-    if got != want {
-        problems.push(format!("{label}: lsmod {got:?}, the guest says {want:?}"));
-    }
+    let differences = vmi_lab::views::ps_differences(&ps, truth)
+        .into_iter()
+        .chain(vmi_lab::views::exe_differences(&ps, truth))
+        .chain(vmi_lab::views::lsmod_differences(&lsmod, truth));
+    problems.extend(differences.map(|d| format!("{label}: {d}")));
     problems
 }
 

@@ -105,6 +105,23 @@ pub enum Error {
     /// The lab's libvirtd or virsh failed; the message carries what they said.
     #[error("libvirt: {0}")]
     Libvirt(String),
+    /// A program `lab validate` runs (profile-gen, detector) was not found.
+    #[error("`{program}` not found (looked in {looked}): build it (cargo build --release -p {program}), install the vmi-detector package, or name it with --{program} PATH")]
+    MissingProgram {
+        /// The program.
+        program: String,
+        /// Where it was looked for.
+        looked: String,
+    },
+    /// A kernel given as files (`lab validate`) cannot be used as it is; the message
+    /// says what is wrong and what to give instead.
+    #[error("{path}: {message}")]
+    KernelFiles {
+        /// The file or directory given.
+        path: PathBuf,
+        /// What is wrong with it.
+        message: String,
+    },
     /// The Xen rig (Xen and dom0 in QEMU, its domUs) failed; the message carries the
     /// console lines that say why.
     #[error("Xen rig: {0}")]

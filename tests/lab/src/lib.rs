@@ -38,6 +38,8 @@ pub mod store;
 pub mod toolchain;
 pub mod tools;
 pub mod truth;
+pub mod validate;
+pub mod views;
 pub mod xen;
 
 use std::path::PathBuf;

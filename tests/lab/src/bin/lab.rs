@@ -86,6 +86,43 @@ enum Cmd {
     /// several at a time; one line per item with its time. Exits 1 when an item failed
     /// (the tests fetch it again themselves).
     Prepare,
+    /// Validate kernels given as files, as CI would: boot each in QEMU (TCG) with the
+    /// lab's scenario, make its profile with profile-gen, run `detector verify` on the
+    /// live guest and compare `detector ps` and `detector lsmod` with the guest's own
+    /// view; print a line per kernel and write one JUnit XML report (a testsuite per
+    /// kernel, a testcase per step: boot, profile, verify <rule>, ps, lsmod, shutdown).
+    /// Exit status 0 when every kernel passes, 1 when a step failed, 2 on bad arguments.
+    ///
+    /// Each KERNEL is a boot image (vmlinuz, a bzImage), a linux-image .deb holding one,
+    /// or a directory: each vmlinuz-<release> in it (and each linux-image-<release>*.deb
+    /// with no vmlinuz-<release> beside). Beside a vmlinuz-<release>, optional:
+    /// modules-<release>/ (a copy of /lib/modules/<release>) or
+    /// linux-image-<release>*.deb, whose qemu_fw_cfg module the guest loads at boot;
+    /// vmlinux-<release> (+ System.map-<release>) or linux-image-<release>-dbg*.deb, to
+    /// make the profile from DWARF instead of the boot image's BTF and kallsyms.
+    ///
+    /// profile-gen and detector are looked for beside this program, then on PATH.
+    #[command(verbatim_doc_comment)]
+    Validate {
+        /// Kernels: vmlinuz files, linux-image .debs, directories of vmlinuz-<release>.
+        #[arg(required = true, value_name = "KERNEL")]
+        kernels: Vec<PathBuf>,
+        /// Write the JUnit XML report here (whole or not at all).
+        #[arg(long, value_name = "FILE")]
+        junit: Option<PathBuf>,
+        /// The profile-gen program.
+        #[arg(long, value_name = "PATH")]
+        profile_gen: Option<PathBuf>,
+        /// The detector program.
+        #[arg(long, value_name = "PATH")]
+        detector: Option<PathBuf>,
+        /// Guest RAM in MiB.
+        #[arg(long, default_value_t = 1024)]
+        memory: u32,
+        /// Seconds each guest has to boot, and each profile-gen or detector run to end.
+        #[arg(long, default_value_t = 900)]
+        timeout: u64,
+    },
     /// Boot Xen and dom0 in QEMU, start one domU (`lab-domu`) with a scenario, print its
     /// ground truth, run shell commands in the domU and in dom0, then power off.
     Xen {
@@ -261,6 +298,27 @@ fn run() -> Result<()> {
                 anyhow::bail!("the ground truth does not match the scenario");
             }
         }
+        Cmd::Validate {
+            kernels,
+            junit,
+            profile_gen,
+            detector,
+            memory,
+            timeout,
+        } => {
+            let passed = validate(
+                &lab,
+                &kernels,
+                junit,
+                profile_gen,
+                detector,
+                memory,
+                timeout,
+            )?;
+            if !passed {
+                std::process::exit(1);
+            }
+        }
         Cmd::Xen {
             name,
             scenario,
@@ -329,6 +387,90 @@ fn run() -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// `lab validate`: whether every kernel passed.
+fn validate(
+    lab: &Lab,
+    args: &[PathBuf],
+    junit: Option<PathBuf>,
+    profile_gen: Option<PathBuf>,
+    detector: Option<PathBuf>,
+    memory: u32,
+    timeout: u64,
+) -> Result<bool> {
+    use vmi_lab::validate::{self, junit::Outcome};
+    let kernels = validate::kernels::resolve(args)?;
+    // a report that cannot be written is said before any guest boots
+    if let Some(dir) = junit.as_deref().and_then(std::path::Path::parent) {
+        if !dir.as_os_str().is_empty() && !dir.is_dir() {
+            anyhow::bail!(
+                "--junit: directory {} does not exist: create it first",
+                dir.display()
+            );
+        }
+    }
+    let exe = std::env::current_exe().context("finding this program")?;
+    let opts = validate::Options {
+        boot: BootOptions {
+            memory_mib: memory,
+            timeout: Duration::from_secs(timeout),
+            ..BootOptions::default()
+        },
+        tools: validate::Tools::find(profile_gen, detector, exe.parent())?,
+        tool_timeout: Duration::from_secs(timeout),
+    };
+    let spinner = std::io::stderr().is_terminal().then(|| {
+        let s = indicatif::ProgressBar::new_spinner();
+        s.enable_steady_tick(Duration::from_millis(200));
+        s
+    });
+    let mut suites = Vec::new();
+    for (i, k) in kernels.iter().enumerate() {
+        let n = kernels.len();
+        let mut progress = |step: &str| {
+            let line = format!("{} ({}/{n}): {step}", k.name, i + 1);
+            match &spinner {
+                Some(s) => s.set_message(line),
+                None => eprintln!("validate: {line}"),
+            }
+        };
+        let suite = validate::validate_kernel(lab, k, &opts, &mut progress);
+        let line = format!(
+            "{} {} in {:.1} s: {} steps, {} failed, {} skipped",
+            if suite.failures() == 0 {
+                "PASS"
+            } else {
+                "FAIL"
+            },
+            suite.name,
+            suite.time().as_secs_f64(),
+            suite.cases.len(),
+            suite.failures(),
+            suite.skipped()
+        );
+        match &spinner {
+            Some(s) => s.println(&line),
+            None => println!("{line}"),
+        }
+        for c in &suite.cases {
+            if let Outcome::Failed { message, evidence } = &c.outcome {
+                println!("  {}: {}", c.name, printable(message));
+                for l in evidence.lines() {
+                    println!("    {}", printable(l));
+                }
+            }
+        }
+        suites.push(suite);
+    }
+    if let Some(s) = spinner {
+        s.finish_and_clear();
+    }
+    if let Some(path) = &junit {
+        validate::junit::write(path, &suites)?;
+        println!("JUnit report: {}", path.display());
+    }
+    Ok(suites.iter().all(|s| s.failures() == 0))
 }
 
 fn scenario_named(name: &str) -> Result<Scenario> {
