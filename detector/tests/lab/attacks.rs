@@ -81,7 +81,10 @@ pub(crate) fn attack(lab: &Lab, kernel: &str) -> Vec<String> {
     ));
     let run = d.live(&mut guest, &["--json", "check"]);
     problems.extend(expect_exactly(&format!("{kernel} clean"), &run, &[]));
-    clean::release_debugfs_file(&mut guest);
+    problems.extend(clean::release_debugfs_file(
+        &format!("{kernel} clean"),
+        &mut guest,
+    ));
     problems.extend(policy(kernel, &d, &mut guest, &truth, profiles.path()));
 
     let hideme = pid_of(&truth, "vmi-hideme");

@@ -109,9 +109,16 @@ pub(crate) fn hold_debugfs_file(label: &str, guest: &mut Guest) -> Vec<String> {
 }
 
 /// End the process [`hold_debugfs_file`] started (a root process later policy steps do
-/// not expect).
-pub(crate) fn release_debugfs_file(guest: &mut Guest) {
-    guest
-        .sh("kill $(cat /tmp/debugfs-holder) 2>/dev/null; rm -f /tmp/debugfs-holder")
+/// not expect), and wait until it is gone (reaped, not a zombie).
+pub(crate) fn release_debugfs_file(label: &str, guest: &mut Guest) -> Vec<String> {
+    let out = guest
+        .sh("p=$(cat /tmp/debugfs-holder); kill $p; i=0; \
+             while [ -e /proc/$p ] && [ $i -lt 100 ]; do sleep 0.1; i=$((i+1)); done; \
+             rm -f /tmp/debugfs-holder; [ -e /proc/$p ] && echo still there; true")
         .expect("ending the debugfs holder");
+    if out.lines.iter().any(|l| l.contains("still there")) {
+        vec![format!("{label}: the debugfs holder did not end in 10 s")]
+    } else {
+        Vec::new()
+    }
 }
