@@ -216,7 +216,10 @@ mod tests {
         let mut o = Overlay::new(mem());
         o.patch(Pa(0x100), &[0xff]).unwrap();
         let (mut a, mut b) = ([0u8; 2], [0u8; 2]);
-        let mut reads = [PhysRead::new(Pa(0x100), &mut a), PhysRead::new(Pa(0x2fff), &mut b)];
+        let mut reads = [
+            PhysRead::new(Pa(0x100), &mut a),
+            PhysRead::new(Pa(0x2fff), &mut b),
+        ];
         o.read_phys_batch(&mut reads);
         assert!(reads[0].result.is_ok());
         assert!(matches!(reads[1].result, Err(PhysError::Unmapped { .. })));
