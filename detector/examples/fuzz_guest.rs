@@ -1,9 +1,10 @@
 //! The guest-memory fuzzer's long mode (issue 23; `scripts/fuzz-guest.sh`): lab dumps
-//! (Debian 6.1 clean and with the test rootkits, the newest 7.x clean) mutated by the
+//! (Debian 6.1 clean and with the test rootkits, sockets and BPF programs, the newest
+//! 7.x with sockets and BPF programs) mutated by the
 //! profile's layout, every command run on each mutant (`tests/fuzz/engine.rs`).
 //!
 //! ```text
-//! fuzz_guest DIR [--seed S] [--mutants N | --minutes M] [--bound-ms MS]
+//! fuzz_guest DIR [--seed S] [--mutants N | --minutes M] [--bound-ms MS]   (CPU time per run)
 //! fuzz_guest DIR --replay DUMP:SEED:INDEX
 //! ```
 //!
@@ -72,7 +73,13 @@ fn main() {
         );
         println!("mutant: {}", m.describe(&f.sites));
         let o = f.run_one(&m);
-        println!("{:.2?}, heap {} KiB: {:?}", o.took, o.heap >> 10, o.problem);
+        println!(
+            "{:.2?} ({:.2?} CPU), heap {} KiB: {:?}",
+            o.took,
+            o.cpu,
+            o.heap >> 10,
+            o.problem
+        );
         println!("{}\n{}\n{:?}", o.times, o.summary, o.check_errors);
         std::process::exit(i32::from(o.problem.is_some()));
     }

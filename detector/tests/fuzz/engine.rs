@@ -23,8 +23,10 @@
 //!   and `check` (every check, the policy and kernel-text checks included when given)
 //!   run, through the same library calls and render functions as `detector`, and
 //!   [`Fuzzer::run_one`] runs it on a thread of its own: a panic, a run over the time
-//!   bound, a run allocating more than the memory bound or output holding a raw control
-//!   character is a [`Problem`].
+//!   bound (the thread's CPU time, so other programs on a shared machine do not count;
+//!   a run that has not ended at ten times the bound, wall clock, is a hang), a run
+//!   allocating more than the memory bound or output holding a raw control character
+//!   is a [`Problem`].
 //!
 //! Shared by `tests/fuzz.rs` (the bounded CI mode) and `examples/fuzz_guest.rs` (the
 //! long mode, `scripts/fuzz-guest.sh`).
@@ -1094,8 +1096,10 @@ pub fn run_commands<M: PhysicalMemory>(
 pub enum Problem {
     /// A panic, with its message.
     Panic(String),
-    /// Still running at the bound.
+    /// Still running at ten times the bound (wall clock): it would never end.
     Hang,
+    /// Ended, but took more CPU time than the bound.
+    Slow(Duration),
     /// More heap than the bound at once.
     Memory(usize),
     /// A raw control character in the output.
@@ -1105,8 +1109,11 @@ pub enum Problem {
 /// One mutant's outcome.
 #[derive(Debug, Clone)]
 pub struct Outcome {
-    /// How long it ran.
+    /// How long it ran (wall clock).
     pub took: Duration,
+    /// The CPU time of its thread: what the bound is judged by, as the wall clock of a
+    /// shared machine counts other programs' time too.
+    pub cpu: Duration,
     /// The most heap it held beyond what was held before it.
     pub heap: usize,
     /// What went wrong, if anything.
@@ -1249,6 +1256,7 @@ impl Fuzzer {
         let spawned = std::thread::Builder::new()
             .name(format!("mutant-{}", mutant.index))
             .spawn(move || {
+                let cpu0 = thread_cpu();
                 let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
                     let mem: Memory = Arc::new(overlay);
                     let hints = Hints {
@@ -1264,11 +1272,13 @@ impl Fuzzer {
                         }
                     }
                 }));
-                let _ = tx.send(r.map_err(|p| panic_text(&*p)));
+                let cpu = thread_cpu().saturating_sub(cpu0);
+                let _ = tx.send(r.map(|o| (o, cpu)).map_err(|p| panic_text(&*p)));
             });
         if let Err(e) = spawned {
             return Outcome {
                 took: start.elapsed(),
+                cpu: Duration::ZERO,
                 heap: 0,
                 problem: Some(Problem::Panic(format!("spawning the run: {e}"))),
                 summary: String::new(),
@@ -1276,18 +1286,22 @@ impl Fuzzer {
                 times: String::new(),
             };
         }
-        let got = rx.recv_timeout(self.bound);
+        let got = rx.recv_timeout(self.bound * 10);
         let took = start.elapsed();
         let heap = heap_peak().saturating_sub(before);
         let (mut summary, mut check_errors, mut times) = (String::new(), Vec::new(), String::new());
+        let mut cpu = Duration::ZERO;
         let problem = match got {
             Err(_) => Some(Problem::Hang),
             Ok(Err(msg)) => Some(Problem::Panic(msg)),
-            Ok(Ok(outputs)) => {
+            Ok(Ok((outputs, used))) => {
+                cpu = used;
                 summary = outputs.summary.clone();
                 check_errors = outputs.check_errors.clone();
                 times = format!("{:.0?}", outputs.times);
-                if heap > self.heap_bound {
+                if used > self.bound {
+                    Some(Problem::Slow(used))
+                } else if heap > self.heap_bound {
                     Some(Problem::Memory(heap))
                 } else {
                     outputs.raw_control().map(Problem::Unescaped)
@@ -1296,6 +1310,7 @@ impl Fuzzer {
         };
         Outcome {
             took,
+            cpu,
             heap,
             problem,
             summary,
@@ -1303,6 +1318,20 @@ impl Fuzzer {
             times,
         }
     }
+}
+
+/// The CPU time of the calling thread.
+fn thread_cpu() -> Duration {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: ts is a valid timespec to fill
+    let r = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    if r != 0 {
+        return Duration::ZERO;
+    }
+    Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
 }
 
 fn panic_text(p: &(dyn std::any::Any + Send)) -> String {
@@ -1319,8 +1348,12 @@ pub struct Tally {
     pub mutants: u64,
     /// Panics.
     pub panics: u64,
-    /// Runs over the time bound.
+    /// Runs that did not end.
     pub hangs: u64,
+    /// Runs that ended over the CPU-time bound.
+    pub slow: u64,
+    /// The most CPU time one run took.
+    pub max_cpu: Duration,
     /// Runs over the heap bound.
     pub memory: u64,
     /// Outputs with raw guest bytes.
@@ -1336,7 +1369,7 @@ pub struct Tally {
     pub total: Duration,
     /// One line per problem: dump, seed, index, mutations, what happened.
     pub problems: Vec<String>,
-    /// The slowest mutant: its time and line (dump, seed, index, mutations).
+    /// The slowest mutant: its CPU time and line (dump, seed, index, mutations).
     pub slowest: Option<(Duration, String)>,
     /// The mutant that held the most heap: bytes and line.
     pub heaviest: Option<(usize, String)>,
@@ -1354,13 +1387,14 @@ impl Tally {
                 m.describe(&f.sites)
             )
         };
-        if self.slowest.as_ref().is_none_or(|(t, _)| o.took > *t) {
-            self.slowest = Some((o.took, line()));
+        if self.slowest.as_ref().is_none_or(|(t, _)| o.cpu > *t) {
+            self.slowest = Some((o.cpu, line()));
         }
         if self.heaviest.as_ref().is_none_or(|(h, _)| o.heap > *h) {
             self.heaviest = Some((o.heap, line()));
         }
         self.max_took = self.max_took.max(o.took);
+        self.max_cpu = self.max_cpu.max(o.cpu);
         self.max_heap = self.max_heap.max(o.heap);
         self.total += o.took;
         if o.problem.is_none() && (o.summary != f.baseline || !o.check_errors.is_empty()) {
@@ -1370,6 +1404,7 @@ impl Tally {
             match p {
                 Problem::Panic(_) => self.panics += 1,
                 Problem::Hang => self.hangs += 1,
+                Problem::Slow(_) => self.slow += 1,
                 Problem::Memory(_) => self.memory += 1,
                 Problem::Unescaped(_) => self.unescaped += 1,
             }
@@ -1386,14 +1421,16 @@ impl Tally {
     /// The figures on one line.
     pub fn line(&self) -> String {
         format!(
-            "{} mutants ({} changed what the commands read), {} panics, {} hangs, {} over the heap bound, {} unescaped; longest run {:.2?}, mean {:.0?}, most heap in one run {} KiB, peak RSS {} MiB",
+            "{} mutants ({} changed what the commands read), {} panics, {} hangs, {} over the time bound, {} over the heap bound, {} unescaped; longest run {:.2?} ({:.2?} CPU), mean {:.0?}, most heap in one run {} KiB, peak RSS {} MiB",
             self.mutants,
             self.changed,
             self.panics,
             self.hangs,
+            self.slow,
             self.memory,
             self.unescaped,
             self.max_took,
+            self.max_cpu,
             self.total.checked_div(self.mutants.max(1) as u32).unwrap_or_default(),
             self.max_heap >> 10,
             peak_rss() >> 20
@@ -1407,7 +1444,7 @@ impl Tally {
 /// A dump to fuzz: its name, the ELF core, the profile and the vmlinux of its kernel.
 #[derive(Debug, Clone)]
 pub struct DumpSpec {
-    /// `6.1-clean`, `6.1-rootkits`, `7-clean`.
+    /// `6.1-clean`, `6.1-rootkits`, `7-sockets-bpf`.
     pub name: String,
     /// The ELF core.
     pub elf: std::path::PathBuf,
@@ -1417,12 +1454,35 @@ pub struct DumpSpec {
     pub image: std::path::PathBuf,
 }
 
-/// The lab kernels and what runs on them: Debian 6.1 clean and with the test rootkits
-/// (one boot: dumped before and after they are loaded), and the newest 7.x clean.
+/// The lab kernels: Debian 6.1 and the newest 7.x.
 pub const KERNELS: [&str; 2] = ["6.1.0-56-amd64", "newest:7"];
 
+/// Internet sockets and BPF objects in a guest, for `sockets` and `bpf` to read: busybox
+/// `nc` listening on TCP 4444, the lab worker on UDP 5555, a connected TCP pair, and the
+/// lab worker's BPF programs (`bpf all`: kprobe, raw tracepoint, socket filter, perf
+/// link), as the lab tests start them.
+pub fn start_workloads(guest: &mut vmi_lab::Guest) {
+    let o = guest
+        .sh("ip link set lo up; \
+             sleep 100000 2>/dev/null | nc -l -p 4444 >/dev/null 2>&1 & \
+             /bin/lab-sleeper udp 5555 </dev/null >/dev/null 2>&1 & \
+             sleep 100000 2>/dev/null | nc -l -p 4445 >/dev/null 2>&1 & sleep 1; \
+             sleep 100000 2>/dev/null | nc 127.0.0.1 4445 >/dev/null 2>&1 & \
+             /bin/lab-sleeper bpf all </dev/null >/tmp/bpf.out 2>&1 & \
+             for i in 1 2 3 4 5 6 7 8 9 10; do grep -q ready /tmp/bpf.out && break; sleep 1; done; \
+             cat /tmp/bpf.out")
+        .expect("sh");
+    assert!(
+        o.lines.iter().any(|l| l.starts_with("bpf ready")),
+        "the guest's BPF programs: {:?}",
+        o.lines
+    );
+}
+
 /// The dumps under `dir`, made by booting lab guests where missing (an existing dump is
-/// reused: the long mode prepares once).
+/// reused: the long mode prepares once): Debian 6.1 clean, then with the demo's test
+/// rootkits, sockets and BPF programs (one boot, dumped before and after), and the
+/// newest 7.x with sockets and BPF programs.
 pub fn prepare(lab: &vmi_lab::Lab, dir: &std::path::Path) -> Vec<DumpSpec> {
     let mut out = Vec::new();
     for (i, kernel) in KERNELS.iter().enumerate() {
@@ -1441,12 +1501,12 @@ pub fn prepare(lab: &vmi_lab::Lab, dir: &std::path::Path) -> Vec<DumpSpec> {
             profile: profile.clone(),
             image: image.clone(),
         };
-        let clean = spec("clean");
         if i == 0 {
-            let rk = spec("rootkits");
+            let (clean, rk) = (spec("clean"), spec("rootkits"));
             if !clean.elf.exists() || !rk.elf.exists() {
                 let mut g = crate::common::boot_demo_rootkit_guest(lab, kernel);
                 g.dump_elf(&clean.elf).expect("dump");
+                start_workloads(&mut g);
                 crate::common::load_demo_rootkits(&mut g);
                 g.dump_elf(&rk.elf).expect("dump");
                 g.shutdown().expect("shutdown");
@@ -1454,7 +1514,8 @@ pub fn prepare(lab: &vmi_lab::Lab, dir: &std::path::Path) -> Vec<DumpSpec> {
             out.push(clean);
             out.push(rk);
         } else {
-            if !clean.elf.exists() {
+            let busy = spec("sockets-bpf");
+            if !busy.elf.exists() {
                 let mut g = lab
                     .boot(
                         kernel,
@@ -1462,10 +1523,11 @@ pub fn prepare(lab: &vmi_lab::Lab, dir: &std::path::Path) -> Vec<DumpSpec> {
                         &vmi_lab::BootOptions::default(),
                     )
                     .expect("boot");
-                g.dump_elf(&clean.elf).expect("dump");
+                start_workloads(&mut g);
+                g.dump_elf(&busy.elf).expect("dump");
                 g.shutdown().expect("shutdown");
             }
-            out.push(clean);
+            out.push(busy);
         }
     }
     out
