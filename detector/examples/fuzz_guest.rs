@@ -81,6 +81,9 @@ fn main() {
             o.problem
         );
         println!("{}\n{}\n{:?}", o.times, o.summary, o.check_errors);
+        for (check, heap, took) in f.per_check(&m) {
+            println!("  check {check}: {took:.1?}, heap {} KiB", heap >> 10);
+        }
         std::process::exit(i32::from(o.problem.is_some()));
     }
     // each dump as it is first: a baseline that must be clean

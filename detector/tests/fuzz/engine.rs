@@ -1230,6 +1230,39 @@ impl Fuzzer {
         o
     }
 
+    /// Each check of `mutant` run alone on this thread (no bound: for a replay), with
+    /// the heap it held at most and its time.
+    pub fn per_check(&self, mutant: &Mutant) -> Vec<(&'static str, usize, Duration)> {
+        let overlay = mutant.overlay(
+            &self.sites,
+            &self.target.kernel,
+            self.target.kernel.space().memory().clone(),
+        );
+        let mem: Memory = Arc::new(overlay);
+        let k = &self.target.kernel;
+        let hints = Hints {
+            registers: self.registers.first().cloned(),
+            vmcoreinfo: None,
+        };
+        let Ok(kernel) =
+            Kernel::discover_at(mem, k.profile().clone(), k.placement().banner_pa, &hints)
+        else {
+            return Vec::new();
+        };
+        self.wanted
+            .iter()
+            .map(|&c| {
+                let t = Instant::now();
+                reset_peak();
+                let before = heap_held();
+                let r = checks::run_once(&kernel, &self.registers, &[c], &self.settings);
+                let heap = heap_peak().saturating_sub(before);
+                drop(r);
+                (c.name(), heap, t.elapsed())
+            })
+            .collect()
+    }
+
     /// Mutant `index` of the run seeded `seed`.
     pub fn mutant(&self, seed: u64, index: u64) -> Mutant {
         Mutant::make(seed, index, &self.sites, &self.target.kernel)
