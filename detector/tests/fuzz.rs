@@ -6,7 +6,9 @@
 //! policy and kernel-text checks included) must end without a panic within [`BOUND`]
 //! of CPU time,
 //! hold at most the engine's heap bound, and print no raw control character. The seed
-//! is fixed ([`SEED`], or `VMI_FUZZ_SEED`), so a failure replays:
+//! is fixed ([`SEED`], or `VMI_FUZZ_SEED`), but the guests are booted afresh (KASLR, other
+//! addresses), so a failure is reported by what it changed: the object, field and
+//! mutation, with its bytes. On kept dumps a mutant replays by seed and index:
 //! `cargo run -p detector --example fuzz_guest -- DIR --replay DUMP:SEED:INDEX`.
 //! The long mode is `scripts/fuzz-guest.sh`.
 
