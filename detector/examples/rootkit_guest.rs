@@ -17,7 +17,7 @@ mod common;
 
 use std::path::PathBuf;
 
-use vmi_lab::{BootOptions, Lab, Scenario, DEFAULT_KERNEL};
+use vmi_lab::{Lab, DEFAULT_KERNEL};
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -30,38 +30,8 @@ fn main() {
         }
     };
     let lab = Lab::open_default().expect("lab");
-    let mods = [
-        "vmi_hideproc",
-        "vmi_hidemod",
-        "vmi_hooksys",
-        "vmi_hookidt",
-        "vmi_creds",
-    ];
-    let mut scenario = Scenario::standard()
-        .sleeper("vmi-hideme")
-        .run_as("vmi-victim", 1000);
-    for m in mods {
-        scenario = scenario.file(
-            common::attack_module(&lab, &kernel, m),
-            &format!("/lab/{m}.ko"),
-            0o644,
-        );
-    }
-    let mut guest = lab
-        .boot(&kernel, &scenario, &BootOptions::default())
-        .expect("boot");
-    let truth = guest.truth().clone();
-    let pid = |comm: &str| truth.by_comm(comm).next().expect(comm).pid;
-    let (hideme, victim) = (pid("vmi-hideme"), pid("vmi-victim"));
-    for line in [
-        format!("insmod /lab/vmi_hideproc.ko pid={hideme}"),
-        "insmod /lab/vmi_hidemod.ko".into(),
-        "insmod /lab/vmi_hooksys.ko nr=180".into(),
-        "insmod /lab/vmi_hookidt.ko vector=15 hide=1".into(),
-        format!("insmod /lab/vmi_creds.ko init_pid={victim}"),
-    ] {
-        let o = guest.sh(&line).expect("sh");
-        assert_eq!(o.status, 0, "{line}: {:?}", o.lines);
+    let mut guest = common::boot_demo_rootkit_guest(&lab, &kernel);
+    for line in common::load_demo_rootkits(&mut guest) {
         println!("guest# {line}");
     }
     println!("guest# lsmod   (the guest's own view: the hidden modules are not there)");

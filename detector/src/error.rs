@@ -41,6 +41,16 @@ pub enum DetectorError {
     /// The live guest could not be paused or resumed.
     #[error("pausing or resuming the guest: {0}")]
     Pause(vmi_core::Error),
+    /// A process's open files could not be read.
+    #[error("reading the open files of process {pid} ({name}): {source}")]
+    ProcessFiles {
+        /// Its pid.
+        pid: u32,
+        /// Its name, escaped.
+        name: String,
+        /// Why.
+        source: KernelError,
+    },
 }
 
 fn warnings_text(w: &[String]) -> String {

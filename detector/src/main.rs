@@ -526,7 +526,7 @@ fn run(cli: &Cli) -> Result<ExitCode> {
                 .kernel
                 .bpf(&procs)
                 .context("reading the BPF programs")?;
-            let holders = bpf_holders(&target, &procs, &view)?;
+            let holders = render::bpf_holders(&target.kernel, &procs, &view)?;
             emit(
                 json,
                 render::bpf_json(&view, &holders),
@@ -757,37 +757,6 @@ fn run_watch(
         reason,
     }])?;
     Ok(ExitCode::SUCCESS)
-}
-
-/// The processes holding each BPF program open (by the program's address): through a
-/// program descriptor, a link's or a perf event's.
-fn bpf_holders(
-    target: &Target,
-    procs: &[vmi_core::kernel::Process],
-    view: &vmi_core::kernel::bpf::BpfView,
-) -> Result<std::collections::BTreeMap<u64, Vec<render::BpfHolder>>> {
-    use vmi_core::kernel::sockets::BpfFile;
-    let mut out: std::collections::BTreeMap<u64, Vec<render::BpfHolder>> = Default::default();
-    for p in procs {
-        let files = target.kernel.bpf_files(p.task).with_context(|| {
-            format!("reading the open files of process {} ({})", p.pid, p.name())
-        })?;
-        for (fd, kind, obj) in files {
-            let prog = match kind {
-                BpfFile::Program => Some(obj),
-                BpfFile::Link => view.links.iter().find(|l| l.at == obj).map(|l| l.prog),
-                BpfFile::PerfEvent => view
-                    .perf_events
-                    .iter()
-                    .find(|e| e.at == obj)
-                    .map(|e| e.prog),
-            };
-            if let Some(prog) = prog.filter(|v| v.0 != 0) {
-                out.entry(prog.0).or_default().push((p.pid, p.name(), fd));
-            }
-        }
-    }
-    Ok(out)
 }
 
 fn check(target: &Target, wanted: &[Check], pause: bool, settings: &Settings) -> Result<Report> {

@@ -424,6 +424,42 @@ pub fn report_text(r: &Report) -> String {
 /// A process holding a BPF object open: pid, comm, descriptor.
 pub type BpfHolder = (u32, String, u32);
 
+/// The processes holding each BPF program open (by the program's address): through a
+/// program descriptor, a link's or a perf event's.
+pub fn bpf_holders<M: vmi_core::memory::PhysicalMemory>(
+    kernel: &vmi_core::kernel::Kernel<M>,
+    procs: &[Process],
+    view: &vmi_core::kernel::bpf::BpfView,
+) -> Result<BTreeMap<u64, Vec<BpfHolder>>, crate::DetectorError> {
+    use vmi_core::kernel::sockets::BpfFile;
+    let mut out: BTreeMap<u64, Vec<BpfHolder>> = Default::default();
+    for p in procs {
+        let files =
+            kernel
+                .bpf_files(p.task)
+                .map_err(|source| crate::DetectorError::ProcessFiles {
+                    pid: p.pid,
+                    name: p.name(),
+                    source,
+                })?;
+        for (fd, kind, obj) in files {
+            let prog = match kind {
+                BpfFile::Program => Some(obj),
+                BpfFile::Link => view.links.iter().find(|l| l.at == obj).map(|l| l.prog),
+                BpfFile::PerfEvent => view
+                    .perf_events
+                    .iter()
+                    .find(|e| e.at == obj)
+                    .map(|e| e.prog),
+            };
+            if let Some(prog) = prog.filter(|v| v.0 != 0) {
+                out.entry(prog.0).or_default().push((p.pid, p.name(), fd));
+            }
+        }
+    }
+    Ok(out)
+}
+
 /// `bpf` as JSON: one object per program, with its attach points and holders, and
 /// every perf event that runs a program.
 pub fn bpf_json(

@@ -121,7 +121,19 @@ pub fn run<M: PhysicalMemory>(
             .or_default()
             .push(r);
     }
-    for (key, regs) in by_symbol {
+    // bounded as every check's findings are (`MAX_FINDINGS_PER_CHECK`), before they
+    // are made: a remapped image differs in every function
+    let total = by_symbol.len() + site_hooks.len();
+    let listed = if total > super::MAX_FINDINGS_PER_CHECK {
+        super::MAX_FINDINGS_PER_CHECK - 1
+    } else {
+        total
+    };
+    let site_hooks: Vec<_> = site_hooks
+        .into_iter()
+        .take(listed.saturating_sub(by_symbol.len().min(listed)))
+        .collect();
+    for (key, regs) in by_symbol.into_iter().take(listed) {
         let (section, name) = key.split_once(' ').unwrap_or(("", &key));
         let first = regs[0];
         let bytes: u64 = regs.iter().map(|r| r.end - r.start).sum();
@@ -188,6 +200,9 @@ pub fn run<M: PhysicalMemory>(
             .text("owner", owner.to_string())
             .text("running", hex::encode(&bytes)),
         );
+    }
+    if listed < total {
+        findings.push(super::more_findings(NAME, listed, total));
     }
     Ok(findings)
 }

@@ -27,6 +27,55 @@ pub fn attack_module(lab: &Lab, kernel: &str, name: &str) -> PathBuf {
         .unwrap_or_else(|e| panic!("building {name} for {kernel}: {e}"))
 }
 
+/// The test rootkits of the demo's rootkit guest, in the order they are loaded.
+pub const DEMO_ROOTKITS: [&str; 5] = [
+    "vmi_hideproc",
+    "vmi_hidemod",
+    "vmi_hooksys",
+    "vmi_hookidt",
+    "vmi_creds",
+];
+
+/// Boot `kernel` with the lab's standard scenario plus `vmi-hideme` (a sleeper),
+/// `vmi-victim` (uid 1000) and the [`DEMO_ROOTKITS`] built for it under `/lab/`, none loaded
+/// yet ([`load_demo_rootkits`] loads them).
+pub fn boot_demo_rootkit_guest(lab: &Lab, kernel: &str) -> vmi_lab::Guest {
+    let mut scenario = vmi_lab::Scenario::standard()
+        .sleeper("vmi-hideme")
+        .run_as("vmi-victim", 1000);
+    for m in DEMO_ROOTKITS {
+        scenario = scenario.file(
+            attack_module(lab, kernel, m),
+            &format!("/lab/{m}.ko"),
+            0o644,
+        );
+    }
+    lab.boot(kernel, &scenario, &vmi_lab::BootOptions::default())
+        .unwrap_or_else(|e| panic!("booting {kernel}: {e}"))
+}
+
+/// Load the [`DEMO_ROOTKITS`] in a guest of [`boot_demo_rootkit_guest`]: `vmi_hideproc` unlinks
+/// `vmi-hideme` from the tasks list, `vmi_hidemod` removes itself from the modules list,
+/// `vmi_hooksys` hooks `sys_call_table[180]`, `vmi_hookidt` hooks IDT vector 15 and
+/// hides, `vmi_creds` hands `init_cred` to `vmi-victim`. Returns the commands run.
+pub fn load_demo_rootkits(guest: &mut vmi_lab::Guest) -> Vec<String> {
+    let truth = guest.truth().clone();
+    let pid = |comm: &str| truth.by_comm(comm).next().expect(comm).pid;
+    let (hideme, victim) = (pid("vmi-hideme"), pid("vmi-victim"));
+    let lines = vec![
+        format!("insmod /lab/vmi_hideproc.ko pid={hideme}"),
+        "insmod /lab/vmi_hidemod.ko".into(),
+        "insmod /lab/vmi_hooksys.ko nr=180".into(),
+        "insmod /lab/vmi_hookidt.ko vector=15 hide=1".into(),
+        format!("insmod /lab/vmi_creds.ko init_pid={victim}"),
+    ];
+    for line in &lines {
+        let o = guest.sh(line).expect("sh");
+        assert_eq!(o.status, 0, "{line}: {:?}", o.lines);
+    }
+    lines
+}
+
 /// A child's JSON lines, read on a thread, and every line read so far.
 pub struct Lines {
     rx: std::sync::mpsc::Receiver<(String, serde_json::Value)>,

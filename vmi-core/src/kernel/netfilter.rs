@@ -15,7 +15,8 @@
 //! `.hooks`, `nf_hook_entry.hook`, `.priv`, `nf_hook_ops.hook`, `.pf`, `.hooknum`,
 //! `.priority`. Symbols: `net_namespace_list`.
 //!
-//! Bounds: at most [`MAX_NETNS`] namespaces and [`MAX_NF_HOOKS`] hooks in all; a
+//! Bounds: at most [`MAX_NETNS`] namespaces, [`MAX_HOOK_COUNT`] hooks per hook point
+//! (the kernel's own limit) and [`MAX_NF_HOOKS`] hooks in all; a
 //! namespace seen twice is a [`KernelError::Cycle`].
 
 use crate::addr::Va;
@@ -31,6 +32,9 @@ pub const MAX_NETNS: usize = 1 << 14;
 pub const MAX_NF_HOOKS: usize = 1 << 16;
 /// Longest hook array of one family taken from a profile.
 const MAX_HOOK_POINTS: u64 = 16;
+/// The kernel's `MAX_HOOK_COUNT` (net/netfilter/core.c): `nf_hook_entries_grow` refuses
+/// more hooks on one hook point, so a larger `num_hook_entries` is no kernel's.
+pub const MAX_HOOK_COUNT: usize = 1024;
 
 /// A protocol family with per-namespace hooks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -285,6 +289,14 @@ fn read_entries<V: VirtualMemory + ?Sized>(
         .read_bytes(Va(entries.0.wrapping_add(l.num)), 2)
         .map_err(read_err("nf_hook_entries.num_hook_entries"))?;
     let num = u16::from_le_bytes([num[0], num[1]]) as usize;
+    if num > MAX_HOOK_COUNT {
+        return Err(KernelError::Corrupt {
+            what: format!(
+                "nf_hook_entries.num_hook_entries is {num}, above the kernel's limit of {MAX_HOOK_COUNT} hooks per hook point"
+            ),
+            at: entries,
+        });
+    }
     if out.len() + num > MAX_NF_HOOKS {
         return Err(KernelError::TooLong {
             what: "netfilter hooks",
@@ -446,8 +458,18 @@ mod tests {
         );
         // a blob whose count runs past readable memory
         let mut m = guest();
-        m.put(BASE + 0x6800, &0xffffu16.to_le_bytes());
+        m.put(BASE + 0x6800, &1000u16.to_le_bytes());
         let e = walk_hooks(&m, &layout(), &[Va(BASE + 0x3000)]).unwrap_err();
         assert!(matches!(e, KernelError::Read { .. }), "{e}");
+        // a count no kernel has: found by the guest-memory fuzzer (issue 23), a remapped
+        // page under a 6.1 dump's hook blob read as 65,535 hooks per hook point, and the
+        // netfilter check made as many findings (62 MiB) before they were bounded
+        let mut m = guest();
+        m.put(BASE + 0x6800, &1025u16.to_le_bytes());
+        let e = walk_hooks(&m, &layout(), &[Va(BASE + 0x3000)]).unwrap_err();
+        assert!(
+            matches!(&e, KernelError::Corrupt { what, at } if what.contains("1025") && *at == Va(BASE + 0x6800)),
+            "{e}"
+        );
     }
 }

@@ -12,6 +12,7 @@
 //! | [`QemuLive`] of a libvirt domain (process + monitor through libvirt) | yes | yes | yes |
 //! | [`XenDomain`] (from dom0: foreign mappings, libxenctrl) | yes | yes | yes |
 //! | [`MockMemory`] (tests) | yes | — | — |
+//! | [`Overlay`] (any source with byte patches laid over it) | yes | — | — |
 //!
 //! [`DumpFormat`] tells which of the three dump sources a file is.
 //!
@@ -30,6 +31,7 @@ mod libvirt;
 mod lime;
 mod mock;
 mod monitor;
+mod overlay;
 mod qemu;
 pub mod qmp;
 mod raw;
@@ -44,6 +46,7 @@ pub use libvirt::{
 pub use lime::LimeImage;
 pub use mock::MockMemory;
 pub use monitor::Monitor;
+pub use overlay::{Overlay, OverlayError, Patch};
 pub use qemu::{
     parse_info_registers, parse_mtree, Backend, CommandLine, CommandLineError, ProcessReadStats,
     QemuLive, QemuOptions, RamRegion,
