@@ -1,7 +1,8 @@
 //! `policy`: what the policy file ([`crate::policy::Policy`]) forbids: process names,
 //! executables (read from `mm->exe_file`, the path rebuilt across mounts), and root
 //! processes of users not allowed to be root, listening sockets not allowed (read from
-//! each process's open files). Kernel threads are not checked.
+//! each process's open files). Kernel threads are not checked, nor processes that have
+//! exited and wait for their parent to reap them (zombies: they run nothing).
 
 use vmi_core::memory::PhysicalMemory;
 
@@ -18,7 +19,9 @@ pub fn run<M: PhysicalMemory>(
 ) -> Result<Vec<Finding>, CheckFailure> {
     let procs = scan.processes()?;
     let mut findings = Vec::new();
-    for p in procs.iter().filter(|p| !p.is_kernel_thread()) {
+    // a zombie leader whose other threads still run is a running process
+    let exited = |p: &vmi_core::kernel::Process| p.exit_state != 0 && p.threads.len() <= 1;
+    for p in procs.iter().filter(|p| !p.is_kernel_thread() && !exited(p)) {
         let comm = guest_str(&p.comm);
         let id = format!("{}:{}", p.pid, p.start_time);
         let base = |rule: &str, sev: Severity, summary: String| {
@@ -161,6 +164,20 @@ mod tests {
         let root = by_rule("root_uids");
         assert_eq!(ev(root, "uid"), "1000");
         assert_eq!(ev(root, "euid"), "0");
+    }
+
+    #[test]
+    fn a_zombie_runs_nothing_the_policy_could_forbid() {
+        let mut s = system();
+        let nc = s.sk.add_process(3333, b"nc", 0);
+        s.sk.set_u32(nc.task, "task_struct", "exit_state", 16); // EXIT_ZOMBIE
+        let findings = with_policy(s.sk, "deny_names = [\"nc\"]\nroot_uids = [1000]");
+        // the other root processes of the system are still reported, the zombie is not
+        assert!(!findings.is_empty());
+        assert!(
+            findings.iter().all(|f| ev(f, "pid") != "3333"),
+            "{findings:#?}"
+        );
     }
 
     #[test]

@@ -109,12 +109,15 @@ pub(crate) fn hold_debugfs_file(label: &str, guest: &mut Guest) -> Vec<String> {
 }
 
 /// End the process [`hold_debugfs_file`] started (a root process later policy steps do
-/// not expect), and wait until it is gone (reaped, not a zombie).
+/// not expect), and wait until it has exited (whole seconds: busybox's `sleep` may not
+/// take fractions). It may stay a zombie (the guest's pid 1 reaps orphans late), which
+/// the policy check does not judge.
 pub(crate) fn release_debugfs_file(label: &str, guest: &mut Guest) -> Vec<String> {
     let out = guest
         .sh("p=$(cat /tmp/debugfs-holder); kill $p; i=0; \
-             while [ -e /proc/$p ] && [ $i -lt 100 ]; do sleep 0.1; i=$((i+1)); done; \
-             rm -f /tmp/debugfs-holder; [ -e /proc/$p ] && echo still there; true")
+             alive() { [ -e /proc/$p ] && ! grep -q '^State:.*Z' /proc/$p/status 2>/dev/null; }; \
+             while alive && [ $i -lt 10 ]; do sleep 1; i=$((i+1)); done; \
+             rm -f /tmp/debugfs-holder; alive && echo still there; true")
         .expect("ending the debugfs holder");
     if out.lines.iter().any(|l| l.contains("still there")) {
         vec![format!("{label}: the debugfs holder did not end in 10 s")]
