@@ -87,6 +87,28 @@ impl MappedFile {
         })
     }
 
+    /// Map `len` bytes of `file` (at `path`) from `offset`, read-only. The caller
+    /// vouches that the file cannot shrink below `offset + len` (a sealed memfd).
+    pub fn map_part(
+        file: &File,
+        path: &Path,
+        offset: u64,
+        len: usize,
+    ) -> std::io::Result<MappedFile> {
+        // SAFETY: read-only; the span cannot be truncated away (the caller's promise),
+        // and bytes are only copied out through raw pointers while a writer changes them.
+        let map = unsafe {
+            memmap2::MmapOptions::new()
+                .offset(offset)
+                .len(len)
+                .map(file)
+        }?;
+        Ok(MappedFile {
+            map,
+            path: path.to_path_buf(),
+        })
+    }
+
     pub fn path(&self) -> &Path {
         &self.path
     }
@@ -103,7 +125,7 @@ impl MappedFile {
 
     /// Copy `buf.len()` bytes from file offset `off`. The caller has checked that the
     /// span is inside the file.
-    fn copy_out(&self, off: u64, buf: &mut [u8]) {
+    pub(crate) fn copy_out(&self, off: u64, buf: &mut [u8]) {
         let end = off.checked_add(buf.len() as u64);
         assert!(
             end.is_some_and(|e| e <= self.len()),

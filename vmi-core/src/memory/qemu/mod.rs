@@ -93,7 +93,7 @@ pub struct RamRegion {
 #[derive(Debug)]
 enum Ram {
     File(MappedFile),
-    Process(ProcessRam),
+    Process(Box<ProcessRam>),
 }
 
 impl Ram {
@@ -285,7 +285,7 @@ impl QemuLive {
         let mut live = QemuLive {
             qmp: None,
             backend,
-            ram: Ram::Process(ram),
+            ram: Ram::Process(Box::new(ram)),
             regions: Vec::new(),
             map: SegmentMap::default(),
             cpus: Vec::new(),
@@ -360,7 +360,7 @@ impl QemuLive {
                 let found = ProcessRam::find(pid, &hint, &mut |r| {
                     monitor_agrees(qmp.as_mut(), &regions, r)
                 })?;
-                Ram::Process(found)
+                Ram::Process(Box::new(found))
             }
         };
         let cpus = query_cpus(qmp.as_mut())?;

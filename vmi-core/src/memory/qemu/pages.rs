@@ -299,16 +299,7 @@ impl Pages {
         self.stats.bytes += ranges.iter().map(|r| r.2 as u64).sum::<u64>();
         let mut whole = 0usize;
         for batch in ranges.chunks(IOV_MAX) {
-            let mut parts: Vec<(u64, &mut [u8])> = Vec::with_capacity(batch.len());
-            let mut rest: &mut [u8] = &mut self.arena[..];
-            let mut taken = 0usize;
-            for &(off, at, len) in batch {
-                let (_, tail) = std::mem::take(&mut rest).split_at_mut(at - taken);
-                let (part, after) = tail.split_at_mut(len);
-                parts.push((off, part));
-                rest = after;
-                taken = at + len;
-            }
+            let mut parts = cut(&mut self.arena, batch.iter().copied());
             self.stats.calls += 1;
             let mut left = src.read_vectored(&mut parts).unwrap_or(0);
             let mut complete = true;
@@ -392,18 +383,13 @@ impl Pages {
         // one part per page, cut from the arena in slot order, read in block order
         let mut by_slot = slots.clone();
         by_slot.sort_unstable_by_key(|x| x.0);
-        let mut parts: Vec<(u64, &mut [u8])> = Vec::with_capacity(by_slot.len());
-        let mut rest: &mut [u8] = &mut self.arena[..];
-        let mut taken = 0usize;
-        for &(slot, p) in &by_slot {
-            let at = slot as usize * PAGE as usize;
-            let len = (PAGE.min(src.len() - p * PAGE)) as usize;
-            let (_, tail) = std::mem::take(&mut rest).split_at_mut(at - taken);
-            let (part, after) = tail.split_at_mut(PAGE as usize);
-            parts.push((p * PAGE, &mut part[..len]));
-            rest = after;
-            taken = at + PAGE as usize;
-        }
+        let mut parts = cut(
+            &mut self.arena,
+            by_slot.iter().map(|&(slot, p)| {
+                let len = (PAGE.min(src.len() - p * PAGE)) as usize;
+                (p * PAGE, slot as usize * PAGE as usize, len)
+            }),
+        );
         parts.sort_unstable_by_key(|x| x.0);
         self.stats.calls += 1;
         let want: usize = parts.iter().map(|p| p.1.len()).sum();
@@ -427,6 +413,25 @@ impl Pages {
             Err(e) => Err(e),
         }
     }
+}
+
+/// The `(block offset, arena offset, length)` pieces, in ascending arena order without
+/// overlap, as disjoint buffers of `arena` paired with their block offsets.
+fn cut(
+    arena: &mut [u8],
+    pieces: impl Iterator<Item = (u64, usize, usize)>,
+) -> Vec<(u64, &mut [u8])> {
+    let mut parts = Vec::new();
+    let mut rest = arena;
+    let mut taken = 0usize;
+    for (off, at, len) in pieces {
+        let (_, tail) = std::mem::take(&mut rest).split_at_mut(at - taken);
+        let (part, after) = tail.split_at_mut(len);
+        parts.push((off, part));
+        rest = after;
+        taken = at + len;
+    }
+    parts
 }
 
 /// Read `buf` from `off` in one range (looping over short reads).

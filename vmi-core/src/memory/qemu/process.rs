@@ -13,6 +13,7 @@ use std::sync::Mutex;
 
 use super::pages::{Fetch, Pages, Stats};
 use crate::error::Error;
+use crate::memory::file::MappedFile;
 
 /// Most lines read from `/proc/PID/maps` (a QEMU process has a few thousand).
 const MAX_MAPS_LINES: usize = 1 << 17;
@@ -193,7 +194,7 @@ pub struct ProcessRam {
     /// Recently read pages, until [`ProcessRam::invalidate`] (or 20 ms).
     pages: Mutex<Pages>,
     /// The block mapped here, when QEMU maps it shared from a sealed memfd.
-    mapped: Option<memmap2::Mmap>,
+    mapped: Option<MappedFile>,
 }
 
 fn proc_path(pid: i32, what: &str) -> PathBuf {
@@ -316,16 +317,9 @@ impl ProcessRam {
         {
             return self;
         }
-        // SAFETY: a read-only shared mapping of a memfd sealed against shrinking, inside
-        // its size (checked above): no access can raise SIGBUS. QEMU writes it while the
-        // guest runs; reads copy bytes out through raw pointers only.
-        let map = unsafe {
-            memmap2::MmapOptions::new()
-                .offset(offset)
-                .len(self.len as usize)
-                .map(&file)
-        };
-        if let Ok(map) = map {
+        // sealed against shrinking and inside its size (checked above): no access to
+        // the mapping can raise SIGBUS
+        if let Ok(map) = MappedFile::map_part(&file, &link, offset, self.len as usize) {
             self.mapped = Some(map);
         }
         self
@@ -354,17 +348,7 @@ impl ProcessRam {
                     "read past the RAM block",
                 ));
             }
-            // SAFETY: off..off+len is inside the mapping (checked above, the mapping is
-            // `len` bytes); the destination is exclusively borrowed. QEMU writes the
-            // memory while the guest runs: bytes are copied, never referenced, and the
-            // memfd is sealed against shrinking, so no access can fault.
-            unsafe {
-                std::ptr::copy_nonoverlapping(
-                    map.as_ptr().add(off as usize),
-                    buf.as_mut_ptr(),
-                    buf.len(),
-                );
-            }
+            map.copy_out(off, buf);
             return Ok(());
         }
         match self.pages.lock() {
