@@ -73,6 +73,30 @@ fn watch_cpu(args: &[&str]) -> (Duration, Duration) {
     (used, wall)
 }
 
+/// Median of 200 scans of every check on a clean guest, translations (and kept pages)
+/// dropped before each, as each tick of `watch` does.
+fn scan_median(target: &Target, settings: &Settings) -> Duration {
+    let mut all = Vec::new();
+    for _ in 0..200 {
+        target.kernel.invalidate();
+        let t = Instant::now();
+        let r = checks::run_once(&target.kernel, &target.registers, &Check::ALL, settings);
+        all.push(t.elapsed());
+        assert!(r.errors.is_empty() && r.findings.is_empty(), "{r:?}");
+    }
+    median(all)
+}
+
+/// `detector ARGS` (a watch) for 30 s, printed as `what` with its share of a core and
+/// the `goal` said after it.
+fn print_watch(what: &str, goal: &str, args: &[&str]) {
+    let (used, wall) = watch_cpu(args);
+    println!(
+        "{what}: {used:.2?} CPU in {wall:.0?} = {:.2} % of one core{goal}",
+        used.as_secs_f64() * 100.0 / wall.as_secs_f64()
+    );
+}
+
 fn vol(
     venv: &Venv,
     symbols: &Path,
@@ -206,15 +230,7 @@ fn main() {
             median(text)
         );
         let settings = Settings::default();
-        let mut all = Vec::new();
-        for _ in 0..200 {
-            target.kernel.invalidate(); // as each tick of watch does
-            let t = Instant::now();
-            let r = checks::run_once(&target.kernel, &target.registers, &Check::ALL, &settings);
-            all.push(t.elapsed());
-            assert!(r.errors.is_empty() && r.findings.is_empty(), "{r:?}");
-        }
-        let file_scan = median(all);
+        let file_scan = scan_median(&target, &settings);
         println!("one scan, every check, attached (as in watch: translations dropped before each): median {file_scan:.2?}");
         for c in Check::ALL {
             let times: Vec<Duration> = (0..100)
@@ -240,15 +256,7 @@ fn main() {
             &ProfileSpec::Dir(profiles.clone()),
         )
         .expect("target through the process");
-        let mut all = Vec::new();
-        for _ in 0..200 {
-            through.kernel.invalidate();
-            let t = Instant::now();
-            let r = checks::run_once(&through.kernel, &through.registers, &Check::ALL, &settings);
-            all.push(t.elapsed());
-            assert!(r.errors.is_empty() && r.findings.is_empty(), "{r:?}");
-        }
-        let scan = median(all);
+        let scan = scan_median(&through, &settings);
         println!(
             "one scan, every check, through the QEMU process: median {scan:.2?}, {:.2}x the RAM file [target <= 2x]",
             scan.as_secs_f64() / file_scan.as_secs_f64()
@@ -256,51 +264,26 @@ fn main() {
     }
 
     // watch: CPU share over 30 s
-    let (used, wall) = watch_cpu(&[
-        "--qemu",
-        sock,
-        "--profiles",
-        pdir,
-        "--json",
-        "watch",
-        "--interval",
-        "1s",
-    ]);
-    println!(
-        "detector watch --interval 1s: {used:.2?} CPU in {wall:.0?} = {:.2} % of one core [target <= 1 %]",
-        used.as_secs_f64() * 100.0 / wall.as_secs_f64()
+    let watch = ["--json", "watch", "--interval", "1s"];
+    let file = ["--qemu", sock, "--profiles", pdir];
+    print_watch(
+        "detector watch --interval 1s",
+        " [target <= 1 %]",
+        &[&file[..], &watch[..]].concat(),
     );
-    let (used, wall) = watch_cpu(&[
-        "--qemu-pid",
-        &pid,
-        "--qmp",
-        sock,
-        "--profiles",
-        pdir,
-        "--json",
-        "watch",
-        "--interval",
-        "1s",
-    ]);
-    println!(
-        "detector watch --interval 1s through the QEMU process: {used:.2?} CPU in {wall:.0?} = {:.2} % of one core [target <= 0.5 %]",
-        used.as_secs_f64() * 100.0 / wall.as_secs_f64()
+    print_watch(
+        "detector watch --interval 1s through the QEMU process",
+        " [target <= 0.5 %]",
+        &[
+            &["--qemu-pid", &pid, "--qmp", sock, "--profiles", pdir][..],
+            &watch[..],
+        ]
+        .concat(),
     );
-    let (used, wall) = watch_cpu(&[
-        "--qemu",
-        sock,
-        "--profiles",
-        pdir,
-        "--image",
-        vmlinux,
-        "--json",
-        "watch",
-        "--interval",
-        "1s",
-    ]);
-    println!(
-        "detector watch --interval 1s --image (text every 10th scan): {used:.2?} CPU in {wall:.0?} = {:.2} % of one core",
-        used.as_secs_f64() * 100.0 / wall.as_secs_f64()
+    print_watch(
+        "detector watch --interval 1s --image (text every 10th scan)",
+        "",
+        &[&file[..], &["--image", vmlinux][..], &watch[..]].concat(),
     );
 
     let dump = dir.path().join("guest.elf");

@@ -923,15 +923,22 @@ fn calibrate(round_secs: f64, mut bench: impl FnMut(usize, u64) -> (f64, f64)) -
     (((rate * round_secs) as u64).max(1_000_000), rate)
 }
 
-fn qemu_main(a: &Args) {
+/// What a QEMU-host run needs first: the lab, the plot's venv (first, so a missing
+/// package fails before the long part), the detector copied and the default kernel's
+/// profile in a temporary directory (kept alive by the caller).
+fn setup() -> (Lab, Venv, tempfile::TempDir, PathBuf) {
     let lab = Lab::open_default().expect("lab");
-    // the plot's venv first, so a missing package fails before the long part
     let venv = Venv::ensure(lab.cache(), &["matplotlib==3.9.2"]).expect("matplotlib venv");
     let dir = tempfile::tempdir().expect("tempdir");
     copy_detector(dir.path());
     let profiles = dir.path().join("profiles");
     std::fs::create_dir_all(&profiles).unwrap();
     std::fs::write(profiles.join("6.1.json"), default_profile(&lab)).unwrap();
+    (lab, venv, dir, profiles)
+}
+
+fn qemu_main(a: &Args) {
+    let (lab, venv, _dir, profiles) = setup();
 
     let opts = BootOptions::default();
     let mut guest = lab
@@ -955,13 +962,7 @@ fn qemu_main(a: &Args) {
 /// libvirtd, read with `--libvirt NAME` (RAM through the QEMU process, the monitor
 /// through libvirt); writes `overhead-libvirt.json` and `.png`.
 fn libvirt_main(a: &Args) {
-    let lab = Lab::open_default().expect("lab");
-    let venv = Venv::ensure(lab.cache(), &["matplotlib==3.9.2"]).expect("matplotlib venv");
-    let dir = tempfile::tempdir().expect("tempdir");
-    copy_detector(dir.path());
-    let profiles = dir.path().join("profiles");
-    std::fs::create_dir_all(&profiles).unwrap();
-    std::fs::write(profiles.join("6.1.json"), default_profile(&lab)).unwrap();
+    let (lab, venv, _dir, profiles) = setup();
 
     let opts = BootOptions::default();
     let mut guest = lab
