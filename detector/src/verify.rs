@@ -12,7 +12,7 @@
 use std::collections::BTreeSet;
 
 use vmi_core::kernel::pidns::PidLimits;
-use vmi_core::kernel::{Kernel, Limits};
+use vmi_core::kernel::{escape, Kernel, Limits, START_KERNEL_MAP};
 use vmi_core::memory::{PhysicalMemory, VirtualMemory};
 use vmi_core::Va;
 
@@ -52,19 +52,27 @@ pub struct RuleResult {
 /// The rules, in the order they run.
 pub const RULES: &[&str] = &[
     "banner",
+    "symbols",
     "tasks-list",
     "task-names",
     "thread-groups",
     "parents",
+    "task-values",
     "pid-namespace",
     "runqueues",
     "address-spaces",
     "credentials",
     "executables",
     "mappings",
+    "process-memory",
+    "open-files",
+    "sockets",
+    "bpf",
     "modules",
+    "module-values",
     "syscall-table",
     "idt",
+    "walks",
 ];
 
 /// Most differences quoted in a detail.
@@ -98,7 +106,7 @@ fn is_text(b: &[u8]) -> bool {
 
 /// Run every rule on `kernel`.
 pub fn verify<M: PhysicalMemory>(kernel: &Kernel<M>, limits: &Limits) -> Vec<RuleResult> {
-    let mut out = vec![banner(kernel)];
+    let mut out = vec![banner(kernel), symbols(kernel)];
     let processes = kernel.processes(limits);
     match &processes {
         Ok(procs) => {
@@ -106,12 +114,17 @@ pub fn verify<M: PhysicalMemory>(kernel: &Kernel<M>, limits: &Limits) -> Vec<Rul
             out.push(task_names(procs));
             out.push(thread_groups(procs));
             out.push(parents(procs));
+            out.push(task_values(procs));
             out.push(pid_namespace(kernel, procs));
             out.push(runqueues(kernel, procs));
             out.push(address_spaces(procs));
-            out.push(credentials(procs));
+            out.push(credentials(kernel, procs));
             out.push(executables(kernel, procs));
             out.push(mappings(kernel, procs));
+            out.push(process_memory(kernel, procs));
+            out.push(open_files(kernel, procs));
+            out.push(sockets(kernel, procs));
+            out.push(bpf(kernel, procs));
         }
         Err(e) => {
             out.push(result(
@@ -120,7 +133,12 @@ pub fn verify<M: PhysicalMemory>(kernel: &Kernel<M>, limits: &Limits) -> Vec<Rul
                 format!("the walk failed: {e}"),
             ));
             // every rule on the tasks list's processes (between it and the modules)
-            for &rule in &RULES[2..RULES.len() - 3] {
+            let first = RULES
+                .iter()
+                .position(|&r| r == "tasks-list")
+                .map_or(0, |i| i + 1);
+            let end = RULES.iter().position(|&r| r == "modules").unwrap_or(first);
+            for &rule in RULES.get(first..end).unwrap_or_default() {
                 out.push(result(
                     rule,
                     Outcome::NotApplicable,
@@ -130,8 +148,10 @@ pub fn verify<M: PhysicalMemory>(kernel: &Kernel<M>, limits: &Limits) -> Vec<Rul
         }
     }
     out.push(modules(kernel, limits));
+    out.push(module_values(kernel, limits));
     out.push(syscall_table(kernel));
     out.push(idt(kernel));
+    out.push(walks(kernel, limits));
     out
 }
 
@@ -161,6 +181,75 @@ fn banner<M: PhysicalMemory>(k: &Kernel<M>) -> RuleResult {
             format!("linux_banner at {at}: {e}"),
         ),
     }
+}
+
+/// Every needed symbol of the profile is where the kernel's own kallsyms tables (read
+/// with the profile's `kallsyms_*` symbols) put a symbol of that name.
+fn symbols<M: PhysicalMemory>(k: &Kernel<M>) -> RuleResult {
+    const RULE: &str = "symbols";
+    if k.profile().symbol("kallsyms_names").is_none() {
+        return result(
+            RULE,
+            Outcome::NotApplicable,
+            "the profile does not name the kernel's kallsyms tables",
+        );
+    }
+    let table = match k.kallsyms() {
+        Ok(t) => t,
+        Err(e) => {
+            return result(
+                RULE,
+                Outcome::Fail,
+                format!("the kernel's kallsyms tables do not read at the profile's symbols: {e}"),
+            )
+        }
+    };
+    let shift = k.placement().virt_shift;
+    let (mut problems, mut found) = (Vec::new(), 0);
+    for needed in vmi_core::profile::needs::symbols() {
+        let Some((name, link)) = needed
+            .aliases
+            .iter()
+            .find_map(|a| Some((*a, k.profile().symbol(a)?)))
+        else {
+            continue;
+        };
+        // zero-based per-CPU symbols are not relocated (as `Kernel::per_cpu` reads them)
+        let at = if link < START_KERNEL_MAP {
+            link
+        } else {
+            link.wrapping_add(shift)
+        };
+        let names = match table.names_at(k.space(), Va(at)) {
+            Ok(n) => n,
+            Err(e) => {
+                problems.push(format!("{name}: {e}"));
+                continue;
+            }
+        };
+        // the tables themselves are not in kallsyms before 6.x's later releases: that
+        // they decode into the names of every other symbol is their check
+        if names.iter().any(|n| n == name.as_bytes())
+            || names.is_empty() && name.starts_with("kallsyms_")
+        {
+            found += 1;
+            continue;
+        }
+        let there = match (names.first(), table.lookup(k.space(), Va(at))) {
+            (Some(n), _) => format!("the kernel's symbol there is {}", escape(n)),
+            (None, Ok(Some((n, off)))) => format!("that is {}+{off:#x}", escape(&n)),
+            (None, _) => "no symbol is there".to_string(),
+        };
+        problems.push(format!("{name} at {at:#x}: {there}"));
+    }
+    pass_or_fail(
+        RULE,
+        problems,
+        format!(
+            "{found} symbols where the kernel's kallsyms puts them ({} in its table)",
+            table.len()
+        ),
+    )
 }
 
 /// Every task's `tasks` links point back: `next->prev` is the task itself.
@@ -268,6 +357,40 @@ fn parents(procs: &[vmi_core::kernel::Process]) -> RuleResult {
     )
 }
 
+/// Every task's state is one the kernel sets (bits below `TASK_STATE_MAX`, 0x10000),
+/// its exit state is `EXIT_ZOMBIE`, `EXIT_DEAD`, both or none, and a process started no
+/// earlier than its parent (start times are the monotonic clock).
+fn task_values(procs: &[vmi_core::kernel::Process]) -> RuleResult {
+    let mut problems = Vec::new();
+    let start: std::collections::BTreeMap<u32, u64> =
+        procs.iter().map(|p| (p.pid, p.start_time)).collect();
+    for p in procs {
+        if p.state >= 0x10000 {
+            problems.push(format!("process {}: state {:#x}", p.pid, p.state));
+        }
+        if !matches!(p.exit_state, 0 | 0x10 | 0x20 | 0x30) {
+            problems.push(format!("process {}: exit state {:#x}", p.pid, p.exit_state));
+        }
+        if let Some(&parent) = start.get(&p.ppid) {
+            if p.ppid != 0 && p.start_time < parent {
+                problems.push(format!(
+                    "process {} started at {} ns, before its parent {} ({} ns)",
+                    p.pid, p.start_time, p.ppid, parent
+                ));
+            }
+        }
+    }
+    // init starts after the kernel's own set-up
+    if procs.iter().any(|p| p.pid == 1 && p.start_time == 0) {
+        problems.push("init started at 0 ns".into());
+    }
+    pass_or_fail(
+        "task-values",
+        problems,
+        "states and exit states the kernel sets, every process started after its parent".into(),
+    )
+}
+
 /// The pid namespace's tasks are the tasks list's threads.
 fn pid_namespace<M: PhysicalMemory>(
     k: &Kernel<M>,
@@ -371,8 +494,11 @@ fn address_spaces(procs: &[vmi_core::kernel::Process]) -> RuleResult {
 }
 
 /// Kernel threads run as root; ids are in range (below 2^31, as the kernel's own
-/// ranges are).
-fn credentials(procs: &[vmi_core::kernel::Process]) -> RuleResult {
+/// ranges are); each credential's `user` is the `user_struct` of its real uid.
+fn credentials<M: PhysicalMemory>(
+    k: &Kernel<M>,
+    procs: &[vmi_core::kernel::Process],
+) -> RuleResult {
     let mut problems = Vec::new();
     for p in procs {
         let ids = [p.uid, p.gid, p.euid, p.egid];
@@ -384,6 +510,22 @@ fn credentials(procs: &[vmi_core::kernel::Process]) -> RuleResult {
     }
     if !procs.iter().any(|p| p.pid == 1 && p.uid == 0) {
         problems.push("init does not run as root".into());
+    }
+    // a cred's user is the user_struct of its real uid
+    for p in procs.iter().take(MAPPED * 4) {
+        match k.task_creds(p.task) {
+            Ok(c) => {
+                for ids in [&c.real, &c.subjective] {
+                    if ids.user_uid != ids.uid {
+                        problems.push(format!(
+                            "process {}: cred {} has uid {} and its user_struct {} uid {}",
+                            p.pid, ids.addr, ids.uid, ids.user, ids.user_uid
+                        ));
+                    }
+                }
+            }
+            Err(e) => problems.push(format!("process {}: {e}", p.pid)),
+        }
     }
     pass_or_fail(
         "credentials",
@@ -459,6 +601,335 @@ fn mappings<M: PhysicalMemory>(k: &Kernel<M>, procs: &[vmi_core::kernel::Process
     )
 }
 
+/// The offset of `ty.field` in the profile.
+fn offset<M: PhysicalMemory>(k: &Kernel<M>, ty: &str, field: &str) -> Option<u64> {
+    k.profile().field(ty, field).map(|f| f.offset)
+}
+
+/// The 8 bytes at `base + off`.
+fn word<M: PhysicalMemory>(k: &Kernel<M>, base: u64, off: u64) -> Result<u64, String> {
+    k.space()
+        .read_u64(Va(base.wrapping_add(off)))
+        .map_err(|e| format!("{:#x}: {e}", base.wrapping_add(off)))
+}
+
+/// An address in the kernel's half.
+fn kernel_pointer(v: u64) -> bool {
+    v >= 0xffff_8000_0000_0000
+}
+
+/// Each process's memory layout agrees with its mappings (up to [`MAPPED`] processes):
+/// the stack pointer and the arguments and environment lie in one growing-down
+/// mapping, the heap's bounds are in order and a mapping holds them, the executable is
+/// mapped from offset 0 by the same `file` as `exe_file`, and the vDSO is named by its
+/// special mapping.
+fn process_memory<M: PhysicalMemory>(
+    k: &Kernel<M>,
+    procs: &[vmi_core::kernel::Process],
+) -> RuleResult {
+    const RULE: &str = "process-memory";
+    const VM_GROWSDOWN: u64 = 0x100;
+    let fields = [
+        "start_brk",
+        "brk",
+        "start_stack",
+        "arg_start",
+        "arg_end",
+        "env_end",
+        "exe_file",
+    ];
+    let Some(offs) = fields
+        .iter()
+        .map(|f| offset(k, "mm_struct", f))
+        .collect::<Option<Vec<u64>>>()
+    else {
+        return result(
+            RULE,
+            Outcome::NotApplicable,
+            "the profile lacks mm_struct's bounds",
+        );
+    };
+    let (mut problems, mut n) = (Vec::new(), 0);
+    for p in procs
+        .iter()
+        .filter(|p| !p.is_kernel_thread() && p.mm.0 != 0)
+        .take(MAPPED)
+    {
+        let vals: Result<Vec<u64>, String> = offs.iter().map(|&o| word(k, p.mm.0, o)).collect();
+        let (vals, maps) = match (vals, k.maps(p.mm)) {
+            (Ok(v), Ok(m)) => (v, m),
+            (Err(e), _) => {
+                problems.push(format!("process {}: mm_struct {e}", p.pid));
+                continue;
+            }
+            (_, Err(e)) => {
+                problems.push(format!("process {}: {e}", p.pid));
+                continue;
+            }
+        };
+        let [start_brk, brk, start_stack, arg_start, arg_end, env_end, exe] = vals[..] else {
+            continue;
+        };
+        // in the middle of execve: the new mm's bounds are not all set yet
+        if arg_end == 0 || env_end == 0 || maps.is_empty() {
+            continue;
+        }
+        n += 1;
+        let mut bad = Vec::new();
+        let holder = |a: u64| maps.iter().find(|m| m.vma.start <= a && a < m.vma.end);
+        match holder(start_stack) {
+            Some(st) if st.vma.flags & VM_GROWSDOWN != 0 => {
+                let inside = |a: u64| st.vma.start <= a && a <= st.vma.end;
+                let ordered = arg_start <= arg_end && arg_end <= env_end;
+                if !(ordered && inside(arg_start) && inside(env_end)) {
+                    bad.push(format!(
+                        "arguments {arg_start:#x}..{arg_end:#x}, environment end {env_end:#x} outside the stack {:#x}..{:#x}",
+                        st.vma.start, st.vma.end
+                    ));
+                }
+            }
+            _ => bad.push(format!(
+                "start_stack {start_stack:#x} is in no stack mapping"
+            )),
+        }
+        if start_brk > brk {
+            bad.push(format!(
+                "heap {start_brk:#x}..{brk:#x} ends before it starts"
+            ));
+        } else if brk > start_brk
+            && !maps
+                .iter()
+                .any(|m| m.vma.start < brk && m.vma.end > start_brk)
+        {
+            bad.push(format!(
+                "no mapping holds the heap {start_brk:#x}..{brk:#x}"
+            ));
+        }
+        let mut own = maps.iter().filter(|m| m.vma.file.0 == exe && exe != 0);
+        match own.next() {
+            Some(first) if first.vma.pgoff == 0 => {}
+            Some(first) => bad.push(format!(
+                "the executable's first mapping {:#x} is at file page {:#x}, not 0",
+                first.vma.start, first.vma.pgoff
+            )),
+            None if exe != 0 => bad.push("no mapping of the executable's file".into()),
+            None => {}
+        }
+        if !maps.iter().any(
+            |m| matches!(&m.name, vmi_core::kernel::vma::MapName::Special(n) if n == b"[vdso]"),
+        ) {
+            bad.push("no [vdso] mapping".into());
+        }
+        if !bad.is_empty() {
+            problems.push(format!("process {}: {}", p.pid, bad.join(", ")));
+        }
+    }
+    pass_or_fail(
+        RULE,
+        problems,
+        format!("{n} processes' stacks, arguments, heaps, executables and vDSOs where their mappings are"),
+    )
+}
+
+/// Most file descriptors read per process by [`open_files`].
+const FDS: u64 = 256;
+
+/// Each process's file table reads (up to [`MAPPED`] processes and [`FDS`] descriptors
+/// each): its size is a multiple of 64, and every open file has an inode whose mapping
+/// is the file's, on the superblock of the file's mount, and operations in the kernel.
+fn open_files<M: PhysicalMemory>(k: &Kernel<M>, procs: &[vmi_core::kernel::Process]) -> RuleResult {
+    const RULE: &str = "open-files";
+    let names = [
+        ("task_struct", "files"),
+        ("files_struct", "fdt"),
+        ("fdtable", "max_fds"),
+        ("fdtable", "fd"),
+        ("file", "f_inode"),
+        ("file", "f_op"),
+        ("file", "f_mapping"),
+        ("file", "f_path"),
+        ("path", "mnt"),
+        ("vfsmount", "mnt_sb"),
+        ("inode", "i_mapping"),
+        ("inode", "i_sb"),
+    ];
+    let Some(o) = names
+        .iter()
+        .map(|(t, f)| offset(k, t, f))
+        .collect::<Option<Vec<u64>>>()
+    else {
+        return result(
+            RULE,
+            Outcome::NotApplicable,
+            "the profile lacks the file table's fields",
+        );
+    };
+    let socket_ops = k.symbol("socket_file_ops").ok().map(|v| v.0);
+    let (mut problems, mut files, mut tables) = (Vec::new(), 0, 0);
+    for p in procs.iter().filter(|p| !p.is_kernel_thread()).take(MAPPED) {
+        let table = (|| -> Result<(u64, u64), String> {
+            let fs = word(k, p.task.0, o[0])?;
+            if fs == 0 {
+                return Ok((0, 0)); // exiting
+            }
+            let fdt = word(k, fs, o[1])?;
+            let max = k
+                .space()
+                .read_u32(Va(fdt.wrapping_add(o[2])))
+                .map_err(|e| format!("fdtable.max_fds: {e}"))?;
+            let fd = word(k, fdt, o[3])?;
+            if !kernel_pointer(fs) || !kernel_pointer(fdt) || !kernel_pointer(fd) {
+                return Err(format!("files {fs:#x}, fdtable {fdt:#x}, fd array {fd:#x}"));
+            }
+            if max == 0 || max % 64 != 0 || max > 1 << 24 {
+                return Err(format!("max_fds {max}"));
+            }
+            Ok((fd, u64::from(max)))
+        })();
+        let (fd, max) = match table {
+            Ok((0, _)) => continue,
+            Ok(t) => t,
+            Err(e) => {
+                problems.push(format!("process {}: {e}", p.pid));
+                continue;
+            }
+        };
+        tables += 1;
+        for i in 0..max.min(FDS) {
+            let check = || -> Result<bool, String> {
+                let f = word(k, fd, i * 8)?;
+                if f == 0 {
+                    return Ok(false);
+                }
+                let (inode, ops, mapping, mnt) = (
+                    word(k, f, o[4])?,
+                    word(k, f, o[5])?,
+                    word(k, f, o[6])?,
+                    word(k, f, o[7] + o[8])?,
+                );
+                if !kernel_pointer(inode) || !kernel_pointer(ops) || !kernel_pointer(mnt) {
+                    return Err(format!("f_inode {inode:#x}, f_op {ops:#x}, mount {mnt:#x}"));
+                }
+                let (i_mapping, i_sb, sb) = (
+                    word(k, inode, o[10])?,
+                    word(k, inode, o[11])?,
+                    word(k, mnt, o[9])?,
+                );
+                if mapping != i_mapping {
+                    return Err(format!(
+                        "f_mapping {mapping:#x}, its inode's {i_mapping:#x}"
+                    ));
+                }
+                if i_sb != sb || !kernel_pointer(sb) {
+                    return Err(format!(
+                        "its inode's superblock {i_sb:#x}, its mount's {sb:#x}"
+                    ));
+                }
+                if Some(ops) == socket_ops {
+                    socket_file(k, f)?;
+                }
+                Ok(true)
+            };
+            match check() {
+                Ok(true) => files += 1,
+                Ok(false) => {}
+                Err(e) => problems.push(format!("process {} fd {i}: {e}", p.pid)),
+            }
+        }
+    }
+    if tables > 0 && files == 0 {
+        problems.push(format!("{tables} file tables and not one open file"));
+    }
+    pass_or_fail(
+        RULE,
+        problems,
+        format!("{files} open files of {tables} processes on their mounts' superblocks"),
+    )
+}
+
+/// A socket's file: its `private_data` is a `socket` whose `sk` has an address family
+/// and a type the kernel has (every family, not only the internet's).
+fn socket_file<M: PhysicalMemory>(k: &Kernel<M>, file: u64) -> Result<(), String> {
+    let offs = [
+        offset(k, "file", "private_data"),
+        offset(k, "socket", "sk"),
+        offset(k, "sock", "__sk_common"),
+        offset(k, "sock_common", "skc_family"),
+        offset(k, "sock", "sk_type"),
+    ];
+    let [Some(private), Some(sk), Some(common), Some(family), Some(ty)] = offs else {
+        return Ok(());
+    };
+    let socket = word(k, file, private)?;
+    let sock = word(k, socket, sk)?;
+    if !kernel_pointer(socket) || !kernel_pointer(sock) {
+        return Err(format!(
+            "a socket file's socket {socket:#x}, sock {sock:#x}"
+        ));
+    }
+    let u16_at = |off: u64| {
+        k.space()
+            .read_u16(Va(sock.wrapping_add(off)))
+            .map_err(|e| format!("sock {sock:#x}: {e}"))
+    };
+    let (fam, t) = (u16_at(common + family)?, u16_at(ty)?);
+    // AF_UNIX 1 .. AF_MAX; SOCK_STREAM 1 .. SOCK_SEQPACKET 5, SOCK_DCCP 6, SOCK_PACKET 10
+    if !(1..46).contains(&fam) || !matches!(t, 1..=6 | 10) {
+        return Err(format!("sock {sock:#x}: family {fam}, type {t}"));
+    }
+    Ok(())
+}
+
+/// Every internet socket of every process has a family, type, protocol and state the
+/// kernel uses together, an inode number, and ports as its state has them.
+fn sockets<M: PhysicalMemory>(k: &Kernel<M>, procs: &[vmi_core::kernel::Process]) -> RuleResult {
+    const RULE: &str = "sockets";
+    let (mut problems, mut n) = (Vec::new(), 0);
+    for p in procs.iter().filter(|p| !p.is_kernel_thread()) {
+        let socks = match k.sockets(p.task) {
+            Ok(s) => s,
+            Err(e @ vmi_core::kernel::KernelError::MissingField(_)) => {
+                return result(RULE, Outcome::NotApplicable, e.to_string())
+            }
+            Err(e) => {
+                problems.push(format!("process {}: {e}", p.pid));
+                continue;
+            }
+        };
+        for s in socks {
+            n += 1;
+            let known = matches!(s.family, 2 | 10)
+                && matches!(
+                    (s.sock_type, s.protocol),
+                    (1, 6 | 132 | 262) | (2, 17 | 136 | 1 | 58) | (3, 0..=255) | (5, 132)
+                )
+                && (1..=12).contains(&s.state)
+                && s.inode != 0
+                && s.inode <= u64::from(u32::MAX);
+            // TCP listens on a port with no peer; a connection has both ports
+            let ports = match (s.protocol, s.state) {
+                (6, 10) => s.local.1 != 0 && s.remote.1 == 0,
+                (6, 1) => s.local.1 != 0 && s.remote.1 != 0,
+                _ => true,
+            };
+            if !known || !ports {
+                problems.push(format!(
+                    "process {} fd {}: family {}, type {}, protocol {}, state {}, inode {}, ports {} and {}",
+                    p.pid, s.fd, s.family, s.sock_type, s.protocol, s.state, s.inode, s.local.1, s.remote.1
+                ));
+            }
+        }
+    }
+    if n == 0 && problems.is_empty() {
+        return result(RULE, Outcome::NotApplicable, "no internet socket open");
+    }
+    pass_or_fail(
+        RULE,
+        problems,
+        format!("{n} internet sockets with families, types, states and ports that go together"),
+    )
+}
+
 /// Listed modules have text names, code in the module area, and a kobject in the kset.
 fn modules<M: PhysicalMemory>(k: &Kernel<M>, limits: &Limits) -> RuleResult {
     let mods = match k.modules(limits) {
@@ -512,6 +983,165 @@ fn modules<M: PhysicalMemory>(k: &Kernel<M>, limits: &Limits) -> RuleResult {
 
 /// Most of the table points into kernel text (a hooked entry or two is `check`'s
 /// business; a wrong symbol or length reads no table at all).
+/// BPF names: letters, digits, `_` and `.` (as `bpf_obj_name_cpy` accepts).
+fn bpf_name(b: &[u8]) -> bool {
+    b.iter()
+        .all(|&c| c.is_ascii_alphanumeric() || c == b'_' || c == b'.')
+}
+
+/// Every BPF program and link has the id of its place in its IDR, a type of the
+/// kernel's enums, a name of the characters the kernel accepts, and (programs) a tag, a
+/// load time and JIT code in the kernel; a link's program and a perf event's are
+/// programs of the IDR, and perf events name their PMU and event.
+fn bpf<M: PhysicalMemory>(k: &Kernel<M>, procs: &[vmi_core::kernel::Process]) -> RuleResult {
+    const RULE: &str = "bpf";
+    let (view, (progs, links)) = match (k.bpf(procs), k.bpf_indexes()) {
+        (Ok(v), Ok(i)) => (v, i),
+        (Err(e), _) | (_, Err(e)) => {
+            if k.profile().symbol("prog_idr").is_none() {
+                return result(RULE, Outcome::NotApplicable, e.to_string());
+            }
+            return result(RULE, Outcome::Fail, format!("the walk failed: {e}"));
+        }
+    };
+    if view.programs.is_empty() && view.links.is_empty() && view.perf_events.is_empty() {
+        return result(
+            RULE,
+            Outcome::NotApplicable,
+            "no BPF program, link or perf event",
+        );
+    }
+    let base = |idr: &'static str| -> u64 {
+        let Some(off) = offset(k, "idr", "idr_base") else {
+            return 0;
+        };
+        k.symbol(idr)
+            .ok()
+            .and_then(|at| k.space().read_u32(Va(at.0.wrapping_add(off))).ok())
+            .map_or(0, u64::from)
+    };
+    let known = |e: &str, v: u32, max: u32| match k.profile().enums.get(e) {
+        Some(vals) => vals
+            .iter()
+            .any(|(n, &x)| x == i64::from(v) && !n.starts_with("__MAX")),
+        None => v < max,
+    };
+    let mut problems = Vec::new();
+    let (pb, lb) = (base("prog_idr"), base("link_idr"));
+    let at_index =
+        |list: &[(u64, Va)], at: Va| list.iter().find(|(_, a)| *a == at).map(|(i, _)| *i);
+    for p in &view.programs {
+        let mut bad = Vec::new();
+        if at_index(&progs, p.at).map(|i| i + pb) != Some(u64::from(p.id)) {
+            bad.push(format!("id {} is not its IDR index", p.id));
+        }
+        if !known("bpf_prog_type", p.prog_type, 64) || p.prog_type == 0 {
+            bad.push(format!("type {}", p.prog_type));
+        }
+        if !known("bpf_attach_type", p.expected_attach_type, 128) {
+            bad.push(format!("expected attach type {}", p.expected_attach_type));
+        }
+        if !bpf_name(&p.name) || !bpf_name(&p.attach_func_name) && !is_text(&p.attach_func_name) {
+            bad.push(format!("name {:?}", escape(&p.name)));
+        }
+        if p.tag == [0; 8] {
+            bad.push("tag 0".into());
+        }
+        if p.load_time == 0 || p.load_time >= 1 << 62 {
+            bad.push(format!("load time {}", p.load_time));
+        }
+        if p.jited_len == 0 || p.jited_len >= 1 << 24 || !kernel_pointer(p.image.0) {
+            bad.push(format!("JIT code {} of {} bytes", p.image, p.jited_len));
+        }
+        if p.dst_prog.0 != 0 && !kernel_pointer(p.dst_prog.0) {
+            bad.push(format!("target program {}", p.dst_prog));
+        }
+        if !bad.is_empty() {
+            problems.push(format!("program at {}: {}", p.at, bad.join(", ")));
+        }
+    }
+    let is_prog = |at: Va| view.programs.iter().any(|p| p.at == at);
+    for l in &view.links {
+        if at_index(&links, l.at).map(|i| i + lb) != Some(u64::from(l.id))
+            || !known("bpf_link_type", l.link_type, 32)
+            || l.link_type == 0
+            || !is_prog(l.prog)
+        {
+            problems.push(format!(
+                "link at {}: id {}, type {}, program {}",
+                l.at, l.id, l.link_type, l.prog
+            ));
+        }
+    }
+    for e in &view.perf_events {
+        if !is_text(&e.pmu)
+            || !e.event.is_empty() && !is_text(&e.event)
+            || e.prog.0 != 0 && !is_prog(e.prog)
+            || !kernel_pointer(e.overflow_handler.0)
+        {
+            problems.push(format!(
+                "perf event at {} of tid {}: pmu {:?}, event {:?}, program {}, overflow handler {}",
+                e.at,
+                e.tid,
+                escape(&e.pmu),
+                escape(&e.event),
+                e.prog,
+                e.overflow_handler
+            ));
+        }
+    }
+    pass_or_fail(
+        RULE,
+        problems,
+        format!(
+            "{} programs, {} links and {} perf events, each consistent",
+            view.programs.len(),
+            view.links.len(),
+            view.perf_events.len()
+        ),
+    )
+}
+
+/// Every listed module's state is one the kernel has (live, coming, going, unformed),
+/// its core size is a whole number of pages below 1 GiB, and its `mkobj.mod` points
+/// back at it.
+fn module_values<M: PhysicalMemory>(k: &Kernel<M>, limits: &Limits) -> RuleResult {
+    const RULE: &str = "module-values";
+    let mods = match k.modules(limits) {
+        Ok(m) => m,
+        Err(e) => return result(RULE, Outcome::Fail, format!("the walk failed: {e}")),
+    };
+    if mods.is_empty() {
+        return result(RULE, Outcome::NotApplicable, "no module listed");
+    }
+    let back = offset(k, "module", "mkobj").zip(offset(k, "module_kobject", "mod"));
+    let mut problems = Vec::new();
+    for m in &mods {
+        let name = m.display_name();
+        if m.state > 3 {
+            problems.push(format!("module {name}: state {}", m.state));
+        }
+        if m.core_size == 0 || m.core_size % 4096 != 0 || m.core_size >= 1 << 30 {
+            problems.push(format!("module {name}: core size {}", m.core_size));
+        }
+        if let Some((mkobj, modp)) = back {
+            match word(k, m.addr.0, mkobj + modp) {
+                Ok(v) if v == m.addr.0 => {}
+                Ok(v) => problems.push(format!("module {name} at {}: mkobj.mod is {v:#x}", m.addr)),
+                Err(e) => problems.push(format!("module {name}: mkobj.mod {e}")),
+            }
+        }
+    }
+    pass_or_fail(
+        RULE,
+        problems,
+        format!(
+            "{} modules with known states, whole pages, and kobjects that point back",
+            mods.len()
+        ),
+    )
+}
+
 fn syscall_table<M: PhysicalMemory>(k: &Kernel<M>) -> RuleResult {
     let (tables, text) = match (k.syscall_tables(), k.text_range()) {
         (Ok(t), Ok(r)) => (t, r),
@@ -561,6 +1191,47 @@ fn idt<M: PhysicalMemory>(k: &Kernel<M>) -> RuleResult {
     }
 }
 
+/// Every check walks what it reads without meeting a structure no kernel builds: no
+/// check fails, and none reports a broken list, an unreadable or undecodable object, or
+/// a function pointer into memory that holds no code (neither kernel text nor the module
+/// area: the heap is not executable) (the policy and the kernel image are not needed). A rootkit that corrupts a list fails
+/// this rule too; `check` says where.
+fn walks<M: PhysicalMemory>(k: &Kernel<M>, limits: &Limits) -> RuleResult {
+    let settings = crate::checks::Settings {
+        limits: *limits,
+        policy: None,
+        image: None,
+    };
+    let report = crate::checks::run_once(k, &[], &crate::checks::Check::ALL, &settings);
+    let mut problems: Vec<String> = report.errors.iter().map(|e| e.to_string()).collect();
+    problems.extend(
+        report
+            .findings
+            .iter()
+            .filter(|f| {
+                [":broken:", ":unreadable", ":undecodable", ":bogus"]
+                    .iter()
+                    .any(|m| f.key.contains(m))
+                    || f.evidence.iter().any(|(k, v)| {
+                        *k == "owner"
+                            && matches!(v, crate::finding::Evidence::Text(t) if t == "unknown memory")
+                    })
+                    || f.evidence.iter().any(|(k, v)| {
+                        *k == "rule" && matches!(v, crate::finding::Evidence::Text(t) if t == "unreadable")
+                    })
+            })
+            .map(|f| f.summary.clone()),
+    );
+    pass_or_fail(
+        "walks",
+        problems,
+        format!(
+            "{} checks read their structures, none broken",
+            report.ran.len()
+        ),
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -599,9 +1270,79 @@ mod tests {
         let got = outcomes(system().sk);
         let rules: Vec<&str> = got.iter().map(|r| r.0).collect();
         assert_eq!(rules, RULES);
+        // the synthetic kernel has no kallsyms tables, sockets or BPF objects
+        let absent = ["symbols", "sockets", "bpf"];
         for (rule, outcome, detail) in &got {
-            assert_eq!(*outcome, Outcome::Pass, "{rule}: {detail}");
+            let want = if absent.contains(rule) {
+                Outcome::NotApplicable
+            } else {
+                Outcome::Pass
+            };
+            assert_eq!(*outcome, want, "{rule}: {detail}");
         }
+    }
+
+    #[test]
+    fn task_values_out_of_the_kernels_range_fail() {
+        let mut s = system();
+        s.sk.set_u32(s.sshd.task, "task_struct", "__state", 0x20000);
+        assert_eq!(failed(s.sk), vec!["task-values"]);
+        let mut s = system();
+        s.sk.set_u32(s.sshd.task, "task_struct", "exit_state", 0x40);
+        assert_eq!(failed(s.sk), vec!["task-values"]);
+        // sshd (a child of init) started before init
+        let mut s = system();
+        s.sk.set(s.sshd.task, "task_struct", "start_time", 1);
+        let init = s.sk.get(s.sshd.task, "task_struct", "real_parent");
+        s.sk.set(Va(init), "task_struct", "start_time", 5_000_000_000);
+        assert_eq!(failed(s.sk), vec!["task-values"]);
+    }
+
+    #[test]
+    fn process_memory_out_of_its_mappings_fails() {
+        for (field, by) in [("start_stack", 0x10_0000u64), ("arg_start", 0x10_0000)] {
+            let mut s = system();
+            let v = s.sk.get(s.bash_mm, "mm_struct", field);
+            s.sk.set(s.bash_mm, "mm_struct", field, v - by);
+            // (arguments out of the stack are also unreadable to spoofing: walks)
+            let f = failed(s.sk);
+            assert!(f.contains(&"process-memory"), "{field}: {f:?}");
+        }
+        // the heap's bounds swapped
+        let mut s = system();
+        s.sk.set(s.bash_mm, "mm_struct", "start_brk", 0x60_0000);
+        s.sk.set(s.bash_mm, "mm_struct", "brk", 0x50_0000);
+        assert_eq!(failed(s.sk), vec!["process-memory"]);
+        // exe_file is another file: no mapping of the executable's file
+        let mut s = system();
+        let sshd_mm = s.sk.get(s.sshd.task, "task_struct", "mm");
+        let other = s.sk.get(Va(sshd_mm), "mm_struct", "exe_file");
+        s.sk.set(s.bash_mm, "mm_struct", "exe_file", other);
+        assert!(failed(s.sk).contains(&"process-memory"));
+        // the executable's first mapping is not from its start
+        let mut s = system();
+        let first = s.sk.get(s.bash_mm, "mm_struct", "mmap");
+        s.sk.set(Va(first), "vm_area_struct", "vm_pgoff", 5);
+        assert!(failed(s.sk).contains(&"process-memory"));
+    }
+
+    #[test]
+    fn a_module_without_its_kobject_or_state_fails() {
+        let mut s = system();
+        shift(&mut s.sk, "module_kobject", "mod", 8);
+        assert!(failed(s.sk).contains(&"module-values"));
+        let mut s = system();
+        s.sk.set_u32(s.e1000.addr, "module", "state", 7);
+        assert_eq!(failed(s.sk), vec!["module-values"]);
+    }
+
+    #[test]
+    fn a_cred_whose_user_is_another_uid_fails() {
+        let mut s = system();
+        let cred = s.sk.get(s.bash.task, "task_struct", "real_cred");
+        let user = s.sk.get(Va(cred), "cred", "user");
+        s.sk.set_u32(Va(user), "user_struct", "uid", 4242);
+        assert!(failed(s.sk).contains(&"credentials"));
     }
 
     #[test]
@@ -627,7 +1368,7 @@ mod tests {
         assert!(failed(s.sk).is_empty());
         let mut s = system();
         shift(&mut s.sk, "task_struct", "real_parent", 0x10);
-        assert_eq!(failed(s.sk), vec!["tasks-list"]);
+        assert_eq!(failed(s.sk), vec!["tasks-list", "walks"]);
         // a parent that is not on the list
         let mut s = system();
         let sshd = s.sshd.task;

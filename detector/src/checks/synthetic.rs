@@ -52,32 +52,18 @@ pub(crate) fn system() -> System {
     let e1000 = sk.add_module(b"e1000", 0x2_0000);
     // what execve left: sshd's setproctitle, a login shell started as /bin/bash
     let sshd_argv: &[&[u8]] = &[b"sshd: /usr/sbin/sshd -D [listener] 0 of 10-100 startups"];
+    // each with its executable's text, its stack and the vDSO
     let mm = sk.exec(&sshd, b"/usr/sbin/sshd", sshd_argv, b"/usr/sbin/sshd");
     let text = (TEXT_AT, TEXT_AT + 0x1_0000);
-    sk.add_vma(
-        mm,
-        text,
-        VM_READ | VM_EXEC,
-        Some(b"/usr/sbin/sshd"),
-        Some(b"\x7fELF"),
-    );
+    sk.map_exe(mm, text, VM_READ | VM_EXEC, Some(b"\x7fELF"));
+    sk.add_stack_and_vdso(mm);
     let init: &[&[u8]] = &[b"/usr/lib/systemd/systemd"];
     let init_mm = sk.exec(&systemd, b"/usr/lib/systemd/systemd", init, init[0]);
-    sk.add_vma(
-        init_mm,
-        text,
-        VM_READ | VM_EXEC,
-        Some(b"/usr/lib/systemd/systemd"),
-        Some(b"\x7fELF"),
-    );
+    sk.map_exe(init_mm, text, VM_READ | VM_EXEC, Some(b"\x7fELF"));
+    sk.add_stack_and_vdso(init_mm);
     let bash_mm = sk.exec(&bash, b"/usr/bin/bash", &[b"-bash"], b"/bin/bash");
-    sk.add_vma(
-        bash_mm,
-        text,
-        VM_READ | VM_EXEC,
-        Some(b"/usr/bin/bash"),
-        None,
-    );
+    sk.map_exe(bash_mm, text, VM_READ | VM_EXEC, None);
+    sk.add_stack_and_vdso(bash_mm);
     System {
         sk,
         sshd,

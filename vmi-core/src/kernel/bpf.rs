@@ -539,6 +539,21 @@ impl<M: PhysicalMemory> Kernel<M> {
         Ok(leaves)
     }
 
+    /// The indexes of `prog_idr` and `link_idr` with the objects they hold, by index: a
+    /// program's or link's id is its index plus the IDR's `idr_base`.
+    #[allow(clippy::type_complexity)]
+    pub fn bpf_indexes(&self) -> Result<(Vec<(u64, Va)>, Vec<(u64, Va)>), KernelError> {
+        let l = BpfLayout::from_profile(&self.profile)?;
+        let index = |idr| -> Result<Vec<(u64, Va)>, KernelError> {
+            Ok(self
+                .idr_entries(&l, idr)?
+                .into_iter()
+                .map(|(k, p)| (k, Va(p)))
+                .collect())
+        };
+        Ok((index("prog_idr")?, index("link_idr")?))
+    }
+
     /// Every program in `prog_idr`, every link in `link_idr`, and the perf events on
     /// the lists of the threads of `processes`.
     pub fn bpf(&self, processes: &[Process]) -> Result<BpfView, KernelError> {

@@ -46,6 +46,8 @@ pub const NEEDS: crate::profile::needs::Declaration = crate::declaration!(
 pub const MAX_SYMS: u32 = 1 << 22;
 /// Longest name decoded (`KSYM_NAME_LEN` is 512).
 pub const MAX_NAME: usize = 512;
+/// Most names of one address returned by [`Kallsyms::names_at`].
+pub const MAX_ALIASES: usize = 256;
 /// Bytes of `kallsyms_names` read at a time.
 const CHUNK: usize = 4096;
 
@@ -264,6 +266,31 @@ impl Kallsyms {
         Ok(name.get(1..).unwrap_or_default().to_vec())
     }
 
+    /// The names of the symbols at exactly `va` (aliases share an address), at most
+    /// [`MAX_ALIASES`]: empty when no symbol starts there.
+    pub fn names_at<V: VirtualMemory + ?Sized>(
+        &self,
+        mem: &V,
+        va: Va,
+    ) -> Result<Vec<Vec<u8>>, KernelError> {
+        // the first symbol at or above `va`
+        let (mut lo, mut hi) = (0u32, self.count);
+        while lo < hi {
+            let mid = lo + (hi - lo) / 2;
+            if self.address(mem, mid)? < va.0 {
+                lo = mid + 1;
+            } else {
+                hi = mid;
+            }
+        }
+        let mut out = Vec::new();
+        while lo < self.count && out.len() < MAX_ALIASES && self.address(mem, lo)? == va.0 {
+            out.push(self.name(mem, lo)?);
+            lo += 1;
+        }
+        Ok(out)
+    }
+
     /// The symbol at or before `va` and the offset into it: what `%pS` prints. `None`
     /// below the first symbol. The caller decides whether `va` is in the kernel image
     /// at all (beyond the last symbol, the last one is named).
@@ -450,6 +477,16 @@ mod tests {
             );
             assert_eq!(hit(syms[599].0 + 1), Some((b"f599".to_vec(), 1)));
             assert_eq!(hit(text - 1), None);
+            // every name at an address, none between symbols
+            let at = |va: u64| k.names_at(&mem, Va(va)).unwrap();
+            assert_eq!(
+                at(syms[300].0),
+                vec![b"__x64_sys_kill".to_vec(), b"alias".to_vec()]
+            );
+            assert_eq!(at(text), vec![b"f0".to_vec()]);
+            assert_eq!(at(syms[599].0), vec![b"f599".to_vec()]);
+            assert!(at(text + 8).is_empty() && at(text - 1).is_empty());
+            assert!(at(syms[599].0 + 0x10).is_empty());
         }
     }
 

@@ -922,7 +922,7 @@ impl SyntheticKernel {
         mm
     }
 
-    /// Map `start..end` with `VM_*` `flags` in `mm` (after its other mappings): of
+    /// Map `start..end` with `VM_*` `flags` in `mm` (in address order): of
     /// the file `file`, or anonymous; with `bytes` at `start` in memory, or not
     /// resident. Returns the `vm_area_struct`.
     pub fn add_vma(
@@ -942,10 +942,17 @@ impl SyntheticKernel {
             let f = self.new_file(path);
             self.set(vma, "vm_area_struct", "vm_file", f.0);
         }
+        // in address order, as the kernel keeps them
         let mut link = self.field_va(mm, "mm_struct", "mmap");
-        while self.read_u64(link) != 0 {
-            link = self.field_va(Va(self.read_u64(link)), "vm_area_struct", "vm_next");
+        loop {
+            let next = self.read_u64(link);
+            if next == 0 || self.get(Va(next), "vm_area_struct", "vm_start") > range.0 {
+                break;
+            }
+            link = self.field_va(Va(next), "vm_area_struct", "vm_next");
         }
+        let next = self.read_u64(link);
+        self.set(vma, "vm_area_struct", "vm_next", next);
         self.write_u64(link, vma.0);
         let count = self.read_u64(self.field_va(mm, "mm_struct", "map_count")) as u32;
         self.set_u32(mm, "mm_struct", "map_count", count + 1);
@@ -959,6 +966,42 @@ impl SyntheticKernel {
             self.user_tables.insert(mm.0, pt);
         }
         vma
+    }
+
+    /// Map `start..end` of `mm`'s executable (its `exe_file`, from file offset 0),
+    /// as `execve` maps an ELF's first segment.
+    pub fn map_exe(&mut self, mm: Va, range: (u64, u64), flags: u64, bytes: Option<&[u8]>) -> Va {
+        let vma = self.add_vma(mm, range, flags, None, bytes);
+        let exe = self.get(mm, "mm_struct", "exe_file");
+        self.set(vma, "vm_area_struct", "vm_file", exe);
+        vma
+    }
+
+    /// The main thread's stack (`VM_GROWSDOWN`, holding `start_stack` and the
+    /// arguments at [`ARGS_PAGE`]) and above it the vDSO (a special mapping named
+    /// `[vdso]`), as `execve` leaves them.
+    pub fn add_stack_and_vdso(&mut self, mm: Va) {
+        use crate::kernel::vma::{VM_GROWSDOWN, VM_READ, VM_WRITE};
+        self.add_vma(
+            mm,
+            (ARGS_PAGE - 0x2_0000, ARGS_PAGE + 0x1000),
+            VM_READ | VM_WRITE | VM_GROWSDOWN,
+            None,
+            None,
+        );
+        let vdso = self.add_vma(
+            mm,
+            (ARGS_PAGE + 0x1_0000, ARGS_PAGE + 0x1_2000),
+            crate::kernel::vma::VM_READ | crate::kernel::vma::VM_EXEC,
+            None,
+            None,
+        );
+        let special = self.alloc_type("vm_special_mapping");
+        let name = self.alloc_str(b"[vdso]");
+        self.set(special, "vm_special_mapping", "name", name.0);
+        let ops = self.symbol("special_mapping_vmops");
+        self.set(vdso, "vm_area_struct", "vm_ops", ops.0);
+        self.set(vdso, "vm_area_struct", "vm_private_data", special.0);
     }
 
     // ----- mounts and open files -----

@@ -774,6 +774,7 @@ const SYMBOLS: &[(&str, u64, &str)] = &[
         "R",
     ),
     ("socket_file_ops", 0x20_5000, "r"),
+    ("special_mapping_vmops", 0x20_5100, "r"),
     // the VFS tables of the root file system and /proc (0x100 apart)
     ("proc_root_operations", 0x20_7000, "r"),
     ("proc_root_inode_operations", 0x20_7100, "r"),
