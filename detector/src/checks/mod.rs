@@ -208,6 +208,21 @@ pub enum CheckFailure {
     },
 }
 
+impl CheckFailure {
+    /// True when the profile lacks what the check reads (a partial profile, or a kernel
+    /// built without the feature), not when the guest's memory failed it.
+    pub fn profile_lacks(&self) -> bool {
+        match self {
+            CheckFailure::Kernel(KernelError::MissingSymbol(_) | KernelError::MissingField(_)) => {
+                true
+            }
+            // a shared walk's error, as `KernelError::Missing*` displays itself
+            CheckFailure::Walk { error, .. } => error.starts_with("the profile has no "),
+            CheckFailure::Kernel(_) => false,
+        }
+    }
+}
+
 /// A check that could not run.
 #[derive(Debug, thiserror::Error)]
 #[error("{check}: {source}")]
