@@ -12,6 +12,7 @@
 use std::collections::BTreeSet;
 
 use vmi_core::kernel::pidns::PidLimits;
+use vmi_core::kernel::syscalls::in_module_area;
 use vmi_core::kernel::{escape, Kernel, Limits, START_KERNEL_MAP};
 use vmi_core::memory::{PhysicalMemory, VirtualMemory};
 use vmi_core::Va;
@@ -696,14 +697,21 @@ fn process_memory<M: PhysicalMemory>(
             bad.push(format!(
                 "heap {start_brk:#x}..{brk:#x} ends before it starts"
             ));
-        } else if brk > start_brk
-            && !maps
+        } else if brk > start_brk {
+            let heap: Vec<_> = maps
                 .iter()
-                .any(|m| m.vma.start < brk && m.vma.end > start_brk)
-        {
-            bad.push(format!(
-                "no mapping holds the heap {start_brk:#x}..{brk:#x}"
-            ));
+                .filter(|m| m.vma.start < brk && m.vma.end > start_brk)
+                .collect();
+            // the heap is anonymous writable memory: no file, no stack
+            let anon = |m: &&vmi_core::kernel::vma::MapsEntry| {
+                m.vma.file.0 == 0 && m.vma.flags & (VM_GROWSDOWN | 0x2) == 0x2
+            };
+            if heap.is_empty() || !heap.iter().all(anon) {
+                bad.push(format!(
+                    "the heap {start_brk:#x}..{brk:#x} is in {} mappings, not all anonymous and writable",
+                    heap.len()
+                ));
+            }
         }
         let mut own = maps.iter().filter(|m| m.vma.file.0 == exe && exe != 0);
         match own.next() {
@@ -907,16 +915,26 @@ fn sockets<M: PhysicalMemory>(k: &Kernel<M>, procs: &[vmi_core::kernel::Process]
                 && (1..=12).contains(&s.state)
                 && s.inode != 0
                 && s.inode <= u64::from(u32::MAX);
-            // TCP listens on a port with no peer; a connection has both ports
+            // TCP listens on a port with no peer; a connection has both ends; an
+            // unconnected UDP socket has no peer
+            let (local, remote) = (&s.local, &s.remote);
             let ports = match (s.protocol, s.state) {
-                (6, 10) => s.local.1 != 0 && s.remote.1 == 0,
-                (6, 1) => s.local.1 != 0 && s.remote.1 != 0,
+                (6, 10) => local.1 != 0 && remote.1 == 0 && remote.0.is_unspecified(),
+                (6, 1) => {
+                    local.1 != 0
+                        && remote.1 != 0
+                        && !local.0.is_unspecified()
+                        && !remote.0.is_unspecified()
+                }
+                (17, 7) => remote.1 == 0 && remote.0.is_unspecified(),
                 _ => true,
             };
             if !known || !ports {
                 problems.push(format!(
-                    "process {} fd {}: family {}, type {}, protocol {}, state {}, inode {}, ports {} and {}",
-                    p.pid, s.fd, s.family, s.sock_type, s.protocol, s.state, s.inode, s.local.1, s.remote.1
+                    "process {} fd {}: family {}, type {}, protocol {}, state {}, inode {}, {}:{} to {}:{}",
+                    p.pid, s.fd, s.family, s.sock_type, s.protocol, s.state, s.inode, s.local.0,
+                    s.local.1, s.remote.0,
+                    s.remote.1
                 ));
             }
         }
@@ -992,7 +1010,8 @@ fn bpf_name(b: &[u8]) -> bool {
 
 /// Every BPF program and link has the id of its place in its IDR, a type of the
 /// kernel's enums, a name of the characters the kernel accepts, and (programs) a tag, a
-/// load time and JIT code in the kernel; a link's program and a perf event's are
+/// load time and JIT code in the module area (where the kernel allocates executable
+/// memory); a link's program and a perf event's are
 /// programs of the IDR, and perf events name their PMU and event.
 fn bpf<M: PhysicalMemory>(k: &Kernel<M>, procs: &[vmi_core::kernel::Process]) -> RuleResult {
     const RULE: &str = "bpf";
@@ -1051,7 +1070,7 @@ fn bpf<M: PhysicalMemory>(k: &Kernel<M>, procs: &[vmi_core::kernel::Process]) ->
         if p.load_time == 0 || p.load_time >= 1 << 62 {
             bad.push(format!("load time {}", p.load_time));
         }
-        if p.jited_len == 0 || p.jited_len >= 1 << 24 || !kernel_pointer(p.image.0) {
+        if p.jited_len == 0 || p.jited_len >= 1 << 24 || !in_module_area(p.image) {
             bad.push(format!("JIT code {} of {} bytes", p.image, p.jited_len));
         }
         if p.dst_prog.0 != 0 && !kernel_pointer(p.dst_prog.0) {
@@ -1104,8 +1123,9 @@ fn bpf<M: PhysicalMemory>(k: &Kernel<M>, procs: &[vmi_core::kernel::Process]) ->
 }
 
 /// Every listed module's state is one the kernel has (live, coming, going, unformed),
-/// its core size is a whole number of pages below 1 GiB, and its `mkobj.mod` points
-/// back at it.
+/// its core size is a whole number of pages below 1 GiB (before 6.4, holding the
+/// module's own struct), and its `mkobj.mod` points back at it; every registered
+/// ftrace_ops's trampoline is in the module area with a size, or absent.
 fn module_values<M: PhysicalMemory>(k: &Kernel<M>, limits: &Limits) -> RuleResult {
     const RULE: &str = "module-values";
     let mods = match k.modules(limits) {
@@ -1125,11 +1145,34 @@ fn module_values<M: PhysicalMemory>(k: &Kernel<M>, limits: &Limits) -> RuleResul
         if m.core_size == 0 || m.core_size % 4096 != 0 || m.core_size >= 1 << 30 {
             problems.push(format!("module {name}: core size {}", m.core_size));
         }
+        // before 6.4 (core_layout) the core holds text and data, `struct module` too
+        if k.profile().field("module", "core_layout").is_some()
+            && !(m.core_base.0..m.core_base.0.saturating_add(u64::from(m.core_size)))
+                .contains(&m.addr.0)
+        {
+            problems.push(format!(
+                "module {name}: its struct at {} is outside its core {}+{:#x}",
+                m.addr, m.core_base, m.core_size
+            ));
+        }
         if let Some((mkobj, modp)) = back {
             match word(k, m.addr.0, mkobj + modp) {
                 Ok(v) if v == m.addr.0 => {}
                 Ok(v) => problems.push(format!("module {name} at {}: mkobj.mod is {v:#x}", m.addr)),
                 Err(e) => problems.push(format!("module {name}: mkobj.mod {e}")),
+            }
+        }
+    }
+    if let Ok(ops) = k.ftrace_ops() {
+        for o in ops.iter().filter(|o| o.trampoline.0 != 0) {
+            if !in_module_area(o.trampoline)
+                || o.trampoline_size == 0
+                || o.trampoline_size > 1 << 20
+            {
+                problems.push(format!(
+                    "ftrace_ops {}: trampoline {} of {} bytes",
+                    o.addr, o.trampoline, o.trampoline_size
+                ));
             }
         }
     }
@@ -1193,7 +1236,8 @@ fn idt<M: PhysicalMemory>(k: &Kernel<M>) -> RuleResult {
 }
 
 /// Every check walks what it reads without meeting a structure no kernel builds: no
-/// check fails, and none reports a broken list, an unreadable or undecodable object, or
+/// check fails, and none reports a broken list, an unreadable or undecodable object, a
+/// struct pid whose number is not its place in the pid namespace, or
 /// a function pointer into memory that holds no code (neither kernel text nor the module
 /// area: the heap is not executable) (the policy and the kernel image are not needed). A rootkit that corrupts a list fails
 /// this rule too; `check` says where.
@@ -1216,16 +1260,21 @@ fn walks<M: PhysicalMemory>(k: &Kernel<M>, limits: &Limits) -> RuleResult {
             .findings
             .iter()
             .filter(|f| {
-                [":broken:", ":unreadable", ":undecodable", ":bogus"]
-                    .iter()
-                    .any(|m| f.key.contains(m))
-                    || f.evidence.iter().any(|(k, v)| {
-                        *k == "owner"
-                            && matches!(v, crate::finding::Evidence::Text(t) if t == "unknown memory")
-                    })
-                    || f.evidence.iter().any(|(k, v)| {
-                        *k == "rule" && matches!(v, crate::finding::Evidence::Text(t) if t == "unreadable")
-                    })
+                [
+                    ":broken:",
+                    ":unreadable",
+                    ":undecodable",
+                    ":bogus",
+                    ":pid-mismatch:",
+                ]
+                .iter()
+                .any(|m| f.key.contains(m)) || f.evidence.iter().any(|(k, v)| {
+                    *k == "owner"
+                        && matches!(v, crate::finding::Evidence::Text(t) if t == "unknown memory")
+                }) || f.evidence.iter().any(|(k, v)| {
+                    *k == "rule"
+                        && matches!(v, crate::finding::Evidence::Text(t) if t == "unreadable")
+                })
             })
             .map(|f| f.summary.clone()),
     );
