@@ -87,10 +87,10 @@ fn every_moved_field_and_symbol_is_caught_by_verify() {
             eprintln!("{kernel} {} {}{unread}: {line}", m.name, m.how);
             if !matches!(verdict, Verdict::Caught { .. }) {
                 let k = key(kernel, &m);
-                let class = if verdict == Verdict::Same {
-                    "same"
-                } else {
-                    "differs"
+                let class = match (&verdict, m.unread) {
+                    (Verdict::Same, true) => "same: no reader reads it",
+                    (Verdict::Same, false) => "same",
+                    _ => "differs",
                 };
                 lines.push(format!("{k:<72} # {class}"));
                 if !listed.contains(&k) {
