@@ -681,7 +681,10 @@ fn process_memory<M: PhysicalMemory>(
         match holder(start_stack) {
             Some(st) if st.vma.flags & VM_GROWSDOWN != 0 => {
                 let inside = |a: u64| st.vma.start <= a && a <= st.vma.end;
-                let ordered = arg_start <= arg_end && arg_end <= env_end;
+                // argc and the pointer arrays lie below the strings; since 5.18 there
+                // is always an argument (an empty argv gets ""), and every kernel's
+                // processes have one in practice
+                let ordered = start_stack < arg_start && arg_start < arg_end && arg_end <= env_end;
                 if !(ordered && inside(arg_start) && inside(env_end)) {
                     bad.push(format!(
                         "arguments {arg_start:#x}..{arg_end:#x}, environment end {env_end:#x} outside the stack {:#x}..{:#x}",
@@ -692,6 +695,32 @@ fn process_memory<M: PhysicalMemory>(
             _ => bad.push(format!(
                 "start_stack {start_stack:#x} is in no stack mapping"
             )),
+        }
+        // the arguments and the environment are NUL-terminated strings, the arguments
+        // after the zeroed gap `create_elf_tables` leaves below them
+        for (at, what) in [
+            (arg_start.wrapping_sub(1), "the byte before the arguments"),
+            (arg_end.wrapping_sub(1), "the arguments' last byte"),
+            (env_end.wrapping_sub(1), "the environment's last byte"),
+        ] {
+            match k.user_bytes(p.mm, at, 1) {
+                Ok(vmi_core::kernel::vma::UserBytes::Resident(b))
+                    if b.first().is_some_and(|&c| c != 0) =>
+                {
+                    bad.push(format!("{what} ({at:#x}) is {:#04x}, not NUL", b[0]))
+                }
+                Ok(_) => {}
+                Err(e) => bad.push(format!("{what} ({at:#x}): {e}")),
+            }
+        }
+        // execve's file name lies just above the environment: a path, not a variable
+        if let Ok(Some(strings)) = k.exec_strings(p.mm) {
+            if let Some(f) = strings.execfn.filter(|f| f.is_empty() || f.contains(&b'=')) {
+                bad.push(format!(
+                    "the file name at the environment's end reads {:?}",
+                    escape(&f)
+                ));
+            }
         }
         if start_brk > brk {
             bad.push(format!(
@@ -774,6 +803,8 @@ fn open_files<M: PhysicalMemory>(k: &Kernel<M>, procs: &[vmi_core::kernel::Proce
     };
     let socket_ops = k.symbol("socket_file_ops").ok().map(|v| v.0);
     let (mut problems, mut files, mut tables) = (Vec::new(), 0, 0);
+    // init always holds its console (and it is first among the processes)
+    let (mut init_table, mut init_files) = (false, false);
     for p in procs.iter().filter(|p| !p.is_kernel_thread()).take(MAPPED) {
         let table = (|| -> Result<(u64, u64), String> {
             let fs = word(k, p.task.0, o[0])?;
@@ -803,6 +834,7 @@ fn open_files<M: PhysicalMemory>(k: &Kernel<M>, procs: &[vmi_core::kernel::Proce
             }
         };
         tables += 1;
+        init_table |= p.pid == 1;
         for i in 0..max.min(FDS) {
             let check = || -> Result<bool, String> {
                 let f = word(k, fd, i * 8)?;
@@ -839,7 +871,10 @@ fn open_files<M: PhysicalMemory>(k: &Kernel<M>, procs: &[vmi_core::kernel::Proce
                 Ok(true)
             };
             match check() {
-                Ok(true) => files += 1,
+                Ok(true) => {
+                    files += 1;
+                    init_files |= p.pid == 1;
+                }
                 Ok(false) => {}
                 Err(e) => problems.push(format!("process {} fd {i}: {e}", p.pid)),
             }
@@ -847,6 +882,9 @@ fn open_files<M: PhysicalMemory>(k: &Kernel<M>, procs: &[vmi_core::kernel::Proce
     }
     if tables > 0 && files == 0 {
         problems.push(format!("{tables} file tables and not one open file"));
+    }
+    if init_table && !init_files {
+        problems.push("init has no open file".into());
     }
     pass_or_fail(
         RULE,
@@ -893,6 +931,7 @@ fn socket_file<M: PhysicalMemory>(k: &Kernel<M>, file: u64) -> Result<(), String
 fn sockets<M: PhysicalMemory>(k: &Kernel<M>, procs: &[vmi_core::kernel::Process]) -> RuleResult {
     const RULE: &str = "sockets";
     let (mut problems, mut n) = (Vec::new(), 0);
+    let mut inodes = std::collections::BTreeMap::new();
     for p in procs.iter().filter(|p| !p.is_kernel_thread()) {
         let socks = match k.sockets(p.task) {
             Ok(s) => s,
@@ -907,6 +946,13 @@ fn sockets<M: PhysicalMemory>(k: &Kernel<M>, procs: &[vmi_core::kernel::Process]
         };
         for s in socks {
             n += 1;
+            // one socket in two processes (a fork's) is one inode of one sock
+            if *inodes.entry(s.inode).or_insert(s.sock.0) != s.sock.0 {
+                problems.push(format!(
+                    "process {} fd {}: inode {} is another socket's",
+                    p.pid, s.fd, s.inode
+                ));
+            }
             let known = matches!(s.family, 2 | 10)
                 && matches!(
                     (s.sock_type, s.protocol),
@@ -1091,6 +1137,43 @@ fn bpf<M: PhysicalMemory>(k: &Kernel<M>, procs: &[vmi_core::kernel::Process]) ->
                 "link at {}: id {}, type {}, program {}",
                 l.at, l.id, l.link_type, l.prog
             ));
+        }
+    }
+    // what may attach a program of each type
+    let prog_of = |at: Va| view.programs.iter().find(|p| p.at == at);
+    for l in &view.links {
+        let fits = match (l.type_label.as_str(), prog_of(l.prog)) {
+            ("raw_tracepoint", Some(p)) => {
+                p.type_label.starts_with("raw_tracepoint") || p.type_label == "tracing"
+            }
+            ("perf_event", Some(p)) => matches!(
+                p.type_label.as_str(),
+                "kprobe" | "tracepoint" | "perf_event"
+            ),
+            _ => true,
+        };
+        let ident = |b: &[u8]| b.iter().all(|&c| c.is_ascii_alphanumeric() || c == b'_');
+        if !fits || l.type_label == "raw_tracepoint" && !ident(&l.target) {
+            problems.push(format!(
+                "link {} ({}) holds a program of type {} for {:?}",
+                l.id,
+                l.type_label,
+                prog_of(l.prog).map_or("?", |p| p.type_label.as_str()),
+                escape(&l.target)
+            ));
+        }
+    }
+    for e in view.perf_events.iter().filter(|e| e.prog.0 != 0) {
+        if let Some(p) = prog_of(e.prog) {
+            if !matches!(
+                p.type_label.as_str(),
+                "kprobe" | "tracepoint" | "perf_event"
+            ) {
+                problems.push(format!(
+                    "perf event at {} holds program {} of type {}",
+                    e.at, p.id, p.type_label
+                ));
+            }
         }
     }
     for e in &view.perf_events {
@@ -1364,6 +1447,11 @@ mod tests {
             let f = failed(s.sk);
             assert!(f.contains(&"process-memory"), "{field}: {f:?}");
         }
+        // no argument at all: arg_end read where arg_start is
+        let mut s = system();
+        let start = s.sk.get(s.bash_mm, "mm_struct", "arg_start");
+        s.sk.set(s.bash_mm, "mm_struct", "arg_end", start);
+        assert!(failed(s.sk).contains(&"process-memory"));
         // the heap's bounds swapped
         let mut s = system();
         s.sk.set(s.bash_mm, "mm_struct", "start_brk", 0x60_0000);

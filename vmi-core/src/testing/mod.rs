@@ -913,7 +913,8 @@ impl SyntheticKernel {
         self.set(mm, "mm_struct", "arg_start", ARGS_PAGE);
         self.set(mm, "mm_struct", "arg_end", arg_end);
         self.set(mm, "mm_struct", "env_end", arg_end);
-        self.set(mm, "mm_struct", "start_stack", ARGS_PAGE);
+        // argc and the argument pointers lie below the strings
+        self.set(mm, "mm_struct", "start_stack", ARGS_PAGE - 0x100);
         let file = self.new_file(exe);
         self.set(mm, "mm_struct", "exe_file", file.0);
         self.set(task.task, "task_struct", "mm", mm.0);
