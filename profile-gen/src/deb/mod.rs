@@ -38,6 +38,9 @@
 //! cap before it is used, and a damaged or cut package gives an [`Error::Input`] that
 //! names the member and the offset.
 //!
+//! [`read_kernel_deb`] reads whichever kernel file a package holds: the vmlinux of a
+//! -dbg package, the boot image of an image package (`boot.rs`).
+//!
 //! One file a job: `ar.rs` lists the package's members, `decode.rs` decompresses a
 //! member as a stream, `tar.rs` walks its headers, `control.rs` reads the control
 //! archive (package name, md5sums), `scan.rs` picks vmlinux and System.map out of the
@@ -46,6 +49,7 @@
 //! at offsets.
 
 mod ar;
+mod boot;
 mod control;
 mod decode;
 mod scan;
@@ -62,6 +66,8 @@ use std::io::BufReader;
 use std::path::Path;
 
 use crate::error::{Error, Result};
+
+pub use boot::{read_kernel_deb, DebBootImage, DebKernelFile, MAX_BOOT_IMAGE};
 
 use ar::{ar_members, read_member};
 use control::read_control;
