@@ -194,7 +194,8 @@ enum Command {
         /// Only these checks (as for `check`).
         #[arg(long = "check", value_name = "NAME", value_delimiter = ',')]
         only: Vec<String>,
-        /// With --image: compare kernel text on one scan in N (the first included).
+        /// Read all of kernel text (the kernel-entries check, and kernel-text with
+        /// --image) on one scan in N (the first included).
         #[arg(long, value_name = "N", default_value_t = 10)]
         text_every: u64,
     },

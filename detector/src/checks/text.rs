@@ -678,7 +678,7 @@ mod tests {
                 .to_string();
             assert!(e.contains("not a usable kernel image"), "{e}");
         }
-        let e = KernelImage::open(&temp(b"!<arch>\nfoo").path(), s.sk.profile())
+        let e = KernelImage::open(temp(b"!<arch>\nfoo").path(), s.sk.profile())
             .unwrap_err()
             .to_string();
         assert!(e.contains("the package is truncated"), "{e}");

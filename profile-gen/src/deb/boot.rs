@@ -14,7 +14,6 @@ use std::path::Path;
 
 use crate::error::{Error, Result};
 
-use super::ar::{ar_members, read_member};
 use super::control::read_control;
 use super::decode::Compression;
 use super::scan::Found;
@@ -96,19 +95,7 @@ pub fn read_kernel_deb(path: &Path, progress: &mut dyn FnMut(u64, u64)) -> Resul
 
 /// The control file's `Package Version`, after checking the file is a .deb.
 fn package_name<S: Source + ?Sized>(src: &S, path: &Path) -> Result<Option<String>> {
-    let members = ar_members(src).map_err(|e| e.into_error(path))?;
-    let first = &members[0];
-    let debian_binary = read_member(src, first, 64).map_err(|e| e.into_error(path))?;
-    if first.name != "debian-binary" || !debian_binary.starts_with(b"2.") {
-        return Err(Error::Input {
-            path: path.to_path_buf(),
-            message: format!(
-                "not a Debian package: its first ar member is `{}`, not `debian-binary` \
-                 with format 2.x",
-                first.name
-            ),
-        });
-    }
+    let members = super::deb_members(src, path)?;
     Ok(members
         .iter()
         .find(|m| m.name.starts_with("control.tar"))
@@ -123,7 +110,7 @@ pub(super) fn read_boot_image<S: Source + ?Sized>(src: &S, path: &Path) -> Resul
         path: path.to_path_buf(),
         message,
     };
-    let members = ar_members(src).map_err(|e| e.into_error(path))?;
+    let members = super::deb_members(src, path)?;
     let control = members
         .iter()
         .find(|m| m.name.starts_with("control.tar"))

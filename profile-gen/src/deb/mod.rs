@@ -137,6 +137,25 @@ pub fn read_dbg_deb(path: &Path, progress: &mut dyn FnMut(u64, u64)) -> Result<D
     read_deb(&FileSource { file, size }, path, progress)
 }
 
+/// The `ar` members of a .deb, after checking that it is one (`debian-binary` first,
+/// format 2.x); `path` names it in errors.
+fn deb_members<S: Source + ?Sized>(src: &S, path: &Path) -> Result<Vec<ar::ArMember>> {
+    let members = ar_members(src).map_err(|e| e.into_error(path))?;
+    let first = &members[0];
+    let debian_binary = read_member(src, first, 64).map_err(|e| e.into_error(path))?;
+    if first.name != "debian-binary" || !debian_binary.starts_with(b"2.") {
+        return Err(Error::Input {
+            path: path.to_path_buf(),
+            message: format!(
+                "not a Debian package: its first ar member is `{}`, not `debian-binary` \
+                 with format 2.x",
+                first.name
+            ),
+        });
+    }
+    Ok(members)
+}
+
 /// [`read_dbg_deb`] on any source (`path` names it in errors).
 fn read_deb<S: Source + ?Sized>(
     src: &S,
@@ -147,16 +166,7 @@ fn read_deb<S: Source + ?Sized>(
         path: path.to_path_buf(),
         message,
     };
-    let members = ar_members(src).map_err(|e| e.into_error(path))?;
-    let first = &members[0];
-    let debian_binary = read_member(src, first, 64).map_err(|e| e.into_error(path))?;
-    if first.name != "debian-binary" || !debian_binary.starts_with(b"2.") {
-        return Err(input(format!(
-            "not a Debian package: its first ar member is `{}`, not `debian-binary` with \
-             format 2.x",
-            first.name
-        )));
-    }
+    let members = deb_members(src, path)?;
     let control = members
         .iter()
         .find(|m| m.name.starts_with("control.tar"))
