@@ -156,7 +156,7 @@ fn main() {
         .map(|c| c.name())
         .collect::<Vec<_>>()
         .join(",");
-    let (med, min, code) = time_cli(
+    let (omed, omin, ocode) = time_cli(
         &[
             "--qemu",
             sock,
@@ -168,7 +168,7 @@ fn main() {
         ],
         20,
     );
-    println!("detector check --qemu without kernel-entries: median {med:.1?}, min {min:.1?}, exit {code}");
+    println!("detector check --qemu without kernel-entries: median {omed:.1?}, min {omin:.1?}, exit {ocode}");
     // the same guest read through the QEMU process, as a VM without a shared RAM file is
     let pid = guest.pid().expect("qemu pid").to_string();
     let (pmed, pmin, code) = time_cli(
