@@ -140,7 +140,7 @@ pub struct ImageSymbol {
     pub addr: u64,
     /// Size (0 when the symbol table does not say).
     pub size: u64,
-    /// Its index in the symbol table.
+    /// Its index in the symbol table (a stripped kernel: in its kallsyms).
     pub index: usize,
 }
 
@@ -153,7 +153,7 @@ pub struct Section {
     pub file: Range<usize>,
 }
 
-/// A vmlinux opened as the reference of a running kernel.
+/// The kernel a guest booted, opened as the reference of its running kernel.
 pub struct KernelImage {
     path: PathBuf,
     map: Bytes,

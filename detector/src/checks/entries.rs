@@ -189,22 +189,27 @@ pub fn judge<M: PhysicalMemory>(scan: &Scan<'_, M>, found: Vec<Branch>) -> Vec<F
                 .collect()
         })
         .unwrap_or_default();
+    let reported: Vec<(Branch, Owner, Option<String>)> = found
+        .into_iter()
+        .filter_map(|b| {
+            let owner = scan.owners.owner(Va(b.target));
+            let name = scan
+                .function_name(Va(b.entry))
+                .map(|n| n.trim_end_matches("+0x0").to_string());
+            allowed(name.as_deref(), &owner, b.target, &direct_calls)
+                .is_none()
+                .then_some((b, owner, name))
+        })
+        .collect();
+    let total = reported.len();
+    let listed = if total > super::MAX_FINDINGS_PER_CHECK {
+        super::MAX_FINDINGS_PER_CHECK - 1
+    } else {
+        total
+    };
     let mut findings = Vec::new();
-    let total = found.len();
-    for b in found {
-        let owner = scan.owners.owner(Va(b.target));
-        let name = scan.function_name(Va(b.entry));
-        let bare = name.as_deref().map(|n| n.trim_end_matches("+0x0"));
-        if allowed(bare, &owner, b.target, &direct_calls).is_some() {
-            continue;
-        }
-        if findings.len() + 1 >= super::MAX_FINDINGS_PER_CHECK {
-            findings.push(super::more_findings(NAME, findings.len(), total));
-            break;
-        }
-        let symbol = bare
-            .map(str::to_string)
-            .unwrap_or_else(|| format!("{:#x}", b.entry));
+    for (b, owner, name) in reported.into_iter().take(listed) {
+        let symbol = name.unwrap_or_else(|| format!("{:#x}", b.entry));
         let off = b.at - b.entry;
         findings.push(
             Finding::new(
@@ -222,6 +227,9 @@ pub fn judge<M: PhysicalMemory>(scan: &Scan<'_, M>, found: Vec<Branch>) -> Vec<F
             .text("owner", owner.to_string())
             .text("running", hex::encode(&b.bytes)),
         );
+    }
+    if listed < total {
+        findings.push(super::more_findings(NAME, listed, total));
     }
     findings
 }
@@ -293,6 +301,29 @@ mod tests {
         assert!(allowed(Some("__SCT__kvm_x86_run"), &module(true), 5, &[]).is_none());
         assert!(allowed(Some("vfs_read"), &module(false), 5, &[]).is_none());
         assert!(allowed(None, &Owner::UnknownModuleArea, 5, &[6]).is_none());
+    }
+
+    #[test]
+    fn findings_are_bounded_and_the_rest_counted() {
+        let s = system();
+        let t = s.sk.symbol("_stext").0;
+        let kernel = s.sk.discover().expect("discover the synthetic kernel");
+        let settings = Settings::default();
+        let scan = Scan::new(&kernel, &[], &settings);
+        let n = crate::checks::MAX_FINDINGS_PER_CHECK + 44;
+        let found: Vec<Branch> = (0..n as u64)
+            .map(|i| Branch {
+                entry: t + 0x10 * i,
+                at: t + 0x10 * i,
+                target: 0xffff_ffff_c0f0_0000,
+                bytes: vec![0xe9, 0, 0, 0, 0],
+            })
+            .collect();
+        let findings = judge(&scan, found);
+        assert_eq!(findings.len(), crate::checks::MAX_FINDINGS_PER_CHECK);
+        let last = findings.last().unwrap();
+        assert_eq!(last.key, "kernel-entries:more");
+        assert_eq!(ev(last, "total"), n.to_string());
     }
 
     #[test]
