@@ -1,5 +1,24 @@
-//! The kernel image a guest booted (its `vmlinux`, e.g. from the -dbg package), as the
-//! reference for the running kernel's text and read-only data.
+//! The kernel image a guest booted, as the reference for the running kernel's text and
+//! read-only data.
+//!
+//! [`KernelImage::open`] takes what an admin has:
+//! - a vmlinux with its symbol table (the -dbg package's), mapped;
+//! - a boot image (`/boot/vmlinuz-<abi>`, a bzImage): its payload decompressed
+//!   (profile-gen's `vmlinuz` decoders) is the vmlinux stripped of its symbols, section
+//!   headers kept;
+//! - a Debian package: `linux-image-<abi>` (`/boot/vmlinuz-<abi>`), sid's
+//!   `linux-binary-<abi>` (`/usr/lib/modules/<abi>/vmlinuz`) or `linux-image-<abi>-dbg`
+//!   (its vmlinux), read in place by profile-gen's package reader.
+//!
+//! A stripped kernel's names come from its own kallsyms tables (profile-gen's
+//! `kallsyms::recover`, on the image, not on the guest: the reference stays the file
+//! the admin gave): every function, and with `KALLSYMS_ALL` (Debian's) the tables'
+//! bounds such as `__start___jump_table`. Tables that are output sections of their own
+//! (`.altinstructions`, `.smp_locks`, `runtime_ptr_*`, ...) are found by section name
+//! when no symbol bounds them. Whatever stays unnamed is not guessed: its sites are
+//! compared as plain text, or (`__ro_after_init`'s bounds) `.rodata` is left out, and
+//! [`KernelImage::unchecked`] says so. The banner is found in `.rodata` by its text when
+//! `linux_banner` is not named.
 //!
 //! The kernel changes its own text at boot and at run time in known places, each listed
 //! in a table of the image; [`KernelImage`] turns them into [`Site`]s:
@@ -42,8 +61,8 @@ pub enum ImageError {
         /// Why.
         source: std::io::Error,
     },
-    /// Not an ELF vmlinux.
-    #[error("{}: not a vmlinux (an x86-64 ELF kernel with its symbol table): {why}", path.display())]
+    /// Not a kernel the detector reads (a vmlinux, a vmlinuz, or a kernel package).
+    #[error("{}: not a usable kernel image: {why}", path.display())]
     Format {
         /// The file.
         path: PathBuf,
@@ -121,7 +140,7 @@ pub struct ImageSymbol {
     pub addr: u64,
     /// Size (0 when the symbol table does not say).
     pub size: u64,
-    /// Its index in the symbol table.
+    /// Its index in the symbol table (a stripped kernel: in its kallsyms).
     pub index: usize,
 }
 
@@ -134,10 +153,12 @@ pub struct Section {
     pub file: Range<usize>,
 }
 
-/// A vmlinux opened as the reference of a running kernel.
+/// The kernel a guest booted, opened as the reference of its running kernel.
 pub struct KernelImage {
     path: PathBuf,
-    map: memmap2::Mmap,
+    map: Bytes,
+    names: Names,
+    unchecked: Vec<String>,
     /// `.text`.
     pub text: Section,
     /// `.rodata`.
@@ -172,8 +193,101 @@ fn i32_at(b: &[u8], o: usize) -> Option<i64> {
         .map(|s| i64::from(i32::from_le_bytes([s[0], s[1], s[2], s[3]])))
 }
 
+/// The image's bytes: the vmlinux file mapped, or a kernel decompressed from a boot
+/// image or read out of a package.
+enum Bytes {
+    Map(memmap2::Mmap),
+    Owned(Vec<u8>),
+}
+
+impl std::ops::Deref for Bytes {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        match self {
+            Bytes::Map(m) => m,
+            Bytes::Owned(v) => v,
+        }
+    }
+}
+
+/// Where the names of [`ImageSymbol`]s are: the vmlinux's symbol table, or the image's
+/// own kallsyms (a stripped kernel), by index.
+enum Names {
+    Elf,
+    Kallsyms(Vec<String>),
+}
+
+/// The few symbols the comparison needs by name (text and rodata symbols are kept by
+/// address only).
+const NAMED: &[&str] = &[
+    "linux_banner",
+    "__retpoline_sites",
+    "__retpoline_sites_end",
+    "__return_sites",
+    "__return_sites_end",
+    "__call_sites",
+    "__call_sites_end",
+    "__ibt_endbr_seal",
+    "__ibt_endbr_seal_end",
+    "__smp_locks",
+    "__smp_locks_end",
+    "__alt_instructions",
+    "__alt_instructions_end",
+    "__parainstructions",
+    "__parainstructions_end",
+    "__start___jump_table",
+    "__stop___jump_table",
+    "__start_static_call_sites",
+    "__stop_static_call_sites",
+    "__start_mcount_loc",
+    "ftrace_call",
+    "ftrace_regs_call",
+    "ftrace_graph_call",
+    "__stop_mcount_loc",
+    "__start_ro_after_init",
+    "__end_ro_after_init",
+];
+
+/// Tables that are output sections of their own (`arch/x86/kernel/vmlinux.lds.S`): in a
+/// stripped kernel, whose symbols are only what kallsyms keeps, the section headers
+/// still say where they are. `(start symbol, end symbol, section)`.
+const TABLE_SECTIONS: &[(&str, &str, &str)] = &[
+    (
+        "__retpoline_sites",
+        "__retpoline_sites_end",
+        ".retpoline_sites",
+    ),
+    ("__return_sites", "__return_sites_end", ".return_sites"),
+    ("__call_sites", "__call_sites_end", ".call_sites"),
+    (
+        "__ibt_endbr_seal",
+        "__ibt_endbr_seal_end",
+        ".ibt_endbr_seal",
+    ),
+    ("__smp_locks", "__smp_locks_end", ".smp_locks"),
+    (
+        "__alt_instructions",
+        "__alt_instructions_end",
+        ".altinstructions",
+    ),
+    (
+        "__parainstructions",
+        "__parainstructions_end",
+        ".parainstructions",
+    ),
+];
+
+/// What `bytes` is, for errors: its first bytes.
+fn starts_with_description(bytes: &[u8]) -> String {
+    let head = &bytes[..bytes.len().min(8)];
+    format!("it starts with {head:02x?}")
+}
+
 impl KernelImage {
-    /// Open a vmlinux and check that it is the build `profile` describes.
+    /// Open the kernel the guest booted and check that it is the build `profile`
+    /// describes: a vmlinux (with its symbol table, or stripped), a boot image
+    /// (vmlinuz, bzImage), or a Debian package holding either (`linux-image-<abi>`,
+    /// sid's `linux-binary-<abi>`, or `linux-image-<abi>-dbg`).
     pub fn open(path: &Path, profile: &Profile) -> Result<KernelImage, ImageError> {
         let file = std::fs::File::open(path).map_err(|source| ImageError::Io {
             path: path.to_path_buf(),
@@ -190,6 +304,49 @@ impl KernelImage {
             path: path.to_path_buf(),
             why,
         };
+        let (bytes, from) = if map.starts_with(b"\x7fELF") {
+            (Bytes::Map(map), None)
+        } else if profile_gen::vmlinuz::is_boot_image(&map) {
+            let elf = unpack_boot_image(&map).map_err(|e| format(e.to_string()))?;
+            (Bytes::Owned(elf), Some("its boot image".to_string()))
+        } else if map.starts_with(b"!<arch>\n") {
+            use profile_gen::deb::DebKernelFile;
+            drop(map);
+            match profile_gen::deb::read_kernel_deb(path, &mut |_, _| {}) {
+                Ok(DebKernelFile::Vmlinux(k)) => (Bytes::Owned(k.vmlinux), Some(k.vmlinux_member)),
+                Ok(DebKernelFile::BootImage(b)) => {
+                    let elf = unpack_boot_image(&b.vmlinuz)
+                        .map_err(|e| format(format!("{}: {e}", b.member)))?;
+                    (Bytes::Owned(elf), Some(b.member))
+                }
+                Err(profile_gen::Error::Input { message, .. }) => return Err(format(message)),
+                Err(e) => return Err(format(e.to_string())),
+            }
+        } else {
+            return Err(format(format!(
+                "not a kernel: {}; give the vmlinux (the -dbg package's), the vmlinuz from /boot, \
+                 or the linux-image package of the guest's kernel",
+                starts_with_description(&map)
+            )));
+        };
+        Self::from_bytes(path, bytes, from.as_deref(), profile)
+    }
+
+    /// Read the tables of an ELF kernel in `map` (`from` names the member of the file it
+    /// came from, for errors).
+    fn from_bytes(
+        path: &Path,
+        map: Bytes,
+        from: Option<&str>,
+        profile: &Profile,
+    ) -> Result<KernelImage, ImageError> {
+        let format = |why: String| ImageError::Format {
+            path: path.to_path_buf(),
+            why: match from {
+                Some(f) => format!("{f}: {why}"),
+                None => why,
+            },
+        };
         let elf = object::File::parse(&*map).map_err(|e| format(e.to_string()))?;
         if elf.architecture() != object::Architecture::X86_64 {
             return Err(format(format!("architecture {:?}", elf.architecture())));
@@ -202,7 +359,11 @@ impl KernelImage {
                 file: off as usize..(off + size) as usize,
             })
         };
-        let text = section(".text").ok_or_else(|| format("no .text section".into()))?;
+        let text = section(".text").ok_or_else(|| {
+            format(
+                "no .text section (a kernel's section headers are kept even when stripped)".into(),
+            )
+        })?;
         let rodata = section(".rodata").ok_or_else(|| format("no .rodata section".into()))?;
         // every loaded section with file bytes, to read tables wherever they are
         let loaded: Vec<Section> = elf
@@ -219,45 +380,21 @@ impl KernelImage {
         let bytes_at = |va: u64, len: u64| -> Option<&[u8]> {
             let s = loaded
                 .iter()
-                .find(|s| va >= s.addr && va + len <= s.addr + s.file.len() as u64)?;
+                .find(|s| va >= s.addr && va.saturating_add(len) <= s.addr + s.file.len() as u64)?;
             let o = s.file.start + (va - s.addr) as usize;
-            map.get(o..o + len as usize)
+            map.get(o..o.checked_add(len as usize)?)
         };
-        // the few symbols needed by name; text and rodata symbols by address only
-        const NAMED: &[&str] = &[
-            "linux_banner",
-            "__retpoline_sites",
-            "__retpoline_sites_end",
-            "__return_sites",
-            "__return_sites_end",
-            "__call_sites",
-            "__call_sites_end",
-            "__ibt_endbr_seal",
-            "__ibt_endbr_seal_end",
-            "__smp_locks",
-            "__smp_locks_end",
-            "__alt_instructions",
-            "__alt_instructions_end",
-            "__parainstructions",
-            "__parainstructions_end",
-            "__start___jump_table",
-            "__stop___jump_table",
-            "__start_static_call_sites",
-            "__stop_static_call_sites",
-            "__start_mcount_loc",
-            "ftrace_call",
-            "ftrace_regs_call",
-            "ftrace_graph_call",
-            "__stop_mcount_loc",
-            "__start_ro_after_init",
-            "__end_ro_after_init",
-        ];
+        let text_range = text.addr..text.addr + text.file.len() as u64;
+        let rodata_range = rodata.addr..rodata.addr + rodata.file.len() as u64;
+        let wanted = |name: &str| {
+            NAMED.contains(&name)
+                || name.starts_with("__start_runtime_")
+                || name.starts_with("__stop_runtime_")
+        };
         let mut by_name: std::collections::HashMap<String, u64> = std::collections::HashMap::new();
         let mut symbols = Vec::new();
         let mut trampolines = Vec::new();
         let mut count = 0usize;
-        let text_range = text.addr..text.addr + text.file.len() as u64;
-        let rodata_range = rodata.addr..rodata.addr + rodata.file.len() as u64;
         for sym in elf.symbols() {
             let Ok(name) = sym.name() else { continue };
             if name.is_empty() {
@@ -265,10 +402,7 @@ impl KernelImage {
             }
             count += 1;
             let a = sym.address();
-            if NAMED.contains(&name)
-                || name.starts_with("__start_runtime_")
-                || name.starts_with("__stop_runtime_")
-            {
+            if wanted(name) {
                 by_name.insert(name.to_string(), a);
             }
             if matches!(
@@ -286,19 +420,112 @@ impl KernelImage {
                 });
             }
         }
-        if count == 0 {
-            return Err(format(
-                "no symbol table (a stripped image): use the vmlinux of the -dbg package".into(),
-            ));
-        }
+        let mut unchecked = Vec::new();
+        let names = if count > 0 {
+            Names::Elf
+        } else {
+            // stripped (a boot image's kernel): the names come from its own kallsyms
+            // tables, which hold every function and (KALLSYMS_ALL) data symbol
+            let recovered = profile_gen::kimage::KernelElf::parse(&map)
+                .and_then(|k| profile_gen::kallsyms::recover(&k));
+            match recovered {
+                Ok((entries, _)) => {
+                    let mut list = Vec::with_capacity(entries.len());
+                    for (i, (name, a, _)) in entries.into_iter().enumerate() {
+                        if wanted(&name) {
+                            by_name.entry(name.clone()).or_insert(a);
+                        }
+                        if text_range.contains(&a) || rodata_range.contains(&a) {
+                            if name.starts_with("__SCT__") {
+                                trampolines.push(a);
+                            }
+                            symbols.push(ImageSymbol {
+                                addr: a,
+                                size: 0,
+                                index: i,
+                            });
+                        }
+                        list.push(name);
+                    }
+                    Names::Kallsyms(list)
+                }
+                Err(e) => {
+                    // the profile's symbols (link-time, the needed ones) name what
+                    // they can; functions stay addresses
+                    for (name, s) in &profile.symbols {
+                        if wanted(name) {
+                            by_name.insert(name.clone(), s.address);
+                        }
+                    }
+                    unchecked.push(format!(
+                        "function names: the image is stripped and its kallsyms tables could \
+                         not be read ({e}), so changes are named by address"
+                    ));
+                    Names::Kallsyms(Vec::new())
+                }
+            }
+        };
         symbols.sort();
         symbols.dedup_by(|a, b| a.addr == b.addr && a.size == b.size);
+        // tables that are sections of their own are found by name when no symbol says
+        for (a, b, name) in TABLE_SECTIONS {
+            if !(by_name.contains_key(*a) && by_name.contains_key(*b)) {
+                if let Some(s) = section(name) {
+                    by_name.insert(a.to_string(), s.addr);
+                    by_name.insert(b.to_string(), s.addr + s.file.len() as u64);
+                }
+            }
+        }
+        // so are the runtime constants' (6.11 on): section `runtime_ptr_X` is the table
+        // of `__start_runtime_ptr_X`..`__stop_runtime_ptr_X`
+        for s in elf.sections() {
+            let Ok(name) = s.name() else { continue };
+            if !name.starts_with("runtime_") {
+                continue;
+            }
+            let (start, stop) = (format!("__start_{name}"), format!("__stop_{name}"));
+            if !(by_name.contains_key(&start) && by_name.contains_key(&stop)) {
+                by_name.insert(start, s.address());
+                by_name.insert(stop, s.address() + s.size());
+            }
+        }
         let sym = |n: &str| by_name.get(n).copied();
         let range = |a: &str, b: &str| Some(sym(a)?..sym(b)?);
+        // what cannot be compared for want of a symbol, said rather than guessed
+        for (a, b, what) in [
+            (
+                "__start_mcount_loc",
+                "__stop_mcount_loc",
+                "ftrace sites (__mcount_loc)",
+            ),
+            (
+                "__start___jump_table",
+                "__stop___jump_table",
+                "static keys (__jump_table)",
+            ),
+            (
+                "__start_static_call_sites",
+                "__stop_static_call_sites",
+                "static call sites (.static_call_sites)",
+            ),
+        ] {
+            if range(a, b).is_none() {
+                unchecked.push(format!(
+                    "{what}: the image names no {a}..{b}, so these sites are compared as \
+                     plain text (a kernel that patched them differs there)"
+                ));
+            }
+        }
 
-        // the banner: the guest must run this very build
-        let banner_va = sym("linux_banner").ok_or_else(|| format("no linux_banner".into()))?;
+        // the banner: the guest must run this very build. A stripped kernel without
+        // the symbol still has the string in .rodata.
         let want = profile.kernel.banner.as_bytes();
+        let banner_va = sym("linux_banner").or_else(|| {
+            let ro = map.get(rodata.file.clone())?;
+            let at = find(ro, want).or_else(|| find(ro, b"Linux version "))?;
+            Some(rodata.addr + at as u64)
+        });
+        let banner_va = banner_va.ok_or_else(|| format("no linux_banner".into()))?;
         let got = bytes_at(banner_va, want.len() as u64).unwrap_or_default();
         if got != want {
             let end = bytes_at(banner_va, 256)
@@ -505,14 +732,36 @@ impl KernelImage {
         sites.sort();
         sites.dedup();
 
-        let mut rodata_compared = vec![rodata_range.clone()];
-        if let Some(r) = range("__start_ro_after_init", "__end_ro_after_init") {
-            rodata_compared = vec![rodata_range.start..r.start, r.end..rodata_range.end];
+        // (ftrace_graph_call is gone from x86 since the graph tracer became an ftrace_ops,
+        // before 6.1: its absence says nothing)
+        for label in ["ftrace_call", "ftrace_regs_call"] {
+            if sym(label).is_none() && sym("__start_mcount_loc").is_some() {
+                unchecked.push(format!(
+                    "{label}: the image does not name it, so ftrace's own caller there is \
+                     compared as plain text"
+                ));
+            }
         }
+        // without the bounds of __ro_after_init data (written at boot), .rodata cannot
+        // be told apart from it: it is left out rather than reported wholesale
+        let rodata_compared = match range("__start_ro_after_init", "__end_ro_after_init") {
+            Some(r) => vec![rodata_range.start..r.start, r.end..rodata_range.end],
+            None if matches!(names, Names::Elf) => vec![rodata_range.clone()],
+            None => {
+                unchecked.push(
+                    "read-only data (.rodata): the image does not name __start_ro_after_init, \
+                     so it is not compared"
+                        .into(),
+                );
+                Vec::new()
+            }
+        };
         let banner = profile.kernel.banner.trim_end().to_string();
         Ok(KernelImage {
             path: path.to_path_buf(),
             map,
+            names,
+            unchecked,
             text,
             rodata,
             rodata_compared,
@@ -547,9 +796,27 @@ impl KernelImage {
         if s.size != 0 && va >= s.addr + s.size {
             return None;
         }
-        let elf = object::File::parse(&*self.map).ok()?;
-        let sym = elf.symbol_by_index(object::SymbolIndex(s.index)).ok()?;
-        Some((sym.name().ok()?.to_string(), va - s.addr))
+        let name = match &self.names {
+            Names::Elf => {
+                let elf = object::File::parse(&*self.map).ok()?;
+                let sym = elf.symbol_by_index(object::SymbolIndex(s.index)).ok()?;
+                sym.name().ok()?.to_string()
+            }
+            Names::Kallsyms(list) => list.get(s.index)?.clone(),
+        };
+        Some((name, va - s.addr))
+    }
+
+    /// What is not compared for want of a symbol the image does not name (a stripped
+    /// kernel's kallsyms may lack one), each a sentence.
+    pub fn unchecked(&self) -> &[String] {
+        &self.unchecked
+    }
+
+    /// True when the names came from the image's kallsyms (a stripped kernel: a boot
+    /// image, or a package's).
+    pub fn stripped(&self) -> bool {
+        matches!(self.names, Names::Kallsyms(_))
     }
 
     /// The first site overlapping `[start, end)`.
@@ -557,6 +824,20 @@ impl KernelImage {
         let i = self.sites.partition_point(|s| s.end <= start);
         self.sites.get(i).filter(|s| s.start < end)
     }
+}
+
+/// The decompressed kernel (an ELF without symbols) of a boot image.
+fn unpack_boot_image(image: &[u8]) -> Result<Vec<u8>, profile_gen::Error> {
+    let payload = profile_gen::vmlinuz::payload(image)?;
+    profile_gen::vmlinuz::decompress(&payload, profile_gen::vmlinuz::MAX_KERNEL)
+}
+
+/// The first position of `needle` in `hay`.
+fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
+    if needle.is_empty() {
+        return None;
+    }
+    hay.windows(needle.len()).position(|w| w == needle)
 }
 
 /// Whether the difference at byte `i` of `run` (running bytes) against `img` (image

@@ -92,9 +92,10 @@ struct Opts {
     /// `check` and `watch`; its ebpf_types and ebpf_allow set what the `ebpf` check reports.
     #[arg(long, global = true, value_name = "FILE")]
     policy: Option<PathBuf>,
-    /// The vmlinux the guest booted (with its symbol table, e.g. from the -dbg package);
-    /// adds the `kernel-text` check (.text and .rodata against the image).
-    #[arg(long, global = true, value_name = "VMLINUX")]
+    /// The kernel the guest booted: its vmlinuz (/boot/vmlinuz-ABI), its linux-image
+    /// .deb, or the vmlinux or -dbg .deb of the -dbg package; adds the `kernel-text`
+    /// check (.text and .rodata against the image).
+    #[arg(long, global = true, value_name = "IMAGE")]
     image: Option<PathBuf>,
 }
 
@@ -193,7 +194,8 @@ enum Command {
         /// Only these checks (as for `check`).
         #[arg(long = "check", value_name = "NAME", value_delimiter = ',')]
         only: Vec<String>,
-        /// With --image: compare kernel text on one scan in N (the first included).
+        /// Read all of kernel text (the kernel-entries check, and kernel-text with
+        /// --image) on one scan in N (the first included).
         #[arg(long, value_name = "N", default_value_t = 10)]
         text_every: u64,
     },
@@ -376,7 +378,7 @@ fn wanted_checks(only: &[String], opts: &Opts) -> Result<Vec<Check>> {
                 bail!("the policy check needs a policy: --policy FILE")
             }
             Some(Check::KernelText) if opts.image.is_none() => {
-                bail!("the kernel-text check needs the kernel image: --image VMLINUX")
+                bail!("the kernel-text check needs the kernel image: --image IMAGE (the guest kernel's vmlinuz, its linux-image .deb, or its vmlinux)")
             }
             Some(c) => wanted.push(c),
             None => bail!(
@@ -401,10 +403,13 @@ fn wanted_checks(only: &[String], opts: &Opts) -> Result<Vec<Check>> {
 /// Open the image given with `--image` for the target's kernel.
 fn open_image(opts: &Opts, target: &Target) -> Result<Option<std::sync::Arc<KernelImage>>> {
     match &opts.image {
-        Some(p) => Ok(Some(std::sync::Arc::new(KernelImage::open(
-            p,
-            target.profile(),
-        )?))),
+        Some(p) => {
+            let image = KernelImage::open(p, target.profile())?;
+            for what in image.unchecked() {
+                eprintln!("detector: warning: --image {}: {what}", p.display());
+            }
+            Ok(Some(std::sync::Arc::new(image)))
+        }
         None => Ok(None),
     }
 }

@@ -6,7 +6,8 @@
 //!   [`kallsyms`] recovers every symbol from the kernel's own tables in the image.
 //! - [`vmlinuz`] finds and decompresses the kernel in a boot image; [`kimage`] reads that
 //!   kernel (a symbol-less vmlinux ELF) through its program headers.
-//! - [`deb`] reads vmlinux and System.map straight out of a `linux-image-<abi>-dbg` .deb.
+//! - [`deb`] reads vmlinux and System.map straight out of a `linux-image-<abi>-dbg` .deb,
+//!   and the boot image out of a `linux-image-<abi>` one.
 //! - [`build`] assembles a profile: the needed set from `vmi_core::profile::needs`
 //!   (with aliases and missing items listed), plus extra types and symbols, or everything.
 //! - [`isf`] writes Volatility 3 ISF from either type source.
@@ -15,14 +16,14 @@
 //!
 //! Features carry the inputs' dependencies: without any, profiles come from BTF (a
 //! vmlinux's `.BTF` or raw BTF) and from guest memory ([`build::from_memory`]); `dwarf`
-//! adds the DWARF reader (gimli), `vmlinuz` the boot images' decompressors, `deb` the package
-//! reader, and `cli` (the default) all of them plus the `profile-gen` binary.
+//! adds the DWARF reader (gimli), `vmlinuz` the boot images' decompressors, `packages` the package
+//! reader, `deb` the package reader with DWARF (profiles from -dbg packages), and `cli` (the default) all of them plus the `profile-gen` binary.
 #![deny(missing_docs)]
 
 pub mod btf;
 pub mod build;
 pub mod complete;
-#[cfg(feature = "deb")]
+#[cfg(feature = "packages")]
 pub mod deb;
 #[cfg(feature = "dwarf")]
 pub mod dwarf;

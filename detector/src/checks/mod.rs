@@ -25,6 +25,7 @@
 //! | `cpu-state` ([`cpu`]) | each vCPU's CR0.WP, pinned CR4 bits, EFER.NX and system-call MSRs with what the kernel set (only what the source reports; the rest is said in `not_checked`) |
 //! | `ebpf` ([`ebpf`]) | every loaded BPF program (`prog_idr`) with the program types the policy lists (by default those on kprobes, tracepoints, perf events, fentry/fexit, LSM hooks), with its links and perf events |
 //! | `policy` ([`policy`]) | processes with the policy file (names, executables, who may be root, listening sockets); only with a policy |
+//! | `kernel-entries` ([`entries`]) | the first instruction of every kernel function (kallsyms in guest memory) with kernel text: a branch out of it that no ftrace_ops or static call accounts for |
 //! | `kernel-text` ([`text`]) | `.text` and `.rodata` with the kernel image, patch sites accounted for; only with an image |
 //!
 //! [`Scan`] reads what several checks share (processes, modules, module kobjects,
@@ -36,6 +37,7 @@ pub(crate) mod broken;
 pub mod cpu;
 pub mod creds;
 pub mod ebpf;
+pub mod entries;
 pub mod ftrace;
 pub mod idt;
 pub mod kprobes;
@@ -114,6 +116,9 @@ pub enum Check {
     CpuState,
     /// Kernel threads running code outside the kernel and the listed modules.
     Kthreads,
+    /// Kernel functions whose first instruction branches out of kernel text (no image
+    /// needed).
+    KernelEntries,
     /// What the policy file forbids (runs only with a policy).
     Policy,
     /// Kernel text and read-only data against the image (runs only with an image).
@@ -122,7 +127,7 @@ pub enum Check {
 
 impl Check {
     /// Every check that needs no configuration, in the order they run.
-    pub const ALL: [Check; 19] = [
+    pub const ALL: [Check; 20] = [
         Check::HiddenProcess,
         Check::HiddenModule,
         Check::SyscallTable,
@@ -142,6 +147,7 @@ impl Check {
         Check::Ebpf,
         Check::CpuState,
         Check::Kthreads,
+        Check::KernelEntries,
     ];
 
     /// The check's name in findings and on the command line.
@@ -166,6 +172,7 @@ impl Check {
             Check::Ebpf => "ebpf",
             Check::CpuState => "cpu-state",
             Check::Kthreads => "kthreads",
+            Check::KernelEntries => "kernel-entries",
             Check::Policy => "policy",
             Check::KernelText => "kernel-text",
         }
@@ -353,6 +360,7 @@ impl<'k, M: PhysicalMemory> Scan<'k, M> {
             Check::Ebpf => ebpf::run(self),
             Check::CpuState => cpu::run(self),
             Check::Kthreads => kthreads::run(self),
+            Check::KernelEntries => entries::run(self),
             Check::Policy => match &self.settings.policy {
                 Some(p) => policy::run(self, p),
                 None => Err(CheckFailure::Walk {
@@ -364,7 +372,7 @@ impl<'k, M: PhysicalMemory> Scan<'k, M> {
                 Some(i) => text::run(self, i),
                 None => Err(CheckFailure::Walk {
                     walk: "the kernel image",
-                    error: "none was given (--image VMLINUX)".into(),
+                    error: "none was given (--image IMAGE)".into(),
                 }),
             },
         }

@@ -279,7 +279,7 @@ mod tests {
     use crate::checks::synthetic::{ev, ev_addr, run_on, single, system, System};
     use crate::checks::{Check, CheckFailure, Settings};
     use crate::finding::Severity;
-    use crate::image::{ImageError, KernelImage};
+    use crate::image::{ImageError, KernelImage, SiteKind};
 
     const CHECK: Check = Check::KernelText;
     /// The image's `.text`: 64 KiB from `_text`, two functions in it.
@@ -295,6 +295,13 @@ mod tests {
     /// A vmlinux-like ELF (ET_EXEC, x86-64): `.text` and `.rodata` at their link-time
     /// addresses and a symbol table with `linux_banner`, two functions and an object.
     fn vmlinux(text: &[u8], rodata: &[u8]) -> tempfile::NamedTempFile {
+        temp(&elf(text, rodata, true, &[]))
+    }
+
+    /// The ELF bytes: `.text`, `.rodata`, the `extra` sections (name, address, bytes),
+    /// and with `symbols` the symbol table; without, a stripped kernel as a boot image
+    /// holds (section headers kept).
+    fn elf(text: &[u8], rodata: &[u8], symbols: bool, extra: &[(&str, u64, Vec<u8>)]) -> Vec<u8> {
         use object::elf;
         use object::write::elf::{FileHeader, SectionHeader, Sym, Writer};
         let mut buf = Vec::new();
@@ -305,24 +312,41 @@ mod tests {
         let text_idx = w.reserve_section_index();
         let ro_name = w.add_section_name(b".rodata");
         let ro_idx = w.reserve_section_index();
+        let extra_names: Vec<_> = extra
+            .iter()
+            .map(|(n, _, _)| {
+                let name = w.add_section_name(n.as_bytes());
+                w.reserve_section_index();
+                name
+            })
+            .collect();
         let syms: [(&[u8], u64, u64, bool); 4] = [
             (b"linux_banner", RODATA + 0x100, 0x80, false),
             (b"fn_a", FN_A, 0x100, true),
             (b"fn_b", FN_B, 0x100, true),
             (b"ro_object", RO_OBJECT, 0x40, false),
         ];
-        let names: Vec<_> = syms.iter().map(|s| w.add_string(s.0)).collect();
-        w.reserve_null_symbol_index();
-        for s in &syms {
-            w.reserve_symbol_index(Some(if s.3 { text_idx } else { ro_idx }));
+        let mut names = Vec::new();
+        if symbols {
+            names = syms.iter().map(|s| w.add_string(s.0)).collect();
+            w.reserve_null_symbol_index();
+            for s in &syms {
+                w.reserve_symbol_index(Some(if s.3 { text_idx } else { ro_idx }));
+            }
+            w.reserve_symtab_section_index();
+            w.reserve_strtab_section_index();
         }
-        w.reserve_symtab_section_index();
-        w.reserve_strtab_section_index();
         w.reserve_shstrtab_section_index();
         let text_off = w.reserve(text.len(), 16);
         let ro_off = w.reserve(rodata.len(), 16);
-        w.reserve_symtab();
-        w.reserve_strtab();
+        let extra_offs: Vec<_> = extra
+            .iter()
+            .map(|(_, _, b)| w.reserve(b.len(), 16))
+            .collect();
+        if symbols {
+            w.reserve_symtab();
+            w.reserve_strtab();
+        }
         w.reserve_shstrtab();
         w.reserve_section_headers();
         w.write_file_header(&FileHeader {
@@ -338,23 +362,29 @@ mod tests {
         w.write(text);
         w.write_align(16);
         w.write(rodata);
-        w.write_null_symbol();
-        for (s, name) in syms.iter().zip(&names) {
-            let kind = if s.3 { elf::STT_FUNC } else { elf::STT_OBJECT };
-            w.write_symbol(&Sym {
-                name: Some(*name),
-                section: Some(if s.3 { text_idx } else { ro_idx }),
-                st_info: (elf::STB_GLOBAL << 4) | kind,
-                st_other: 0,
-                st_shndx: 0,
-                st_value: s.1,
-                st_size: s.2,
-            });
+        for (_, _, b) in extra {
+            w.write_align(16);
+            w.write(b);
         }
-        w.write_strtab();
+        if symbols {
+            w.write_null_symbol();
+            for (s, name) in syms.iter().zip(&names) {
+                let kind = if s.3 { elf::STT_FUNC } else { elf::STT_OBJECT };
+                w.write_symbol(&Sym {
+                    name: Some(*name),
+                    section: Some(if s.3 { text_idx } else { ro_idx }),
+                    st_info: (elf::STB_GLOBAL << 4) | kind,
+                    st_other: 0,
+                    st_shndx: 0,
+                    st_value: s.1,
+                    st_size: s.2,
+                });
+            }
+            w.write_strtab();
+        }
         w.write_shstrtab();
         w.write_null_section_header();
-        for (name, addr, off, len, flags) in [
+        let mut headers = vec![
             (
                 text_name,
                 TEXT,
@@ -363,7 +393,11 @@ mod tests {
                 elf::SHF_ALLOC | elf::SHF_EXECINSTR,
             ),
             (ro_name, RODATA, ro_off, rodata.len(), elf::SHF_ALLOC),
-        ] {
+        ];
+        for ((name, (_, addr, b)), off) in extra_names.iter().zip(extra).zip(&extra_offs) {
+            headers.push((*name, *addr, *off, b.len(), elf::SHF_ALLOC));
+        }
+        for (name, addr, off, len, flags) in headers {
             w.write_section_header(&SectionHeader {
                 name: Some(name),
                 sh_type: elf::SHT_PROGBITS,
@@ -377,11 +411,17 @@ mod tests {
                 sh_entsize: 0,
             });
         }
-        w.write_symtab_section_header(1);
-        w.write_strtab_section_header();
+        if symbols {
+            w.write_symtab_section_header(1);
+            w.write_strtab_section_header();
+        }
         w.write_shstrtab_section_header();
+        buf
+    }
+
+    fn temp(bytes: &[u8]) -> tempfile::NamedTempFile {
         let mut file = tempfile::NamedTempFile::new().unwrap();
-        std::io::Write::write_all(&mut file, &buf).unwrap();
+        std::io::Write::write_all(&mut file, bytes).unwrap();
         file
     }
 
@@ -482,6 +522,170 @@ mod tests {
         let (text, rodata) = sections("Linux version 6.1.0-other (vmi@elsewhere) #2\n");
         let image = vmlinux(&text, &rodata);
         match KernelImage::open(image.path(), s.sk.profile()) {
+            Err(ImageError::OtherBuild { image, .. }) => assert!(image.contains("6.1.0-other")),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    /// Where the stripped image's own-section tables lie (outside text and rodata).
+    const LOCKS: u64 = TEXT + 0x30_0000;
+    const RUNTIME: u64 = TEXT + 0x30_1000;
+    /// A `lock` prefix in fn_a, and a runtime constant's 8-byte immediate in fn_b.
+    const LOCK_SITE: u64 = FN_A + 0x10;
+    const CONST_SITE: u64 = FN_B + 0x12;
+
+    /// s32 offsets from each entry to its site, as the kernel's tables hold them.
+    fn rel_table(at: u64, sites: &[u64]) -> Vec<u8> {
+        sites
+            .iter()
+            .enumerate()
+            .flat_map(|(i, &s)| ((s as i64 - (at + 4 * i as u64) as i64) as i32).to_le_bytes())
+            .collect()
+    }
+
+    /// The booted system and a stripped image of its kernel (no symbol table, no
+    /// kallsyms), with `.smp_locks` and `runtime_ptr_x` as sections when `tables`.
+    fn booted_stripped(tables: bool) -> (System, Vec<u8>) {
+        let mut s = system();
+        let banner = s.sk.profile().kernel.banner.clone();
+        let (mut text, mut rodata) = sections(&banner);
+        let o = (LOCK_SITE - TEXT) as usize;
+        text[o] = 0xf0;
+        let extra = if tables {
+            vec![
+                (".smp_locks", LOCKS, rel_table(LOCKS, &[LOCK_SITE])),
+                ("runtime_ptr_x", RUNTIME, rel_table(RUNTIME, &[CONST_SITE])),
+            ]
+        } else {
+            Vec::new()
+        };
+        let image = elf(&text, &rodata, false, &extra);
+        let o = (RO_OBJECT - RODATA) as usize;
+        rodata[o..o + 8].copy_from_slice(&(FN_B + VIRT_SHIFT).to_le_bytes());
+        s.sk.write(vmi_core::Va(TEXT + VIRT_SHIFT), &text);
+        s.sk.write(vmi_core::Va(RODATA + VIRT_SHIFT), &rodata);
+        (s, image)
+    }
+
+    /// The kernel patched itself where the tables say: the lock prefix dropped (a
+    /// single-CPU guest) and the runtime constant set.
+    fn patch_sites(s: &mut System) {
+        s.sk.write(vmi_core::Va(LOCK_SITE + VIRT_SHIFT), &[0x3e]);
+        s.sk.write(
+            vmi_core::Va(CONST_SITE + VIRT_SHIFT),
+            &0xffff_8880_1234_5678u64.to_le_bytes(),
+        );
+    }
+
+    #[test]
+    fn a_stripped_image_finds_its_tables_by_section_name() {
+        let (mut s, bytes) = booted_stripped(true);
+        let file = temp(&bytes);
+        let img = KernelImage::open(file.path(), s.sk.profile()).expect("opens");
+        assert!(img.stripped());
+        let kinds: Vec<_> = img.sites.iter().map(|x| (x.start, x.kind)).collect();
+        assert_eq!(
+            kinds,
+            vec![
+                (LOCK_SITE, SiteKind::Lock),
+                (CONST_SITE, SiteKind::RuntimeConst)
+            ]
+        );
+        // what cannot be compared without the symbols is said
+        let said = img.unchecked().join("\n");
+        for what in [
+            "ftrace sites",
+            "static keys",
+            "static call sites",
+            "read-only data (.rodata)",
+            "function names",
+        ] {
+            assert!(said.contains(what), "{what}: {said}");
+        }
+        patch_sites(&mut s);
+        // .rodata is not compared without __ro_after_init's bounds
+        s.sk.write(vmi_core::Va(RO_OBJECT + 8 + VIRT_SHIFT), b"CONSTANT");
+        assert_eq!(check(s, &file).unwrap(), vec![]);
+    }
+
+    #[test]
+    fn without_the_sections_the_same_patches_are_changes() {
+        let (mut s, bytes) = booted_stripped(false);
+        let file = temp(&bytes);
+        patch_sites(&mut s);
+        let findings = check(s, &file).unwrap();
+        assert_eq!(findings.len(), 2, "{findings:#?}");
+    }
+
+    #[test]
+    fn an_inline_hook_against_a_stripped_image_is_named_by_address() {
+        let (mut s, bytes) = booted_stripped(true);
+        let file = temp(&bytes);
+        patch_sites(&mut s);
+        let target = s.e1000.code(0x40);
+        let at = FN_B + VIRT_SHIFT;
+        let rel = (target.0 as i64 - (at as i64 + 5)) as i32;
+        let mut jmp = vec![0xe9];
+        jmp.extend_from_slice(&rel.to_le_bytes());
+        s.sk.write(vmi_core::Va(at), &jmp);
+        let findings = check(s, &file).unwrap();
+        let f = single(&findings, CHECK, Severity::High);
+        assert_eq!(ev(f, "symbol"), format!("{FN_B:#x}"));
+        assert_eq!(ev_addr(f, "target"), target.0);
+        assert_eq!(ev(f, "owner"), "module e1000");
+    }
+
+    #[test]
+    fn a_boot_image_is_its_kernel() {
+        use std::io::Write;
+        let (mut s, bytes) = booted_stripped(true);
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        gz.write_all(&bytes).unwrap();
+        let payload = gz.finish().unwrap();
+        // a bzImage: the setup header (protocol 2.15, one setup sector) and the payload
+        // with its uncompressed size appended
+        let mut bz = vec![0u8; 1024];
+        bz[0x1f1] = 1;
+        bz[0x202..0x206].copy_from_slice(b"HdrS");
+        bz[0x206..0x208].copy_from_slice(&0x20fu16.to_le_bytes());
+        bz[0x248..0x24c].copy_from_slice(&0u32.to_le_bytes());
+        bz[0x24c..0x250].copy_from_slice(&(payload.len() as u32 + 4).to_le_bytes());
+        bz.extend_from_slice(&payload);
+        bz.extend_from_slice(&(bytes.len() as u32).to_le_bytes());
+        let file = temp(&bz);
+        let img = KernelImage::open(file.path(), s.sk.profile()).expect("opens");
+        assert!(img.stripped());
+        assert_eq!(img.sites.len(), 2);
+        patch_sites(&mut s);
+        s.sk.write(vmi_core::Va(FN_A + 4 + VIRT_SHIFT), &[0xcc]);
+        let findings = check(s, &file).unwrap();
+        assert_eq!(findings.len(), 1, "{findings:#?}");
+        // a cut boot image is an error that says so
+        let cut = temp(&bz[..bz.len() / 2]);
+        let e = KernelImage::open(cut.path(), system().sk.profile())
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("truncated"), "{e}");
+    }
+
+    #[test]
+    fn what_is_no_kernel_is_refused_with_what_to_give() {
+        let s = system();
+        for junk in [&b"hello, not a kernel"[..], b"\x7fELF\x02\x01 cut"] {
+            let f = temp(junk);
+            let e = KernelImage::open(f.path(), s.sk.profile())
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains("not a usable kernel image"), "{e}");
+        }
+        let e = KernelImage::open(temp(b"!<arch>\nfoo").path(), s.sk.profile())
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("the package is truncated"), "{e}");
+        // a stripped image of another build
+        let (text, rodata) = sections("Linux version 6.1.0-other (vmi@elsewhere) #2\n");
+        let f = temp(&elf(&text, &rodata, false, &[]));
+        match KernelImage::open(f.path(), s.sk.profile()) {
             Err(ImageError::OtherBuild { image, .. }) => assert!(image.contains("6.1.0-other")),
             other => panic!("{other:?}"),
         }

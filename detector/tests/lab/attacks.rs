@@ -191,6 +191,12 @@ pub(crate) fn attack(lab: &Lab, kernel: &str) -> Vec<String> {
         "kernel-text",
         |e| e["symbol"] == "__x64_sys_sysfs" && e["owner"] == "module vmi_inline",
     ));
+    // the hook is the function's first instruction: found without the image too
+    wants.push(want(
+        "__x64_sys_sysfs's entry branching into vmi_inline",
+        "kernel-entries",
+        |e| e["symbol"] == "__x64_sys_sysfs" && e["owner"] == "module vmi_inline",
+    ));
     let run = d.live(&mut guest, &["--json", "check"]);
     let label = format!("{kernel} creds (live)");
     problems.extend(expect_exactly(&label, &run, &wants));

@@ -57,6 +57,10 @@
 //!   (`hostile.rs`: a loop, wild pointers, a process cut out of both halves of the
 //!   list): `ps`, `lsmod` and `check` must still see every process and module, report
 //!   each break and exit 1.
+//! - `no_dbg_*`: `kernel-text` with the boot image (vmlinuz) and kernel packages as
+//!   `--image`, and `kernel-entries` without an image, on every matrix kernel
+//!   (`nodbg.rs`): nothing on the clean guest, and on 6.1 and 6.12 `vmi_inline`'s hook,
+//!   live, paused and from a dump; `vmi_ftrace`'s hook left to the `ftrace` check.
 
 mod attacks;
 mod clean;
@@ -66,6 +70,7 @@ mod ebpf;
 mod harness;
 mod hostile;
 mod malfind;
+mod nodbg;
 mod policy;
 mod sockets;
 mod spoofing;
@@ -118,6 +123,14 @@ per_kernel!(ATTACKED: attacks::attack {
     attacks_on_6_12_are_found_and_named: "6.12.117+deb12-amd64",
 });
 
+per_kernel!(NO_DBG: nodbg::nodbg {
+    no_dbg_6_1_finds_the_inline_hook: "6.1.0-56-amd64",
+    no_dbg_6_12_finds_the_inline_hook: "6.12.117+deb12-amd64",
+    no_dbg_5_10_clean_raises_nothing: "5.10.0-46-amd64",
+    no_dbg_7_2_clean_raises_nothing: "newest:7.2",
+    no_dbg_newest_7_clean_raises_nothing: "newest:7",
+});
+
 per_kernel!(CLEAN: clean::clean {
     clean_5_10_raises_nothing: "5.10.0-46-amd64",
     clean_newest_7_2_raises_nothing: "newest:7.2",
@@ -133,6 +146,9 @@ fn every_matrix_kernel_has_a_test() {
     matrix.sort_unstable();
     assert_eq!(tested, matrix);
     assert_eq!(ATTACKED, ATTACK_KERNELS);
+    let mut no_dbg = NO_DBG.to_vec();
+    no_dbg.sort_unstable();
+    assert_eq!(no_dbg, matrix);
 }
 
 #[test]

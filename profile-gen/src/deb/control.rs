@@ -5,6 +5,7 @@ use std::collections::HashMap;
 use std::io::{BufReader, Read};
 
 use super::ar::ArMember;
+use super::boot::boot_image_abi;
 use super::decode::Compression;
 use super::scan::{classify, Found};
 use super::source::{At, Source};
@@ -18,7 +19,8 @@ const MAX_CONTROL: u64 = 64 << 20;
 pub(super) struct Control {
     /// `Package Version`.
     pub(super) package: Option<String>,
-    /// md5 (lowercase hex) of the members [`classify`] knows, by normalized path.
+    /// md5 (lowercase hex) of the members [`classify`] knows and of boot images, by
+    /// normalized path.
     md5sums: HashMap<String, String>,
 }
 
@@ -53,7 +55,7 @@ pub(super) fn read_control<S: Source + ?Sized>(src: &S, m: &ArMember) -> Result<
                         continue;
                     };
                     let path = normalize(path.trim_start());
-                    if classify(path).is_some() {
+                    if classify(path).is_some() || boot_image_abi(path).is_some() {
                         control
                             .md5sums
                             .insert(path.to_string(), md5.to_ascii_lowercase());

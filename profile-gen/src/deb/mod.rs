@@ -38,6 +38,9 @@
 //! cap before it is used, and a damaged or cut package gives an [`Error::Input`] that
 //! names the member and the offset.
 //!
+//! [`read_kernel_deb`] reads whichever kernel file a package holds: the vmlinux of a
+//! -dbg package, the boot image of an image package (`boot.rs`).
+//!
 //! One file a job: `ar.rs` lists the package's members, `decode.rs` decompresses a
 //! member as a stream, `tar.rs` walks its headers, `control.rs` reads the control
 //! archive (package name, md5sums), `scan.rs` picks vmlinux and System.map out of the
@@ -46,6 +49,7 @@
 //! at offsets.
 
 mod ar;
+mod boot;
 mod control;
 mod decode;
 mod scan;
@@ -62,6 +66,8 @@ use std::io::BufReader;
 use std::path::Path;
 
 use crate::error::{Error, Result};
+
+pub use boot::{read_kernel_deb, DebBootImage, DebKernelFile, MAX_BOOT_IMAGE};
 
 use ar::{ar_members, read_member};
 use control::read_control;
@@ -131,6 +137,25 @@ pub fn read_dbg_deb(path: &Path, progress: &mut dyn FnMut(u64, u64)) -> Result<D
     read_deb(&FileSource { file, size }, path, progress)
 }
 
+/// The `ar` members of a .deb, after checking that it is one (`debian-binary` first,
+/// format 2.x); `path` names it in errors.
+fn deb_members<S: Source + ?Sized>(src: &S, path: &Path) -> Result<Vec<ar::ArMember>> {
+    let members = ar_members(src).map_err(|e| e.into_error(path))?;
+    let first = &members[0];
+    let debian_binary = read_member(src, first, 64).map_err(|e| e.into_error(path))?;
+    if first.name != "debian-binary" || !debian_binary.starts_with(b"2.") {
+        return Err(Error::Input {
+            path: path.to_path_buf(),
+            message: format!(
+                "not a Debian package: its first ar member is `{}`, not `debian-binary` \
+                 with format 2.x",
+                first.name
+            ),
+        });
+    }
+    Ok(members)
+}
+
 /// [`read_dbg_deb`] on any source (`path` names it in errors).
 fn read_deb<S: Source + ?Sized>(
     src: &S,
@@ -141,16 +166,7 @@ fn read_deb<S: Source + ?Sized>(
         path: path.to_path_buf(),
         message,
     };
-    let members = ar_members(src).map_err(|e| e.into_error(path))?;
-    let first = &members[0];
-    let debian_binary = read_member(src, first, 64).map_err(|e| e.into_error(path))?;
-    if first.name != "debian-binary" || !debian_binary.starts_with(b"2.") {
-        return Err(input(format!(
-            "not a Debian package: its first ar member is `{}`, not `debian-binary` with \
-             format 2.x",
-            first.name
-        )));
-    }
+    let members = deb_members(src, path)?;
     let control = members
         .iter()
         .find(|m| m.name.starts_with("control.tar"))

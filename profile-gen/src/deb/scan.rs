@@ -103,7 +103,7 @@ pub(super) struct Found {
 
 impl Found {
     /// Read `entry`'s data, with its md5 when `hash`.
-    fn read<R: Read>(
+    pub(super) fn read<R: Read>(
         tar: &mut TarReader<R>,
         entry: &TarEntry,
         cap: u64,
