@@ -487,8 +487,9 @@ fn run(cli: &Cli) -> Result<ExitCode> {
             let procs = census.processes;
             let exes: Vec<Option<String>> = procs
                 .iter()
-                .map(|p| match target.kernel.exe_path(p.mm) {
-                    Ok(Some(path)) => Some(vmi_core::kernel::escape(&path)),
+                // as /proc/PID/exe names it: ` (deleted)`, `/memfd:NAME (deleted)`
+                .map(|p| match target.kernel.exe_file(p.mm) {
+                    Ok(Some(name)) => Some(vmi_core::kernel::escape(&name.display())),
                     _ => None,
                 })
                 .collect();

@@ -121,12 +121,14 @@ fn one<M: PhysicalMemory>(
     if flagged.is_empty() {
         return;
     }
-    let exe = k.exe_path(p.mm).ok().flatten();
+    let exe = k.exe_file(p.mm).ok().flatten();
     if let (Some(exe), Some(policy)) = (&exe, policy) {
-        if policy.jit_allowed(exe) {
+        if policy.jit_allowed(&exe.path) {
             return;
         }
     }
+    // named as /proc/PID/exe names it (` (deleted)`, `/memfd:NAME (deleted)`)
+    let exe = exe.map(|e| e.display());
     for (v, severity) in flagged {
         let what = match k.map_name(p.mm, v) {
             Ok(MapName::None) if v.is_anonymous() => "anonymous".to_string(),

@@ -19,6 +19,7 @@
 //! | `afinfo` ([`afinfo`]) | the seq_file operations of `/proc/net/{tcp,udp,raw}*` with kernel text |
 //! | `vfs-ops` ([`vfs`]) | the file, inode, dentry, super block and address space operations of every mount's root and every open file with kernel text and read-only data (or the module implementing the file system), a procfs root's with `proc_root_operations` |
 //! | `spoofing` ([`spoofing`]) | each user process's `comm` and `argv[0]` with its executable and the file name it was executed by |
+//! | `exec-location` ([`exec_location`]) | each user process's executable and executable mappings with where programs are installed: a memfd, a deleted file, a world-writable directory |
 //! | `malfind` ([`malfind`]) | each user process's executable mappings with where code comes from: writable and executable, or anonymous and executable, memory (injected code) |
 //! | `perf-events` ([`perf_events`]) | the overflow handler of every perf event in a CPU's or a task's context (kernel counters, hardware breakpoints) with kernel text |
 //! | `kthreads` ([`kthreads`]) | the function every kernel thread runs (its `struct kthread`'s `threadfn`) with kernel text and the listed modules |
@@ -36,6 +37,7 @@ pub(crate) mod broken;
 pub mod cpu;
 pub mod creds;
 pub mod ebpf;
+pub mod exec_location;
 pub mod ftrace;
 pub mod idt;
 pub mod kprobes;
@@ -104,6 +106,9 @@ pub enum Check {
     VfsOps,
     /// Processes whose name or `argv[0]` is not what they run.
     Spoofing,
+    /// Executables and libraries run from a memfd, a deleted file or a world-writable
+    /// directory.
+    ExecLocation,
     /// Executable memory that is writable or anonymous (injected code).
     Malfind,
     /// Perf event overflow handlers outside kernel text.
@@ -122,7 +127,7 @@ pub enum Check {
 
 impl Check {
     /// Every check that needs no configuration, in the order they run.
-    pub const ALL: [Check; 19] = [
+    pub const ALL: [Check; 20] = [
         Check::HiddenProcess,
         Check::HiddenModule,
         Check::SyscallTable,
@@ -137,6 +142,7 @@ impl Check {
         Check::Afinfo,
         Check::VfsOps,
         Check::Spoofing,
+        Check::ExecLocation,
         Check::Malfind,
         Check::PerfEvents,
         Check::Ebpf,
@@ -161,6 +167,7 @@ impl Check {
             Check::Afinfo => "afinfo",
             Check::VfsOps => "vfs-ops",
             Check::Spoofing => "spoofing",
+            Check::ExecLocation => "exec-location",
             Check::Malfind => "malfind",
             Check::PerfEvents => "perf-events",
             Check::Ebpf => "ebpf",
@@ -333,6 +340,7 @@ impl<'k, M: PhysicalMemory> Scan<'k, M> {
             Check::Afinfo => afinfo::run(self),
             Check::VfsOps => vfs::run(self),
             Check::Spoofing => spoofing::run(self),
+            Check::ExecLocation => exec_location::run(self),
             Check::Malfind => malfind::run(self),
             Check::PerfEvents => perf_events::run(self),
             Check::Ebpf => ebpf::run(self),
