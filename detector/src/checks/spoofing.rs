@@ -195,7 +195,7 @@ fn one<M: PhysicalMemory>(
             ),
         )])
     };
-    let exe = match reread(scan.kernel, READ_TRIES, || scan.kernel.exe_path(p.mm)) {
+    let exe_name = match reread(scan.kernel, READ_TRIES, || scan.kernel.exe_file(p.mm)) {
         Ok(Some(exe)) => exe,
         Ok(None) => return None,
         Err(e) => return unreadable("executable", &e),
@@ -206,9 +206,13 @@ fn one<M: PhysicalMemory>(
         Err(e) => return unreadable("command line", &e),
     };
     let argv0 = strings.argv.first().cloned().unwrap_or_default();
+    // judged by the path, shown as /proc/PID/exe shows it (` (deleted)`, a memfd's
+    // `/memfd:NAME (deleted)`)
+    let exe = &exe_name.path;
+    let exe_s = guest_str(&exe_name.display());
     let evidence = |f: Finding| {
         let f = f
-            .text("exe", guest_str(&exe))
+            .text("exe", exe_s.clone())
             .text("argv0", guest_str(&argv0));
         match &strings.execfn {
             Some(x) => f.text("execfn", guest_str(x)),
@@ -222,10 +226,9 @@ fn one<M: PhysicalMemory>(
             Severity::Medium
         }
     };
-    let exe_s = guest_str(&exe);
     let noexec_applet =
-        busybox_shell_child(&exe, &strings) && !kernel_thread_like(&p.comm, kthreads);
-    let found = judge(&p.comm, &exe, &strings)
+        busybox_shell_child(exe, &strings) && !kernel_thread_like(&p.comm, kthreads);
+    let found = judge(&p.comm, exe, &strings)
         .into_iter()
         .filter(|s| !(noexec_applet && *s == Spoof::Comm))
         .map(|s| match s {
