@@ -120,7 +120,8 @@ enum Command {
     /// Processes, from the kernel's tasks list, and those only the pid namespace or a
     /// CPU holds (marked with the views that hold them). Where the tasks list is broken
     /// it is read from its other end; each break is a warning on stderr, and the exit
-    /// status is then 1.
+    /// status is then 1. With --json, each process's executable as /proc/PID/exe names
+    /// it ("PATH (deleted)" for a deleted file, "/memfd:NAME (deleted)" for a memfd).
     Ps {
         /// Show children under their parents.
         #[arg(long)]
@@ -141,7 +142,8 @@ enum Command {
     /// perf events).
     Bpf,
     /// A process's memory mappings, as /proc/PID/maps shows them: range, rwxp, file
-    /// offset, device, inode and path ([heap], [stack], [vdso], ... for the others).
+    /// offset, device, inode and path ([heap], [stack], [vdso], ... for the others; a
+    /// deleted file's path followed by " (deleted)", a memfd as "/memfd:NAME (deleted)").
     Maps {
         /// The process (its thread-group leader's pid).
         pid: u32,

@@ -259,3 +259,63 @@ fn watch_reports_processes_findings_pause_reset_and_shutdown() {
         "{text}"
     );
 }
+
+/// Busybox's shell runs its NOEXEC applets (`cut`, `echo`, `head`, ...) in a forked
+/// child without an exec, naming the child after the applet: a script doing
+/// `$(cut ...)`, in pipelines and in command substitutions, under `watch` at a short
+/// interval, run as `sh FILE`, through its shebang line and inline in `sh -c`, must
+/// raise no finding (it was reported as spoofing: `named cut but runs /bin/busybox`).
+#[test]
+fn watch_a_busybox_pipeline_raises_nothing() {
+    let lab = Lab::open_default().expect("lab");
+    let profiles = tempfile::tempdir().expect("tempdir");
+    common::profile_into(&lab, DEFAULT_KERNEL, profiles.path());
+    let mut guest = lab
+        .boot(
+            DEFAULT_KERNEL,
+            &Scenario::standard(),
+            &BootOptions::default(),
+        )
+        .expect("boot");
+    let mut w = Watch::start(&mut guest, profiles.path(), &["--interval", "100ms"]);
+    w.wait_for("started", Duration::from_secs(60), |v| {
+        event(v) == "started"
+    });
+    let body = "i=0; while [ $i -lt 150 ]; do \
+                a=$(cut -d' ' -f1 /proc/loadavg); \
+                b=$(echo \"$a\" | cut -d. -f1); \
+                c=$(cut -d: -f1 /etc/passwd | head -n 1); \
+                d=$( (cut -c1-3 /proc/version) ); \
+                i=$((i+1)); done; echo done $a $b $c $d";
+    let script = format!("#!/bin/sh\n{body}\n");
+    let mut ran = Vec::new();
+    let out = guest
+        .sh_timeout(
+            &format!(
+                "cat > /tmp/cuts.sh <<'EOF'\n{script}EOF\nchmod 755 /tmp/cuts.sh; \
+                 sh /tmp/cuts.sh; /tmp/cuts.sh; sh -c '{}'",
+                body.replace('\'', "'\\''")
+            ),
+            Duration::from_secs(600),
+        )
+        .expect("the script");
+    ran.extend(out.lines.iter().filter(|l| l.starts_with("done ")).cloned());
+    assert_eq!(ran.len(), 3, "{:?}", out.lines);
+    // one more scan after the last applet
+    std::thread::sleep(Duration::from_secs(2));
+    w.signal(libc::SIGTERM);
+    let (seen, code) = w.finish();
+    assert_eq!(code, 0);
+    let findings: Vec<&Value> = seen.iter().filter(|v| event(v) == "finding").collect();
+    let starts = seen.iter().filter(|v| event(v) == "process-start").count();
+    let applets = seen
+        .iter()
+        .filter(|v| event(v) == "process-start" && v["comm"] == "cut")
+        .count();
+    eprintln!("{starts} process starts seen, {applets} of them cut; {ran:?}");
+    assert!(
+        applets > 0,
+        "watch saw no cut at all: the test proves nothing"
+    );
+    assert!(findings.is_empty(), "{findings:#?}");
+}
