@@ -32,7 +32,9 @@
 //! memfd's is `/memfd:NAME`) name files accepted anywhere. Only executable mappings
 //! count (a data file in `/tmp`, QEMU's memfd guest RAM, System V segments are not
 //! code); a mapping of the process's own executable is judged once, as the executable.
-//! One finding per process for its executable and one per distinct mapped file.
+//! One finding per process for its executable and one per distinct mapped file. A
+//! process that changed while it was read (on a running guest: exited and its
+//! `mm_struct` reused, `execve`d) is judged at the next scan.
 
 use std::collections::BTreeSet;
 
@@ -41,7 +43,7 @@ use vmi_core::kernel::vma::MapName;
 use vmi_core::kernel::Process;
 use vmi_core::memory::PhysicalMemory;
 
-use crate::checks::{reread, CheckFailure, Scan, READ_TRIES};
+use crate::checks::{reread, unchanged, CheckFailure, Scan, READ_TRIES};
 use crate::finding::{guest_str, Finding, Severity};
 use crate::policy::Policy;
 
@@ -212,6 +214,18 @@ fn one<M: PhysicalMemory>(
             None => f,
         })
     };
+    let maps = match reread(k, READ_TRIES, || k.maps(p.mm)) {
+        Ok(m) => m,
+        Err(e) => {
+            out.push(unreadable("memory mappings", &e));
+            return;
+        }
+    };
+    // on a running guest the process may have exited and its address space been
+    // reused by another while it was read: judged at the next scan
+    if !unchanged(k, p) {
+        return;
+    }
     if let Some(exe) = &exe {
         out.extend(report(
             exe,
@@ -220,13 +234,6 @@ fn one<M: PhysicalMemory>(
             None,
         ));
     }
-    let maps = match reread(k, READ_TRIES, || k.maps(p.mm)) {
-        Ok(m) => m,
-        Err(e) => {
-            out.push(unreadable("memory mappings", &e));
-            return;
-        }
-    };
     let mut seen: BTreeSet<Vec<u8>> = BTreeSet::new();
     for m in maps.iter().filter(|m| m.vma.is_exec()) {
         let MapName::File(f) = &m.name else { continue };

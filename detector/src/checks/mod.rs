@@ -472,6 +472,22 @@ pub fn reread<M: PhysicalMemory, T, E>(
     last
 }
 
+/// True when the process `p` of the census is still the same process: its task has
+/// the same pid, start time, address space and name and has not exited. A check that
+/// read a process's memory of a running guest asks this afterwards: the process may
+/// have exited meanwhile and its freed `mm_struct` been reused by another process
+/// (whose executable and arguments would then be judged under this one's name), or
+/// `execve`d, or renamed itself. Such a process is judged at the next scan; a dump or
+/// a paused guest never changes.
+pub fn unchanged<M: PhysicalMemory>(kernel: &Kernel<M>, p: &Process) -> bool {
+    matches!(kernel.process_at(p.task), Ok(q)
+        if q.pid == p.pid
+            && q.start_time == p.start_time
+            && q.mm == p.mm
+            && q.comm == p.comm
+            && q.exit_state == 0)
+}
+
 /// Run `checks` on the kernel once.
 pub fn run_once<M: PhysicalMemory>(
     kernel: &Kernel<M>,
