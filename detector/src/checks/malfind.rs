@@ -74,13 +74,9 @@ pub fn ascii(bytes: &[u8]) -> String {
 
 /// Run the check.
 pub fn run<M: PhysicalMemory>(scan: &Scan<'_, M>) -> Result<Vec<Finding>, CheckFailure> {
-    let procs = scan.processes()?;
     let policy = scan.settings.policy.as_ref();
     let mut findings = Vec::new();
-    for p in procs
-        .iter()
-        .filter(|p| !p.is_kernel_thread() && p.mm.0 != 0 && p.exit_state == 0)
-    {
+    for p in scan.user_processes()? {
         one(scan, p, policy, &mut findings);
     }
     Ok(findings)

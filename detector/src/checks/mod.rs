@@ -377,6 +377,15 @@ impl<M: PhysicalMemory> Scan<'_, M> {
         needed(&self.census, "the tasks list").map(|c| c.processes.as_slice())
     }
 
+    /// The live user processes: not kernel threads, with an address space, not
+    /// exited (a zombie runs nothing) — those whose memory the process checks read.
+    pub fn user_processes(&self) -> Result<impl Iterator<Item = &Process>, CheckFailure> {
+        Ok(self
+            .processes()?
+            .iter()
+            .filter(|p| !p.is_kernel_thread() && p.mm.0 != 0 && p.exit_state == 0))
+    }
+
     /// The network namespaces, walked once per scan.
     pub fn namespaces(&self) -> Result<&[Va], CheckFailure> {
         needed(

@@ -156,10 +156,7 @@ pub fn run<M: PhysicalMemory>(scan: &Scan<'_, M>) -> Result<Vec<Finding>, CheckF
         .map(|p| p.comm.as_slice())
         .collect();
     let mut findings = Vec::new();
-    for p in procs
-        .iter()
-        .filter(|p| !p.is_kernel_thread() && p.mm.0 != 0 && p.exit_state == 0)
-    {
+    for p in scan.user_processes()? {
         if let Some(f) = one(scan, p, &kthreads) {
             findings.extend(f);
         }

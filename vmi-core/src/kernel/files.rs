@@ -388,12 +388,19 @@ mod tests {
         );
     }
 
-    #[test]
-    fn without_simple_dname_a_memfd_keeps_its_bare_name() {
+    /// A process run from a memfd `stage2` (`fexecve`): the kernel, its `mm` and the
+    /// memfd's `struct file`.
+    fn memfd_process() -> (SyntheticKernel, Va, Va) {
         let mut sk = SyntheticKernel::clean();
         let c = sk.add_process(300, b"3", 0);
         let memfd = sk.memfd_file(b"stage2");
         let mm = sk.exec_file(&c, memfd, &[b"stage2"], b"/dev/fd/3");
+        (sk, mm, memfd)
+    }
+
+    #[test]
+    fn without_simple_dname_a_memfd_keeps_its_bare_name() {
+        let (mut sk, mm, _) = memfd_process();
         sk.profile_mut().symbols.remove("simple_dname");
         let k = sk.discover().unwrap();
         let exe = k.exe_file(mm).unwrap().unwrap();
@@ -407,10 +414,7 @@ mod tests {
 
     #[test]
     fn a_d_dname_that_is_not_simple_dname_is_not_followed() {
-        let mut sk = SyntheticKernel::clean();
-        let c = sk.add_process(300, b"3", 0);
-        let memfd = sk.memfd_file(b"stage2");
-        let mm = sk.exec_file(&c, memfd, &[b"stage2"], b"/dev/fd/3");
+        let (mut sk, mm, memfd) = memfd_process();
         let dentry = sk.get(sk.field_va(memfd, "file", "f_path"), "path", "dentry");
         let ops = sk.get(Va(dentry), "dentry", "d_op");
         let other = sk.kernel_fn();

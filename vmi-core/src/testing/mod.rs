@@ -844,13 +844,7 @@ impl SyntheticKernel {
             // the root: its own parent, the root of the root mount
             let s = self.alloc_str(b"/");
             self.write_u64(Va(d.0 + name_at), s.0);
-            self.set(d, "dentry", "d_parent", d.0);
-            let m = self.alloc_type("mount");
-            self.set(m, "mount", "mnt_parent", m.0);
-            self.set(m, "mount", "mnt_mountpoint", d.0);
-            let mnt = self.field_va(m, "mount", "mnt");
-            self.set(mnt, "vfsmount", "mnt_root", d.0);
-            self.root_mount = Some(m);
+            self.root_mount = Some(self.lone_mount(d));
         } else {
             let cut = path.iter().rposition(|&b| b == b'/').unwrap_or(0);
             let parent = self.dentry(&path[..cut]);
@@ -890,12 +884,7 @@ impl SyntheticKernel {
             Some(m) => m,
             None => {
                 let root = self.alloc_type("dentry");
-                self.set(root, "dentry", "d_parent", root.0);
-                let m = self.alloc_type("mount");
-                self.set(m, "mount", "mnt_parent", m.0);
-                self.set(m, "mount", "mnt_mountpoint", root.0);
-                let mnt = self.field_va(m, "mount", "mnt");
-                self.set(mnt, "vfsmount", "mnt_root", root.0);
+                let m = self.lone_mount(root);
                 self.shm_mount = Some(m);
                 m
             }
@@ -912,6 +901,18 @@ impl SyntheticKernel {
         self.set(d, "dentry", "d_parent", d.0);
         self.set(d, "dentry", "d_op", ops.0);
         self.file_at(shm, d)
+    }
+
+    /// A mount of its own (its own parent, as the root mount and internal mounts are)
+    /// whose root is `root`, made its own parent.
+    fn lone_mount(&mut self, root: Va) -> Va {
+        self.set(root, "dentry", "d_parent", root.0);
+        let m = self.alloc_type("mount");
+        self.set(m, "mount", "mnt_parent", m.0);
+        self.set(m, "mount", "mnt_mountpoint", root.0);
+        let mnt = self.field_va(m, "mount", "mnt");
+        self.set(mnt, "vfsmount", "mnt_root", root.0);
+        m
     }
 
     /// A `struct file` of `dentry` in the mount `mount`, with its own inode.
