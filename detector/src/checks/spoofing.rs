@@ -434,7 +434,9 @@ mod synthetic_tests {
     fn busybox_forks_named_after_their_applet_are_not_reported() {
         let mut s = system();
         s.sk.add_kthread(3, b"kworker/0:0");
-        let forks: [(u32, &[&[u8]], &[u8]); 4] = [
+        // (pid, the arguments of what forked it, its execve file name)
+        type Fork<'a> = (u32, &'a [&'a [u8]], &'a [u8]);
+        let forks: [Fork; 4] = [
             (
                 2000,
                 &[b"sh", b"-c", b"x=$(cut -d' ' -f1 /proc/loadavg)"],
