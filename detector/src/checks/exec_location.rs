@@ -170,10 +170,12 @@ fn one<M: PhysicalMemory>(
         .text("comm", comm.clone())
         .text("rule", "unreadable")
     };
+    // a read that fails because the process exited meanwhile (its address space
+    // gone) is no finding: it is gone at the next scan
     let exe = match reread(k, READ_TRIES, || k.exe_file(p.mm)) {
         Ok(exe) => exe,
         Err(e) => {
-            out.push(unreadable("executable", &e));
+            out.extend(unchanged(k, p).then(|| unreadable("executable", &e)));
             return;
         }
     };
@@ -213,7 +215,7 @@ fn one<M: PhysicalMemory>(
     let maps = match reread(k, READ_TRIES, || k.maps(p.mm)) {
         Ok(m) => m,
         Err(e) => {
-            out.push(unreadable("memory mappings", &e));
+            out.extend(unchanged(k, p).then(|| unreadable("memory mappings", &e)));
             return;
         }
     };
@@ -432,6 +434,33 @@ mod synthetic_tests {
         s.sk.exec_file(&t, memfd, &[b"runc", b"init"], b"/proc/self/exe");
         let other = settings("allow_exec_location = [\"/tmp/*\"]");
         assert_eq!(run_on(s.sk, &[], &other, CHECK).unwrap().len(), 1);
+    }
+
+    /// A process whose executable cannot be read because it exited while it was read
+    /// (the census saw it as it was) is no finding.
+    #[test]
+    fn an_exited_process_is_not_reported_unreadable() {
+        let mut s = system();
+        let mm = s.sk.get(s.sshd.task, "task_struct", "mm");
+        s.sk.set(
+            vmi_core::Va(mm),
+            "mm_struct",
+            "exe_file",
+            0xffff_8000_dead_0000,
+        );
+        let kernel = s.sk.discover().unwrap();
+        let settings = Settings::default();
+        let scan = crate::checks::Scan::new(&kernel, &[], &settings);
+        let procs = scan.processes().unwrap();
+        let mut gone = procs.iter().find(|p| p.pid == 400).unwrap().clone();
+        let mut out = Vec::new();
+        super::one(&scan, &gone, None, &mut out);
+        assert_eq!(out.len(), 1, "{out:#?}");
+        // the census saw another comm: the task changed since
+        gone.comm = b"sshd-old".to_vec();
+        out.clear();
+        super::one(&scan, &gone, None, &mut out);
+        assert!(out.is_empty(), "{out:#?}");
     }
 
     #[test]

@@ -181,7 +181,12 @@ fn one<M: PhysicalMemory>(
         .text("comm", comm.clone())
         .text("rule", rule.to_string())
     };
+    // a read that fails because the process exited meanwhile (its page tables gone)
+    // is no finding: it is gone at the next scan
     let unreadable = |what: &str, e: &dyn std::fmt::Display| {
+        if !unchanged(scan.kernel, p) {
+            return None;
+        }
         Some(vec![base(
             "unreadable",
             Severity::Low,
