@@ -8,7 +8,7 @@
 //!   (deleted) and from a memfd `vmi-jit`. The guest's own `/proc/PID/exe` must say
 //!   what the attack meant; `check` must report each executable and each mapping
 //!   (with the dropper's rename as spoofing), live and paused; `ps --json` must name
-//!   every executable as `/proc/PID/exe` does and `maps` of the three must equal
+//!   their executables as `/proc/PID/exe` does and `maps` of the three must equal
 //!   `/proc/PID/maps`, `(deleted)` and `/memfd:NAME` names included.
 //! - [`volatility_maps`]: on the ELF dump, Volatility 3's `linux.proc.Maps` must name
 //!   each file mapping of the three as `maps` from the dump does.
@@ -120,20 +120,22 @@ pub(crate) fn implants(
     ));
     let run = live_and_paused(&format!("{label} fileless"), d, guest, wants, &mut problems);
     problems.extend(severities(label, &run));
-    // ps --json names executables as /proc/PID/exe does (paused: nothing starts or
-    // ends between the truth and ps)
+    // ps --json names the implants' executables as their /proc/PID/exe does (the
+    // attack guests hide a process from /proc: only the implants are compared)
     let truth = guest.refresh_truth().expect("truth");
-    guest.pause().expect("pause");
-    let ps = d.live(guest, &["--json", "ps"]);
-    guest.resume().expect("resume");
-    let differences = vmi_lab::views::exe_differences(&ps.json(), &truth);
-    problems.extend(differences.iter().map(|d| format!("{label} fileless: {d}")));
+    let ps = d.live(guest, &["--json", "ps"]).json();
     for pid in imp.pids() {
         let got = ps
-            .json()
             .as_array()
-            .and_then(|a| a.iter().find(|p| p["pid"] == pid).cloned());
-        eprintln!("{label}: ps --json {pid}: {got:?}");
+            .and_then(|a| a.iter().find(|p| p["pid"] == pid))
+            .and_then(|p| p["exe"].as_str());
+        let want = truth.process(pid).map(|p| p.exe.as_str());
+        eprintln!("{label}: ps --json {pid}: exe {got:?}, /proc/{pid}/exe {want:?}");
+        if got.is_none() || got != want {
+            problems.push(format!(
+                "{label}: ps --json names {pid}'s executable {got:?}, the guest {want:?}"
+            ));
+        }
     }
     problems.extend(malfind::maps_match(label, d, guest, &imp.pids()));
     (imp, problems)
