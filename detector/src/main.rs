@@ -152,8 +152,8 @@ enum Command {
     Check {
         /// Only these checks (repeat or comma-separate): hidden-process, hidden-module,
         /// syscall-table, idt, credentials, ftrace, kprobes, tracepoints, netfilter,
-        /// notifiers, tty, afinfo, vfs-ops, spoofing, malfind, perf-events, ebpf, cpu-state,
-        /// kthreads, policy, kernel-text.
+        /// notifiers, tty, afinfo, vfs-ops, spoofing, exec-location, malfind, perf-events,
+        /// ebpf, cpu-state, kthreads, policy, kernel-text.
         #[arg(long = "check", value_name = "NAME", value_delimiter = ',')]
         only: Vec<String>,
         /// Pause a live guest while it is read (default: read it running and confirm
