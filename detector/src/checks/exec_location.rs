@@ -235,10 +235,7 @@ fn one<M: PhysicalMemory>(
     let mut seen: BTreeSet<Vec<u8>> = BTreeSet::new();
     for m in maps.iter().filter(|m| m.vma.is_exec()) {
         let MapName::File(f) = &m.name else { continue };
-        let name = FileName {
-            path: f.path.clone(),
-            linkage: f.linkage,
-        };
+        let name = f.name();
         if exe.as_ref() == Some(&name) || !seen.insert(name.display()) {
             continue;
         }

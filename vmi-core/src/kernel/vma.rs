@@ -262,6 +262,16 @@ pub struct MappedFile {
     pub inode: u64,
 }
 
+impl MappedFile {
+    /// The file's name with what `d_path` adds (see [`FileName`]).
+    pub fn name(&self) -> FileName {
+        FileName {
+            path: self.path.clone(),
+            linkage: self.linkage,
+        }
+    }
+}
+
 /// What `/proc/PID/maps` names a mapping by.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum MapName {
@@ -283,11 +293,7 @@ impl MapName {
     /// The name as `/proc/PID/maps` prints it (guest bytes).
     pub fn display(&self) -> Vec<u8> {
         match self {
-            MapName::File(f) => FileName {
-                path: f.path.clone(),
-                linkage: f.linkage,
-            }
-            .display(),
+            MapName::File(f) => f.name().display(),
             MapName::Special(n) => n.clone(),
             MapName::Heap => b"[heap]".to_vec(),
             MapName::Stack => b"[stack]".to_vec(),
