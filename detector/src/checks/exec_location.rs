@@ -433,19 +433,20 @@ mod synthetic_tests {
         assert_eq!(run_on(s.sk, &[], &other, CHECK).unwrap().len(), 1);
     }
 
+    /// The clean system with sshd's `exe_file` pointing at unmapped kernel memory.
+    fn sshd_exe_unreadable() -> vmi_core::testing::SyntheticKernel {
+        let mut s = system();
+        let mm = s.sk.get(s.sshd.task, "task_struct", "mm");
+        let exe_file = 0xffff_8000_dead_0000;
+        s.sk.set(vmi_core::Va(mm), "mm_struct", "exe_file", exe_file);
+        s.sk
+    }
+
     /// A process whose executable cannot be read because it exited while it was read
     /// (the census saw it as it was) is no finding.
     #[test]
     fn an_exited_process_is_not_reported_unreadable() {
-        let mut s = system();
-        let mm = s.sk.get(s.sshd.task, "task_struct", "mm");
-        s.sk.set(
-            vmi_core::Va(mm),
-            "mm_struct",
-            "exe_file",
-            0xffff_8000_dead_0000,
-        );
-        let kernel = s.sk.discover().unwrap();
+        let kernel = sshd_exe_unreadable().discover().unwrap();
         let settings = Settings::default();
         let scan = crate::checks::Scan::new(&kernel, &[], &settings);
         let procs = scan.processes().unwrap();
@@ -462,15 +463,7 @@ mod synthetic_tests {
 
     #[test]
     fn an_unreadable_executable_is_a_low_finding() {
-        let mut s = system();
-        let mm = s.sk.get(s.sshd.task, "task_struct", "mm");
-        s.sk.set(
-            vmi_core::Va(mm),
-            "mm_struct",
-            "exe_file",
-            0xffff_8000_dead_0000,
-        );
-        let findings = run(s.sk, CHECK);
+        let findings = run(sshd_exe_unreadable(), CHECK);
         let f = single(&findings, CHECK, Severity::Low);
         assert_eq!(ev(f, "rule"), "unreadable");
         assert_eq!(ev(f, "pid"), "400");
