@@ -121,7 +121,8 @@ enum Command {
     /// Processes, from the kernel's tasks list, and those only the pid namespace or a
     /// CPU holds (marked with the views that hold them). Where the tasks list is broken
     /// it is read from its other end; each break is a warning on stderr, and the exit
-    /// status is then 1.
+    /// status is then 1. With --json, each process's executable as /proc/PID/exe names
+    /// it ("PATH (deleted)" for a deleted file, "/memfd:NAME (deleted)" for a memfd).
     Ps {
         /// Show children under their parents.
         #[arg(long)]
@@ -142,7 +143,8 @@ enum Command {
     /// perf events).
     Bpf,
     /// A process's memory mappings, as /proc/PID/maps shows them: range, rwxp, file
-    /// offset, device, inode and path ([heap], [stack], [vdso], ... for the others).
+    /// offset, device, inode and path ([heap], [stack], [vdso], ... for the others; a
+    /// deleted file's path followed by " (deleted)", a memfd as "/memfd:NAME (deleted)").
     Maps {
         /// The process (its thread-group leader's pid).
         pid: u32,
@@ -151,8 +153,8 @@ enum Command {
     Check {
         /// Only these checks (repeat or comma-separate): hidden-process, hidden-module,
         /// syscall-table, idt, credentials, ftrace, kprobes, tracepoints, netfilter,
-        /// notifiers, tty, afinfo, vfs-ops, spoofing, malfind, perf-events, ebpf, cpu-state,
-        /// kthreads, policy, kernel-text.
+        /// notifiers, tty, afinfo, vfs-ops, spoofing, exec-location, malfind, perf-events,
+        /// ebpf, cpu-state, kthreads, policy, kernel-text.
         #[arg(long = "check", value_name = "NAME", value_delimiter = ',')]
         only: Vec<String>,
         /// Pause a live guest while it is read (default: read it running and confirm
@@ -492,8 +494,9 @@ fn run(cli: &Cli) -> Result<ExitCode> {
             let procs = census.processes;
             let exes: Vec<Option<String>> = procs
                 .iter()
-                .map(|p| match target.kernel.exe_path(p.mm) {
-                    Ok(Some(path)) => Some(vmi_core::kernel::escape(&path)),
+                // as /proc/PID/exe names it: ` (deleted)`, `/memfd:NAME (deleted)`
+                .map(|p| match target.kernel.exe_file(p.mm) {
+                    Ok(Some(name)) => Some(vmi_core::kernel::escape(&name.display())),
                     _ => None,
                 })
                 .collect();

@@ -16,6 +16,10 @@
 //! # executables whose writable-and-executable or anonymous executable memory the
 //! # malfind check accepts (just-in-time compilers): globs as for deny_exe
 //! allow_jit = ["/usr/bin/node", "/usr/lib/jvm/*/bin/java"]
+//! # executables and executable mappings the exec-location check accepts from a
+//! # memfd, a deleted file or a world-writable directory: globs over the path
+//! # without " (deleted)" (a memfd's is /memfd:NAME), as for deny_exe
+//! allow_exec_location = ["/memfd:runc_cloned:*", "/tmp/app-runtime/*"]
 //! # BPF program types the ebpf check reports (replaces the default list,
 //! # DEFAULT_EBPF_TYPES): TYPE (any attach type) or TYPE/ATTACH_TYPE, named as
 //! # `detector bpf` shows them
@@ -74,6 +78,8 @@ pub struct Policy {
     pub allow_listen: Option<Vec<(Option<String>, Option<u16>)>>,
     /// Executable path globs allowed JIT memory (the malfind check skips them).
     pub allow_jit: Vec<Glob>,
+    /// File path globs the exec-location check accepts anywhere.
+    pub allow_exec_location: Vec<Glob>,
     /// BPF program types reported (`None`: [`DEFAULT_EBPF_TYPES`]).
     pub ebpf_types: Option<Vec<String>>,
     /// BPF programs allowed, by name or `tag:HEX`.
@@ -235,9 +241,10 @@ impl Policy {
                         .collect::<Result<_, _>>()?
                 }
                 "allow_jit" => p.allow_jit = globs(key, v)?,
+                "allow_exec_location" => p.allow_exec_location = globs(key, v)?,
                 other => return Err(PolicyError::Key {
                     key: other.into(),
-                    what: "unknown key (the keys are deny_names, deny_exe, root_uids, allow_listen, ebpf_types, ebpf_allow, allow_jit)"
+                    what: "unknown key (the keys are deny_names, deny_exe, root_uids, allow_listen, ebpf_types, ebpf_allow, allow_jit, allow_exec_location)"
                         .into(),
                 }),
             }
@@ -295,6 +302,12 @@ impl Policy {
                 None => a.as_bytes() == name,
             })
             .map(String::as_str)
+    }
+
+    /// True when `path` (an executable's or a mapped file's, without ` (deleted)`)
+    /// matches an `allow_exec_location` glob.
+    pub fn exec_location_allowed(&self, path: &[u8]) -> bool {
+        self.allow_exec_location.iter().any(|g| g.is_match(path))
     }
 
     /// True when `path` matches an `allow_jit` glob.

@@ -292,6 +292,8 @@ static const struct vmi_field_info fields[] = {
 
 	F(dentry, d_name, struct qstr, "struct qstr"),
 	F(dentry, d_parent, struct dentry *, "ptr struct dentry"),
+	F(dentry, d_hash, struct hlist_bl_node, "struct hlist_bl_node"),
+	F(hlist_bl_node, pprev, struct hlist_bl_node **, "ptr ptr struct hlist_bl_node"),
 
 	F(qstr, name, const unsigned char *, "ptr unsigned char"),
 
@@ -358,6 +360,7 @@ static const struct vmi_field_info fields[] = {
 	F(dentry_operations, d_revalidate, typeof(VMI_MEMBER(dentry_operations, d_revalidate)),
 	  "ptr fn"),
 	F(dentry_operations, d_delete, typeof(VMI_MEMBER(dentry_operations, d_delete)), "ptr fn"),
+	F(dentry_operations, d_dname, typeof(VMI_MEMBER(dentry_operations, d_dname)), "ptr fn"),
 	F(super_operations, alloc_inode, typeof(VMI_MEMBER(super_operations, alloc_inode)),
 	  "ptr fn"),
 	F(super_operations, evict_inode, typeof(VMI_MEMBER(super_operations, evict_inode)),
@@ -572,7 +575,7 @@ static const struct vmi_type_info types[] = {
 	T(mount),
 #endif
 	T(vfsmount),	T(path),	  T(dentry),	 T(qstr),
-	T(hlist_head),
+	T(hlist_head),	T(hlist_bl_node),
 #ifdef CONFIG_TRACEPOINTS
 	T(tracepoint), T(tracepoint_func),
 #endif

@@ -343,6 +343,7 @@ const NEEDED_TYPES: &[&str] = &[
     "user_struct",
     "list_head",
     "hlist_node",
+    "hlist_bl_node",
     "module",
     "module_kobject",
     "kobject",

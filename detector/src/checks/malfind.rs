@@ -74,13 +74,9 @@ pub fn ascii(bytes: &[u8]) -> String {
 
 /// Run the check.
 pub fn run<M: PhysicalMemory>(scan: &Scan<'_, M>) -> Result<Vec<Finding>, CheckFailure> {
-    let procs = scan.processes()?;
     let policy = scan.settings.policy.as_ref();
     let mut findings = Vec::new();
-    for p in procs
-        .iter()
-        .filter(|p| !p.is_kernel_thread() && p.mm.0 != 0 && p.exit_state == 0)
-    {
+    for p in scan.user_processes()? {
         one(scan, p, policy, &mut findings);
     }
     Ok(findings)
@@ -121,12 +117,14 @@ fn one<M: PhysicalMemory>(
     if flagged.is_empty() {
         return;
     }
-    let exe = k.exe_path(p.mm).ok().flatten();
+    let exe = k.exe_file(p.mm).ok().flatten();
     if let (Some(exe), Some(policy)) = (&exe, policy) {
-        if policy.jit_allowed(exe) {
+        if policy.jit_allowed(&exe.path) {
             return;
         }
     }
+    // named as /proc/PID/exe names it (` (deleted)`, `/memfd:NAME (deleted)`)
+    let exe = exe.map(|e| e.display());
     for (v, severity) in flagged {
         let what = match k.map_name(p.mm, v) {
             Ok(MapName::None) if v.is_anonymous() => "anonymous".to_string(),

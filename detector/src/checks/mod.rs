@@ -19,6 +19,7 @@
 //! | `afinfo` ([`afinfo`]) | the seq_file operations of `/proc/net/{tcp,udp,raw}*` with kernel text |
 //! | `vfs-ops` ([`vfs`]) | the file, inode, dentry, super block and address space operations of every mount's root and every open file with kernel text and read-only data (or the module implementing the file system), a procfs root's with `proc_root_operations` |
 //! | `spoofing` ([`spoofing`]) | each user process's `comm` and `argv[0]` with its executable and the file name it was executed by |
+//! | `exec-location` ([`exec_location`]) | each user process's executable and executable mappings with where programs are installed: a memfd, a deleted file, a world-writable directory |
 //! | `malfind` ([`malfind`]) | each user process's executable mappings with where code comes from: writable and executable, or anonymous and executable, memory (injected code) |
 //! | `perf-events` ([`perf_events`]) | the overflow handler of every perf event in a CPU's or a task's context (kernel counters, hardware breakpoints) with kernel text |
 //! | `kthreads` ([`kthreads`]) | the function every kernel thread runs (its `struct kthread`'s `threadfn`) with kernel text and the listed modules |
@@ -38,6 +39,7 @@ pub mod cpu;
 pub mod creds;
 pub mod ebpf;
 pub mod entries;
+pub mod exec_location;
 pub mod ftrace;
 pub mod idt;
 pub mod kprobes;
@@ -106,6 +108,9 @@ pub enum Check {
     VfsOps,
     /// Processes whose name or `argv[0]` is not what they run.
     Spoofing,
+    /// Executables and libraries run from a memfd, a deleted file or a world-writable
+    /// directory.
+    ExecLocation,
     /// Executable memory that is writable or anonymous (injected code).
     Malfind,
     /// Perf event overflow handlers outside kernel text.
@@ -127,7 +132,7 @@ pub enum Check {
 
 impl Check {
     /// Every check that needs no configuration, in the order they run.
-    pub const ALL: [Check; 20] = [
+    pub const ALL: [Check; 21] = [
         Check::HiddenProcess,
         Check::HiddenModule,
         Check::SyscallTable,
@@ -142,6 +147,7 @@ impl Check {
         Check::Afinfo,
         Check::VfsOps,
         Check::Spoofing,
+        Check::ExecLocation,
         Check::Malfind,
         Check::PerfEvents,
         Check::Ebpf,
@@ -167,6 +173,7 @@ impl Check {
             Check::Afinfo => "afinfo",
             Check::VfsOps => "vfs-ops",
             Check::Spoofing => "spoofing",
+            Check::ExecLocation => "exec-location",
             Check::Malfind => "malfind",
             Check::PerfEvents => "perf-events",
             Check::Ebpf => "ebpf",
@@ -355,6 +362,7 @@ impl<'k, M: PhysicalMemory> Scan<'k, M> {
             Check::Afinfo => afinfo::run(self),
             Check::VfsOps => vfs::run(self),
             Check::Spoofing => spoofing::run(self),
+            Check::ExecLocation => exec_location::run(self),
             Check::Malfind => malfind::run(self),
             Check::PerfEvents => perf_events::run(self),
             Check::Ebpf => ebpf::run(self),
@@ -390,6 +398,15 @@ impl<M: PhysicalMemory> Scan<'_, M> {
     /// The processes every view holds (see [`Scan::census`]).
     pub fn processes(&self) -> Result<&[Process], CheckFailure> {
         needed(&self.census, "the tasks list").map(|c| c.processes.as_slice())
+    }
+
+    /// The live user processes: not kernel threads, with an address space, not
+    /// exited (a zombie runs nothing) — those whose memory the process checks read.
+    pub fn user_processes(&self) -> Result<impl Iterator<Item = &Process>, CheckFailure> {
+        Ok(self
+            .processes()?
+            .iter()
+            .filter(|p| !p.is_kernel_thread() && p.mm.0 != 0 && p.exit_state == 0))
     }
 
     /// The network namespaces, walked once per scan.
@@ -485,6 +502,22 @@ pub fn reread<M: PhysicalMemory, T, E>(
         last = read();
     }
     last
+}
+
+/// True when the process `p` of the census is still the same process: its task has
+/// the same pid, start time, address space and name and has not exited. A check that
+/// read a process's memory of a running guest asks this afterwards: the process may
+/// have exited meanwhile and its freed `mm_struct` been reused by another process
+/// (whose executable and arguments would then be judged under this one's name), or
+/// `execve`d, or renamed itself. Such a process is judged at the next scan; a dump or
+/// a paused guest never changes.
+pub fn unchanged<M: PhysicalMemory>(kernel: &Kernel<M>, p: &Process) -> bool {
+    matches!(kernel.process_at(p.task), Ok(q)
+        if q.pid == p.pid
+            && q.start_time == p.start_time
+            && q.mm == p.mm
+            && q.comm == p.comm
+            && q.exit_state == 0)
 }
 
 /// Run `checks` on the kernel once.

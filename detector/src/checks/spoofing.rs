@@ -21,10 +21,15 @@
 //!   `-`, by basename;
 //! - `comm` equal to `argv[0]`'s name is accepted for `argv[0]` (a program that
 //!   renames both is reported for `comm`);
-//! - busybox's NOEXEC applets: its shell forks and runs the applet in the child without
-//!   an `execve`, naming the child after the applet (`set_task_comm`), so a busybox
-//!   shell's child (executable busybox, started as `sh`, `ash` or `busybox`) may have
-//!   any `comm` that does not pass for a kernel thread;
+//! - busybox's NOEXEC applets: its shell (and `xargs`, `find -exec`, every applet that
+//!   runs commands through `spawn_and_wait`) forks and runs the applet in the child
+//!   without an `execve`, naming the child after the applet (`set_task_comm`) while it
+//!   keeps the forking process's arguments (`sh -c ...`, `xargs cut ...`), so a process
+//!   whose executable is busybox may have any `comm` that does not pass for a kernel
+//!   thread (a program that renames itself is not busybox);
+//! - a process that changed while it was read (on a running guest: exited and its
+//!   `mm_struct` reused by another process, whose executable and arguments would be
+//!   compared with this one's `comm`; `execve`d; renamed) is judged at the next scan;
 //! - a process in the middle of `execve` (its new address space installed, its
 //!   arguments and environment not yet complete, `comm` perhaps still the old one) is
 //!   not judged.
@@ -45,7 +50,7 @@ use vmi_core::kernel::userspace::ExecStrings;
 use vmi_core::kernel::Process;
 use vmi_core::memory::PhysicalMemory;
 
-use crate::checks::{reread, CheckFailure, Scan, READ_TRIES};
+use crate::checks::{reread, unchanged, CheckFailure, Scan, READ_TRIES};
 use crate::finding::{guest_str, Finding, Severity};
 
 const NAME: &str = "spoofing";
@@ -123,21 +128,15 @@ fn names_nothing(execfn: &[u8]) -> bool {
     (execfn.starts_with(b"/proc/") && execfn.ends_with(b"/exe")) || execfn.starts_with(b"/dev/fd/")
 }
 
-/// True for a process busybox's shell started (its executable is busybox, it was
-/// started as `sh`, `ash` or `busybox`): a child of that shell that runs a NOEXEC
-/// applet names itself after the applet without an `execve`.
-fn busybox_shell_child(exe: &[u8], strings: &ExecStrings) -> bool {
-    const SHELLS: [&[u8]; 3] = [b"sh", b"ash", b"busybox"];
-    let started_as = |name: &[u8]| SHELLS.contains(&name);
+/// True for a process running busybox: busybox forks to run a NOEXEC applet (`cut`,
+/// `awk`, `head`, ...) and names the child after the applet without an `execve`; its
+/// shell does so for commands, pipelines and command substitutions, and `xargs`,
+/// `find -exec` and the other applets that run commands (`spawn_and_wait`) do too. The
+/// child keeps the arguments of whatever forked it (`sh -c ...`, `xargs cut ...`), so
+/// its arguments cannot tell such a fork from a rename; and a program that renames
+/// itself is not busybox.
+fn busybox(exe: &[u8]) -> bool {
     basename(exe) == b"busybox"
-        && (strings
-            .execfn
-            .as_deref()
-            .is_some_and(|f| started_as(basename(f)))
-            || strings
-                .argv
-                .first()
-                .is_some_and(|a| started_as(argv0_name(a))))
 }
 
 /// True when `name` passes for a kernel thread: in brackets, or a running kernel
@@ -157,10 +156,7 @@ pub fn run<M: PhysicalMemory>(scan: &Scan<'_, M>) -> Result<Vec<Finding>, CheckF
         .map(|p| p.comm.as_slice())
         .collect();
     let mut findings = Vec::new();
-    for p in procs
-        .iter()
-        .filter(|p| !p.is_kernel_thread() && p.mm.0 != 0 && p.exit_state == 0)
-    {
+    for p in scan.user_processes()? {
         if let Some(f) = one(scan, p, &kthreads) {
             findings.extend(f);
         }
@@ -185,7 +181,12 @@ fn one<M: PhysicalMemory>(
         .text("comm", comm.clone())
         .text("rule", rule.to_string())
     };
+    // a read that fails because the process exited meanwhile (its page tables gone)
+    // is no finding: it is gone at the next scan
     let unreadable = |what: &str, e: &dyn std::fmt::Display| {
+        if !unchanged(scan.kernel, p) {
+            return None;
+        }
         Some(vec![base(
             "unreadable",
             Severity::Low,
@@ -195,7 +196,7 @@ fn one<M: PhysicalMemory>(
             ),
         )])
     };
-    let exe = match reread(scan.kernel, READ_TRIES, || scan.kernel.exe_path(p.mm)) {
+    let exe_name = match reread(scan.kernel, READ_TRIES, || scan.kernel.exe_file(p.mm)) {
         Ok(Some(exe)) => exe,
         Ok(None) => return None,
         Err(e) => return unreadable("executable", &e),
@@ -205,10 +206,17 @@ fn one<M: PhysicalMemory>(
         Ok(None) => return None,
         Err(e) => return unreadable("command line", &e),
     };
+    if !unchanged(scan.kernel, p) {
+        return None;
+    }
     let argv0 = strings.argv.first().cloned().unwrap_or_default();
+    // judged by the path, shown as /proc/PID/exe shows it (` (deleted)`, a memfd's
+    // `/memfd:NAME (deleted)`)
+    let exe = &exe_name.path;
+    let exe_s = guest_str(&exe_name.display());
     let evidence = |f: Finding| {
         let f = f
-            .text("exe", guest_str(&exe))
+            .text("exe", exe_s.clone())
             .text("argv0", guest_str(&argv0));
         match &strings.execfn {
             Some(x) => f.text("execfn", guest_str(x)),
@@ -222,10 +230,8 @@ fn one<M: PhysicalMemory>(
             Severity::Medium
         }
     };
-    let exe_s = guest_str(&exe);
-    let noexec_applet =
-        busybox_shell_child(&exe, &strings) && !kernel_thread_like(&p.comm, kthreads);
-    let found = judge(&p.comm, &exe, &strings)
+    let noexec_applet = busybox(exe) && !kernel_thread_like(&p.comm, kthreads);
+    let found = judge(&p.comm, exe, &strings)
         .into_iter()
         .filter(|s| !(noexec_applet && *s == Spoof::Comm))
         .map(|s| match s {
@@ -359,18 +365,16 @@ mod tests {
     }
 
     #[test]
-    fn busybox_noexec_applets_are_children_of_its_shell() {
-        // `awk` run by busybox's shell in a forked child, renamed without an exec
+    fn busybox_noexec_applets_run_as_busybox() {
+        // `awk` run by busybox's shell in a forked child, renamed without an exec: the
+        // names alone say Comm, the executable excuses it
         let s = strings(&["sh", "-c", "x | awk 1"], Some("/bin/sh"));
-        assert!(busybox_shell_child(b"/bin/busybox", &s));
         assert_eq!(judge(b"awk", b"/bin/busybox", &s), vec![Spoof::Comm]);
-        let s = strings(&["/bin/ash"], None);
-        assert!(busybox_shell_child(b"/usr/bin/busybox", &s));
-        // not busybox's shell: the rename counts
-        let s = strings(&["sh"], Some("/bin/sh"));
-        assert!(!busybox_shell_child(b"/usr/bin/dash", &s));
-        let s = strings(&["/tmp/spoof"], Some("/tmp/spoof"));
-        assert!(!busybox_shell_child(b"/bin/busybox", &s));
+        assert!(busybox(b"/bin/busybox"));
+        assert!(busybox(b"/usr/bin/busybox"));
+        // not busybox: the rename counts
+        assert!(!busybox(b"/usr/bin/dash"));
+        assert!(!busybox(b"/tmp/busybox-x"));
     }
 
     #[test]
@@ -426,6 +430,67 @@ mod synthetic_tests {
         assert_eq!(ev(f, "rule"), "argv0");
         assert_eq!(ev(f, "argv0"), "/usr/sbin/sshd");
         assert_eq!(ev(f, "execfn"), "/usr/bin/nc");
+    }
+
+    /// `cut` forked by busybox's shell, by `xargs` and by `find -exec`: named after
+    /// the applet, with the arguments of what forked it; a busybox renamed to a kernel
+    /// thread's name is still reported.
+    #[test]
+    fn busybox_forks_named_after_their_applet_are_not_reported() {
+        let mut s = system();
+        s.sk.add_kthread(3, b"kworker/0:0");
+        // (pid, the arguments of what forked it, its execve file name)
+        type Fork<'a> = (u32, &'a [&'a [u8]], &'a [u8]);
+        let forks: [Fork; 4] = [
+            (
+                2000,
+                &[b"sh", b"-c", b"x=$(cut -d' ' -f1 /proc/loadavg)"],
+                b"/bin/sh",
+            ),
+            (2001, &[b"/bin/sh", b"/etc/init.d/rcS"], b"/etc/init.d/rcS"),
+            (
+                2002,
+                &[b"xargs", b"cut", b"-d", b" ", b"-f2"],
+                b"/proc/self/exe",
+            ),
+            (
+                2003,
+                &[b"find", b"/proc/loadavg", b"-exec", b"cut"],
+                b"/usr/bin/find",
+            ),
+        ];
+        for (pid, argv, execfn) in forks {
+            let t = s.sk.add_process(pid, b"cut", 0);
+            s.sk.exec(&t, b"/bin/busybox", argv, execfn);
+        }
+        let t = s.sk.add_process(2100, b"kworker/0:1", 0);
+        s.sk.exec(&t, b"/bin/busybox", &[b"sh"], b"/bin/sh");
+        let findings = run(s.sk, CHECK);
+        let f = single(&findings, CHECK, Severity::High);
+        assert_eq!(ev(f, "pid"), "2100");
+    }
+
+    /// A process that changed between the census and the reading of its memory (its
+    /// `mm_struct` now another process's, or renamed) is not judged this scan.
+    #[test]
+    fn a_process_that_changed_while_read_is_not_judged() {
+        let mut s = system();
+        let t = s.sk.add_process(2000, b"cut", 0);
+        s.sk.exec(&t, b"/tmp/x", &[b"/tmp/x"], b"/tmp/x");
+        let kernel = s.sk.discover().unwrap();
+        let settings = crate::checks::Settings::default();
+        let scan = crate::checks::Scan::new(&kernel, &[], &settings);
+        let procs = scan.processes().unwrap();
+        let p = procs.iter().find(|p| p.pid == 2000).unwrap();
+        assert!(crate::checks::unchanged(&kernel, p));
+        let mut moved = p.clone();
+        moved.mm = vmi_core::Va(p.mm.0 + 0x1000);
+        assert!(!crate::checks::unchanged(&kernel, &moved));
+        let mut renamed = p.clone();
+        renamed.comm = b"sh".to_vec();
+        assert!(!crate::checks::unchanged(&kernel, &renamed));
+        assert_eq!(super::one(&scan, &moved, &[]), None);
+        assert!(super::one(&scan, p, &[]).is_some_and(|f| f.len() == 1));
     }
 
     #[test]

@@ -227,7 +227,8 @@ pub fn get_metrics(addr: &str) -> std::io::Result<String> {
 /// Start a process named `name` in the guest; its pid. It has that name from its fork
 /// on: it is the child of the lab worker run as `name` (`spawn 1`), not a child of the
 /// shell, which is `sh` until it execs (a scan in that window reported it as `sh`, and
-/// a process is reported once, when first seen). Killed, it is reaped at once.
+/// a process is reported once, when first seen). Killed, it is reaped at once. The copy
+/// is installed in /usr/local/bin: a program in /tmp is an `exec-location` finding.
 pub fn start_marker(guest: &mut vmi_lab::Guest, name: &str) -> u64 {
     start_marker_with(&mut |line| guest.sh(line), name)
 }
@@ -238,7 +239,8 @@ pub fn start_marker_with(
     name: &str,
 ) -> u64 {
     let out = sh(&format!(
-        "cp /init /tmp/{name} || exit 1; /tmp/{name} spawn 1 >/dev/null 2>&1 & p=$!; \
+        "mkdir -p /usr/local/bin && cp /init /usr/local/bin/{name} || exit 1; \
+         /usr/local/bin/{name} spawn 1 >/dev/null 2>&1 & p=$!; \
          for i in 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 19 20; do \
          c=$(cat /proc/$p/task/$p/children 2>/dev/null); [ -n \"$c\" ] && break; sleep 0.5; \
          done; echo $c"

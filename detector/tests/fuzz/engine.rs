@@ -989,8 +989,8 @@ pub fn run_commands<M: PhysicalMemory>(
             let exes: Vec<Option<String>> = c
                 .processes
                 .iter()
-                .map(|p| match kernel.exe_path(p.mm) {
-                    Ok(Some(path)) => Some(vmi_core::kernel::escape(&path)),
+                .map(|p| match kernel.exe_file(p.mm) {
+                    Ok(Some(name)) => Some(vmi_core::kernel::escape(&name.display())),
                     Ok(None) => None,
                     Err(e) => {
                         out.push("ps", e.to_string());

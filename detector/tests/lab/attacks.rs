@@ -295,6 +295,11 @@ pub(crate) fn attack(lab: &Lab, kernel: &str) -> Vec<String> {
         &mut problems,
     );
 
+    // 8g. user-space implants: a memfd stage, a deleted dropper in /dev/shm,
+    // libraries from /tmp, /dev/shm and a memfd
+    let fileless = fileless::implants(kernel, &d, &mut guest, &mut wants);
+    problems.extend(fileless.1);
+
     // the same from an ELF dump, and what Volatility 3 finds there
     let dump = tempfile::tempdir().expect("tempdir");
     let elf = dump.path().join("g.elf");
@@ -309,6 +314,7 @@ pub(crate) fn attack(lab: &Lab, kernel: &str) -> Vec<String> {
     problems.extend(volatility_sockets(&vol, &d));
     problems.extend(malfind::volatility_malfind(&vol, &run, &injected.0));
     problems.extend(volatility_kthreads(&vol, &run));
+    problems.extend(fileless::volatility_maps(&vol, &d, &elf, &fileless.0));
 
     // 9. a busy process hidden from the tasks list and the pid namespace alike: only
     // the runqueue of the CPU it runs on names it. The guest's one CPU runs it nearly

@@ -2,7 +2,8 @@
 //! and on an ELF dump, and no check may fail; `identify`, `ps`, `lsmod`, `sockets` and
 //! `maps` must equal what the guest says, and the walkers the checks compare read what
 //! the guest's own tracing, tty and /proc/net views show. The 7.x guests are then hooked
-//! through ftrace, kprobes and a tracepoint ([`tracing_hooks`]), found from a dump.
+//! through ftrace, kprobes and a tracepoint ([`tracing_hooks`]) and run the user-space
+//! implants of [`fileless::implants`], found live, paused and from a dump.
 //! Paused, the guest's tasks and modules lists are broken on purpose
 //! ([`hostile::never_blind`]).
 
@@ -74,6 +75,9 @@ pub(crate) fn clean(lab: &Lab, kernel: &str) -> Vec<String> {
         // attacks), found live, paused and from a dump
         let mut wants = Vec::new();
         problems.extend(tracing_hooks(&label, &d, &mut guest, &mut wants));
+        // and user-space implants (no module: they run on any kernel)
+        let (implants, p) = fileless::implants(&label, &d, &mut guest, &mut wants);
+        problems.extend(p);
         guest.dump_elf(&elf).expect("ELF dump");
         let run = d.run(&["--dump", elf.to_str().unwrap()], &["--json", "check"]);
         problems.extend(expect_exactly(
@@ -81,6 +85,8 @@ pub(crate) fn clean(lab: &Lab, kernel: &str) -> Vec<String> {
             &run,
             &wants,
         ));
+        let vol = Volatility::new(lab, kernel, &elf, &d);
+        problems.extend(fileless::volatility_maps(&vol, &d, &elf, &implants));
     }
     guest.shutdown().expect("shutdown");
     problems

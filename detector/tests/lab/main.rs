@@ -46,13 +46,19 @@
 //!   that owns its function (and `hidden-module` the module), live, paused and from the
 //!   dump, and agree with Volatility's linux.kthreads. After `vmi_hideproc`, `ps`
 //!   still lists the hidden process, marked as held by the pid namespace only, warns and
-//!   exits 1.
+//!   exits 1. Last, user-space implants (`fileless.rs`): a memfd second stage run
+//!   with fexecve, a dropper that ran from /dev/shm and deleted itself, libraries
+//!   mapped from /tmp, a deleted /dev/shm file and a memfd: `exec-location` reports
+//!   each, live, paused and from the dump; `ps` and `maps` name them as /proc does,
+//!   and as Volatility's linux.proc.Maps does.
 //! - `clean_*`: every other kernel of the lab's matrix (5.10, 7.2, newest 7.x): `check` live and on an ELF dump finds nothing and no
 //!   check fails; `identify`, `ps` and `lsmod` agree with the guest, the tracing walkers
 //!   read what the guest's own tracing shows, and the tty and /proc/net walkers what
 //!   `/proc/tty/{ldiscs,drivers}` and `/proc/net` list. The 7.x guests are then hooked
 //!   as in step 7 (ftrace, kprobes, a tracepoint; modules built with sid's gcc-16 and
-//!   trixie's gcc-14 in a Debian root the lab makes), found live, paused and from a dump.
+//!   trixie's gcc-14 in a Debian root the lab makes), found live, paused and from a dump,
+//!   and the user-space implants of `fileless.rs` started (live, paused, the dump,
+//!   Volatility's linux.proc.Maps).
 //!   Paused, each clean guest's tasks and modules lists are broken in its RAM
 //!   (`hostile.rs`: a loop, wild pointers, a process cut out of both halves of the
 //!   list): `ps`, `lsmod` and `check` must still see every process and module, report
@@ -67,6 +73,7 @@ mod clean;
 #[path = "../common/mod.rs"]
 mod common;
 mod ebpf;
+mod fileless;
 mod harness;
 mod hostile;
 mod malfind;

@@ -88,6 +88,14 @@ pub(crate) fn injected_code(
             },
         ));
     }
+    // a copy of the worker in /tmp: a program in a world-writable directory
+    wants.push(want(
+        "the injector runs from /tmp",
+        "exec-location",
+        move |e| {
+            e["pid"] == pid && e["rule"] == "world-writable" && e["file"] == "/tmp/vmi-injector"
+        },
+    ));
     let run = live_and_paused(&format!("{kernel} malfind"), d, guest, wants, &mut problems);
     for f in run.json()["findings"].as_array().into_iter().flatten() {
         if f["check"] != "malfind" {

@@ -6,7 +6,8 @@ use super::*;
 /// Step 8b of the attacks: two copies of the lab worker under /tmp, one renamed with
 /// `prctl(PR_SET_NAME, "kworker/0:1")`, one whose argument area now reads
 /// `[kworker/1:0]`; the guest's own `/proc` must show the new names, and `check` must
-/// report each (high: both pass for kernel threads) with its executable. Returns the
+/// report each (high: both pass for kernel threads) with its executable, and each
+/// executable as one in a world-writable directory (`exec-location`). Returns the
 /// two pids.
 pub(crate) fn spoofed_processes(
     kernel: &str,
@@ -44,6 +45,14 @@ pub(crate) fn spoofed_processes(
         (renamed, "comm", "kworker/0:1", "/tmp/spoof", "/tmp/spoof"),
         (rewritten, "argv0", "sysupd", "/tmp/sysupd", "[kworker/1:0]"),
     ];
+    for (pid, _, _, exe, _) in spoofs {
+        // copies of the worker in /tmp: programs in a world-writable directory
+        wants.push(want(
+            &format!("process {pid} runs {exe} from /tmp"),
+            "exec-location",
+            move |e| e["pid"] == pid && e["rule"] == "world-writable" && e["file"] == exe,
+        ));
+    }
     for (pid, rule, comm, exe, argv0) in spoofs {
         wants.push(want(
             &format!("process {pid} spoofed ({rule}: {comm}, {argv0})"),

@@ -65,6 +65,12 @@ impl Volatility {
 
     /// The rows `plugin` reports as JSON (none when it fails: the failure is printed).
     pub(crate) fn rows(&self, plugin: &str) -> Vec<Value> {
+        self.rows_with(&[plugin])
+    }
+
+    /// The rows of a plugin with its arguments (`["linux.proc.Maps", "--pid", "7"]`).
+    pub(crate) fn rows_with(&self, plugin_and_args: &[&str]) -> Vec<Value> {
+        let plugin = plugin_and_args.join(" ");
         let t = std::time::Instant::now();
         let o = Command::new(self.venv.bin("vol"))
             .args(["-q", "-r", "json", "-s"])
@@ -73,7 +79,7 @@ impl Volatility {
             .arg(self.dir.path().join("cache"))
             .arg("-f")
             .arg(&self.elf)
-            .arg(plugin)
+            .args(plugin_and_args)
             .output()
             .expect("vol");
         let stdout = String::from_utf8_lossy(&o.stdout);

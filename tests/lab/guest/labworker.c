@@ -41,6 +41,18 @@
  *                            "bpf kind=K id=N tag=HEX type=T fd=F" per program (from
  *                            BPF_OBJ_GET_INFO_BY_FD), then "bpf ready" and sleeps
  *                            holding them
+ *   NAME memfd-exec MEMFD    fileless execution: copy its own image into a memfd named
+ *                            MEMFD (memfd_create), then fexecve it (argv[0] MEMFD, mode
+ *                            sleep); /proc/PID/exe is then "/memfd:MEMFD (deleted)"
+ *   NAME drop DIR FILE [COMM] a dropper as BPFDoor is one: copy its own image to
+ *                            DIR/FILE, execute it (same pid), and the new image deletes
+ *                            DIR/FILE, renames itself COMM (prctl) when given, prints
+ *                            "drop ready" and sleeps
+ *   NAME maplib KEEP GONE MEMFD  libraries from where none are installed: copy its own
+ *                            image to KEEP and to GONE and into a memfd named MEMFD,
+ *                            map a page of each PROT_READ|PROT_EXEC (as a loader maps
+ *                            text), delete GONE; prints "maplib keep=ADDR gone=ADDR
+ *                            memfd=ADDR" and sleeps
  *
  * Wire format (lab channel and `truth`): one record per line, "kind key=value ...";
  * values escape every byte outside 0x21..0x7e, and '%', as %XX. Blocks:
@@ -856,6 +868,134 @@ static int inject(void)
 	return 0;
 }
 
+/*
+ * The exec-location check's cases: programs and libraries that run from a memfd, from
+ * a deleted file or from a world-writable directory. The worker is static, so a
+ * "library" is a copy of its own image mapped as a loader maps text.
+ */
+extern char **environ;
+
+/* Copy /proc/self/exe to the open file fd: 0, or -1 with errno. */
+static int copy_self(int fd)
+{
+	int in = open("/proc/self/exe", O_RDONLY | O_CLOEXEC);
+	if (in < 0)
+		return -1;
+	char buf[65536];
+	ssize_t n;
+	while ((n = read(in, buf, sizeof buf)) > 0) {
+		for (ssize_t done = 0; done < n;) {
+			ssize_t w = write(fd, buf + done, (size_t)(n - done));
+			if (w <= 0) {
+				close(in);
+				return -1;
+			}
+			done += w;
+		}
+	}
+	close(in);
+	return n < 0 ? -1 : 0;
+}
+
+/* A copy of its own image at path, closed (so it can be executed): 0 or -1. */
+static int copy_self_to(const char *path)
+{
+	int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0755);
+	if (fd < 0 || copy_self(fd) != 0) {
+		perror(path);
+		return -1;
+	}
+	return close(fd);
+}
+
+static int memfd_exec(const char *name)
+{
+	int fd = memfd_create(name, MFD_CLOEXEC);
+	if (fd < 0 || copy_self(fd) != 0) {
+		perror("memfd-exec");
+		return 1;
+	}
+	char *args[] = {(char *)name, "sleep", NULL};
+	fexecve(fd, args, environ);
+	perror("memfd-exec: fexecve");
+	return 1;
+}
+
+static int drop(const char *dir, const char *file, const char *comm)
+{
+	char path[512];
+	snprintf(path, sizeof path, "%s/%s", dir, file);
+	if (copy_self_to(path) != 0)
+		return 1;
+	char *args[] = {path, "drop-run", (char *)comm, NULL};
+	execv(path, args);
+	perror("drop: execv");
+	return 1;
+}
+
+/* The dropped image: delete itself, take another name, stay. */
+static int drop_run(const char *self, const char *comm)
+{
+	if (unlink(self) != 0) {
+		perror("drop-run: unlink");
+		return 1;
+	}
+	if (comm)
+		prctl(PR_SET_NAME, comm, 0, 0, 0);
+	printf("drop ready pid=%d\n", (int)getpid());
+	fflush(stdout);
+	sleep_forever();
+	return 0;
+}
+
+/* A page of fd mapped read + execute, as a loader maps a library's text. */
+static void *map_text(int fd, const char *what)
+{
+	void *p = mmap(NULL, (size_t)sysconf(_SC_PAGESIZE), PROT_READ | PROT_EXEC, MAP_PRIVATE,
+		       fd, 0);
+	if (p == MAP_FAILED) {
+		perror(what);
+		return NULL;
+	}
+	return p;
+}
+
+static void *map_copy(const char *path)
+{
+	if (copy_self_to(path) != 0)
+		return NULL;
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0) {
+		perror(path);
+		return NULL;
+	}
+	void *p = map_text(fd, path);
+	close(fd);
+	return p;
+}
+
+static int maplib(const char *keep, const char *gone, const char *memfd)
+{
+	void *k = map_copy(keep);
+	void *g = map_copy(gone);
+	int fd = memfd_create(memfd, MFD_CLOEXEC);
+	if (fd < 0 || copy_self(fd) != 0) {
+		perror("maplib: memfd");
+		return 1;
+	}
+	void *m = map_text(fd, "maplib: memfd");
+	close(fd);
+	if (!k || !g || !m || unlink(gone) != 0) {
+		perror("maplib");
+		return 1;
+	}
+	printf("maplib keep=%lx gone=%lx memfd=%lx\n", (unsigned long)k, (unsigned long)g,
+	       (unsigned long)m);
+	fflush(stdout);
+	sleep_forever();
+	return 0;
+}
+
 int main(int argc, char **argv)
 {
 	const char *base = strrchr(argv[0], '/');
@@ -865,7 +1005,7 @@ int main(int argc, char **argv)
 		return 0;
 	}
 	if (argc < 2) {
-		fprintf(stderr, "usage: %s sleep|threads N|chain N|setuid UID|spawn N|truth|cpubench ROUNDS N|churn PER_SEC|spoof-comm NAME|spoof-argv NAME|udp PORT|inject|bpf all\n", base);
+		fprintf(stderr, "usage: %s sleep|threads N|chain N|setuid UID|spawn N|truth|cpubench ROUNDS N|churn PER_SEC|spoof-comm NAME|spoof-argv NAME|udp PORT|inject|bpf all|memfd-exec NAME|drop DIR FILE [COMM]|maplib KEEP GONE MEMFD\n", base);
 		return 2;
 	}
 	const char *mode = argv[1];
@@ -927,6 +1067,14 @@ int main(int argc, char **argv)
 		return lab_bpf(argv[2]);
 	} else if (strcmp(mode, "inject") == 0) {
 		return inject();
+	} else if (strcmp(mode, "memfd-exec") == 0 && argc > 2) {
+		return memfd_exec(argv[2]);
+	} else if (strcmp(mode, "drop") == 0 && argc > 3) {
+		return drop(argv[2], argv[3], argc > 4 ? argv[4] : NULL);
+	} else if (strcmp(mode, "drop-run") == 0) {
+		return drop_run(argv[0], argc > 2 ? argv[2] : NULL);
+	} else if (strcmp(mode, "maplib") == 0 && argc > 4) {
+		return maplib(argv[2], argv[3], argv[4]);
 	} else if (strcmp(mode, "spoof-comm") == 0 && argc > 2) {
 		/* process spoofing: rename itself (comm) without exec */
 		prctl(PR_SET_NAME, argv[2], 0, 0, 0);

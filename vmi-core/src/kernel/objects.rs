@@ -335,6 +335,15 @@ impl<M: PhysicalMemory> Kernel<M> {
         Ok(out)
     }
 
+    /// The process whose leader is the `task_struct` at `task`, read again (its threads
+    /// not read): a check that read a process's memory compares it with what the census
+    /// read, to tell whether the process changed while it was read (exited, its
+    /// `mm_struct` freed and reused by another; `execve`; renamed).
+    pub fn process_at(&self, task: Va) -> Result<Process, KernelError> {
+        let mut buf = Vec::new();
+        self.read_process(task, &mut buf).map(|(p, _)| p)
+    }
+
     /// The process whose leader is the `task_struct` at `task`, on the `tasks` list, its
     /// threads not yet read, and where they are (its `signal`; `None` for a zombie whose
     /// signal is gone). `buf` is scratch space.

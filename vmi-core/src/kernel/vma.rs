@@ -26,7 +26,8 @@
 //! [`MAPLE_HEIGHT_MAX`].
 //!
 //! Names ([`Kernel::maps`]) are what `/proc/PID/maps` prints: the file's path (rebuilt
-//! as `d_path` does, see [`crate::kernel::files`]) with its device and inode; for
+//! as `d_path` does, see [`crate::kernel::files`]: ` (deleted)` after a deleted file,
+//! `/memfd:NAME (deleted)` for a memfd) with its device and inode; for
 //! mappings the kernel installs itself (no file, `vm_ops` set) the name of their
 //! `vm_special_mapping` (`[vdso]`, `[vvar]`, `[uprobes]`) when `vm_ops` is
 //! `special_mapping_vmops`; `[heap]` for the mapping that overlaps `start_brk..brk`,
@@ -45,6 +46,7 @@ use std::collections::HashSet;
 
 use crate::addr::Va;
 use crate::error::{ReadError, TranslateError};
+use crate::kernel::files::{FileName, Linkage};
 use crate::kernel::objects::{is_kernel_va, read_err, u32_at, u64_at, walk_chain};
 use crate::kernel::{Kernel, KernelError};
 use crate::memory::{PhysicalMemory, VirtualMemory};
@@ -248,12 +250,26 @@ impl Vma {
 /// A file behind a mapping.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MappedFile {
-    /// The path (as `d_path`; relative when its mount is detached).
+    /// The path (as `d_path`; relative when its mount is detached), without
+    /// ` (deleted)`.
     pub path: Vec<u8>,
+    /// Whether the file is still in its directory, deleted or a memfd's (see
+    /// [`crate::kernel::files`]).
+    pub linkage: Linkage,
     /// The device (`inode->i_sb->s_dev`, the kernel's `dev_t`: major << 20 | minor).
     pub dev: u32,
     /// The inode number.
     pub inode: u64,
+}
+
+impl MappedFile {
+    /// The file's name with what `d_path` adds (see [`FileName`]).
+    pub fn name(&self) -> FileName {
+        FileName {
+            path: self.path.clone(),
+            linkage: self.linkage,
+        }
+    }
 }
 
 /// What `/proc/PID/maps` names a mapping by.
@@ -277,7 +293,7 @@ impl MapName {
     /// The name as `/proc/PID/maps` prints it (guest bytes).
     pub fn display(&self) -> Vec<u8> {
         match self {
-            MapName::File(f) => f.path.clone(),
+            MapName::File(f) => f.name().display(),
             MapName::Special(n) => n.clone(),
             MapName::Heap => b"[heap]".to_vec(),
             MapName::Stack => b"[stack]".to_vec(),
@@ -523,11 +539,15 @@ impl<M: PhysicalMemory> Kernel<M> {
     }
 
     fn mapped_file(&self, file: Va, vl: &VmaLayout) -> Result<MappedFile, KernelError> {
-        let path = self.file_path(file.0)?.unwrap_or_default();
+        let (path, linkage) = match self.file_name(file.0)? {
+            Some(n) => (n.path, n.linkage),
+            None => (Vec::new(), Linkage::Linked),
+        };
         let inode = self.ptr(file.0.wrapping_add(vl.file_inode), "file.f_inode")?;
         if inode == 0 {
             return Ok(MappedFile {
                 path,
+                linkage,
                 dev: 0,
                 inode: 0,
             });
@@ -548,6 +568,7 @@ impl<M: PhysicalMemory> Kernel<M> {
         };
         Ok(MappedFile {
             path,
+            linkage,
             dev,
             inode: ino,
         })

@@ -130,6 +130,8 @@ pub struct SyntheticKernel {
     dentries: HashMap<Vec<u8>, Va>,
     /// The root mount.
     root_mount: Option<Va>,
+    /// The internal shmem mount of memfd files ([`Self::memfd_file`]).
+    shm_mount: Option<Va>,
     /// The mounts by mount point (the root file system's is `/`).
     mounts: HashMap<Vec<u8>, Va>,
     /// Each process's page table, by its `mm_struct`.
@@ -206,6 +208,7 @@ impl SyntheticKernel {
             nf: HashMap::new(),
             dentries: HashMap::new(),
             root_mount: None,
+            shm_mount: None,
             mounts: HashMap::new(),
             user_tables: HashMap::new(),
         };
@@ -841,22 +844,27 @@ impl SyntheticKernel {
             // the root: its own parent, the root of the root mount
             let s = self.alloc_str(b"/");
             self.write_u64(Va(d.0 + name_at), s.0);
-            self.set(d, "dentry", "d_parent", d.0);
-            let m = self.alloc_type("mount");
-            self.set(m, "mount", "mnt_parent", m.0);
-            self.set(m, "mount", "mnt_mountpoint", d.0);
-            let mnt = self.field_va(m, "mount", "mnt");
-            self.set(mnt, "vfsmount", "mnt_root", d.0);
-            self.root_mount = Some(m);
+            self.root_mount = Some(self.lone_mount(d));
         } else {
             let cut = path.iter().rposition(|&b| b == b'/').unwrap_or(0);
             let parent = self.dentry(&path[..cut]);
             let s = self.alloc_str(&path[cut + 1..]);
             self.write_u64(Va(d.0 + name_at), s.0);
             self.set(d, "dentry", "d_parent", parent.0);
+            // hashed (in the dentry cache): any non-null `pprev`
+            let hash = self.field_va(d, "dentry", "d_hash");
+            self.set(hash, "hlist_bl_node", "pprev", parent.0);
         }
         self.dentries.insert(path.to_vec(), d);
         d
+    }
+
+    /// Unlink the file at the absolute `path` while it stays open (its dentry
+    /// unhashed, as `d_delete` leaves a dentry still in use).
+    pub fn unlink(&mut self, path: &[u8]) {
+        let d = self.dentry(path);
+        let hash = self.field_va(d, "dentry", "d_hash");
+        self.set(hash, "hlist_bl_node", "pprev", 0);
     }
 
     /// An open `struct file` of the absolute `path` (with its own inode).
@@ -865,6 +873,50 @@ impl SyntheticKernel {
         let mount = self
             .root_mount
             .expect("making a dentry makes the root mount");
+        self.file_at(mount, dentry)
+    }
+
+    /// A file of `memfd_create(name)`: a dentry `memfd:NAME` of its own (its own
+    /// parent) on an internal mount, named by `simple_dname` as `alloc_file_pseudo`
+    /// leaves it.
+    pub fn memfd_file(&mut self, name: &[u8]) -> Va {
+        let shm = match self.shm_mount {
+            Some(m) => m,
+            None => {
+                let root = self.alloc_type("dentry");
+                let m = self.lone_mount(root);
+                self.shm_mount = Some(m);
+                m
+            }
+        };
+        let ops = self.alloc_type("dentry_operations");
+        let simple = self.symbol("simple_dname");
+        self.set(ops, "dentry_operations", "d_dname", simple.0);
+        let d = self.alloc_type("dentry");
+        let mut full = b"memfd:".to_vec();
+        full.extend_from_slice(name);
+        let s = self.alloc_str(&full);
+        let name_at = self.offset("dentry", "d_name") + self.offset("qstr", "name");
+        self.write_u64(Va(d.0 + name_at), s.0);
+        self.set(d, "dentry", "d_parent", d.0);
+        self.set(d, "dentry", "d_op", ops.0);
+        self.file_at(shm, d)
+    }
+
+    /// A mount of its own (its own parent, as the root mount and internal mounts are)
+    /// whose root is `root`, made its own parent.
+    fn lone_mount(&mut self, root: Va) -> Va {
+        self.set(root, "dentry", "d_parent", root.0);
+        let m = self.alloc_type("mount");
+        self.set(m, "mount", "mnt_parent", m.0);
+        self.set(m, "mount", "mnt_mountpoint", root.0);
+        let mnt = self.field_va(m, "mount", "mnt");
+        self.set(mnt, "vfsmount", "mnt_root", root.0);
+        m
+    }
+
+    /// A `struct file` of `dentry` in the mount `mount`, with its own inode.
+    fn file_at(&mut self, mount: Va, dentry: Va) -> Va {
         let file = self.alloc_type("file");
         let f_path = self.field_va(file, "file", "f_path");
         self.set(
@@ -888,6 +940,13 @@ impl SyntheticKernel {
     /// in a page at [`ARGS_PAGE`], `exe_file`; no mappings yet ([`Self::add_vma`]).
     /// Returns the `mm_struct`.
     pub fn exec(&mut self, task: &SynthTask, exe: &[u8], argv: &[&[u8]], execfn: &[u8]) -> Va {
+        let file = self.new_file(exe);
+        self.exec_file(task, file, argv, execfn)
+    }
+
+    /// [`Self::exec`] of an open `struct file` (e.g. [`Self::memfd_file`], as
+    /// `fexecve` runs it).
+    pub fn exec_file(&mut self, task: &SynthTask, file: Va, argv: &[&[u8]], execfn: &[u8]) -> Va {
         let mm = self.alloc_type("mm_struct");
         let tables = self.alloc_pages(16);
         let mut pt = PageTableBuilder::new(
@@ -915,7 +974,6 @@ impl SyntheticKernel {
         self.set(mm, "mm_struct", "env_end", arg_end);
         // argc and the argument pointers lie below the strings
         self.set(mm, "mm_struct", "start_stack", ARGS_PAGE - 0x100);
-        let file = self.new_file(exe);
         self.set(mm, "mm_struct", "exe_file", file.0);
         self.set(task.task, "task_struct", "mm", mm.0);
         self.set(task.task, "task_struct", "active_mm", mm.0);
@@ -943,7 +1001,25 @@ impl SyntheticKernel {
             let f = self.new_file(path);
             self.set(vma, "vm_area_struct", "vm_file", f.0);
         }
-        // in address order, as the kernel keeps them
+        self.link_vma(mm, vma, range, bytes);
+        vma
+    }
+
+    /// [`Self::add_vma`] of an open `struct file` (e.g. [`Self::memfd_file`]).
+    pub fn add_file_vma(&mut self, mm: Va, range: (u64, u64), flags: u64, file: Va) -> Va {
+        let vma = self.alloc_type("vm_area_struct");
+        self.set(vma, "vm_area_struct", "vm_start", range.0);
+        self.set(vma, "vm_area_struct", "vm_end", range.1);
+        self.set(vma, "vm_area_struct", "vm_flags", flags);
+        self.set(vma, "vm_area_struct", "vm_mm", mm.0);
+        self.set(vma, "vm_area_struct", "vm_file", file.0);
+        self.link_vma(mm, vma, range, None);
+        vma
+    }
+
+    /// Link `vma` into `mm`'s mappings in address order (as the kernel keeps them),
+    /// with `bytes` at its start.
+    fn link_vma(&mut self, mm: Va, vma: Va, range: (u64, u64), bytes: Option<&[u8]>) {
         let mut link = self.field_va(mm, "mm_struct", "mmap");
         loop {
             let next = self.read_u64(link);
@@ -966,7 +1042,6 @@ impl SyntheticKernel {
                 .expect("map the mapping's first page");
             self.user_tables.insert(mm.0, pt);
         }
-        vma
     }
 
     /// Map `start..end` of `mm`'s executable (its `exe_file`, from file offset 0),

@@ -235,7 +235,11 @@ const TYPES: &[(&str, u64, Fields)] = &[
     (
         "dentry_operations",
         0x80,
-        &[("d_revalidate", 0, F), ("d_delete", 0x20, F)],
+        &[
+            ("d_revalidate", 0, F),
+            ("d_delete", 0x20, F),
+            ("d_dname", 0x48, F),
+        ],
     ),
     (
         "super_operations",
@@ -270,6 +274,7 @@ const TYPES: &[(&str, u64, Fields)] = &[
         "dentry",
         0xc0,
         &[
+            ("d_hash", 0x8, "struct hlist_bl_node"),
             ("d_parent", 0x18, "ptr struct dentry"),
             ("d_name", 0x20, "struct qstr"),
             ("d_inode", 0x30, "ptr struct inode"),
@@ -304,6 +309,14 @@ const TYPES: &[(&str, u64, Fields)] = &[
         ],
     ),
     ("hlist_head", 8, &[("first", 0, "ptr struct hlist_node")]),
+    (
+        "hlist_bl_node",
+        16,
+        &[
+            ("next", 0, "ptr struct hlist_bl_node"),
+            ("pprev", 8, "ptr ptr struct hlist_bl_node"),
+        ],
+    ),
     (
         "hlist_node",
         16,
@@ -761,6 +774,7 @@ const SYMBOLS: &[(&str, u64, &str)] = &[
     ("entry_SYSCALL_64", 0x1_0200, "T"),
     ("entry_SYSCALL_compat", 0x1_0300, "T"),
     ("entry_SYSENTER_compat", 0x1_0400, "T"),
+    ("simple_dname", 0x1_0500, "T"),
     ("_etext", TEXT_SIZE, "T"),
     // init text, after _etext (not mapped: nothing reads it)
     ("early_idt_handler_array", 0xe0_0000, "T"),
