@@ -28,10 +28,7 @@ fn main() {
     let specs = engine::prepare(&lab, &dir);
     let find = |n: &str| specs.iter().find(|s| s.name == n).expect("a dump");
     let mut bad = 0;
-    for (short, verify, busy) in [
-        ("6.1", "6.1-clean", "6.1-rootkits"),
-        ("7", "7-sockets-bpf", "7-sockets-bpf"),
-    ] {
+    for (short, verify, busy) in mutation::DUMPS {
         let (v, b) = (find(verify), find(busy));
         let judge = mutation::Judge::open(&b.profile, &v.elf, &b.elf, Some(&b.image))
             .unwrap_or_else(|e| panic!("{e}"));

@@ -777,10 +777,6 @@ const FDS: u64 = 256;
 fn open_files<M: PhysicalMemory>(k: &Kernel<M>, procs: &[vmi_core::kernel::Process]) -> RuleResult {
     const RULE: &str = "open-files";
     let names = [
-        ("task_struct", "files"),
-        ("files_struct", "fdt"),
-        ("fdtable", "max_fds"),
-        ("fdtable", "fd"),
         ("file", "f_inode"),
         ("file", "f_op"),
         ("file", "f_mapping"),
@@ -806,31 +802,28 @@ fn open_files<M: PhysicalMemory>(k: &Kernel<M>, procs: &[vmi_core::kernel::Proce
     // init always holds its console (and it is first among the processes)
     let (mut init_table, mut init_files) = (false, false);
     for p in procs.iter().filter(|p| !p.is_kernel_thread()).take(MAPPED) {
-        let table = (|| -> Result<(u64, u64), String> {
-            let fs = word(k, p.task.0, o[0])?;
-            if fs == 0 {
-                return Ok((0, 0)); // exiting
+        let (fd, max) = match k.fd_table(p.task) {
+            Err(e @ vmi_core::kernel::KernelError::MissingField(_)) => {
+                return result(RULE, Outcome::NotApplicable, e.to_string())
             }
-            let fdt = word(k, fs, o[1])?;
-            let max = k
-                .space()
-                .read_u32(Va(fdt.wrapping_add(o[2])))
-                .map_err(|e| format!("fdtable.max_fds: {e}"))?;
-            let fd = word(k, fdt, o[3])?;
-            if !kernel_pointer(fs) || !kernel_pointer(fdt) || !kernel_pointer(fd) {
-                return Err(format!("files {fs:#x}, fdtable {fdt:#x}, fd array {fd:#x}"));
-            }
-            if max == 0 || max % 64 != 0 || max > 1 << 24 {
-                return Err(format!("max_fds {max}"));
-            }
-            Ok((fd, u64::from(max)))
-        })();
-        let (fd, max) = match table {
-            Ok((0, _)) => continue,
-            Ok(t) => t,
             Err(e) => {
                 problems.push(format!("process {}: {e}", p.pid));
                 continue;
+            }
+            Ok(None) => continue, // exiting
+            Ok(Some(t)) => {
+                if t.fdt.0 == 0 || t.fd.0 == 0 {
+                    problems.push(format!(
+                        "process {}: files {}, fdtable {}, fd array {}",
+                        p.pid, t.files, t.fdt, t.fd
+                    ));
+                    continue;
+                }
+                if t.max_fds == 0 || t.max_fds % 64 != 0 || t.max_fds > 1 << 24 {
+                    problems.push(format!("process {}: max_fds {}", p.pid, t.max_fds));
+                    continue;
+                }
+                (t.fd.0, u64::from(t.max_fds))
             }
         };
         tables += 1;
@@ -842,18 +835,18 @@ fn open_files<M: PhysicalMemory>(k: &Kernel<M>, procs: &[vmi_core::kernel::Proce
                     return Ok(false);
                 }
                 let (inode, ops, mapping, mnt) = (
-                    word(k, f, o[4])?,
-                    word(k, f, o[5])?,
-                    word(k, f, o[6])?,
-                    word(k, f, o[7] + o[8])?,
+                    word(k, f, o[0])?,
+                    word(k, f, o[1])?,
+                    word(k, f, o[2])?,
+                    word(k, f, o[3] + o[4])?,
                 );
                 if !kernel_pointer(inode) || !kernel_pointer(ops) || !kernel_pointer(mnt) {
                     return Err(format!("f_inode {inode:#x}, f_op {ops:#x}, mount {mnt:#x}"));
                 }
                 let (i_mapping, i_sb, sb) = (
-                    word(k, inode, o[10])?,
-                    word(k, inode, o[11])?,
-                    word(k, mnt, o[9])?,
+                    word(k, inode, o[6])?,
+                    word(k, inode, o[7])?,
+                    word(k, mnt, o[5])?,
                 );
                 if mapping != i_mapping {
                     return Err(format!(

@@ -46,10 +46,7 @@ fn every_moved_field_and_symbol_is_caught_by_verify() {
         .filter(|l| !l.is_empty() && !l.starts_with("//"))
         .collect();
     let (mut problems, mut missed, mut lines) = (Vec::new(), BTreeSet::new(), Vec::new());
-    for (kernel, verify, busy) in [
-        ("6.1", "6.1-clean", "6.1-rootkits"),
-        ("7", "7-sockets-bpf", "7-sockets-bpf"),
-    ] {
+    for (kernel, verify, busy) in mutation::DUMPS {
         let (v, b) = (find(verify), find(busy));
         let judge = mutation::Judge::open(&b.profile, &v.elf, &b.elf, Some(&b.image))
             .unwrap_or_else(|e| panic!("{kernel}: {e}"));

@@ -36,6 +36,13 @@ use vmi_core::profile::Profile;
 
 use crate::engine::{run_commands, Outputs, POLICY};
 
+/// The dumps each profile is judged on: (kernel, the clean guest's dump, the busy
+/// guest's), by the names `tests/fuzz/engine.rs`'s `prepare` gives them.
+pub const DUMPS: [(&str, &str, &str); 2] = [
+    ("6.1", "6.1-clean", "6.1-rootkits"),
+    ("7", "7-sockets-bpf", "7-sockets-bpf"),
+];
+
 /// How a value was moved.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum How {
@@ -261,24 +268,25 @@ impl Judge {
             policy: Some(detector::policy::Policy::parse(POLICY).map_err(|e| e.to_string())?),
             image,
         };
-        let k = v.kernel(right.clone())?;
-        let rules = verify::verify(&k, &settings.limits);
-        let failing = rules
-            .iter()
-            .filter(|r| r.outcome == Outcome::Fail)
-            .map(|r| format!("{}: {}", r.rule, r.detail))
-            .collect();
-        let passing = rules
-            .into_iter()
-            .filter(|r| r.outcome == Outcome::Pass)
-            .map(|r| r.rule)
-            .collect();
+        // the rules that pass with the right profile (and the evidence of those that fail)
+        let outcomes = |dump: &Opened| -> Result<(BTreeSet<&'static str>, Vec<String>), String> {
+            let rules = verify::verify(&dump.kernel(right.clone())?, &settings.limits);
+            Ok((
+                rules
+                    .iter()
+                    .filter(|r| r.outcome == Outcome::Pass)
+                    .map(|r| r.rule)
+                    .collect(),
+                rules
+                    .iter()
+                    .filter(|r| r.outcome == Outcome::Fail)
+                    .map(|r| format!("{}: {}", r.rule, r.detail))
+                    .collect(),
+            ))
+        };
+        let (passing, failing) = outcomes(&v)?;
+        let (passing_busy, _) = outcomes(&b)?;
         let k = b.kernel(right.clone())?;
-        let passing_busy = verify::verify(&k, &settings.limits)
-            .into_iter()
-            .filter(|r| r.outcome == Outcome::Pass)
-            .map(|r| r.rule)
-            .collect();
         let baseline = run_commands(&k, &b.registers, &settings, &wanted);
         Ok(Judge {
             profile: right,

@@ -159,6 +159,20 @@ impl Socket {
     }
 }
 
+/// A process's file table: `files_struct`, its `fdtable`, and the table's size and
+/// array of `struct file` pointers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FdTable {
+    /// `task_struct.files`.
+    pub files: Va,
+    /// `files_struct.fdt` (null in a table being torn down).
+    pub fdt: Va,
+    /// `fdtable.max_fds`.
+    pub max_fds: u32,
+    /// `fdtable.fd`: `max_fds` pointers.
+    pub fd: Va,
+}
+
 impl<M: PhysicalMemory> Kernel<M> {
     /// The internet sockets among the open files of the process whose group leader is
     /// `task` (none for a process without a file table, e.g. one exiting).
@@ -178,6 +192,40 @@ impl<M: PhysicalMemory> Kernel<M> {
         Ok(out)
     }
 
+    /// The file table of the process whose group leader is `task`: `None` for a
+    /// process without one (one exiting); a null `fdt` has no `max_fds` or `fd` (0).
+    /// Pointers are kernel addresses or null; nothing else is judged.
+    pub fn fd_table(&self, task: Va) -> Result<Option<FdTable>, KernelError> {
+        self.fd_table_with(task, &FdLayout::from_profile(&self.profile)?)
+    }
+
+    fn fd_table_with(&self, task: Va, sl: &FdLayout) -> Result<Option<FdTable>, KernelError> {
+        let files = self.ptr(task.0.wrapping_add(sl.task_files), "task_struct.files")?;
+        if files == 0 {
+            return Ok(None);
+        }
+        let fdt = self.ptr(files.wrapping_add(sl.files_fdt), "files_struct.fdt")?;
+        if fdt == 0 {
+            return Ok(Some(FdTable {
+                files: Va(files),
+                fdt: Va(0),
+                max_fds: 0,
+                fd: Va(0),
+            }));
+        }
+        let max_fds = self
+            .space
+            .read_u32(Va(fdt.wrapping_add(sl.fdt_max_fds)))
+            .map_err(read_err("fdtable.max_fds"))?;
+        let fd = self.ptr(fdt.wrapping_add(sl.fdt_fd), "fdtable.fd")?;
+        Ok(Some(FdTable {
+            files: Va(files),
+            fdt: Va(fdt),
+            max_fds,
+            fd: Va(fd),
+        }))
+    }
+
     /// Call `f` with (descriptor, `struct file`, its `f_op`) for each open file of the
     /// process whose group leader is `task` (none for a process without a file table,
     /// e.g. one exiting).
@@ -187,25 +235,20 @@ impl<M: PhysicalMemory> Kernel<M> {
         sl: &FdLayout,
         mut f: impl FnMut(u32, u64, u64) -> Result<(), KernelError>,
     ) -> Result<(), KernelError> {
-        let files = self.ptr(task.0.wrapping_add(sl.task_files), "task_struct.files")?;
-        if files == 0 {
+        let Some(table) = self.fd_table_with(task, sl)? else {
+            return Ok(());
+        };
+        if table.fdt.0 == 0 {
             return Ok(());
         }
-        let fdt = self.ptr(files.wrapping_add(sl.files_fdt), "files_struct.fdt")?;
-        if fdt == 0 {
-            return Ok(());
-        }
-        let max = self
-            .space
-            .read_u32(Va(fdt.wrapping_add(sl.fdt_max_fds)))
-            .map_err(read_err("fdtable.max_fds"))? as usize;
+        let max = table.max_fds as usize;
         if max > MAX_FDS {
             return Err(KernelError::TooLong {
                 what: "fdtable.fd",
                 max: MAX_FDS,
             });
         }
-        let array = self.ptr(fdt.wrapping_add(sl.fdt_fd), "fdtable.fd")?;
+        let array = table.fd.0;
         if array == 0 {
             return Ok(());
         }
