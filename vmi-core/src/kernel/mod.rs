@@ -198,6 +198,13 @@ impl<M: PhysicalMemory> Kernel<M> {
         self.space.invalidate();
     }
 
+    /// Forget cached translations only (the memory source keeps what it keeps): what
+    /// is read next walks the page tables, so a [`Recording`](crate::memory::Recording)
+    /// sees every page-table entry the reads depend on.
+    pub fn flush_translations(&self) {
+        self.space.flush_translations();
+    }
+
     /// The run-time (relocated) address of a profile symbol.
     pub fn symbol(&self, name: &'static str) -> Result<Va, KernelError> {
         self.profile

@@ -128,6 +128,12 @@ impl<M: PhysicalMemory> AddressSpace<M> {
         self.mem.invalidate();
     }
 
+    /// Drop every cached translation but keep what the memory source keeps: the next
+    /// reads walk the page tables again (and so read their entries from the source).
+    pub fn flush_translations(&self) {
+        self.tlb().entries.fill(EMPTY);
+    }
+
     /// Cache hits and misses so far.
     pub fn tlb_stats(&self) -> TlbStats {
         self.tlb().stats
