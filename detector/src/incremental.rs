@@ -3,11 +3,13 @@
 //!
 //! A check is a function of the guest bytes it reads and of the inputs [`Scan`] hands
 //! it. Each unit of work below runs with a [`Recording`](vmi_core::memory::Recording)
-//! of its reads (page-table entries included: the translation cache is flushed before
-//! it) and its findings are kept with that log. At the next tick the unit runs again
-//! only when its inputs differ or [`ReadLog::unchanged`] finds a byte it read changed:
-//! the bytes themselves are compared, no guest counter is trusted, so a change that
-//! would alter its findings cannot be missed. The units:
+//! of its physical reads (page-table entries of the walks included) and a
+//! [`TranslationLog`] of the kernel's translations it used, cached or walked; its
+//! findings are kept with both. At the next tick the unit runs again only when its
+//! inputs differ, [`ReadLog::unchanged`] finds a byte it read changed, or one of its
+//! pages translates otherwise (walked afresh: the cache is emptied at every tick). The
+//! bytes themselves are compared, no guest counter is trusted, so a change that would
+//! alter its findings cannot be missed. The units:
 //!
 //! | unit | runs again when |
 //! |---|---|
@@ -26,7 +28,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::hash::{BuildHasher, Hash, Hasher};
 
-use vmi_core::arch::x86_64::Registers;
+use vmi_core::arch::x86_64::{Registers, TranslationLog};
 use vmi_core::kernel::{Census, Kernel, KernelError, Process, Views};
 use vmi_core::memory::{PhysicalMemory, ReadLog, Recorder};
 
@@ -96,8 +98,17 @@ type Outcome = (Vec<Finding>, Vec<(&'static str, String)>);
 #[derive(Debug)]
 struct Memo {
     log: ReadLog,
+    translations: TranslationLog,
     findings: Vec<Finding>,
     not_checked: Vec<(&'static str, String)>,
+}
+
+impl Memo {
+    /// True when the guest holds what the unit read, translated as it was.
+    fn holds<M: PhysicalMemory>(&self, kernel: &Kernel<M>, stats: &mut TickStats) -> bool {
+        stats.compared += self.log.bytes() as u64;
+        kernel.same_translations(&self.translations) && self.log.unchanged(kernel.space().memory())
+    }
 }
 
 /// A per-process unit's memo, with the process it was made for.
@@ -193,6 +204,27 @@ impl Incremental {
     /// Memos held now.
     pub fn memos(&self) -> usize {
         self.units.len() + self.per_process.len()
+    }
+
+    /// What each check's memos hold: (check, memos, bytes, ranges, pages translated),
+    /// per-process memos summed per check.
+    pub fn memo_sizes(&self) -> Vec<(&'static str, usize, usize, usize, usize)> {
+        let mut by: BTreeMap<Check, (usize, usize, usize, usize)> = BTreeMap::new();
+        let memos = self
+            .units
+            .iter()
+            .map(|(c, m)| (*c, m))
+            .chain(self.per_process.iter().map(|(k, m)| (k.0, &m.memo)));
+        for (c, m) in memos {
+            let e = by.entry(c).or_default();
+            e.0 += 1;
+            e.1 += m.log.bytes();
+            e.2 += m.log.ranges();
+            e.3 += m.translations.len();
+        }
+        by.into_iter()
+            .map(|(c, (n, b, r, p))| (c.name(), n, b, r, p))
+            .collect()
     }
 
     /// Run `checks` on the guest as one scan would, from memos where the guest did
@@ -317,8 +349,7 @@ impl Incremental {
         stats: &mut TickStats,
     ) -> Result<Outcome, CheckFailure> {
         if let Some(m) = self.units.get(&c) {
-            stats.compared += m.log.bytes() as u64;
-            if m.log.unchanged(scan.kernel.space().memory()) {
+            if m.holds(scan.kernel, stats) {
                 stats.kept += 1;
                 return Ok((m.findings.clone(), m.not_checked.clone()));
             }
@@ -328,11 +359,12 @@ impl Incremental {
         self.ran.push((c, None));
         let (r, log) = recorded(scan, rec, |s| s.run(c));
         let r = r.map(|f| (f, take_not_checked(scan)));
-        if let (Ok((findings, not_checked)), Some(log)) = (&r, log) {
+        if let (Ok((findings, not_checked)), Some((log, translations))) = (&r, log) {
             self.units.insert(
                 c,
                 Memo {
                     log,
+                    translations,
                     findings: findings.clone(),
                     not_checked: not_checked.clone(),
                 },
@@ -384,8 +416,7 @@ impl Incremental {
             for p in &processes {
                 let key = (c, p.pid, p.start_time);
                 if let Some(m) = self.per_process.get(&key) {
-                    stats.compared += m.memo.log.bytes() as u64;
-                    if m.process == *p && m.memo.log.unchanged(scan.kernel.space().memory()) {
+                    if m.process == *p && m.memo.holds(scan.kernel, stats) {
                         stats.kept += 1;
                         findings.extend(m.memo.findings.iter().cloned());
                         not_checked.extend(m.memo.not_checked.iter().cloned());
@@ -409,13 +440,14 @@ impl Incremental {
                     }
                 });
                 let nc = take_not_checked(scan);
-                if let Some(log) = log {
+                if let Some((log, translations)) = log {
                     self.per_process.insert(
                         key,
                         ProcessMemo {
                             process: p.clone(),
                             memo: Memo {
                                 log,
+                                translations,
                                 findings: found.clone(),
                                 not_checked: nc.clone(),
                             },
@@ -439,20 +471,20 @@ fn take_not_checked<M: PhysicalMemory>(scan: &Scan<'_, M>) -> Vec<(&'static str,
         .unwrap_or_default()
 }
 
-/// `f` on `scan` with its reads recorded: the translation cache flushed first (so the
-/// page-table entries it depends on are read, and recorded), function names looked up
-/// afresh (they are cached per scan).
+/// `f` on `scan` with its reads recorded, and the kernel's translations it used
+/// (cached or walked), function names looked up afresh (they are cached per scan).
 fn recorded<'k, M: PhysicalMemory, T>(
     scan: &mut Scan<'k, M>,
     rec: &dyn Recorder,
     f: impl FnOnce(&Scan<'k, M>) -> T,
-) -> (T, Option<ReadLog>) {
+) -> (T, Option<(ReadLog, TranslationLog)>) {
     scan.names = Names::default();
-    scan.kernel.flush_translations();
+    scan.kernel.start_translation_log();
     rec.start();
     let out = f(scan);
     let log = rec.finish();
-    (out, log)
+    let translations = scan.kernel.finish_translation_log();
+    (out, log.zip(translations))
 }
 
 #[cfg(test)]

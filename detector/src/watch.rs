@@ -263,6 +263,9 @@ pub struct Watcher {
     first: bool,
     /// The memos of incremental scans.
     incremental: Option<Incremental>,
+    /// How long the last scan took (reading the guest and running the checks; not the
+    /// hypervisor's state and registers asked before and after).
+    last_scan: Duration,
 }
 
 /// The outcome of a tick.
@@ -288,8 +291,15 @@ impl Watcher {
             scans: 0,
             first: true,
             incremental: opts.incremental.then(|| Incremental::new(opts.full_every)),
+            last_scan: Duration::ZERO,
             opts,
         }
+    }
+
+    /// How long the last scan took: the guest's memory read and the checks run, without
+    /// asking the hypervisor for the guest's state and registers around it.
+    pub fn last_scan(&self) -> Duration {
+        self.last_scan
     }
 
     /// What the last incremental scan ran and kept (`None` with full scans).
@@ -418,6 +428,12 @@ impl Watcher {
     }
 
     fn scan(&mut self, target: &Target, events: &mut Vec<Event>) {
+        let started = Instant::now();
+        self.scan_guest(target, events);
+        self.last_scan = started.elapsed();
+    }
+
+    fn scan_guest(&mut self, target: &Target, events: &mut Vec<Event>) {
         self.scans += 1;
         target.kernel.invalidate();
         // process starts and exits from the tasks list (the processes only other views

@@ -806,7 +806,10 @@ exclude = ["test-*"]
         assert!(c.guests[1].watch.pause);
         assert_eq!(c.guests[1].watch.checks, Check::ALL.to_vec());
         assert!(!c.guests[1].watch.incremental && c.guests[0].watch.incremental);
-        assert_eq!((c.guests[1].watch.full_every, c.guests[0].watch.full_every), (50, 600));
+        assert_eq!(
+            (c.guests[1].watch.full_every, c.guests[0].watch.full_every),
+            (50, 600)
+        );
         assert_eq!(c.guests[1].watch.interval, Duration::from_secs(2));
         let x = c.xen_all.unwrap();
         assert_eq!(x.exclude, vec!["build-*"]);
