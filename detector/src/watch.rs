@@ -76,6 +76,8 @@ pub enum Event {
     FindingCleared {
         /// Its check.
         check: &'static str,
+        /// Its key (as raised).
+        key: String,
         /// Its summary when raised.
         summary: String,
     },
@@ -135,8 +137,12 @@ impl Event {
                 v["event"] = json!("finding");
                 v
             }
-            Event::FindingCleared { check, summary } => {
-                json!({ "event": "finding-cleared", "check": check, "summary": summary })
+            Event::FindingCleared {
+                check,
+                key,
+                summary,
+            } => {
+                json!({ "event": "finding-cleared", "check": check, "key": key, "summary": summary })
             }
             Event::Paused => json!({ "event": "paused" }),
             Event::Resumed => json!({ "event": "resumed" }),
@@ -173,7 +179,7 @@ impl Event {
             } => format!("process start {pid} ({comm}) parent {ppid} uid {uid}"),
             Event::ProcessExit { pid, comm } => format!("process exit  {pid} ({comm})"),
             Event::Finding(f) => format!("finding {f}"),
-            Event::FindingCleared { check, summary } => format!("cleared {check}: {summary}"),
+            Event::FindingCleared { check, summary, .. } => format!("cleared {check}: {summary}"),
             Event::Paused => "guest paused".into(),
             Event::Resumed => "guest resumed".into(),
             Event::Reset => "guest reset: it runs another kernel image now".into(),
@@ -554,6 +560,7 @@ impl Watcher {
                 cleared.push(key.clone());
                 events.push(Event::FindingCleared {
                     check,
+                    key: key.clone(),
                     summary: summary.clone(),
                 });
             }
