@@ -196,7 +196,7 @@ impl Watching {
             .as_array()
             .map(|a| a.iter().map(identity).collect())
             .unwrap_or_default();
-        let own = |id: &Id| id.0 == "credentials" && id.1.contains("without an exec");
+        let own = |id: &Id| id.1.starts_with("credentials:became-root:");
         for id in open.iter().filter(|id| !own(id) && !in_dump.contains(*id)) {
             problems.push(format!(
                 "{kernel}: watch holds {}: {} open, check on the dump does not find it",
