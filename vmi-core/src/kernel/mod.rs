@@ -36,6 +36,7 @@ pub mod layout;
 pub mod netfilter;
 pub mod notifiers;
 pub mod objects;
+pub mod openfiles;
 pub mod perf;
 pub mod pidns;
 pub mod procnet;

@@ -86,6 +86,7 @@ pub const DECLARATIONS: &[Declaration] = &[
     kernel::vma::VmaLayout::NEEDS,
     kernel::files::FileLayout::NEEDS,
     kernel::sockets::FdLayout::NEEDS,
+    kernel::openfiles::OpenFileLayout::NEEDS,
     kernel::sockets::SocketLayout::NEEDS,
     kernel::kobject::KobjLayout::NEEDS,
     kernel::pidns::XaShape::NEEDS,

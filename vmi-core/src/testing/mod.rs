@@ -903,6 +903,24 @@ impl SyntheticKernel {
         self.file_at(shm, d)
     }
 
+    /// A file of a pseudo file system whose super block has the magic `magic` (sockfs,
+    /// pipefs, the anonymous-inode file system), its dentry named `name` and its own
+    /// parent, as `alloc_file_pseudo` leaves it.
+    pub fn pseudo_file(&mut self, magic: u64, name: &[u8]) -> Va {
+        let root = self.alloc_type("dentry");
+        let m = self.lone_mount(root);
+        let d = self.alloc_type("dentry");
+        let s = self.alloc_str(name);
+        let name_at = self.offset("dentry", "d_name") + self.offset("qstr", "name");
+        self.write_u64(Va(d.0 + name_at), s.0);
+        self.set(d, "dentry", "d_parent", d.0);
+        let file = self.file_at(m, d);
+        let inode = self.get(file, "file", "f_inode");
+        let sb = self.get(Va(inode), "inode", "i_sb");
+        self.set(Va(sb), "super_block", "s_magic", magic);
+        file
+    }
+
     /// A mount of its own (its own parent, as the root mount and internal mounts are)
     /// whose root is `root`, made its own parent.
     fn lone_mount(&mut self, root: Va) -> Va {
@@ -947,6 +965,31 @@ impl SyntheticKernel {
     /// [`Self::exec`] of an open `struct file` (e.g. [`Self::memfd_file`], as
     /// `fexecve` runs it).
     pub fn exec_file(&mut self, task: &SynthTask, file: Va, argv: &[&[u8]], execfn: &[u8]) -> Va {
+        self.exec_file_env(task, file, argv, &[], execfn)
+    }
+
+    /// [`Self::exec`] with the environment `env` (its strings between the arguments
+    /// and the executed file name, as `execve` lays them out).
+    pub fn exec_env(
+        &mut self,
+        task: &SynthTask,
+        exe: &[u8],
+        argv: &[&[u8]],
+        env: &[&[u8]],
+        execfn: &[u8],
+    ) -> Va {
+        let file = self.new_file(exe);
+        self.exec_file_env(task, file, argv, env, execfn)
+    }
+
+    fn exec_file_env(
+        &mut self,
+        task: &SynthTask,
+        file: Va,
+        argv: &[&[u8]],
+        env: &[&[u8]],
+        execfn: &[u8],
+    ) -> Va {
         let mm = self.alloc_type("mm_struct");
         let tables = self.alloc_pages(16);
         let mut pt = PageTableBuilder::new(
@@ -965,13 +1008,19 @@ impl SyntheticKernel {
             strings.push(0);
         }
         let arg_end = ARGS_PAGE + strings.len() as u64;
+        for e in env {
+            strings.extend_from_slice(e);
+            strings.push(0);
+        }
+        let env_end = ARGS_PAGE + strings.len() as u64;
         strings.extend_from_slice(execfn);
         strings.push(0);
         self.write(Va(PAGE_OFFSET + page.0), &strings);
         self.set(mm, "mm_struct", "pgd", PAGE_OFFSET + pt.root().table.0);
         self.set(mm, "mm_struct", "arg_start", ARGS_PAGE);
         self.set(mm, "mm_struct", "arg_end", arg_end);
-        self.set(mm, "mm_struct", "env_end", arg_end);
+        self.set(mm, "mm_struct", "env_start", arg_end);
+        self.set(mm, "mm_struct", "env_end", env_end);
         // argc and the argument pointers lie below the strings
         self.set(mm, "mm_struct", "start_stack", ARGS_PAGE - 0x100);
         self.set(mm, "mm_struct", "exe_file", file.0);
@@ -1015,6 +1064,29 @@ impl SyntheticKernel {
         self.set(vma, "vm_area_struct", "vm_file", file.0);
         self.link_vma(mm, vma, range, None);
         vma
+    }
+
+    /// Map `pages` pages of user memory at `start` in `mm`, each filled with `fill`
+    /// (no mapping is recorded: only the page table and the memory).
+    pub fn map_user(&mut self, mm: Va, start: u64, pages: u64, fill: u8) {
+        let at = self.alloc_pages(pages);
+        self.write(
+            Va(PAGE_OFFSET + at.0),
+            &vec![fill; (pages * 0x1000) as usize],
+        );
+        let mut pt = self.user_tables.remove(&mm.0).expect("exec made this mm");
+        let user = crate::arch::x86_64::PTE_USER;
+        for i in 0..pages {
+            pt.map(
+                &mut self.mem,
+                Va(start + i * 0x1000),
+                Pa(at.0 + i * 0x1000),
+                PageSize::Size4K,
+                user,
+            )
+            .expect("map a user page");
+        }
+        self.user_tables.insert(mm.0, pt);
     }
 
     /// Link `vma` into `mm`'s mappings in address order (as the kernel keeps them),
