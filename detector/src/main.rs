@@ -149,6 +149,22 @@ enum Command {
         /// The process (its thread-group leader's pid).
         pid: u32,
     },
+    /// A process's environment, as /proc/PID/environ holds it: one NAME=value a line
+    /// (guest bytes escaped as \xNN), read from the process's own memory
+    /// (mm_struct.env_start..env_end), at most 256 KiB (a last line says when cut).
+    Env {
+        /// The process (its thread-group leader's pid).
+        pid: u32,
+    },
+    /// A process's open files, as /proc/PID/fd and /proc/PID/fdinfo show them: the
+    /// descriptor, access (r, w, rw), open flags (octal, as fdinfo's less O_CLOEXEC),
+    /// type, device, size or offset, inode and name (a path with " (deleted)" for an
+    /// unlinked file, "/memfd:NAME (deleted)", "socket:[INODE]", "pipe:[INODE]",
+    /// "anon_inode:NAME").
+    Lsof {
+        /// The process (its thread-group leader's pid).
+        pid: u32,
+    },
     /// Run the intrusion checks; one finding per line.
     Check {
         /// Only these checks (repeat or comma-separate): hidden-process, hidden-module,
@@ -543,16 +559,39 @@ fn run(cli: &Cli) -> Result<ExitCode> {
             return Ok(status(damaged));
         }
         Command::Maps { pid } => {
-            let (census, damaged) = census(&target, &limits)?;
-            let procs = census.processes;
-            let Some(p) = procs.iter().find(|p| p.pid == *pid) else {
-                bail!("no process {pid} in the tasks list, the pid namespace or on a CPU");
-            };
+            let (p, damaged) = process(&target, &limits, *pid)?;
             let maps = target
                 .kernel
                 .maps(p.mm)
                 .with_context(|| format!("reading the mappings of process {pid} ({})", p.name()))?;
             emit(json, render::maps_json(&maps), render::maps_text(&maps))?;
+            return Ok(status(damaged));
+        }
+        Command::Env { pid } => {
+            let (p, damaged) = process(&target, &limits, *pid)?;
+            let Some(env) = target.kernel.environment(p.mm).with_context(|| {
+                format!("reading the environment of process {pid} ({})", p.name())
+            })?
+            else {
+                bail!("process {pid} ({}) has no environment: a kernel thread, or exiting or in execve", p.name());
+            };
+            emit(
+                json,
+                detector::evidence::env_json(p.pid, &p.comm, &env),
+                detector::evidence::env_text(&env),
+            )?;
+            return Ok(status(damaged));
+        }
+        Command::Lsof { pid } => {
+            let (p, damaged) = process(&target, &limits, *pid)?;
+            let files = target.kernel.lsof(p.task).with_context(|| {
+                format!("reading the open files of process {pid} ({})", p.name())
+            })?;
+            emit(
+                json,
+                detector::evidence::lsof_json(p.pid, &p.comm, &files),
+                detector::evidence::lsof_text(&files),
+            )?;
             return Ok(status(damaged));
         }
         Command::Lsmod => {
@@ -591,6 +630,19 @@ fn run(cli: &Cli) -> Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The process `pid` of any view ([`census`]), with whether a view was broken.
+fn process(
+    target: &Target,
+    limits: &Limits,
+    pid: u32,
+) -> Result<(vmi_core::kernel::Process, bool)> {
+    let (census, damaged) = census(target, limits)?;
+    let Some(p) = census.processes.into_iter().find(|p| p.pid == pid) else {
+        bail!("no process {pid} in the tasks list, the pid namespace or on a CPU");
+    };
+    Ok((p, damaged))
 }
 
 /// The processes of every view ([`vmi_core::kernel::Kernel::census`]); what is broken
