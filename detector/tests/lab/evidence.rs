@@ -2,7 +2,7 @@
 //!
 //! One guest per kernel ([`evidence`]): a process started with a chosen environment
 //! (one value holding an escape byte) and open files of every kind the step can make
-//! with a shell (a file read, one appended to at an offset, one read and written, one
+//! with a shell (a file read from, one appended to, one read and written, one
 //! deleted while open, a pipe, /dev/null); `env PID` must list exactly the
 //! strings of the guest's own `/proc/PID/environ` (escaped), and `lsof PID` exactly
 //! the descriptors of `/proc/PID/fd`, each with the link's text, and fdinfo's `pos:`
@@ -30,7 +30,8 @@ pub(crate) fn evidence(lab: &Lab, kernel: &str) -> Vec<String> {
             "echo secret > /tmp/ev-read; printf 0123456789 > /tmp/ev-log; : > /tmp/ev-rw; \
              echo gone > /tmp/ev-gone; \
              env -i PATH=/bin:/sbin \"ESC=$(printf 'a\\033[2Jb')\" LD_PRELOAD=/tmp/ev.so \
-             sh -c 'exec sleep 100000 3</tmp/ev-read 4>>/tmp/ev-log 5<>/tmp/ev-rw 6</tmp/ev-gone 7</dev/null' \
+             sh -c 'exec 3</tmp/ev-read 4>>/tmp/ev-log 5<>/tmp/ev-rw 6</tmp/ev-gone 7</dev/null; \
+             read x <&3; echo more >&4; exec sleep 100000' \
              </dev/null 2>/dev/null | cat >/dev/null 2>&1 & \
              sleep 1; p=$(pidof sleep | tr ' ' '\\n' | while read q; do \
              [ -e /proc/$q/fd/7 ] && echo $q; done | head -n1); rm /tmp/ev-gone; echo $p",
@@ -93,6 +94,14 @@ pub(crate) fn evidence(lab: &Lab, kernel: &str) -> Vec<String> {
         "pipe:[",
         "/dev/null",
     ];
+    // positions moved by a read and an appending write
+    for (fd, pos) in [(3, 7), (4, 15)] {
+        if !want_fds.iter().any(|w| w.0 == fd && w.2 == pos) {
+            problems.push(format!(
+                "{label}: the guest's fd {fd} is not at {pos}: {want_fds:?}"
+            ));
+        }
+    }
     for k in kinds {
         if !want_fds.iter().any(|(_, l, _, _)| l.starts_with(k)) {
             problems.push(format!(
