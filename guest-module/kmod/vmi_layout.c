@@ -37,6 +37,7 @@
 #include <linux/idr.h>
 #include <linux/xarray.h>
 #include <linux/fs.h>
+#include <linux/fs_struct.h>
 #include <linux/nsproxy.h>
 #include <linux/path.h>
 #include <linux/mount.h>
@@ -341,6 +342,24 @@ static const struct vmi_field_info fields[] = {
 #endif
 	F(vfsmount, mnt_sb, struct super_block *, "ptr struct super_block"),
 	F(dentry, d_inode, struct inode *, "ptr struct inode"),
+	/* files read from the page cache (vmi_core::kernel::pagecache) */
+	F(task_struct, fs, struct fs_struct *, "ptr struct fs_struct"),
+	F(fs_struct, root, struct path, "struct path"),
+#if LINUX_VERSION_CODE >= KERNEL_VERSION(6, 8, 0)
+	F(dentry, d_children, struct hlist_head, "struct hlist_head"),
+	F(dentry, d_sib, struct hlist_node, "struct hlist_node"),
+#else
+	F(dentry, d_subdirs, struct list_head, "struct list_head"),
+	F(dentry, d_child, struct list_head, "struct list_head"),
+#endif
+	F(address_space, i_pages, struct xarray, "struct xarray"),
+	F(address_space, nrpages, unsigned long, "long unsigned int"),
+	F(page, mapping, struct address_space *, "ptr struct address_space"),
+#if LINUX_VERSION_CODE >= KERNEL_VERSION(7, 2, 0) /* seen in 7.2 and 7.3, not 6.12 */
+	F(page, compound_info, unsigned long, "long unsigned int"),
+#else
+	F(page, compound_head, unsigned long, "long unsigned int"),
+#endif
 	F(dentry, d_op, const struct dentry_operations *, "ptr struct dentry_operations"),
 	F(inode, i_op, const struct inode_operations *, "ptr struct inode_operations"),
 	F(inode, i_fop, const struct file_operations *, "ptr struct file_operations"),
@@ -582,7 +601,7 @@ static const struct vmi_type_info types[] = {
 	T(mount),
 #endif
 	T(vfsmount),	T(path),	  T(dentry),	 T(qstr),
-	T(hlist_head),	T(hlist_bl_node),
+	T(hlist_head),	T(hlist_bl_node), T(fs_struct), T(page),
 #ifdef CONFIG_TRACEPOINTS
 	T(tracepoint), T(tracepoint_func),
 #endif

@@ -311,6 +311,8 @@ const NEEDED_SYMBOLS: &[&str] = &[
 /// The types of the default profile (vmi_core::profile::needs::types(), those not
 /// optional; kept in step by the same test).
 const NEEDED_TYPES: &[&str] = &[
+    "fs_struct",
+    "page",
     "sched_entity",
     "sched_rt_entity",
     "rq",

@@ -37,6 +37,7 @@ pub mod netfilter;
 pub mod notifiers;
 pub mod objects;
 pub mod openfiles;
+pub mod pagecache;
 pub mod perf;
 pub mod pidns;
 pub mod procnet;

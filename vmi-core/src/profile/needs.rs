@@ -87,6 +87,7 @@ pub const DECLARATIONS: &[Declaration] = &[
     kernel::files::FileLayout::NEEDS,
     kernel::sockets::FdLayout::NEEDS,
     kernel::openfiles::OpenFileLayout::NEEDS,
+    kernel::pagecache::PageCacheLayout::NEEDS,
     kernel::sockets::SocketLayout::NEEDS,
     kernel::kobject::KobjLayout::NEEDS,
     kernel::pidns::XaShape::NEEDS,

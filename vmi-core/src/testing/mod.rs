@@ -75,6 +75,17 @@ pub const SYSCALL_NAMES: [(u64, &[u8]); 3] = [
     (217, b"sys_getdents64"),
 ];
 
+/// A page of a file [`SyntheticKernel::cache_file`] makes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PageState {
+    /// Not in the page cache.
+    Missing,
+    /// The first page of a folio (its own XArray entry).
+    Head,
+    /// A later page of the folio of the last `Head` (no entry of its own).
+    Tail,
+}
+
 /// A task the builder made.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SynthTask {
@@ -757,11 +768,17 @@ impl SyntheticKernel {
     /// Set entry `index` of the `struct idr` at `idr` (an XArray of two levels:
     /// indices below 4096); 0 removes it.
     pub fn idr_store(&mut self, idr: Va, index: u64, entry: u64) {
+        self.xarray_store(Va(idr.0 + self.offset("idr", "idr_rt")), index, entry);
+    }
+
+    /// Set entry `index` of the `struct xarray` at `xa` (two levels: indices below
+    /// 4096); 0 removes it.
+    pub fn xarray_store(&mut self, xa: Va, index: u64, entry: u64) {
         assert!(
             index < 4096,
             "the synthetic XArrays hold indices below 4096"
         );
-        let head = Va(idr.0 + self.offset("idr", "idr_rt") + self.offset("xarray", "xa_head"));
+        let head = Va(xa.0 + self.offset("xarray", "xa_head"));
         let slots = self.offset("xa_node", "slots");
         let shift = self.offset("xa_node", "shift");
         let mut root = self.read_u64(head);
@@ -840,6 +857,7 @@ impl SyntheticKernel {
         }
         let d = self.alloc_type("dentry");
         let name_at = self.offset("dentry", "d_name") + self.offset("qstr", "name");
+        self.list_init(self.field_va(d, "dentry", "d_subdirs"));
         if path.is_empty() {
             // the root: its own parent, the root of the root mount
             let s = self.alloc_str(b"/");
@@ -851,6 +869,10 @@ impl SyntheticKernel {
             let s = self.alloc_str(&path[cut + 1..]);
             self.write_u64(Va(d.0 + name_at), s.0);
             self.set(d, "dentry", "d_parent", parent.0);
+            self.list_add_tail(
+                self.field_va(parent, "dentry", "d_subdirs"),
+                self.field_va(d, "dentry", "d_child"),
+            );
             // hashed (in the dentry cache): any non-null `pprev`
             let hash = self.field_va(d, "dentry", "d_hash");
             self.set(hash, "hlist_bl_node", "pprev", parent.0);
@@ -901,6 +923,61 @@ impl SyntheticKernel {
         self.set(d, "dentry", "d_parent", d.0);
         self.set(d, "dentry", "d_op", ops.0);
         self.file_at(shm, d)
+    }
+
+    /// Give `task` the root file system as its root (`fs->root`).
+    pub fn set_fs_root(&mut self, task: &SynthTask) {
+        let root = self.dentry(b"/");
+        let mount = self
+            .root_mount
+            .expect("making a dentry makes the root mount");
+        let fs = self.alloc_type("fs_struct");
+        let path = self.field_va(fs, "fs_struct", "root");
+        self.set(path, "path", "mnt", self.field_va(mount, "mount", "mnt").0);
+        self.set(path, "path", "dentry", root.0);
+        self.set(task.task, "task_struct", "fs", fs.0);
+    }
+
+    /// A regular file at the absolute `path` whose data `content` is in the page
+    /// cache as `pages` says, page by page (one folio of `PageState::Head` and the
+    /// `PageState::Tail`s after it). Its `struct page`s are the only ones
+    /// `vmemmap_base` is made to index (one cached file per kernel). Returns the inode.
+    pub fn cache_file(&mut self, path: &[u8], content: &[u8], pages: &[PageState]) -> Va {
+        let d = self.dentry(path);
+        let inode = self.alloc_type("inode");
+        self.set(inode, "inode", "i_mode", 0o100_644);
+        self.set(inode, "inode", "i_size", content.len() as u64);
+        self.set(d, "dentry", "d_inode", inode.0);
+        let mapping = self.alloc_type("address_space");
+        self.set(inode, "inode", "i_mapping", mapping.0);
+        let n = pages.len() as u64;
+        let frames = self.alloc_pages(n.max(1));
+        let psize = self.size_of("page");
+        let structs = self.alloc(psize * n.max(1));
+        let vmemmap = structs.0 - (frames.0 >> 12) * psize;
+        self.write_u64(self.symbol("vmemmap_base"), vmemmap);
+        let xa = self.field_va(mapping, "address_space", "i_pages");
+        let mut head = 0;
+        let mut cached = 0;
+        for (i, state) in pages.iter().enumerate() {
+            let i = i as u64;
+            let page = Va(structs.0 + i * psize);
+            let start = (i * 0x1000) as usize;
+            let chunk = &content[start.min(content.len())..(start + 0x1000).min(content.len())];
+            match state {
+                PageState::Missing => continue,
+                PageState::Head => {
+                    head = page.0;
+                    self.set(page, "page", "mapping", mapping.0);
+                    self.xarray_store(xa, i, page.0);
+                }
+                PageState::Tail => self.set(page, "page", "compound_head", head + 1),
+            }
+            cached += 1;
+            self.write(Va(PAGE_OFFSET + frames.0 + i * 0x1000), chunk);
+        }
+        self.set(mapping, "address_space", "nrpages", cached);
+        inode
     }
 
     /// A file of a pseudo file system whose super block has the magic `magic` (sockfs,
@@ -1184,6 +1261,7 @@ impl SyntheticKernel {
         self.set(sb, "super_block", "s_type", fs_type.0);
         self.set(sb, "super_block", "s_op", s_op.0);
         let inode = self.alloc_type("inode");
+        self.set(inode, "inode", "i_mode", 0o040_755);
         self.set(inode, "inode", "i_sb", sb.0);
         self.set(inode, "inode", "i_op", i_op.0);
         self.set(inode, "inode", "i_fop", i_fop.0);

@@ -49,6 +49,7 @@ const TYPES: &[(&str, u64, Fields)] = &[
             ("on_cpu", 0x34, "int"),
             ("tasks", 0x100, L),
             ("mm", 0x110, "ptr struct mm_struct"),
+            ("fs", 0x260, "ptr struct fs_struct"),
             ("active_mm", 0x118, "ptr struct mm_struct"),
             ("exit_state", 0x120, "int"),
             ("pid", 0x128, "int"),
@@ -165,6 +166,16 @@ const TYPES: &[(&str, u64, Fields)] = &[
         ],
     ),
     ("files_struct", 0x40, &[("fdt", 0x20, "ptr struct fdtable")]),
+    ("fs_struct", 0x38, &[("root", 0x18, "struct path")]),
+    // a 64-byte `struct page` (vmemmap)
+    (
+        "page",
+        0x40,
+        &[
+            ("compound_head", 0x8, "unsigned long"),
+            ("mapping", 0x18, "ptr struct address_space"),
+        ],
+    ),
     (
         "fdtable",
         0x38,
@@ -215,7 +226,11 @@ const TYPES: &[(&str, u64, Fields)] = &[
     (
         "address_space",
         0xa0,
-        &[("a_ops", 0x70, "ptr const struct address_space_operations")],
+        &[
+            ("i_pages", 0x8, "struct xarray"),
+            ("nrpages", 0x58, "unsigned long"),
+            ("a_ops", 0x70, "ptr const struct address_space_operations"),
+        ],
     ),
     (
         "file_operations",
@@ -286,6 +301,9 @@ const TYPES: &[(&str, u64, Fields)] = &[
             ("d_name", 0x20, "struct qstr"),
             ("d_inode", 0x30, "ptr struct inode"),
             ("d_op", 0x60, "ptr const struct dentry_operations"),
+            // the children of 6.1 (a list; 6.8 on, an hlist `d_children` of `d_sib`)
+            ("d_child", 0x80, L),
+            ("d_subdirs", 0x90, L),
         ],
     ),
     ("qstr", 16, &[("name", 0x8, "ptr const unsigned char")]),
