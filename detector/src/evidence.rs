@@ -1,13 +1,17 @@
 //! The evidence commands' output: what an administrator asks for once an alert fired,
 //! read from outside instead of by logging into the suspect guest. `env PID` (a
-//! process's environment, as `/proc/PID/environ`) and `lsof PID` (its open files, as
-//! `/proc/PID/fd` and `/proc/PID/fdinfo`), each as text or JSON. Guest strings are
-//! escaped (`\xNN`) before they reach either.
+//! process's environment, as `/proc/PID/environ`), `lsof PID` (its open files, as
+//! `/proc/PID/fd` and `/proc/PID/fdinfo`) and `cat PATH` (a file from the page cache,
+//! or with `--list` a directory's cached entries), each as text or JSON. Guest strings
+//! are escaped (`\xNN`) before they reach either; a file's text keeps its newlines and
+//! tabs, its bytes go to a file (`-o`) or JSON (base64) unchanged.
 
 use std::fmt::Write as _;
 
+use base64::Engine as _;
 use serde_json::{json, Value};
 use vmi_core::kernel::openfiles::OpenFile;
+use vmi_core::kernel::pagecache::{CachedFile, DirEntry};
 use vmi_core::kernel::userspace::Environment;
 
 use crate::finding::guest_str;
@@ -111,6 +115,109 @@ pub fn lsof_text(files: &[OpenFile]) -> String {
     s
 }
 
+/// A file's bytes for a terminal: printable ASCII, newlines and tabs as they are,
+/// every other byte (and `\\`) escaped as `\xNN`.
+pub fn escape_text(bytes: &[u8]) -> String {
+    let mut s = String::with_capacity(bytes.len());
+    for &b in bytes {
+        match b {
+            b'\\' => s.push_str("\\\\"),
+            b'\n' | b'\t' | 0x20..=0x7e => s.push(b as char),
+            _ => {
+                let _ = write!(s, "\\x{b:02x}");
+            }
+        }
+    }
+    s
+}
+
+/// `cat` as text: the resident bytes escaped ([`escape_text`]), each range that is
+/// not resident as a line `[bytes A..B not in the page cache]`.
+pub fn cat_text(f: &CachedFile) -> String {
+    let mut s = String::new();
+    let mut at = 0u64;
+    for &(from, to) in &f.missing {
+        s.push_str(&escape_text(&f.data[at as usize..from as usize]));
+        if !s.is_empty() && !s.ends_with('\n') {
+            s.push('\n');
+        }
+        let _ = writeln!(s, "[bytes {from}..{to} not in the page cache]");
+        at = to;
+    }
+    s.push_str(&escape_text(&f.data[at as usize..]));
+    s
+}
+
+/// `cat` as JSON: the path (escaped), size, what was read (base64; zeros where not
+/// resident), the ranges not resident and whether the file was cut.
+pub fn cat_json(path: &[u8], f: &CachedFile) -> Value {
+    json!({
+        "path": guest_str(path),
+        "size": f.size,
+        "read": f.data.len(),
+        "truncated": f.truncated,
+        "missing": f.missing.iter().map(|(a, b)| json!({"start": a, "end": b})).collect::<Vec<_>>(),
+        "data_base64": base64::engine::general_purpose::STANDARD.encode(&f.data),
+    })
+}
+
+/// `cat --list` as JSON: one object per cached entry.
+pub fn list_json(path: &[u8], entries: &[DirEntry]) -> Value {
+    json!({
+        "path": guest_str(path),
+        "entries": entries.iter().map(|e| {
+            let inode = e.inode.map(|i| json!({
+                "ino": i.ino,
+                "type": i.type_char().to_string(),
+                "mode": format!("{:o}", i.mode),
+                "size": i.size,
+            }));
+            json!({
+                "name": guest_str(&e.name),
+                "negative": e.inode.is_none(),
+                "inode": inode,
+                "cached_pages": e.cached_pages,
+            })
+        }).collect::<Vec<_>>(),
+    })
+}
+
+/// `cat --list` as text: type and permission bits, inode, size, cached pages and
+/// name, in the manner of `ls -il`; a negative dentry (a name the guest looked up
+/// and did not find) as `(negative)`.
+pub fn list_text(entries: &[DirEntry]) -> String {
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        "{:<10} {:>10} {:>12} {:>7} NAME",
+        "MODE", "INODE", "SIZE", "CACHED"
+    );
+    for e in entries {
+        let name = guest_str(&e.name);
+        match e.inode {
+            Some(i) => {
+                let _ = writeln!(
+                    s,
+                    "{}{:<9o} {:>10} {:>12} {:>7} {name}",
+                    i.type_char(),
+                    i.mode & 0o7777,
+                    i.ino,
+                    i.size,
+                    e.cached_pages
+                );
+            }
+            None => {
+                let _ = writeln!(
+                    s,
+                    "{:<10} {:>10} {:>12} {:>7} {name} (negative)",
+                    "-", "-", "-", "-"
+                );
+            }
+        }
+    }
+    s
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -149,5 +256,33 @@ mod tests {
         assert_eq!(j["files"][0]["inode"]["dev"], "8:1");
         assert_eq!(j["files"][0]["inode"]["type"], "-");
         assert_eq!(env_json(9, b"x", &env)["vars"][1], "B=\\xff");
+    }
+
+    #[test]
+    fn a_files_text_keeps_lines_and_says_what_is_not_resident() {
+        let mut data = b"* * * * * root /tmp/.x\n\x1b[2J\\\n".to_vec();
+        let first = data.len() as u64;
+        data.extend_from_slice(&[0; 8]);
+        data.extend_from_slice(b"tail\n");
+        let f = CachedFile {
+            size: data.len() as u64,
+            data,
+            missing: vec![(first, first + 8)],
+            truncated: false,
+        };
+        assert_eq!(
+            cat_text(&f),
+            format!(
+                "* * * * * root /tmp/.x\n\\x1b[2J\\\\\n[bytes {first}..{} not in the page cache]\ntail\n",
+                first + 8
+            )
+        );
+        let j = cat_json(b"/etc/cron\x07", &f);
+        assert_eq!(j["path"], "/etc/cron\\x07");
+        assert_eq!(j["missing"][0]["start"], first);
+        let back = base64::engine::general_purpose::STANDARD
+            .decode(j["data_base64"].as_str().unwrap())
+            .unwrap();
+        assert_eq!(back, f.data);
     }
 }

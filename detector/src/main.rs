@@ -20,6 +20,7 @@ use detector::render;
 use detector::serve::config::parse_duration;
 use detector::target::{ProfileSpec, SourceSpec, Target};
 use detector::watch::{self, Event, Tick, WatchOptions, Watcher};
+use vmi_core::kernel::pagecache::Lookup;
 use vmi_core::kernel::Limits;
 
 #[derive(Parser, Debug)]
@@ -164,6 +165,40 @@ enum Command {
     Lsof {
         /// The process (its thread-group leader's pid).
         pid: u32,
+    },
+    /// A file of the guest, from its page cache: e.g. /etc/ld.so.preload, a crontab or
+    /// authorized_keys, read without logging into the guest. The path is looked up in
+    /// the guest's dentry cache from the root of process 1 (--root-of), across mounts;
+    /// a name the cache does not hold is an error saying where the lookup stopped (it
+    /// may still exist on disk). Text: the bytes with non-printable ones escaped as
+    /// \xNN (newlines and tabs kept), and a line "[bytes A..B not in the page cache]"
+    /// for each range not resident; --json: the bytes in base64 and the ranges; -o
+    /// FILE: the bytes (zeros where not resident) written to FILE whole or not at all.
+    /// Exit 1 when a range was not resident or the file was cut at --max-bytes.
+    Cat {
+        /// The absolute path in the guest.
+        path: PathBuf,
+        /// List the directory's cached entries instead (mode, inode, size, pages in the
+        /// page cache, name; names looked up and not found as "(negative)").
+        #[arg(long)]
+        list: bool,
+        /// Write the file's bytes to FILE (a temporary file beside it, renamed).
+        #[arg(
+            short = 'o',
+            long = "output",
+            value_name = "FILE",
+            conflicts_with = "list"
+        )]
+        output: Option<PathBuf>,
+        /// Most bytes of the file read.
+        #[arg(long, value_name = "N", default_value_t = 16 << 20)]
+        max_bytes: u64,
+        /// Most directory entries listed (more is an error).
+        #[arg(long, value_name = "N", default_value_t = 100_000)]
+        max_entries: usize,
+        /// Look the path up from this process's root (its chroot or container).
+        #[arg(long, value_name = "PID", default_value_t = 1)]
+        root_of: u32,
     },
     /// Run the intrusion checks; one finding per line.
     Check {
@@ -594,6 +629,74 @@ fn run(cli: &Cli) -> Result<ExitCode> {
             )?;
             return Ok(status(damaged));
         }
+        Command::Cat {
+            path,
+            list,
+            output,
+            max_bytes,
+            max_entries,
+            root_of,
+        } => {
+            let (p, damaged) = process(&target, &limits, *root_of)?;
+            let bytes = path.as_os_str().as_encoded_bytes();
+            let shown = vmi_core::kernel::escape(bytes);
+            let entry = match target
+                .kernel
+                .lookup_cached(p.task, bytes)
+                .with_context(|| format!("looking {shown} up in the guest's dentry cache"))?
+            {
+                Lookup::Found(e) => e,
+                Lookup::Negative => bail!(
+                    "{shown}: the guest's dentry cache holds it as not existing (a negative dentry)"
+                ),
+                Lookup::NotCached { found, missing } => bail!(
+                    "{shown}: {:?} is not in the guest's dentry cache under {:?} (the guest has not looked it up since its dentries were last reclaimed; it may exist on disk)",
+                    vmi_core::kernel::escape(&missing),
+                    if found.is_empty() { "/".to_string() } else { vmi_core::kernel::escape(&found) }
+                ),
+                Lookup::NotDirectory { at } => bail!(
+                    "{shown}: {} is not a directory (symbolic links are not followed)",
+                    vmi_core::kernel::escape(&at)
+                ),
+            };
+            if *list {
+                let entries = target
+                    .kernel
+                    .cached_children(&entry, *max_entries)
+                    .with_context(|| format!("listing {shown}"))?;
+                emit(
+                    json,
+                    detector::evidence::list_json(bytes, &entries),
+                    detector::evidence::list_text(&entries),
+                )?;
+                return Ok(status(damaged));
+            }
+            let file = target
+                .kernel
+                .read_cached(entry.inode, *max_bytes)
+                .with_context(|| format!("reading {shown} from the page cache"))?;
+            let mut warnings: Vec<String> = file
+                .missing
+                .iter()
+                .map(|(a, b)| format!("{shown}: bytes {a}..{b} are not in the page cache"))
+                .collect();
+            if file.truncated {
+                warnings.push(format!(
+                    "{shown}: cut at {} of {} bytes (--max-bytes)",
+                    file.data.len(),
+                    file.size
+                ));
+            }
+            match output {
+                Some(out) => write_atomically(out, &file.data)?,
+                None => emit(
+                    json,
+                    detector::evidence::cat_json(bytes, &file),
+                    detector::evidence::cat_text(&file),
+                )?,
+            }
+            return Ok(status(warn(&warnings) || damaged));
+        }
         Command::Lsmod => {
             let (list, warnings) = settled(&target, || {
                 let list = target
@@ -630,6 +733,15 @@ fn run(cli: &Cli) -> Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Write `data` to `path` whole or not at all (a temporary file beside it, renamed).
+fn write_atomically(path: &std::path::Path, data: &[u8]) -> Result<()> {
+    let mut file = atomic_write_file::AtomicWriteFile::open(path)
+        .with_context(|| format!("creating {}", path.display()))?;
+    file.write_all(data)
+        .and_then(|()| file.commit())
+        .with_context(|| format!("writing {}", path.display()))
 }
 
 /// The process `pid` of any view ([`census`]), with whether a view was broken.

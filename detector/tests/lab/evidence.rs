@@ -6,7 +6,12 @@
 //! deleted while open, a pipe, /dev/null); `env PID` must list exactly the
 //! strings of the guest's own `/proc/PID/environ` (escaped), and `lsof PID` exactly
 //! the descriptors of `/proc/PID/fd`, each with the link's text, and fdinfo's `pos:`
-//! and `flags:` (less `O_CLOEXEC`), live and from an ELF dump.
+//! and `flags:` (less `O_CLOEXEC`), live and from an ELF dump. Files an administrator
+//! reads after an alert (an /etc/ld.so.preload holding an escape byte, a crontab,
+//! authorized_keys, 20000 random bytes on a tmpfs mounted on the way) are written in the
+//! guest: `cat` must give exactly the guest's bytes (`-o`, `--json`), escape the text,
+//! `cat --list /etc` list what `ls -A /etc` does, and a name the dcache does not hold
+//! be an error.
 
 use super::*;
 
@@ -110,6 +115,31 @@ pub(crate) fn evidence(lab: &Lab, kernel: &str) -> Vec<String> {
         }
     }
 
+    // files an administrator reads after an alert, one on a tmpfs mounted on the way
+    let out = guest
+        .sh(
+            "mkdir -p /root/.ssh /var/spool/cron/crontabs /mnt/ev && mount -t tmpfs ev /mnt/ev && \
+             printf '/tmp/.libev.so\\n\\033[2Jx\\n' > /etc/ld.so.preload && \
+             echo '* * * * * root /tmp/.x' > /var/spool/cron/crontabs/root && \
+             echo 'ssh-ed25519 AAAAC3Nza evil@x' > /root/.ssh/authorized_keys && \
+             head -c 20000 /dev/urandom > /mnt/ev/blob && ls -A /etc",
+        )
+        .expect("sh");
+    if out.status != 0 {
+        problems.push(format!("{label}: making the files: {:?}", out.lines));
+    }
+    let etc_names: BTreeSet<String> = out.lines.iter().map(|l| l.trim().to_string()).collect();
+    let files = [
+        "/etc/ld.so.preload",
+        "/var/spool/cron/crontabs/root",
+        "/root/.ssh/authorized_keys",
+        "/mnt/ev/blob",
+    ];
+    let contents: Vec<Vec<u8>> = files
+        .iter()
+        .map(|f| guest.read_file(f).expect("the guest's copy"))
+        .collect();
+
     let dump = tempfile::tempdir().expect("tempdir");
     let elf = dump.path().join("g.elf");
     guest.dump_elf(&elf).expect("ELF dump");
@@ -184,6 +214,17 @@ pub(crate) fn evidence(lab: &Lab, kernel: &str) -> Vec<String> {
             }
         }
     }
+    for (how, source) in &sources {
+        problems.extend(cat_matches(
+            &format!("{label} {how}"),
+            &d,
+            source,
+            &files,
+            &contents,
+            &etc_names,
+            dump.path(),
+        ));
+    }
     // a pid no view holds is an error naming it
     let run = d.run(&sources[1].1, &["env", "4000000"]);
     if run.code != 2 || !run.stderr.contains("no process 4000000") {
@@ -193,5 +234,82 @@ pub(crate) fn evidence(lab: &Lab, kernel: &str) -> Vec<String> {
         ));
     }
     guest.shutdown().expect("shutdown");
+    problems
+}
+
+/// `cat` of each of `files` equals the guest's copy (`-o`, JSON), the text form
+/// escapes the escape byte of ld.so.preload, `cat --list /etc` lists what `ls -A /etc`
+/// does, and a name the dcache does not hold is an error.
+fn cat_matches(
+    label: &str,
+    d: &Detector,
+    source: &[&str],
+    files: &[&str],
+    contents: &[Vec<u8>],
+    etc_names: &BTreeSet<String>,
+    dir: &Path,
+) -> Vec<String> {
+    use base64::Engine as _;
+    let mut problems = Vec::new();
+    for (path, want) in files.iter().zip(contents) {
+        let out = dir.join("cat.out");
+        let run = d.run(source, &["cat", "-o", out.to_str().unwrap(), path]);
+        let got = std::fs::read(&out).unwrap_or_default();
+        if run.code != 0 || &got != want {
+            problems.push(format!(
+                "{label}: cat -o {path}: exit {} ({}), {} bytes, the guest's {} ({})",
+                run.code,
+                run.stderr,
+                got.len(),
+                want.len(),
+                got == *want
+            ));
+        }
+        std::fs::remove_file(&out).ok();
+        let run = d.run(source, &["--json", "cat", path]);
+        let v = run.json();
+        let data = base64::engine::general_purpose::STANDARD
+            .decode(v["data_base64"].as_str().unwrap_or(""))
+            .unwrap_or_default();
+        if run.code != 0
+            || &data != want
+            || v["missing"] != serde_json::json!([])
+            || v["size"] != want.len()
+        {
+            problems.push(format!(
+                "{label}: cat --json {path}: exit {}, {v}",
+                run.code
+            ));
+        }
+    }
+    let run = d.run(source, &["cat", "/etc/ld.so.preload"]);
+    if run.stdout != "/tmp/.libev.so\n\\x1b[2Jx\n" {
+        problems.push(format!(
+            "{label}: cat /etc/ld.so.preload printed {:?}",
+            run.stdout
+        ));
+    }
+    let run = d.run(source, &["--json", "cat", "--list", "/etc"]);
+    let listed: BTreeSet<String> = run.json()["entries"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter(|e| e["negative"] == false)
+                .map(|e| e["name"].as_str().unwrap_or("?").to_string())
+                .collect()
+        })
+        .unwrap_or_default();
+    if run.code != 0 || &listed != etc_names || !listed.contains("ld.so.preload") {
+        problems.push(format!(
+            "{label}: cat --list /etc: {listed:?}, the guest's ls -A: {etc_names:?}"
+        ));
+    }
+    let run = d.run(source, &["cat", "/etc/no-such-file-here"]);
+    if run.code != 2 || !run.stderr.contains("not in the guest's dentry cache") {
+        problems.push(format!(
+            "{label}: cat of an uncached name: {} {}",
+            run.code, run.stderr
+        ));
+    }
     problems
 }
