@@ -342,6 +342,8 @@ static const struct vmi_field_info fields[] = {
 #endif
 	F(vfsmount, mnt_sb, struct super_block *, "ptr struct super_block"),
 	F(dentry, d_inode, struct inode *, "ptr struct inode"),
+	/* a process's saved user registers (vmi_core::kernel::procmem) */
+	F(pt_regs, ip, unsigned long, "long unsigned int"),
 	/* files read from the page cache (vmi_core::kernel::pagecache) */
 	F(task_struct, fs, struct fs_struct *, "ptr struct fs_struct"),
 	F(fs_struct, root, struct path, "struct path"),
@@ -601,7 +603,7 @@ static const struct vmi_type_info types[] = {
 	T(mount),
 #endif
 	T(vfsmount),	T(path),	  T(dentry),	 T(qstr),
-	T(hlist_head),	T(hlist_bl_node), T(fs_struct), T(page),
+	T(hlist_head),	T(hlist_bl_node), T(fs_struct), T(page), T(pt_regs),
 #ifdef CONFIG_TRACEPOINTS
 	T(tracepoint), T(tracepoint_func),
 #endif

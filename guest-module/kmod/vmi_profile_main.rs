@@ -313,6 +313,7 @@ const NEEDED_SYMBOLS: &[&str] = &[
 const NEEDED_TYPES: &[&str] = &[
     "fs_struct",
     "page",
+    "pt_regs",
     "sched_entity",
     "sched_rt_entity",
     "rq",

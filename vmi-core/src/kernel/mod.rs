@@ -40,6 +40,7 @@ pub mod openfiles;
 pub mod pagecache;
 pub mod perf;
 pub mod pidns;
+pub mod procmem;
 pub mod procnet;
 pub mod profiles;
 pub mod runqueue;

@@ -88,6 +88,7 @@ pub const DECLARATIONS: &[Declaration] = &[
     kernel::sockets::FdLayout::NEEDS,
     kernel::openfiles::OpenFileLayout::NEEDS,
     kernel::pagecache::PageCacheLayout::NEEDS,
+    kernel::procmem::ProcMemLayout::NEEDS,
     kernel::sockets::SocketLayout::NEEDS,
     kernel::kobject::KobjLayout::NEEDS,
     kernel::pidns::XaShape::NEEDS,

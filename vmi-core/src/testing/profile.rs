@@ -167,6 +167,7 @@ const TYPES: &[(&str, u64, Fields)] = &[
     ),
     ("files_struct", 0x40, &[("fdt", 0x20, "ptr struct fdtable")]),
     ("fs_struct", 0x38, &[("root", 0x18, "struct path")]),
+    ("pt_regs", 0xa8, &[("ip", 0x80, "unsigned long")]),
     // a 64-byte `struct page` (vmemmap)
     (
         "page",
