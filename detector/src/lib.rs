@@ -23,6 +23,7 @@
 #![deny(missing_docs)]
 
 pub mod checks;
+pub mod coredump;
 pub mod error;
 pub mod events;
 pub mod evidence;

@@ -200,6 +200,20 @@ enum Command {
         #[arg(long, value_name = "PID", default_value_t = 1)]
         root_of: u32,
     },
+    /// A process as an ELF core file gdb opens (gdb PROGRAM FILE): every resident page
+    /// of its mappings, each thread's user registers as its kernel stack saved them,
+    /// its name and arguments, and its file mappings (gdb's info proc mappings). Pages
+    /// not resident are left out; the file is written whole or not at all.
+    DumpProcess {
+        /// The process (its thread-group leader's pid).
+        pid: u32,
+        /// The core file to write.
+        #[arg(short = 'o', long = "output", value_name = "FILE")]
+        output: PathBuf,
+        /// Most bytes of memory read.
+        #[arg(long, value_name = "N", default_value_t = 4 << 30)]
+        max_bytes: u64,
+    },
     /// Run the intrusion checks; one finding per line.
     Check {
         /// Only these checks (repeat or comma-separate): hidden-process, hidden-module,
@@ -696,6 +710,72 @@ fn run(cli: &Cli) -> Result<ExitCode> {
                 )?,
             }
             return Ok(status(warn(&warnings) || damaged));
+        }
+        Command::DumpProcess {
+            pid,
+            output,
+            max_bytes,
+        } => {
+            let (p, damaged) = process(&target, &limits, *pid)?;
+            let k = &target.kernel;
+            let what = || format!("process {pid} ({})", p.name());
+            let maps = k
+                .maps(p.mm)
+                .with_context(|| format!("reading the mappings of {}", what()))?;
+            let mut budget = *max_bytes;
+            let mut memory = Vec::with_capacity(maps.len());
+            for m in &maps {
+                memory.push(
+                    k.resident_memory(p.mm, m.vma.start, m.vma.end, &mut budget)
+                        .with_context(|| format!("reading the memory of {}", what()))?,
+                );
+            }
+            let mut threads = vec![detector::coredump::ThreadRegs {
+                tid: p.pid,
+                regs: k.user_registers(p.task).ok().flatten(),
+            }];
+            for t in p.threads.iter().filter(|t| t.tid != p.pid) {
+                threads.push(detector::coredump::ThreadRegs {
+                    tid: t.tid,
+                    regs: k.user_registers(t.task).ok().flatten(),
+                });
+            }
+            let args = k
+                .exec_strings(p.mm)
+                .ok()
+                .flatten()
+                .map(|s| s.argv.join(&b' '))
+                .unwrap_or_default();
+            let core = detector::coredump::ProcessCore {
+                pid: p.pid,
+                ppid: p.ppid,
+                uid_gid: (p.uid, p.gid),
+                comm: &p.comm,
+                args,
+                threads,
+                maps: &maps,
+                memory,
+            };
+            write_atomically(output, &detector::coredump::write(&core))?;
+            let resident: usize = core.memory.iter().flatten().map(|r| r.data.len()).sum();
+            let text = format!(
+                "{}: {} mappings, {resident} resident bytes, {} threads\n",
+                output.display(),
+                maps.len(),
+                core.threads.len()
+            );
+            emit(
+                json,
+                serde_json::json!({
+                    "pid": p.pid,
+                    "output": output.display().to_string(),
+                    "mappings": maps.len(),
+                    "resident_bytes": resident,
+                    "threads": core.threads.len(),
+                }),
+                text,
+            )?;
+            return Ok(status(damaged));
         }
         Command::Lsmod => {
             let (list, warnings) = settled(&target, || {

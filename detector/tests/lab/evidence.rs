@@ -11,7 +11,10 @@
 //! authorized_keys, 20000 random bytes on a tmpfs mounted on the way) are written in the
 //! guest: `cat` must give exactly the guest's bytes (`-o`, `--json`), escape the text,
 //! `cat --list /etc` list what `ls -A /etc` does, and a name the dcache does not hold
-//! be an error.
+//! be an error. `dump-process` of the process must give a core gdb opens with the
+//! guest's executable: its mappings listed, its first environment variable at the
+//! environment's start (/proc/PID/stat), `$pc` and `$sp` where /proc/PID/syscall says
+//! the process waits.
 
 use super::*;
 
@@ -140,6 +143,28 @@ pub(crate) fn evidence(lab: &Lab, kernel: &str) -> Vec<String> {
         .map(|f| guest.read_file(f).expect("the guest's copy"))
         .collect();
 
+    // the guest's own view of the process for its core: where its system call left
+    // the stack pointer and instruction pointer, where its environment starts (stat
+    // field 50), its executable
+    let out = guest
+        .sh(&format!(
+            "cat /proc/{pid}/syscall; cut -d' ' -f50 /proc/{pid}/stat; readlink /proc/{pid}/exe"
+        ))
+        .expect("sh");
+    let (sp_pc, env_start, exe) = match out.lines.as_slice() {
+        [sys, env, exe, ..] => {
+            let w: Vec<&str> = sys.split_whitespace().collect();
+            let n = w.len();
+            (
+                (n >= 2).then(|| (w[n - 2].to_string(), w[n - 1].to_string())),
+                env.trim().parse::<u64>().unwrap_or(0),
+                exe.trim().to_string(),
+            )
+        }
+        _ => (None, 0, String::new()),
+    };
+    let exe_copy = guest.read_file(&exe).unwrap_or_default();
+
     let dump = tempfile::tempdir().expect("tempdir");
     let elf = dump.path().join("g.elf");
     guest.dump_elf(&elf).expect("ELF dump");
@@ -213,6 +238,23 @@ pub(crate) fn evidence(lab: &Lab, kernel: &str) -> Vec<String> {
                 ));
             }
         }
+    }
+    let prog = dump.path().join("prog");
+    std::fs::write(&prog, &exe_copy).expect("writing the executable");
+    for (how, source) in &sources {
+        problems.extend(core_opens_in_gdb(
+            &format!("{label} {how}"),
+            &d,
+            source,
+            pid,
+            (&prog, &exe),
+            (
+                sp_pc.clone(),
+                env_start,
+                want_env.first().cloned().unwrap_or_default(),
+            ),
+            dump.path(),
+        ));
     }
     for (how, source) in &sources {
         problems.extend(cat_matches(
@@ -311,5 +353,74 @@ fn cat_matches(
             run.code, run.stderr
         ));
     }
+    problems
+}
+
+/// `dump-process` writes a core gdb opens: `info proc mappings` lists the executable,
+/// `x/s` at the environment's start prints the first variable of the guest's
+/// /proc/PID/environ, and `$pc`/`$sp` are
+/// where the guest's /proc/PID/syscall says the process waits.
+fn core_opens_in_gdb(
+    label: &str,
+    d: &Detector,
+    source: &[&str],
+    pid: u32,
+    (prog, exe): (&Path, &str),
+    (sp_pc, env_start, first_var): (Option<(String, String)>, u64, String),
+    dir: &Path,
+) -> Vec<String> {
+    let mut problems = Vec::new();
+    let core = dir.join("proc.core");
+    let run = d.run(
+        source,
+        &[
+            "--json",
+            "dump-process",
+            &pid.to_string(),
+            "-o",
+            core.to_str().unwrap(),
+        ],
+    );
+    if run.code != 0 {
+        return vec![format!(
+            "{label}: dump-process exit {}: {}",
+            run.code, run.stderr
+        )];
+    }
+    eprintln!("{label}: dump-process: {}", run.stdout.trim());
+    let out = Command::new("gdb")
+        .args(["-nx", "-batch", "-ex", "info proc mappings"])
+        .args(["-ex", &format!("x/s {env_start:#x}")])
+        .args(["-ex", "p/x $pc", "-ex", "p/x $sp"])
+        .arg(prog)
+        .arg(&core)
+        .output()
+        .expect("gdb (scripts/setup.sh installs it)");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    eprintln!(
+        "{label}: gdb:\n{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    if !text.lines().any(|l| l.trim_end().ends_with(exe)) {
+        problems.push(format!("{label}: gdb's info proc mappings lacks {exe}"));
+    }
+    if first_var.is_empty() || !text.contains(&format!("\"{first_var}\"")) {
+        problems.push(format!(
+            "{label}: gdb's x/s {env_start:#x} is not {first_var:?}"
+        ));
+    }
+    match sp_pc {
+        Some((sp, pc)) => {
+            let want_pc = format!("= {pc}");
+            let want_sp = format!("= {sp}");
+            if !text.contains(&want_pc) || !text.contains(&want_sp) {
+                problems.push(format!(
+                    "{label}: gdb's $pc/$sp are not /proc/{pid}/syscall's {pc} {sp}"
+                ));
+            }
+        }
+        None => problems.push(format!("{label}: no /proc/{pid}/syscall from the guest")),
+    }
+    std::fs::remove_file(&core).ok();
     problems
 }

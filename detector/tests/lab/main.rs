@@ -67,8 +67,9 @@
 //!   7.x: `env` and `lsof` of a process with a chosen environment and open files of
 //!   every kind equal its `/proc/PID/environ`, `/proc/PID/fd` and fdinfo; `cat` of an
 //!   ld.so.preload, a crontab, authorized_keys and a file on a tmpfs mounted on the way
-//!   gives the guest's bytes and `cat --list /etc` its `ls -A`; live and from an ELF
-//!   dump.
+//!   gives the guest's bytes and `cat --list /etc` its `ls -A`; `dump-process` gives a
+//!   core gdb opens with the process's mappings, environment and `$pc`/`$sp` as the
+//!   guest's /proc says; live and from an ELF dump.
 //! - `no_dbg_*`: `kernel-text` with the boot image (vmlinuz) and kernel packages as
 //!   `--image`, and `kernel-entries` without an image, on every matrix kernel
 //!   (`nodbg.rs`): nothing on the clean guest, and on 6.1 and 6.12 `vmi_inline`'s hook,
@@ -152,9 +153,9 @@ per_kernel!(CLEAN: clean::clean {
 });
 
 per_kernel!(EVIDENCE: evidence::evidence {
-    evidence_6_1_env_lsof_cat_match_the_guest: "6.1.0-56-amd64",
-    evidence_6_12_env_lsof_cat_match_the_guest: "6.12.117+deb12-amd64",
-    evidence_newest_7_env_lsof_cat_match_the_guest: "newest:7",
+    evidence_6_1_matches_the_guest: "6.1.0-56-amd64",
+    evidence_6_12_matches_the_guest: "6.12.117+deb12-amd64",
+    evidence_newest_7_matches_the_guest: "newest:7",
 });
 
 /// Every kernel of the matrix has its test, the attack kernels theirs.
