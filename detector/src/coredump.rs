@@ -44,6 +44,9 @@ pub struct ProcessCore<'a> {
 }
 
 const PAGE: u64 = 4096;
+/// One more than the most `PT_LOAD` segments a core holds here (`e_phnum` is 16 bits
+/// and one header is the notes; the extended numbering of `PN_XNUM` is not written).
+pub const MAX_SEGMENTS: usize = 0xffff;
 const NT_PRSTATUS: u32 = 1;
 const NT_PRPSINFO: u32 = 3;
 const NT_FILE: u32 = 0x4649_4c45;
@@ -109,7 +112,8 @@ fn nt_file(maps: &[MapsEntry]) -> Vec<u8> {
     d
 }
 
-/// The core file's bytes.
+/// The core file's bytes (at most [`MAX_SEGMENTS`]` - 1` resident runs: the caller
+/// checks).
 pub fn write(core: &ProcessCore) -> Vec<u8> {
     let mut notes = Vec::new();
     for (i, t) in core.threads.iter().enumerate() {
@@ -143,7 +147,7 @@ pub fn write(core: &ProcessCore) -> Vec<u8> {
     out.extend_from_slice(&64u64.to_le_bytes()); // phoff
     out.extend_from_slice(&0u64.to_le_bytes()); // shoff
     out.extend_from_slice(&0u32.to_le_bytes());
-    for v in [64u16, 56, phnum.min(0xffff) as u16, 64, 0, 0] {
+    for v in [64u16, 56, phnum.min(MAX_SEGMENTS) as u16, 64, 0, 0] {
         out.extend_from_slice(&v.to_le_bytes());
     }
     let phdr =

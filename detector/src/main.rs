@@ -756,6 +756,14 @@ fn run(cli: &Cli) -> Result<ExitCode> {
                 maps: &maps,
                 memory,
             };
+            let segments: usize = core.memory.iter().map(Vec::len).sum();
+            if segments >= detector::coredump::MAX_SEGMENTS {
+                bail!(
+                    "{}: {segments} runs of resident pages, more than a core's program header count holds ({}); no file written",
+                    what(),
+                    detector::coredump::MAX_SEGMENTS - 1
+                );
+            }
             write_atomically(output, &detector::coredump::write(&core))?;
             let resident: usize = core.memory.iter().flatten().map(|r| r.data.len()).sum();
             let text = format!(
