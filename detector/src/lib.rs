@@ -10,6 +10,8 @@
 //!   [`checks::Report`] of [`finding::Finding`]s.
 //! - [`render`] turns process lists, module lists, the identification and reports into
 //!   text or JSON. Guest strings are escaped before they reach either.
+//! - [`evidence`] renders the evidence commands (`env`, `lsof`): a process's
+//!   environment and open files, escaped.
 //! - [`watch::Watcher`] monitors a live guest: one [`watch::Watcher::tick`] per interval
 //!   turns what changed (processes, findings, the guest's state) into
 //!   [`watch::Event`]s.
@@ -21,8 +23,10 @@
 #![deny(missing_docs)]
 
 pub mod checks;
+pub mod coredump;
 pub mod error;
 pub mod events;
+pub mod evidence;
 pub mod finding;
 pub mod glob;
 pub mod image;

@@ -20,6 +20,7 @@ use detector::render;
 use detector::serve::config::parse_duration;
 use detector::target::{ProfileSpec, SourceSpec, Target};
 use detector::watch::{self, Event, Tick, WatchOptions, Watcher};
+use vmi_core::kernel::pagecache::Lookup;
 use vmi_core::kernel::Limits;
 
 #[derive(Parser, Debug)]
@@ -148,6 +149,70 @@ enum Command {
     Maps {
         /// The process (its thread-group leader's pid).
         pid: u32,
+    },
+    /// A process's environment, as /proc/PID/environ holds it: one NAME=value a line
+    /// (guest bytes escaped as \xNN), read from the process's own memory
+    /// (mm_struct.env_start..env_end), at most 256 KiB (a last line says when cut).
+    Env {
+        /// The process (its thread-group leader's pid).
+        pid: u32,
+    },
+    /// A process's open files, as /proc/PID/fd and /proc/PID/fdinfo show them: the
+    /// descriptor, access (r, w, rw), open flags (octal, as fdinfo's less O_CLOEXEC),
+    /// type, device, size or offset, inode and name (a path with " (deleted)" for an
+    /// unlinked file, "/memfd:NAME (deleted)", "socket:[INODE]", "pipe:[INODE]",
+    /// "anon_inode:NAME").
+    Lsof {
+        /// The process (its thread-group leader's pid).
+        pid: u32,
+    },
+    /// A file of the guest, from its page cache: e.g. /etc/ld.so.preload, a crontab or
+    /// authorized_keys, read without logging into the guest. The path is looked up in
+    /// the guest's dentry cache from the root of process 1 (--root-of), across mounts;
+    /// a name the cache does not hold is an error saying where the lookup stopped (it
+    /// may still exist on disk). Text: the bytes with non-printable ones escaped as
+    /// \xNN (newlines and tabs kept), and a line "[bytes A..B not in the page cache]"
+    /// for each range not resident; --json: the bytes in base64 and the ranges; -o
+    /// FILE: the bytes (zeros where not resident) written to FILE whole or not at all.
+    /// Exit 1 when a range was not resident or the file was cut at --max-bytes.
+    Cat {
+        /// The absolute path in the guest.
+        path: PathBuf,
+        /// List the directory's cached entries instead (mode, inode, size, pages in the
+        /// page cache, name; names looked up and not found as "(negative)").
+        #[arg(long)]
+        list: bool,
+        /// Write the file's bytes to FILE (a temporary file beside it, renamed).
+        #[arg(
+            short = 'o',
+            long = "output",
+            value_name = "FILE",
+            conflicts_with = "list"
+        )]
+        output: Option<PathBuf>,
+        /// Most bytes of the file read.
+        #[arg(long, value_name = "N", default_value_t = 16 << 20)]
+        max_bytes: u64,
+        /// Most directory entries listed (more is an error).
+        #[arg(long, value_name = "N", default_value_t = 100_000)]
+        max_entries: usize,
+        /// Look the path up from this process's root (its chroot or container).
+        #[arg(long, value_name = "PID", default_value_t = 1)]
+        root_of: u32,
+    },
+    /// A process as an ELF core file gdb opens (gdb PROGRAM FILE): every resident page
+    /// of its mappings, each thread's user registers as its kernel stack saved them,
+    /// its name and arguments, and its file mappings (gdb's info proc mappings). Pages
+    /// not resident are left out; the file is written whole or not at all.
+    DumpProcess {
+        /// The process (its thread-group leader's pid).
+        pid: u32,
+        /// The core file to write.
+        #[arg(short = 'o', long = "output", value_name = "FILE")]
+        output: PathBuf,
+        /// Most bytes of memory read.
+        #[arg(long, value_name = "N", default_value_t = 4 << 30)]
+        max_bytes: u64,
     },
     /// Run the intrusion checks; one finding per line.
     Check {
@@ -560,16 +625,181 @@ fn run(cli: &Cli) -> Result<ExitCode> {
             return Ok(status(damaged));
         }
         Command::Maps { pid } => {
-            let (census, damaged) = census(&target, &limits)?;
-            let procs = census.processes;
-            let Some(p) = procs.iter().find(|p| p.pid == *pid) else {
-                bail!("no process {pid} in the tasks list, the pid namespace or on a CPU");
-            };
+            let (p, damaged) = process(&target, &limits, *pid)?;
             let maps = target
                 .kernel
                 .maps(p.mm)
                 .with_context(|| format!("reading the mappings of process {pid} ({})", p.name()))?;
             emit(json, render::maps_json(&maps), render::maps_text(&maps))?;
+            return Ok(status(damaged));
+        }
+        Command::Env { pid } => {
+            let (p, damaged) = process(&target, &limits, *pid)?;
+            let Some(env) = target.kernel.environment(p.mm).with_context(|| {
+                format!("reading the environment of process {pid} ({})", p.name())
+            })?
+            else {
+                bail!("process {pid} ({}) has no environment: a kernel thread, or exiting or in execve", p.name());
+            };
+            emit(
+                json,
+                detector::evidence::env_json(p.pid, &p.comm, &env),
+                detector::evidence::env_text(&env),
+            )?;
+            return Ok(status(damaged));
+        }
+        Command::Lsof { pid } => {
+            let (p, damaged) = process(&target, &limits, *pid)?;
+            let files = target.kernel.lsof(p.task).with_context(|| {
+                format!("reading the open files of process {pid} ({})", p.name())
+            })?;
+            emit(
+                json,
+                detector::evidence::lsof_json(p.pid, &p.comm, &files),
+                detector::evidence::lsof_text(&files),
+            )?;
+            return Ok(status(damaged));
+        }
+        Command::Cat {
+            path,
+            list,
+            output,
+            max_bytes,
+            max_entries,
+            root_of,
+        } => {
+            let (p, damaged) = process(&target, &limits, *root_of)?;
+            let bytes = path.as_os_str().as_encoded_bytes();
+            let shown = vmi_core::kernel::escape(bytes);
+            let entry = match target
+                .kernel
+                .lookup_cached(p.task, bytes)
+                .with_context(|| format!("looking {shown} up in the guest's dentry cache"))?
+            {
+                Lookup::Found(e) => e,
+                Lookup::Negative => bail!(
+                    "{shown}: the guest's dentry cache holds it as not existing (a negative dentry)"
+                ),
+                Lookup::NotCached { found, missing } => bail!(
+                    "{shown}: {:?} is not in the guest's dentry cache under {:?} (the guest has not looked it up since its dentries were last reclaimed; it may exist on disk)",
+                    vmi_core::kernel::escape(&missing),
+                    if found.is_empty() { "/".to_string() } else { vmi_core::kernel::escape(&found) }
+                ),
+                Lookup::NotDirectory { at } => bail!(
+                    "{shown}: {} is not a directory (symbolic links are not followed)",
+                    vmi_core::kernel::escape(&at)
+                ),
+            };
+            if *list {
+                let entries = target
+                    .kernel
+                    .cached_children(&entry, *max_entries)
+                    .with_context(|| format!("listing {shown}"))?;
+                emit(
+                    json,
+                    detector::evidence::list_json(bytes, &entries),
+                    detector::evidence::list_text(&entries),
+                )?;
+                return Ok(status(damaged));
+            }
+            let file = target
+                .kernel
+                .read_cached(entry.inode, *max_bytes)
+                .with_context(|| format!("reading {shown} from the page cache"))?;
+            let mut warnings: Vec<String> = file
+                .missing
+                .iter()
+                .map(|(a, b)| format!("{shown}: bytes {a}..{b} are not in the page cache"))
+                .collect();
+            if file.truncated {
+                warnings.push(format!(
+                    "{shown}: cut at {} of {} bytes (--max-bytes)",
+                    file.data.len(),
+                    file.size
+                ));
+            }
+            match output {
+                Some(out) => write_atomically(out, &file.data)?,
+                None => emit(
+                    json,
+                    detector::evidence::cat_json(bytes, &file),
+                    detector::evidence::cat_text(&file),
+                )?,
+            }
+            return Ok(status(warn(&warnings) || damaged));
+        }
+        Command::DumpProcess {
+            pid,
+            output,
+            max_bytes,
+        } => {
+            let (p, damaged) = process(&target, &limits, *pid)?;
+            let k = &target.kernel;
+            let what = || format!("process {pid} ({})", p.name());
+            let maps = k
+                .maps(p.mm)
+                .with_context(|| format!("reading the mappings of {}", what()))?;
+            let mut budget = *max_bytes;
+            let mut memory = Vec::with_capacity(maps.len());
+            for m in &maps {
+                memory.push(
+                    k.resident_memory(p.mm, m.vma.start, m.vma.end, &mut budget)
+                        .with_context(|| format!("reading the memory of {}", what()))?,
+                );
+            }
+            let mut threads = vec![detector::coredump::ThreadRegs {
+                tid: p.pid,
+                regs: k.user_registers(p.task).ok().flatten(),
+            }];
+            for t in p.threads.iter().filter(|t| t.tid != p.pid) {
+                threads.push(detector::coredump::ThreadRegs {
+                    tid: t.tid,
+                    regs: k.user_registers(t.task).ok().flatten(),
+                });
+            }
+            let args = k
+                .exec_strings(p.mm)
+                .ok()
+                .flatten()
+                .map(|s| s.argv.join(&b' '))
+                .unwrap_or_default();
+            let core = detector::coredump::ProcessCore {
+                pid: p.pid,
+                ppid: p.ppid,
+                uid_gid: (p.uid, p.gid),
+                comm: &p.comm,
+                args,
+                threads,
+                maps: &maps,
+                memory,
+            };
+            let segments: usize = core.memory.iter().map(Vec::len).sum();
+            if segments >= detector::coredump::MAX_SEGMENTS {
+                bail!(
+                    "{}: {segments} runs of resident pages, more than a core's program header count holds ({}); no file written",
+                    what(),
+                    detector::coredump::MAX_SEGMENTS - 1
+                );
+            }
+            write_atomically(output, &detector::coredump::write(&core))?;
+            let resident: usize = core.memory.iter().flatten().map(|r| r.data.len()).sum();
+            let text = format!(
+                "{}: {} mappings, {resident} resident bytes, {} threads\n",
+                output.display(),
+                maps.len(),
+                core.threads.len()
+            );
+            emit(
+                json,
+                serde_json::json!({
+                    "pid": p.pid,
+                    "output": output.display().to_string(),
+                    "mappings": maps.len(),
+                    "resident_bytes": resident,
+                    "threads": core.threads.len(),
+                }),
+                text,
+            )?;
             return Ok(status(damaged));
         }
         Command::Lsmod => {
@@ -608,6 +838,28 @@ fn run(cli: &Cli) -> Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Write `data` to `path` whole or not at all (a temporary file beside it, renamed).
+fn write_atomically(path: &std::path::Path, data: &[u8]) -> Result<()> {
+    let mut file = atomic_write_file::AtomicWriteFile::open(path)
+        .with_context(|| format!("creating {}", path.display()))?;
+    file.write_all(data)
+        .and_then(|()| file.commit())
+        .with_context(|| format!("writing {}", path.display()))
+}
+
+/// The process `pid` of any view ([`census`]), with whether a view was broken.
+fn process(
+    target: &Target,
+    limits: &Limits,
+    pid: u32,
+) -> Result<(vmi_core::kernel::Process, bool)> {
+    let (census, damaged) = census(target, limits)?;
+    let Some(p) = census.processes.into_iter().find(|p| p.pid == pid) else {
+        bail!("no process {pid} in the tasks list, the pid namespace or on a CPU");
+    };
+    Ok((p, damaged))
 }
 
 /// The processes of every view ([`vmi_core::kernel::Kernel::census`]); what is broken

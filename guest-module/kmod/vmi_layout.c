@@ -37,6 +37,7 @@
 #include <linux/idr.h>
 #include <linux/xarray.h>
 #include <linux/fs.h>
+#include <linux/fs_struct.h>
 #include <linux/nsproxy.h>
 #include <linux/path.h>
 #include <linux/mount.h>
@@ -164,6 +165,7 @@ static const struct vmi_field_info fields[] = {
 	F(mm_struct, pgd, pgd_t *, "ptr struct pgd_t"),
 	F(mm_struct, arg_start, unsigned long, "long unsigned int"),
 	F(mm_struct, arg_end, unsigned long, "long unsigned int"),
+	F(mm_struct, env_start, unsigned long, "long unsigned int"),
 	F(mm_struct, env_end, unsigned long, "long unsigned int"),
 	F(mm_struct, start_code, unsigned long, "long unsigned int"),
 	F(mm_struct, end_code, unsigned long, "long unsigned int"),
@@ -257,13 +259,19 @@ static const struct vmi_field_info fields[] = {
 	F(file, f_op, const struct file_operations *, "ptr struct file_operations"),
 	F(file, private_data, void *, "ptr void"),
 	F(file, f_inode, struct inode *, "ptr struct inode"),
+	F(file, f_mode, fmode_t, "unsigned int"),
+	F(file, f_flags, unsigned int, "unsigned int"),
+	F(file, f_pos, loff_t, "long long int"),
 	F(task_struct, files, struct files_struct *, "ptr struct files_struct"),
 	F(files_struct, fdt, struct fdtable *, "ptr struct fdtable"),
 	F(fdtable, max_fds, unsigned int, "unsigned int"),
 	F(fdtable, fd, struct file **, "ptr ptr struct file"),
 	F(inode, i_ino, unsigned long, "long unsigned int"),
 	F(inode, i_sb, struct super_block *, "ptr struct super_block"),
+	F(inode, i_mode, umode_t, "short unsigned int"),
+	F(inode, i_size, loff_t, "long long int"),
 	F(super_block, s_dev, dev_t, "unsigned int"),
+	F(super_block, s_magic, unsigned long, "long unsigned int"),
 	F(socket, sk, struct sock *, "ptr struct sock"),
 	F(sock, __sk_common, struct sock_common, "struct sock_common"),
 	F(sock, sk_protocol, u16, "short unsigned int"),
@@ -334,6 +342,26 @@ static const struct vmi_field_info fields[] = {
 #endif
 	F(vfsmount, mnt_sb, struct super_block *, "ptr struct super_block"),
 	F(dentry, d_inode, struct inode *, "ptr struct inode"),
+	/* a process's saved user registers (vmi_core::kernel::procmem) */
+	F(pt_regs, ip, unsigned long, "long unsigned int"),
+	/* files read from the page cache (vmi_core::kernel::pagecache) */
+	F(task_struct, fs, struct fs_struct *, "ptr struct fs_struct"),
+	F(fs_struct, root, struct path, "struct path"),
+#if LINUX_VERSION_CODE >= KERNEL_VERSION(6, 8, 0)
+	F(dentry, d_children, struct hlist_head, "struct hlist_head"),
+	F(dentry, d_sib, struct hlist_node, "struct hlist_node"),
+#else
+	F(dentry, d_subdirs, struct list_head, "struct list_head"),
+	F(dentry, d_child, struct list_head, "struct list_head"),
+#endif
+	F(address_space, i_pages, struct xarray, "struct xarray"),
+	F(address_space, nrpages, unsigned long, "long unsigned int"),
+	F(page, mapping, struct address_space *, "ptr struct address_space"),
+#if LINUX_VERSION_CODE >= KERNEL_VERSION(7, 2, 0) /* seen in 7.2 and 7.3, not 6.12 */
+	F(page, compound_info, unsigned long, "long unsigned int"),
+#else
+	F(page, compound_head, unsigned long, "long unsigned int"),
+#endif
 	F(dentry, d_op, const struct dentry_operations *, "ptr struct dentry_operations"),
 	F(inode, i_op, const struct inode_operations *, "ptr struct inode_operations"),
 	F(inode, i_fop, const struct file_operations *, "ptr struct file_operations"),
@@ -575,7 +603,7 @@ static const struct vmi_type_info types[] = {
 	T(mount),
 #endif
 	T(vfsmount),	T(path),	  T(dentry),	 T(qstr),
-	T(hlist_head),	T(hlist_bl_node),
+	T(hlist_head),	T(hlist_bl_node), T(fs_struct), T(page), T(pt_regs),
 #ifdef CONFIG_TRACEPOINTS
 	T(tracepoint), T(tracepoint_func),
 #endif

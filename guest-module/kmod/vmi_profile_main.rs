@@ -167,6 +167,7 @@ fn rust_fields() -> [RsField; 65] {
         rf!(mm_struct, pgd, __bindgen_anon_1.pgd),
         rf!(mm_struct, arg_start, __bindgen_anon_1.arg_start),
         rf!(mm_struct, arg_end, __bindgen_anon_1.arg_end),
+        rf!(mm_struct, env_start, __bindgen_anon_1.env_start),
         rf!(mm_struct, env_end, __bindgen_anon_1.env_end),
         rf!(mm_struct, start_code, __bindgen_anon_1.start_code),
         rf!(mm_struct, end_code, __bindgen_anon_1.end_code),
@@ -310,6 +311,9 @@ const NEEDED_SYMBOLS: &[&str] = &[
 /// The types of the default profile (vmi_core::profile::needs::types(), those not
 /// optional; kept in step by the same test).
 const NEEDED_TYPES: &[&str] = &[
+    "fs_struct",
+    "page",
+    "pt_regs",
     "sched_entity",
     "sched_rt_entity",
     "rq",

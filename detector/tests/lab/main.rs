@@ -66,6 +66,13 @@
 //!   (`hostile.rs`: a loop, wild pointers, a process cut out of both halves of the
 //!   list): `ps`, `lsmod` and `check` must still see every process and module, report
 //!   each break and exit 1.
+//! - `evidence_*`: the evidence commands (`evidence.rs`) on 6.1, 6.12 and the newest
+//!   7.x: `env` and `lsof` of a process with a chosen environment and open files of
+//!   every kind equal its `/proc/PID/environ`, `/proc/PID/fd` and fdinfo; `cat` of an
+//!   ld.so.preload, a crontab, authorized_keys and a file on a tmpfs mounted on the way
+//!   gives the guest's bytes and `cat --list /etc` its `ls -A`; `dump-process` gives a
+//!   core gdb opens with the process's mappings, environment and `$pc`/`$sp` as the
+//!   guest's /proc says; live and from an ELF dump.
 //! - `no_dbg_*`: `kernel-text` with the boot image (vmlinuz) and kernel packages as
 //!   `--image`, and `kernel-entries` without an image, on every matrix kernel
 //!   (`nodbg.rs`): nothing on the clean guest, and on 6.1 and 6.12 `vmi_inline`'s hook,
@@ -76,6 +83,7 @@ mod clean;
 #[path = "../common/mod.rs"]
 mod common;
 mod ebpf;
+mod evidence;
 mod fileless;
 mod harness;
 mod hostile;
@@ -148,6 +156,12 @@ per_kernel!(CLEAN: clean::clean {
     clean_newest_7_raises_nothing: "newest:7",
 });
 
+per_kernel!(EVIDENCE: evidence::evidence {
+    evidence_6_1_matches_the_guest: "6.1.0-56-amd64",
+    evidence_6_12_matches_the_guest: "6.12.117+deb12-amd64",
+    evidence_newest_7_matches_the_guest: "newest:7",
+});
+
 /// Every kernel of the matrix has its test, the attack kernels theirs.
 #[test]
 fn every_matrix_kernel_has_a_test() {
@@ -160,6 +174,7 @@ fn every_matrix_kernel_has_a_test() {
     let mut no_dbg = NO_DBG.to_vec();
     no_dbg.sort_unstable();
     assert_eq!(no_dbg, matrix);
+    assert!(EVIDENCE.iter().all(|k| MATRIX.contains(k)));
 }
 
 #[test]

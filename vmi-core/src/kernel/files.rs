@@ -242,7 +242,7 @@ impl<M: PhysicalMemory> Kernel<M> {
     }
 
     /// `dentry.d_name` (at most [`MAX_NAME`] bytes).
-    fn dentry_name(&self, dentry: u64, fl: &FileLayout) -> Result<Vec<u8>, KernelError> {
+    pub(crate) fn dentry_name(&self, dentry: u64, fl: &FileLayout) -> Result<Vec<u8>, KernelError> {
         let name_ptr = self.ptr(
             dentry.wrapping_add(fl.dentry_name + fl.qstr_name),
             "dentry.d_name.name",

@@ -75,6 +75,17 @@ pub const SYSCALL_NAMES: [(u64, &[u8]); 3] = [
     (217, b"sys_getdents64"),
 ];
 
+/// A page of a file [`SyntheticKernel::cache_file`] makes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PageState {
+    /// Not in the page cache.
+    Missing,
+    /// The first page of a folio (its own XArray entry).
+    Head,
+    /// A later page of the folio of the last `Head` (no entry of its own).
+    Tail,
+}
+
 /// A task the builder made.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SynthTask {
@@ -766,11 +777,17 @@ impl SyntheticKernel {
     /// Set entry `index` of the `struct idr` at `idr` (an XArray of two levels:
     /// indices below 4096); 0 removes it.
     pub fn idr_store(&mut self, idr: Va, index: u64, entry: u64) {
+        self.xarray_store(Va(idr.0 + self.offset("idr", "idr_rt")), index, entry);
+    }
+
+    /// Set entry `index` of the `struct xarray` at `xa` (two levels: indices below
+    /// 4096); 0 removes it.
+    pub fn xarray_store(&mut self, xa: Va, index: u64, entry: u64) {
         assert!(
             index < 4096,
             "the synthetic XArrays hold indices below 4096"
         );
-        let head = Va(idr.0 + self.offset("idr", "idr_rt") + self.offset("xarray", "xa_head"));
+        let head = Va(xa.0 + self.offset("xarray", "xa_head"));
         let slots = self.offset("xa_node", "slots");
         let shift = self.offset("xa_node", "shift");
         let mut root = self.read_u64(head);
@@ -849,6 +866,7 @@ impl SyntheticKernel {
         }
         let d = self.alloc_type("dentry");
         let name_at = self.offset("dentry", "d_name") + self.offset("qstr", "name");
+        self.list_init(self.field_va(d, "dentry", "d_subdirs"));
         if path.is_empty() {
             // the root: its own parent, the root of the root mount
             let s = self.alloc_str(b"/");
@@ -860,6 +878,10 @@ impl SyntheticKernel {
             let s = self.alloc_str(&path[cut + 1..]);
             self.write_u64(Va(d.0 + name_at), s.0);
             self.set(d, "dentry", "d_parent", parent.0);
+            self.list_add_tail(
+                self.field_va(parent, "dentry", "d_subdirs"),
+                self.field_va(d, "dentry", "d_child"),
+            );
             // hashed (in the dentry cache): any non-null `pprev`
             let hash = self.field_va(d, "dentry", "d_hash");
             self.set(hash, "hlist_bl_node", "pprev", parent.0);
@@ -912,6 +934,79 @@ impl SyntheticKernel {
         self.file_at(shm, d)
     }
 
+    /// Give `task` the root file system as its root (`fs->root`).
+    pub fn set_fs_root(&mut self, task: &SynthTask) {
+        let root = self.dentry(b"/");
+        let mount = self
+            .root_mount
+            .expect("making a dentry makes the root mount");
+        let fs = self.alloc_type("fs_struct");
+        let path = self.field_va(fs, "fs_struct", "root");
+        self.set(path, "path", "mnt", self.field_va(mount, "mount", "mnt").0);
+        self.set(path, "path", "dentry", root.0);
+        self.set(task.task, "task_struct", "fs", fs.0);
+    }
+
+    /// A regular file at the absolute `path` whose data `content` is in the page
+    /// cache as `pages` says, page by page (one folio of `PageState::Head` and the
+    /// `PageState::Tail`s after it). Its `struct page`s are the only ones
+    /// `vmemmap_base` is made to index (one cached file per kernel). Returns the inode.
+    pub fn cache_file(&mut self, path: &[u8], content: &[u8], pages: &[PageState]) -> Va {
+        let d = self.dentry(path);
+        let inode = self.alloc_type("inode");
+        self.set(inode, "inode", "i_mode", 0o100_644);
+        self.set(inode, "inode", "i_size", content.len() as u64);
+        self.set(d, "dentry", "d_inode", inode.0);
+        let mapping = self.alloc_type("address_space");
+        self.set(inode, "inode", "i_mapping", mapping.0);
+        let n = pages.len() as u64;
+        let frames = self.alloc_pages(n.max(1));
+        let psize = self.size_of("page");
+        let structs = self.alloc(psize * n.max(1));
+        let vmemmap = structs.0 - (frames.0 >> 12) * psize;
+        self.write_u64(self.symbol("vmemmap_base"), vmemmap);
+        let xa = self.field_va(mapping, "address_space", "i_pages");
+        let mut head = 0;
+        let mut cached = 0;
+        for (i, state) in pages.iter().enumerate() {
+            let i = i as u64;
+            let page = Va(structs.0 + i * psize);
+            let start = (i * 0x1000) as usize;
+            let chunk = &content[start.min(content.len())..(start + 0x1000).min(content.len())];
+            match state {
+                PageState::Missing => continue,
+                PageState::Head => {
+                    head = page.0;
+                    self.set(page, "page", "mapping", mapping.0);
+                    self.xarray_store(xa, i, page.0);
+                }
+                PageState::Tail => self.set(page, "page", "compound_head", head + 1),
+            }
+            cached += 1;
+            self.write(Va(PAGE_OFFSET + frames.0 + i * 0x1000), chunk);
+        }
+        self.set(mapping, "address_space", "nrpages", cached);
+        inode
+    }
+
+    /// A file of a pseudo file system whose super block has the magic `magic` (sockfs,
+    /// pipefs, the anonymous-inode file system), its dentry named `name` and its own
+    /// parent, as `alloc_file_pseudo` leaves it.
+    pub fn pseudo_file(&mut self, magic: u64, name: &[u8]) -> Va {
+        let root = self.alloc_type("dentry");
+        let m = self.lone_mount(root);
+        let d = self.alloc_type("dentry");
+        let s = self.alloc_str(name);
+        let name_at = self.offset("dentry", "d_name") + self.offset("qstr", "name");
+        self.write_u64(Va(d.0 + name_at), s.0);
+        self.set(d, "dentry", "d_parent", d.0);
+        let file = self.file_at(m, d);
+        let inode = self.get(file, "file", "f_inode");
+        let sb = self.get(Va(inode), "inode", "i_sb");
+        self.set(Va(sb), "super_block", "s_magic", magic);
+        file
+    }
+
     /// A mount of its own (its own parent, as the root mount and internal mounts are)
     /// whose root is `root`, made its own parent.
     fn lone_mount(&mut self, root: Va) -> Va {
@@ -956,6 +1051,31 @@ impl SyntheticKernel {
     /// [`Self::exec`] of an open `struct file` (e.g. [`Self::memfd_file`], as
     /// `fexecve` runs it).
     pub fn exec_file(&mut self, task: &SynthTask, file: Va, argv: &[&[u8]], execfn: &[u8]) -> Va {
+        self.exec_file_env(task, file, argv, &[], execfn)
+    }
+
+    /// [`Self::exec`] with the environment `env` (its strings between the arguments
+    /// and the executed file name, as `execve` lays them out).
+    pub fn exec_env(
+        &mut self,
+        task: &SynthTask,
+        exe: &[u8],
+        argv: &[&[u8]],
+        env: &[&[u8]],
+        execfn: &[u8],
+    ) -> Va {
+        let file = self.new_file(exe);
+        self.exec_file_env(task, file, argv, env, execfn)
+    }
+
+    fn exec_file_env(
+        &mut self,
+        task: &SynthTask,
+        file: Va,
+        argv: &[&[u8]],
+        env: &[&[u8]],
+        execfn: &[u8],
+    ) -> Va {
         let mm = self.alloc_type("mm_struct");
         let tables = self.alloc_pages(16);
         let mut pt = PageTableBuilder::new(
@@ -974,13 +1094,19 @@ impl SyntheticKernel {
             strings.push(0);
         }
         let arg_end = ARGS_PAGE + strings.len() as u64;
+        for e in env {
+            strings.extend_from_slice(e);
+            strings.push(0);
+        }
+        let env_end = ARGS_PAGE + strings.len() as u64;
         strings.extend_from_slice(execfn);
         strings.push(0);
         self.write(Va(PAGE_OFFSET + page.0), &strings);
         self.set(mm, "mm_struct", "pgd", PAGE_OFFSET + pt.root().table.0);
         self.set(mm, "mm_struct", "arg_start", ARGS_PAGE);
         self.set(mm, "mm_struct", "arg_end", arg_end);
-        self.set(mm, "mm_struct", "env_end", arg_end);
+        self.set(mm, "mm_struct", "env_start", arg_end);
+        self.set(mm, "mm_struct", "env_end", env_end);
         // argc and the argument pointers lie below the strings
         self.set(mm, "mm_struct", "start_stack", ARGS_PAGE - 0x100);
         self.set(mm, "mm_struct", "exe_file", file.0);
@@ -1024,6 +1150,29 @@ impl SyntheticKernel {
         self.set(vma, "vm_area_struct", "vm_file", file.0);
         self.link_vma(mm, vma, range, None);
         vma
+    }
+
+    /// Map `pages` pages of user memory at `start` in `mm`, each filled with `fill`
+    /// (no mapping is recorded: only the page table and the memory).
+    pub fn map_user(&mut self, mm: Va, start: u64, pages: u64, fill: u8) {
+        let at = self.alloc_pages(pages);
+        self.write(
+            Va(PAGE_OFFSET + at.0),
+            &vec![fill; (pages * 0x1000) as usize],
+        );
+        let mut pt = self.user_tables.remove(&mm.0).expect("exec made this mm");
+        let user = crate::arch::x86_64::PTE_USER;
+        for i in 0..pages {
+            pt.map(
+                &mut self.mem,
+                Va(start + i * 0x1000),
+                Pa(at.0 + i * 0x1000),
+                PageSize::Size4K,
+                user,
+            )
+            .expect("map a user page");
+        }
+        self.user_tables.insert(mm.0, pt);
     }
 
     /// Link `vma` into `mm`'s mappings in address order (as the kernel keeps them),
@@ -1121,6 +1270,7 @@ impl SyntheticKernel {
         self.set(sb, "super_block", "s_type", fs_type.0);
         self.set(sb, "super_block", "s_op", s_op.0);
         let inode = self.alloc_type("inode");
+        self.set(inode, "inode", "i_mode", 0o040_755);
         self.set(inode, "inode", "i_sb", sb.0);
         self.set(inode, "inode", "i_op", i_op.0);
         self.set(inode, "inode", "i_fop", i_fop.0);

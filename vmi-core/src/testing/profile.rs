@@ -49,6 +49,7 @@ const TYPES: &[(&str, u64, Fields)] = &[
             ("on_cpu", 0x34, "int"),
             ("tasks", 0x100, L),
             ("mm", 0x110, "ptr struct mm_struct"),
+            ("fs", 0x260, "ptr struct fs_struct"),
             ("active_mm", 0x118, "ptr struct mm_struct"),
             ("exit_state", 0x120, "int"),
             ("pid", 0x128, "int"),
@@ -124,6 +125,7 @@ const TYPES: &[(&str, u64, Fields)] = &[
             ("start_stack", 0xf0, "unsigned long"),
             ("arg_start", 0x100, "unsigned long"),
             ("arg_end", 0x108, "unsigned long"),
+            ("env_start", 0x110, "unsigned long"),
             ("env_end", 0x118, "unsigned long"),
             ("exe_file", 0x120, "ptr struct file"),
         ],
@@ -156,11 +158,25 @@ const TYPES: &[(&str, u64, Fields)] = &[
             ("f_path", 0x10, "struct path"),
             ("f_inode", 0x20, "ptr struct inode"),
             ("f_op", 0x28, "ptr const struct file_operations"),
+            ("f_flags", 0x30, "unsigned int"),
+            ("f_mode", 0x34, "fmode_t"),
+            ("f_pos", 0x40, "loff_t"),
             ("private_data", 0xc0, P),
             ("f_mapping", 0xd0, "ptr struct address_space"),
         ],
     ),
     ("files_struct", 0x40, &[("fdt", 0x20, "ptr struct fdtable")]),
+    ("fs_struct", 0x38, &[("root", 0x18, "struct path")]),
+    ("pt_regs", 0xa8, &[("ip", 0x80, "unsigned long")]),
+    // a 64-byte `struct page` (vmemmap)
+    (
+        "page",
+        0x40,
+        &[
+            ("compound_head", 0x8, "unsigned long"),
+            ("mapping", 0x18, "ptr struct address_space"),
+        ],
+    ),
     (
         "fdtable",
         0x38,
@@ -181,10 +197,12 @@ const TYPES: &[(&str, u64, Fields)] = &[
         "inode",
         0x260,
         &[
+            ("i_mode", 0x0, "umode_t"),
             ("i_op", 0x20, "ptr const struct inode_operations"),
             ("i_sb", 0x28, "ptr struct super_block"),
             ("i_mapping", 0x30, "ptr struct address_space"),
             ("i_ino", 0x40, "unsigned long"),
+            ("i_size", 0x50, "loff_t"),
             ("i_fop", 0x168, "ptr const struct file_operations"),
         ],
     ),
@@ -193,6 +211,7 @@ const TYPES: &[(&str, u64, Fields)] = &[
         0x500,
         &[
             ("s_dev", 0x10, "dev_t"),
+            ("s_magic", 0x60, "unsigned long"),
             ("s_type", 0x28, "ptr struct file_system_type"),
             ("s_op", 0x30, "ptr const struct super_operations"),
         ],
@@ -208,7 +227,11 @@ const TYPES: &[(&str, u64, Fields)] = &[
     (
         "address_space",
         0xa0,
-        &[("a_ops", 0x70, "ptr const struct address_space_operations")],
+        &[
+            ("i_pages", 0x8, "struct xarray"),
+            ("nrpages", 0x58, "unsigned long"),
+            ("a_ops", 0x70, "ptr const struct address_space_operations"),
+        ],
     ),
     (
         "file_operations",
@@ -279,6 +302,9 @@ const TYPES: &[(&str, u64, Fields)] = &[
             ("d_name", 0x20, "struct qstr"),
             ("d_inode", 0x30, "ptr struct inode"),
             ("d_op", 0x60, "ptr const struct dentry_operations"),
+            // the children of 6.1 (a list; 6.8 on, an hlist `d_children` of `d_sib`)
+            ("d_child", 0x80, L),
+            ("d_subdirs", 0x90, L),
         ],
     ),
     ("qstr", 16, &[("name", 0x8, "ptr const unsigned char")]),
