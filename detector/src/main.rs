@@ -131,8 +131,12 @@ enum Command {
     /// Loaded kernel modules, from the modules list (from both ends where it is
     /// broken: a warning on stderr and exit status 1).
     Lsmod,
-    /// Internet sockets (TCP, UDP, IPv4 and IPv6) per process, from each process's
-    /// open files: listening and connected, with addresses, ports, state and inode.
+    /// Sockets of every family per process, from each process's open files: internet
+    /// (TCP, UDP, raw; IPv4 and IPv6) with addresses, ports and state, unix with their
+    /// path or abstract name, packet with protocol and interface, netlink with port id;
+    /// inode, and the attached filter (classic BPF or eBPF) with its instruction count
+    /// (with --json, a classic program decoded as `tcpdump -d` prints it, an eBPF
+    /// program's id as `bpf` lists it).
     Sockets {
         /// Only listening sockets (TCP LISTEN, UDP bound and not connected).
         #[arg(long)]
@@ -153,8 +157,8 @@ enum Command {
     Check {
         /// Only these checks (repeat or comma-separate): hidden-process, hidden-module,
         /// syscall-table, idt, credentials, ftrace, kprobes, tracepoints, netfilter,
-        /// notifiers, tty, afinfo, vfs-ops, spoofing, exec-location, malfind, perf-events,
-        /// ebpf, cpu-state, kthreads, policy, kernel-text.
+        /// notifiers, tty, afinfo, vfs-ops, spoofing, exec-location, malfind,
+        /// socket-filter, perf-events, ebpf, cpu-state, kthreads, policy, kernel-text.
         #[arg(long = "check", value_name = "NAME", value_delimiter = ',')]
         only: Vec<String>,
         /// Pause a live guest while it is read (default: read it running and confirm

@@ -20,6 +20,7 @@
 //! | `vfs-ops` ([`vfs`]) | the file, inode, dentry, super block and address space operations of every mount's root and every open file with kernel text and read-only data (or the module implementing the file system), a procfs root's with `proc_root_operations` |
 //! | `spoofing` ([`spoofing`]) | each user process's `comm` and `argv[0]` with its executable and the file name it was executed by |
 //! | `exec-location` ([`exec_location`]) | each user process's executable and executable mappings with where programs are installed: a memfd, a deleted file, a world-writable directory |
+//! | `socket-filter` ([`socket_filter`]) | the BPF filter of every packet and raw socket of a user process with the programs allowed one (packet capture, DHCP; the policy's list): a passive backdoor's wake-up filter |
 //! | `malfind` ([`malfind`]) | each user process's executable mappings with where code comes from: writable and executable, or anonymous and executable, memory (injected code) |
 //! | `perf-events` ([`perf_events`]) | the overflow handler of every perf event in a CPU's or a task's context (kernel counters, hardware breakpoints) with kernel text |
 //! | `kthreads` ([`kthreads`]) | the function every kernel thread runs (its `struct kthread`'s `threadfn`) with kernel text and the listed modules |
@@ -53,6 +54,7 @@ pub mod owner;
 pub mod perf_events;
 pub mod policy;
 pub mod processes;
+pub mod socket_filter;
 pub mod spoofing;
 #[cfg(test)]
 pub(crate) mod synthetic;
@@ -113,6 +115,8 @@ pub enum Check {
     ExecLocation,
     /// Executable memory that is writable or anonymous (injected code).
     Malfind,
+    /// BPF filters on packet and raw sockets of programs not allowed one.
+    SocketFilter,
     /// Perf event overflow handlers outside kernel text.
     PerfEvents,
     /// BPF programs of listed types (tracing and security hooks).
@@ -132,7 +136,7 @@ pub enum Check {
 
 impl Check {
     /// Every check that needs no configuration, in the order they run.
-    pub const ALL: [Check; 21] = [
+    pub const ALL: [Check; 22] = [
         Check::HiddenProcess,
         Check::HiddenModule,
         Check::SyscallTable,
@@ -149,6 +153,7 @@ impl Check {
         Check::Spoofing,
         Check::ExecLocation,
         Check::Malfind,
+        Check::SocketFilter,
         Check::PerfEvents,
         Check::Ebpf,
         Check::CpuState,
@@ -175,6 +180,7 @@ impl Check {
             Check::Spoofing => "spoofing",
             Check::ExecLocation => "exec-location",
             Check::Malfind => "malfind",
+            Check::SocketFilter => "socket-filter",
             Check::PerfEvents => "perf-events",
             Check::Ebpf => "ebpf",
             Check::CpuState => "cpu-state",
@@ -364,6 +370,7 @@ impl<'k, M: PhysicalMemory> Scan<'k, M> {
             Check::Spoofing => spoofing::run(self),
             Check::ExecLocation => exec_location::run(self),
             Check::Malfind => malfind::run(self),
+            Check::SocketFilter => socket_filter::run(self),
             Check::PerfEvents => perf_events::run(self),
             Check::Ebpf => ebpf::run(self),
             Check::CpuState => cpu::run(self),

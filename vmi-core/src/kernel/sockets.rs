@@ -302,8 +302,8 @@ impl Socket {
         }
     }
 
-    /// The TCP state's name (`LISTEN`, `ESTABLISHED`, ...; UDP `UNCONN` and
-    /// `ESTABLISHED`, as `ss` says).
+    /// The TCP state's name (`LISTEN`, `ESTABLISHED`, ...; a closed socket that is
+    /// not a TCP-like one, UDP, raw, unix, packet, netlink, `UNCONN`, as `ss` says).
     pub fn state_name(&self) -> &'static str {
         const TCP: [&str; 13] = [
             "UNKNOWN",
@@ -320,7 +320,9 @@ impl Socket {
             "CLOSING",
             "NEW-SYN-RECV",
         ];
-        if matches!(self.protocol, 17 | 136) && self.state == TCP_CLOSE {
+        // only a connection-oriented internet socket is CLOSE when it has no peer
+        let tcp_like = self.is_inet() && matches!(self.protocol, 6 | 132 | 262);
+        if self.state == TCP_CLOSE && !(tcp_like && self.sock_type != SOCK_RAW) {
             return "UNCONN";
         }
         TCP.get(usize::from(self.state))
