@@ -527,6 +527,44 @@ pub fn unchanged<M: PhysicalMemory>(kernel: &Kernel<M>, p: &Process) -> bool {
             && q.exit_state == 0)
 }
 
+/// Run `one` on every live user process ([`Scan::user_processes`]) with the policy,
+/// and collect what it finds: the body of the checks that judge each process alone.
+pub fn per_process<M: PhysicalMemory>(
+    scan: &Scan<'_, M>,
+    one: impl Fn(&Scan<'_, M>, &Process, Option<&Policy>, &mut Vec<Finding>),
+) -> Result<Vec<Finding>, CheckFailure> {
+    let policy = scan.settings.policy.as_ref();
+    let mut findings = Vec::new();
+    for p in scan.user_processes()? {
+        one(scan, p, policy, &mut findings);
+    }
+    Ok(findings)
+}
+
+/// The low finding of a per-process check that could not read what it judges
+/// (`what`: "executable", "sockets", ...) of process `p`: key
+/// `CHECK:unreadable:PID:START`, `rule` `unreadable`.
+pub fn unreadable(
+    check: &'static str,
+    p: &Process,
+    what: &str,
+    e: &dyn std::fmt::Display,
+) -> Finding {
+    let comm = crate::finding::guest_str(&p.comm);
+    Finding::new(
+        check,
+        crate::finding::Severity::Low,
+        format!("{check}:unreadable:{}:{}", p.pid, p.start_time),
+        format!(
+            "the {what} of process {} ({comm}) cannot be read, so it cannot be checked: {e}",
+            p.pid
+        ),
+    )
+    .num("pid", u64::from(p.pid))
+    .text("comm", comm)
+    .text("rule", "unreadable")
+}
+
 /// Run `checks` on the kernel once.
 pub fn run_once<M: PhysicalMemory>(
     kernel: &Kernel<M>,

@@ -26,7 +26,7 @@ use vmi_core::kernel::Process;
 use vmi_core::memory::PhysicalMemory;
 
 use crate::checks::exec_location::{self, Role};
-use crate::checks::{reread, unchanged, CheckFailure, Scan, READ_TRIES};
+use crate::checks::{reread, unchanged, unreadable, CheckFailure, Scan, READ_TRIES};
 use crate::finding::{guest_str, Finding, Severity};
 use crate::policy::Policy;
 
@@ -80,12 +80,7 @@ pub fn judge(s: &Socket, exe: Option<&FileName>, policy: Option<&Policy>) -> Opt
 
 /// Run the check.
 pub fn run<M: PhysicalMemory>(scan: &Scan<'_, M>) -> Result<Vec<Finding>, CheckFailure> {
-    let policy = scan.settings.policy.as_ref();
-    let mut findings = Vec::new();
-    for p in scan.user_processes()? {
-        one(scan, p, policy, &mut findings);
-    }
-    Ok(findings)
+    crate::checks::per_process(scan, one)
 }
 
 /// A filter described in words: `a classic BPF filter of 12 instructions`.
@@ -111,22 +106,7 @@ fn one<M: PhysicalMemory>(
         Ok(s) => s,
         Err(e) => {
             // a process that exited while it was read is gone at the next scan
-            if unchanged(k, p) {
-                out.push(
-                    Finding::new(
-                        NAME,
-                        Severity::Low,
-                        format!("{NAME}:unreadable:{id}"),
-                        format!(
-                            "the sockets of process {} ({comm}) cannot be read, so their filters cannot be checked: {e}",
-                            p.pid
-                        ),
-                    )
-                    .num("pid", u64::from(p.pid))
-                    .text("comm", comm)
-                    .text("rule", "unreadable"),
-                );
-            }
+            out.extend(unchanged(k, p).then(|| unreadable(NAME, p, "sockets", &e)));
             return;
         }
     };
@@ -313,37 +293,45 @@ mod synthetic_tests {
         assert_eq!(ev(f, "exe"), "/usr/bin/bash");
     }
 
+    /// The system with tcpdump's packet socket and its filter.
+    fn tcpdump() -> vmi_core::testing::SyntheticKernel {
+        let mut s = system();
+        let t = s.sk.add_process(2200, b"tcpdump", 0);
+        s.sk.exec(
+            &t,
+            b"/usr/sbin/tcpdump",
+            &[b"tcpdump"],
+            b"/usr/sbin/tcpdump",
+        );
+        let pkt =
+            s.sk.add_socket(&t, 3, (AF_PACKET, SOCK_RAW, 0x0300, 7), 9001);
+        s.sk.attach_cbpf(pkt, &magic(), 4);
+        s.sk
+    }
+
     #[test]
     fn allowed_programs_and_a_clean_system_raise_nothing() {
         assert!(run(system().sk, CHECK).is_empty());
-        let mut s = system();
-        let t = s.sk.add_process(2200, b"tcpdump", 0);
-        s.sk.exec(
-            &t,
-            b"/usr/sbin/tcpdump",
-            &[b"tcpdump"],
-            b"/usr/sbin/tcpdump",
-        );
-        let pkt =
-            s.sk.add_socket(&t, 3, (AF_PACKET, SOCK_RAW, 0x0300, 7), 9001);
-        s.sk.attach_cbpf(pkt, &magic(), 4);
-        assert!(run(s.sk, CHECK).is_empty());
+        assert!(run(tcpdump(), CHECK).is_empty());
         // the policy replaces the list
-        let mut s = system();
-        let t = s.sk.add_process(2200, b"tcpdump", 0);
-        s.sk.exec(
-            &t,
-            b"/usr/sbin/tcpdump",
-            &[b"tcpdump"],
-            b"/usr/sbin/tcpdump",
-        );
-        let pkt =
-            s.sk.add_socket(&t, 3, (AF_PACKET, SOCK_RAW, 0x0300, 7), 9001);
-        s.sk.attach_cbpf(pkt, &magic(), 4);
         let settings = Settings {
             policy: Some(Policy::parse("allow_socket_filter = [\"/opt/*\"]").unwrap()),
             ..Settings::default()
         };
-        assert_eq!(run_on(s.sk, &[], &settings, CHECK).unwrap().len(), 1);
+        assert_eq!(run_on(tcpdump(), &[], &settings, CHECK).unwrap().len(), 1);
+    }
+
+    /// Sockets that cannot be read (a wild file pointer) are a low finding.
+    #[test]
+    fn unreadable_sockets_are_low() {
+        let mut s = system();
+        s.sk.add_socket(&s.bash, 3, (AF_UNIX, 1, 0, 7), 9001);
+        let files = s.sk.get(s.bash.task, "task_struct", "files");
+        let fdt = s.sk.get(vmi_core::Va(files), "files_struct", "fdt");
+        let array = s.sk.get(vmi_core::Va(fdt), "fdtable", "fd");
+        s.sk.write_u64(vmi_core::Va(array + 3 * 8), 0x4141);
+        let findings = run(s.sk, CHECK);
+        let f = single(&findings, CHECK, Severity::Low);
+        assert_eq!(f.key, "socket-filter:unreadable:1000:1000000");
     }
 }
