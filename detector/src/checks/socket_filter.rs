@@ -16,8 +16,8 @@
 //! memfd, a deleted file, a world-writable directory: [`exec_location::judge`]),
 //! medium otherwise. Filters on other sockets (a TCP server's `SO_REUSEPORT` steering
 //! program, systemd's unix-socket filters) are not judged. One finding per socket,
-//! with the classic program decoded as `tcpdump -d` prints it, or the eBPF program's
-//! id as `bpf` lists it.
+//! with the classic program decoded as `tcpdump -d` prints it (`; `-separated, one
+//! line per finding), or the eBPF program's id as `bpf` lists it.
 
 use vmi_core::kernel::cbpf;
 use vmi_core::kernel::files::FileName;
@@ -147,7 +147,12 @@ fn one<M: PhysicalMemory>(
         .num("instructions", u64::from(f.len()));
         finding = match f {
             Filter::Classic { insns, .. } => {
-                finding.text("program", cbpf::disassemble(insns).join("\n"))
+                // one line per finding in text: instructions "; "-separated, no tabs
+                let lines: Vec<String> = cbpf::disassemble(insns)
+                    .iter()
+                    .map(|l| l.replace('\t', " "))
+                    .collect();
+                finding.text("program", lines.join("; "))
             }
             Filter::Ebpf { id, .. } => finding.num("bpf_id", u64::from(*id)),
         };
@@ -277,7 +282,7 @@ mod synthetic_tests {
         assert_eq!(ev(f, "instructions"), "4");
         assert_eq!(
             ev(f, "program"),
-            "(000) ldh      [12]\n(001) jeq      #0x800           jt 2\tjf 3\n(002) ret      #65535\n(003) ret      #0"
+            "(000) ldh      [12]; (001) jeq      #0x800           jt 2 jf 3; (002) ret      #65535; (003) ret      #0"
         );
     }
 
