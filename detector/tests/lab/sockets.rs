@@ -586,12 +586,7 @@ fn volatility_backdoor(vol: &Volatility, dump_run: &Run, b: &Backdoor) -> Vec<St
 /// not.
 pub(crate) fn packet_filter(lab: &Lab, kernel: &str) -> Vec<String> {
     let mut problems = Vec::new();
-    let profiles = tempfile::tempdir().expect("tempdir");
-    profile_into(lab, kernel, profiles.path());
-    let d = Detector {
-        profiles: profiles.path().to_path_buf(),
-        image: Some(lab.store().debug(kernel).expect("-dbg").vmlinux),
-    };
+    let (profiles, d) = detector_for(lab, kernel);
     let mut guest = match lab.boot(kernel, &Scenario::standard(), &BootOptions::default()) {
         Ok(g) => g,
         Err(e) => return vec![format!("{kernel}: boot: {e}")],
