@@ -989,9 +989,10 @@ fn socket_implausible(s: &vmi_core::kernel::sockets::Socket) -> Option<&'static 
                 (1, 6 | 132 | 262) | (2, 17 | 136 | 1 | 58) | (3, 0..=255) | (5, 132)
             ) && (1..=12).contains(&s.state)
         }
-        // SOCK_STREAM, SOCK_DGRAM, SOCK_SEQPACKET; connected, unconnected, listening
+        // SOCK_STREAM, SOCK_DGRAM, SOCK_SEQPACKET; protocol 0 or PF_UNIX; connected,
+        // unconnected, listening
         Detail::Unix { .. } => {
-            matches!(s.sock_type, 1 | 2 | 5) && s.protocol == 0 && matches!(s.state, 1 | 7 | 10)
+            matches!(s.sock_type, 1 | 2 | 5) && s.protocol <= 1 && matches!(s.state, 1 | 7 | 10)
         }
         // SOCK_DGRAM, SOCK_RAW, SOCK_PACKET
         Detail::Packet { .. } => matches!(s.sock_type, 2 | 3 | 10),

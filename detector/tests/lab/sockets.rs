@@ -581,7 +581,8 @@ fn volatility_backdoor(vol: &Volatility, dump_run: &Run, b: &Backdoor) -> Vec<St
 /// packet, raw, unix (path and abstract) and netlink sockets as the guest's /proc does,
 /// with both filters (the classic one decoded as `tcpdump -d` prints it, the eBPF one by
 /// the id the kernel gave the worker); `socket-filter` must report both, high, live,
-/// and from an ELF dump, and nothing with a policy allowing the program; Volatility's
+/// and from an ELF dump, and nothing with a policy allowing the program; `verify`'s
+/// sockets rule passes on the dump with both filters counted; Volatility's
 /// `linux.sockstat` on the dump lists no backdoor socket or filter the detector does
 /// not.
 pub(crate) fn packet_filter(lab: &Lab, kernel: &str) -> Vec<String> {
@@ -670,6 +671,23 @@ pub(crate) fn packet_filter(lab: &Lab, kernel: &str) -> Vec<String> {
         &want,
         &b,
     ));
+    // verify's sockets rule finds every family and both filters plausible
+    let v = d.run(&src, &["--json", "verify"]).json();
+    let rule = v["rules"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|r| r["rule"] == "sockets")
+        .cloned()
+        .unwrap_or(Value::Null);
+    let detail = rule["detail"].as_str().unwrap_or("");
+    let filtered = detail
+        .split_once("internet, ")
+        .and_then(|(_, r)| r.split_whitespace().next()?.parse::<u32>().ok());
+    if rule["outcome"] != "pass" || filtered.is_none_or(|n| n < 2) {
+        problems.push(format!("{label}: verify's sockets rule: {rule}"));
+    }
+    eprintln!("{label}: verify sockets: {detail}");
     let vol = Volatility::new(lab, kernel, &elf, &d);
     problems.extend(volatility_backdoor(&vol, &dump_run, &b));
     problems
