@@ -14,8 +14,9 @@
 //! [`DEFAULT_ALLOWED`] (packet capture, DHCP clients and servers, network managers;
 //! they filter raw sockets every day). High when the executable is not installed (a
 //! memfd, a deleted file, a world-writable directory: [`exec_location::judge`]),
-//! medium otherwise. Filters on other sockets (a TCP server's `SO_REUSEPORT` steering
-//! program, systemd's unix-socket filters) are not judged. One finding per socket,
+//! medium otherwise. Filters on other sockets (a UDP server's, systemd's on its unix
+//! sockets) are not judged, nor `SO_ATTACH_REUSEPORT_*` programs (`sk_reuseport_cb`,
+//! not read). One finding per socket,
 //! with the classic program decoded as `tcpdump -d` prints it (`; `-separated, one
 //! line per finding), or the eBPF program's id as `bpf` lists it.
 
