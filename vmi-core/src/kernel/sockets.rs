@@ -26,8 +26,9 @@
 //!
 //! Bounded: at most [`MAX_FDS`] descriptors per process (the kernel's `NR_OPEN`), read
 //! in pages, a unix name at most 108 bytes, a classic filter at most
-//! [`cbpf::BPF_MAXINSNS`] instructions (a longer one's length is kept, its program not
-//! read); a pointer that is not a kernel address is an error naming it.
+//! [`cbpf::BPF_MAXINSNS`] instructions and [`MAX_DECODED_INSNS`] per process (beyond
+//! either, a filter's length is kept, its program not read); a pointer that is not a
+//! kernel address is an error naming it.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
@@ -49,6 +50,10 @@ pub const AF_NETLINK: u16 = 16;
 pub const AF_PACKET: u16 = 17;
 /// `SOCK_RAW`.
 pub const SOCK_RAW: u16 = 3;
+/// Most classic filter instructions decoded per process (16 programs of
+/// `BPF_MAXINSNS`): a process whose descriptors all name one filtered socket must not
+/// make the walk hold a program per descriptor.
+pub const MAX_DECODED_INSNS: usize = 16 * cbpf::BPF_MAXINSNS;
 /// Bytes of `sockaddr_un.sun_path`.
 pub const UNIX_PATH_MAX: usize = 108;
 /// `AF_INET6`.
@@ -353,9 +358,10 @@ impl<M: PhysicalMemory> Kernel<M> {
         let fl = FdLayout::from_profile(&self.profile)?;
         let ops = self.symbol("socket_file_ops")?;
         let mut out = Vec::new();
+        let mut budget = MAX_DECODED_INSNS;
         self.open_files(task, &fl, |fd, file, f_op| {
             if f_op == ops.0 {
-                if let Some(s) = self.socket_of(file, fd, &sl)? {
+                if let Some(s) = self.socket_of(file, fd, &sl, &mut budget)? {
                     out.push(s);
                 }
             }
@@ -479,6 +485,7 @@ impl<M: PhysicalMemory> Kernel<M> {
         file: u64,
         fd: u32,
         sl: &SocketLayout,
+        budget: &mut usize,
     ) -> Result<Option<Socket>, KernelError> {
         let socket = self.ptr(file.wrapping_add(sl.file_private), "file.private_data")?;
         let sk = if socket == 0 {
@@ -549,7 +556,7 @@ impl<M: PhysicalMemory> Kernel<M> {
             local,
             remote,
             detail: self.detail(sk, family, sl)?,
-            filter: self.filter(sk, sl)?,
+            filter: self.filter(sk, sl, budget)?,
         }))
     }
 
@@ -594,8 +601,14 @@ impl<M: PhysicalMemory> Kernel<M> {
         })
     }
 
-    /// The socket's filter (see [`Filter`]).
-    fn filter(&self, sk: u64, sl: &SocketLayout) -> Result<Option<Filter>, KernelError> {
+    /// The socket's filter (see [`Filter`]); a classic program is decoded while
+    /// `budget` instructions remain, and spends them.
+    fn filter(
+        &self,
+        sk: u64,
+        sl: &SocketLayout,
+        budget: &mut usize,
+    ) -> Result<Option<Filter>, KernelError> {
         let f = self.ptr(sk.wrapping_add(sl.sk_filter), "sock.sk_filter")?;
         if f == 0 {
             return Ok(None);
@@ -612,7 +625,8 @@ impl<M: PhysicalMemory> Kernel<M> {
             let b = self.read_bytes_at(Va(orig), sl.fprog_len, 2, "sock_fprog_kern.len")?;
             let len = u16::from_le_bytes(b.try_into().unwrap_or([0; 2]));
             let mut insns = Vec::new();
-            if (1..=cbpf::BPF_MAXINSNS).contains(&usize::from(len)) {
+            if (1..=cbpf::BPF_MAXINSNS).contains(&usize::from(len)) && usize::from(len) <= *budget {
+                *budget -= usize::from(len);
                 let at = self.ptr(orig.wrapping_add(sl.fprog_filter), "sock_fprog_kern.filter")?;
                 let n = usize::from(len) * 8;
                 insns =
@@ -758,8 +772,8 @@ mod tests {
     }
 
     /// A classic filter longer than BPF_MAXINSNS keeps its length and is not read; a
-    /// unix name longer than sun_path is cut to it; a wild filter pointer is an error
-    /// naming it.
+    /// unix name longer than sun_path is cut to it; at most MAX_DECODED_INSNS are
+    /// decoded per process; a wild filter pointer is an error naming it.
     #[test]
     fn hostile_filters_and_names_are_bounded() {
         let mut sk = SyntheticKernel::clean();
@@ -782,6 +796,42 @@ mod tests {
             Detail::Unix { name: Some(n) } => assert_eq!(n.len(), UNIX_PATH_MAX),
             d => panic!("{d:?}"),
         }
+
+        // one filtered socket on every descriptor: 16 full programs are decoded
+        let mut sk = SyntheticKernel::clean();
+        let t = sk.add_process(300, b"x", 0);
+        let pkt = sk.add_socket(&t, 0, (AF_PACKET, 3, 0x0300, 1), 1);
+        sk.attach_cbpf(
+            pkt,
+            &vec![[6, 0, 0, 0, 0, 0, 0, 0]; cbpf::BPF_MAXINSNS],
+            4096,
+        );
+        let file = sk.read_u64(Va(sk.get(
+            Va(sk.get(
+                Va(sk.get(t.task, "task_struct", "files")),
+                "files_struct",
+                "fdt",
+            )),
+            "fdtable",
+            "fd",
+        )));
+        for fd in 1..20 {
+            sk.open_fd(&t, fd, Va(file));
+        }
+        let k = sk.discover().expect("discover");
+        let socks = k.sockets(t.task).expect("sockets");
+        let decoded: Vec<usize> = socks
+            .iter()
+            .map(|s| match &s.filter {
+                Some(Filter::Classic {
+                    len: 4096, insns, ..
+                }) => insns.len(),
+                f => panic!("{f:?}"),
+            })
+            .collect();
+        assert_eq!(decoded.len(), 20);
+        assert!(decoded[..16].iter().all(|&n| n == 4096), "{decoded:?}");
+        assert!(decoded[16..].iter().all(|&n| n == 0), "{decoded:?}");
 
         let mut sk = SyntheticKernel::clean();
         let t = sk.add_process(300, b"x", 0);
