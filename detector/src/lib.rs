@@ -26,6 +26,7 @@ pub mod events;
 pub mod finding;
 pub mod glob;
 pub mod image;
+pub mod incremental;
 pub mod policy;
 pub mod render;
 pub mod serve;

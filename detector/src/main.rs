@@ -204,6 +204,19 @@ enum Command {
         /// --image) on one scan in N (the first included).
         #[arg(long, value_name = "N", default_value_t = 10)]
         text_every: u64,
+        /// Run every check in full on every scan. By default a check runs again only
+        /// when a byte of guest memory it read at its last run changed (the bytes
+        /// themselves are compared), when the modules, module kobjects, ftrace_ops or
+        /// network namespaces changed, or for the process checks, when a process
+        /// started, exited, or changed its name, ids, address space or threads; the
+        /// per-process checks (spoofing, exec-location, malfind, socket-filter) per
+        /// process. hidden-process, idt and cpu-state run on every scan.
+        #[arg(long)]
+        full_scans: bool,
+        /// With incremental scans, run every check in full on one scan in N
+        /// whatever changed (0: never).
+        #[arg(long, value_name = "N", default_value_t = 600)]
+        full_every: u64,
     },
     /// Run as a service: watch every guest of the configuration file (QEMU guests,
     /// Xen domains by name or all running ones), each with its own interval, policy and
@@ -454,6 +467,8 @@ fn run(cli: &Cli) -> Result<ExitCode> {
         on_shutdown,
         scans,
         text_every,
+        full_scans,
+        full_every,
         name,
         ..
     } = &cli.command
@@ -470,6 +485,8 @@ fn run(cli: &Cli) -> Result<ExitCode> {
             pause: *pause,
             settings,
             text_every: *text_every,
+            incremental: !*full_scans,
+            full_every: *full_every,
             ..WatchOptions::default()
         };
         let out = WatchOutput {

@@ -10,7 +10,7 @@ use vmi_core::kernel::candidates::{all_candidates, Executing};
 use vmi_core::kernel::{Hints, Kernel, Limits, ProfileSet};
 use vmi_core::memory::{
     DumpFormat, ElfCore, LimeImage, PauseGuard, PauseResume, PhysicalMemory, QemuLive, QemuOptions,
-    RawImage, VcpuRegisters, XenDomain, XenOptions,
+    RawImage, Recording, VcpuRegisters, XenDomain, XenOptions,
 };
 use vmi_core::profile::Profile;
 
@@ -124,6 +124,9 @@ pub struct Target {
     live: Option<Arc<QemuLive>>,
     xen: Option<Arc<XenDomain>>,
     profiles: ProfileSet,
+    /// The kernel's memory, which can record what a computation reads (`watch`'s
+    /// incremental scans).
+    recording: Arc<Recording<Memory>>,
 }
 
 impl std::fmt::Debug for Target {
@@ -400,8 +403,15 @@ impl Target {
             }
             Err(e) => return Err(e.into()),
         };
-        let kernel = Kernel::discover_at(mem, id.profile.clone(), id.banner_pa, &hints)?;
+        let recording = Arc::new(Recording::new(mem));
+        let kernel = Kernel::discover_at(
+            recording.clone() as Memory,
+            id.profile.clone(),
+            id.banner_pa,
+            &hints,
+        )?;
         Ok(Target {
+            recording,
             kernel,
             profile_path: id.path,
             kind,
@@ -445,7 +455,8 @@ impl Target {
         let Some(live) = self.live.clone() else {
             return Ok(false);
         };
-        let mem: Memory = live.clone();
+        let recording = Arc::new(Recording::new(live.clone() as Memory));
+        let mem: Memory = recording.clone();
         let mut kernels = Vec::new();
         for c in all_candidates(&self.profiles, &mem) {
             let hints = Hints {
@@ -469,6 +480,7 @@ impl Target {
                     return Ok(false);
                 }
                 self.kernel = kernel;
+                self.recording = recording;
                 self.profile_path = path;
                 return Ok(true);
             }
@@ -477,6 +489,11 @@ impl Target {
             }
         }
         Ok(false)
+    }
+
+    /// The kernel's memory, to record what a computation reads.
+    pub fn recording(&self) -> &Recording<Memory> {
+        &self.recording
     }
 
     /// The profile.

@@ -17,7 +17,9 @@
 //! No pause by default: a walk that fails on a running guest (a pointer freed under it)
 //! is retried; `--pause` pauses the guest around each scan for comparison. The checks
 //! that read all of kernel text, `kernel-entries` and the `kernel-text` comparison (with
-//! an image), run on one scan in [`WatchOptions::text_every`], the others on every scan.
+//! an image), run on one scan in [`WatchOptions::text_every`], the others on every scan,
+//! incrementally by default ([`crate::incremental`]): a check whose reads are the same
+//! bytes as at its last run is not run again, its findings are kept.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::{Duration, Instant};
@@ -29,6 +31,7 @@ use vmi_core::Va;
 
 use crate::checks::{self, Check, Settings};
 use crate::finding::{guest_str, Finding, Severity};
+use crate::incremental::{Incremental, TickStats};
 use crate::target::{LiveState, Target};
 
 /// How long after a reset a kernel found running must have booted (init running a
@@ -202,6 +205,12 @@ pub struct WatchOptions {
     /// included: on a 6.1 guest `kernel-text` takes 17-28 ms, `kernel-entries` 1.3 ms
     /// (5 ms through the QEMU process), the other checks together 0.4 ms.
     pub text_every: u64,
+    /// Scan incrementally ([`crate::incremental`]); `false` runs every check in full on
+    /// every scan.
+    pub incremental: bool,
+    /// With `incremental`, run every check in full on one scan in this many whatever
+    /// changed (0: never).
+    pub full_every: u64,
 }
 
 impl Default for WatchOptions {
@@ -212,6 +221,8 @@ impl Default for WatchOptions {
             settings: Settings::default(),
             retries: 3,
             text_every: 10,
+            incremental: true,
+            full_every: 600,
         }
     }
 }
@@ -250,6 +261,11 @@ pub struct Watcher {
     lost: Option<Instant>,
     scans: u64,
     first: bool,
+    /// The memos of incremental scans.
+    incremental: Option<Incremental>,
+    /// How long the last scan took (reading the guest and running the checks; not the
+    /// hypervisor's state and registers asked before and after).
+    last_scan: Duration,
 }
 
 /// The outcome of a tick.
@@ -265,7 +281,6 @@ impl Watcher {
     /// A watcher with nothing seen yet.
     pub fn new(opts: WatchOptions) -> Watcher {
         Watcher {
-            opts,
             processes: BTreeMap::new(),
             findings: BTreeMap::new(),
             creds: HashMap::new(),
@@ -275,7 +290,21 @@ impl Watcher {
             lost: None,
             scans: 0,
             first: true,
+            incremental: opts.incremental.then(|| Incremental::new(opts.full_every)),
+            last_scan: Duration::ZERO,
+            opts,
         }
+    }
+
+    /// How long the last scan took: the guest's memory read and the checks run, without
+    /// asking the hypervisor for the guest's state and registers around it.
+    pub fn last_scan(&self) -> Duration {
+        self.last_scan
+    }
+
+    /// What the last incremental scan ran and kept (`None` with full scans).
+    pub fn tick_stats(&self) -> Option<TickStats> {
+        self.incremental.as_ref().map(|i| i.last)
     }
 
     /// Scans done.
@@ -376,6 +405,9 @@ impl Watcher {
         self.findings.clear();
         self.creds.clear();
         self.raised.clear();
+        if let Some(i) = &mut self.incremental {
+            i.forget();
+        }
     }
 
     /// The processes of every view, read again on a running guest while the tasks list
@@ -396,6 +428,12 @@ impl Watcher {
     }
 
     fn scan(&mut self, target: &Target, events: &mut Vec<Event>) {
+        let started = Instant::now();
+        self.scan_guest(target, events);
+        self.last_scan = started.elapsed();
+    }
+
+    fn scan_guest(&mut self, target: &Target, events: &mut Vec<Event>) {
         self.scans += 1;
         target.kernel.invalidate();
         // process starts and exits from the tasks list (the processes only other views
@@ -419,24 +457,47 @@ impl Watcher {
             .copied()
             .filter(|&c| !matches!(c, Check::KernelText | Check::KernelEntries) || text_now)
             .collect();
-        let first = checks::run_scan(
-            checks::Scan::with_census(
-                &target.kernel,
-                &target.registers,
-                &self.opts.settings,
-                census,
+        let first = match &mut self.incremental {
+            Some(inc) => inc.run(target, census, &checks, &self.opts.settings),
+            None => checks::run_scan(
+                checks::Scan::with_census(
+                    &target.kernel,
+                    &target.registers,
+                    &self.opts.settings,
+                    census,
+                ),
+                &checks,
             ),
-            &checks,
-        );
-        let report = if target.is_live() && !self.opts.pause && !first.findings.is_empty() {
+        };
+        // a new finding of a running guest is confirmed by a second read of its checks
+        // (what was reported before was confirmed then)
+        let new: BTreeSet<&'static str> = first
+            .findings
+            .iter()
+            .filter(|f| !self.findings.contains_key(&f.key))
+            .map(|f| f.check)
+            .collect();
+        let report = if target.is_live() && !self.opts.pause && !new.is_empty() {
             target.kernel.invalidate();
+            let again: Vec<Check> = checks
+                .iter()
+                .copied()
+                .filter(|c| new.contains(c.name()))
+                .collect();
             let second = checks::run_once(
                 &target.kernel,
                 &target.registers,
-                &checks,
+                &again,
                 &self.opts.settings,
             );
-            checks::confirmed(first, &second)
+            let known = &self.findings;
+            let mut first = first;
+            let confirmed: BTreeSet<&str> =
+                second.findings.iter().map(|f| f.key.as_str()).collect();
+            first
+                .findings
+                .retain(|f| known.contains_key(&f.key) || confirmed.contains(f.key.as_str()));
+            first
         } else {
             first
         };

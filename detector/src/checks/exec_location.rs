@@ -142,7 +142,8 @@ fn allowed(policy: Option<&Policy>, name: &FileName) -> bool {
     policy.is_some_and(|p| p.exec_location_allowed(&name.path))
 }
 
-fn one<M: PhysicalMemory>(
+/// The findings of one user process (into `out`).
+pub fn one<M: PhysicalMemory>(
     scan: &Scan<'_, M>,
     p: &Process,
     policy: Option<&Policy>,

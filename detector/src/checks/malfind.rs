@@ -77,7 +77,8 @@ pub fn run<M: PhysicalMemory>(scan: &Scan<'_, M>) -> Result<Vec<Finding>, CheckF
     crate::checks::per_process(scan, one)
 }
 
-fn one<M: PhysicalMemory>(
+/// The findings of one user process (into `out`).
+pub fn one<M: PhysicalMemory>(
     scan: &Scan<'_, M>,
     p: &Process,
     policy: Option<&crate::policy::Policy>,

@@ -267,6 +267,30 @@ pub struct Report {
     pub not_checked: Vec<(&'static str, String)>,
 }
 
+impl Report {
+    /// The outcome of check `c`: its findings (bounded), or why it could not run.
+    pub fn add(&mut self, c: Check, outcome: Result<Vec<Finding>, CheckFailure>) {
+        match outcome {
+            Ok(f) => {
+                self.findings.extend(bounded(c.name(), f));
+                self.ran.push(c);
+            }
+            Err(source) => {
+                // a structure found corrupted stops the check: that is a finding too
+                if let CheckFailure::Kernel(e) = &source {
+                    if broken::is_manipulation(e) {
+                        self.findings.push(broken::check_stopped(c.name(), e));
+                    }
+                }
+                self.errors.push(CheckError {
+                    check: c.name(),
+                    source,
+                });
+            }
+        }
+    }
+}
+
 /// What the checks share, read once per scan.
 pub struct Scan<'k, M> {
     /// The kernel.
@@ -614,24 +638,7 @@ fn bounded(check: &'static str, mut findings: Vec<Finding>) -> Vec<Finding> {
 pub fn run_scan<M: PhysicalMemory>(scan: Scan<'_, M>, checks: &[Check]) -> Report {
     let mut report = Report::default();
     for &c in checks {
-        match scan.run(c) {
-            Ok(f) => {
-                report.findings.extend(bounded(c.name(), f));
-                report.ran.push(c);
-            }
-            Err(source) => {
-                // a structure found corrupted stops the check: that is a finding too
-                if let CheckFailure::Kernel(e) = &source {
-                    if broken::is_manipulation(e) {
-                        report.findings.push(broken::check_stopped(c.name(), e));
-                    }
-                }
-                report.errors.push(CheckError {
-                    check: c.name(),
-                    source,
-                });
-            }
-        }
+        report.add(c, scan.run(c));
     }
     if let Ok(mut v) = scan.not_checked.lock() {
         report.not_checked = std::mem::take(&mut *v);

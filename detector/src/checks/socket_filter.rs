@@ -94,7 +94,9 @@ fn says(f: &Filter) -> String {
     }
 }
 
-fn one<M: PhysicalMemory>(
+/// Judge the sockets of user process `p` (the unit `watch`'s incremental scans keep per
+/// process).
+pub fn one<M: PhysicalMemory>(
     scan: &Scan<'_, M>,
     p: &Process,
     policy: Option<&Policy>,

@@ -46,6 +46,8 @@
 //! itself through `/proc/self/exe` with a false `argv[0]` and `comm` alike is not
 //! seen.
 
+use std::collections::BTreeSet;
+
 use vmi_core::kernel::userspace::ExecStrings;
 use vmi_core::kernel::Process;
 use vmi_core::memory::PhysicalMemory;
@@ -141,33 +143,52 @@ fn busybox(exe: &[u8]) -> bool {
 
 /// True when `name` passes for a kernel thread: in brackets, or a running kernel
 /// thread's name up to its `/` (`kworker/0:1` for `kworker/u2:0`).
-fn kernel_thread_like(name: &[u8], kthreads: &[&[u8]]) -> bool {
-    let stem = |n: &[u8]| -> Vec<u8> { n.split(|&b| b == b'/').next().unwrap_or(n).to_vec() };
+fn kernel_thread_like(name: &[u8], kthreads: &KthreadStems) -> bool {
     (name.starts_with(b"[") && name.ends_with(b"]"))
-        || (!name.is_empty() && kthreads.iter().any(|k| stem(k) == stem(name)))
+        || (!name.is_empty() && kthreads.contains(stem(name)))
+}
+
+/// A kernel thread's name up to its `/`.
+fn stem(name: &[u8]) -> &[u8] {
+    name.split(|&b| b == b'/').next().unwrap_or(name)
+}
+
+/// The names of the running kernel threads up to their `/`: all the check needs of
+/// the other processes.
+pub type KthreadStems = BTreeSet<Vec<u8>>;
+
+/// The kernel threads' name stems of `procs`.
+pub fn kthread_stems(procs: &[Process]) -> KthreadStems {
+    procs
+        .iter()
+        .filter(|p| p.is_kernel_thread())
+        .map(|p| stem(&p.comm).to_vec())
+        .collect()
 }
 
 /// Run the check.
 pub fn run<M: PhysicalMemory>(scan: &Scan<'_, M>) -> Result<Vec<Finding>, CheckFailure> {
-    let procs = scan.processes()?;
-    let kthreads: Vec<&[u8]> = procs
-        .iter()
-        .filter(|p| p.is_kernel_thread())
-        .map(|p| p.comm.as_slice())
-        .collect();
+    let kthreads = kthread_stems(scan.processes()?);
     let mut findings = Vec::new();
     for p in scan.user_processes()? {
-        if let Some(f) = one(scan, p, &kthreads) {
-            findings.extend(f);
-        }
+        findings.extend(one(scan, p, &kthreads));
     }
     Ok(findings)
 }
 
-fn one<M: PhysicalMemory>(
+/// The findings of one user process, the kernel threads' name stems given.
+pub fn one<M: PhysicalMemory>(
     scan: &Scan<'_, M>,
     p: &Process,
-    kthreads: &[&[u8]],
+    kthreads: &KthreadStems,
+) -> Vec<Finding> {
+    one_or_none(scan, p, kthreads).unwrap_or_default()
+}
+
+fn one_or_none<M: PhysicalMemory>(
+    scan: &Scan<'_, M>,
+    p: &Process,
+    kthreads: &KthreadStems,
 ) -> Option<Vec<Finding>> {
     let comm = guest_str(&p.comm);
     let base = |rule: &str, sev: Severity, summary: String| {
@@ -379,7 +400,10 @@ mod tests {
 
     #[test]
     fn kernel_thread_names() {
-        let k: Vec<&[u8]> = vec![b"kworker/u2:0", b"ksoftirqd/0", b"kthreadd"];
+        let k: KthreadStems = [&b"kworker/u2:0"[..], b"ksoftirqd/0", b"kthreadd"]
+            .iter()
+            .map(|n| stem(n).to_vec())
+            .collect();
         assert!(kernel_thread_like(b"kworker/0:1", &k));
         assert!(kernel_thread_like(b"[anything]", &k));
         assert!(kernel_thread_like(b"kthreadd", &k));
@@ -489,8 +513,9 @@ mod synthetic_tests {
         let mut renamed = p.clone();
         renamed.comm = b"sh".to_vec();
         assert!(!crate::checks::unchanged(&kernel, &renamed));
-        assert_eq!(super::one(&scan, &moved, &[]), None);
-        assert!(super::one(&scan, p, &[]).is_some_and(|f| f.len() == 1));
+        let none = super::KthreadStems::new();
+        assert_eq!(super::one(&scan, &moved, &none), vec![]);
+        assert_eq!(super::one(&scan, p, &none).len(), 1);
     }
 
     #[test]

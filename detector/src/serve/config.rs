@@ -18,6 +18,8 @@
 //! policy = "/etc/vmi/policy.toml"
 //! pause = false
 //! checks = ["all"]
+//! incremental = true             # run a check again only when what it reads changed
+//! full_every = 600               # and every check in full on one scan in 600 (0: never)
 //!
 //! [[guest]]
 //! name = "web1"
@@ -160,6 +162,10 @@ pub struct Watch {
     pub pause: bool,
     /// The checks.
     pub checks: Vec<Check>,
+    /// Incremental scans (`watch`'s default; false: every check in full every scan).
+    pub incremental: bool,
+    /// With incremental scans, every check in full on one scan in this many (0: never).
+    pub full_every: u64,
 }
 
 /// One guest.
@@ -353,6 +359,14 @@ fn watch_key(cx: &Ctx<'_>, w: &mut Watch, e: Entry<'_>) -> Result<bool, ConfigEr
             w.policy = (!p.is_empty()).then(|| PathBuf::from(p));
         }
         "pause" => w.pause = boolean(cx, e)?,
+        "incremental" => w.incremental = boolean(cx, e)?,
+        "full_every" => {
+            w.full_every = match v.get_ref() {
+                DeValue::Integer(i) => i.as_str().parse::<u64>().ok(),
+                _ => None,
+            }
+            .ok_or_else(|| cx.at(v.span(), "full_every is a number of scans, 0 or more"))?
+        }
         "checks" => {
             let names = strings(cx, e)?;
             let mut checks = Vec::new();
@@ -382,7 +396,15 @@ fn watch_key(cx: &Ctx<'_>, w: &mut Watch, e: Entry<'_>) -> Result<bool, ConfigEr
     Ok(true)
 }
 
-const WATCH_KEYS: [&str; 5] = ["interval", "profiles", "policy", "pause", "checks"];
+const WATCH_KEYS: [&str; 7] = [
+    "interval",
+    "profiles",
+    "policy",
+    "pause",
+    "checks",
+    "incremental",
+    "full_every",
+];
 
 impl Config {
     /// Read and check a configuration file.
@@ -435,6 +457,8 @@ impl Config {
             policy: None,
             pause: false,
             checks: Check::ALL.to_vec(),
+            incremental: true,
+            full_every: 600,
         };
         // [defaults] first: guests inherit it wherever it stands in the file
         if let Some((_, v)) = doc
@@ -741,6 +765,8 @@ name = "db"
 xen = "db"
 pause = true
 checks = ["all"]
+incremental = false
+full_every = 50
 
 [[guest]]
 name = "mail"
@@ -779,6 +805,11 @@ exclude = ["test-*"]
         assert_eq!(l.exclude, vec!["test-*"]);
         assert!(c.guests[1].watch.pause);
         assert_eq!(c.guests[1].watch.checks, Check::ALL.to_vec());
+        assert!(!c.guests[1].watch.incremental && c.guests[0].watch.incremental);
+        assert_eq!(
+            (c.guests[1].watch.full_every, c.guests[0].watch.full_every),
+            (50, 600)
+        );
         assert_eq!(c.guests[1].watch.interval, Duration::from_secs(2));
         let x = c.xen_all.unwrap();
         assert_eq!(x.exclude, vec!["build-*"]);
@@ -827,6 +858,10 @@ exclude = ["test-*"]
         let e = parse("").unwrap_err();
         assert!(e.message.contains("no guest"), "{e}");
         assert_eq!(e.line, 0);
+
+        let e = parse("[[guest]]\nname = \"a\"\nxen = \"a\"\nfull_every = -1\n").unwrap_err();
+        assert_eq!(e.line, 4, "{e}");
+        assert!(e.message.contains("full_every"), "{e}");
 
         let e = parse("[[guest]]\nname = \"a b\"\nxen = \"a\"\n").unwrap_err();
         assert!(e.message.contains("metrics label"), "{e}");

@@ -189,6 +189,8 @@ pub(crate) fn watch_options(w: &Watch) -> WatchOptions {
     WatchOptions {
         checks,
         pause: w.pause,
+        incremental: w.incremental,
+        full_every: w.full_every,
         settings: Settings {
             policy,
             ..Settings::default()

@@ -81,6 +81,8 @@ pub(crate) fn attack(lab: &Lab, kernel: &str) -> Vec<String> {
         &mut guest,
     ));
     problems.extend(policy(kernel, &d, &mut guest, &truth, profiles.path()));
+    // watch at 10 Hz from here to the dump: it must raise what each check finds
+    let watching = watching::Watching::start(&d, &guest);
 
     let hideme = pid_of(&truth, "vmi-hideme");
     let victim = pid_of(&truth, "vmi-victim");
@@ -301,6 +303,7 @@ pub(crate) fn attack(lab: &Lab, kernel: &str) -> Vec<String> {
     guest.dump_elf(&elf).expect("ELF dump");
     let run = d.run(&["--dump", elf.to_str().unwrap()], &["--json", "check"]);
     problems.extend(expect_exactly(&format!("{kernel} ELF dump"), &run, &wants));
+    problems.extend(watching.finish(kernel, &run));
     let vol = Volatility::new(lab, kernel, &elf, &d);
     problems.extend(volatility_tracing(&vol, &run));
     problems.extend(ebpf::volatility(&vol, &d, &run, &bpf));

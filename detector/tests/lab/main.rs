@@ -50,7 +50,10 @@
 //!   with fexecve, a dropper that ran from /dev/shm and deleted itself, libraries
 //!   mapped from /tmp, a deleted /dev/shm file and a memfd: `exec-location` reports
 //!   each, live, paused and from the dump; `ps` and `maps` name them as /proc does,
-//!   and as Volatility's linux.proc.Maps does.
+//!   and as Volatility's linux.proc.Maps does. A `detector watch` at 10 Hz (incremental
+//!   scans) runs beside the attacks from the clean guest to the dump (`watching.rs`):
+//!   it must raise each finding of each live `check` within a second of it, and hold
+//!   open exactly what `check` finds in the dump.
 //! - `clean_*`: every other kernel of the lab's matrix (5.10, 7.2, newest 7.x): `check` live and on an ELF dump finds nothing and no
 //!   check fails; `identify`, `ps` and `lsmod` agree with the guest, the tracing walkers
 //!   read what the guest's own tracing shows, and the tty and /proc/net walkers what
@@ -96,6 +99,7 @@ mod tracing;
 mod verify;
 mod views;
 mod volatility;
+mod watching;
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};

@@ -61,7 +61,9 @@ pub use profiles::{Identified, ProfileSet};
 pub use salvage::{ListBreak, Salvaged};
 
 use crate::addr::{Pa, Va};
-use crate::arch::x86_64::{translate, AddressSpace, PageTableRoot, PagingMode, Registers};
+use crate::arch::x86_64::{
+    translate, AddressSpace, PageTableRoot, PagingMode, Registers, TranslationLog,
+};
 use crate::memory::{PhysicalMemory, VirtualMemory};
 use crate::profile::Profile;
 use crate::vmcoreinfo::VmcoreInfo;
@@ -197,6 +199,29 @@ impl<M: PhysicalMemory> Kernel<M> {
     /// Forget cached translations (call after a live guest ran).
     pub fn invalidate(&self) {
         self.space.invalidate();
+    }
+
+    /// Forget cached translations only (the memory source keeps what it keeps): what
+    /// is read next walks the page tables, so a [`Recording`](crate::memory::Recording)
+    /// sees every page-table entry the reads depend on.
+    pub fn flush_translations(&self) {
+        self.space.flush_translations();
+    }
+
+    /// Log the kernel address space's translations from now
+    /// ([`AddressSpace::start_translation_log`]).
+    pub fn start_translation_log(&self) {
+        self.space.start_translation_log();
+    }
+
+    /// The translations used since [`Kernel::start_translation_log`].
+    pub fn finish_translation_log(&self) -> Option<TranslationLog> {
+        self.space.finish_translation_log()
+    }
+
+    /// True when the kernel's pages in `log` translate as they did.
+    pub fn same_translations(&self, log: &TranslationLog) -> bool {
+        self.space.same_translations(log)
     }
 
     /// The run-time (relocated) address of a profile symbol.

@@ -50,7 +50,7 @@ impl Default for Limits {
 }
 
 /// A thread.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Thread {
     /// Its `task_struct`.
     pub task: Va,
@@ -61,7 +61,7 @@ pub struct Thread {
 }
 
 /// A process: a thread-group leader on `init_task.tasks`, and its threads.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Process {
     /// Its `task_struct`.
     pub task: Va,

@@ -13,6 +13,7 @@
 //! | [`XenDomain`] (from dom0: foreign mappings, libxenctrl) | yes | yes | yes |
 //! | [`MockMemory`] (tests) | yes | — | — |
 //! | [`Overlay`] (any source with byte patches laid over it) | yes | — | — |
+//! | [`Recording`] (any source, keeping what a computation read) | yes | — | — |
 //!
 //! [`DumpFormat`] tells which of the three dump sources a file is.
 //!
@@ -35,6 +36,7 @@ mod overlay;
 mod qemu;
 pub mod qmp;
 mod raw;
+pub mod record;
 mod xen;
 
 pub use cache::{CacheStats, PageCache};
@@ -52,6 +54,7 @@ pub use qemu::{
     QemuLive, QemuOptions, RamRegion,
 };
 pub use raw::RawImage;
+pub use record::{ReadLog, Recorder, Recording};
 pub use xen::{
     list_domains, XenDomain, XenDomainInfo, XenError, XenGuestKind, XenOptions, XenStats,
 };

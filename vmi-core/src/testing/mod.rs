@@ -601,6 +601,15 @@ impl SyntheticKernel {
         Kernel::discover(self.mem, Arc::new(self.profile), &Hints::default())
     }
 
+    /// [`SyntheticKernel::discover`] over `wrap(memory)`: for tests whose memory
+    /// changes after discovery, or that record what is read.
+    pub fn discover_over<W: PhysicalMemory>(
+        self,
+        wrap: impl FnOnce(MockMemory) -> W,
+    ) -> Result<Kernel<W>, KernelError> {
+        Kernel::discover(wrap(self.mem), Arc::new(self.profile), &Hints::default())
+    }
+
     // ----- tasks and credentials -----
 
     /// A `struct cred` with every id `uid` and the `user_struct` of `uid`.

@@ -253,6 +253,11 @@ impl Guest {
             .args(["-serial", "chardev:lab"])
             .arg("-qmp")
             .arg(format!("unix:{},server=on,wait=off", qmp_sock.display()))
+            .arg("-qmp")
+            .arg(format!(
+                "unix:{},server=on,wait=off",
+                dir.join("watch-qmp.sock").display()
+            ))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(File::create(&stderr_path).ctx("creating", &stderr_path)?);
@@ -393,6 +398,12 @@ impl Guest {
     /// other clients connect after [`Guest::release_qmp`] or use this object).
     pub fn qmp_socket(&self) -> PathBuf {
         self.run_dir.path().join("qmp.sock")
+    }
+
+    /// A second QMP socket, for a client that stays connected (a `detector watch`)
+    /// while the lab and other tools use [`Guest::qmp_socket`].
+    pub fn watch_qmp_socket(&self) -> PathBuf {
+        self.run_dir.path().join("watch-qmp.sock")
     }
 
     /// Close the lab's QMP session so another client (a VMI tool under test) can

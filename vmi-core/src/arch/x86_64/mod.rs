@@ -26,7 +26,7 @@ mod builder;
 mod space;
 
 pub use builder::{MapError, PageTableBuilder};
-pub use space::{AddressSpace, TlbStats};
+pub use space::{AddressSpace, TlbStats, TranslationLog, MAX_LOGGED_TRANSLATIONS};
 
 use std::fmt;
 

@@ -46,6 +46,32 @@ const EMPTY: TlbEntry = TlbEntry {
 struct Tlb {
     entries: Vec<TlbEntry>,
     stats: TlbStats,
+    /// The translations used since [`AddressSpace::start_translation_log`], cached or
+    /// walked (`None` when not logging); past [`MAX_LOGGED_TRANSLATIONS`] it is spoiled.
+    log: Option<Vec<(u64, TlbEntry)>>,
+    log_spoiled: bool,
+}
+
+/// Most translations one log keeps ([`AddressSpace::finish_translation_log`]).
+pub const MAX_LOGGED_TRANSLATIONS: usize = 1 << 16;
+
+/// The translations a computation used: (virtual page number, where it mapped, page
+/// size and rights), sorted, each page once.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TranslationLog {
+    pages: Vec<(u64, u64, PageSize, PageFlags)>,
+}
+
+impl TranslationLog {
+    /// Pages logged.
+    pub fn len(&self) -> usize {
+        self.pages.len()
+    }
+
+    /// True when nothing was translated.
+    pub fn is_empty(&self) -> bool {
+        self.pages.is_empty()
+    }
 }
 
 /// One guest-virtual address space: a page-table root over a physical memory source.
@@ -82,6 +108,8 @@ impl<M: PhysicalMemory> AddressSpace<M> {
             tlb: Mutex::new(Tlb {
                 entries: vec![EMPTY; n],
                 stats: TlbStats::default(),
+                log: None,
+                log_spoiled: false,
             }),
         }
     }
@@ -128,6 +156,50 @@ impl<M: PhysicalMemory> AddressSpace<M> {
         self.mem.invalidate();
     }
 
+    /// Drop every cached translation but keep what the memory source keeps: the next
+    /// reads walk the page tables again (and so read their entries from the source).
+    pub fn flush_translations(&self) {
+        self.tlb().entries.fill(EMPTY);
+    }
+
+    /// Start logging every translation used, from the cache or walked (a log begun
+    /// earlier is dropped). With [`PhysicalMemory`] reads recorded as well
+    /// ([`Recording`](crate::memory::Recording)), the log says everything a computation
+    /// read through this address space depended on.
+    pub fn start_translation_log(&self) {
+        let mut tlb = self.tlb();
+        tlb.log = Some(Vec::new());
+        tlb.log_spoiled = false;
+    }
+
+    /// Stop logging: the translations used since [`AddressSpace::start_translation_log`]
+    /// (`None` when more than [`MAX_LOGGED_TRANSLATIONS`], or when not started).
+    pub fn finish_translation_log(&self) -> Option<TranslationLog> {
+        let mut tlb = self.tlb();
+        let spoiled = std::mem::take(&mut tlb.log_spoiled);
+        let mut log = tlb.log.take()?;
+        if spoiled {
+            return None;
+        }
+        log.sort_unstable_by_key(|(vpn, _)| *vpn);
+        log.dedup_by_key(|(vpn, _)| *vpn);
+        Some(TranslationLog {
+            pages: log
+                .into_iter()
+                .map(|(vpn, e)| (vpn, e.page_pa, e.size, e.flags))
+                .collect(),
+        })
+    }
+
+    /// True when every page of `log` translates as it did (walked again where the
+    /// cache does not hold it).
+    pub fn same_translations(&self, log: &TranslationLog) -> bool {
+        log.pages.iter().all(|&(vpn, page_pa, size, flags)| {
+            matches!(self.translate(Va(vpn << PAGE_SHIFT)),
+                Ok(t) if t.pa.0 & !0xfff == page_pa && t.size == size && t.flags == flags)
+        })
+    }
+
     /// Cache hits and misses so far.
     pub fn tlb_stats(&self) -> TlbStats {
         self.tlb().stats
@@ -143,6 +215,7 @@ impl<M: PhysicalMemory> AddressSpace<M> {
                 let e = tlb.entries[(vpn as usize) & (n - 1)];
                 if e.tag == vpn + 1 {
                     tlb.stats.hits += 1;
+                    log_translation(&mut tlb, vpn, e);
                     return Ok(Translation {
                         pa: Pa(e.page_pa | va.page_offset()),
                         size: e.size,
@@ -154,16 +227,32 @@ impl<M: PhysicalMemory> AddressSpace<M> {
         }
         let t = translate(&self.mem, self.root, va)?;
         let mut tlb = self.tlb();
+        let e = TlbEntry {
+            tag: vpn + 1,
+            page_pa: t.pa.0 & !0xfff,
+            size: t.size,
+            flags: t.flags,
+        };
+        log_translation(&mut tlb, vpn, e);
         let n = tlb.entries.len();
         if n > 0 {
-            tlb.entries[(vpn as usize) & (n - 1)] = TlbEntry {
-                tag: vpn + 1,
-                page_pa: t.pa.0 & !0xfff,
-                size: t.size,
-                flags: t.flags,
-            };
+            tlb.entries[(vpn as usize) & (n - 1)] = e;
         }
         Ok(t)
+    }
+}
+
+fn log_translation(tlb: &mut Tlb, vpn: u64, e: TlbEntry) {
+    let full = match &mut tlb.log {
+        Some(log) if log.len() < MAX_LOGGED_TRANSLATIONS => {
+            log.push((vpn, e));
+            false
+        }
+        Some(_) => true,
+        None => false,
+    };
+    if full {
+        tlb.log_spoiled = true;
     }
 }
 
