@@ -378,6 +378,7 @@ mod tests {
             Event::Finding(finding),
             Event::FindingCleared {
                 check: "syscall-table",
+                key: "syscall-table:sys_call_table:180".into(),
                 summary: "syscall 180 is hooked".into(),
             },
             Event::Paused,

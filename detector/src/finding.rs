@@ -117,6 +117,7 @@ impl Finding {
             "check": self.check,
             "severity": self.severity.name(),
             "summary": self.summary,
+            "key": self.key,
             "evidence": ev,
         })
     }

@@ -10,6 +10,8 @@
 //!   two scans in a row, so one torn read of a running guest makes no exit/start pair);
 //! - each new finding once (confirmed by a second read in the same scan when the guest
 //!   runs), and when it is gone from two scans in a row, that it cleared;
+//! - a check that could not run, once a second read in the same scan failed too (on a
+//!   running guest a process can exit under a walk);
 //! - a credentials finding of its own that needs history: a process whose real, effective
 //!   and saved uids were all non-zero and that has a uid of 0 now, with the same address
 //!   space (no `exec` of a setuid binary happened in between).
@@ -74,6 +76,8 @@ pub enum Event {
     FindingCleared {
         /// Its check.
         check: &'static str,
+        /// Its key (as raised).
+        key: String,
         /// Its summary when raised.
         summary: String,
     },
@@ -133,8 +137,12 @@ impl Event {
                 v["event"] = json!("finding");
                 v
             }
-            Event::FindingCleared { check, summary } => {
-                json!({ "event": "finding-cleared", "check": check, "summary": summary })
+            Event::FindingCleared {
+                check,
+                key,
+                summary,
+            } => {
+                json!({ "event": "finding-cleared", "check": check, "key": key, "summary": summary })
             }
             Event::Paused => json!({ "event": "paused" }),
             Event::Resumed => json!({ "event": "resumed" }),
@@ -171,7 +179,7 @@ impl Event {
             } => format!("process start {pid} ({comm}) parent {ppid} uid {uid}"),
             Event::ProcessExit { pid, comm } => format!("process exit  {pid} ({comm})"),
             Event::Finding(f) => format!("finding {f}"),
-            Event::FindingCleared { check, summary } => format!("cleared {check}: {summary}"),
+            Event::FindingCleared { check, summary, .. } => format!("cleared {check}: {summary}"),
             Event::Paused => "guest paused".into(),
             Event::Resumed => "guest resumed".into(),
             Event::Reset => "guest reset: it runs another kernel image now".into(),
@@ -457,7 +465,7 @@ impl Watcher {
             .copied()
             .filter(|&c| !matches!(c, Check::KernelText | Check::KernelEntries) || text_now)
             .collect();
-        let first = match &mut self.incremental {
+        let mut first = match &mut self.incremental {
             Some(inc) => inc.run(target, census, &checks, &self.opts.settings),
             None => checks::run_scan(
                 checks::Scan::with_census(
@@ -469,6 +477,29 @@ impl Watcher {
                 &checks,
             ),
         };
+        // a check that failed on a running guest is run once more on a fresh read: a
+        // process that exited during the scan (its credentials or mappings freed under
+        // the walk) is the guest's own transient state, not an error to report
+        if target.is_live() && !self.opts.pause && !first.errors.is_empty() {
+            let failed: BTreeSet<&'static str> = first.errors.iter().map(|e| e.check).collect();
+            let again: Vec<Check> = checks
+                .iter()
+                .copied()
+                .filter(|c| failed.contains(c.name()))
+                .collect();
+            target.kernel.invalidate();
+            let retry = checks::run_once(
+                &target.kernel,
+                &target.registers,
+                &again,
+                &self.opts.settings,
+            );
+            first.errors = retry.errors;
+            first.findings.retain(|f| !failed.contains(f.check));
+            first.findings.extend(retry.findings);
+            first.ran.extend(retry.ran);
+            first.not_checked.extend(retry.not_checked);
+        }
         // a new finding of a running guest is confirmed by a second read of its checks
         // (what was reported before was confirmed then)
         let new: BTreeSet<&'static str> = first
@@ -529,6 +560,7 @@ impl Watcher {
                 cleared.push(key.clone());
                 events.push(Event::FindingCleared {
                     check,
+                    key: key.clone(),
                     summary: summary.clone(),
                 });
             }

@@ -320,6 +320,11 @@ fn serve_watches_two_guests() {
     );
     assert!(metric(&m2, "vmi_attach_failures_total{guest=\"web\"} ") >= 0.0);
     assert!(m2.contains("vmi_scan_duration_seconds_bucket{guest=\"db\",le=\"+Inf\"}"));
+    // incremental scans (the default) keep most units once the guest was scanned
+    assert!(
+        metric(&m2, "vmi_units_kept_total{guest=\"db\"} ") > 0.0,
+        "{m2}"
+    );
 
     s.signal(libc::SIGTERM);
     let code = s.child.wait().expect("wait").code();

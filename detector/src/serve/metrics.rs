@@ -8,6 +8,9 @@
 //! | `vmi_scans_total` | counter | guest |
 //! | `vmi_scan_errors_total` | counter | guest |
 //! | `vmi_scan_duration_seconds` | histogram | guest |
+//! | `vmi_scan_work_seconds` | histogram | guest |
+//! | `vmi_units_kept_total` | counter | guest |
+//! | `vmi_units_run_total` | counter | guest |
 //! | `vmi_findings_total` | counter | guest, check |
 //! | `vmi_events_total` | counter | guest, event |
 //! | `vmi_attach_failures_total` | counter | guest |
@@ -41,8 +44,36 @@ struct Histogram {
     sum: f64,
 }
 
+impl Histogram {
+    fn add(&mut self, secs: f64) {
+        self.count += 1;
+        self.sum += secs;
+        for (i, b) in BUCKETS.iter().enumerate() {
+            if secs <= *b {
+                self.counts[i] += 1;
+            }
+        }
+    }
+}
+
+/// What one scan took and did (a [`Metrics::scan`]).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ScanFigures {
+    /// The whole scan, the hypervisor's state and registers asked included.
+    pub secs: f64,
+    /// Reading the guest's memory and running the checks only.
+    pub work: f64,
+    /// Incremental units whose findings were kept.
+    pub kept: u64,
+    /// Incremental units run (all checks with full scans: 0).
+    pub ran: u64,
+}
+
 /// Reads one per-guest counter.
 type Counter = fn(&GuestMetrics) -> u64;
+
+/// Reads one per-guest histogram.
+type Hist = fn(&GuestMetrics) -> &Histogram;
 
 /// Per-guest counters.
 #[derive(Debug, Default, Clone)]
@@ -52,6 +83,9 @@ struct GuestMetrics {
     attach_failures: u64,
     late: u64,
     durations: Histogram,
+    work: Histogram,
+    kept: u64,
+    ran: u64,
     findings: BTreeMap<String, u64>,
     events: BTreeMap<String, u64>,
 }
@@ -78,17 +112,14 @@ impl Metrics {
         self.attached = attached;
     }
 
-    /// A scan took `secs`.
-    pub fn scan(&mut self, guest: &str, secs: f64) {
+    /// A scan took and did `f`.
+    pub fn scan(&mut self, guest: &str, f: ScanFigures) {
         let g = self.guest(guest);
         g.scans += 1;
-        g.durations.count += 1;
-        g.durations.sum += secs;
-        for (i, b) in BUCKETS.iter().enumerate() {
-            if secs <= *b {
-                g.durations.counts[i] += 1;
-            }
-        }
+        g.durations.add(f.secs);
+        g.work.add(f.work);
+        g.kept += f.kept;
+        g.ran += f.ran;
     }
 
     /// An event was emitted (findings also by check).
@@ -170,7 +201,7 @@ impl Metrics {
             "Events that an output failed to take.",
         );
         let _ = writeln!(s, "vmi_output_errors_total {}", self.output_errors);
-        let per_guest: [(&str, &str, Counter); 4] = [
+        let per_guest: [(&str, &str, Counter); 6] = [
             ("vmi_scans_total", "Scans done.", |g| g.scans),
             (
                 "vmi_scan_errors_total",
@@ -187,6 +218,14 @@ impl Metrics {
                 "Scans started later than the interval asked.",
                 |g| g.late,
             ),
+            (
+                "vmi_units_kept_total",
+                "Incremental scan units whose findings were kept (what they read unchanged).",
+                |g| g.kept,
+            ),
+            ("vmi_units_run_total", "Incremental scan units run.", |g| {
+                g.ran
+            }),
         ];
         for (name, help, get) in per_guest {
             head(&mut s, name, "counter", help);
@@ -194,36 +233,33 @@ impl Metrics {
                 let _ = writeln!(s, "{name}{{guest=\"{}\"}} {}", label(guest), get(g));
             }
         }
-        head(
-            &mut s,
-            "vmi_scan_duration_seconds",
-            "histogram",
-            "Time of one scan.",
-        );
-        for (guest, g) in &self.guests {
-            let l = label(guest);
-            for (i, b) in BUCKETS.iter().enumerate() {
-                let _ = writeln!(
-                    s,
-                    "vmi_scan_duration_seconds_bucket{{guest=\"{l}\",le=\"{b}\"}} {}",
-                    g.durations.counts[i]
-                );
+        let histograms: [(&str, &str, Hist); 2] = [
+            (
+                "vmi_scan_duration_seconds",
+                "Time of one scan.",
+                |g| &g.durations,
+            ),
+            (
+                "vmi_scan_work_seconds",
+                "Time of one scan's memory reads and checks (without asking the hypervisor for the guest's state and registers).",
+                |g| &g.work,
+            ),
+        ];
+        for (name, help, get) in histograms {
+            head(&mut s, name, "histogram", help);
+            for (guest, g) in &self.guests {
+                let (l, h) = (label(guest), get(g));
+                for (i, b) in BUCKETS.iter().enumerate() {
+                    let _ = writeln!(
+                        s,
+                        "{name}_bucket{{guest=\"{l}\",le=\"{b}\"}} {}",
+                        h.counts[i]
+                    );
+                }
+                let _ = writeln!(s, "{name}_bucket{{guest=\"{l}\",le=\"+Inf\"}} {}", h.count);
+                let _ = writeln!(s, "{name}_sum{{guest=\"{l}\"}} {:.6}", h.sum);
+                let _ = writeln!(s, "{name}_count{{guest=\"{l}\"}} {}", h.count);
             }
-            let _ = writeln!(
-                s,
-                "vmi_scan_duration_seconds_bucket{{guest=\"{l}\",le=\"+Inf\"}} {}",
-                g.durations.count
-            );
-            let _ = writeln!(
-                s,
-                "vmi_scan_duration_seconds_sum{{guest=\"{l}\"}} {:.6}",
-                g.durations.sum
-            );
-            let _ = writeln!(
-                s,
-                "vmi_scan_duration_seconds_count{{guest=\"{l}\"}} {}",
-                g.durations.count
-            );
         }
         head(
             &mut s,
@@ -400,8 +436,14 @@ mod tests {
     fn exposition() {
         let mut m = Metrics::default();
         m.set_guests(2, 1);
-        m.scan("web1", 0.002);
-        m.scan("web1", 0.3);
+        let f = |secs, work, kept, ran| ScanFigures {
+            secs,
+            work,
+            kept,
+            ran,
+        };
+        m.scan("web1", f(0.002, 0.0004, 0, 40));
+        m.scan("web1", f(0.3, 0.0008, 37, 3));
         m.event("web1", "finding", Some("idt"));
         m.event("web1", "scan-error", None);
         let text = m.render();
@@ -409,6 +451,10 @@ mod tests {
         assert!(text.contains("vmi_scans_total{guest=\"web1\"} 2\n"));
         assert!(text.contains("vmi_scan_duration_seconds_bucket{guest=\"web1\",le=\"0.0025\"} 1\n"));
         assert!(text.contains("vmi_scan_duration_seconds_bucket{guest=\"web1\",le=\"+Inf\"} 2\n"));
+        assert!(text.contains("vmi_scan_work_seconds_bucket{guest=\"web1\",le=\"0.0005\"} 1\n"));
+        assert!(text.contains("vmi_scan_work_seconds_bucket{guest=\"web1\",le=\"0.001\"} 2\n"));
+        assert!(text.contains("vmi_units_kept_total{guest=\"web1\"} 37\n"));
+        assert!(text.contains("vmi_units_run_total{guest=\"web1\"} 43\n"));
         assert!(text.contains("vmi_findings_total{guest=\"web1\",check=\"idt\"} 1\n"));
         assert!(text.contains("vmi_scan_errors_total{guest=\"web1\"} 1\n"));
         assert_eq!(label("a\"b\\c\nd"), "a\\\"b\\\\c\\nd");
@@ -417,7 +463,13 @@ mod tests {
     #[test]
     fn endpoint_answers() {
         let metrics = Arc::new(Mutex::new(Metrics::default()));
-        metrics.lock().unwrap().scan("g", 0.001);
+        metrics.lock().unwrap().scan(
+            "g",
+            ScanFigures {
+                secs: 0.001,
+                ..ScanFigures::default()
+            },
+        );
         let ep = Endpoint::start("127.0.0.1:0".parse().unwrap(), metrics).unwrap();
         let mut c = TcpStream::connect(ep.addr).unwrap();
         c.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")

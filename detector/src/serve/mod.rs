@@ -305,10 +305,10 @@ impl Service {
         }
         match msg {
             Msg::Event(rec) => self.emit(rec),
-            Msg::Scanned { guest, secs } => {
+            Msg::Scanned { guest, figures } => {
                 self.scans += 1;
                 if let Ok(mut m) = self.metrics.lock() {
-                    m.scan(&guest, secs);
+                    m.scan(&guest, figures);
                 }
             }
             Msg::AttachFailed { guest } => {

@@ -33,8 +33,8 @@ pub enum Msg {
     Scanned {
         /// The guest.
         guest: String,
-        /// Seconds.
-        secs: f64,
+        /// What it took and did.
+        figures: super::metrics::ScanFigures,
     },
     /// Opening the guest failed.
     AttachFailed {
@@ -240,9 +240,15 @@ fn run(cfg: Guest, stop: &AtomicBool, tx: &Out, gate: &Gate) {
         let due = next;
         let started = Instant::now();
         let tick = watcher.tick(t);
+        let stats = watcher.tick_stats().unwrap_or_default();
         tx.send(Msg::Scanned {
             guest: name.clone(),
-            secs: started.elapsed().as_secs_f64(),
+            figures: super::metrics::ScanFigures {
+                secs: started.elapsed().as_secs_f64(),
+                work: watcher.last_scan().as_secs_f64(),
+                kept: u64::from(stats.kept),
+                ran: u64::from(stats.ran),
+            },
         });
         let (events, gone) = match tick {
             Tick::Continue(e) => (e, false),

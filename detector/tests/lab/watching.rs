@@ -10,8 +10,8 @@
 //!   be exactly those `check` finds in the dump, but for watch's own cross-scan
 //!   finding (`became-root`, which no single scan can see).
 //!
-//! Findings are compared by check and summary (the summary names the object, hook and
-//! owner). The latencies are printed: the test's log holds the figures.
+//! Findings are compared by check and key ([`Id`]). The latencies are printed: the
+//! test's log holds the figures.
 
 use std::cell::RefCell;
 use std::collections::BTreeMap;
@@ -28,7 +28,10 @@ pub(crate) const WITHIN: Duration = Duration::from_secs(1);
 /// The same for the checks watch runs on one scan in 10 (`--text-every`).
 pub(crate) const TEXT_WITHIN: Duration = Duration::from_secs(3);
 
-/// A finding's check and summary.
+/// A finding's check and key (what identifies it across scans: watch raises a finding
+/// once, as first seen, and keeps it by its key while it stays, even if its summary
+/// changes, e.g. a probe's owner read as "module area, no known module" while its
+/// module loads, and by its name after).
 type Id = (String, String);
 
 thread_local! {
@@ -48,11 +51,11 @@ pub(crate) fn note_check(started: SystemTime, run: &Run) {
     CHECKS.with(|c| c.borrow_mut().push((started, found)));
 }
 
-/// A finding's check and summary.
+/// A finding's [`Id`].
 fn identity(f: &Value) -> Id {
     (
         f["check"].as_str().unwrap_or("").to_string(),
-        f["summary"].as_str().unwrap_or("").to_string(),
+        f["key"].as_str().unwrap_or("").to_string(),
     )
 }
 

@@ -106,7 +106,9 @@ impl<M: PhysicalMemory> Recording<M> {
                 b.bytes.extend_from_slice(buf);
                 b.reads.push((pa.0, buf.len() as u32, Some(at)));
             }
-            Err(PhysError::Unmapped { .. }) => b.reads.push((pa.0, buf.len() as u32, None)),
+            Err(PhysError::Unmapped { .. }) if buf.len() <= MAX_LOG_BYTES => {
+                b.reads.push((pa.0, buf.len() as u32, None))
+            }
             Err(_) => b.spoiled = true,
         }
     }
@@ -162,8 +164,10 @@ impl<M: PhysicalMemory> PhysicalMemory for Recording<M> {
 /// and the reads that failed because nothing backs them.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ReadLog {
-    /// (start, bytes) of merged ranges, sorted, not touching each other.
-    ranges: Vec<(u64, Vec<u8>)>,
+    /// (start, length) of merged ranges, sorted, not touching each other; their bytes
+    /// one after the other in `bytes`.
+    ranges: Vec<(u64, u32)>,
+    bytes: Vec<u8>,
     /// (address, length) of reads that failed as unbacked.
     unbacked: Vec<(u64, u32)>,
 }
@@ -179,26 +183,33 @@ impl ReadLog {
             };
             let new = &bytes[at as usize..at as usize + len as usize];
             match log.ranges.last_mut() {
-                Some((start, have)) if pa <= *start + have.len() as u64 => {
+                Some((start, have)) if pa <= *start + u64::from(*have) => {
                     // overlaps or touches the range before: the overlap must agree
                     let from = (pa - *start) as usize;
-                    let overlap = (have.len() - from).min(new.len());
-                    if have[from..from + overlap] != new[..overlap] {
+                    let overlap = (*have as usize - from).min(new.len());
+                    let base = log.bytes.len() - *have as usize;
+                    if log.bytes[base + from..base + from + overlap] != new[..overlap] {
                         return None;
                     }
-                    have.extend_from_slice(&new[overlap..]);
+                    log.bytes.extend_from_slice(&new[overlap..]);
+                    *have += (new.len() - overlap) as u32;
                 }
-                _ => log.ranges.push((pa, new.to_vec())),
+                _ => {
+                    log.ranges.push((pa, len));
+                    log.bytes.extend_from_slice(new);
+                }
             }
         }
         log.unbacked.sort_unstable();
         log.unbacked.dedup();
+        log.ranges.shrink_to_fit();
+        log.bytes.shrink_to_fit();
         Some(log)
     }
 
     /// Bytes kept.
     pub fn bytes(&self) -> usize {
-        self.ranges.iter().map(|(_, b)| b.len()).sum()
+        self.bytes.len()
     }
 
     /// Ranges kept (after merging).
@@ -209,19 +220,29 @@ impl ReadLog {
     /// True when `mem` holds the same bytes at every range read, and the reads that
     /// failed still fail: the recorded computation would read exactly the same again.
     pub fn unchanged<M: PhysicalMemory + ?Sized>(&self, mem: &M) -> bool {
-        let mut buf = Vec::new();
-        for (start, have) in &self.ranges {
-            buf.clear();
-            buf.resize(have.len(), 0);
-            if mem.read_phys(Pa(*start), &mut buf).is_err() || buf != *have {
-                return false;
+        let mut buf = [0u8; 4096];
+        let mut at = 0usize;
+        for &(start, len) in &self.ranges {
+            // in pieces of at most a page: no allocation
+            let mut done = 0usize;
+            while done < len as usize {
+                let n = (len as usize - done).min(buf.len());
+                if mem
+                    .read_phys(Pa(start + done as u64), &mut buf[..n])
+                    .is_err()
+                    || buf[..n] != self.bytes[at + done..at + done + n]
+                {
+                    return false;
+                }
+                done += n;
             }
+            at += len as usize;
         }
+        // (rare: a walk that met a hole)
         self.unbacked.iter().all(|&(pa, len)| {
-            buf.clear();
-            buf.resize(len as usize, 0);
+            let mut whole = vec![0u8; len as usize];
             matches!(
-                mem.read_phys(Pa(pa), &mut buf),
+                mem.read_phys(Pa(pa), &mut whole),
                 Err(PhysError::Unmapped { .. })
             )
         })

@@ -244,6 +244,8 @@ impl<M: PhysicalMemory> AddressSpace<M> {
 
 fn log_translation(tlb: &mut Tlb, vpn: u64, e: TlbEntry) {
     let full = match &mut tlb.log {
+        // the same page again (a field after a field): logged already
+        Some(log) if log.last().is_some_and(|(v, _)| *v == vpn) => false,
         Some(log) if log.len() < MAX_LOGGED_TRANSLATIONS => {
             log.push((vpn, e));
             false
