@@ -17,7 +17,7 @@
 //! | `kernel-entries`, `kernel-text` | on `watch`'s own schedule (`--text-every`): they read all of kernel text |
 //! | every other kernel check (hook tables, chains, lists) | a byte it read changed, or the shared views changed (modules list, module kobjects, ftrace_ops, network namespaces); it is given no processes |
 //! | `credentials`, `vfs-ops`, `perf-events`, `ebpf`, `kthreads`, `policy` | a byte it read changed, the shared views changed, or a process's stable fields did (pid, name, credentials' ids, address space, threads; not its scheduling state) |
-//! | `spoofing`, `exec-location`, `malfind`, per user process | that process is new or its stable fields changed, a byte read for it changed, or (spoofing) the kernel threads' names did |
+//! | `spoofing`, `exec-location`, `malfind`, `socket-filter`, per user process | that process is new or its stable fields changed, a byte read for it changed, or (spoofing) the kernel threads' names did |
 //!
 //! A unit whose check fails, or whose reads were torn by the guest or too many to keep
 //! ([`MAX_LOG_BYTES`](vmi_core::memory::record::MAX_LOG_BYTES)), runs every tick. Every
@@ -33,7 +33,8 @@ use vmi_core::kernel::{Census, Kernel, KernelError, Process, Views};
 use vmi_core::memory::{PhysicalMemory, ReadLog, Recorder};
 
 use crate::checks::{
-    self, exec_location, malfind, names::Names, spoofing, Check, CheckFailure, Report, Scan,
+    self, exec_location, malfind, names::Names, socket_filter, spoofing, Check, CheckFailure,
+    Report, Scan,
 };
 use crate::finding::Finding;
 use crate::target::Target;
@@ -60,7 +61,9 @@ impl Unit {
         match check {
             Check::HiddenProcess | Check::Idt | Check::CpuState => Unit::Always,
             Check::KernelEntries | Check::KernelText => Unit::Scheduled,
-            Check::Spoofing | Check::ExecLocation | Check::Malfind => Unit::PerProcess,
+            Check::Spoofing | Check::ExecLocation | Check::Malfind | Check::SocketFilter => {
+                Unit::PerProcess
+            }
             Check::Credentials
             | Check::VfsOps
             | Check::PerfEvents
@@ -433,6 +436,11 @@ impl Incremental {
                         exec_location::one(s, p, policy.as_ref(), &mut v);
                         v
                     }
+                    Check::SocketFilter => {
+                        let mut v = Vec::new();
+                        socket_filter::one(s, p, policy.as_ref(), &mut v);
+                        v
+                    }
                     _ => {
                         let mut v = Vec::new();
                         malfind::one(s, p, policy.as_ref(), &mut v);
@@ -606,8 +614,8 @@ mod tests {
         let first = g.tick();
         assert!(first.errors.is_empty(), "{:?}", first.errors);
         let units = g.inc.memos() as u32;
-        // 9 kernel and 5 process checks, 3 per-process checks of 3 user processes
-        assert_eq!(units, 14 + 3 * 3, "{:?}", g.inc.last);
+        // 9 kernel and 5 process checks, 4 per-process checks of 3 user processes
+        assert_eq!(units, 14 + 4 * 3, "{:?}", g.inc.last);
         assert_eq!(g.inc.last.ran, units + always());
         let second = g.tick();
         assert_eq!(
@@ -674,7 +682,12 @@ mod tests {
         // kernel unit, and of the other processes' only those whose reads changed
         // (bash's task, last on the tasks list, links to the new one now)
         let ran = &g.inc.ran;
-        for c in [Check::Spoofing, Check::ExecLocation, Check::Malfind] {
+        for c in [
+            Check::Spoofing,
+            Check::ExecLocation,
+            Check::Malfind,
+            Check::SocketFilter,
+        ] {
             assert!(ran.contains(&(c, Some(2000))), "{ran:?}");
         }
         for c in Check::ALL {

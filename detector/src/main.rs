@@ -132,8 +132,12 @@ enum Command {
     /// Loaded kernel modules, from the modules list (from both ends where it is
     /// broken: a warning on stderr and exit status 1).
     Lsmod,
-    /// Internet sockets (TCP, UDP, IPv4 and IPv6) per process, from each process's
-    /// open files: listening and connected, with addresses, ports, state and inode.
+    /// Sockets of every family per process, from each process's open files: internet
+    /// (TCP, UDP, raw; IPv4 and IPv6) with addresses, ports and state, unix with their
+    /// path or abstract name, packet with protocol and interface, netlink with port id;
+    /// inode, and the attached filter (classic BPF or eBPF) with its instruction count
+    /// (with --json, a classic program decoded as `tcpdump -d` prints it, an eBPF
+    /// program's id as `bpf` lists it).
     Sockets {
         /// Only listening sockets (TCP LISTEN, UDP bound and not connected).
         #[arg(long)]
@@ -218,8 +222,8 @@ enum Command {
     Check {
         /// Only these checks (repeat or comma-separate): hidden-process, hidden-module,
         /// syscall-table, idt, credentials, ftrace, kprobes, tracepoints, netfilter,
-        /// notifiers, tty, afinfo, vfs-ops, spoofing, exec-location, malfind, perf-events,
-        /// ebpf, cpu-state, kthreads, policy, kernel-text.
+        /// notifiers, tty, afinfo, vfs-ops, spoofing, exec-location, malfind,
+        /// socket-filter, perf-events, ebpf, cpu-state, kthreads, policy, kernel-text.
         #[arg(long = "check", value_name = "NAME", value_delimiter = ',')]
         only: Vec<String>,
         /// Pause a live guest while it is read (default: read it running and confirm
@@ -270,8 +274,8 @@ enum Command {
         /// themselves are compared), when the modules, module kobjects, ftrace_ops or
         /// network namespaces changed, or for the process checks, when a process
         /// started, exited, or changed its name, ids, address space or threads; the
-        /// per-process checks (spoofing, exec-location, malfind) per process.
-        /// hidden-process, idt and cpu-state run on every scan.
+        /// per-process checks (spoofing, exec-location, malfind, socket-filter) per
+        /// process. hidden-process, idt and cpu-state run on every scan.
         #[arg(long)]
         full_scans: bool,
         /// With incremental scans, run every check in full on one scan in N

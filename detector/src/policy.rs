@@ -20,6 +20,10 @@
 //! # memfd, a deleted file or a world-writable directory: globs over the path
 //! # without " (deleted)" (a memfd's is /memfd:NAME), as for deny_exe
 //! allow_exec_location = ["/memfd:runc_cloned:*", "/tmp/app-runtime/*"]
+//! # executables whose packet and raw sockets may have a BPF filter (the
+//! # socket-filter check; replaces the default list, socket_filter::DEFAULT_ALLOWED:
+//! # tcpdump, DHCP clients and servers, network managers): globs as for deny_exe
+//! allow_socket_filter = ["/usr/sbin/tcpdump", "/opt/probe/bin/*"]
 //! # BPF program types the ebpf check reports (replaces the default list,
 //! # DEFAULT_EBPF_TYPES): TYPE (any attach type) or TYPE/ATTACH_TYPE, named as
 //! # `detector bpf` shows them
@@ -80,6 +84,9 @@ pub struct Policy {
     pub allow_jit: Vec<Glob>,
     /// File path globs the exec-location check accepts anywhere.
     pub allow_exec_location: Vec<Glob>,
+    /// Executable path globs allowed a packet or raw socket's filter (`None`:
+    /// [`crate::checks::socket_filter::DEFAULT_ALLOWED`]).
+    pub allow_socket_filter: Option<Vec<Glob>>,
     /// BPF program types reported (`None`: [`DEFAULT_EBPF_TYPES`]).
     pub ebpf_types: Option<Vec<String>>,
     /// BPF programs allowed, by name or `tag:HEX`.
@@ -242,9 +249,10 @@ impl Policy {
                 }
                 "allow_jit" => p.allow_jit = globs(key, v)?,
                 "allow_exec_location" => p.allow_exec_location = globs(key, v)?,
+                "allow_socket_filter" => p.allow_socket_filter = Some(globs(key, v)?),
                 other => return Err(PolicyError::Key {
                     key: other.into(),
-                    what: "unknown key (the keys are deny_names, deny_exe, root_uids, allow_listen, ebpf_types, ebpf_allow, allow_jit, allow_exec_location)"
+                    what: "unknown key (the keys are deny_names, deny_exe, root_uids, allow_listen, ebpf_types, ebpf_allow, allow_jit, allow_exec_location, allow_socket_filter)"
                         .into(),
                 }),
             }
@@ -308,6 +316,18 @@ impl Policy {
     /// matches an `allow_exec_location` glob.
     pub fn exec_location_allowed(&self, path: &[u8]) -> bool {
         self.allow_exec_location.iter().any(|g| g.is_match(path))
+    }
+
+    /// True when the executable `path` (without ` (deleted)`) may filter a packet or
+    /// raw socket: it matches an `allow_socket_filter` glob, or without that key one of
+    /// [`crate::checks::socket_filter::DEFAULT_ALLOWED`].
+    pub fn socket_filter_allowed(&self, path: &[u8]) -> bool {
+        match &self.allow_socket_filter {
+            Some(globs) => globs.iter().any(|g| g.is_match(path)),
+            None => crate::checks::socket_filter::DEFAULT_ALLOWED
+                .iter()
+                .any(|d| d.as_bytes() == path),
+        }
     }
 
     /// True when `path` matches an `allow_jit` glob.

@@ -8,8 +8,11 @@ use std::fmt::Write as _;
 
 use serde_json::{json, Value};
 use vmi_core::arch::x86_64::PagingMode;
+use vmi_core::kernel::cbpf;
 use vmi_core::kernel::census::ModuleList;
-use vmi_core::kernel::sockets::Socket;
+use vmi_core::kernel::sockets::{
+    Detail, Filter, Socket, AF_INET, AF_INET6, AF_NETLINK, AF_PACKET, AF_UNIX,
+};
 use vmi_core::kernel::vma::MapsEntry;
 use vmi_core::kernel::{Census, KernelError, Module, Process, Views};
 
@@ -149,23 +152,130 @@ pub fn endpoint((ip, port): &(std::net::IpAddr, u16)) -> String {
     }
 }
 
+/// A unix socket's name as `ss` writes it: the path, `@NAME` for an abstract name, `*`
+/// when unbound; escaped.
+pub fn unix_name(name: Option<&[u8]>) -> String {
+    match name {
+        None => "*".into(),
+        Some([0, rest @ ..]) => format!("@{}", guest_str(rest)),
+        Some(path) => guest_str(path),
+    }
+}
+
+/// A socket's local end as `sockets` writes it: `ADDRESS:PORT` for an internet socket,
+/// the name of a unix socket, `PROTOCOL:IFINDEX` of a packet socket (`0x0003:*` for
+/// `ETH_P_ALL` on every interface), `PROTOCOL:PORTID` of a netlink socket.
+pub fn local_end(s: &Socket) -> String {
+    let or_star = |v: Option<String>| v.unwrap_or_else(|| "?".into());
+    match &s.detail {
+        Detail::Inet => endpoint(&s.local),
+        Detail::Unix { name } => unix_name(name.as_deref()),
+        Detail::Packet { protocol, ifindex } => format!(
+            "{}:{}",
+            or_star(protocol.map(|p| format!("{p:#06x}"))),
+            match ifindex {
+                Some(0) => "*".into(),
+                i => or_star(i.map(|i| i.to_string())),
+            }
+        ),
+        Detail::Netlink { portid } => {
+            format!("{}:{}", s.protocol, or_star(portid.map(|p| p.to_string())))
+        }
+        Detail::Other => "*".into(),
+    }
+}
+
+/// `ss`'s name for the socket's family and type: `tcp`, `udp6`, `raw`, `u_str`,
+/// `u_dgr`, `u_seq`, `p_raw`, `p_dgr`, `nl`, ...
+pub fn netid(s: &Socket) -> String {
+    let t = match s.sock_type {
+        1 => "str",
+        2 => "dgr",
+        3 => "raw",
+        5 => "seq",
+        _ => "oth",
+    };
+    match s.family {
+        AF_INET6 => format!("{}6", s.protocol_name()),
+        AF_UNIX => format!("u_{t}"),
+        AF_PACKET => format!("p_{t}"),
+        AF_NETLINK => "nl".into(),
+        _ if s.is_inet() => s.protocol_name(),
+        _ => s.family_name(),
+    }
+}
+
+/// A filter in one word: `cbpf:N` (N classic instructions), `ebpf#ID:N`, `-` for none.
+pub fn filter_word(f: Option<&Filter>) -> String {
+    match f {
+        None => "-".into(),
+        Some(Filter::Classic { len, .. }) => format!("cbpf:{len}"),
+        Some(Filter::Ebpf { id, len, .. }) => format!("ebpf#{id}:{len}"),
+    }
+}
+
+/// A filter as JSON: its kind and instruction count, a classic program decoded as
+/// `tcpdump -d` prints it, an eBPF program's id (the one `bpf` lists).
+pub fn filter_json(f: &Filter) -> Value {
+    match f {
+        Filter::Classic { len, insns, prog } => json!({
+            "kind": "cbpf",
+            "instructions": len,
+            "program": cbpf::disassemble(insns),
+            "bpf_prog": prog.to_string(),
+        }),
+        Filter::Ebpf { id, len, prog } => json!({
+            "kind": "ebpf",
+            "instructions": len,
+            "id": id,
+            "bpf_prog": prog.to_string(),
+        }),
+    }
+}
+
 /// One socket of one process as JSON.
 pub fn socket_json(p: &Process, s: &Socket) -> Value {
-    json!({
+    let family = match s.family {
+        AF_INET => "ipv4".to_string(),
+        AF_INET6 => "ipv6".to_string(),
+        _ => s.family_name(),
+    };
+    let mut v = json!({
         "pid": p.pid,
         "comm": guest_str(&p.comm),
         "fd": s.fd,
         "inode": s.inode,
-        "family": if s.family == vmi_core::kernel::sockets::AF_INET6 { "ipv6" } else { "ipv4" },
+        "family": family,
+        "type": s.type_name(),
         "protocol": s.protocol_name(),
         "state": s.state_name(),
         "state_code": s.state,
         "listening": s.is_listening(),
-        "local_address": s.local.0.to_string(),
-        "local_port": s.local.1,
-        "remote_address": s.remote.0.to_string(),
-        "remote_port": s.remote.1,
-    })
+        "local": local_end(s),
+        "filter": s.filter.as_ref().map(filter_json),
+    });
+    match &s.detail {
+        Detail::Inet => {
+            v["local_address"] = json!(s.local.0.to_string());
+            v["local_port"] = json!(s.local.1);
+            v["remote_address"] = json!(s.remote.0.to_string());
+            v["remote_port"] = json!(s.remote.1);
+        }
+        Detail::Unix { name } => {
+            v["path"] = json!(name.as_deref().map(|n| unix_name(Some(n))));
+            v["abstract"] = json!(name.as_deref().is_some_and(|n| n.first() == Some(&0)));
+        }
+        Detail::Packet { protocol, ifindex } => {
+            v["ethertype"] = json!(protocol);
+            v["ifindex"] = json!(ifindex);
+        }
+        Detail::Netlink { portid } => {
+            v["netlink_protocol"] = json!(s.protocol);
+            v["portid"] = json!(portid);
+        }
+        Detail::Other => {}
+    }
+    v
 }
 
 /// `sockets` as JSON: one object per socket.
@@ -177,31 +287,32 @@ pub fn sockets_json(rows: &[(&Process, Vec<Socket>)]) -> Value {
     )
 }
 
-/// `sockets` as text, as `ss -tuanp` would show them.
+/// `sockets` as text, as `ss -apn` would show them, with each socket's filter.
 pub fn sockets_text(rows: &[(&Process, Vec<Socket>)]) -> String {
     let mut s = String::new();
     let _ = writeln!(
         s,
-        "{:<7} {:<12} {:<45} {:<45} {:>7} {:>4} {:>10} COMM",
-        "PROTO", "STATE", "LOCAL", "REMOTE", "PID", "FD", "INODE"
+        "{:<7} {:<12} {:<45} {:<45} {:>7} {:>4} {:>10} {:<12} COMM",
+        "NETID", "STATE", "LOCAL", "REMOTE", "PID", "FD", "INODE", "FILTER"
     );
     for (p, socks) in rows {
         for k in socks {
-            let proto = if k.family == vmi_core::kernel::sockets::AF_INET6 {
-                format!("{}6", k.protocol_name())
+            let remote = if k.is_inet() {
+                endpoint(&k.remote)
             } else {
-                k.protocol_name()
+                "*".into()
             };
             let _ = writeln!(
                 s,
-                "{:<7} {:<12} {:<45} {:<45} {:>7} {:>4} {:>10} {}",
-                proto,
+                "{:<7} {:<12} {:<45} {:<45} {:>7} {:>4} {:>10} {:<12} {}",
+                netid(k),
                 k.state_name(),
-                endpoint(&k.local),
-                endpoint(&k.remote),
+                local_end(k),
+                remote,
                 p.pid,
                 k.fd,
                 k.inode,
+                filter_word(k.filter.as_ref()),
                 guest_str(&p.comm)
             );
         }

@@ -919,11 +919,13 @@ fn socket_file<M: PhysicalMemory>(k: &Kernel<M>, file: u64) -> Result<(), String
     Ok(())
 }
 
-/// Every internet socket of every process has a family, type, protocol and state the
-/// kernel uses together, an inode number, and ports as its state has them.
+/// Every socket of every process has a family, type, protocol and state the kernel
+/// uses together, an inode number, and ports as its state has them (internet), a
+/// printable path ended within `sun_path` (unix), a type its family has (packet,
+/// netlink), and a filter of 1 to 4096 classic instructions or a loaded eBPF program.
 fn sockets<M: PhysicalMemory>(k: &Kernel<M>, procs: &[vmi_core::kernel::Process]) -> RuleResult {
     const RULE: &str = "sockets";
-    let (mut problems, mut n) = (Vec::new(), 0);
+    let (mut problems, mut n, mut inet, mut filters) = (Vec::new(), 0, 0, 0);
     let mut inodes = std::collections::BTreeMap::new();
     for p in procs.iter().filter(|p| !p.is_kernel_thread()) {
         let socks = match k.sockets(p.task) {
@@ -946,46 +948,100 @@ fn sockets<M: PhysicalMemory>(k: &Kernel<M>, procs: &[vmi_core::kernel::Process]
                     p.pid, s.fd, s.inode
                 ));
             }
-            let known = matches!(s.family, 2 | 10)
-                && matches!(
-                    (s.sock_type, s.protocol),
-                    (1, 6 | 132 | 262) | (2, 17 | 136 | 1 | 58) | (3, 0..=255) | (5, 132)
-                )
-                && (1..=12).contains(&s.state)
-                && s.inode != 0
-                && s.inode <= u64::from(u32::MAX);
-            // TCP listens on a port with no peer; a connection has both ends; an
-            // unconnected UDP socket has no peer
-            let (local, remote) = (&s.local, &s.remote);
-            let ports = match (s.protocol, s.state) {
-                (6, 10) => local.1 != 0 && remote.1 == 0 && remote.0.is_unspecified(),
-                (6, 1) => {
-                    local.1 != 0
-                        && remote.1 != 0
-                        && !local.0.is_unspecified()
-                        && !remote.0.is_unspecified()
-                }
-                (17, 7) => remote.1 == 0 && remote.0.is_unspecified(),
-                _ => true,
-            };
-            if !known || !ports {
+            let numbered = s.inode != 0 && s.inode <= u64::from(u32::MAX);
+            if let Some(why) = socket_implausible(&s).or((!numbered).then_some("no inode number")) {
                 problems.push(format!(
-                    "process {} fd {}: family {}, type {}, protocol {}, state {}, inode {}, {}:{} to {}:{}",
-                    p.pid, s.fd, s.family, s.sock_type, s.protocol, s.state, s.inode, s.local.0,
-                    s.local.1, s.remote.0,
-                    s.remote.1
+                    "process {} fd {}: {why}: family {}, type {}, protocol {}, state {}, inode {}, {} to {}",
+                    p.pid,
+                    s.fd,
+                    s.family,
+                    s.sock_type,
+                    s.protocol,
+                    s.state,
+                    s.inode,
+                    crate::render::local_end(&s),
+                    crate::render::endpoint(&s.remote),
                 ));
             }
+            inet += usize::from(s.is_inet());
+            filters += usize::from(s.filter.is_some());
         }
     }
     if n == 0 && problems.is_empty() {
-        return result(RULE, Outcome::NotApplicable, "no internet socket open");
+        return result(RULE, Outcome::NotApplicable, "no socket open");
     }
     pass_or_fail(
         RULE,
         problems,
-        format!("{n} internet sockets with families, types, states and ports that go together"),
+        format!(
+            "{n} sockets ({inet} internet, {filters} filtered) with families, types, states, ports, names and filters that go together"
+        ),
     )
+}
+
+/// What about a socket no kernel makes (`None`: nothing).
+fn socket_implausible(s: &vmi_core::kernel::sockets::Socket) -> Option<&'static str> {
+    use vmi_core::kernel::sockets::{Detail, Filter, UNIX_PATH_MAX};
+    let family_fits = match &s.detail {
+        Detail::Inet => {
+            matches!(
+                (s.sock_type, s.protocol),
+                (1, 6 | 132 | 262) | (2, 17 | 136 | 1 | 58) | (3, 0..=255) | (5, 132)
+            ) && (1..=12).contains(&s.state)
+        }
+        // SOCK_STREAM, SOCK_DGRAM, SOCK_SEQPACKET; protocol 0 or PF_UNIX; connected,
+        // unconnected, listening
+        Detail::Unix { .. } => {
+            matches!(s.sock_type, 1 | 2 | 5) && s.protocol <= 1 && matches!(s.state, 1 | 7 | 10)
+        }
+        // SOCK_DGRAM, SOCK_RAW, SOCK_PACKET
+        Detail::Packet { .. } => matches!(s.sock_type, 2 | 3 | 10),
+        // SOCK_DGRAM, SOCK_RAW; MAX_LINKS
+        Detail::Netlink { .. } => matches!(s.sock_type, 2 | 3) && s.protocol < 32,
+        Detail::Other => true,
+    };
+    if !family_fits {
+        return Some("a family, type, protocol and state no kernel uses together");
+    }
+    // TCP listens on a port with no peer; a connection has both ends; an unconnected
+    // UDP socket has no peer
+    let (local, remote) = (&s.local, &s.remote);
+    let ports = !s.is_inet()
+        || match (s.protocol, s.state) {
+            (6, 10) => local.1 != 0 && remote.1 == 0 && remote.0.is_unspecified(),
+            (6, 1) => {
+                local.1 != 0
+                    && remote.1 != 0
+                    && !local.0.is_unspecified()
+                    && !remote.0.is_unspecified()
+            }
+            (17, 7) => remote.1 == 0 && remote.0.is_unspecified(),
+            _ => true,
+        };
+    if !ports {
+        return Some("ports its state does not have");
+    }
+    // a path is printable and ends (NUL) within sun_path; an abstract name is bytes
+    if let Detail::Unix { name: Some(name) } = &s.detail {
+        let path = name.first().is_some_and(|&b| b != 0);
+        let printable = name.iter().all(|&c| c >= 0x20 && c != 0x7f);
+        if path && (name.len() >= UNIX_PATH_MAX || !printable) {
+            return Some("a unix path that is not a printable string ended within sun_path");
+        }
+        if name.is_empty() {
+            return Some("a bound unix socket without a name");
+        }
+    }
+    match &s.filter {
+        Some(Filter::Classic { len, .. }) if !(1..=4096).contains(len) => {
+            Some("a classic filter of no instructions or more than BPF_MAXINSNS")
+        }
+        // BPF_COMPLEXITY_LIMIT_INSNS; a program of prog_idr has an id
+        Some(Filter::Ebpf { id, len, .. }) if *id == 0 || !(1..=1_000_000).contains(len) => {
+            Some("an eBPF filter without an id or with no or too many instructions")
+        }
+        _ => None,
+    }
 }
 
 /// Listed modules have text names, code in the module area, and a kobject in the kset.
@@ -1417,6 +1473,53 @@ mod tests {
                 Outcome::Pass
             };
             assert_eq!(*outcome, want, "{rule}: {detail}");
+        }
+    }
+
+    /// The sockets rule on a system with a socket of each family and filters: it
+    /// passes, and a classic filter longer than BPF_MAXINSNS, an unprintable unix
+    /// path, a netlink socket of a stream type and an eBPF filter without an id fail it.
+    #[test]
+    fn sockets_of_every_family_and_their_filters() {
+        use vmi_core::kernel::sockets::{AF_INET, AF_NETLINK, AF_PACKET, AF_UNIX, SOCK_RAW};
+        let insn = [[0x06u8, 0, 0, 0, 0, 0, 0, 0]];
+        let sockets = |bad: usize| {
+            let mut s = system();
+            let t = &s.bash;
+            let pkt = s.sk.add_socket(t, 3, (AF_PACKET, SOCK_RAW, 0x0300, 7), 901);
+            s.sk.attach_cbpf(pkt, &insn, if bad == 1 { 4097 } else { 1 });
+            let u = s.sk.add_socket(t, 4, (AF_UNIX, 1, 0, 10), 902);
+            s.sk.bind_unix(
+                u,
+                if bad == 2 {
+                    b"/run/\x1b[2J"
+                } else {
+                    b"/run/x.sock"
+                },
+            );
+            let u = s.sk.add_socket(t, 5, (AF_UNIX, 2, 0, 7), 903);
+            s.sk.bind_unix(u, b"\0abstract\x01");
+            let nl_type = if bad == 3 { 1 } else { 3 };
+            s.sk.add_socket(t, 6, (AF_NETLINK, nl_type, 0, 7), 904);
+            let raw = s.sk.add_socket(t, 7, (AF_INET, SOCK_RAW, 1, 7), 905);
+            let prog =
+                s.sk.add_bpf_prog(if bad == 4 { 0 } else { 7 }, 1, b"f", [0; 8]);
+            s.sk.set_u32(prog, "bpf_prog", "len", 5);
+            s.sk.attach_prog(raw, prog);
+            let got = outcomes(s.sk);
+            got.into_iter()
+                .find(|r| r.0 == "sockets")
+                .expect("the rule")
+        };
+        let (_, outcome, detail) = sockets(0);
+        assert_eq!(outcome, Outcome::Pass, "{detail}");
+        assert!(
+            detail.starts_with("5 sockets (1 internet, 2 filtered)"),
+            "{detail}"
+        );
+        for bad in 1..=4 {
+            let (_, outcome, detail) = sockets(bad);
+            assert_eq!(outcome, Outcome::Fail, "{bad}: {detail}");
         }
     }
 

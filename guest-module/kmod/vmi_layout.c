@@ -67,6 +67,8 @@
 #include <linux/fdtable.h>
 #include <linux/net.h>
 #include <net/sock.h>
+#include <linux/filter.h>
+#include <net/af_unix.h>
 #include <net/net_namespace.h>
 #include <linux/bpf.h>
 #include <linux/perf_event.h>
@@ -282,6 +284,17 @@ static const struct vmi_field_info fields[] = {
 	F(sock_common, skc_daddr, __be32, "unsigned int"),
 	F(sock_common, skc_num, __u16, "short unsigned int"),
 	F(sock_common, skc_dport, __be16, "short unsigned int"),
+	/* a socket's filter and a unix socket's name (vmi_core::kernel::sockets);
+	 * packet_sock and netlink_sock are private to net/{packet,netlink}/: opt_type */
+	F(sock, sk_filter, struct sk_filter *, "ptr struct sk_filter"),
+	F(sk_filter, prog, struct bpf_prog *, "ptr struct bpf_prog"),
+	F(bpf_prog, len, u32, "unsigned int"),
+	F(bpf_prog, orig_prog, struct sock_fprog_kern *, "ptr struct sock_fprog_kern"),
+	F(sock_fprog_kern, len, u16, "short unsigned int"),
+	F(sock_fprog_kern, filter, struct sock_filter *, "ptr struct sock_filter"),
+	F(unix_sock, addr, struct unix_address *, "ptr struct unix_address"),
+	F(unix_address, len, int, "int"),
+	F(unix_address, name, struct sockaddr_un[], "struct sockaddr_un[]"),
 #if IS_ENABLED(CONFIG_IPV6)
 	F(sock_common, skc_v6_rcv_saddr, struct in6_addr, "struct in6_addr"),
 	F(sock_common, skc_v6_daddr, struct in6_addr, "struct in6_addr"),
@@ -597,7 +610,8 @@ static const struct vmi_type_info types[] = {
 #endif
 	T(upid),	T(pid_namespace), T(idr),	 T(xarray),
 	T(xa_node),	T(file), T(files_struct), T(fdtable), T(inode), T(socket), T(sock),
-	T(sock_common), T(vm_area_struct), T(vm_special_mapping), T(super_block),
+	T(sock_common), T(sk_filter), T(sock_fprog_kern), T(unix_sock), T(unix_address),
+	T(vm_area_struct), T(vm_special_mapping), T(super_block),
 	T(maple_tree),
 #ifdef VMI_HAVE_MOUNT
 	T(mount),

@@ -136,7 +136,7 @@ macro_rules! rs {
 /// one name. Renamed fields (`module.mem`/`core_layout`, `task_struct.thread_group`)
 /// and types the bindings know only by name (`struct mount` is private to fs/,
 /// `struct pid_namespace` is opaque to bindgen) come from the C half alone.
-fn rust_fields() -> [RsField; 65] {
+fn rust_fields() -> [RsField; 66] {
     [
         rf!(task_struct, tasks),
         rf!(task_struct, pid),
@@ -366,6 +366,10 @@ const NEEDED_TYPES: &[&str] = &[
     "socket",
     "sock",
     "sock_common",
+    "sk_filter",
+    "sock_fprog_kern",
+    "unix_sock",
+    "unix_address",
     "mount",
     "vfsmount",
     "path",

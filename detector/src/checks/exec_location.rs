@@ -43,7 +43,7 @@ use vmi_core::kernel::vma::MapName;
 use vmi_core::kernel::Process;
 use vmi_core::memory::PhysicalMemory;
 
-use crate::checks::{reread, unchanged, CheckFailure, Scan, READ_TRIES};
+use crate::checks::{reread, unchanged, unreadable, CheckFailure, Scan, READ_TRIES};
 use crate::finding::{guest_str, Finding, Severity};
 use crate::policy::Policy;
 
@@ -135,12 +135,7 @@ pub fn judge(name: &FileName, role: Role) -> Option<(Place, Severity)> {
 
 /// Run the check.
 pub fn run<M: PhysicalMemory>(scan: &Scan<'_, M>) -> Result<Vec<Finding>, CheckFailure> {
-    let policy = scan.settings.policy.as_ref();
-    let mut findings = Vec::new();
-    for p in scan.user_processes()? {
-        one(scan, p, policy, &mut findings);
-    }
-    Ok(findings)
+    crate::checks::per_process(scan, one)
 }
 
 fn allowed(policy: Option<&Policy>, name: &FileName) -> bool {
@@ -157,20 +152,7 @@ pub fn one<M: PhysicalMemory>(
     let k = scan.kernel;
     let comm = guest_str(&p.comm);
     let id = format!("{}:{}", p.pid, p.start_time);
-    let unreadable = |what: &str, e: &dyn std::fmt::Display| {
-        Finding::new(
-            NAME,
-            Severity::Low,
-            format!("{NAME}:unreadable:{id}"),
-            format!(
-                "the {what} of process {} ({comm}) cannot be read, so where it runs from cannot be checked: {e}",
-                p.pid
-            ),
-        )
-        .num("pid", u64::from(p.pid))
-        .text("comm", comm.clone())
-        .text("rule", "unreadable")
-    };
+    let unreadable = |what: &str, e: &dyn std::fmt::Display| unreadable(NAME, p, what, e);
     // a read that fails because the process exited meanwhile (its address space
     // gone) is no finding: it is gone at the next scan
     let exe = match reread(k, READ_TRIES, || k.exe_file(p.mm)) {

@@ -74,12 +74,7 @@ pub fn ascii(bytes: &[u8]) -> String {
 
 /// Run the check.
 pub fn run<M: PhysicalMemory>(scan: &Scan<'_, M>) -> Result<Vec<Finding>, CheckFailure> {
-    let policy = scan.settings.policy.as_ref();
-    let mut findings = Vec::new();
-    for p in scan.user_processes()? {
-        one(scan, p, policy, &mut findings);
-    }
-    Ok(findings)
+    crate::checks::per_process(scan, one)
 }
 
 /// The findings of one user process (into `out`).

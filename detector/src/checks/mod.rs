@@ -20,6 +20,7 @@
 //! | `vfs-ops` ([`vfs`]) | the file, inode, dentry, super block and address space operations of every mount's root and every open file with kernel text and read-only data (or the module implementing the file system), a procfs root's with `proc_root_operations` |
 //! | `spoofing` ([`spoofing`]) | each user process's `comm` and `argv[0]` with its executable and the file name it was executed by |
 //! | `exec-location` ([`exec_location`]) | each user process's executable and executable mappings with where programs are installed: a memfd, a deleted file, a world-writable directory |
+//! | `socket-filter` ([`socket_filter`]) | the BPF filter of every packet and raw socket of a user process with the programs allowed one (packet capture, DHCP; the policy's list): a passive backdoor's wake-up filter |
 //! | `malfind` ([`malfind`]) | each user process's executable mappings with where code comes from: writable and executable, or anonymous and executable, memory (injected code) |
 //! | `perf-events` ([`perf_events`]) | the overflow handler of every perf event in a CPU's or a task's context (kernel counters, hardware breakpoints) with kernel text |
 //! | `kthreads` ([`kthreads`]) | the function every kernel thread runs (its `struct kthread`'s `threadfn`) with kernel text and the listed modules |
@@ -53,6 +54,7 @@ pub mod owner;
 pub mod perf_events;
 pub mod policy;
 pub mod processes;
+pub mod socket_filter;
 pub mod spoofing;
 #[cfg(test)]
 pub(crate) mod synthetic;
@@ -113,6 +115,8 @@ pub enum Check {
     ExecLocation,
     /// Executable memory that is writable or anonymous (injected code).
     Malfind,
+    /// BPF filters on packet and raw sockets of programs not allowed one.
+    SocketFilter,
     /// Perf event overflow handlers outside kernel text.
     PerfEvents,
     /// BPF programs of listed types (tracing and security hooks).
@@ -132,7 +136,7 @@ pub enum Check {
 
 impl Check {
     /// Every check that needs no configuration, in the order they run.
-    pub const ALL: [Check; 21] = [
+    pub const ALL: [Check; 22] = [
         Check::HiddenProcess,
         Check::HiddenModule,
         Check::SyscallTable,
@@ -149,6 +153,7 @@ impl Check {
         Check::Spoofing,
         Check::ExecLocation,
         Check::Malfind,
+        Check::SocketFilter,
         Check::PerfEvents,
         Check::Ebpf,
         Check::CpuState,
@@ -175,6 +180,7 @@ impl Check {
             Check::Spoofing => "spoofing",
             Check::ExecLocation => "exec-location",
             Check::Malfind => "malfind",
+            Check::SocketFilter => "socket-filter",
             Check::PerfEvents => "perf-events",
             Check::Ebpf => "ebpf",
             Check::CpuState => "cpu-state",
@@ -388,6 +394,7 @@ impl<'k, M: PhysicalMemory> Scan<'k, M> {
             Check::Spoofing => spoofing::run(self),
             Check::ExecLocation => exec_location::run(self),
             Check::Malfind => malfind::run(self),
+            Check::SocketFilter => socket_filter::run(self),
             Check::PerfEvents => perf_events::run(self),
             Check::Ebpf => ebpf::run(self),
             Check::CpuState => cpu::run(self),
@@ -542,6 +549,44 @@ pub fn unchanged<M: PhysicalMemory>(kernel: &Kernel<M>, p: &Process) -> bool {
             && q.mm == p.mm
             && q.comm == p.comm
             && q.exit_state == 0)
+}
+
+/// Run `one` on every live user process ([`Scan::user_processes`]) with the policy,
+/// and collect what it finds: the body of the checks that judge each process alone.
+pub fn per_process<M: PhysicalMemory>(
+    scan: &Scan<'_, M>,
+    one: impl Fn(&Scan<'_, M>, &Process, Option<&Policy>, &mut Vec<Finding>),
+) -> Result<Vec<Finding>, CheckFailure> {
+    let policy = scan.settings.policy.as_ref();
+    let mut findings = Vec::new();
+    for p in scan.user_processes()? {
+        one(scan, p, policy, &mut findings);
+    }
+    Ok(findings)
+}
+
+/// The low finding of a per-process check that could not read what it judges
+/// (`what`: "executable", "sockets", ...) of process `p`: key
+/// `CHECK:unreadable:PID:START`, `rule` `unreadable`.
+pub fn unreadable(
+    check: &'static str,
+    p: &Process,
+    what: &str,
+    e: &dyn std::fmt::Display,
+) -> Finding {
+    let comm = crate::finding::guest_str(&p.comm);
+    Finding::new(
+        check,
+        crate::finding::Severity::Low,
+        format!("{check}:unreadable:{}:{}", p.pid, p.start_time),
+        format!(
+            "the {what} of process {} ({comm}) cannot be read, so it cannot be checked: {e}",
+            p.pid
+        ),
+    )
+    .num("pid", u64::from(p.pid))
+    .text("comm", comm)
+    .text("rule", "unreadable")
 }
 
 /// Run `checks` on the kernel once.

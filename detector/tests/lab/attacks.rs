@@ -40,12 +40,7 @@ pub(crate) fn attack(lab: &Lab, kernel: &str) -> Vec<String> {
             0o644,
         );
     }
-    let profiles = tempfile::tempdir().expect("tempdir");
-    profile_into(lab, kernel, profiles.path());
-    let d = Detector {
-        profiles: profiles.path().to_path_buf(),
-        image: Some(lab.store().debug(kernel).expect("-dbg").vmlinux),
-    };
+    let (profiles, d) = detector_for(lab, kernel);
     let mut guest = lab
         .boot(kernel, &scenario, &BootOptions::default())
         .expect("boot");

@@ -17,12 +17,7 @@ pub(crate) const HOOKED_CLEAN_KERNELS: &[&str] = &["newest:7.2", "newest:7"];
 /// from a dump; a 7.x guest is then hooked through tracing.
 pub(crate) fn clean(lab: &Lab, kernel: &str) -> Vec<String> {
     let mut problems = Vec::new();
-    let profiles = tempfile::tempdir().expect("tempdir");
-    profile_into(lab, kernel, profiles.path());
-    let d = Detector {
-        profiles: profiles.path().to_path_buf(),
-        image: Some(lab.store().debug(kernel).expect("-dbg").vmlinux),
-    };
+    let (profiles, d) = detector_for(lab, kernel);
     let mut scenario = Scenario::standard().ksym("worker_thread");
     if HOOKED_CLEAN_KERNELS.contains(&kernel) {
         for m in TRACING_MODULES {

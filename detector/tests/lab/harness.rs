@@ -96,6 +96,18 @@ pub(crate) fn profile_into(lab: &Lab, kernel: &str, dir: &Path) {
     std::fs::write(dir.join(name), built.profile.to_json()).expect("writing the profile");
 }
 
+/// A detector for `kernel`: profiles made into a new directory (kept while the returned
+/// guard lives) and the -dbg package's vmlinux as `--image`.
+pub(crate) fn detector_for(lab: &Lab, kernel: &str) -> (tempfile::TempDir, Detector) {
+    let profiles = tempfile::tempdir().expect("tempdir");
+    profile_into(lab, kernel, profiles.path());
+    let d = Detector {
+        profiles: profiles.path().to_path_buf(),
+        image: Some(lab.store().debug(kernel).expect("-dbg").vmlinux),
+    };
+    (profiles, d)
+}
+
 /// (check, evidence) of every finding in a `check --json` report.
 pub(crate) fn findings(v: &Value) -> Vec<(String, Value)> {
     v["findings"]

@@ -73,6 +73,16 @@
 //!   gives the guest's bytes and `cat --list /etc` its `ls -A`; `dump-process` gives a
 //!   core gdb opens with the process's mappings, environment and `$pc`/`$sp` as the
 //!   guest's /proc says; live and from an ELF dump.
+//! - `socket_filter_*`: on 6.1, 6.12 and the newest 7.x (`sockets.rs`' `packet_filter`):
+//!   `check` finds nothing on the clean guest; the lab worker then runs as BPFDoor
+//!   does (from a deleted /dev/shm copy, renamed `haldaemon`) holding an AF_PACKET raw
+//!   socket with a classic BPF filter for a magic packet, a raw UDP socket with an
+//!   eBPF filter, unix sockets on a path and an abstract name and a netlink socket:
+//!   `sockets` lists them as /proc/net/{packet,raw,unix,netlink} and /proc/PID/fd do,
+//!   the classic program decoded as `tcpdump -d` prints it and the eBPF one by the id
+//!   the kernel gave the worker; `socket-filter` reports both filters, high, live and
+//!   from the dump, and nothing with a policy allowing the program; every backdoor
+//!   socket and filter of Volatility's linux.sockstat is the detector's too.
 //! - `no_dbg_*`: `kernel-text` with the boot image (vmlinuz) and kernel packages as
 //!   `--image`, and `kernel-entries` without an image, on every matrix kernel
 //!   (`nodbg.rs`): nothing on the clean guest, and on 6.1 and 6.12 `vmi_inline`'s hook,
@@ -150,6 +160,12 @@ per_kernel!(NO_DBG: nodbg::nodbg {
     no_dbg_newest_7_clean_raises_nothing: "newest:7",
 });
 
+per_kernel!(SOCKET_FILTER: sockets::packet_filter {
+    socket_filter_6_1_finds_the_backdoor_filter: "6.1.0-56-amd64",
+    socket_filter_6_12_finds_the_backdoor_filter: "6.12.117+deb12-amd64",
+    socket_filter_newest_7_finds_the_backdoor_filter: "newest:7",
+});
+
 per_kernel!(CLEAN: clean::clean {
     clean_5_10_raises_nothing: "5.10.0-46-amd64",
     clean_newest_7_2_raises_nothing: "newest:7.2",
@@ -171,6 +187,7 @@ fn every_matrix_kernel_has_a_test() {
     matrix.sort_unstable();
     assert_eq!(tested, matrix);
     assert_eq!(ATTACKED, ATTACK_KERNELS);
+    assert!(SOCKET_FILTER.iter().all(|k| MATRIX.contains(k)));
     let mut no_dbg = NO_DBG.to_vec();
     no_dbg.sort_unstable();
     assert_eq!(no_dbg, matrix);

@@ -53,6 +53,16 @@
  *                            map a page of each PROT_READ|PROT_EXEC (as a loader maps
  *                            text), delete GONE; prints "maplib keep=ADDR gone=ADDR
  *                            memfd=ADDR" and sleeps
+ *   NAME packet-filter [COMM] a passive backdoor's sockets (BPFDoor): AF_PACKET SOCK_RAW
+ *                            with a classic BPF filter for a magic packet
+ *                            (SO_ATTACH_FILTER, 11 instructions), a raw UDP socket with
+ *                            an eBPF socket filter (vmi_raw_filter, SO_ATTACH_BPF), a
+ *                            unix stream socket listening on /tmp/lab-pf.sock, a unix
+ *                            datagram socket on the abstract name "lab-pf-abstract",
+ *                            a netlink route socket; renames itself COMM when given;
+ *                            prints "bpf kind=raw_filter id=N ..." and
+ *                            "packet-filter ready pid=P packet=FD raw=FD unix=FD
+ *                            abstract=FD netlink=FD", then sleeps
  *
  * Wire format (lab channel and `truth`): one record per line, "kind key=value ...";
  * values escape every byte outside 0x21..0x7e, and '%', as %XX. Blocks:
@@ -819,6 +829,89 @@ static int lab_bpf(const char *mode)
 }
 
 /*
+ * packet-filter: a passive backdoor's sockets, as BPFDoor holds them, and the other
+ * families beside them. An AF_PACKET SOCK_RAW socket (ETH_P_ALL) with a classic BPF
+ * filter (SO_ATTACH_FILTER) that passes only IPv4 UDP whose payload starts 0x7255 (the
+ * magic packet), a raw IPv4 UDP socket with an eBPF socket filter (SO_ATTACH_BPF), a
+ * unix stream socket listening on a path, a unix datagram socket bound to an abstract
+ * name, and a netlink route socket.
+ */
+#include <linux/filter.h>
+#include <linux/if_ether.h>
+#include <linux/netlink.h>
+#include <sys/un.h>
+
+static const struct sock_filter magic_filter[] = {
+	{ BPF_LD | BPF_H | BPF_ABS, 0, 0, 12 },           /* (000) ldh [12] */
+	{ BPF_JMP | BPF_JEQ | BPF_K, 0, 7, 0x0800 },      /* (001) jeq #0x800 jt 2 jf 9 */
+	{ BPF_LD | BPF_B | BPF_ABS, 0, 0, 23 },           /* (002) ldb [23] */
+	{ BPF_JMP | BPF_JEQ | BPF_K, 0, 5, 17 },          /* (003) jeq #0x11 jt 4 jf 9 */
+	{ BPF_LD | BPF_H | BPF_ABS, 0, 0, 20 },           /* (004) ldh [20] */
+	{ BPF_JMP | BPF_JSET | BPF_K, 3, 0, 0x1fff },     /* (005) jset #0x1fff jt 9 jf 6 */
+	{ BPF_LDX | BPF_B | BPF_MSH, 0, 0, 14 },          /* (006) ldxb 4*([14]&0xf) */
+	{ BPF_LD | BPF_H | BPF_IND, 0, 0, 22 },           /* (007) ldh [x + 22] */
+	{ BPF_JMP | BPF_JEQ | BPF_K, 1, 0, 0x7255 },      /* (008) jeq #0x7255 jt 10 jf 9 */
+	{ BPF_RET | BPF_K, 0, 0, 0 },                     /* (009) ret #0 */
+	{ BPF_RET | BPF_K, 0, 0, 0x40000 },               /* (010) ret #262144 */
+};
+
+static int packet_filter(const char *comm)
+{
+	struct sock_fprog prog = {
+		.len = sizeof magic_filter / sizeof magic_filter[0],
+		.filter = (struct sock_filter *)magic_filter,
+	};
+	int pkt = socket(AF_PACKET, SOCK_RAW, htons(ETH_P_ALL));
+	if (pkt < 0 || setsockopt(pkt, SOL_SOCKET, SO_ATTACH_FILTER, &prog, sizeof prog) != 0) {
+		fprintf(stderr, "packet-filter: packet socket: %s\n", strerror(errno));
+		return 1;
+	}
+	int sf = bpf_load(BPF_PROG_TYPE_SOCKET_FILTER, "vmi_raw_filter", 0);
+	int raw = socket(AF_INET, SOCK_RAW, IPPROTO_UDP);
+	if (sf < 0 || raw < 0 || setsockopt(raw, SOL_SOCKET, SO_ATTACH_BPF, &sf, sizeof sf) != 0) {
+		fprintf(stderr, "packet-filter: raw socket: %s\n", strerror(errno));
+		return 1;
+	}
+	struct sockaddr_un un;
+	memset(&un, 0, sizeof un);
+	un.sun_family = AF_UNIX;
+	snprintf(un.sun_path, sizeof un.sun_path, "/tmp/lab-pf.sock");
+	unlink(un.sun_path);
+	int path = socket(AF_UNIX, SOCK_STREAM, 0);
+	if (path < 0 || bind(path, (struct sockaddr *)&un, sizeof un) != 0 || listen(path, 1) != 0) {
+		fprintf(stderr, "packet-filter: unix path: %s\n", strerror(errno));
+		return 1;
+	}
+	static const char abstract[] = "lab-pf-abstract";
+	memset(&un, 0, sizeof un);
+	un.sun_family = AF_UNIX;
+	memcpy(un.sun_path + 1, abstract, sizeof abstract - 1);
+	socklen_t alen = (socklen_t)(offsetof(struct sockaddr_un, sun_path) + 1 + sizeof abstract - 1);
+	int abs_fd = socket(AF_UNIX, SOCK_DGRAM, 0);
+	if (abs_fd < 0 || bind(abs_fd, (struct sockaddr *)&un, alen) != 0) {
+		fprintf(stderr, "packet-filter: unix abstract: %s\n", strerror(errno));
+		return 1;
+	}
+	struct sockaddr_nl nl;
+	memset(&nl, 0, sizeof nl);
+	nl.nl_family = AF_NETLINK;
+	int nlfd = socket(AF_NETLINK, SOCK_RAW, NETLINK_ROUTE);
+	if (nlfd < 0 || bind(nlfd, (struct sockaddr *)&nl, sizeof nl) != 0) {
+		fprintf(stderr, "packet-filter: netlink: %s\n", strerror(errno));
+		return 1;
+	}
+	if (comm)
+		prctl(PR_SET_NAME, comm, 0, 0, 0);
+	if (bpf_report("raw_filter", sf))
+		return 1;
+	printf("packet-filter ready pid=%d packet=%d raw=%d unix=%d abstract=%d netlink=%d\n",
+	       (int)getpid(), pkt, raw, path, abs_fd, nlfd);
+	fflush(stdout);
+	sleep_forever();
+	return 0;
+}
+
+/*
  * inject: the malfind check's case. Shellcode-like bytes (exit(0) through the syscall
  * instruction, then a marker) in anonymous memory that is writable and executable,
  * and a second copy in anonymous memory written and then made read-only executable.
@@ -1005,7 +1098,7 @@ int main(int argc, char **argv)
 		return 0;
 	}
 	if (argc < 2) {
-		fprintf(stderr, "usage: %s sleep|threads N|chain N|setuid UID|spawn N|truth|cpubench ROUNDS N|churn PER_SEC|spoof-comm NAME|spoof-argv NAME|udp PORT|inject|bpf all|memfd-exec NAME|drop DIR FILE [COMM]|maplib KEEP GONE MEMFD\n", base);
+		fprintf(stderr, "usage: %s sleep|threads N|chain N|setuid UID|spawn N|truth|cpubench ROUNDS N|churn PER_SEC|spoof-comm NAME|spoof-argv NAME|udp PORT|inject|bpf all|memfd-exec NAME|drop DIR FILE [COMM]|maplib KEEP GONE MEMFD|packet-filter [COMM]\n", base);
 		return 2;
 	}
 	const char *mode = argv[1];
@@ -1067,6 +1160,8 @@ int main(int argc, char **argv)
 		return lab_bpf(argv[2]);
 	} else if (strcmp(mode, "inject") == 0) {
 		return inject();
+	} else if (strcmp(mode, "packet-filter") == 0) {
+		return packet_filter(argc > 2 ? argv[2] : NULL);
 	} else if (strcmp(mode, "memfd-exec") == 0 && argc > 2) {
 		return memfd_exec(argv[2]);
 	} else if (strcmp(mode, "drop") == 0 && argc > 3) {

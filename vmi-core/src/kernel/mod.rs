@@ -19,6 +19,7 @@
 
 pub mod bpf;
 pub mod candidates;
+pub mod cbpf;
 pub mod census;
 pub mod cpus;
 pub mod cpustate;

@@ -1324,6 +1324,81 @@ impl SyntheticKernel {
         self.write_u64(Va(array + u64::from(fd) * 8), file.0);
     }
 
+    /// Open a socket of `family`, `sock_type` and `protocol` (`sk_protocol` as the
+    /// kernel stores it) in `state` as descriptor `fd` of `task`: a socket file (its
+    /// `f_op` `socket_file_ops`, inode number `ino`), its `struct socket` and a `struct
+    /// sock` the size of the family's own (`unix_sock`, `packet_sock`, `netlink_sock`).
+    /// Returns the `sock`.
+    pub fn add_socket(
+        &mut self,
+        task: &SynthTask,
+        fd: u32,
+        (family, sock_type, protocol, state): (u16, u16, u16, u8),
+        ino: u64,
+    ) -> Va {
+        let file = self.alloc_type("file");
+        let ops = self.symbol("socket_file_ops");
+        self.set(file, "file", "f_op", ops.0);
+        let inode = self.alloc_type("inode");
+        self.set(inode, "inode", "i_ino", ino);
+        self.set(file, "file", "f_inode", inode.0);
+        let socket = self.alloc_type("socket");
+        self.set(file, "file", "private_data", socket.0);
+        let sk = self.alloc_type(match family {
+            1 => "unix_sock",
+            16 => "netlink_sock",
+            17 => "packet_sock",
+            _ => "sock",
+        });
+        self.set(socket, "socket", "sk", sk.0);
+        let common = self.field_va(sk, "sock", "__sk_common");
+        self.write_field(common, "sock_common", "skc_family", &family.to_le_bytes());
+        self.write_field(common, "sock_common", "skc_state", &[state]);
+        self.write_field(sk, "sock", "sk_type", &sock_type.to_le_bytes());
+        self.write_field(sk, "sock", "sk_protocol", &protocol.to_le_bytes());
+        self.open_fd(task, fd, file);
+        sk
+    }
+
+    /// Bind the unix socket `sk` to `name` (a path, or an abstract name starting with
+    /// a 0 byte), as `unix_bind` leaves it: `len` counts `sun_family` and, for a path,
+    /// its NUL.
+    pub fn bind_unix(&mut self, sk: Va, name: &[u8]) {
+        let path = name.first().is_some_and(|&b| b != 0);
+        let len = 2 + name.len() + usize::from(path);
+        let addr = self.alloc(8 + 2 + 110);
+        self.set_u32(addr, "unix_address", "len", len as u32);
+        let at = self.field_va(addr, "unix_address", "name");
+        self.write(at, &1u16.to_le_bytes());
+        self.write(Va(at.0 + 2), name);
+        self.set(sk, "unix_sock", "addr", addr.0);
+    }
+
+    /// Attach the classic BPF program `insns` (8 bytes each, as `struct sock_filter`)
+    /// to `sk` as `SO_ATTACH_FILTER` leaves it: an `sk_filter` whose `bpf_prog` keeps
+    /// the original in `orig_prog`. `len` is what `sock_fprog_kern.len` says. Returns
+    /// the `bpf_prog`.
+    pub fn attach_cbpf(&mut self, sk: Va, insns: &[[u8; 8]], len: u16) -> Va {
+        let prog = self.alloc_type("bpf_prog");
+        self.set_u32(prog, "bpf_prog", "len", u32::from(len) + 2);
+        let orig = self.alloc_type("sock_fprog_kern");
+        let code = self.alloc(insns.len().max(1) as u64 * 8);
+        self.write(code, &insns.concat());
+        self.write_field(orig, "sock_fprog_kern", "len", &len.to_le_bytes());
+        self.set(orig, "sock_fprog_kern", "filter", code.0);
+        self.set(prog, "bpf_prog", "orig_prog", orig.0);
+        self.attach_prog(sk, prog);
+        prog
+    }
+
+    /// Attach the loaded BPF program `prog` ([`Self::add_bpf_prog`]) to `sk` as
+    /// `SO_ATTACH_BPF` does.
+    pub fn attach_prog(&mut self, sk: Va, prog: Va) {
+        let f = self.alloc_type("sk_filter");
+        self.set(f, "sk_filter", "prog", prog.0);
+        self.set(sk, "sock", "sk_filter", f.0);
+    }
+
     // ----- modules -----
 
     /// A live module named `name` with `core_size` bytes of code in the module area,

@@ -684,6 +684,54 @@ const TYPES: &[(&str, u64, Fields)] = &[
         0x100,
         &[("ctx", 0, "struct perf_event_context")],
     ),
+    // sockets among the open files (a family's socket begins with its struct sock)
+    ("socket", 0x80, &[("sk", 0x18, "ptr struct sock")]),
+    (
+        "sock_common",
+        0x88,
+        &[
+            ("skc_daddr", 0, "__be32"),
+            ("skc_rcv_saddr", 4, "__be32"),
+            ("skc_dport", 0xc, "__be16"),
+            ("skc_num", 0xe, "__u16"),
+            ("skc_family", 0x10, "short unsigned int"),
+            ("skc_state", 0x12, "volatile unsigned char"),
+            ("skc_v6_daddr", 0x38, "struct in6_addr"),
+            ("skc_v6_rcv_saddr", 0x48, "struct in6_addr"),
+        ],
+    ),
+    (
+        "sock",
+        0x308,
+        &[
+            ("__sk_common", 0, "struct sock_common"),
+            ("sk_filter", 0x110, "ptr struct sk_filter"),
+            ("sk_type", 0x1fc, "u16"),
+            ("sk_protocol", 0x1fe, "u16"),
+        ],
+    ),
+    ("sk_filter", 0x20, &[("prog", 0x18, "ptr struct bpf_prog")]),
+    (
+        "sock_fprog_kern",
+        0x10,
+        &[("len", 0, "u16"), ("filter", 8, "ptr struct sock_filter")],
+    ),
+    (
+        "unix_sock",
+        0x400,
+        &[("addr", 0x308, "ptr struct unix_address")],
+    ),
+    (
+        "unix_address",
+        8,
+        &[("len", 4, "int"), ("name", 8, "struct sockaddr_un[]")],
+    ),
+    (
+        "packet_sock",
+        0x600,
+        &[("ifindex", 0x4f0, "int"), ("num", 0x4f4, "__be16")],
+    ),
+    ("netlink_sock", 0x440, &[("portid", 0x310, "u32")]),
     // BPF programs and links in prog_idr and link_idr
     (
         "bpf_prog",
@@ -691,10 +739,12 @@ const TYPES: &[(&str, u64, Fields)] = &[
         &[
             ("type", 4, "enum bpf_prog_type"),
             ("expected_attach_type", 8, "enum bpf_attach_type"),
+            ("len", 12, "u32"),
             ("jited_len", 16, "u32"),
             ("tag", 20, "u8[8]"),
             ("bpf_func", 0x30, P),
             ("aux", 0x38, "ptr struct bpf_prog_aux"),
+            ("orig_prog", 0x40, "ptr struct sock_fprog_kern"),
         ],
     ),
     (
