@@ -414,6 +414,13 @@ impl Incremental {
         let policy = scan.settings.policy.clone();
         let mut out = Vec::new();
         for &c in per {
+            // a check the profile cannot feed fails as a whole, as a full scan's does
+            if c == Check::SocketFilter {
+                if let Err(e) = socket_filter::ready(scan) {
+                    out.push((c, Err(e)));
+                    continue;
+                }
+            }
             let mut findings = Vec::new();
             let mut not_checked = Vec::new();
             for p in &processes {
@@ -506,7 +513,7 @@ mod tests {
 
     use super::*;
     use crate::checks::synthetic::{system, TEXT_AT};
-    use crate::checks::{run_once, Settings};
+    use crate::checks::{run_once, CheckError, Settings};
 
     /// Memory the test changes while the kernel reads it, as a running guest's.
     struct Live {
@@ -751,6 +758,22 @@ mod tests {
         assert_eq!(g.inc.last.kept, 0);
         g.tick();
         assert_eq!(g.inc.last.ran, always());
+    }
+
+    /// A per-process check the profile cannot feed fails as a whole, as in a full scan.
+    #[test]
+    fn a_per_process_check_without_its_symbols_fails_once() {
+        let mut s = system();
+        s.sk.profile_mut().symbols.remove("socket_file_ops");
+        let mut g = Guest::new(s.sk);
+        let r = g.tick();
+        let e: Vec<&CheckError> = r.errors.iter().collect();
+        assert_eq!(e.len(), 1, "{e:?}");
+        assert_eq!(e[0].check, "socket-filter");
+        assert!(e[0].source.profile_lacks(), "{}", e[0]);
+        assert!(r.findings.is_empty(), "{:?}", r.findings);
+        assert_eq!(keys(&r), keys(&g.full()));
+        assert_eq!(g.full().errors.len(), 1);
     }
 
     /// The checks kept while only the shared views and their reads are unchanged must

@@ -81,7 +81,14 @@ pub fn judge(s: &Socket, exe: Option<&FileName>, policy: Option<&Policy>) -> Opt
 
 /// Run the check.
 pub fn run<M: PhysicalMemory>(scan: &Scan<'_, M>) -> Result<Vec<Finding>, CheckFailure> {
+    ready(scan)?;
     crate::checks::per_process(scan, one)
+}
+
+/// Whether the profile has what the check reads: a kernel built without networking
+/// has no sockets to judge, and the check cannot run (not a low finding per process).
+pub fn ready<M: PhysicalMemory>(scan: &Scan<'_, M>) -> Result<(), CheckFailure> {
+    Ok(scan.kernel.can_read_sockets()?)
 }
 
 /// A filter described in words: `a classic BPF filter of 12 instructions`.

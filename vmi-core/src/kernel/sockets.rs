@@ -352,6 +352,15 @@ pub struct FdTable {
 }
 
 impl<M: PhysicalMemory> Kernel<M> {
+    /// `Ok` when the profile has what [`Kernel::sockets`] reads (a kernel built
+    /// without networking has no `socket_file_ops`): the error names what it lacks.
+    pub fn can_read_sockets(&self) -> Result<(), KernelError> {
+        SocketLayout::from_profile(&self.profile)?;
+        FdLayout::from_profile(&self.profile)?;
+        self.symbol("socket_file_ops")?;
+        Ok(())
+    }
+
     /// The sockets among the open files of the process whose group leader is `task`
     /// (none for a process without a file table, e.g. one exiting).
     pub fn sockets(&self, task: Va) -> Result<Vec<Socket>, KernelError> {
