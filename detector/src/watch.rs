@@ -31,7 +31,7 @@ use vmi_core::kernel::candidates::Executing;
 use vmi_core::kernel::{Census, KernelError, Process};
 use vmi_core::Va;
 
-use crate::checks::{self, Check, Settings};
+use crate::checks::{self, Check, Report, Settings};
 use crate::finding::{guest_str, Finding, Severity};
 use crate::incremental::{Incremental, TickStats};
 use crate::target::{LiveState, Target};
@@ -482,18 +482,7 @@ impl Watcher {
         // the walk) is the guest's own transient state, not an error to report
         if target.is_live() && !self.opts.pause && !first.errors.is_empty() {
             let failed: BTreeSet<&'static str> = first.errors.iter().map(|e| e.check).collect();
-            let again: Vec<Check> = checks
-                .iter()
-                .copied()
-                .filter(|c| failed.contains(c.name()))
-                .collect();
-            target.kernel.invalidate();
-            let retry = checks::run_once(
-                &target.kernel,
-                &target.registers,
-                &again,
-                &self.opts.settings,
-            );
+            let retry = self.read_again(target, &checks, &failed);
             first.errors = retry.errors;
             first.findings.retain(|f| !failed.contains(f.check));
             first.findings.extend(retry.findings);
@@ -509,18 +498,7 @@ impl Watcher {
             .map(|f| f.check)
             .collect();
         let report = if target.is_live() && !self.opts.pause && !new.is_empty() {
-            target.kernel.invalidate();
-            let again: Vec<Check> = checks
-                .iter()
-                .copied()
-                .filter(|c| new.contains(c.name()))
-                .collect();
-            let second = checks::run_once(
-                &target.kernel,
-                &target.registers,
-                &again,
-                &self.opts.settings,
-            );
+            let second = self.read_again(target, &checks, &new);
             let known = &self.findings;
             let mut first = first;
             let confirmed: BTreeSet<&str> =
@@ -568,6 +546,23 @@ impl Watcher {
         for k in cleared {
             self.findings.remove(&k);
         }
+    }
+
+    /// The checks of `checks` named in `names`, run in full on a fresh read of the
+    /// guest (to retry a failed check, or confirm a new finding).
+    fn read_again(&self, target: &Target, checks: &[Check], names: &BTreeSet<&str>) -> Report {
+        let again: Vec<Check> = checks
+            .iter()
+            .copied()
+            .filter(|c| names.contains(c.name()))
+            .collect();
+        target.kernel.invalidate();
+        checks::run_once(
+            &target.kernel,
+            &target.registers,
+            &again,
+            &self.opts.settings,
+        )
     }
 
     fn process_events(&mut self, procs: &[Process], events: &mut Vec<Event>) {
