@@ -49,6 +49,15 @@ pub enum Error {
     /// A kernel name that is neither an ABI name nor a series (`newest:7`).
     #[error("`{0}` is not a kernel name: give an ABI name such as `6.1.0-56-amd64` (flavours -amd64, -cloud-amd64, -rt-amd64) or a series such as `newest:7` or `newest:6.12-rt-amd64`")]
     BadKernelName(String),
+    /// profile-gen's package reader could not read vmlinux and System.map out of a
+    /// -dbg package.
+    #[error("reading vmlinux and System.map out of {package}: {message} (a damaged download: delete the package from the cache and fetch it again)")]
+    DebugPackage {
+        /// The package file.
+        package: String,
+        /// What the reader said.
+        message: String,
+    },
     /// A package did not contain a file the lab expected in it.
     #[error(
         "package {package} has no member matching {member}: the archive's layout may have changed"
