@@ -5,10 +5,13 @@
 #
 # On an empty cache most of the time would go to downloads and builds inside the tests,
 # one test waiting for another. So the lab's cache is filled first (`lab prepare`: the
-# kernels' packages side by side, the build roots, the Rust-enabled kernel, the Xen
-# image), while cargo builds the workspace, the tests and the release binaries the
-# package test packs. Then cargo-nextest runs the tests two at a time, the slowest first
-# (.config/nextest.toml), and the doc tests run last. Arguments go to `cargo nextest run`.
+# kernels' packages side by side, the build roots, the Xen image), while cargo builds
+# the workspace, the tests and the release binaries the package test packs. The
+# Rust-enabled kernel, the longest item (a kernel build), is built beside it and not
+# waited for: the tests start once the rest is ready, and the two that boot that kernel
+# run last (.config/nextest.toml) and wait for its build if it is still running. Then
+# cargo-nextest runs the tests two at a time, the slowest first, and the doc tests run
+# last. Arguments go to `cargo nextest run`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
@@ -17,10 +20,13 @@ cargo fmt --all -- --check
 start=$(date +%s)
 cargo build -q -p vmi-lab --bin lab
 prepare_log=$(mktemp)
-trap 'rm -f "$prepare_log"' EXIT
+rust_log=$(mktemp)
+trap 'rm -f "$prepare_log" "$rust_log"' EXIT
 target=${CARGO_TARGET_DIR:-target}
-"$target/debug/lab" prepare >"$prepare_log" 2>&1 &
+"$target/debug/lab" prepare --items base >"$prepare_log" 2>&1 &
 prepare=$!
+"$target/debug/lab" prepare --items rust-kernel >"$rust_log" 2>&1 &
+rust=$!
 
 cargo clippy --workspace --all-targets -q -- -D warnings
 cargo nextest run --workspace --no-run --cargo-quiet
@@ -41,5 +47,11 @@ echo "test: ready to run in $(($(date +%s) - start)) s"
 
 status=0
 cargo nextest run --workspace --profile ci "$@" || status=$?
+rust_status=0
+wait "$rust" || rust_status=$?
+cat "$rust_log"
+if [ "$rust_status" -ne 0 ]; then
+  echo "test: the Rust-enabled kernel's build failed (above): the tests that boot it built it again"
+fi
 cargo test --workspace --doc -q || status=$?
 exit "$status"

@@ -203,5 +203,12 @@ mod tests {
         for i in [Item::RustKernel, Item::Xen, Item::Volatility, Item::Worker] {
             assert!(all.contains(&i), "{i}");
         }
+        // `lab prepare --items base` is every lane but the Rust-enabled kernel's, which
+        // holds nothing else
+        let rust: Vec<&Vec<Item>> = lanes
+            .iter()
+            .filter(|l| l.contains(&Item::RustKernel))
+            .collect();
+        assert_eq!(rust, vec![&vec![Item::RustKernel]]);
     }
 }

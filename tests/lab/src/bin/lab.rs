@@ -25,6 +25,17 @@ struct Cli {
     command: Cmd,
 }
 
+/// The items `lab prepare` makes.
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum Items {
+    /// Everything the workspace's tests use.
+    All,
+    /// All but the Rust-enabled kernel.
+    Base,
+    /// Only the Rust-enabled kernel.
+    RustKernel,
+}
+
 #[derive(Subcommand)]
 enum Cmd {
     /// List the kernel builds the archive has (optionally only those containing TEXT).
@@ -85,7 +96,13 @@ enum Cmd {
     /// parts, build roots, Python oracles, the Rust-enabled kernel, the Xen image),
     /// several at a time; one line per item with its time. Exits 1 when an item failed
     /// (the tests fetch it again themselves).
-    Prepare,
+    Prepare {
+        /// Which items: every one, all but the Rust-enabled kernel (`base`), or only
+        /// that kernel (the longest item: scripts/test.sh starts the tests once `base`
+        /// is ready, and the tests that need the kernel wait for its build).
+        #[arg(long, value_enum, default_value_t = Items::All)]
+        items: Items,
+    },
     /// Validate kernels given as files, as CI would: boot each in QEMU (TCG) with the
     /// lab's scenario, make its profile with profile-gen, run `detector verify` on the
     /// live guest and compare `detector ps` and `detector lsmod` with the guest's own
@@ -187,19 +204,28 @@ fn run() -> Result<()> {
             println!("tree     {}", k.tree.display());
             println!("rustc    {}", k.rustc.display());
         }
-        Cmd::Prepare => {
+        Cmd::Prepare { items } => {
             let start = std::time::Instant::now();
             let quiet = lab.clone().with_progress(false);
-            let outcomes = vmi_lab::prepare::prepare(&quiet, vmi_lab::prepare::ci_lanes(), |o| {
-                match &o.error {
-                    None => println!("prepare: {:7.1} s  {}", o.took.as_secs_f64(), o.item),
-                    Some(e) => println!(
-                        "prepare: {:7.1} s  {}: FAILED: {}",
-                        o.took.as_secs_f64(),
-                        o.item,
-                        printable(e)
-                    ),
-                }
+            let rust = |lane: &Vec<vmi_lab::prepare::Item>| {
+                lane.contains(&vmi_lab::prepare::Item::RustKernel)
+            };
+            let lanes: Vec<_> = vmi_lab::prepare::ci_lanes()
+                .into_iter()
+                .filter(|lane| match items {
+                    Items::All => true,
+                    Items::Base => !rust(lane),
+                    Items::RustKernel => rust(lane),
+                })
+                .collect();
+            let outcomes = vmi_lab::prepare::prepare(&quiet, lanes, |o| match &o.error {
+                None => println!("prepare: {:7.1} s  {}", o.took.as_secs_f64(), o.item),
+                Some(e) => println!(
+                    "prepare: {:7.1} s  {}: FAILED: {}",
+                    o.took.as_secs_f64(),
+                    o.item,
+                    printable(e)
+                ),
             });
             let failed = outcomes.iter().filter(|o| o.error.is_some()).count();
             println!(
