@@ -76,6 +76,9 @@ pub const RULES: &[&str] = &[
     "walks",
 ];
 
+/// `PF_EXITING`: the task runs `do_exit`.
+const PF_EXITING: u32 = 0x4;
+
 /// Most differences quoted in a detail.
 const QUOTE: usize = 5;
 
@@ -432,6 +435,10 @@ fn pid_namespace<M: PhysicalMemory>(
     )
 }
 
+/// Each CPU runs a task of the lists (or its idle task), and a process whose state is
+/// `TASK_RUNNING` is queued on a run queue or running on a CPU: a task that sleeps is
+/// taken off its queue, one that runs or waits for a CPU is on it. (A state read at the
+/// wrong offset reads running for every task, or for none.)
 fn runqueues<M: PhysicalMemory>(k: &Kernel<M>, procs: &[vmi_core::kernel::Process]) -> RuleResult {
     let running = match k.running() {
         Ok(r) => r,
@@ -441,7 +448,7 @@ fn runqueues<M: PhysicalMemory>(k: &Kernel<M>, procs: &[vmi_core::kernel::Proces
         .iter()
         .flat_map(|p| p.threads.iter().map(|t| t.tid))
         .collect();
-    let problems: Vec<String> = running
+    let mut problems: Vec<String> = running
         .iter()
         .filter(|r| {
             let idle = r.tid == 0 && r.comm.starts_with(b"swapper");
@@ -456,14 +463,38 @@ fn runqueues<M: PhysicalMemory>(k: &Kernel<M>, procs: &[vmi_core::kernel::Proces
             )
         })
         .collect();
-    pass_or_fail(
-        "runqueues",
-        problems,
-        format!(
-            "{} CPU(s), each running a known task or its idle task",
-            running.len()
-        ),
-    )
+    let mut detail = format!(
+        "{} CPU(s), each running a known task or its idle task",
+        running.len()
+    );
+    // the queues' walk needs the scheduler's layout; without it only the CPUs are compared
+    if let Ok(queued) = k.queued() {
+        let on_cpu: BTreeSet<u64> = running
+            .iter()
+            .map(|r| r.task.0)
+            .chain(queued.iter().map(|q| q.task.0))
+            .collect();
+        let stray: Vec<&vmi_core::kernel::Process> = procs
+            .iter()
+            .filter(|p| p.state == 0 && p.exit_state == 0 && !on_cpu.contains(&p.task.0))
+            .collect();
+        if let Some(p) = stray.first() {
+            problems.push(format!(
+                "{} process(es) in state running on no run queue and no CPU (e.g. {} {:?}; {} queued, {} running)",
+                stray.len(),
+                p.pid,
+                p.name(),
+                queued.len(),
+                running.len()
+            ));
+        }
+        let sleeping = procs.iter().filter(|p| p.state != 0).count();
+        detail = format!(
+            "{detail}; every process in state running is queued or running ({} queued, {sleeping} sleeping)",
+            queued.len()
+        );
+    }
+    pass_or_fail("runqueues", problems, detail)
 }
 
 /// Kernel threads have no address space, every other process has one in kernel memory.
@@ -771,9 +802,10 @@ fn process_memory<M: PhysicalMemory>(
 /// Most file descriptors read per process by [`open_files`].
 const FDS: u64 = 256;
 
-/// Each process's file table reads (up to [`MAPPED`] processes and [`FDS`] descriptors
-/// each): its size is a multiple of 64, and every open file has an inode whose mapping
-/// is the file's, on the superblock of the file's mount, and operations in the kernel.
+/// Each process that is not exiting has a file table (up to [`MAPPED`] processes and
+/// [`FDS`] descriptors each): its size is a multiple of 64, and every open file has an
+/// inode whose mapping is the file's, on the superblock of the file's mount, and
+/// operations in the kernel.
 fn open_files<M: PhysicalMemory>(k: &Kernel<M>, procs: &[vmi_core::kernel::Process]) -> RuleResult {
     const RULE: &str = "open-files";
     let names = [
@@ -810,7 +842,15 @@ fn open_files<M: PhysicalMemory>(k: &Kernel<M>, procs: &[vmi_core::kernel::Proce
                 problems.push(format!("process {}: {e}", p.pid));
                 continue;
             }
-            Ok(None) => continue, // exiting
+            // the kernel drops the table in do_exit, after it set PF_EXITING
+            Ok(None) if p.flags & PF_EXITING != 0 || p.exit_state != 0 => continue,
+            Ok(None) => {
+                problems.push(format!(
+                    "process {}: no files table, and it is not exiting",
+                    p.pid
+                ));
+                continue;
+            }
             Ok(Some(t)) => {
                 if t.fdt.0 == 0 || t.fd.0 == 0 {
                     problems.push(format!(
@@ -1537,6 +1577,54 @@ mod tests {
         let init = s.sk.get(s.sshd.task, "task_struct", "real_parent");
         s.sk.set(Va(init), "task_struct", "start_time", 5_000_000_000);
         assert_eq!(failed(s.sk), vec!["task-values"]);
+    }
+
+    /// A process in state running that no run queue holds and no CPU runs fails
+    /// `runqueues`, so does the state read one word early (every task reads running);
+    /// queued on the fair or the real-time queue, or running, it passes.
+    #[test]
+    fn running_processes_are_queued_or_on_a_cpu() {
+        let mut s = system();
+        s.sk.set_u32(s.sshd.task, "task_struct", "__state", 0);
+        assert_eq!(failed(s.sk), vec!["runqueues"]);
+        let mut s = system();
+        let (sshd, bash) = (s.sshd, s.bash);
+        s.sk.enqueue(&sshd);
+        s.sk.enqueue_rt(&bash, 10);
+        assert!(failed(s.sk).is_empty());
+        let mut s = system();
+        s.sk.set_running(s.sshd.task);
+        assert!(failed(s.sk).is_empty());
+        let mut s = system();
+        let at = s.sk.offset("task_struct", "__state");
+        s.sk.profile_mut()
+            .types
+            .get_mut("task_struct")
+            .and_then(|t| t.fields.get_mut("__state"))
+            .expect("__state")
+            .offset = at - 8;
+        let got = outcomes(s.sk);
+        let rq = got.iter().find(|r| r.0 == "runqueues").expect("runqueues");
+        assert_eq!(rq.1, Outcome::Fail, "{}", rq.2);
+        assert!(
+            rq.2.contains("in state running on no run queue"),
+            "{}",
+            rq.2
+        );
+    }
+
+    /// A live process without a file table fails `open-files` (the table read one word
+    /// off, where most tasks hold null); one in do_exit (`PF_EXITING`) has none.
+    #[test]
+    fn a_live_process_without_files_fails() {
+        let mut s = system();
+        s.sk.set(s.sshd.task, "task_struct", "files", 0);
+        assert_eq!(failed(s.sk), vec!["open-files"]);
+        let mut s = system();
+        s.sk.set(s.sshd.task, "task_struct", "files", 0);
+        let flags = s.sk.get(s.sshd.task, "task_struct", "flags") as u32;
+        s.sk.set_u32(s.sshd.task, "task_struct", "flags", flags | PF_EXITING);
+        assert!(failed(s.sk).is_empty());
     }
 
     #[test]

@@ -64,6 +64,13 @@ pub(crate) fn system() -> System {
     let bash_mm = sk.exec(&bash, b"/usr/bin/bash", &[b"-bash"], b"/bin/bash");
     sk.map_exe(bash_mm, text, VM_READ | VM_EXEC, None);
     sk.add_stack_and_vdso(bash_mm);
+    // init holds the console as its standard input and output
+    let console = sk.new_file(b"/dev/console");
+    let fops = sk.symbol("tty_fops");
+    sk.set(console, "file", "f_op", fops.0);
+    for fd in 0..3 {
+        sk.open_fd(&systemd, fd, console);
+    }
     System {
         sk,
         sshd,

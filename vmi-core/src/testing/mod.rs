@@ -644,9 +644,12 @@ impl SyntheticKernel {
 
     /// A user process (thread-group leader) with pid `pid`, on the tasks list and in
     /// the pid namespace, with its own credentials of `uid`.
+    /// It has an empty file table, as every live process has one.
     pub fn add_process(&mut self, pid: u32, comm: &[u8], uid: u32) -> SynthTask {
         let cred = self.new_cred(uid);
-        self.leader(pid, comm, 0, cred)
+        let t = self.leader(pid, comm, 0, cred);
+        self.files_table(t.task);
+        t
     }
 
     /// A kernel thread (PF_KTHREAD, `init_cred`) with pid `pid`, started by
@@ -736,6 +739,8 @@ impl SyntheticKernel {
         self.set(task, "task_struct", "cred", cred.0);
         self.set(task, "task_struct", "signal", signal.0);
         self.set_u32(task, "task_struct", "start_time", pid * 1000);
+        // asleep (TASK_INTERRUPTIBLE), as most tasks are: enqueue and set_running wake it
+        self.set_u32(task, "task_struct", "__state", 1);
         self.list_add_tail(
             self.field_va(signal, "signal_struct", "thread_head"),
             self.field_va(task, "task_struct", "thread_node"),
@@ -829,6 +834,7 @@ impl SyntheticKernel {
         let node = self.field_va(task.task, "task_struct", "se").0
             + self.offset("sched_entity", "run_node");
         self.write_u64(link, node);
+        self.set_u32(task.task, "task_struct", "__state", 0);
     }
 
     /// Queue `task` on CPU 0's real-time list of priority `prio` (below 100).
@@ -841,11 +847,13 @@ impl SyntheticKernel {
         let node = Va(self.field_va(task.task, "task_struct", "rt").0
             + self.offset("sched_rt_entity", "run_list"));
         self.list_add_tail(head, node);
+        self.set_u32(task.task, "task_struct", "__state", 0);
     }
 
     /// Make `task` what CPU 0 runs.
     pub fn set_running(&mut self, task: Va) {
         self.write_u64(self.symbol("current_task"), task.0);
+        self.set_u32(task, "task_struct", "__state", 0);
     }
 
     // ----- files and user memory -----
@@ -1019,7 +1027,8 @@ impl SyntheticKernel {
         m
     }
 
-    /// A `struct file` of `dentry` in the mount `mount`, with its own inode.
+    /// A `struct file` of `dentry` in the mount `mount`, with its own inode on the
+    /// mount's super block.
     fn file_at(&mut self, mount: Va, dentry: Va) -> Va {
         let file = self.alloc_type("file");
         let f_path = self.field_va(file, "file", "f_path");
@@ -1031,8 +1040,22 @@ impl SyntheticKernel {
         );
         self.set(f_path, "path", "dentry", dentry.0);
         let inode = self.alloc_type("inode");
-        let sb = self.alloc_type("super_block");
-        self.set_u32(sb, "super_block", "s_dev", 0x0800_0001);
+        // the files of a mount share its super block (made with the first)
+        let mnt = self.field_va(mount, "mount", "mnt");
+        let sb = match self.get(mnt, "vfsmount", "mnt_sb") {
+            0 => {
+                let sb = self.alloc_type("super_block");
+                self.set_u32(sb, "super_block", "s_dev", 0x0800_0001);
+                self.set(mnt, "vfsmount", "mnt_sb", sb.0);
+                sb
+            }
+            sb => {
+                if self.get(Va(sb), "super_block", "s_dev") & 0xffff_ffff == 0 {
+                    self.set_u32(Va(sb), "super_block", "s_dev", 0x0800_0001);
+                }
+                Va(sb)
+            }
+        };
         self.set(inode, "inode", "i_sb", sb.0);
         self.set(inode, "inode", "i_ino", 1000 + self.dentries.len() as u64);
         self.set(file, "file", "f_inode", inode.0);
@@ -1308,20 +1331,27 @@ impl SyntheticKernel {
     /// on first use).
     pub fn open_fd(&mut self, task: &SynthTask, fd: u32, file: Va) {
         assert!(fd < 64, "the synthetic file table has 64 descriptors");
-        let mut files = self.get(task.task, "task_struct", "files");
-        if files == 0 {
-            let f = self.alloc_type("files_struct");
-            let fdt = self.alloc_type("fdtable");
-            let array = self.alloc(64 * 8);
-            self.set_u32(fdt, "fdtable", "max_fds", 64);
-            self.set(fdt, "fdtable", "fd", array.0);
-            self.set(f, "files_struct", "fdt", fdt.0);
-            self.set(task.task, "task_struct", "files", f.0);
-            files = f.0;
-        }
+        let files = self.files_table(task.task);
         let fdt = self.get(Va(files), "files_struct", "fdt");
         let array = self.get(Va(fdt), "fdtable", "fd");
         self.write_u64(Va(array + u64::from(fd) * 8), file.0);
+    }
+
+    /// `task`'s `files_struct`, made with an empty table of 64 descriptors when it has
+    /// none.
+    fn files_table(&mut self, task: Va) -> u64 {
+        let files = self.get(task, "task_struct", "files");
+        if files != 0 {
+            return files;
+        }
+        let f = self.alloc_type("files_struct");
+        let fdt = self.alloc_type("fdtable");
+        let array = self.alloc(64 * 8);
+        self.set_u32(fdt, "fdtable", "max_fds", 64);
+        self.set(fdt, "fdtable", "fd", array.0);
+        self.set(f, "files_struct", "fdt", fdt.0);
+        self.set(task, "task_struct", "files", f.0);
+        f.0
     }
 
     /// Open a socket of `family`, `sock_type` and `protocol` (`sk_protocol` as the

@@ -873,6 +873,8 @@ const SYMBOLS: &[(&str, u64, &str)] = &[
     ("simple_dir_inode_operations", 0x20_7400, "R"),
     ("ramfs_ops", 0x20_7500, "r"),
     ("ram_aops", 0x20_7600, "r"),
+    // a character device's (the console's)
+    ("tty_fops", 0x20_7700, "r"),
     ("__end_rodata", 0x40_0000, "D"),
     ("init_task", 0x40_0000, "D"),
     ("init_cred", 0x40_2000, "D"),
