@@ -924,6 +924,7 @@ fn open_files<M: PhysicalMemory>(k: &Kernel<M>, procs: &[vmi_core::kernel::Proce
     if tables > 0 && files == 0 {
         problems.push(format!("{tables} file tables and not one open file"));
     }
+    problems.extend(devices(k, procs));
     if init_table && !init_files {
         problems.push("init has no open file".into());
     }
@@ -932,6 +933,68 @@ fn open_files<M: PhysicalMemory>(k: &Kernel<M>, procs: &[vmi_core::kernel::Proce
         problems,
         format!("{files} open files of {tables} processes on their mounts' superblocks"),
     )
+}
+
+/// In-memory file systems, whose super blocks take an anonymous device number (major
+/// 0): proc, sysfs, tmpfs, ramfs, sockfs, pipefs, anon_inodefs, devpts, debugfs,
+/// tracefs, cgroup, cgroup2, bpf, securityfs, mqueue, nsfs, hugetlbfs.
+const ANONYMOUS_FS: [u64; 17] = [
+    0x9fa0,
+    0x6265_6572,
+    0x0102_1994,
+    0x8584_58f6,
+    0x534f_434b,
+    0x5049_5045,
+    0x0904_1934,
+    0x1cd1,
+    0x6462_6720,
+    0x7472_6163,
+    0x0027_e0eb,
+    0x6367_7270,
+    0xcafe_4a11,
+    0x7363_6673,
+    0x1980_0202,
+    0x6e73_6673,
+    0x9584_58f6,
+];
+
+/// The device numbers of the open files' super blocks (as `lsof` and `maps` print
+/// them): a device number is one super block's, so it has one file system type (one
+/// `s_magic`), and an in-memory file system's is anonymous (major 0).
+fn devices<M: PhysicalMemory>(k: &Kernel<M>, procs: &[vmi_core::kernel::Process]) -> Vec<String> {
+    let mut magic_of: std::collections::BTreeMap<u32, u64> = std::collections::BTreeMap::new();
+    let mut problems = Vec::new();
+    for p in procs.iter().filter(|p| !p.is_kernel_thread()).take(MAPPED) {
+        let Ok(files) = k.lsof(p.task) else {
+            continue; // a table that cannot be read is the rule's other finding
+        };
+        for i in files.iter().take(FDS as usize).filter_map(|f| f.inode) {
+            let major = i.dev >> 20;
+            if ANONYMOUS_FS.contains(&i.magic) && major != 0 {
+                problems.push(format!(
+                    "process {}: a file of file system {:#x} (in memory) on device {major}:{}",
+                    p.pid,
+                    i.magic,
+                    i.dev & 0xf_ffff
+                ));
+            }
+            match magic_of.get(&i.dev) {
+                Some(&m) if m != i.magic => problems.push(format!(
+                    "device {}:{} holds files of file systems {m:#x} and {:#x}",
+                    major,
+                    i.dev & 0xf_ffff,
+                    i.magic
+                )),
+                Some(_) => {}
+                None => {
+                    magic_of.insert(i.dev, i.magic);
+                }
+            }
+        }
+    }
+    problems.sort();
+    problems.dedup();
+    problems
 }
 
 /// A socket's file: its `private_data` is a `socket` whose `sk` has an address family
@@ -1641,6 +1704,53 @@ mod tests {
         let flags = s.sk.get(s.sshd.task, "task_struct", "flags") as u32;
         s.sk.set_u32(s.sshd.task, "task_struct", "flags", flags | PF_EXITING);
         assert!(failed(s.sk).is_empty());
+    }
+
+    /// The open files' device numbers: an in-memory file system's is anonymous, and
+    /// one device holds one file system; pipes and sockets on their own anonymous
+    /// devices pass.
+    #[test]
+    fn device_numbers_of_open_files() {
+        use vmi_core::kernel::openfiles::{PIPEFS_MAGIC, SOCKFS_MAGIC};
+        let files = |dev: Option<u32>, same: bool| {
+            let mut s = system();
+            let pipe = s.sk.pseudo_file(PIPEFS_MAGIC, b"");
+            let sock = s.sk.pseudo_file(SOCKFS_MAGIC, b"");
+            let sb = |s: &crate::checks::synthetic::System, f: Va| {
+                let inode = s.sk.get(f, "file", "f_inode");
+                Va(s.sk.get(Va(inode), "inode", "i_sb"))
+            };
+            if let Some(dev) = dev {
+                let at = sb(&s, pipe);
+                s.sk.set_u32(at, "super_block", "s_dev", dev);
+            }
+            if same {
+                let dev = s.sk.get(sb(&s, pipe), "super_block", "s_dev") as u32;
+                let at = sb(&s, sock);
+                s.sk.set_u32(at, "super_block", "s_dev", dev);
+            }
+            let fops = s.sk.symbol("tty_fops");
+            for f in [pipe, sock] {
+                s.sk.set(f, "file", "f_op", fops.0);
+            }
+            let bash = s.bash;
+            s.sk.open_fd(&bash, 3, pipe);
+            s.sk.open_fd(&bash, 4, sock);
+            let got = outcomes(s.sk);
+            let r = got
+                .iter()
+                .find(|r| r.0 == "open-files")
+                .expect("open-files");
+            (r.1, r.2.clone())
+        };
+        let (o, d) = files(None, false);
+        assert_eq!(o, Outcome::Pass, "{d}");
+        let (o, d) = files(Some(8 << 20 | 1), false);
+        assert_eq!(o, Outcome::Fail);
+        assert!(d.contains("(in memory) on device 8:1"), "{d}");
+        let (o, d) = files(None, true);
+        assert_eq!(o, Outcome::Fail);
+        assert!(d.contains("holds files of file systems"), "{d}");
     }
 
     #[test]

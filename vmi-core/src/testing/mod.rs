@@ -1012,6 +1012,9 @@ impl SyntheticKernel {
         let inode = self.get(file, "file", "f_inode");
         let sb = self.get(Va(inode), "inode", "i_sb");
         self.set(Va(sb), "super_block", "s_magic", magic);
+        // an in-memory file system's anonymous device (major 0), one per super block
+        let minor = ((sb >> 6) & 0xf_ffff) as u32;
+        self.set_u32(Va(sb), "super_block", "s_dev", minor);
         file
     }
 
