@@ -5,7 +5,7 @@
 //!
 //! | check | what it compares |
 //! |---|---|
-//! | `hidden-process` ([`processes`]) | the `tasks` list (and thread lists) with the pid namespace IDR, the CPUs' current tasks and run queues; breaks in any of them |
+//! | `hidden-process` ([`processes`]) | the `tasks` list (and thread lists) with the pid namespace IDR, the CPUs' current tasks and run queues; breaks in any of them; tasks' flags for a rootkit's mark ([`marks`]) |
 //! | `hidden-module` ([`modules`]) | the `modules` list (read from both ends where broken) with the kobjects of `module_kset` |
 //! | `syscall-table` ([`syscalls`]) | every `sys_call_table` (and `ia32_sys_call_table`) entry with kernel text |
 //! | `idt` ([`idt`]) | every IDT gate with kernel text and `__KERNEL_CS`; each vCPU's IDTR with `idt_table` |
@@ -46,6 +46,7 @@ pub mod idt;
 pub mod kprobes;
 pub mod kthreads;
 pub mod malfind;
+pub(crate) mod marks;
 pub mod modules;
 pub mod names;
 pub mod netfilter;

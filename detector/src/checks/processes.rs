@@ -13,6 +13,8 @@
 //! - A break in the tasks list or a thread list (a loop, a pointer out of the kernel),
 //!   a task a view holds that is no readable process, and a corrupted pid IDR are high
 //!   findings too: the processes are still read from the other views.
+//! - A task whose flags carry a rootkit's mark (Diamorphine's `PF_INVISIBLE`), on any
+//!   view: see [`marks`](super::marks).
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
@@ -22,7 +24,7 @@ use vmi_core::kernel::{Census, Process, Views};
 use vmi_core::memory::PhysicalMemory;
 use vmi_core::Va;
 
-use crate::checks::{broken, needed, CheckFailure, Scan};
+use crate::checks::{broken, marks, needed, CheckFailure, Scan};
 use crate::finding::{guest_str, Finding, Severity};
 
 const NAME: &str = "hidden-process";
@@ -204,6 +206,8 @@ pub fn run<M: PhysicalMemory>(scan: &Scan<'_, M>) -> Result<Vec<Finding>, CheckF
         );
     }
 
+    findings.extend(marks::marked(NAME, &procs, &view.tasks));
+
     // a pid number that disagrees with its task
     for t in &view.tasks {
         if u64::from(t.nr) != t.index || t.nr != t.tid {
@@ -338,6 +342,41 @@ mod tests {
         assert_eq!(ev(f, "comm"), "rootkitd");
         assert_eq!(ev(f, "pid"), "1234");
         assert_eq!(ev_addr(f, "struct_pid"), rk.struct_pid.0);
+    }
+
+    /// Diamorphine's mark on a process is medium, a bit no kernel defines on a thread
+    /// high; the flags kernel code sets (a kernel thread's, a forked child's) are not
+    /// marks.
+    #[test]
+    fn tasks_marked_by_their_flags_are_found() {
+        let mut s = system();
+        let flags = |s: &crate::checks::synthetic::System, t: Va| {
+            s.sk.get(t, "task_struct", "flags") as u32
+        };
+        // PF_FORKNOEXEC | PF_RANDOMIZE | PF_USED_MATH on sshd: normal
+        let f = flags(&s, s.sshd.task);
+        s.sk.set_u32(s.sshd.task, "task_struct", "flags", f | 0x0040_2040);
+        assert!(run(s.sk, CHECK).is_empty());
+
+        let mut s = system();
+        let f = flags(&s, s.sshd.task);
+        s.sk.set_u32(s.sshd.task, "task_struct", "flags", f | 0x1000_0000);
+        let t = s.bash_thread.task;
+        let f = flags(&s, t);
+        s.sk.set_u32(t, "task_struct", "flags", f | 0x0200_0000);
+        let findings = run(s.sk, CHECK);
+        let (medium, high): (Vec<_>, Vec<_>) = findings
+            .into_iter()
+            .partition(|f| f.severity == Severity::Medium);
+        let sshd = single(&medium, CHECK, Severity::Medium);
+        assert_eq!(sshd.key, "hidden-process:flags:400:0x10000000");
+        assert_eq!(ev(sshd, "comm"), "sshd");
+        assert_eq!(ev(sshd, "pid"), "400");
+        let thread = single(&high, CHECK, Severity::High);
+        assert_eq!(thread.key, "hidden-process:flags:1001:0x2000000");
+        assert_eq!(ev(thread, "pid"), "1000");
+        assert_eq!(ev(thread, "tid"), "1001");
+        assert_eq!(ev_addr(thread, "task"), t.0);
     }
 
     #[test]

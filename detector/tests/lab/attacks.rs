@@ -1,7 +1,7 @@
 //! The attack scenario: a guest with the test rootkits (`tests/mods/*.c`) loaded one
 //! after the other; after each, `check` must report exactly the findings of the
-//! attacks so far. Steps 1-6 and 9 (lists, tables, credentials, inline hooks, the
-//! runqueue-only process) are here; the others are in their checks' files.
+//! attacks so far. Steps 1-6 and 9 (lists, a task's mark, tables, credentials, inline
+//! hooks, the runqueue-only process) are here; the others are in their checks' files.
 
 use super::*;
 
@@ -11,6 +11,7 @@ pub(crate) const ATTACK_KERNELS: &[&str] = &["6.1.0-56-amd64", "6.12.117+deb12-a
 pub(crate) fn attack(lab: &Lab, kernel: &str) -> Vec<String> {
     let mods = [
         "vmi_hideproc",
+        "vmi_markproc",
         "vmi_hidemod",
         "vmi_hooksys",
         "vmi_hookidt",
@@ -31,6 +32,7 @@ pub(crate) fn attack(lab: &Lab, kernel: &str) -> Vec<String> {
     let mut scenario = Scenario::standard()
         .ksym("worker_thread")
         .sleeper("vmi-hideme")
+        .sleeper("vmi-marked")
         .run_as("vmi-victim", 1000)
         .run_as("vmi-victim2", 1000);
     for m in mods {
@@ -115,6 +117,15 @@ pub(crate) fn attack(lab: &Lab, kernel: &str) -> Vec<String> {
     if t.process(hideme).is_none() {
         problems.push(format!("{kernel}: /proc lost {hideme} too"));
     }
+
+    // 1b. a process marked as Diamorphine marks the processes it hides
+    let marked = pid_of(&truth, "vmi-marked");
+    insmod(&mut guest, &format!("/lab/vmi_markproc.ko pid={marked}"));
+    wants.push(want("the mark on vmi-marked", "hidden-process", move |e| {
+        e["pid"] == marked && e["comm"] == "vmi-marked" && e["bits"] == "0x10000000"
+    }));
+    let run = d.live(&mut guest, &["--json", "check"]);
+    problems.extend(expect_exactly(&format!("{kernel} markproc"), &run, &wants));
 
     // 2. a module removed from the modules list
     insmod(&mut guest, "/lab/vmi_hidemod.ko");

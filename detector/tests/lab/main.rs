@@ -46,7 +46,8 @@
 //!   that owns its function (and `hidden-module` the module), live, paused and from the
 //!   dump, and agree with Volatility's linux.kthreads. After `vmi_hideproc`, `ps`
 //!   still lists the hidden process, marked as held by the pid namespace only, warns and
-//!   exits 1. Last, user-space implants (`fileless.rs`): a memfd second stage run
+//!   exits 1. `vmi_markproc` sets Diamorphine's PF_INVISIBLE bit on a process:
+//!   `hidden-process` reports the mark. Last, user-space implants (`fileless.rs`): a memfd second stage run
 //!   with fexecve, a dropper that ran from /dev/shm and deleted itself, libraries
 //!   mapped from /tmp, a deleted /dev/shm file and a memfd: `exec-location` reports
 //!   each, live, paused and from the dump; `ps` and `maps` name them as /proc does,
