@@ -2,8 +2,9 @@
 //! and on an ELF dump, and no check may fail; `identify`, `ps`, `lsmod`, `sockets` and
 //! `maps` must equal what the guest says, and the walkers the checks compare read what
 //! the guest's own tracing, tty and /proc/net views show. The 7.x guests are then hooked
-//! through ftrace, kprobes and a tracepoint ([`tracing_hooks`]) and run the user-space
-//! implants of [`fileless::implants`], found live, paused and from a dump.
+//! through ftrace, kprobes and a tracepoint ([`tracing_hooks`]), have a process marked
+//! as Diamorphine marks it (`vmi_markproc`) and run the user-space implants of
+//! [`fileless::implants`], found live, paused and from a dump.
 //! Paused, the guest's tasks and modules lists are broken on purpose
 //! ([`hostile::never_blind`]).
 
@@ -20,7 +21,8 @@ pub(crate) fn clean(lab: &Lab, kernel: &str) -> Vec<String> {
     let (profiles, d) = detector_for(lab, kernel);
     let mut scenario = Scenario::standard().ksym("worker_thread");
     if HOOKED_CLEAN_KERNELS.contains(&kernel) {
-        for m in TRACING_MODULES {
+        scenario = scenario.sleeper("vmi-marked");
+        for m in TRACING_MODULES.into_iter().chain(["vmi_markproc"]) {
             scenario = scenario.file(
                 common::attack_module(lab, kernel, m),
                 &format!("/lab/{m}.ko"),
@@ -70,6 +72,16 @@ pub(crate) fn clean(lab: &Lab, kernel: &str) -> Vec<String> {
         // attacks), found live, paused and from a dump
         let mut wants = Vec::new();
         problems.extend(tracing_hooks(&label, &d, &mut guest, &mut wants));
+        // a process marked as Diamorphine marks those it hides (step 1b)
+        let marked = pid_of(&truth, "vmi-marked");
+        insmod(
+            kernel,
+            &mut guest,
+            &format!("/lab/vmi_markproc.ko pid={marked}"),
+        );
+        wants.push(want("the mark on vmi-marked", "hidden-process", move |e| {
+            e["pid"] == marked && e["comm"] == "vmi-marked" && e["bits"] == "0x10000000"
+        }));
         // and user-space implants (no module: they run on any kernel)
         let (implants, p) = fileless::implants(&label, &d, &mut guest, &mut wants);
         problems.extend(p);
