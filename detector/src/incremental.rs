@@ -78,7 +78,8 @@ impl Unit {
             | Check::Netfilter
             | Check::Notifiers
             | Check::Tty
-            | Check::Afinfo => Unit::Kernel,
+            | Check::Afinfo
+            | Check::KernelPages => Unit::Kernel,
         }
     }
 }
@@ -621,8 +622,8 @@ mod tests {
         let first = g.tick();
         assert!(first.errors.is_empty(), "{:?}", first.errors);
         let units = g.inc.memos() as u32;
-        // 9 kernel and 5 process checks, 4 per-process checks of 3 user processes
-        assert_eq!(units, 14 + 4 * 3, "{:?}", g.inc.last);
+        // 10 kernel and 5 process checks, 4 per-process checks of 3 user processes
+        assert_eq!(units, 15 + 4 * 3, "{:?}", g.inc.last);
         assert_eq!(g.inc.last.ran, units + always());
         let second = g.tick();
         assert_eq!(

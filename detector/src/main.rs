@@ -223,7 +223,8 @@ enum Command {
         /// Only these checks (repeat or comma-separate): hidden-process, hidden-module,
         /// syscall-table, idt, credentials, ftrace, kprobes, tracepoints, netfilter,
         /// notifiers, tty, afinfo, vfs-ops, spoofing, exec-location, malfind,
-        /// socket-filter, perf-events, ebpf, cpu-state, kthreads, policy, kernel-text.
+        /// socket-filter, perf-events, ebpf, cpu-state, kthreads, kernel-pages,
+        /// kernel-entries, policy, kernel-text.
         #[arg(long = "check", value_name = "NAME", value_delimiter = ',')]
         only: Vec<String>,
         /// Pause a live guest while it is read (default: read it running and confirm

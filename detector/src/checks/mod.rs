@@ -23,6 +23,7 @@
 //! | `socket-filter` ([`socket_filter`]) | the BPF filter of every packet and raw socket of a user process with the programs allowed one (packet capture, DHCP; the policy's list): a passive backdoor's wake-up filter |
 //! | `malfind` ([`malfind`]) | each user process's executable mappings with where code comes from: writable and executable, or anonymous and executable, memory (injected code) |
 //! | `perf-events` ([`perf_events`]) | the overflow handler of every perf event in a CPU's or a task's context (kernel counters, hardware breakpoints) with kernel text |
+//! | `kernel-pages` ([`pages`]) | the kernel's page tables: text and read-only data not writable (nor their direct-map aliases), no writable executable mapping in the kernel image's and the module area |
 //! | `kthreads` ([`kthreads`]) | the function every kernel thread runs (its `struct kthread`'s `threadfn`) with kernel text and the listed modules |
 //! | `cpu-state` ([`cpu`]) | each vCPU's CR0.WP, pinned CR4 bits, EFER.NX and system-call MSRs with what the kernel set (only what the source reports; the rest is said in `not_checked`) |
 //! | `ebpf` ([`ebpf`]) | every loaded BPF program (`prog_idr`) with the program types the policy lists (by default those on kprobes, tracepoints, perf events, fentry/fexit, LSM hooks), with its links and perf events |
@@ -52,6 +53,7 @@ pub mod names;
 pub mod netfilter;
 pub mod notifiers;
 pub mod owner;
+pub mod pages;
 pub mod perf_events;
 pub mod policy;
 pub mod processes;
@@ -126,6 +128,9 @@ pub enum Check {
     CpuState,
     /// Kernel threads running code outside the kernel and the listed modules.
     Kthreads,
+    /// Kernel text and read-only data mapped writable (also through the direct map),
+    /// and writable executable kernel mappings.
+    KernelPages,
     /// Kernel functions whose first instruction branches out of kernel text (no image
     /// needed).
     KernelEntries,
@@ -137,7 +142,7 @@ pub enum Check {
 
 impl Check {
     /// Every check that needs no configuration, in the order they run.
-    pub const ALL: [Check; 22] = [
+    pub const ALL: [Check; 23] = [
         Check::HiddenProcess,
         Check::HiddenModule,
         Check::SyscallTable,
@@ -159,6 +164,7 @@ impl Check {
         Check::Ebpf,
         Check::CpuState,
         Check::Kthreads,
+        Check::KernelPages,
         Check::KernelEntries,
     ];
 
@@ -186,6 +192,7 @@ impl Check {
             Check::Ebpf => "ebpf",
             Check::CpuState => "cpu-state",
             Check::Kthreads => "kthreads",
+            Check::KernelPages => "kernel-pages",
             Check::KernelEntries => "kernel-entries",
             Check::Policy => "policy",
             Check::KernelText => "kernel-text",
@@ -400,6 +407,7 @@ impl<'k, M: PhysicalMemory> Scan<'k, M> {
             Check::Ebpf => ebpf::run(self),
             Check::CpuState => cpu::run(self),
             Check::Kthreads => kthreads::run(self),
+            Check::KernelPages => pages::run(self),
             Check::KernelEntries => entries::run(self),
             Check::Policy => match &self.settings.policy {
                 Some(p) => policy::run(self, p),

@@ -1,7 +1,8 @@
 //! The attack scenario: a guest with the test rootkits (`tests/mods/*.c`) loaded one
 //! after the other; after each, `check` must report exactly the findings of the
-//! attacks so far. Steps 1-6 and 9 (lists, a task's mark, tables, credentials, inline
-//! hooks, the runqueue-only process) are here; the others are in their checks' files.
+//! attacks so far. Steps 1-6 and 9 (lists, a task's mark, tables, a page made
+//! writable, credentials, inline hooks, the runqueue-only process) are here; the others
+//! are in their checks' files.
 
 use super::*;
 
@@ -12,6 +13,7 @@ pub(crate) fn attack(lab: &Lab, kernel: &str) -> Vec<String> {
     let mods = [
         "vmi_hideproc",
         "vmi_markproc",
+        "vmi_pagerw",
         "vmi_hidemod",
         "vmi_hooksys",
         "vmi_hookidt",
@@ -155,6 +157,16 @@ pub(crate) fn attack(lab: &Lab, kernel: &str) -> Vec<String> {
     ));
     let run = d.live(&mut guest, &["--json", "check"]);
     problems.extend(expect_exactly(&format!("{kernel} hooksys"), &run, &wants));
+
+    // 3b. the page of sys_call_table made writable in the kernel's page table
+    insmod(&mut guest, "/lab/vmi_pagerw.ko");
+    wants.push(want(
+        "read-only data mapped writable by vmi_pagerw",
+        "kernel-pages",
+        |e| e["kind"] == "writable" && e["section"] == "kernel read-only data",
+    ));
+    let run = d.live(&mut guest, &["--json", "check"]);
+    problems.extend(expect_exactly(&format!("{kernel} pagerw"), &run, &wants));
 
     // 4. an IDT gate pointing into a module that then hides
     insmod(&mut guest, "/lab/vmi_hookidt.ko vector=15 hide=1");

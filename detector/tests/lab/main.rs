@@ -47,7 +47,9 @@
 //!   dump, and agree with Volatility's linux.kthreads. After `vmi_hideproc`, `ps`
 //!   still lists the hidden process, marked as held by the pid namespace only, warns and
 //!   exits 1. `vmi_markproc` sets Diamorphine's PF_INVISIBLE bit on a process:
-//!   `hidden-process` reports the mark. Last, user-space implants (`fileless.rs`): a memfd second stage run
+//!   `hidden-process` reports the mark. `vmi_pagerw` sets the writable bit of the
+//!   page-table entry that maps sys_call_table: `kernel-pages` reports read-only data
+//!   mapped writable. Last, user-space implants (`fileless.rs`): a memfd second stage run
 //!   with fexecve, a dropper that ran from /dev/shm and deleted itself, libraries
 //!   mapped from /tmp, a deleted /dev/shm file and a memfd: `exec-location` reports
 //!   each, live, paused and from the dump; `ps` and `maps` name them as /proc does,

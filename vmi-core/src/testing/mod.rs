@@ -33,8 +33,8 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 pub use profile::{
-    synthetic_profile, BANNER, IMAGE_SIZE, NOTIFIER_CHAINS, NR_SYSCALLS, PGT_OFFSET, SEQ_OPS, TEXT,
-    TEXT_SIZE, TRACEPOINTS, TRACEPOINT_OFFSET,
+    synthetic_profile, BANNER, IMAGE_SIZE, NOTIFIER_CHAINS, NR_SYSCALLS, PGT_OFFSET, RODATA_END,
+    SEQ_OPS, TEXT, TEXT_SIZE, TRACEPOINTS, TRACEPOINT_OFFSET,
 };
 
 use crate::addr::{Pa, Va};
@@ -187,18 +187,34 @@ impl SyntheticKernel {
             PhysRange::new(pgt_pa, pgt_pa + PGT_BYTES),
         )
         .expect("room for the page tables");
-        let flags = crate::arch::x86_64::PTE_WRITABLE;
+        // as mark_rodata_ro leaves them: text read-only and executable, read-only data
+        // read-only, the rest writable, neither executable; the direct map the same for
+        // the image's pages (its aliases), writable elsewhere
+        use crate::arch::x86_64::{PTE_NX, PTE_WRITABLE};
+        let image_flags = |off: u64| {
+            if off < TEXT_SIZE {
+                0
+            } else if off < RODATA_END {
+                PTE_NX
+            } else {
+                PTE_WRITABLE | PTE_NX
+            }
+        };
         for off in (0..image_len).step_by(MB2 as usize) {
             pt.map(
                 &mut mem,
                 Va(text + VIRT_SHIFT + off),
                 Pa(image_pa + off),
                 PageSize::Size2M,
-                flags,
+                image_flags(off),
             )
             .expect("map the image");
         }
         for pa in (0..mem_size).step_by(MB2 as usize) {
+            let flags = match pa.checked_sub(image_pa) {
+                Some(off) if off < RODATA_END => PTE_NX,
+                _ => PTE_WRITABLE | PTE_NX,
+            };
             pt.map(
                 &mut mem,
                 Va(PAGE_OFFSET + pa),
@@ -850,6 +866,24 @@ impl SyntheticKernel {
         self.set_u32(task.task, "task_struct", "__state", 0);
     }
 
+    /// Set the bits `set` and clear the bits `clear` of the leaf entry that maps `va`
+    /// in the kernel's page tables (a page made writable, executable, ...).
+    pub fn set_pte_bits(&mut self, va: Va, set: u64, clear: u64) {
+        let mut table = self.root.table.0;
+        for shift in [39u64, 30, 21, 12] {
+            let at = Pa(table + 8 * ((va.0 >> shift) & 511));
+            let e = self.mem.read_phys_u64(at).expect("a page-table entry");
+            assert!(e & 1 != 0, "{va} is not mapped");
+            if shift == 12 || e & 0x80 != 0 {
+                self.mem
+                    .write_u64(at, (e | set) & !clear)
+                    .expect("write the entry");
+                return;
+            }
+            table = e & crate::arch::x86_64::ADDR_MASK;
+        }
+    }
+
     /// Make `task` what CPU 0 runs.
     pub fn set_running(&mut self, task: Va) {
         self.write_u64(self.symbol("current_task"), task.0);
@@ -1455,7 +1489,8 @@ impl SyntheticKernel {
         let base = Va(self.module_next);
         let pages = u64::from(core_size).div_ceil(0x1000);
         self.module_next += pages * 0x1000 + 0x1000;
-        // its memory, readable (tables a test puts there are read)
+        // its memory, readable (tables a test puts there are read); read-only and
+        // executable, as a loaded module's text is
         let pa = self.alloc_pages(pages);
         for i in 0..pages {
             self.kernel_tables
@@ -1464,7 +1499,7 @@ impl SyntheticKernel {
                     Va(base.0 + i * 0x1000),
                     Pa(pa.0 + i * 0x1000),
                     PageSize::Size4K,
-                    crate::arch::x86_64::PTE_WRITABLE,
+                    0,
                 )
                 .expect("map the module's memory");
         }

@@ -12,6 +12,8 @@ use crate::profile::{Field, KernelIdentity, Profile, Provenance, Symbol, TypeDef
 pub const TEXT: u64 = START_KERNEL_MAP + 0x100_0000;
 /// Bytes of kernel text (`_stext` = `_text`, `_etext` = `_text` + this).
 pub const TEXT_SIZE: u64 = 0x20_0000;
+/// Where read-only data ends (`__end_rodata`), from `_text`.
+pub const RODATA_END: u64 = 0x40_0000;
 /// Bytes of the image the builder maps: text, rodata, data, page tables.
 pub const IMAGE_SIZE: u64 = 0x80_0000;
 /// Where `init_top_pgt` is in the image; the page tables fill the rest of it.
@@ -875,7 +877,7 @@ const SYMBOLS: &[(&str, u64, &str)] = &[
     ("ram_aops", 0x20_7600, "r"),
     // a character device's (the console's)
     ("tty_fops", 0x20_7700, "r"),
-    ("__end_rodata", 0x40_0000, "D"),
+    ("__end_rodata", RODATA_END, "D"),
     ("init_task", 0x40_0000, "D"),
     ("init_cred", 0x40_2000, "D"),
     ("init_mm", 0x40_2100, "D"),

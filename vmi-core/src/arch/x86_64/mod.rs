@@ -24,9 +24,11 @@
 
 mod builder;
 mod space;
+mod walk;
 
 pub use builder::{MapError, PageTableBuilder};
 pub use space::{AddressSpace, TlbStats, TranslationLog, MAX_LOGGED_TRANSLATIONS};
+pub use walk::{walk_range, Leaf, Walk, WalkLimits};
 
 use std::fmt;
 
