@@ -34,6 +34,7 @@ pub mod kobject;
 pub mod kprobes;
 pub mod kthread;
 pub mod layout;
+pub mod modmem;
 pub mod netfilter;
 pub mod notifiers;
 pub mod objects;
