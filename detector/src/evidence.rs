@@ -4,17 +4,21 @@
 //! `/proc/PID/fd` and `/proc/PID/fdinfo`) and `cat PATH` (a file from the page cache,
 //! or with `--list` a directory's cached entries), each as text or JSON. Guest strings
 //! are escaped (`\xNN`) before they reach either; a file's text keeps its newlines and
-//! tabs, its bytes go to a file (`-o`) or JSON (base64) unchanged.
+//! tabs, its bytes go to a file (`-o`) or JSON (base64) unchanged. `dump-module`'s summary of
+//! the file it wrote ([`crate::moddump`]).
 
 use std::fmt::Write as _;
+use std::path::Path;
 
 use base64::Engine as _;
 use serde_json::{json, Value};
 use vmi_core::kernel::openfiles::OpenFile;
 use vmi_core::kernel::pagecache::{CachedFile, DirEntry};
 use vmi_core::kernel::userspace::Environment;
+use vmi_core::kernel::Module;
 
 use crate::finding::guest_str;
+use crate::moddump::{ModuleFile, View};
 
 /// `env` as JSON: the process, its variables (escaped) and whether they were cut.
 /// `pid` and `comm` are the process's.
@@ -214,6 +218,59 @@ pub fn list_text(entries: &[DirEntry]) -> String {
                 );
             }
         }
+    }
+    s
+}
+
+/// `dump-module`'s summary as JSON: the module, where it was found, what the file holds
+/// (sections with their addresses and sizes, symbols, bytes) and the ranges not mapped.
+pub fn dump_module_json(m: &Module, view: View, output: &Path, f: &ModuleFile) -> Value {
+    json!({
+        "module": guest_str(&m.name),
+        "struct_module": format!("{:#x}", m.addr.0),
+        "view": view.key(),
+        "output": output.display().to_string(),
+        "bytes": f.memory,
+        "symbols": f.symbols,
+        "sections": f.sections.iter().map(|s| json!({
+            "name": guest_str(&s.name),
+            "addr": format!("{:#x}", s.addr),
+            "size": s.size,
+            "in_memory": s.region.is_some(),
+        })).collect::<Vec<_>>(),
+        "not_mapped": f.missing.iter().map(|(a, b)| json!({
+            "start": format!("{a:#x}"),
+            "end": format!("{b:#x}"),
+        })).collect::<Vec<_>>(),
+    })
+}
+
+/// `dump-module`'s summary as text: one line for the file, one per section.
+pub fn dump_module_text(m: &Module, view: View, output: &Path, f: &ModuleFile) -> String {
+    let not_mapped: u64 = f.missing.iter().map(|(a, b)| b - a).sum();
+    let mut s = format!(
+        "{}: module {} (struct module {:#x}, found on the {}): {} bytes, {} sections, {} symbols, {not_mapped} bytes not mapped (zeros)\n",
+        output.display(),
+        guest_str(&m.name),
+        m.addr.0,
+        view.describe(),
+        f.memory,
+        f.sections.len(),
+        f.symbols,
+    );
+    for sec in &f.sections {
+        let _ = writeln!(
+            s,
+            "  {:#018x} {:>8} {}{}",
+            sec.addr,
+            sec.size,
+            guest_str(&sec.name),
+            if sec.region.is_none() {
+                " (not in the module's memory)"
+            } else {
+                ""
+            }
+        );
     }
     s
 }
