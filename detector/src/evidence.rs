@@ -282,6 +282,40 @@ mod tests {
     use vmi_core::Va;
 
     #[test]
+    fn dump_module_s_summary_escapes_guest_names() {
+        let m = Module {
+            addr: Va(0xffff_ffff_c000_0000),
+            name: b"rk\x1b[2J".to_vec(),
+            state: 0,
+            core_base: Va(0xffff_ffff_c000_1000),
+            core_size: 0x1000,
+            data: Vec::new(),
+        };
+        let f = ModuleFile {
+            bytes: Vec::new(),
+            sections: vec![crate::moddump::OutSection {
+                name: b".text\x07".to_vec(),
+                addr: 0xffff_ffff_c000_1000,
+                size: 0x1000,
+                region: Some(0),
+            }],
+            symbols: 3,
+            memory: 0x2000,
+            missing: vec![(0xffff_ffff_c000_2000, 0xffff_ffff_c000_3000)],
+        };
+        let out = Path::new("/tmp/rk.elf");
+        let t = dump_module_text(&m, View::Kset, out, &f);
+        assert!(!t.contains('\x1b') && !t.contains('\x07'), "{t}");
+        assert!(t.contains("rk\\x1b[2J") && t.contains(".text\\x07"), "{t}");
+        assert!(t.contains("4096 bytes not mapped"), "{t}");
+        let j = dump_module_json(&m, View::Kset, out, &f);
+        assert_eq!(j["module"], "rk\\x1b[2J");
+        assert_eq!(j["view"], "kset");
+        assert_eq!(j["sections"][0]["name"], ".text\\x07");
+        assert_eq!(j["not_mapped"][0]["start"], "0xffffffffc0002000");
+    }
+
+    #[test]
     fn guest_strings_are_escaped_in_text_and_json() {
         let env = Environment {
             vars: vec![b"A=\x1b]0;pwned\x07".to_vec(), b"B=\xff".to_vec()],
