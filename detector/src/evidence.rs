@@ -224,11 +224,11 @@ pub fn list_text(entries: &[DirEntry]) -> String {
 
 /// `dump-module`'s summary as JSON: the module, where it was found, what the file holds
 /// (sections with their addresses and sizes, symbols, bytes) and the ranges not mapped.
-pub fn dump_module_json(m: &Module, view: View, output: &Path, f: &ModuleFile) -> Value {
+pub fn dump_module_json(m: &Module, views: &[View], output: &Path, f: &ModuleFile) -> Value {
     json!({
         "module": guest_str(&m.name),
         "struct_module": format!("{:#x}", m.addr.0),
-        "view": view.key(),
+        "views": views.iter().map(|v| v.key()).collect::<Vec<_>>(),
         "output": output.display().to_string(),
         "bytes": f.memory,
         "symbols": f.symbols,
@@ -246,14 +246,14 @@ pub fn dump_module_json(m: &Module, view: View, output: &Path, f: &ModuleFile) -
 }
 
 /// `dump-module`'s summary as text: one line for the file, one per section.
-pub fn dump_module_text(m: &Module, view: View, output: &Path, f: &ModuleFile) -> String {
+pub fn dump_module_text(m: &Module, views: &[View], output: &Path, f: &ModuleFile) -> String {
     let not_mapped: u64 = f.missing.iter().map(|(a, b)| b - a).sum();
     let mut s = format!(
-        "{}: module {} (struct module {:#x}, found on the {}): {} bytes, {} sections, {} symbols, {not_mapped} bytes not mapped (zeros)\n",
+        "{}: module {} (struct module {:#x}, views: {}): {} bytes, {} sections, {} symbols, {not_mapped} bytes not mapped (zeros)\n",
         output.display(),
         guest_str(&m.name),
         m.addr.0,
-        view.describe(),
+        views.iter().map(|v| v.key()).collect::<Vec<_>>().join(","),
         f.memory,
         f.sections.len(),
         f.symbols,
@@ -304,13 +304,14 @@ mod tests {
             missing: vec![(0xffff_ffff_c000_2000, 0xffff_ffff_c000_3000)],
         };
         let out = Path::new("/tmp/rk.elf");
-        let t = dump_module_text(&m, View::Kset, out, &f);
+        let t = dump_module_text(&m, &[View::Kset, View::Tree], out, &f);
         assert!(!t.contains('\x1b') && !t.contains('\x07'), "{t}");
         assert!(t.contains("rk\\x1b[2J") && t.contains(".text\\x07"), "{t}");
         assert!(t.contains("4096 bytes not mapped"), "{t}");
-        let j = dump_module_json(&m, View::Kset, out, &f);
+        let j = dump_module_json(&m, &[View::Kset, View::Tree], out, &f);
         assert_eq!(j["module"], "rk\\x1b[2J");
-        assert_eq!(j["view"], "kset");
+        assert_eq!(j["views"], serde_json::json!(["kset", "tree"]));
+        assert!(t.contains("views: kset,tree"), "{t}");
         assert_eq!(j["sections"][0]["name"], ".text\\x07");
         assert_eq!(j["not_mapped"][0]["start"], "0xffffffffc0002000");
     }

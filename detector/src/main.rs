@@ -219,8 +219,9 @@ enum Command {
         max_bytes: u64,
     },
     /// A kernel module's memory as an ELF file (readelf -S -s, objdump -d): the module
-    /// named by its name (on the modules list, or only in /sys/module: a module hidden
-    /// from lsmod) or by an address in its memory or of its struct module (0x...).
+    /// named by its name (on the modules list, or only in /sys/module or the kernel's
+    /// module tree: a module hidden from lsmod) or by an address in its memory or of its
+    /// struct module (0x...); the summary says which views hold it.
     /// Sections with the module's names at its addresses (from
     /// /sys/module/NAME/sections), its symbols as /proc/kallsyms lists them, a PT_LOAD
     /// per memory region; pages not mapped are written as zeros and listed. The file is
@@ -846,11 +847,30 @@ fn run(cli: &Cli) -> Result<ExitCode> {
                         Vec::new()
                     }
                 };
+            let max = detector::checks::MAX_KOBJECTS;
+            let kobjects: Option<Vec<vmi_core::Va>> = match k.module_kobjects(max) {
+                Ok(ks) => Some(ks.iter().filter_map(|k| k.module).collect()),
+                Err(_) => None, // said above
+            };
+            // each module is a node per memory region: room for eight each
+            let tree = match k.module_tree(max * 8) {
+                Ok(t) => t,
+                Err(e) => {
+                    warnings.push(format!("the module tree could not be read ({e})"));
+                    None
+                }
+            };
+            let views = moddump::Views {
+                list: &list.modules,
+                kset: &hidden,
+                kobjects: kobjects.as_deref(),
+                tree: tree.as_deref(),
+            };
             let spec = ModuleSpec::parse(module);
             let shown = vmi_core::kernel::escape(module.as_bytes());
-            let Some((m, view)) = moddump::find(k, &list.modules, &hidden, &spec) else {
+            let Some((m, views)) = moddump::find(k, views, &spec) else {
                 warn(&warnings);
-                bail!("no module {shown} on the modules list or in /sys/module (an address must be in a module's memory or of a struct module)");
+                bail!("no module {shown} on the modules list, in /sys/module or in the module tree (an address must be in a module's memory or of a struct module)");
             };
             let name = m.display_name();
             let image = k
@@ -867,8 +887,8 @@ fn run(cli: &Cli) -> Result<ExitCode> {
             write_atomically(output, &file.bytes)?;
             emit(
                 json,
-                detector::evidence::dump_module_json(&m, view, output, &file),
-                detector::evidence::dump_module_text(&m, view, output, &file),
+                detector::evidence::dump_module_json(&m, &views, output, &file),
+                detector::evidence::dump_module_text(&m, &views, output, &file),
             )?;
             return Ok(status(warn(&warnings)));
         }

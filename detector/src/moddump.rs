@@ -53,57 +53,73 @@ impl ModuleSpec {
     }
 }
 
-/// Where the module was found.
+/// A view of the loaded modules that holds a module.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum View {
-    /// On the `modules` list.
+    /// The `modules` list (`lsmod`).
     List,
-    /// Only in `/sys/module` (hidden from the list).
+    /// The module kset (`/sys/module`).
     Kset,
-    /// Only by the address of its `struct module` (in neither view).
+    /// The module tree (`mod_tree`).
+    Tree,
+    /// None: found by the address of its `struct module` only.
     Address,
 }
 
 impl View {
-    /// The view's key in JSON.
+    /// The view's key in JSON and text.
     pub fn key(self) -> &'static str {
         match self {
             View::List => "list",
             View::Kset => "kset",
+            View::Tree => "tree",
             View::Address => "address",
-        }
-    }
-
-    /// The view's description in text.
-    pub fn describe(self) -> &'static str {
-        match self {
-            View::List => "modules list",
-            View::Kset => "module kset (not on the modules list)",
-            View::Address => "struct module address (in neither view)",
         }
     }
 }
 
-/// The module `spec` names among `listed` (the `modules` list) and `hidden` (in the
-/// kset only), listed ones first; an address in no module's memory is tried as a
+/// The modules of each view: those of the `modules` list, those only the module kset
+/// holds ([`crate::checks::modules::kset_view`]), and the `struct module`s the kset's
+/// kobjects and the module tree name (`None` when unreadable or, for the tree, absent).
+#[derive(Debug, Clone, Copy)]
+pub struct Views<'a> {
+    /// On the `modules` list.
+    pub list: &'a [Module],
+    /// In the kset, not on the list.
+    pub kset: &'a [Module],
+    /// Every module of the kset (`module_kobject.mod`).
+    pub kobjects: Option<&'a [Va]>,
+    /// Every module of the module tree.
+    pub tree: Option<&'a [Va]>,
+}
+
+/// The module `spec` names, from any view (the list first, then the kset, then the
+/// tree: a module read from the tree must have its `mkobj.mod` point back to it), with
+/// the views holding it; an address in no module's memory is tried as a
 /// `struct module`. `None` when nothing matches.
 pub fn find<M: PhysicalMemory>(
     kernel: &Kernel<M>,
-    listed: &[Module],
-    hidden: &[Module],
+    views: Views<'_>,
     spec: &ModuleSpec,
-) -> Option<(Module, View)> {
-    let all = listed
+) -> Option<(Module, Vec<View>)> {
+    let known: std::collections::HashSet<Va> = views
+        .list
         .iter()
-        .map(|m| (m, View::List))
-        .chain(hidden.iter().map(|m| (m, View::Kset)));
-    match spec {
-        ModuleSpec::Name(name) => all
-            .into_iter()
-            .find(|(m, _)| &m.name == name)
-            .map(|(m, v)| (m.clone(), v)),
+        .chain(views.kset)
+        .map(|m| m.addr)
+        .collect();
+    let tree_only: Vec<Module> = views
+        .tree
+        .unwrap_or_default()
+        .iter()
+        .filter(|a| !known.contains(a))
+        .filter_map(|a| kernel.module_at(*a).ok())
+        .collect();
+    let mut all = views.list.iter().chain(views.kset).chain(&tree_only);
+    let found = match spec {
+        ModuleSpec::Name(name) => all.find(|m| &m.name == name).cloned(),
         ModuleSpec::Addr(a) => {
-            let inside = |m: &Module| {
+            let inside = |m: &&Module| {
                 m.addr.0 == *a
                     || kernel.module_regions(m.addr).is_ok_and(|rs| {
                         rs.iter().any(|(_, base, size)| {
@@ -111,12 +127,24 @@ pub fn find<M: PhysicalMemory>(
                         })
                     })
             };
-            all.into_iter()
-                .find(|(m, _)| inside(m))
-                .map(|(m, v)| (m.clone(), v))
-                .or_else(|| kernel.module_at(Va(*a)).ok().map(|m| (m, View::Address)))
+            all.find(inside)
+                .cloned()
+                .or_else(|| kernel.module_at(Va(*a)).ok())
+        }
+    }?;
+    let mut held = Vec::new();
+    if views.list.iter().any(|m| m.addr == found.addr) {
+        held.push(View::List);
+    }
+    for (view, addrs) in [(View::Kset, views.kobjects), (View::Tree, views.tree)] {
+        if addrs.is_some_and(|a| a.contains(&found.addr)) {
+            held.push(view);
         }
     }
+    if held.is_empty() {
+        held.push(View::Address);
+    }
+    Some((found, held))
 }
 
 /// A section of the written file.
@@ -596,39 +624,74 @@ mod tests {
         assert!(elf.section_by_name(".unnamed").is_some());
     }
 
-    #[test]
-    fn a_hidden_module_is_found_by_name_and_by_address() {
-        let mut sk = SyntheticKernel::clean();
-        let listed = sk.add_module(b"good", 0x1000);
-        let (rk, data) = rootkit(&mut sk);
-        sk.hide_module(&rk);
-        let k = sk.discover().unwrap();
+    /// The views of `k` as `dump-module` reads them.
+    fn views_of(
+        k: &Kernel<vmi_core::memory::MockMemory>,
+    ) -> (Vec<Module>, Vec<Module>, Vec<Va>, Option<Vec<Va>>) {
         let list = k.modules(&Limits::default()).unwrap();
-        let hidden: Vec<Module> = crate::checks::modules::kset_view(&k, &list)
+        let hidden: Vec<Module> = crate::checks::modules::kset_view(k, &list)
             .unwrap()
             .hidden
             .into_iter()
             .map(|h| h.module)
             .collect();
-        let found =
-            |s: &str| find(&k, &list, &hidden, &ModuleSpec::parse(s)).map(|(m, v)| (m.addr, v));
-        assert_eq!(found("good"), Some((listed.addr, View::List)));
-        assert_eq!(found("rk"), Some((rk.addr, View::Kset)));
+        let kobjects = k
+            .module_kobjects(64)
+            .unwrap()
+            .iter()
+            .filter_map(|o| o.module)
+            .collect();
+        (list, hidden, kobjects, k.module_tree(64).unwrap())
+    }
+
+    #[test]
+    fn a_hidden_module_is_found_by_name_and_by_address_in_every_view() {
+        use View::{Address, Kset, List, Tree};
+        let mut sk = SyntheticKernel::clean();
+        let listed = sk.add_module(b"good", 0x1000);
+        let (rk, data) = rootkit(&mut sk);
+        sk.hide_module(&rk);
+        let ghost = sk.add_module(b"ghost", 0x1000);
+        sk.hide_module(&ghost);
+        sk.delete_module_kobject(&ghost);
+        let k = sk.discover().unwrap();
+        let (list, hidden, kobjects, tree) = views_of(&k);
+        let views = Views {
+            list: &list,
+            kset: &hidden,
+            kobjects: Some(&kobjects),
+            tree: tree.as_deref(),
+        };
+        let found = |s: &str| find(&k, views, &ModuleSpec::parse(s)).map(|(m, v)| (m.addr, v));
+        assert_eq!(found("good"), Some((listed.addr, vec![List, Kset, Tree])));
+        assert_eq!(found("rk"), Some((rk.addr, vec![Kset, Tree])));
+        // off the list and out of /sys/module: the module tree still holds it
+        assert_eq!(found("ghost"), Some((ghost.addr, vec![Tree])));
+        assert_eq!(
+            found(&format!("{:#x}", ghost.code(0x10).0)),
+            Some((ghost.addr, vec![Tree]))
+        );
         // an address in its data region, and its struct module
         assert_eq!(
             found(&format!("{:#x}", data.0 + 0x10)),
-            Some((rk.addr, View::Kset))
+            Some((rk.addr, vec![Kset, Tree]))
         );
         assert_eq!(
             found(&format!("{:#x}", rk.addr.0)),
-            Some((rk.addr, View::Kset))
+            Some((rk.addr, vec![Kset, Tree]))
         );
-        // in neither view: by its struct module only
+        // in no view: by its struct module only
+        let none = Views {
+            list: &list,
+            kset: &[],
+            kobjects: None,
+            tree: None,
+        };
         assert_eq!(
-            find(&k, &list, &[], &ModuleSpec::Addr(rk.addr.0)).map(|(m, v)| (m.addr, v)),
-            Some((rk.addr, View::Address))
+            find(&k, none, &ModuleSpec::Addr(rk.addr.0)).map(|(m, v)| (m.addr, v)),
+            Some((rk.addr, vec![Address]))
         );
-        assert_eq!(find(&k, &list, &[], &ModuleSpec::Addr(data.0)), None);
+        assert_eq!(find(&k, none, &ModuleSpec::Addr(data.0)), None);
         assert_eq!(found("nosuch"), None);
         // the page after good's text, in no module
         assert_eq!(found(&format!("{:#x}", listed.core_base.0 + 0x1000)), None);

@@ -35,6 +35,7 @@ pub mod kprobes;
 pub mod kthread;
 pub mod layout;
 pub mod modmem;
+pub mod modtree;
 pub mod netfilter;
 pub mod notifiers;
 pub mod objects;

@@ -1425,6 +1425,15 @@ impl SyntheticKernel {
         self.write_u64(Va(m.0 + core + b), base.0);
         self.write_u32(Va(m.0 + core + s), core_size);
         self.list_add_tail(self.symbol("modules"), self.field_va(m, "module", "list"));
+        let synth = SynthModule {
+            addr: m,
+            kobj: Va(0),
+            core_base: base,
+            core_size,
+        };
+        if self.has("mod_tree") && core_ty == "module_memory" {
+            self.add_to_mod_tree(&synth);
+        }
         let mk = self.field_va(m, "module", "mkobj");
         self.set(mk, "module_kobject", "mod", m.0);
         let kobj = self.field_va(mk, "module_kobject", "kobj");
@@ -1448,6 +1457,11 @@ impl SyntheticKernel {
         self.list_del(self.field_va(m.addr, "module", "list"));
     }
 
+    /// Take `m`'s kobject out of `module_kset` (gone from /sys/module too).
+    pub fn delete_module_kobject(&mut self, m: &SynthModule) {
+        self.list_del(self.field_va(m.kobj, "kobject", "entry"));
+    }
+
     /// `size` bytes in the module area, mapped but for the pages numbered in
     /// `unmapped`, with a page left unmapped after them.
     fn module_memory(&mut self, size: u32, unmapped: &[u64]) -> Va {
@@ -1467,6 +1481,23 @@ impl SyntheticKernel {
                 .expect("map the module's memory");
         }
         base
+    }
+
+    /// Put `m`'s `mem[MOD_TEXT]` into the module tree (`mod_tree`, copy 0 of the
+    /// latch): its node becomes the root, the old root its left child.
+    pub fn add_to_mod_tree(&mut self, m: &SynthModule) {
+        let mtn = self.field_va(
+            self.field_va(m.addr, "module", "mem"),
+            "module_memory",
+            "mtn",
+        );
+        self.set(mtn, "mod_tree_node", "mod", m.addr.0);
+        let node = self.field_va(mtn, "mod_tree_node", "node");
+        let root = self.field_va(self.symbol("mod_tree"), "mod_tree_root", "root");
+        let top = self.field_va(root, "latch_tree_root", "tree");
+        let old = self.read_u64(top);
+        self.set(node, "rb_node", "rb_left", old);
+        self.write_u64(top, node.0);
     }
 
     /// Give `m` a `mem[index]` region of `size` bytes (6.4+ profiles), mapped but for

@@ -410,7 +410,36 @@ const TYPES: &[(&str, u64, Fields)] = &[
     (
         "module_memory",
         0x50,
-        &[("base", 0x0, P), ("size", 0x8, "unsigned int")],
+        &[
+            ("base", 0x0, P),
+            ("size", 0x8, "unsigned int"),
+            ("mtn", 0x10, "struct mod_tree_node"),
+        ],
+    ),
+    (
+        "mod_tree_node",
+        0x38,
+        &[
+            ("mod", 0x0, "ptr struct module"),
+            ("node", 0x8, "struct latch_tree_node"),
+        ],
+    ),
+    (
+        "mod_tree_root",
+        0x28,
+        &[
+            ("root", 0x0, "struct latch_tree_root"),
+            ("addr_min", 0x18, "unsigned long"),
+            ("addr_max", 0x20, "unsigned long"),
+        ],
+    ),
+    (
+        "latch_tree_root",
+        0x18,
+        &[
+            ("seq", 0x0, "seqcount_latch_t"),
+            ("tree", 0x8, "struct rb_root[2]"),
+        ],
     ),
     (
         "module_kobject",
@@ -923,6 +952,7 @@ const SYMBOLS: &[(&str, u64, &str)] = &[
     ("init_pid_ns", 0x40_3000, "D"),
     ("modules", 0x40_3100, "d"),
     ("module_kset", 0x40_3110, "D"),
+    ("mod_tree", 0x40_3140, "d"),
     ("idt_table", 0x40_4000, "D"),
     ("__per_cpu_offset", 0x40_5000, "D"),
     ("current_task", 0x40_5100, "D"),
