@@ -14,9 +14,9 @@
 //! be an error. `dump-process` of the process must give a core gdb opens with the
 //! guest's executable: its mappings listed, its first environment variable at the
 //! environment's start (/proc/PID/stat), `$pc` and `$sp` where /proc/PID/syscall says
-//! the process waits. `dump-module` of a listed and a hidden module (`moddump.rs`) must
-//! give ELF files whose sections, symbols and function bytes are the guest's and the
-//! module file's.
+//! the process waits. `dump-module` of a listed module and of modules hidden from the
+//! list and from /sys/module too (`moddump.rs`) must give ELF files whose sections,
+//! symbols and bytes are the guest's and the module file's.
 
 use super::*;
 

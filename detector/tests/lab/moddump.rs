@@ -1,8 +1,9 @@
 //! `dump-module` on a real guest (a step of [`super::evidence::evidence`]): a listed
-//! module (the lab's `lab_hello`) and one hidden from the modules list that keeps its
-//! kobject and a kernel thread (`vmi_kthread`), each dumped by name and by the address
-//! of one of its functions, live and from an ELF dump; the summary must name the views
-//! holding each (the list, the kset, the module tree; the hidden one not the list).
+//! module (the lab's `lab_hello`), one hidden from the modules list that keeps its
+//! kobject and a kernel thread (`vmi_kthread`) and one that also deletes its kobject
+//! (`vmi_ghostmod`, which only the module tree still holds), each dumped by name and by
+//! the address of one of its functions, live and from an ELF dump; the summary must
+//! name the views holding each (the list, the kset, the module tree).
 //!
 //! The oracles: the guest's own `/sys/module/NAME/sections` (every section's name and
 //! address must be the file's), its `/proc/kallsyms` (the listed module's symbols, names
@@ -25,16 +26,38 @@ pub(crate) struct ModTruth {
     pub(crate) name: &'static str,
     /// The module file loaded (host path).
     pub(crate) ko: PathBuf,
-    /// On the modules list (else hidden from it).
-    pub(crate) listed: bool,
+    /// What it hides from.
+    pub(crate) hiding: Hiding,
     /// `/sys/module/NAME/sections`: name → address.
     pub(crate) sections: BTreeMap<String, u64>,
     /// Its `/proc/kallsyms` lines (name, address); empty for a hidden module.
     pub(crate) kallsyms: BTreeSet<(String, u64)>,
 }
 
-/// The modules the evidence guest loads at boot: (name, module file, listed).
-pub(crate) fn modules(lab: &Lab, kernel: &str) -> Vec<(&'static str, PathBuf, bool)> {
+/// What a test module hides from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Hiding {
+    /// Nothing.
+    Nothing,
+    /// The modules list (it keeps its kobject).
+    List,
+    /// The modules list and /sys/module (on request, after its sections were read).
+    ListAndKset,
+}
+
+impl Hiding {
+    /// The views `dump-module` must say hold the module.
+    fn views(self) -> Value {
+        match self {
+            Hiding::Nothing => serde_json::json!(["list", "kset", "tree"]),
+            Hiding::List => serde_json::json!(["kset", "tree"]),
+            Hiding::ListAndKset => serde_json::json!(["tree"]),
+        }
+    }
+}
+
+/// The modules the evidence guest loads at boot.
+pub(crate) fn modules(lab: &Lab, kernel: &str) -> Vec<(&'static str, PathBuf, Hiding)> {
     let hello = lab
         .build_module(
             kernel,
@@ -45,11 +68,16 @@ pub(crate) fn modules(lab: &Lab, kernel: &str) -> Vec<(&'static str, PathBuf, bo
         )
         .unwrap_or_else(|e| panic!("building lab_hello for {kernel}: {e}"));
     vec![
-        ("lab_hello", hello, true),
+        ("lab_hello", hello, Hiding::Nothing),
         (
             "vmi_kthread",
             common::attack_module(lab, kernel, "vmi_kthread"),
-            false,
+            Hiding::List,
+        ),
+        (
+            "vmi_ghostmod",
+            common::attack_module(lab, kernel, "vmi_ghostmod"),
+            Hiding::ListAndKset,
         ),
     ]
 }
@@ -57,7 +85,7 @@ pub(crate) fn modules(lab: &Lab, kernel: &str) -> Vec<(&'static str, PathBuf, bo
 /// What the guest says of module `name`.
 pub(crate) fn truth(
     guest: &mut Guest,
-    (name, ko, listed): (&'static str, PathBuf, bool),
+    (name, ko, hiding): (&'static str, PathBuf, Hiding),
 ) -> Result<ModTruth, String> {
     let out = guest
         .sh(&format!(
@@ -84,17 +112,31 @@ pub(crate) fn truth(
             _ => {}
         }
     }
-    if sections.is_empty() || listed == kallsyms.is_empty() {
+    if sections.is_empty() || (hiding == Hiding::List) != kallsyms.is_empty() {
         return Err(format!(
             "{name}: the guest shows sections {sections:?} and {} kallsyms lines: {:?}",
             kallsyms.len(),
             out.lines
         ));
     }
+    if hiding == Hiding::ListAndKset {
+        // hidden now, from lsmod, /proc/kallsyms and /sys/module
+        kallsyms.clear();
+        let out = guest
+            .sh(&format!(
+                "echo 1 > /sys/module/{name}/parameters/hide; i=0; \
+                 while [ -e /sys/module/{name} ] && [ $i -lt 30 ]; do sleep 1; i=$((i+1)); done; \
+                 [ -e /sys/module/{name} ] && echo still; grep -c '^{name} ' /proc/modules"
+            ))
+            .map_err(|e| format!("{name}: hiding: {e}"))?;
+        if out.lines.iter().any(|l| l.trim() != "0") {
+            return Err(format!("{name} did not hide: {:?}", out.lines));
+        }
+    }
     Ok(ModTruth {
         name,
         ko,
-        listed,
+        hiding,
         sections,
         kallsyms,
     })
@@ -124,11 +166,7 @@ pub(crate) fn dump_modules(
         let v = run.json();
         // every view holds it but the list for the hidden one: the kset (its kobject)
         // and the module tree
-        let views = if t.listed {
-            serde_json::json!(["list", "kset", "tree"])
-        } else {
-            serde_json::json!(["kset", "tree"])
-        };
+        let views = t.hiding.views();
         if v["module"] != t.name || v["views"] != views {
             problems.push(format!("{label}: summary {v}, want views {views}"));
         }
@@ -188,7 +226,7 @@ fn compare(label: &str, t: &ModTruth, bytes: &[u8], path: &Path) -> Result<Vec<u
         .symbols()
         .filter_map(|s| Some((s.name().ok()?.to_string(), s.address())))
         .collect();
-    if t.listed && symbols != t.kallsyms {
+    if t.hiding == Hiding::Nothing && symbols != t.kallsyms {
         problems.push(format!(
             "{label}: symbols differ from /proc/kallsyms: only in the file {:x?}, only in the guest {:x?}",
             symbols.difference(&t.kallsyms).collect::<Vec<_>>(),
