@@ -15,7 +15,7 @@ packages=(
   time                # /usr/bin/time: peak RSS in scripts/bench-*.sh
   libxen-dev          # Xen 4.17's headers: vmi-core's Xen source is checked against their layouts
   dpkg-dev            # dpkg-shlibdeps: the Depends of the Debian package (scripts/package.sh)
-  binutils            # strip: debug sections off the test programs put into the Xen rig's dom0
+  binutils            # strip (the Xen rig's test programs); readelf, objdump (dump-module's tests)
   # what the package test checks the .deb with (detector/tests/package.rs)
   lintian systemd man-db groff-base zsh fish
   # the Rust-enabled 6.12 kernel the guest module is built against (tests/lab/src/rustkernel.rs)

@@ -4,17 +4,21 @@
 //! `/proc/PID/fd` and `/proc/PID/fdinfo`) and `cat PATH` (a file from the page cache,
 //! or with `--list` a directory's cached entries), each as text or JSON. Guest strings
 //! are escaped (`\xNN`) before they reach either; a file's text keeps its newlines and
-//! tabs, its bytes go to a file (`-o`) or JSON (base64) unchanged.
+//! tabs, its bytes go to a file (`-o`) or JSON (base64) unchanged. `dump-module`'s summary of
+//! the file it wrote ([`crate::moddump`]).
 
 use std::fmt::Write as _;
+use std::path::Path;
 
 use base64::Engine as _;
 use serde_json::{json, Value};
 use vmi_core::kernel::openfiles::OpenFile;
 use vmi_core::kernel::pagecache::{CachedFile, DirEntry};
 use vmi_core::kernel::userspace::Environment;
+use vmi_core::kernel::Module;
 
 use crate::finding::guest_str;
+use crate::moddump::{ModuleFile, View};
 
 /// `env` as JSON: the process, its variables (escaped) and whether they were cut.
 /// `pid` and `comm` are the process's.
@@ -218,11 +222,99 @@ pub fn list_text(entries: &[DirEntry]) -> String {
     s
 }
 
+/// `dump-module`'s summary as JSON: the module, where it was found, what the file holds
+/// (sections with their addresses and sizes, symbols, bytes) and the ranges not mapped.
+pub fn dump_module_json(m: &Module, views: &[View], output: &Path, f: &ModuleFile) -> Value {
+    json!({
+        "module": guest_str(&m.name),
+        "struct_module": format!("{:#x}", m.addr.0),
+        "views": views.iter().map(|v| v.key()).collect::<Vec<_>>(),
+        "output": output.display().to_string(),
+        "bytes": f.memory,
+        "symbols": f.symbols,
+        "sections": f.sections.iter().map(|s| json!({
+            "name": guest_str(&s.name),
+            "addr": format!("{:#x}", s.addr),
+            "size": s.size,
+            "in_memory": s.region.is_some(),
+        })).collect::<Vec<_>>(),
+        "not_mapped": f.missing.iter().map(|(a, b)| json!({
+            "start": format!("{a:#x}"),
+            "end": format!("{b:#x}"),
+        })).collect::<Vec<_>>(),
+    })
+}
+
+/// `dump-module`'s summary as text: one line for the file, one per section.
+pub fn dump_module_text(m: &Module, views: &[View], output: &Path, f: &ModuleFile) -> String {
+    let not_mapped: u64 = f.missing.iter().map(|(a, b)| b - a).sum();
+    let mut s = format!(
+        "{}: module {} (struct module {:#x}, views: {}): {} bytes, {} sections, {} symbols, {not_mapped} bytes not mapped (zeros)\n",
+        output.display(),
+        guest_str(&m.name),
+        m.addr.0,
+        views.iter().map(|v| v.key()).collect::<Vec<_>>().join(","),
+        f.memory,
+        f.sections.len(),
+        f.symbols,
+    );
+    for sec in &f.sections {
+        let _ = writeln!(
+            s,
+            "  {:#018x} {:>8} {}{}",
+            sec.addr,
+            sec.size,
+            guest_str(&sec.name),
+            if sec.region.is_none() {
+                " (not in the module's memory)"
+            } else {
+                ""
+            }
+        );
+    }
+    s
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use vmi_core::kernel::openfiles::InodeInfo;
     use vmi_core::Va;
+
+    #[test]
+    fn dump_module_s_summary_escapes_guest_names() {
+        let m = Module {
+            addr: Va(0xffff_ffff_c000_0000),
+            name: b"rk\x1b[2J".to_vec(),
+            state: 0,
+            core_base: Va(0xffff_ffff_c000_1000),
+            core_size: 0x1000,
+            data: Vec::new(),
+        };
+        let f = ModuleFile {
+            bytes: Vec::new(),
+            sections: vec![crate::moddump::OutSection {
+                name: b".text\x07".to_vec(),
+                addr: 0xffff_ffff_c000_1000,
+                size: 0x1000,
+                region: Some(0),
+            }],
+            symbols: 3,
+            memory: 0x2000,
+            missing: vec![(0xffff_ffff_c000_2000, 0xffff_ffff_c000_3000)],
+        };
+        let out = Path::new("/tmp/rk.elf");
+        let t = dump_module_text(&m, &[View::Kset, View::Tree], out, &f);
+        assert!(!t.contains('\x1b') && !t.contains('\x07'), "{t}");
+        assert!(t.contains("rk\\x1b[2J") && t.contains(".text\\x07"), "{t}");
+        assert!(t.contains("4096 bytes not mapped"), "{t}");
+        let j = dump_module_json(&m, &[View::Kset, View::Tree], out, &f);
+        assert_eq!(j["module"], "rk\\x1b[2J");
+        assert_eq!(j["views"], serde_json::json!(["kset", "tree"]));
+        assert!(t.contains("views: kset,tree"), "{t}");
+        assert_eq!(j["sections"][0]["name"], ".text\\x07");
+        assert_eq!(j["not_mapped"][0]["start"], "0xffffffffc0002000");
+    }
 
     #[test]
     fn guest_strings_are_escaped_in_text_and_json() {

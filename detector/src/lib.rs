@@ -31,6 +31,7 @@ pub mod finding;
 pub mod glob;
 pub mod image;
 pub mod incremental;
+pub mod moddump;
 pub mod policy;
 pub mod render;
 pub mod serve;

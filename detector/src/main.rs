@@ -218,6 +218,25 @@ enum Command {
         #[arg(long, value_name = "N", default_value_t = 4 << 30)]
         max_bytes: u64,
     },
+    /// A kernel module's memory as an ELF file (readelf -S -s, objdump -d): the module
+    /// named by its name (on the modules list, or only in /sys/module or the kernel's
+    /// module tree: a module hidden from lsmod) or by an address in its memory or of its
+    /// struct module (0x...); the summary says which views hold it.
+    /// Sections with the module's names at its addresses (from
+    /// /sys/module/NAME/sections), its symbols as /proc/kallsyms lists them, a PT_LOAD
+    /// per memory region; pages not mapped are written as zeros and listed. The file is
+    /// written whole or not at all; exit 1 when pages were not mapped or sections or
+    /// symbols could not be read.
+    DumpModule {
+        /// The module's name, or an address (0x...).
+        module: String,
+        /// The ELF file to write.
+        #[arg(short = 'o', long = "output", value_name = "FILE")]
+        output: PathBuf,
+        /// Most bytes of module memory read (more is an error, and no file is written).
+        #[arg(long, value_name = "N", default_value_t = 64 << 20)]
+        max_bytes: u64,
+    },
     /// Run the intrusion checks; one finding per line.
     Check {
         /// Only these checks (repeat or comma-separate): hidden-process, hidden-module,
@@ -806,6 +825,73 @@ fn run(cli: &Cli) -> Result<ExitCode> {
                 text,
             )?;
             return Ok(status(damaged));
+        }
+        Command::DumpModule {
+            module,
+            output,
+            max_bytes,
+        } => {
+            use detector::moddump::{self, ModuleSpec};
+            let k = &target.kernel;
+            let (list, mut warnings) = settled(&target, || {
+                let list = k
+                    .modules_salvaged(&limits)
+                    .context("walking the modules list")?;
+                let w = render::module_warnings(&list);
+                Ok((list, w))
+            })?;
+            let hidden: Vec<vmi_core::kernel::Module> =
+                match detector::checks::modules::kset_view(k, &list.modules) {
+                    Ok(v) => v.hidden.into_iter().map(|h| h.module).collect(),
+                    Err(e) => {
+                        warnings.push(format!("the module kset could not be read ({e})"));
+                        Vec::new()
+                    }
+                };
+            let max = detector::checks::MAX_KOBJECTS;
+            let kobjects: Option<Vec<vmi_core::Va>> = match k.module_kobjects(max) {
+                Ok(ks) => Some(ks.iter().filter_map(|k| k.module).collect()),
+                Err(_) => None, // said above
+            };
+            // each module is a node per memory region: room for eight each
+            let tree = match k.module_tree(max * 8) {
+                Ok(t) => t,
+                Err(e) => {
+                    warnings.push(format!("the module tree could not be read ({e})"));
+                    None
+                }
+            };
+            let views = moddump::Views {
+                list: &list.modules,
+                kset: &hidden,
+                kobjects: kobjects.as_deref(),
+                tree: tree.as_deref(),
+            };
+            let spec = ModuleSpec::parse(module);
+            let shown = vmi_core::kernel::escape(module.as_bytes());
+            let Some((m, views)) = moddump::find(k, views, &spec) else {
+                warn(&warnings);
+                bail!("no module {shown} on the modules list, in /sys/module or in the module tree (an address must be in a module's memory or of a struct module)");
+            };
+            let name = m.display_name();
+            let image = k
+                .module_image(&m, *max_bytes)
+                .with_context(|| format!("reading the memory of module {name}"))?;
+            warnings.extend(moddump::warnings(&image));
+            let file = moddump::write(&image)
+                .with_context(|| format!("making the ELF file of module {name}"))?;
+            for (a, b) in &file.missing {
+                warnings.push(format!(
+                    "module {name}: {a:#x}..{b:#x} is not mapped: zeros written"
+                ));
+            }
+            write_atomically(output, &file.bytes)?;
+            emit(
+                json,
+                detector::evidence::dump_module_json(&m, &views, output, &file),
+                detector::evidence::dump_module_text(&m, &views, output, &file),
+            )?;
+            return Ok(status(warn(&warnings)));
         }
         Command::Lsmod => {
             let (list, warnings) = settled(&target, || {

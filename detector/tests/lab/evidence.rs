@@ -14,7 +14,9 @@
 //! be an error. `dump-process` of the process must give a core gdb opens with the
 //! guest's executable: its mappings listed, its first environment variable at the
 //! environment's start (/proc/PID/stat), `$pc` and `$sp` where /proc/PID/syscall says
-//! the process waits.
+//! the process waits. `dump-module` of a listed module and of modules hidden from the
+//! list and from /sys/module too (`moddump.rs`) must give ELF files whose sections,
+//! symbols and bytes are the guest's and the module file's.
 
 use super::*;
 
@@ -27,7 +29,12 @@ pub(crate) fn evidence(lab: &Lab, kernel: &str) -> Vec<String> {
         profiles: profiles.path().to_path_buf(),
         image: None,
     };
-    let mut guest = match lab.boot(kernel, &Scenario::standard(), &BootOptions::default()) {
+    let mods = super::moddump::modules(lab, kernel);
+    let mut scenario = Scenario::standard();
+    for (_, ko, _) in &mods {
+        scenario = scenario.insmod(ko, "");
+    }
+    let mut guest = match lab.boot(kernel, &scenario, &BootOptions::default()) {
         Ok(g) => g,
         Err(e) => return vec![format!("{kernel}: boot: {e}")],
     };
@@ -165,6 +172,14 @@ pub(crate) fn evidence(lab: &Lab, kernel: &str) -> Vec<String> {
     };
     let exe_copy = guest.read_file(&exe).unwrap_or_default();
 
+    let mut truths = Vec::new();
+    for m in mods {
+        match super::moddump::truth(&mut guest, m) {
+            Ok(t) => truths.push(t),
+            Err(e) => problems.push(format!("{label}: {e}")),
+        }
+    }
+
     let dump = tempfile::tempdir().expect("tempdir");
     let elf = dump.path().join("g.elf");
     guest.dump_elf(&elf).expect("ELF dump");
@@ -176,6 +191,13 @@ pub(crate) fn evidence(lab: &Lab, kernel: &str) -> Vec<String> {
         ("ELF", vec!["--dump", elf.to_str().unwrap()]),
     ];
     for (how, source) in &sources {
+        problems.extend(super::moddump::dump_modules(
+            &format!("{label} {how}"),
+            &d,
+            source,
+            &truths,
+            dump.path(),
+        ));
         let pid_s = pid.to_string();
         let run = d.run(source, &["--json", "env", &pid_s]);
         if run.code != 0 {

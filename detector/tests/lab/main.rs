@@ -75,7 +75,11 @@
 //!   ld.so.preload, a crontab, authorized_keys and a file on a tmpfs mounted on the way
 //!   gives the guest's bytes and `cat --list /etc` its `ls -A`; `dump-process` gives a
 //!   core gdb opens with the process's mappings, environment and `$pc`/`$sp` as the
-//!   guest's /proc says; live and from an ELF dump.
+//!   guest's /proc says; `dump-module` of a listed module, one hidden from the list
+//!   and one hidden from the list and /sys/module (only the module tree holds it), by
+//!   name and by address, gives ELF files with the guest's sections (/sys/module),
+//!   symbols (/proc/kallsyms, the .ko) and the .ko's bytes, and names the views
+//!   holding each; live and from an ELF dump.
 //! - `socket_filter_*`: on 6.1, 6.12 and the newest 7.x (`sockets.rs`' `packet_filter`):
 //!   `check` finds nothing on the clean guest; the lab worker then runs as BPFDoor
 //!   does (from a deleted /dev/shm copy, renamed `haldaemon`) holding an AF_PACKET raw
@@ -101,6 +105,7 @@ mod fileless;
 mod harness;
 mod hostile;
 mod malfind;
+mod moddump;
 mod nodbg;
 mod policy;
 mod sockets;

@@ -54,6 +54,16 @@ pub const XZ: Tool = Tool {
     program: "xz",
     package: "xz-utils",
 };
+/// Disassembles the ELF files of `dump-module` (the oracle of its tests).
+pub const OBJDUMP: Tool = Tool {
+    program: "objdump",
+    package: "binutils",
+};
+/// Lists the sections and symbols of the ELF files of `dump-module`.
+pub const READELF: Tool = Tool {
+    program: "readelf",
+    package: "binutils",
+};
 /// Decompresses zstd-compressed kernel modules.
 pub const ZSTD: Tool = Tool {
     program: "zstd",

@@ -34,6 +34,8 @@ pub mod kobject;
 pub mod kprobes;
 pub mod kthread;
 pub mod layout;
+pub mod modmem;
+pub mod modtree;
 pub mod netfilter;
 pub mod notifiers;
 pub mod objects;

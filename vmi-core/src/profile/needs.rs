@@ -89,6 +89,8 @@ pub const DECLARATIONS: &[Declaration] = &[
     kernel::openfiles::OpenFileLayout::NEEDS,
     kernel::pagecache::PageCacheLayout::NEEDS,
     kernel::procmem::ProcMemLayout::NEEDS,
+    kernel::modmem::ModMemLayout::NEEDS,
+    kernel::modtree::ModTreeLayout::NEEDS,
     kernel::sockets::SocketLayout::NEEDS,
     kernel::kobject::KobjLayout::NEEDS,
     kernel::pidns::XaShape::NEEDS,

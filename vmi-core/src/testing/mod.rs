@@ -1486,27 +1486,21 @@ impl SyntheticKernel {
         } else {
             "module_layout"
         };
-        let base = Va(self.module_next);
-        let pages = u64::from(core_size).div_ceil(0x1000);
-        self.module_next += pages * 0x1000 + 0x1000;
-        // its memory, readable (tables a test puts there are read); read-only and
-        // executable, as a loaded module's text is
-        let pa = self.alloc_pages(pages);
-        for i in 0..pages {
-            self.kernel_tables
-                .map(
-                    &mut self.mem,
-                    Va(base.0 + i * 0x1000),
-                    Pa(pa.0 + i * 0x1000),
-                    PageSize::Size4K,
-                    0,
-                )
-                .expect("map the module's memory");
-        }
+        // its memory, readable (tables a test puts there are read)
+        let base = self.module_memory(core_size, &[]);
         let (b, s) = (self.offset(core_ty, "base"), self.offset(core_ty, "size"));
         self.write_u64(Va(m.0 + core + b), base.0);
         self.write_u32(Va(m.0 + core + s), core_size);
         self.list_add_tail(self.symbol("modules"), self.field_va(m, "module", "list"));
+        let synth = SynthModule {
+            addr: m,
+            kobj: Va(0),
+            core_base: base,
+            core_size,
+        };
+        if self.has("mod_tree") && core_ty == "module_memory" {
+            self.add_to_mod_tree(&synth);
+        }
         let mk = self.field_va(m, "module", "mkobj");
         self.set(mk, "module_kobject", "mod", m.0);
         let kobj = self.field_va(mk, "module_kobject", "kobj");
@@ -1528,6 +1522,123 @@ impl SyntheticKernel {
     /// Unlink `m` from the `modules` list (it keeps its kobject: hidden from lsmod).
     pub fn hide_module(&mut self, m: &SynthModule) {
         self.list_del(self.field_va(m.addr, "module", "list"));
+    }
+
+    /// Take `m`'s kobject out of `module_kset` (gone from /sys/module too).
+    pub fn delete_module_kobject(&mut self, m: &SynthModule) {
+        self.list_del(self.field_va(m.kobj, "kobject", "entry"));
+    }
+
+    /// `size` bytes in the module area, mapped but for the pages numbered in
+    /// `unmapped`, with a page left unmapped after them.
+    fn module_memory(&mut self, size: u32, unmapped: &[u64]) -> Va {
+        let base = Va(self.module_next);
+        let pages = u64::from(size).div_ceil(0x1000);
+        self.module_next += pages * 0x1000 + 0x1000;
+        let pa = self.alloc_pages(pages);
+        // read-only and executable, as a loaded module's text is (writes here are
+        // physical)
+        for i in (0..pages).filter(|i| !unmapped.contains(i)) {
+            self.kernel_tables
+                .map(
+                    &mut self.mem,
+                    Va(base.0 + i * 0x1000),
+                    Pa(pa.0 + i * 0x1000),
+                    PageSize::Size4K,
+                    0,
+                )
+                .expect("map the module's memory");
+        }
+        base
+    }
+
+    /// Put `m`'s `mem[MOD_TEXT]` into the module tree (`mod_tree`, copy 0 of the
+    /// latch): its node becomes the root, the old root its left child.
+    pub fn add_to_mod_tree(&mut self, m: &SynthModule) {
+        let mtn = self.field_va(
+            self.field_va(m.addr, "module", "mem"),
+            "module_memory",
+            "mtn",
+        );
+        self.set(mtn, "mod_tree_node", "mod", m.addr.0);
+        let node = self.field_va(mtn, "mod_tree_node", "node");
+        let root = self.field_va(self.symbol("mod_tree"), "mod_tree_root", "root");
+        let top = self.field_va(root, "latch_tree_root", "tree");
+        let old = self.read_u64(top);
+        self.set(node, "rb_node", "rb_left", old);
+        self.write_u64(top, node.0);
+    }
+
+    /// Give `m` a `mem[index]` region of `size` bytes (6.4+ profiles), mapped but for
+    /// the pages whose numbers are in `unmapped`; returns its base.
+    pub fn add_module_region(
+        &mut self,
+        m: &SynthModule,
+        index: u64,
+        size: u32,
+        unmapped: &[u64],
+    ) -> Va {
+        let base = self.module_memory(size, unmapped);
+        let mem = self.field_va(m.addr, "module", "mem");
+        let at = Va(mem.0 + index * self.size_of("module_memory"));
+        self.set(at, "module_memory", "base", base.0);
+        self.set_u32(at, "module_memory", "size", size);
+        base
+    }
+
+    /// Give `m` the sections `/sys/module/NAME/sections` lists, as (name, address):
+    /// `sect_attrs` with a null-terminated `grp.bin_attrs`, each address in a
+    /// `module_sect_attr` around the attribute when the profile has that type (before
+    /// 6.15), else in the attribute's `private`. Returns the `bin_attrs` array.
+    pub fn add_module_sections(&mut self, m: &SynthModule, sections: &[(&[u8], u64)]) -> Va {
+        let attrs = self.alloc_type("module_sect_attrs");
+        let array = self.alloc(8 * (sections.len() as u64 + 1));
+        let old = self.profile.types.contains_key("module_sect_attr");
+        for (i, (name, addr)) in sections.iter().enumerate() {
+            let battr = if old {
+                let sa = self.alloc_type("module_sect_attr");
+                self.set(sa, "module_sect_attr", "address", *addr);
+                self.field_va(sa, "module_sect_attr", "battr")
+            } else {
+                let b = self.alloc_type("bin_attribute");
+                self.set(b, "bin_attribute", "private", *addr);
+                b
+            };
+            let n = self.alloc_str(name);
+            let attr = self.field_va(battr, "bin_attribute", "attr");
+            self.set(attr, "attribute", "name", n.0);
+            self.write_u64(Va(array.0 + 8 * i as u64), battr.0);
+        }
+        let grp = self.field_va(attrs, "module_sect_attrs", "grp");
+        self.set(grp, "attribute_group", "bin_attrs", array.0);
+        self.set(m.addr, "module", "sect_attrs", attrs.0);
+        array
+    }
+
+    /// Give `m` the symbols of its `core_kallsyms`, as (name, value, size, st_info),
+    /// after the null symbol. Returns the `mod_kallsyms`.
+    pub fn add_module_symbols(&mut self, m: &SynthModule, symbols: &[(&[u8], u64, u64, u8)]) -> Va {
+        let mut strtab = vec![0u8];
+        let mut symtab = vec![0u8; 24];
+        for (name, value, size, info) in symbols {
+            let mut sym = [0u8; 24];
+            sym[0..4].copy_from_slice(&(strtab.len() as u32).to_le_bytes());
+            sym[4] = *info;
+            sym[8..16].copy_from_slice(&value.to_le_bytes());
+            sym[16..24].copy_from_slice(&size.to_le_bytes());
+            symtab.extend_from_slice(&sym);
+            strtab.extend_from_slice(name);
+            strtab.push(0);
+        }
+        let tab = self.alloc(symtab.len() as u64);
+        self.write(tab, &symtab);
+        let strs = self.alloc(strtab.len() as u64);
+        self.write(strs, &strtab);
+        let ks = self.field_va(m.addr, "module", "core_kallsyms");
+        self.set(ks, "mod_kallsyms", "symtab", tab.0);
+        self.set_u32(ks, "mod_kallsyms", "num_symtab", symbols.len() as u32 + 1);
+        self.set(ks, "mod_kallsyms", "strtab", strs.0);
+        ks
     }
 
     /// Code in the module area that belongs to no module (a module that hid itself

@@ -364,12 +364,84 @@ const TYPES: &[(&str, u64, Fields)] = &[
             ("mem", 0x140, "struct module_memory[7]"),
             ("num_syms", 0x370, "unsigned int"),
             ("syms", 0x378, "ptr struct kernel_symbol"),
+            ("core_kallsyms", 0x380, "struct mod_kallsyms"),
+            ("sect_attrs", 0x3a0, "ptr struct module_sect_attrs"),
         ],
+    ),
+    (
+        "mod_kallsyms",
+        0x20,
+        &[
+            ("symtab", 0x0, "ptr Elf64_Sym"),
+            ("num_symtab", 0x8, "unsigned int"),
+            ("strtab", 0x10, "ptr char"),
+            ("typetab", 0x18, "ptr char"),
+        ],
+    ),
+    // the 6.15+ shape: `attrs` are `bin_attribute`s, the address in `private`
+    (
+        "module_sect_attrs",
+        0x30,
+        &[
+            ("grp", 0x0, "struct attribute_group"),
+            ("attrs", 0x30, "struct bin_attribute[]"),
+        ],
+    ),
+    (
+        "attribute_group",
+        0x30,
+        &[
+            ("name", 0x0, "ptr const char"),
+            ("bin_attrs", 0x28, "ptr ptr const struct bin_attribute"),
+        ],
+    ),
+    (
+        "bin_attribute",
+        0x48,
+        &[
+            ("attr", 0x0, "struct attribute"),
+            ("size", 0x10, "size_t"),
+            ("private", 0x18, P),
+        ],
+    ),
+    (
+        "attribute",
+        0x10,
+        &[("name", 0x0, "ptr const char"), ("mode", 0x8, "umode_t")],
     ),
     (
         "module_memory",
         0x50,
-        &[("base", 0x0, P), ("size", 0x8, "unsigned int")],
+        &[
+            ("base", 0x0, P),
+            ("size", 0x8, "unsigned int"),
+            ("mtn", 0x10, "struct mod_tree_node"),
+        ],
+    ),
+    (
+        "mod_tree_node",
+        0x38,
+        &[
+            ("mod", 0x0, "ptr struct module"),
+            ("node", 0x8, "struct latch_tree_node"),
+        ],
+    ),
+    (
+        "mod_tree_root",
+        0x28,
+        &[
+            ("root", 0x0, "struct latch_tree_root"),
+            ("addr_min", 0x18, "unsigned long"),
+            ("addr_max", 0x20, "unsigned long"),
+        ],
+    ),
+    (
+        "latch_tree_root",
+        0x18,
+        &[
+            ("seq", 0x0, "seqcount_latch_t"),
+            ("tree", 0x8, "struct rb_root[2]"),
+        ],
     ),
     (
         "module_kobject",
@@ -884,6 +956,7 @@ const SYMBOLS: &[(&str, u64, &str)] = &[
     ("init_pid_ns", 0x40_3000, "D"),
     ("modules", 0x40_3100, "d"),
     ("module_kset", 0x40_3110, "D"),
+    ("mod_tree", 0x40_3140, "d"),
     ("idt_table", 0x40_4000, "D"),
     ("__per_cpu_offset", 0x40_5000, "D"),
     ("current_task", 0x40_5100, "D"),
