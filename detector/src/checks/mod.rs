@@ -6,7 +6,7 @@
 //! | check | what it compares |
 //! |---|---|
 //! | `hidden-process` ([`processes`]) | the `tasks` list (and thread lists) with the pid namespace IDR, the CPUs' current tasks and run queues; breaks in any of them; tasks' flags for a rootkit's mark ([`marks`]) |
-//! | `hidden-module` ([`modules`]) | the `modules` list (read from both ends where broken) with the kobjects of `module_kset` |
+//! | `hidden-module` ([`modules`]) | the `modules` list (read from both ends where broken) with the kobjects of `module_kset` and the module tree |
 //! | `syscall-table` ([`syscalls`]) | every `sys_call_table` (and `ia32_sys_call_table`) entry with kernel text |
 //! | `idt` ([`idt`]) | every IDT gate with kernel text and `__KERNEL_CS`; each vCPU's IDTR with `idt_table` |
 //! | `credentials` ([`creds`]) | user tasks' credentials with `init_cred` and with their `user_struct` |

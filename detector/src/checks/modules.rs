@@ -5,6 +5,11 @@
 //! list-walking tools but keeps its kobject. Found that way, the module's name and core
 //! memory are read from its `struct module`, whose own `mkobj.mod` must point back to
 //! it; the other checks then name it as the owner of any hook inside it.
+//!
+//! One that also deletes its kobject (`kobject_del`: gone from `/sys/module` too) stays
+//! in the module tree (`mod_tree`), where the kernel looks its code up while it can run
+//! ([`Kernel::module_tree`]): a module of the tree that is neither listed nor in the
+//! kset is reported too, with the views that hold it.
 
 use std::collections::HashSet;
 
@@ -138,7 +143,59 @@ pub fn run<M: PhysicalMemory>(scan: &Scan<'_, M>) -> Result<Vec<Finding>, CheckF
             .addr("module", b.module.0),
         );
     }
+    findings.extend(tree_only(scan, view));
     Ok(findings)
+}
+
+/// The modules only the module tree holds: neither on the list nor in the kset.
+fn tree_only<M: PhysicalMemory>(scan: &Scan<'_, M>, view: &KsetView) -> Vec<Finding> {
+    // each module is a node per memory region
+    let tree = match scan.kernel.module_tree(MAX_KOBJECTS * 8) {
+        Ok(Some(t)) => t,
+        Ok(None) => return Vec::new(), // no module tree in this kernel's profile
+        Err(e) if broken::is_manipulation(&e) => return vec![broken::check_stopped(NAME, &e)],
+        Err(_) => return Vec::new(), // unreadable: the list and the kset were compared
+    };
+    let mut known: HashSet<Va> = view.hidden.iter().map(|h| h.module.addr).collect();
+    known.extend(view.bogus.iter().map(|b| b.module));
+    if let Ok(list) = &scan.modules {
+        known.extend(list.modules.iter().map(|m| m.addr));
+    }
+    let mut findings = Vec::new();
+    for m in tree {
+        if !known.insert(m) {
+            continue;
+        }
+        let f = match scan.kernel.module_at(m) {
+            Ok(module) => {
+                let name = guest_str(&module.name);
+                Finding::new(
+                    NAME,
+                    Severity::High,
+                    format!("{NAME}:{:#x}", m.0),
+                    format!(
+                        "module {name} is loaded (the module tree holds its code) but is neither on the modules list nor in /sys/module: hidden from lsmod and sysfs"
+                    ),
+                )
+                .text("module", name)
+                .addr("struct_module", m.0)
+                .addr("core_base", module.core_base.0)
+                .num("core_size", u64::from(module.core_size))
+            }
+            Err(e) => Finding::new(
+                NAME,
+                Severity::Medium,
+                format!("{NAME}:bogus-tree:{:#x}", m.0),
+                format!(
+                    "the module tree holds {:#x}, which is not a module on the list or in /sys/module and not a readable module ({e})",
+                    m.0
+                ),
+            )
+            .addr("module", m.0),
+        };
+        findings.push(f.text("views", "tree"));
+    }
+    findings
 }
 
 /// The breaks of the `modules` list and its elements that are no readable module.
@@ -186,6 +243,32 @@ mod tests {
         assert!(run(system().sk, CHECK).is_empty());
     }
 
+    /// Off the list and out of /sys/module, the module tree still holds it: found
+    /// once, with the tree as its only view; a module hidden from the list only is
+    /// found by its kobject, not twice.
+    #[test]
+    fn a_module_only_the_module_tree_holds_is_found() {
+        let mut s = system();
+        let ghost = s.sk.add_module(b"ghost", 0x2000);
+        s.sk.hide_module(&ghost);
+        s.sk.delete_module_kobject(&ghost);
+        let rk = s.sk.add_module(b"rk", 0x1000);
+        s.sk.hide_module(&rk);
+        let findings = run(s.sk, CHECK);
+        assert_eq!(findings.len(), 2, "{findings:#?}");
+        let f = findings
+            .iter()
+            .find(|f| f.key == format!("hidden-module:{:#x}", ghost.addr.0))
+            .expect("the ghost");
+        assert_eq!(f.severity, Severity::High);
+        assert_eq!(ev(f, "module"), "ghost");
+        assert_eq!(ev(f, "views"), "tree");
+        assert_eq!(ev_addr(f, "core_base"), ghost.core_base.0);
+        assert!(findings
+            .iter()
+            .any(|f| f.key == format!("hidden-module:{:#x}", rk.addr.0)));
+    }
+
     #[test]
     fn a_module_unlinked_from_the_list_is_found_by_its_kobject() {
         let mut s = system();
@@ -209,9 +292,16 @@ mod tests {
         let other = s.sk.alloc_type("module");
         s.sk.set(mk, "module_kobject", "mod", other.0);
         let findings = run(s.sk, CHECK);
-        let f = single(&findings, CHECK, Severity::Medium);
+        // the kobject's, and the module tree's node of the module it no longer points to
+        assert_eq!(findings.len(), 2, "{findings:#?}");
+        assert!(findings.iter().all(|f| f.severity == Severity::Medium));
+        let f = &findings[0];
         assert_eq!(f.key, format!("hidden-module:bogus:{:#x}", rk.kobj.0));
         assert_eq!(ev_addr(f, "module"), other.0);
+        assert_eq!(
+            findings[1].key,
+            format!("hidden-module:bogus-tree:{:#x}", rk.addr.0)
+        );
     }
 
     #[test]

@@ -198,6 +198,12 @@ pub(crate) fn evidence(lab: &Lab, kernel: &str) -> Vec<String> {
             &truths,
             dump.path(),
         ));
+        problems.extend(super::moddump::hidden_modules(
+            &format!("{label} {how}"),
+            &d,
+            source,
+            &truths,
+        ));
         let pid_s = pid.to_string();
         let run = d.run(source, &["--json", "env", &pid_s]);
         if run.code != 0 {

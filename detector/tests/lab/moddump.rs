@@ -142,6 +142,26 @@ pub(crate) fn truth(
     })
 }
 
+/// `check --check hidden-module` from `source` reports each hidden module once: the one
+/// off the list by its kobject, the one also out of /sys/module by the module tree.
+pub(crate) fn hidden_modules(
+    label: &str,
+    d: &Detector,
+    source: &[&str],
+    truths: &[ModTruth],
+) -> Vec<String> {
+    let mut wants = Vec::new();
+    for t in truths.iter().filter(|t| t.hiding != Hiding::Nothing) {
+        let name = t.name;
+        let tree_only = t.hiding == Hiding::ListAndKset;
+        wants.push(want(name, "hidden-module", move |e| {
+            e["module"] == name && (e["views"] == "tree") == tree_only
+        }));
+    }
+    let run = d.run(source, &["--json", "check", "--check", "hidden-module"]);
+    expect_exactly(&format!("{label} hidden-module"), &run, &wants)
+}
+
 /// `dump-module` of each module, by name and by address, from `source`.
 pub(crate) fn dump_modules(
     label: &str,
