@@ -358,11 +358,8 @@ impl<'k, M: PhysicalMemory> Scan<'k, M> {
                 .as_ref()
                 .map(|l| l.modules.as_slice())
                 .unwrap_or(&[]),
-            kset.as_ref()
-                .map(|k| k.hidden.as_slice())
-                .unwrap_or(&[])
-                .iter()
-                .map(|h| &h.module),
+            kset.iter()
+                .flat_map(|k| k.hidden.iter().map(|h| &h.module).chain(&k.tree_only)),
         );
         let ftrace = kernel.ftrace_ops();
         if let Ok(ops) = &ftrace {

@@ -9,7 +9,8 @@
 //! One that also deletes its kobject (`kobject_del`: gone from `/sys/module` too) stays
 //! in the module tree (`mod_tree`), where the kernel looks its code up while it can run
 //! ([`Kernel::module_tree`]): a module of the tree that is neither listed nor in the
-//! kset is reported too, with the views that hold it.
+//! kset is reported too, with the views that hold it, and named as the owner of hooks
+//! in it like the kset's hidden modules.
 
 use std::collections::HashSet;
 
@@ -46,13 +47,19 @@ pub struct Bogus {
     pub error: KernelError,
 }
 
-/// What `module_kset` holds beyond the `modules` list.
+/// What `module_kset` and the module tree hold beyond the `modules` list.
 #[derive(Debug, Default)]
 pub struct KsetView {
     /// Modules not on the list.
     pub hidden: Vec<HiddenModule>,
     /// Kobjects whose module cannot be read as one.
     pub bogus: Vec<Bogus>,
+    /// Modules of the module tree neither on the list nor in the kset.
+    pub tree_only: Vec<Module>,
+    /// Nodes of the module tree whose module is on neither and cannot be read as one.
+    pub tree_bogus: Vec<(Va, KernelError)>,
+    /// The module tree found corrupted (a loop, a pointer out of the kernel).
+    pub tree_broken: Option<KernelError>,
 }
 
 /// Compare `module_kset` with the listed modules.
@@ -82,7 +89,39 @@ pub fn kset_view<M: PhysicalMemory>(
             }),
         }
     }
-    Ok(KsetView { hidden, bogus })
+    let mut view = KsetView {
+        hidden,
+        bogus,
+        ..KsetView::default()
+    };
+    tree_view(kernel, listed, &mut view);
+    Ok(view)
+}
+
+/// The modules only the module tree holds: neither on the list nor in the kset.
+fn tree_view<M: PhysicalMemory>(kernel: &Kernel<M>, listed: &[Module], view: &mut KsetView) {
+    // each module is a node per memory region
+    let tree = match kernel.module_tree(MAX_KOBJECTS * 8) {
+        Ok(Some(t)) => t,
+        Ok(None) => return, // no module tree in this kernel's profile
+        Err(e) if broken::is_manipulation(&e) => {
+            view.tree_broken = Some(e);
+            return;
+        }
+        Err(_) => return, // unreadable: the list and the kset are compared
+    };
+    let mut known: HashSet<Va> = listed.iter().map(|m| m.addr).collect();
+    known.extend(view.hidden.iter().map(|h| h.module.addr));
+    known.extend(view.bogus.iter().map(|b| b.module));
+    for m in tree {
+        if !known.insert(m) {
+            continue;
+        }
+        match kernel.module_at(m) {
+            Ok(module) => view.tree_only.push(module),
+            Err(e) => view.tree_bogus.push((m, e)),
+        }
+    }
 }
 
 /// Run the check.
@@ -143,46 +182,38 @@ pub fn run<M: PhysicalMemory>(scan: &Scan<'_, M>) -> Result<Vec<Finding>, CheckF
             .addr("module", b.module.0),
         );
     }
-    findings.extend(tree_only(scan, view));
+    findings.extend(tree_only(view));
     Ok(findings)
 }
 
-/// The modules only the module tree holds: neither on the list nor in the kset.
-fn tree_only<M: PhysicalMemory>(scan: &Scan<'_, M>, view: &KsetView) -> Vec<Finding> {
-    // each module is a node per memory region
-    let tree = match scan.kernel.module_tree(MAX_KOBJECTS * 8) {
-        Ok(Some(t)) => t,
-        Ok(None) => return Vec::new(), // no module tree in this kernel's profile
-        Err(e) if broken::is_manipulation(&e) => return vec![broken::check_stopped(NAME, &e)],
-        Err(_) => return Vec::new(), // unreadable: the list and the kset were compared
-    };
-    let mut known: HashSet<Va> = view.hidden.iter().map(|h| h.module.addr).collect();
-    known.extend(view.bogus.iter().map(|b| b.module));
-    if let Ok(list) = &scan.modules {
-        known.extend(list.modules.iter().map(|m| m.addr));
+/// The findings for what only the module tree holds.
+fn tree_only(view: &KsetView) -> Vec<Finding> {
+    let mut findings: Vec<Finding> = view
+        .tree_broken
+        .iter()
+        .map(|e| broken::check_stopped(NAME, e))
+        .collect();
+    for module in &view.tree_only {
+        let name = guest_str(&module.name);
+        findings.push(
+            Finding::new(
+                NAME,
+                Severity::High,
+                format!("{NAME}:{:#x}", module.addr.0),
+                format!(
+                    "module {name} is loaded (the module tree holds its code) but is neither on the modules list nor in /sys/module: hidden from lsmod and sysfs"
+                ),
+            )
+            .text("module", name)
+            .addr("struct_module", module.addr.0)
+            .addr("core_base", module.core_base.0)
+            .num("core_size", u64::from(module.core_size))
+            .text("views", "tree"),
+        );
     }
-    let mut findings = Vec::new();
-    for m in tree {
-        if !known.insert(m) {
-            continue;
-        }
-        let f = match scan.kernel.module_at(m) {
-            Ok(module) => {
-                let name = guest_str(&module.name);
-                Finding::new(
-                    NAME,
-                    Severity::High,
-                    format!("{NAME}:{:#x}", m.0),
-                    format!(
-                        "module {name} is loaded (the module tree holds its code) but is neither on the modules list nor in /sys/module: hidden from lsmod and sysfs"
-                    ),
-                )
-                .text("module", name)
-                .addr("struct_module", m.0)
-                .addr("core_base", module.core_base.0)
-                .num("core_size", u64::from(module.core_size))
-            }
-            Err(e) => Finding::new(
+    for (m, e) in &view.tree_bogus {
+        findings.push(
+            Finding::new(
                 NAME,
                 Severity::Medium,
                 format!("{NAME}:bogus-tree:{:#x}", m.0),
@@ -191,9 +222,9 @@ fn tree_only<M: PhysicalMemory>(scan: &Scan<'_, M>, view: &KsetView) -> Vec<Find
                     m.0
                 ),
             )
-            .addr("module", m.0),
-        };
-        findings.push(f.text("views", "tree"));
+            .addr("module", m.0)
+            .text("views", "tree"),
+        );
     }
     findings
 }
@@ -267,6 +298,19 @@ mod tests {
         assert!(findings
             .iter()
             .any(|f| f.key == format!("hidden-module:{:#x}", rk.addr.0)));
+    }
+
+    /// A hook in a module only the tree holds is named after that module.
+    #[test]
+    fn a_hook_in_a_tree_only_module_names_it() {
+        let mut s = system();
+        let ghost = s.sk.add_module(b"ghost", 0x2000);
+        s.sk.hide_module(&ghost);
+        s.sk.delete_module_kobject(&ghost);
+        s.sk.set_syscall(59, ghost.code(0x80));
+        let findings = run(s.sk, Check::SyscallTable);
+        let f = single(&findings, Check::SyscallTable, Severity::High);
+        assert_eq!(ev(f, "owner"), "hidden module ghost");
     }
 
     #[test]
