@@ -204,10 +204,16 @@ pub(crate) fn tracing_hooks(
             "{kernel}: the ftrace and tracepoint hooks did not run: hits {hits:?}"
         ));
     }
-    let hidden = "module area, no known module (hidden)";
+    // vmi_kprobe left the modules list and /sys/module: the module tree still holds it
+    let hidden = "hidden module vmi_kprobe";
     wants.push(want("the hidden vmi_ftrace", "hidden-module", |e| {
         e["module"] == "vmi_ftrace"
     }));
+    wants.push(want(
+        "vmi_kprobe, held by the module tree only",
+        "hidden-module",
+        |e| e["module"] == "vmi_kprobe" && e["views"] == "tree",
+    ));
     wants.push(want(
         "vmi_ftrace's ftrace_ops on kill and getdents64, owned by the hidden vmi_ftrace",
         "ftrace",
