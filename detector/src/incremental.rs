@@ -16,7 +16,7 @@
 //! | `hidden-process`, `idt`, `cpu-state` | every tick: run queues, the CPUs' current tasks and vCPU registers change all the time (together ~20 µs) |
 //! | `kernel-entries`, `kernel-text` | on `watch`'s own schedule (`--text-every`): they read all of kernel text |
 //! | every other kernel check (hook tables, chains, lists) | a byte it read changed, or the shared views changed (modules list, module kobjects, ftrace_ops, network namespaces); it is given no processes |
-//! | `credentials`, `vfs-ops`, `perf-events`, `ebpf`, `kthreads`, `policy` | a byte it read changed, the shared views changed, or a process's stable fields did (pid, name, credentials' ids, address space, threads; not its scheduling state) |
+//! | `credentials`, `vfs-ops`, `perf-events`, `ebpf`, `kthreads`, `ptrace`, `policy` | a byte it read changed, the shared views changed, or a process's stable fields did (pid, name, credentials' ids, address space, threads; not its scheduling state) |
 //! | `spoofing`, `exec-location`, `malfind`, `socket-filter`, per user process | that process is new or its stable fields changed, a byte read for it changed, or (spoofing) the kernel threads' names did |
 //!
 //! A unit whose check fails, or whose reads were torn by the guest or too many to keep
@@ -69,6 +69,7 @@ impl Unit {
             | Check::PerfEvents
             | Check::Ebpf
             | Check::Kthreads
+            | Check::Ptrace
             | Check::Policy => Unit::Processes,
             Check::HiddenModule
             | Check::SyscallTable
@@ -621,8 +622,8 @@ mod tests {
         let first = g.tick();
         assert!(first.errors.is_empty(), "{:?}", first.errors);
         let units = g.inc.memos() as u32;
-        // 9 kernel and 5 process checks, 4 per-process checks of 3 user processes
-        assert_eq!(units, 14 + 4 * 3, "{:?}", g.inc.last);
+        // 9 kernel and 6 process checks, 4 per-process checks of 3 user processes
+        assert_eq!(units, 15 + 4 * 3, "{:?}", g.inc.last);
         assert_eq!(g.inc.last.ran, units + always());
         let second = g.tick();
         assert_eq!(

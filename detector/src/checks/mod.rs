@@ -21,6 +21,7 @@
 //! | `spoofing` ([`spoofing`]) | each user process's `comm` and `argv[0]` with its executable and the file name it was executed by |
 //! | `exec-location` ([`exec_location`]) | each user process's executable and executable mappings with where programs are installed: a memfd, a deleted file, a world-writable directory |
 //! | `socket-filter` ([`socket_filter`]) | the BPF filter of every packet and raw socket of a user process with the programs allowed one (packet capture, DHCP; the policy's list): a passive backdoor's wake-up filter |
+//! | `ptrace` ([`ptrace`]) | every thread of a user process traced (`PT_PTRACED`, `parent` not `real_parent`) with the tracers the policy allows (by default installed debuggers: gdb, strace, ...): injection |
 //! | `malfind` ([`malfind`]) | each user process's executable mappings with where code comes from: writable and executable, or anonymous and executable, memory (injected code) |
 //! | `perf-events` ([`perf_events`]) | the overflow handler of every perf event in a CPU's or a task's context (kernel counters, hardware breakpoints) with kernel text |
 //! | `kthreads` ([`kthreads`]) | the function every kernel thread runs (its `struct kthread`'s `threadfn`) with kernel text and the listed modules |
@@ -54,6 +55,7 @@ pub mod owner;
 pub mod perf_events;
 pub mod policy;
 pub mod processes;
+pub mod ptrace;
 pub mod socket_filter;
 pub mod spoofing;
 #[cfg(test)]
@@ -115,6 +117,8 @@ pub enum Check {
     ExecLocation,
     /// Executable memory that is writable or anonymous (injected code).
     Malfind,
+    /// Processes traced by a program that is not an allowed debugger (injection).
+    Ptrace,
     /// BPF filters on packet and raw sockets of programs not allowed one.
     SocketFilter,
     /// Perf event overflow handlers outside kernel text.
@@ -136,7 +140,7 @@ pub enum Check {
 
 impl Check {
     /// Every check that needs no configuration, in the order they run.
-    pub const ALL: [Check; 22] = [
+    pub const ALL: [Check; 23] = [
         Check::HiddenProcess,
         Check::HiddenModule,
         Check::SyscallTable,
@@ -153,6 +157,7 @@ impl Check {
         Check::Spoofing,
         Check::ExecLocation,
         Check::Malfind,
+        Check::Ptrace,
         Check::SocketFilter,
         Check::PerfEvents,
         Check::Ebpf,
@@ -180,6 +185,7 @@ impl Check {
             Check::Spoofing => "spoofing",
             Check::ExecLocation => "exec-location",
             Check::Malfind => "malfind",
+            Check::Ptrace => "ptrace",
             Check::SocketFilter => "socket-filter",
             Check::PerfEvents => "perf-events",
             Check::Ebpf => "ebpf",
@@ -394,6 +400,7 @@ impl<'k, M: PhysicalMemory> Scan<'k, M> {
             Check::Spoofing => spoofing::run(self),
             Check::ExecLocation => exec_location::run(self),
             Check::Malfind => malfind::run(self),
+            Check::Ptrace => ptrace::run(self),
             Check::SocketFilter => socket_filter::run(self),
             Check::PerfEvents => perf_events::run(self),
             Check::Ebpf => ebpf::run(self),

@@ -44,6 +44,7 @@ pub mod pidns;
 pub mod procmem;
 pub mod procnet;
 pub mod profiles;
+pub mod ptrace;
 pub mod runqueue;
 pub mod salvage;
 pub mod sockets;

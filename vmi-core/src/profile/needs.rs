@@ -104,6 +104,7 @@ pub const DECLARATIONS: &[Declaration] = &[
     kernel::bpf::TpEventLayout::NEEDS,
     kernel::perf::PerfContextLayout::NEEDS,
     kernel::kthread::KthreadLayout::NEEDS,
+    kernel::ptrace::PtraceLayout::NEEDS,
     kernel::netfilter::NetNsLayout::NEEDS,
     kernel::netfilter::NetfilterLayout::NEEDS,
     kernel::notifiers::NotifierLayout::NEEDS,

@@ -75,6 +75,7 @@ const TYPES: &[(&str, u64, Fields)] = &[
             ("nsproxy", 0x230, "ptr struct nsproxy"),
             ("set_child_tid", 0x238, "ptr int"),
             ("worker_private", 0x240, P),
+            ("ptrace", 0x248, "unsigned int"),
             ("se", 0x300, "struct sched_entity"),
             ("rt", 0x400, "struct sched_rt_entity"),
         ],

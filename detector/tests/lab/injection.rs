@@ -1,0 +1,145 @@
+//! The injection step (issue 20 items 3 and 4): a process holding others traced.
+//!
+//! [`injection`] boots a clean guest (`check` finds nothing), then starts the lab
+//! worker's `ptrace` mode: it attaches to its child with `PTRACE_SEIZE` and to a
+//! grandchild (whose parent is another process) with `PTRACE_ATTACH`. The guest's own
+//! `/proc/PID/status` must name the worker as `TracerPid` of both; `check` must report
+//! exactly the two traces, high, naming tracee and tracer, live, paused and from an
+//! ELF dump; a policy allowing the worker's executable as a tracer must silence them.
+
+use super::*;
+
+/// The pids the worker's `ptrace` mode printed.
+struct Traced {
+    tracer: u32,
+    seized: u32,
+    attached: u32,
+}
+
+/// `key=N` of a `ready` line.
+fn field(line: &str, key: &str) -> Option<u32> {
+    line.split_whitespace()
+        .find_map(|w| w.strip_prefix(key)?.strip_prefix('=')?.parse().ok())
+}
+
+fn start_tracer(label: &str, guest: &mut Guest) -> Result<Traced, String> {
+    guest
+        .sh("/bin/lab-sleeper ptrace </dev/null >/tmp/ptrace.out 2>&1 &")
+        .map_err(|e| format!("{label}: start: {e}"))?;
+    let out = guest
+        .sh("for i in 1 2 3 4 5 6 7 8 9 10; do grep -q ready /tmp/ptrace.out && break; sleep 1; done; cat /tmp/ptrace.out")
+        .map_err(|e| format!("{label}: sh: {e}"))?;
+    let line = out
+        .lines
+        .iter()
+        .find(|l| l.starts_with("ptrace ready"))
+        .ok_or_else(|| format!("{label}: the worker's ptrace mode: {:?}", out.lines))?;
+    let get = |k| field(line, k).ok_or_else(|| format!("{label}: no {k} in {line}"));
+    Ok(Traced {
+        tracer: get("tracer")?,
+        seized: get("seized")?,
+        attached: get("attached")?,
+    })
+}
+
+/// The guest's own TracerPid of `pid`.
+fn tracer_pid(guest: &mut Guest, pid: u32) -> Option<u32> {
+    let out = guest
+        .sh(&format!("grep TracerPid /proc/{pid}/status"))
+        .ok()?;
+    out.lines.first()?.split_whitespace().nth(1)?.parse().ok()
+}
+
+fn wants(t: &Traced) -> Vec<Want> {
+    let tracer = t.tracer;
+    [(t.seized, "yes"), (t.attached, "")]
+        .into_iter()
+        .map(|(pid, seized)| {
+            want(&format!("{pid} traced by {tracer}"), "ptrace", move |e| {
+                e["pid"] == pid
+                    && e["comm"] == "lab-sleeper"
+                    && e["exe"] == "/bin/lab-sleeper"
+                    && e["tracer_pid"] == tracer
+                    && e["tracer_tid"] == tracer
+                    && e["tracer_comm"] == "lab-sleeper"
+                    && e["tracer_exe"] == "/bin/lab-sleeper"
+                    && e["rule"] == "traced"
+                    && e["threads"] == 1
+                    && (seized.is_empty() || e["seized"] == seized)
+            })
+        })
+        .collect()
+}
+
+/// Every finding of a run is high.
+fn all_high(label: &str, run: &Run) -> Vec<String> {
+    run.json()["findings"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|f| f["severity"] != "high")
+        .map(|f| format!("{label}: finding not high: {f}"))
+        .collect()
+}
+
+pub(crate) fn injection(lab: &Lab, kernel: &str) -> Vec<String> {
+    let mut problems = Vec::new();
+    let Some((profiles, d, mut guest, label)) = clean_guest(lab, kernel, &mut problems) else {
+        return problems;
+    };
+    let t = match start_tracer(&label, &mut guest) {
+        Ok(t) => t,
+        Err(e) => {
+            problems.push(e);
+            return problems;
+        }
+    };
+    for pid in [t.seized, t.attached] {
+        let guest_says = tracer_pid(&mut guest, pid);
+        eprintln!("{label}: guest: TracerPid of {pid} is {guest_says:?}");
+        if guest_says != Some(t.tracer) {
+            problems.push(format!(
+                "{label}: the guest says the tracer of {pid} is {guest_says:?}, not {}",
+                t.tracer
+            ));
+        }
+    }
+    let wanted = wants(&t);
+    let run = live_and_paused(&label, &d, &mut guest, &wanted, &mut problems);
+    problems.extend(all_high(&format!("{label} paused"), &run));
+    let policy = profiles.path().join("tracers.toml");
+    let run = run_check_with_policy(
+        &d,
+        &mut guest,
+        &policy,
+        "allow_tracers = [\"/bin/lab-sleeper\"]\n",
+        "ptrace",
+    );
+    problems.extend(expect_exactly(&format!("{label} allowed"), &run, &[]));
+    let run = run_check_with_policy(
+        &d,
+        &mut guest,
+        &policy,
+        "allow_tracers = [\"/usr/bin/gdb\"]\n",
+        "ptrace",
+    );
+    problems.extend(expect_exactly(
+        &format!("{label} not allowed"),
+        &run,
+        &wanted,
+    ));
+    let dump = tempfile::tempdir().expect("tempdir");
+    let elf = dump.path().join("g.elf");
+    guest.dump_elf(&elf).expect("ELF dump");
+    guest.shutdown().expect("shutdown");
+    let src = ["--dump", elf.to_str().unwrap()];
+    let t1 = std::time::Instant::now();
+    let run = d.run(&src, &["--json", "check"]);
+    eprintln!(
+        "{label}: check of the dump {:.1?}:\n{}",
+        t1.elapsed(),
+        run.stdout
+    );
+    problems.extend(expect_exactly(&format!("{label} ELF"), &run, &wanted));
+    problems
+}
