@@ -43,7 +43,7 @@ use vmi_core::kernel::vma::MapName;
 use vmi_core::kernel::Process;
 use vmi_core::memory::PhysicalMemory;
 
-use crate::checks::{reread, unchanged, unreadable, CheckFailure, Scan, READ_TRIES};
+use crate::checks::{read_process, unchanged, CheckFailure, Scan};
 use crate::finding::{guest_str, Finding, Severity};
 use crate::policy::Policy;
 
@@ -152,15 +152,10 @@ pub fn one<M: PhysicalMemory>(
     let k = scan.kernel;
     let comm = guest_str(&p.comm);
     let id = format!("{}:{}", p.pid, p.start_time);
-    let unreadable = |what: &str, e: &dyn std::fmt::Display| unreadable(NAME, p, what, e);
     // a read that fails because the process exited meanwhile (its address space
     // gone) is no finding: it is gone at the next scan
-    let exe = match reread(k, READ_TRIES, || k.exe_file(p.mm)) {
-        Ok(exe) => exe,
-        Err(e) => {
-            out.extend(unchanged(k, p).then(|| unreadable("executable", &e)));
-            return;
-        }
+    let Some(exe) = read_process(k, NAME, p, "executable", out, || k.exe_file(p.mm)) else {
+        return;
     };
     let report = |name: &FileName, role: Role, key: String, start: Option<u64>| {
         let (place, severity) = judge(name, role)?;
@@ -195,12 +190,8 @@ pub fn one<M: PhysicalMemory>(
             None => f,
         })
     };
-    let maps = match reread(k, READ_TRIES, || k.maps(p.mm)) {
-        Ok(m) => m,
-        Err(e) => {
-            out.extend(unchanged(k, p).then(|| unreadable("memory mappings", &e)));
-            return;
-        }
+    let Some(maps) = read_process(k, NAME, p, "memory mappings", out, || k.maps(p.mm)) else {
+        return;
     };
     // on a running guest the process may have exited and its address space been
     // reused by another while it was read: judged at the next scan

@@ -1,11 +1,17 @@
-//! The injection step (issue 20 items 3 and 4): a process holding others traced.
+//! The injection step (issue 20 items 3 and 4): a process holding others traced, and
+//! the loader's preloads.
 //!
 //! [`injection`] boots a clean guest (`check` finds nothing), then starts the lab
 //! worker's `ptrace` mode: it attaches to its child with `PTRACE_SEIZE` and to a
 //! grandchild (whose parent is another process) with `PTRACE_ATTACH`. The guest's own
 //! `/proc/PID/status` must name the worker as `TracerPid` of both; `check` must report
-//! exactly the two traces, high, naming tracee and tracer, live, paused and from an
-//! ELF dump; a policy allowing the worker's executable as a tracer must silence them.
+//! exactly the two traces, high, naming tracee and tracer, live and paused; a policy
+//! allowing the worker's executable as a tracer must silence them. Then a process is
+//! started with `LD_PRELOAD` naming a library written to `/dev/shm` and
+//! `LD_LIBRARY_PATH=/tmp`, and `/etc/ld.so.preload` is written (and read, so the page
+//! cache holds it): its `/proc/PID/environ` must hold both variables, and `check`
+//! must report both (high, medium) and the file with its content (high), live,
+//! paused and from an ELF dump, with the traces.
 
 use super::*;
 
@@ -71,14 +77,86 @@ fn wants(t: &Traced) -> Vec<Want> {
         .collect()
 }
 
-/// Every finding of a run is high.
-fn all_high(label: &str, run: &Run) -> Vec<String> {
+/// The library the preloaded process names, and the content of `/etc/ld.so.preload`.
+const PRELOAD_LIB: &str = "/dev/shm/libvmi-preload.so";
+
+/// Start a process with `LD_PRELOAD` and `LD_LIBRARY_PATH`, write `/etc/ld.so.preload`,
+/// check both in the guest's own view and return the findings they must make.
+fn start_preloaded(label: &str, guest: &mut Guest) -> Result<Vec<Want>, String> {
+    let sh = |guest: &mut Guest, cmd: &str| {
+        guest
+            .sh(cmd)
+            .map(|o| o.lines)
+            .map_err(|e| format!("{label}: {cmd}: {e}"))
+    };
+    let out = sh(
+        guest,
+        &format!(
+            "mkdir -p /dev/shm && cp /bin/lab-sleeper {PRELOAD_LIB} && \
+             LD_PRELOAD={PRELOAD_LIB} LD_LIBRARY_PATH=/tmp /bin/lab-sleeper sleep \
+             </dev/null >/dev/null 2>&1 & echo $!"
+        ),
+    )?;
+    let pid: u32 = out
+        .first()
+        .and_then(|l| l.trim().parse().ok())
+        .ok_or_else(|| format!("{label}: the preloaded process: {out:?}"))?;
+    let env = sh(
+        guest,
+        &format!("sleep 1; tr '\\0' '\\n' </proc/{pid}/environ | grep ^LD_"),
+    )?;
+    eprintln!("{label}: guest: /proc/{pid}/environ holds {env:?}");
+    let want_env = [
+        format!("LD_PRELOAD={PRELOAD_LIB}"),
+        "LD_LIBRARY_PATH=/tmp".to_string(),
+    ];
+    if want_env.iter().any(|w| !env.contains(w)) {
+        return Err(format!("{label}: the guest's environ of {pid} is {env:?}"));
+    }
+    let content = sh(
+        guest,
+        &format!("printf '{PRELOAD_LIB}\\n' >/etc/ld.so.preload && cat /etc/ld.so.preload"),
+    )?;
+    if content != [PRELOAD_LIB] {
+        return Err(format!("{label}: /etc/ld.so.preload reads {content:?}"));
+    }
+    let var = |name: &'static str, value: &'static str| {
+        want(&format!("{pid} {name}={value}"), "preload", move |e| {
+            e["pid"] == pid
+                && e["comm"] == "lab-sleeper"
+                && e["rule"] == "environment"
+                && e["variable"] == name
+                && e["value"] == value
+        })
+    };
+    Ok(vec![
+        var("LD_PRELOAD", PRELOAD_LIB),
+        var("LD_LIBRARY_PATH", "/tmp"),
+        want("/etc/ld.so.preload", "preload", |e| {
+            e["rule"] == "ld.so.preload"
+                && e["file"] == "/etc/ld.so.preload"
+                && e["content"] == format!("{PRELOAD_LIB}\\x0a")
+                && e["libraries"] == 1
+        }),
+    ])
+}
+
+/// Every ptrace finding of a run is high, and the preload findings are high but for
+/// `LD_LIBRARY_PATH=/tmp`'s, medium.
+fn severities(label: &str, run: &Run) -> Vec<String> {
     run.json()["findings"]
         .as_array()
         .into_iter()
         .flatten()
-        .filter(|f| f["severity"] != "high")
-        .map(|f| format!("{label}: finding not high: {f}"))
+        .filter(|f| {
+            let want = if f["evidence"]["variable"] == "LD_LIBRARY_PATH" {
+                "medium"
+            } else {
+                "high"
+            };
+            f["severity"] != want
+        })
+        .map(|f| format!("{label}: finding of the wrong severity: {f}"))
         .collect()
 }
 
@@ -106,7 +184,7 @@ pub(crate) fn injection(lab: &Lab, kernel: &str) -> Vec<String> {
     }
     let wanted = wants(&t);
     let run = live_and_paused(&label, &d, &mut guest, &wanted, &mut problems);
-    problems.extend(all_high(&format!("{label} paused"), &run));
+    problems.extend(severities(&format!("{label} paused"), &run));
     let policy = profiles.path().join("tracers.toml");
     let run = run_check_with_policy(
         &d,
@@ -128,6 +206,29 @@ pub(crate) fn injection(lab: &Lab, kernel: &str) -> Vec<String> {
         &run,
         &wanted,
     ));
+    let mut wanted = wanted;
+    match start_preloaded(&label, &mut guest) {
+        Ok(w) => wanted.extend(w),
+        Err(e) => {
+            problems.push(e);
+            return problems;
+        }
+    }
+    let run = live_and_paused(
+        &format!("{label} preload"),
+        &d,
+        &mut guest,
+        &wanted,
+        &mut problems,
+    );
+    problems.extend(severities(&format!("{label} preload paused"), &run));
+    let policy_text = "allow_preload = [\"/dev/shm/libvmi-preload.so\", \"/tmp\"]\n";
+    let run = run_check_with_policy(&d, &mut guest, &policy, policy_text, "preload");
+    problems.extend(expect_exactly(
+        &format!("{label} preload allowed"),
+        &run,
+        &[],
+    ));
     let dump = tempfile::tempdir().expect("tempdir");
     let elf = dump.path().join("g.elf");
     guest.dump_elf(&elf).expect("ELF dump");
@@ -141,5 +242,6 @@ pub(crate) fn injection(lab: &Lab, kernel: &str) -> Vec<String> {
         run.stdout
     );
     problems.extend(expect_exactly(&format!("{label} ELF"), &run, &wanted));
+    problems.extend(severities(&format!("{label} ELF"), &run));
     problems
 }

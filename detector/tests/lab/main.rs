@@ -69,8 +69,12 @@
 //! - `injection_*`: on 6.1, 6.12 and the newest 7.x (`injection.rs`): the lab worker
 //!   holds its child traced with `PTRACE_SEIZE` and a grandchild with `PTRACE_ATTACH`;
 //!   the guest's `/proc/PID/status` names it as `TracerPid` of both, and `ptrace`
-//!   reports both, high, naming tracee and tracer, live, paused and from the dump, and
-//!   nothing with a policy that allows the worker as a tracer.
+//!   reports both, high, naming tracee and tracer, live and paused, and nothing with a
+//!   policy that allows the worker as a tracer. A process started with `LD_PRELOAD`
+//!   (a library in /dev/shm) and `LD_LIBRARY_PATH=/tmp`, and an /etc/ld.so.preload
+//!   written and read: `preload` reports both variables as the guest's
+//!   /proc/PID/environ holds them and the file with its content, live, paused and
+//!   from the dump (with the traces), and nothing with a policy allowing them.
 //! - `evidence_*`: the evidence commands (`evidence.rs`) on 6.1, 6.12 and the newest
 //!   7.x: `env` and `lsof` of a process with a chosen environment and open files of
 //!   every kind equal its `/proc/PID/environ`, `/proc/PID/fd` and fdinfo; `cat` of an
