@@ -79,6 +79,8 @@ fn wants(t: &Traced) -> Vec<Want> {
 
 /// The library the preloaded process names, and the content of `/etc/ld.so.preload`.
 const PRELOAD_LIB: &str = "/dev/shm/libvmi-preload.so";
+/// A library mapped from outside the system directories.
+const NON_SYSTEM_LIB: &str = "/srv/libvmi-nonsys.so";
 
 /// Start a process with `LD_PRELOAD` and `LD_LIBRARY_PATH`, write `/etc/ld.so.preload`,
 /// check both in the guest's own view and return the findings they must make.
@@ -89,18 +91,23 @@ fn start_preloaded(label: &str, guest: &mut Guest) -> Result<Vec<Want>, String> 
             .map(|o| o.lines)
             .map_err(|e| format!("{label}: {cmd}: {e}"))
     };
-    let out = sh(
+    let started = |guest: &mut Guest, cmd: String| -> Result<u32, String> {
+        let out = sh(
+            guest,
+            &format!("{cmd} </dev/null >/dev/null 2>&1 & echo $!"),
+        )?;
+        out.first()
+            .and_then(|l| l.trim().parse().ok())
+            .ok_or_else(|| format!("{label}: {cmd}: {out:?}"))
+    };
+    sh(
         guest,
-        &format!(
-            "mkdir -p /dev/shm && cp /bin/lab-sleeper {PRELOAD_LIB} && \
-             LD_PRELOAD={PRELOAD_LIB} LD_LIBRARY_PATH=/tmp /bin/lab-sleeper sleep \
-             </dev/null >/dev/null 2>&1 & echo $!"
-        ),
+        &format!("mkdir -p /dev/shm /srv && cp /bin/lab-sleeper {PRELOAD_LIB}"),
     )?;
-    let pid: u32 = out
-        .first()
-        .and_then(|l| l.trim().parse().ok())
-        .ok_or_else(|| format!("{label}: the preloaded process: {out:?}"))?;
+    let pid = started(
+        guest,
+        format!("LD_PRELOAD={PRELOAD_LIB} LD_LIBRARY_PATH=/tmp /bin/lab-sleeper sleep"),
+    )?;
     let env = sh(
         guest,
         &format!("sleep 1; tr '\\0' '\\n' </proc/{pid}/environ | grep ^LD_"),
@@ -112,6 +119,21 @@ fn start_preloaded(label: &str, guest: &mut Guest) -> Result<Vec<Want>, String> 
     ];
     if want_env.iter().any(|w| !env.contains(w)) {
         return Err(format!("{label}: the guest's environ of {pid} is {env:?}"));
+    }
+    // the preloaded library as the loader would map it, from outside the system
+    // directories (with the worker's other "libraries": deleted in /dev/shm, a memfd)
+    let maplib = started(
+        guest,
+        format!("/bin/lab-sleeper maplib {NON_SYSTEM_LIB} /dev/shm/libvmi-gone2.so vmi-preload"),
+    )?;
+    let maps = sh(
+        guest,
+        &format!("sleep 1; grep -c libvmi-nonsys /proc/{maplib}/maps"),
+    )?;
+    if maps.first().map(String::as_str) != Some("1") {
+        return Err(format!(
+            "{label}: /proc/{maplib}/maps names the library {maps:?} times"
+        ));
     }
     let content = sh(
         guest,
@@ -129,7 +151,25 @@ fn start_preloaded(label: &str, guest: &mut Guest) -> Result<Vec<Want>, String> 
                 && e["value"] == value
         })
     };
+    let mapping = |rule: &'static str, file: &'static str| {
+        want(
+            &format!("{maplib} maps {file}"),
+            "exec-location",
+            move |e| {
+                e["pid"] == maplib
+                    && e["role"] == "mapping"
+                    && e["rule"] == rule
+                    && e["file"] == file
+            },
+        )
+    };
     Ok(vec![
+        mapping("non-system", NON_SYSTEM_LIB),
+        mapping(
+            "deleted-world-writable",
+            "/dev/shm/libvmi-gone2.so (deleted)",
+        ),
+        mapping("memory", "/memfd:vmi-preload (deleted)"),
         var("LD_PRELOAD", PRELOAD_LIB),
         var("LD_LIBRARY_PATH", "/tmp"),
         want("/etc/ld.so.preload", "preload", |e| {
@@ -141,16 +181,20 @@ fn start_preloaded(label: &str, guest: &mut Guest) -> Result<Vec<Want>, String> 
     ])
 }
 
-/// Every ptrace finding of a run is high, and the preload findings are high but for
-/// `LD_LIBRARY_PATH=/tmp`'s, medium.
+/// Every finding of a run has its severity: high but for `LD_LIBRARY_PATH=/tmp`'s
+/// and the memfd mapping's (medium) and the library outside the system directories
+/// (low).
 fn severities(label: &str, run: &Run) -> Vec<String> {
     run.json()["findings"]
         .as_array()
         .into_iter()
         .flatten()
         .filter(|f| {
-            let want = if f["evidence"]["variable"] == "LD_LIBRARY_PATH" {
+            let e = &f["evidence"];
+            let want = if e["variable"] == "LD_LIBRARY_PATH" || e["rule"] == "memory" {
                 "medium"
+            } else if e["rule"] == "non-system" {
+                "low"
             } else {
                 "high"
             };
@@ -223,6 +267,18 @@ pub(crate) fn injection(lab: &Lab, kernel: &str) -> Vec<String> {
     );
     problems.extend(severities(&format!("{label} preload paused"), &run));
     let policy_text = "allow_preload = [\"/dev/shm/libvmi-preload.so\", \"/tmp\"]\n";
+    let run = run_check_with_policy(
+        &d,
+        &mut guest,
+        &policy,
+        &format!("allow_exec_location = [\"{NON_SYSTEM_LIB}\", \"/dev/shm/*\", \"/memfd:*\"]\n"),
+        "exec-location",
+    );
+    problems.extend(expect_exactly(
+        &format!("{label} libraries allowed"),
+        &run,
+        &[],
+    ));
     let run = run_check_with_policy(&d, &mut guest, &policy, policy_text, "preload");
     problems.extend(expect_exactly(
         &format!("{label} preload allowed"),
