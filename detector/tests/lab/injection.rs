@@ -181,6 +181,101 @@ fn start_preloaded(label: &str, guest: &mut Guest) -> Result<Vec<Want>, String> 
     ])
 }
 
+/// The io_uring instances of the worker's `iouring sqpoll` mode as the guest shows them.
+struct Rings {
+    pid: u32,
+    /// The descriptors `/proc/PID/fd` names `anon_inode:[io_uring]`.
+    fds: Vec<u32>,
+    /// The SQPOLL ring's descriptor, as the worker printed it.
+    sqpoll_fd: u32,
+    /// The polling thread (`iou-sqp-PID` in `/proc/PID/task`).
+    sq_thread: u32,
+}
+
+fn start_rings(label: &str, guest: &mut Guest) -> Result<Rings, String> {
+    let mut sh = |cmd: &str| {
+        guest
+            .sh(cmd)
+            .map(|o| o.lines)
+            .map_err(|e| format!("{label}: {cmd}: {e}"))
+    };
+    sh("/bin/lab-sleeper iouring sqpoll </dev/null >/tmp/iouring.out 2>&1 &")?;
+    let out = sh("for i in 1 2 3 4 5 6 7 8 9 10; do grep -q ready /tmp/iouring.out && break; sleep 1; done; cat /tmp/iouring.out")?;
+    let line = out
+        .iter()
+        .find(|l| l.starts_with("iouring ready"))
+        .ok_or_else(|| format!("{label}: the worker's iouring mode: {out:?}"))?
+        .clone();
+    let get = |k| field(&line, k).ok_or_else(|| format!("{label}: no {k} in {line}"));
+    let (pid, sqpoll_fd) = (get("pid")?, get("sqpoll_fd")?);
+    if sqpoll_fd == 0 {
+        return Err(format!(
+            "{label}: the kernel refused IORING_SETUP_SQPOLL: {out:?}"
+        ));
+    }
+    let fds: Vec<u32> = sh(&format!("ls -l /proc/{pid}/fd"))?
+        .iter()
+        .filter(|l| l.ends_with("anon_inode:[io_uring]"))
+        .filter_map(|l| {
+            l.split(" -> ")
+                .next()?
+                .split_whitespace()
+                .last()?
+                .parse()
+                .ok()
+        })
+        .collect();
+    let sq_thread = sh(&format!("grep -l '^iou-sqp' /proc/{pid}/task/*/comm"))?
+        .first()
+        .and_then(|l| l.split('/').nth(4)?.parse().ok())
+        .ok_or_else(|| format!("{label}: no iou-sqp thread in /proc/{pid}/task"))?;
+    eprintln!("{label}: guest: {pid} holds io_urings at fds {fds:?}, SQPOLL thread {sq_thread}");
+    Ok(Rings {
+        pid,
+        fds,
+        sqpoll_fd,
+        sq_thread,
+    })
+}
+
+/// `ps --json` lists the worker's io_uring instances as the guest does, and nobody
+/// else's.
+fn rings_listed(label: &str, ps: &Run, r: &Rings) -> Vec<String> {
+    let v = ps.json();
+    let mut problems = Vec::new();
+    for p in v.as_array().into_iter().flatten() {
+        let rings = p["io_uring"].as_array().cloned().unwrap_or_default();
+        if p["pid"] != r.pid {
+            if !rings.is_empty() {
+                problems.push(format!("{label}: {} has io_urings: {rings:?}", p["pid"]));
+            }
+            continue;
+        }
+        let fds: Vec<u64> = rings.iter().filter_map(|x| x["fd"].as_u64()).collect();
+        let want: Vec<u64> = r.fds.iter().map(|&f| u64::from(f)).collect();
+        if fds != want {
+            problems.push(format!(
+                "{label}: io_uring fds {fds:?}, the guest's {want:?}"
+            ));
+        }
+        for x in &rings {
+            let sqpoll = x["fd"] == r.sqpoll_fd;
+            let ok = x["sq_entries"] == 8
+                && x["cq_entries"] == 16
+                && x["sqpoll"] == sqpoll
+                && (if sqpoll {
+                    x["sq_thread"] == r.sq_thread
+                } else {
+                    x["sq_thread"].is_null()
+                });
+            if !ok {
+                problems.push(format!("{label}: io_uring {x}"));
+            }
+        }
+    }
+    problems
+}
+
 /// Every finding of a run has its severity: high but for `LD_LIBRARY_PATH=/tmp`'s
 /// and the memfd mapping's (medium) and the library outside the system directories
 /// (low).
@@ -285,6 +380,25 @@ pub(crate) fn injection(lab: &Lab, kernel: &str) -> Vec<String> {
         &run,
         &[],
     ));
+    let rings = match start_rings(&label, &mut guest) {
+        Ok(r) => r,
+        Err(e) => {
+            problems.push(e);
+            return problems;
+        }
+    };
+    let ps = d.live(&mut guest, &["--json", "ps"]);
+    problems.extend(rings_listed(&format!("{label} live"), &ps, &rings));
+    let text = d.live(&mut guest, &["ps"]).stdout;
+    let marked = format!(" [io_uring:{}]", rings.fds.len());
+    if !text.lines().any(|l| {
+        l.split_whitespace().next() == Some(&rings.pid.to_string()) && l.ends_with(&marked)
+    }) {
+        problems.push(format!(
+            "{label}: ps does not mark {} with{marked}:\n{text}",
+            rings.pid
+        ));
+    }
     let dump = tempfile::tempdir().expect("tempdir");
     let elf = dump.path().join("g.elf");
     guest.dump_elf(&elf).expect("ELF dump");
@@ -299,5 +413,7 @@ pub(crate) fn injection(lab: &Lab, kernel: &str) -> Vec<String> {
     );
     problems.extend(expect_exactly(&format!("{label} ELF"), &run, &wanted));
     problems.extend(severities(&format!("{label} ELF"), &run));
+    let ps = d.run(&src, &["--json", "ps"]);
+    problems.extend(rings_listed(&format!("{label} ELF"), &ps, &rings));
     problems
 }

@@ -74,7 +74,11 @@
 //!   (a library in /dev/shm) and `LD_LIBRARY_PATH=/tmp`, and an /etc/ld.so.preload
 //!   written and read: `preload` reports both variables as the guest's
 //!   /proc/PID/environ holds them and the file with its content, live, paused and
-//!   from the dump (with the traces), and nothing with a policy allowing them.
+//!   from the dump (with the traces), and nothing with a policy allowing them. The
+//!   worker's io_uring instances (one plain, one with `IORING_SETUP_SQPOLL`): `ps
+//!   --json` lists them with the descriptors `/proc/PID/fd` shows as
+//!   `anon_inode:[io_uring]` and the polling thread `/proc/PID/task` names, live and
+//!   from the dump, and `ps` marks the process.
 //! - `evidence_*`: the evidence commands (`evidence.rs`) on 6.1, 6.12 and the newest
 //!   7.x: `env` and `lsof` of a process with a chosen environment and open files of
 //!   every kind equal its `/proc/PID/environ`, `/proc/PID/fd` and fdinfo; `cat` of an

@@ -29,6 +29,7 @@ mod error;
 pub mod files;
 pub mod ftrace;
 pub mod idt;
+pub mod iouring;
 pub mod kallsyms;
 pub mod kobject;
 pub mod kprobes;

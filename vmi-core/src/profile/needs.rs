@@ -105,6 +105,7 @@ pub const DECLARATIONS: &[Declaration] = &[
     kernel::perf::PerfContextLayout::NEEDS,
     kernel::kthread::KthreadLayout::NEEDS,
     kernel::ptrace::PtraceLayout::NEEDS,
+    kernel::iouring::IoUringLayout::NEEDS,
     kernel::netfilter::NetNsLayout::NEEDS,
     kernel::netfilter::NetfilterLayout::NEEDS,
     kernel::notifiers::NotifierLayout::NEEDS,
