@@ -11,7 +11,9 @@
 //! `LD_LIBRARY_PATH=/tmp`, and `/etc/ld.so.preload` is written (and read, so the page
 //! cache holds it): its `/proc/PID/environ` must hold both variables, and `check`
 //! must report both (high, medium) and the file with its content (high), live,
-//! paused and from an ELF dump, with the traces.
+//! paused and from an ELF dump, with the traces. On the dump, Volatility 3's
+//! `linux.ptrace` and `linux.envars` must show exactly the traced threads and loader
+//! variables the detector reports.
 
 use super::*;
 
@@ -276,6 +278,91 @@ fn rings_listed(label: &str, ps: &Run, r: &Rings) -> Vec<String> {
     problems
 }
 
+/// Volatility 3's `linux.ptrace` and `linux.envars` on the dump: every traced thread
+/// and every loader variable they show is in the detector's findings, and the other
+/// way round.
+fn volatility_agrees(label: &str, vol: &Volatility, run: &Run) -> Vec<String> {
+    let mut problems = Vec::new();
+    let found = findings(&run.json());
+    let of = |check: &str| -> Vec<&Value> {
+        found
+            .iter()
+            .filter(|(c, _)| c == check)
+            .map(|(_, e)| e)
+            .collect()
+    };
+    // (pid, tid, tracer tid) of every traced thread
+    let mut vol_traced: Vec<(u64, u64, u64)> = vol
+        .rows("linux.ptrace")
+        .iter()
+        .filter_map(|r| {
+            Some((
+                r["PID"].as_u64()?,
+                r["TID"].as_u64()?,
+                r["Tracer TID"].as_u64()?,
+            ))
+        })
+        .collect();
+    let mut ours: Vec<(u64, u64, u64)> = of("ptrace")
+        .iter()
+        .flat_map(|e| {
+            let (pid, tracer) = (e["pid"].as_u64(), e["tracer_tid"].as_u64());
+            e["tids"]
+                .as_str()
+                .unwrap_or("")
+                .split(',')
+                .filter_map(move |t| Some((pid?, t.parse().ok()?, tracer?)))
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    vol_traced.sort_unstable();
+    ours.sort_unstable();
+    if vol_traced.is_empty() || vol_traced != ours {
+        problems.push(format!(
+            "{label}: Volatility's linux.ptrace traces {vol_traced:?}, the detector's {ours:?}"
+        ));
+    }
+    // (pid, variable, value) of every loader variable
+    let loader = ["LD_PRELOAD", "LD_AUDIT", "LD_LIBRARY_PATH"];
+    let mut vol_vars: Vec<(u64, String, String)> = vol
+        .rows("linux.envars")
+        .iter()
+        .filter_map(|r| {
+            let key = r["KEY"].as_str()?;
+            loader.contains(&key).then_some(())?;
+            Some((
+                r["PID"].as_u64()?,
+                key.to_string(),
+                r["VALUE"].as_str()?.to_string(),
+            ))
+        })
+        .collect();
+    let mut our_vars: Vec<(u64, String, String)> = of("preload")
+        .iter()
+        .filter(|e| e["rule"] == "environment")
+        .filter_map(|e| {
+            Some((
+                e["pid"].as_u64()?,
+                e["variable"].as_str()?.to_string(),
+                e["value"].as_str()?.to_string(),
+            ))
+        })
+        .collect();
+    vol_vars.sort_unstable();
+    our_vars.sort_unstable();
+    if vol_vars.is_empty() || vol_vars != our_vars {
+        problems.push(format!(
+            "{label}: Volatility's linux.envars shows {vol_vars:?}, the detector {our_vars:?}"
+        ));
+    }
+    eprintln!(
+        "{label}: Volatility agrees on {} traced threads and {} loader variables",
+        ours.len(),
+        our_vars.len()
+    );
+    problems
+}
+
 /// Every finding of a run has its severity: high but for `LD_LIBRARY_PATH=/tmp`'s
 /// and the memfd mapping's (medium) and the library outside the system directories
 /// (low).
@@ -415,5 +502,7 @@ pub(crate) fn injection(lab: &Lab, kernel: &str) -> Vec<String> {
     problems.extend(severities(&format!("{label} ELF"), &run));
     let ps = d.run(&src, &["--json", "ps"]);
     problems.extend(rings_listed(&format!("{label} ELF"), &ps, &rings));
+    let vol = Volatility::new(lab, kernel, &elf, &d);
+    problems.extend(volatility_agrees(&label, &vol, &run));
     problems
 }

@@ -78,7 +78,9 @@
 //!   worker's io_uring instances (one plain, one with `IORING_SETUP_SQPOLL`): `ps
 //!   --json` lists them with the descriptors `/proc/PID/fd` shows as
 //!   `anon_inode:[io_uring]` and the polling thread `/proc/PID/task` names, live and
-//!   from the dump, and `ps` marks the process.
+//!   from the dump, and `ps` marks the process. Volatility 3's linux.ptrace and
+//!   linux.envars on the dump show exactly the traced threads and loader variables
+//!   the detector reports.
 //! - `evidence_*`: the evidence commands (`evidence.rs`) on 6.1, 6.12 and the newest
 //!   7.x: `env` and `lsof` of a process with a chosen environment and open files of
 //!   every kind equal its `/proc/PID/environ`, `/proc/PID/fd` and fdinfo; `cat` of an
