@@ -16,8 +16,9 @@
 //! | `hidden-process`, `idt`, `cpu-state` | every tick: run queues, the CPUs' current tasks and vCPU registers change all the time (together ~20 µs) |
 //! | `kernel-entries`, `kernel-text` | on `watch`'s own schedule (`--text-every`): they read all of kernel text |
 //! | every other kernel check (hook tables, chains, lists) | a byte it read changed, or the shared views changed (modules list, module kobjects, ftrace_ops, network namespaces); it is given no processes |
-//! | `credentials`, `vfs-ops`, `perf-events`, `ebpf`, `kthreads`, `policy` | a byte it read changed, the shared views changed, or a process's stable fields did (pid, name, credentials' ids, address space, threads; not its scheduling state) |
-//! | `spoofing`, `exec-location`, `malfind`, `socket-filter`, per user process | that process is new or its stable fields changed, a byte read for it changed, or (spoofing) the kernel threads' names did |
+//! | `credentials`, `vfs-ops`, `perf-events`, `ebpf`, `kthreads`, `ptrace`, `policy` | a byte it read changed, the shared views changed, or a process's stable fields did (pid, name, credentials' ids, address space, threads; not its scheduling state) |
+//! | `spoofing`, `exec-location`, `malfind`, `socket-filter`, `preload`, per user process | that process is new or its stable fields changed, a byte read for it changed, or (spoofing) the kernel threads' names did |
+//! | `preload`'s look at `/etc/ld.so.preload` (from pid 1's root) | a byte it read changed (the dentries on the way, the file's pages), or the shared views changed |
 //!
 //! A unit whose check fails, or whose reads were torn by the guest or too many to keep
 //! ([`MAX_LOG_BYTES`](vmi_core::memory::record::MAX_LOG_BYTES)), runs every tick. Every
@@ -33,8 +34,8 @@ use vmi_core::kernel::{Census, Kernel, KernelError, Process, Views};
 use vmi_core::memory::{PhysicalMemory, ReadLog, Recorder};
 
 use crate::checks::{
-    self, exec_location, malfind, names::Names, socket_filter, spoofing, Check, CheckFailure,
-    Report, Scan,
+    self, exec_location, malfind, names::Names, preload, socket_filter, spoofing, Check,
+    CheckFailure, Report, Scan,
 };
 use crate::finding::Finding;
 use crate::target::Target;
@@ -61,14 +62,17 @@ impl Unit {
         match check {
             Check::HiddenProcess | Check::Idt | Check::CpuState => Unit::Always,
             Check::KernelEntries | Check::KernelText => Unit::Scheduled,
-            Check::Spoofing | Check::ExecLocation | Check::Malfind | Check::SocketFilter => {
-                Unit::PerProcess
-            }
+            Check::Spoofing
+            | Check::ExecLocation
+            | Check::Malfind
+            | Check::SocketFilter
+            | Check::Preload => Unit::PerProcess,
             Check::Credentials
             | Check::VfsOps
             | Check::PerfEvents
             | Check::Ebpf
             | Check::Kthreads
+            | Check::Ptrace
             | Check::Policy => Unit::Processes,
             Check::HiddenModule
             | Check::SyscallTable
@@ -352,6 +356,18 @@ impl Incremental {
         c: Check,
         stats: &mut TickStats,
     ) -> Result<Outcome, CheckFailure> {
+        self.memoized(scan, rec, c, stats, |s| s.run(c))
+    }
+
+    /// `run`, the work of check `c` that is not per process, memoized under `c`.
+    fn memoized<'k, M: PhysicalMemory>(
+        &mut self,
+        scan: &mut Scan<'k, M>,
+        rec: &dyn Recorder,
+        c: Check,
+        stats: &mut TickStats,
+        run: impl FnOnce(&Scan<'k, M>) -> Result<Vec<Finding>, CheckFailure>,
+    ) -> Result<Outcome, CheckFailure> {
         if let Some(m) = self.units.get(&c) {
             if m.holds(scan.kernel, stats) {
                 stats.kept += 1;
@@ -361,7 +377,7 @@ impl Incremental {
         self.units.remove(&c);
         stats.ran += 1;
         self.ran.push((c, None));
-        let (r, log) = recorded(scan, rec, |s| s.run(c));
+        let (r, log) = recorded(scan, rec, run);
         let r = r.map(|f| (f, take_not_checked(scan)));
         if let (Ok((findings, not_checked)), Some((log, translations))) = (&r, log) {
             self.units.insert(
@@ -424,6 +440,19 @@ impl Incremental {
             }
             let mut findings = Vec::new();
             let mut not_checked = Vec::new();
+            // preload's look at /etc/ld.so.preload, once per scan (from pid 1's root)
+            if c == Check::Preload {
+                match self.memoized(scan, rec, c, stats, preload::preload_file) {
+                    Ok((f, nc)) => {
+                        findings.extend(f);
+                        not_checked.extend(nc);
+                    }
+                    Err(e) => {
+                        out.push((c, Err(e)));
+                        continue;
+                    }
+                }
+            }
             for p in &processes {
                 let key = (c, p.pid, p.start_time);
                 if let Some(m) = self.per_process.get(&key) {
@@ -447,6 +476,11 @@ impl Incremental {
                     Check::SocketFilter => {
                         let mut v = Vec::new();
                         socket_filter::one(s, p, policy.as_ref(), &mut v);
+                        v
+                    }
+                    Check::Preload => {
+                        let mut v = Vec::new();
+                        preload::one(s, p, policy.as_ref(), &mut v);
                         v
                     }
                     _ => {
@@ -613,6 +647,47 @@ mod tests {
             .count() as u32
     }
 
+    /// preload's look at `/etc/ld.so.preload` is kept while the file's bytes are the
+    /// same, and runs again when its content changes.
+    #[test]
+    fn a_changed_ld_so_preload_runs_its_unit_again() {
+        let with = |content: &[u8]| {
+            let mut s = system();
+            let init = s.init;
+            s.sk.set_fs_root(&init);
+            s.sk.cache_file(
+                b"/etc/ld.so.preload",
+                content,
+                &[vmi_core::testing::PageState::Head],
+            );
+            s.sk
+        };
+        let content = |r: &Report| {
+            r.findings
+                .iter()
+                .find(|f| f.key == "preload:file")
+                .map(|f| f.to_json()["evidence"]["content"].clone())
+        };
+        let mut g = Guest::new(with(b"/tmp/a.so\n"));
+        assert_eq!(content(&g.tick()), Some("/tmp/a.so\\x0a".into()));
+        let r = g.tick();
+        assert!(
+            !g.inc.ran.contains(&(Check::Preload, None)),
+            "{:?}",
+            g.inc.ran
+        );
+        assert_eq!(content(&r), Some("/tmp/a.so\\x0a".into()));
+        g.become_(&with(b"/tmp/b.so\n"));
+        let r = g.tick();
+        assert!(
+            g.inc.ran.contains(&(Check::Preload, None)),
+            "{:?}",
+            g.inc.ran
+        );
+        assert_eq!(content(&r), Some("/tmp/b.so\\x0a".into()));
+        assert_eq!(keys(&r), keys(&g.full()));
+    }
+
     #[test]
     fn nothing_changed_keeps_every_unit_with_a_full_scan_s_findings() {
         let mut s = system();
@@ -622,8 +697,9 @@ mod tests {
         let first = g.tick();
         assert!(first.errors.is_empty(), "{:?}", first.errors);
         let units = g.inc.memos() as u32;
-        // 10 kernel and 5 process checks, 4 per-process checks of 3 user processes
-        assert_eq!(units, 15 + 4 * 3, "{:?}", g.inc.last);
+        // 10 kernel and 6 process checks, preload's ld.so.preload, 5 per-process
+        // checks of 3 user processes
+        assert_eq!(units, 17 + 5 * 3, "{:?}", g.inc.last);
         assert_eq!(g.inc.last.ran, units + always());
         let second = g.tick();
         assert_eq!(
@@ -695,6 +771,7 @@ mod tests {
             Check::ExecLocation,
             Check::Malfind,
             Check::SocketFilter,
+            Check::Preload,
         ] {
             assert!(ran.contains(&(c, Some(2000))), "{ran:?}");
         }

@@ -606,10 +606,15 @@ fn run(cli: &Cli) -> Result<ExitCode> {
                     _ => None,
                 })
                 .collect();
+            // each process's io_uring instances (`null`: unreadable, or no io_uring)
+            let rings: Vec<Option<Vec<vmi_core::kernel::iouring::IoUring>>> = procs
+                .iter()
+                .map(|p| target.kernel.io_urings(p.task).ok())
+                .collect();
             emit(
                 json,
-                render::ps_json(&procs, &exes),
-                render::ps_text(&procs, *tree),
+                render::ps_json(&procs, &exes, &rings),
+                render::ps_text(&procs, &rings, *tree),
             )?;
             return Ok(status(damaged));
         }

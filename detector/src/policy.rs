@@ -24,6 +24,15 @@
 //! # socket-filter check; replaces the default list, socket_filter::DEFAULT_ALLOWED:
 //! # tcpdump, DHCP clients and servers, network managers): globs as for deny_exe
 //! allow_socket_filter = ["/usr/sbin/tcpdump", "/opt/probe/bin/*"]
+//! # executables that may trace other processes (the ptrace check; replaces the
+//! # default list, ptrace::DEFAULT_TRACERS: gdb, gdbserver, strace, ltrace, rr,
+//! # criu as Debian installs them): globs over the tracer's executable, as for
+//! # deny_exe (not its comm, which any process sets)
+//! allow_tracers = ["/usr/bin/gdb", "/opt/agent/bin/*"]
+//! # libraries and directories the preload check accepts in LD_PRELOAD, LD_AUDIT,
+//! # LD_LIBRARY_PATH and /etc/ld.so.preload: globs over each path named, as for
+//! # deny_exe
+//! allow_preload = ["/usr/lib/x86_64-linux-gnu/libjemalloc.so.*"]
 //! # BPF program types the ebpf check reports (replaces the default list,
 //! # DEFAULT_EBPF_TYPES): TYPE (any attach type) or TYPE/ATTACH_TYPE, named as
 //! # `detector bpf` shows them
@@ -87,6 +96,11 @@ pub struct Policy {
     /// Executable path globs allowed a packet or raw socket's filter (`None`:
     /// [`crate::checks::socket_filter::DEFAULT_ALLOWED`]).
     pub allow_socket_filter: Option<Vec<Glob>>,
+    /// Executable path globs allowed to trace processes (`None`:
+    /// [`crate::checks::ptrace::DEFAULT_TRACERS`]).
+    pub allow_tracers: Option<Vec<Glob>>,
+    /// Library and directory path globs the preload check accepts.
+    pub allow_preload: Vec<Glob>,
     /// BPF program types reported (`None`: [`DEFAULT_EBPF_TYPES`]).
     pub ebpf_types: Option<Vec<String>>,
     /// BPF programs allowed, by name or `tag:HEX`.
@@ -250,9 +264,11 @@ impl Policy {
                 "allow_jit" => p.allow_jit = globs(key, v)?,
                 "allow_exec_location" => p.allow_exec_location = globs(key, v)?,
                 "allow_socket_filter" => p.allow_socket_filter = Some(globs(key, v)?),
+                "allow_tracers" => p.allow_tracers = Some(globs(key, v)?),
+                "allow_preload" => p.allow_preload = globs(key, v)?,
                 other => return Err(PolicyError::Key {
                     key: other.into(),
-                    what: "unknown key (the keys are deny_names, deny_exe, root_uids, allow_listen, ebpf_types, ebpf_allow, allow_jit, allow_exec_location, allow_socket_filter)"
+                    what: "unknown key (the keys are deny_names, deny_exe, root_uids, allow_listen, ebpf_types, ebpf_allow, allow_jit, allow_exec_location, allow_socket_filter, allow_tracers, allow_preload)"
                         .into(),
                 }),
             }
@@ -328,6 +344,22 @@ impl Policy {
                 .iter()
                 .any(|d| d.as_bytes() == path),
         }
+    }
+
+    /// True when the executable `path` (without ` (deleted)`) may trace processes: it
+    /// matches an `allow_tracers` glob, or without that key is one of
+    /// [`crate::checks::ptrace::DEFAULT_TRACERS`].
+    pub fn tracer_allowed(&self, path: &[u8]) -> bool {
+        match &self.allow_tracers {
+            Some(globs) => globs.iter().any(|g| g.is_match(path)),
+            None => crate::checks::ptrace::known_debugger(path),
+        }
+    }
+
+    /// True when `path` (a library or directory a loader variable or
+    /// `/etc/ld.so.preload` names) matches an `allow_preload` glob.
+    pub fn preload_allowed(&self, path: &[u8]) -> bool {
+        self.allow_preload.iter().any(|g| g.is_match(path))
     }
 
     /// True when `path` matches an `allow_jit` glob.

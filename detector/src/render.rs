@@ -3,13 +3,14 @@
 //! JSON is built with `serde_json` values (never by string concatenation), so it is valid
 //! for any name; guest strings are escaped to printable ASCII in both forms.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt::Write as _;
 
 use serde_json::{json, Value};
 use vmi_core::arch::x86_64::PagingMode;
 use vmi_core::kernel::cbpf;
 use vmi_core::kernel::census::ModuleList;
+use vmi_core::kernel::iouring::IoUring;
 use vmi_core::kernel::sockets::{
     Detail, Filter, Socket, AF_INET, AF_INET6, AF_NETLINK, AF_PACKET, AF_UNIX,
 };
@@ -108,9 +109,29 @@ pub fn identify_text(t: &Target) -> String {
     s
 }
 
-fn process_json(p: &Process, exe: Option<&String>) -> Value {
+/// A process's io_uring instances as `ps --json` gives them.
+fn rings_json(rings: &[IoUring]) -> Value {
+    rings
+        .iter()
+        .map(|r| {
+            json!({
+                "fd": r.fd,
+                "ctx": format!("{:#x}", r.ctx.0),
+                "flags": r.flags,
+                "sqpoll": r.sqpoll(),
+                "sq_entries": r.sq_entries,
+                "cq_entries": r.cq_entries,
+                "sq_thread": r.sq_thread,
+                "submitter": r.submitter,
+            })
+        })
+        .collect()
+}
+
+fn process_json(p: &Process, exe: Option<&String>, rings: Option<&Vec<IoUring>>) -> Value {
     json!({
         "exe": exe,
+        "io_uring": rings.map(|r| rings_json(r)),
         "pid": p.pid,
         "ppid": p.ppid,
         "tgid": p.tgid,
@@ -133,13 +154,24 @@ fn process_json(p: &Process, exe: Option<&String>) -> Value {
 }
 
 /// `ps` as JSON: an array of processes; `exes` (escaped executable paths, `null` for
-/// kernel threads and unreadable ones) in the same order.
-pub fn ps_json(procs: &[Process], exes: &[Option<String>]) -> Value {
+/// kernel threads and unreadable ones) and `rings` (the io_uring instances, `null` when
+/// they cannot be read or the kernel has no io_uring) in the same order.
+pub fn ps_json(
+    procs: &[Process],
+    exes: &[Option<String>],
+    rings: &[Option<Vec<IoUring>>],
+) -> Value {
     Value::Array(
         procs
             .iter()
             .enumerate()
-            .map(|(i, p)| process_json(p, exes.get(i).and_then(Option::as_ref)))
+            .map(|(i, p)| {
+                process_json(
+                    p,
+                    exes.get(i).and_then(Option::as_ref),
+                    rings.get(i).and_then(Option::as_ref),
+                )
+            })
             .collect(),
     )
 }
@@ -367,7 +399,16 @@ pub fn maps_text(maps: &[MapsEntry]) -> String {
 }
 
 /// `ps` as text, as a table or a tree (children under their parent).
-pub fn ps_text(procs: &[Process], tree: bool) -> String {
+///
+/// A process holding io_uring instances (`rings`, in the order of `procs`) is marked
+/// ` [io_uring:N]`.
+pub fn ps_text(procs: &[Process], rings: &[Option<Vec<IoUring>>], tree: bool) -> String {
+    let ring_count: HashMap<vmi_core::Va, usize> = procs
+        .iter()
+        .zip(rings)
+        .filter_map(|(p, r)| Some((p.task, r.as_ref()?.len())))
+        .filter(|(_, n)| *n > 0)
+        .collect();
     let mut s = String::new();
     let _ = writeln!(
         s,
@@ -381,6 +422,9 @@ pub fn ps_text(procs: &[Process], tree: bool) -> String {
         } else {
             name
         };
+        if let Some(n) = ring_count.get(&p.task) {
+            name.push_str(&format!(" [io_uring:{n}]"));
+        }
         if !p.views.contains(Views::TASKS) {
             // read beyond a break of the tasks list, or from another view only
             name.push_str(&format!("  <{}>", p.views.names().join(",")));
@@ -800,7 +844,7 @@ mod tests {
             proc_(20, 21, b"a"),
             proc_(21, 20, b"b"),
         ];
-        let t = ps_text(&procs, true);
+        let t = ps_text(&procs, &[], true);
         let names: Vec<&str> = t.lines().skip(1).map(|l| l.split_at(37).1).collect();
         assert_eq!(
             names,
@@ -815,8 +859,39 @@ mod tests {
             "{t}"
         );
         assert!(t.bytes().all(|b| b == b'\n' || (0x20..0x7f).contains(&b)));
-        let j = ps_json(&procs, &[]).to_string();
+        let j = ps_json(&procs, &[], &[]).to_string();
         let back: Value = serde_json::from_str(&j).unwrap();
         assert_eq!(back[2]["comm"], "child\\x1b[31m");
+        assert!(back[2]["io_uring"].is_null());
+    }
+
+    #[test]
+    fn io_uring_instances_are_listed_and_marked() {
+        let procs = vec![proc_(1, 0, b"init"), proc_(5, 1, b"curing")];
+        let ring = IoUring {
+            fd: 4,
+            ctx: Va(0xffff_8880_0001_0000),
+            flags: Some(vmi_core::kernel::iouring::IORING_SETUP_SQPOLL),
+            sq_entries: Some(8),
+            cq_entries: Some(16),
+            submitter: None,
+            sq_thread: Some(6),
+        };
+        let rings = vec![Some(vec![]), Some(vec![ring])];
+        let t = ps_text(&procs, &rings, false);
+        assert!(
+            t.lines().nth(2).unwrap().ends_with("curing [io_uring:1]"),
+            "{t}"
+        );
+        assert!(t.lines().nth(1).unwrap().ends_with(" init"), "{t}");
+        let j = ps_json(&procs, &[], &rings);
+        assert_eq!(j[0]["io_uring"], serde_json::json!([]));
+        assert_eq!(
+            j[1]["io_uring"],
+            serde_json::json!([{
+                "fd": 4, "ctx": "0xffff888000010000", "flags": 2, "sqpoll": true,
+                "sq_entries": 8, "cq_entries": 16, "sq_thread": 6, "submitter": null,
+            }])
+        );
     }
 }

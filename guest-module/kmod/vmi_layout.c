@@ -153,6 +153,7 @@ static const struct vmi_field_info fields[] = {
 	F(task_struct, stack, void *, "ptr void"),
 	F(task_struct, on_cpu, int, "int"),
 	F(task_struct, exit_state, int, "int"),
+	F(task_struct, ptrace, unsigned int, "unsigned int"),
 /*
  * A kernel thread's struct kthread (worker_private from 5.17). struct kthread itself is
  * private to kernel/kthread.c, in no header: it is an opt_type in vmi-core, and the

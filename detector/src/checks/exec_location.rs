@@ -17,6 +17,7 @@
 //! | deleted from a world-writable directory (`/tmp`, `/var/tmp`, `/dev/shm`, `/run/shm`) | high | high |
 //! | in a world-writable directory | medium | medium |
 //! | deleted from elsewhere, not a system directory | medium | medium |
+//! | elsewhere, not a system directory (a library loaded from `/home`, `/srv`, `/root`) | not reported | low |
 //! | deleted from a system directory (`/usr`, `/bin`, `/sbin`, `/lib*`, `/opt`, ...) | not reported | not reported |
 //!
 //! Why: a package upgrade replaces binaries and libraries under the system
@@ -25,8 +26,15 @@
 //! world-writable directory, and a program there that removed itself is hiding. An
 //! executable memfd as a process's executable has few honest users (`runc init`, for
 //! the moment before it runs the container); mapped executable, it is how some JIT
-//! runtimes keep W^X (.NET's `doublemapper`), so medium. The directories are judged by
-//! the path the kernel rebuilds (the global mount tree), not by the directory's mode.
+//! runtimes keep W^X (.NET's `doublemapper`), so medium. A library mapped from outside
+//! the system directories is how a preload rootkit's library shows in the processes it
+//! hooks (`LD_PRELOAD=/root/.x/libs.so`, see the `preload` check); programs that ship
+//! their own libraries in their own tree do the same, so low. The system directories
+//! are [`SYSTEM_DIRS`] for both roles (`/usr` holds `/usr/lib`, `/usr/lib64` and
+//! `/usr/local/lib`; `/opt`, `/snap` and `/nix/store` are where packaged software
+//! installs); a site that installs elsewhere lists its paths in `allow_exec_location`.
+//! The directories are judged by the path the kernel rebuilds (the global mount tree),
+//! not by the directory's mode.
 //!
 //! The policy's `allow_exec_location` globs (over the path, without ` (deleted)`; a
 //! memfd's is `/memfd:NAME`) name files accepted anywhere. Only executable mappings
@@ -43,7 +51,7 @@ use vmi_core::kernel::vma::MapName;
 use vmi_core::kernel::Process;
 use vmi_core::memory::PhysicalMemory;
 
-use crate::checks::{reread, unchanged, unreadable, CheckFailure, Scan, READ_TRIES};
+use crate::checks::{read_process, unchanged, CheckFailure, Scan};
 use crate::finding::{guest_str, Finding, Severity};
 use crate::policy::Policy;
 
@@ -87,6 +95,8 @@ pub enum Place {
     WorldWritable,
     /// Deleted from a directory that is not a system one.
     Deleted,
+    /// A library in a directory that is not a system one.
+    NonSystem,
 }
 
 impl Place {
@@ -97,6 +107,7 @@ impl Place {
             Place::DeletedWorldWritable => "deleted-world-writable",
             Place::WorldWritable => "world-writable",
             Place::Deleted => "deleted",
+            Place::NonSystem => "non-system",
         }
     }
 
@@ -106,6 +117,7 @@ impl Place {
             Place::DeletedWorldWritable => "a deleted file of a world-writable directory",
             Place::WorldWritable => "a world-writable directory",
             Place::Deleted => "a deleted file outside the system directories",
+            Place::NonSystem => "a library outside the system directories",
         }
     }
 }
@@ -124,10 +136,14 @@ pub fn judge(name: &FileName, role: Role) -> Option<(Place, Severity)> {
         Linkage::Deleted if under(&name.path, SYSTEM_DIRS) => return None,
         Linkage::Deleted => Place::Deleted,
         Linkage::Linked if ww => Place::WorldWritable,
+        Linkage::Linked if role == Role::Mapping && !under(&name.path, SYSTEM_DIRS) => {
+            Place::NonSystem
+        }
         Linkage::Linked => return None,
     };
     let severity = match (place, role) {
         (Place::Memory, Role::Executable) | (Place::DeletedWorldWritable, _) => Severity::High,
+        (Place::NonSystem, _) => Severity::Low,
         _ => Severity::Medium,
     };
     Some((place, severity))
@@ -152,15 +168,10 @@ pub fn one<M: PhysicalMemory>(
     let k = scan.kernel;
     let comm = guest_str(&p.comm);
     let id = format!("{}:{}", p.pid, p.start_time);
-    let unreadable = |what: &str, e: &dyn std::fmt::Display| unreadable(NAME, p, what, e);
     // a read that fails because the process exited meanwhile (its address space
     // gone) is no finding: it is gone at the next scan
-    let exe = match reread(k, READ_TRIES, || k.exe_file(p.mm)) {
-        Ok(exe) => exe,
-        Err(e) => {
-            out.extend(unchanged(k, p).then(|| unreadable("executable", &e)));
-            return;
-        }
+    let Some(exe) = read_process(k, NAME, p, "executable", out, || k.exe_file(p.mm)) else {
+        return;
     };
     let report = |name: &FileName, role: Role, key: String, start: Option<u64>| {
         let (place, severity) = judge(name, role)?;
@@ -195,12 +206,8 @@ pub fn one<M: PhysicalMemory>(
             None => f,
         })
     };
-    let maps = match reread(k, READ_TRIES, || k.maps(p.mm)) {
-        Ok(m) => m,
-        Err(e) => {
-            out.extend(unchanged(k, p).then(|| unreadable("memory mappings", &e)));
-            return;
-        }
+    let Some(maps) = read_process(k, NAME, p, "memory mappings", out, || k.maps(p.mm)) else {
+        return;
     };
     // on a running guest the process may have exited and its address space been
     // reused by another while it was read: judged at the next scan
@@ -279,8 +286,29 @@ mod tests {
             j("/root/.cache/x", Deleted, Executable),
             Some((Place::Deleted, Severity::Medium))
         );
+        // libraries from outside the system directories: low; installed ones: nothing
+        assert_eq!(
+            j("/root/.x/libs.so", Linked, Mapping),
+            Some((Place::NonSystem, Severity::Low))
+        );
+        assert_eq!(
+            j("/srv/app/lib/libapp.so", Linked, Mapping),
+            Some((Place::NonSystem, Severity::Low))
+        );
+        for installed in [
+            "/usr/lib/x86_64-linux-gnu/libc.so.6",
+            "/lib64/ld-linux-x86-64.so.2",
+            "/usr/local/lib/libx.so",
+            "/opt/app/lib/liby.so",
+        ] {
+            assert_eq!(j(installed, Linked, Mapping), None, "{installed}");
+        }
         // a prefix is a directory, not a name's start
         assert_eq!(j("/tmpfs-tools/x", Linked, Executable), None);
+        assert_eq!(
+            j("/usrx/lib.so", Linked, Mapping).map(|v| v.0),
+            Some(Place::NonSystem)
+        );
         assert_eq!(
             j("/usrx/x", Deleted, Executable).map(|v| v.0),
             Some(Place::Deleted)
@@ -414,6 +442,26 @@ mod synthetic_tests {
         s.sk.exec_file(&t, memfd, &[b"runc", b"init"], b"/proc/self/exe");
         let other = settings("allow_exec_location = [\"/tmp/*\"]");
         assert_eq!(run_on(s.sk, &[], &other, CHECK).unwrap().len(), 1);
+    }
+
+    #[test]
+    fn a_library_from_outside_the_system_directories_is_low() {
+        let mut s = system();
+        let lib: &[u8] = b"/root/.x/libs.so";
+        let at = (0x7f00_0000_0000, 0x7f00_0000_1000);
+        s.sk.add_vma(s.bash_mm, at, VM_READ | VM_EXEC, Some(lib), None);
+        let findings = run(s.sk, CHECK);
+        let f = single(&findings, CHECK, Severity::Low);
+        assert_eq!(ev(f, "rule"), "non-system");
+        assert_eq!(ev(f, "file"), "/root/.x/libs.so");
+        assert_eq!(ev(f, "role"), "mapping");
+        let mut s = system();
+        s.sk.add_vma(s.bash_mm, at, VM_READ | VM_EXEC, Some(lib), None);
+        let allowed = Settings {
+            policy: Some(Policy::parse("allow_exec_location = [\"/root/.x/*\"]").unwrap()),
+            ..Settings::default()
+        };
+        assert!(run_on(s.sk, &[], &allowed, CHECK).unwrap().is_empty());
     }
 
     /// The clean system with sshd's `exe_file` pointing at unmapped kernel memory.

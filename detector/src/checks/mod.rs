@@ -21,6 +21,8 @@
 //! | `spoofing` ([`spoofing`]) | each user process's `comm` and `argv[0]` with its executable and the file name it was executed by |
 //! | `exec-location` ([`exec_location`]) | each user process's executable and executable mappings with where programs are installed: a memfd, a deleted file, a world-writable directory |
 //! | `socket-filter` ([`socket_filter`]) | the BPF filter of every packet and raw socket of a user process with the programs allowed one (packet capture, DHCP; the policy's list): a passive backdoor's wake-up filter |
+//! | `ptrace` ([`ptrace`]) | every thread of a user process traced (`PT_PTRACED`, `parent` not `real_parent`) with the tracers the policy allows (by default installed debuggers: gdb, strace, ...): injection |
+//! | `preload` ([`preload`]) | each user process's environment with the loader's variables (`LD_PRELOAD`, `LD_AUDIT`, `LD_LIBRARY_PATH`), and the page cache with `/etc/ld.so.preload`: user-space rootkits that ride the loader (Symbiote, Kitsune) |
 //! | `malfind` ([`malfind`]) | each user process's executable mappings with where code comes from: writable and executable, or anonymous and executable, memory (injected code) |
 //! | `perf-events` ([`perf_events`]) | the overflow handler of every perf event in a CPU's or a task's context (kernel counters, hardware breakpoints) with kernel text |
 //! | `kernel-pages` ([`pages`]) | the kernel's page tables: text and read-only data not writable (nor their direct-map aliases), no writable executable mapping in the kernel image's and the module area |
@@ -56,7 +58,9 @@ pub mod owner;
 pub mod pages;
 pub mod perf_events;
 pub mod policy;
+pub mod preload;
 pub mod processes;
+pub mod ptrace;
 pub mod socket_filter;
 pub mod spoofing;
 #[cfg(test)]
@@ -118,6 +122,11 @@ pub enum Check {
     ExecLocation,
     /// Executable memory that is writable or anonymous (injected code).
     Malfind,
+    /// The loader's preload variables in a process's environment, and
+    /// `/etc/ld.so.preload`.
+    Preload,
+    /// Processes traced by a program that is not an allowed debugger (injection).
+    Ptrace,
     /// BPF filters on packet and raw sockets of programs not allowed one.
     SocketFilter,
     /// Perf event overflow handlers outside kernel text.
@@ -142,7 +151,7 @@ pub enum Check {
 
 impl Check {
     /// Every check that needs no configuration, in the order they run.
-    pub const ALL: [Check; 23] = [
+    pub const ALL: [Check; 25] = [
         Check::HiddenProcess,
         Check::HiddenModule,
         Check::SyscallTable,
@@ -159,6 +168,8 @@ impl Check {
         Check::Spoofing,
         Check::ExecLocation,
         Check::Malfind,
+        Check::Preload,
+        Check::Ptrace,
         Check::SocketFilter,
         Check::PerfEvents,
         Check::Ebpf,
@@ -187,6 +198,8 @@ impl Check {
             Check::Spoofing => "spoofing",
             Check::ExecLocation => "exec-location",
             Check::Malfind => "malfind",
+            Check::Preload => "preload",
+            Check::Ptrace => "ptrace",
             Check::SocketFilter => "socket-filter",
             Check::PerfEvents => "perf-events",
             Check::Ebpf => "ebpf",
@@ -399,6 +412,8 @@ impl<'k, M: PhysicalMemory> Scan<'k, M> {
             Check::Spoofing => spoofing::run(self),
             Check::ExecLocation => exec_location::run(self),
             Check::Malfind => malfind::run(self),
+            Check::Preload => preload::run(self),
+            Check::Ptrace => ptrace::run(self),
             Check::SocketFilter => socket_filter::run(self),
             Check::PerfEvents => perf_events::run(self),
             Check::Ebpf => ebpf::run(self),
@@ -555,6 +570,27 @@ pub fn unchanged<M: PhysicalMemory>(kernel: &Kernel<M>, p: &Process) -> bool {
             && q.mm == p.mm
             && q.comm == p.comm
             && q.exit_state == 0)
+}
+
+/// A per-process read of process `p` for `check`, tried as [`reread`] does: its
+/// value, or `None` with the low [`unreadable`] finding (`what` could not be read) in
+/// `out` — unless the process changed meanwhile (exited, its address space gone or
+/// reused: [`unchanged`]), which is no finding: it is judged at the next scan.
+pub fn read_process<M: PhysicalMemory, T, E: std::fmt::Display>(
+    kernel: &Kernel<M>,
+    check: &'static str,
+    p: &Process,
+    what: &str,
+    out: &mut Vec<Finding>,
+    read: impl FnMut() -> Result<T, E>,
+) -> Option<T> {
+    match reread(kernel, READ_TRIES, read) {
+        Ok(v) => Some(v),
+        Err(e) => {
+            out.extend(unchanged(kernel, p).then(|| unreadable(check, p, what, &e)));
+            None
+        }
+    }
 }
 
 /// Run `one` on every live user process ([`Scan::user_processes`]) with the policy,

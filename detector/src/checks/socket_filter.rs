@@ -27,7 +27,7 @@ use vmi_core::kernel::Process;
 use vmi_core::memory::PhysicalMemory;
 
 use crate::checks::exec_location::{self, Role};
-use crate::checks::{reread, unchanged, unreadable, CheckFailure, Scan, READ_TRIES};
+use crate::checks::{read_process, reread, unchanged, CheckFailure, Scan, READ_TRIES};
 use crate::finding::{guest_str, Finding, Severity};
 use crate::policy::Policy;
 
@@ -112,13 +112,8 @@ pub fn one<M: PhysicalMemory>(
     let k = scan.kernel;
     let comm = guest_str(&p.comm);
     let id = format!("{}:{}", p.pid, p.start_time);
-    let socks = match reread(k, READ_TRIES, || k.sockets(p.task)) {
-        Ok(s) => s,
-        Err(e) => {
-            // a process that exited while it was read is gone at the next scan
-            out.extend(unchanged(k, p).then(|| unreadable(NAME, p, "sockets", &e)));
-            return;
-        }
+    let Some(socks) = read_process(k, NAME, p, "sockets", out, || k.sockets(p.task)) else {
+        return;
     };
     if !socks.iter().any(|s| s.filter.is_some() && s.is_raw()) {
         return;

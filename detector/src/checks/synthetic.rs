@@ -18,6 +18,8 @@ use crate::finding::{Evidence, Finding, Severity};
 /// The booted system's parts, for the tests to tamper with.
 pub(crate) struct System {
     pub sk: SyntheticKernel,
+    /// pid 1, `systemd`.
+    pub init: SynthTask,
     /// A root daemon, pid 400.
     pub sshd: SynthTask,
     /// A user shell (uid 1000), pid 1000, with thread 1001.
@@ -73,6 +75,7 @@ pub(crate) fn system() -> System {
     }
     System {
         sk,
+        init: systemd,
         sshd,
         bash,
         bash_thread,

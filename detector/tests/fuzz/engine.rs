@@ -998,9 +998,23 @@ pub fn run_commands<M: PhysicalMemory>(
                     }
                 })
                 .collect();
-            out.push("ps", render::ps_text(&c.processes, false));
-            out.push("ps", render::ps_text(&c.processes, true));
-            out.push("ps", render::ps_json(&c.processes, &exes).to_string());
+            let rings: Vec<_> = c
+                .processes
+                .iter()
+                .map(|p| match kernel.io_urings(p.task) {
+                    Ok(r) => Some(r),
+                    Err(e) => {
+                        out.push("ps", e.to_string());
+                        None
+                    }
+                })
+                .collect();
+            out.push("ps", render::ps_text(&c.processes, &rings, false));
+            out.push("ps", render::ps_text(&c.processes, &rings, true));
+            out.push(
+                "ps",
+                render::ps_json(&c.processes, &exes, &rings).to_string(),
+            );
             c.processes
         }
         Err(e) => {

@@ -281,3 +281,28 @@ pub(crate) fn live_and_paused(
     problems.extend(expect_exactly(&format!("{label} (paused)"), &run, wants));
     run
 }
+
+/// A detector for `kernel` and a booted guest of the standard scenario on which
+/// `check` found nothing (else the problem is in `problems`), with the label of the
+/// step's messages; `None` when the guest did not boot (said in `problems`).
+pub(crate) fn clean_guest(
+    lab: &Lab,
+    kernel: &str,
+    problems: &mut Vec<String>,
+) -> Option<(tempfile::TempDir, Detector, Guest, String)> {
+    let (profiles, d) = detector_for(lab, kernel);
+    let mut guest = match lab.boot(kernel, &Scenario::standard(), &BootOptions::default()) {
+        Ok(g) => g,
+        Err(e) => {
+            problems.push(format!("{kernel}: boot: {e}"));
+            return None;
+        }
+    };
+    let truth = guest.refresh_truth().expect("truth");
+    let label = format!("{kernel} ({})", truth.release);
+    let t = std::time::Instant::now();
+    let run = d.live(&mut guest, &["--json", "check"]);
+    problems.extend(expect_exactly(&format!("{label} clean"), &run, &[]));
+    eprintln!("{label}: clean check {:.1?}", t.elapsed());
+    Some((profiles, d, guest, label))
+}

@@ -69,6 +69,21 @@
 //!   (`hostile.rs`: a loop, wild pointers, a process cut out of both halves of the
 //!   list): `ps`, `lsmod` and `check` must still see every process and module, report
 //!   each break and exit 1.
+//! - `injection_*`: on 6.1, 6.12 and the newest 7.x (`injection.rs`): the lab worker
+//!   holds its child traced with `PTRACE_SEIZE` and a grandchild with `PTRACE_ATTACH`;
+//!   the guest's `/proc/PID/status` names it as `TracerPid` of both, and `ptrace`
+//!   reports both, high, naming tracee and tracer, live and paused, and nothing with a
+//!   policy that allows the worker as a tracer. A process started with `LD_PRELOAD`
+//!   (a library in /dev/shm) and `LD_LIBRARY_PATH=/tmp`, and an /etc/ld.so.preload
+//!   written and read: `preload` reports both variables as the guest's
+//!   /proc/PID/environ holds them and the file with its content, live, paused and
+//!   from the dump (with the traces), and nothing with a policy allowing them. The
+//!   worker's io_uring instances (one plain, one with `IORING_SETUP_SQPOLL`): `ps
+//!   --json` lists them with the descriptors `/proc/PID/fd` shows as
+//!   `anon_inode:[io_uring]` and the polling thread `/proc/PID/task` names, live and
+//!   from the dump, and `ps` marks the process. Volatility 3's linux.ptrace and
+//!   linux.envars on the dump show exactly the traced threads and loader variables
+//!   the detector reports.
 //! - `evidence_*`: the evidence commands (`evidence.rs`) on 6.1, 6.12 and the newest
 //!   7.x: `env` and `lsof` of a process with a chosen environment and open files of
 //!   every kind equal its `/proc/PID/environ`, `/proc/PID/fd` and fdinfo; `cat` of an
@@ -104,6 +119,7 @@ mod evidence;
 mod fileless;
 mod harness;
 mod hostile;
+mod injection;
 mod malfind;
 mod moddump;
 mod nodbg;
@@ -180,6 +196,12 @@ per_kernel!(CLEAN: clean::clean {
     clean_newest_7_raises_nothing: "newest:7",
 });
 
+per_kernel!(INJECTION: injection::injection {
+    injection_6_1_finds_the_tracer: "6.1.0-56-amd64",
+    injection_6_12_finds_the_tracer: "6.12.117+deb12-amd64",
+    injection_newest_7_finds_the_tracer: "newest:7",
+});
+
 per_kernel!(EVIDENCE: evidence::evidence {
     evidence_6_1_matches_the_guest: "6.1.0-56-amd64",
     evidence_6_12_matches_the_guest: "6.12.117+deb12-amd64",
@@ -200,6 +222,7 @@ fn every_matrix_kernel_has_a_test() {
     no_dbg.sort_unstable();
     assert_eq!(no_dbg, matrix);
     assert!(EVIDENCE.iter().all(|k| MATRIX.contains(k)));
+    assert!(INJECTION.iter().all(|k| MATRIX.contains(k)));
 }
 
 #[test]

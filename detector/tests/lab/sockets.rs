@@ -587,17 +587,9 @@ fn volatility_backdoor(vol: &Volatility, dump_run: &Run, b: &Backdoor) -> Vec<St
 /// not.
 pub(crate) fn packet_filter(lab: &Lab, kernel: &str) -> Vec<String> {
     let mut problems = Vec::new();
-    let (profiles, d) = detector_for(lab, kernel);
-    let mut guest = match lab.boot(kernel, &Scenario::standard(), &BootOptions::default()) {
-        Ok(g) => g,
-        Err(e) => return vec![format!("{kernel}: boot: {e}")],
+    let Some((profiles, d, mut guest, label)) = clean_guest(lab, kernel, &mut problems) else {
+        return problems;
     };
-    let truth = guest.refresh_truth().expect("truth");
-    let label = format!("{kernel} ({})", truth.release);
-    let t = std::time::Instant::now();
-    let run = d.live(&mut guest, &["--json", "check"]);
-    problems.extend(expect_exactly(&format!("{label} clean"), &run, &[]));
-    eprintln!("{label}: clean check {:.1?}", t.elapsed());
     let b = match start_backdoor(&label, &mut guest) {
         Ok(b) => b,
         Err(e) => {

@@ -63,6 +63,17 @@
  *                            prints "bpf kind=raw_filter id=N ..." and
  *                            "packet-filter ready pid=P packet=FD raw=FD unix=FD
  *                            abstract=FD netlink=FD", then sleeps
+ *   NAME ptrace              an injector's hold on other processes: fork a child
+ *                            (sleeping) and attach to it with PTRACE_SEIZE; fork a
+ *                            child that forks a grandchild and attach to it with
+ *                            PTRACE_ATTACH (so its tracer is not its parent); prints
+ *                            "ptrace ready tracer=P seized=C attached=G" and sleeps
+ *                            holding both
+ *   NAME iouring [sqpoll]    io_uring_setup(2) through syscall(2) (no liburing): an
+ *                            instance of 8 entries, and with "sqpoll" a second one
+ *                            with IORING_SETUP_SQPOLL; prints "iouring ready pid=P
+ *                            fd=N sq=S cq=C [sqpoll_fd=M]" (0 for an instance the
+ *                            kernel refused) and sleeps holding them
  *
  * Wire format (lab channel and `truth`): one record per line, "kind key=value ...";
  * values escape every byte outside 0x21..0x7e, and '%', as %XX. Blocks:
@@ -1089,6 +1100,82 @@ static int maplib(const char *keep, const char *gone, const char *memfd)
 	return 0;
 }
 
+/*
+ * ptrace and io_uring: a process that holds others traced (an injector's grip), and
+ * io_uring instances (Curing's channel, invisible to system-call monitors).
+ */
+#include <sys/ptrace.h>
+#include <linux/io_uring.h>
+
+static int lab_ptrace(void)
+{
+	pid_t seized = fork();
+	if (seized == 0)
+		sleep_forever();
+	int fds[2];
+	if (seized < 0 || pipe(fds) != 0) {
+		perror("ptrace: fork");
+		return 1;
+	}
+	pid_t middle = fork();
+	if (middle == 0) {
+		pid_t g = fork();
+		if (g == 0)
+			sleep_forever();
+		if (write(fds[1], &g, sizeof g) != sizeof g)
+			_exit(1);
+		sleep_forever();
+	}
+	pid_t attached = -1;
+	if (middle < 0 || read(fds[0], &attached, sizeof attached) != sizeof attached ||
+	    attached <= 0) {
+		perror("ptrace: grandchild");
+		return 1;
+	}
+	if (ptrace(PTRACE_SEIZE, seized, NULL, NULL) != 0) {
+		perror("ptrace: PTRACE_SEIZE");
+		return 1;
+	}
+	if (ptrace(PTRACE_ATTACH, attached, NULL, NULL) != 0) {
+		perror("ptrace: PTRACE_ATTACH");
+		return 1;
+	}
+	int status;
+	waitpid(attached, &status, __WALL);
+	printf("ptrace ready tracer=%d seized=%d attached=%d\n", (int)getpid(), (int)seized,
+	       (int)attached);
+	fflush(stdout);
+	sleep_forever();
+	return 0;
+}
+
+static int uring(unsigned flags, struct io_uring_params *p)
+{
+	memset(p, 0, sizeof *p);
+	p->flags = flags;
+	p->sq_thread_idle = 60000;
+	long fd = syscall(__NR_io_uring_setup, 8, p);
+	if (fd < 0)
+		perror("iouring: io_uring_setup");
+	return fd < 0 ? 0 : (int)fd;
+}
+
+static int lab_iouring(int sqpoll)
+{
+	struct io_uring_params p, q;
+	int fd = uring(0, &p);
+	if (fd <= 0)
+		return 1;
+	printf("iouring ready pid=%d fd=%d sq=%u cq=%u", (int)getpid(), fd, p.sq_entries,
+	       p.cq_entries);
+	if (sqpoll)
+		printf(" sqpoll_fd=%d", uring(IORING_SETUP_SQPOLL, &q));
+	printf("\n");
+	fflush(stdout);
+	sleep_forever();
+	return 0;
+}
+
 int main(int argc, char **argv)
 {
 	const char *base = strrchr(argv[0], '/');
@@ -1098,7 +1185,7 @@ int main(int argc, char **argv)
 		return 0;
 	}
 	if (argc < 2) {
-		fprintf(stderr, "usage: %s sleep|threads N|chain N|setuid UID|spawn N|truth|cpubench ROUNDS N|churn PER_SEC|spoof-comm NAME|spoof-argv NAME|udp PORT|inject|bpf all|memfd-exec NAME|drop DIR FILE [COMM]|maplib KEEP GONE MEMFD|packet-filter [COMM]\n", base);
+		fprintf(stderr, "usage: %s sleep|threads N|chain N|setuid UID|spawn N|truth|cpubench ROUNDS N|churn PER_SEC|spoof-comm NAME|spoof-argv NAME|udp PORT|inject|bpf all|memfd-exec NAME|drop DIR FILE [COMM]|maplib KEEP GONE MEMFD|packet-filter [COMM]|ptrace|iouring [sqpoll]\n", base);
 		return 2;
 	}
 	const char *mode = argv[1];
@@ -1160,6 +1247,10 @@ int main(int argc, char **argv)
 		return lab_bpf(argv[2]);
 	} else if (strcmp(mode, "inject") == 0) {
 		return inject();
+	} else if (strcmp(mode, "ptrace") == 0) {
+		return lab_ptrace();
+	} else if (strcmp(mode, "iouring") == 0) {
+		return lab_iouring(argc > 2 && strcmp(argv[2], "sqpoll") == 0);
 	} else if (strcmp(mode, "packet-filter") == 0) {
 		return packet_filter(argc > 2 ? argv[2] : NULL);
 	} else if (strcmp(mode, "memfd-exec") == 0 && argc > 2) {

@@ -106,6 +106,8 @@ pub const DECLARATIONS: &[Declaration] = &[
     kernel::bpf::TpEventLayout::NEEDS,
     kernel::perf::PerfContextLayout::NEEDS,
     kernel::kthread::KthreadLayout::NEEDS,
+    kernel::ptrace::PtraceLayout::NEEDS,
+    kernel::iouring::IoUringLayout::NEEDS,
     kernel::netfilter::NetNsLayout::NEEDS,
     kernel::netfilter::NetfilterLayout::NEEDS,
     kernel::notifiers::NotifierLayout::NEEDS,

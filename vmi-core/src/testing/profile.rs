@@ -77,6 +77,7 @@ const TYPES: &[(&str, u64, Fields)] = &[
             ("nsproxy", 0x230, "ptr struct nsproxy"),
             ("set_child_tid", 0x238, "ptr int"),
             ("worker_private", 0x240, P),
+            ("ptrace", 0x248, "unsigned int"),
             ("se", 0x300, "struct sched_entity"),
             ("rt", 0x400, "struct sched_rt_entity"),
         ],
@@ -178,6 +179,23 @@ const TYPES: &[(&str, u64, Fields)] = &[
             ("compound_head", 0x8, "unsigned long"),
             ("mapping", 0x18, "ptr struct address_space"),
         ],
+    ),
+    // an io_uring instance's context and SQPOLL's thread data
+    (
+        "io_ring_ctx",
+        0x100,
+        &[
+            ("flags", 0x0, "unsigned int"),
+            ("sq_entries", 0x40, "unsigned int"),
+            ("cq_entries", 0x44, "unsigned int"),
+            ("sq_data", 0x48, "ptr struct io_sq_data"),
+            ("submitter_task", 0x50, "ptr struct task_struct"),
+        ],
+    ),
+    (
+        "io_sq_data",
+        0x80,
+        &[("thread", 0x20, "ptr struct task_struct")],
     ),
     (
         "fdtable",
@@ -939,6 +957,7 @@ const SYMBOLS: &[(&str, u64, &str)] = &[
     ),
     ("socket_file_ops", 0x20_5000, "r"),
     ("special_mapping_vmops", 0x20_5100, "r"),
+    ("io_uring_fops", 0x20_5800, "r"),
     // the VFS tables of the root file system and /proc (0x100 apart)
     ("proc_root_operations", 0x20_7000, "r"),
     ("proc_root_inode_operations", 0x20_7100, "r"),
