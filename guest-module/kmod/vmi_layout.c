@@ -227,6 +227,13 @@ static const struct vmi_field_info fields[] = {
 #endif
 	F(module, num_syms, unsigned int, "unsigned int"),
 	F(module, syms, const struct kernel_symbol *, "ptr struct kernel_symbol"),
+	/* dump-module: the module's sections and its own symbols */
+#if defined(CONFIG_SYSFS) && defined(CONFIG_KALLSYMS)
+	F(module, sect_attrs, struct module_sect_attrs *, "ptr struct module_sect_attrs"),
+#endif
+#ifdef CONFIG_KALLSYMS
+	F(module, core_kallsyms, struct mod_kallsyms, "struct mod_kallsyms"),
+#endif
 
 	F(module_kobject, kobj, struct kobject, "struct kobject"),
 	F(module_kobject, mod, struct module *, "ptr struct module"),
