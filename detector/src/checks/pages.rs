@@ -12,7 +12,8 @@
 //! - kernel text (`_stext`..`_etext`) or read-only data (`__start_rodata`..
 //!   `__end_rodata`) mapped writable;
 //! - a writable alias of those pages in the direct map (`page_offset_base` plus the
-//!   physical address);
+//!   physical address, in the guest's numbering: a Xen PV domain's entries hold machine
+//!   frames);
 //! - a mapping both writable and executable in the kernel image's area or the module
 //!   area (`0xffffffff80000000`..`MODULES_END`), named by its owner (the kernel image,
 //!   a module, memory no module holds). Skipped when the kernel does not use NX.
@@ -34,9 +35,6 @@ const NAME: &str = "kernel-pages";
 const KERNEL_MAP: u64 = 0xffff_ffff_8000_0000;
 /// Where the module area ends (`MODULES_END`, below the fixmap and the vsyscall page).
 const MODULES_END: u64 = 0xffff_ffff_ff00_0000;
-/// Most direct-map translations made to check the aliases of text and read-only data
-/// (4 KiB each: 64 MiB of kernel image).
-const MAX_ALIAS_PAGES: usize = 16_384;
 
 /// Run the check.
 pub fn run<M: PhysicalMemory>(scan: &Scan<'_, M>) -> Result<Vec<Finding>, CheckFailure> {
@@ -95,35 +93,44 @@ pub fn run<M: PhysicalMemory>(scan: &Scan<'_, M>) -> Result<Vec<Finding>, CheckF
                 format!("{what} is mapped writable at {from:#x}..{to:#x}: read-only kernel memory can be written without clearing CR0.WP"),
             ).text("section", what));
         }
-        let mut checked = 0;
+        // the direct map over the physical pages of the section, walked once (bounded
+        // as the first walk): its writable leaves that overlap those pages
+        let phys: Vec<(u64, u64)> = leaves
+            .iter()
+            .filter_map(|l| {
+                let (from, to) = (l.va.0.max(start.0), l.end().min(end.0));
+                l.pa.map(|pa| (pa.0 + (from - l.va.0), pa.0 + (to - l.va.0)))
+            })
+            .collect();
         let mut alias_runs: Vec<(u64, u64)> = Vec::new();
-        'leaves: for l in &leaves {
-            // the part of the leaf inside the section, page by page in the direct map
-            let (from, to) = (l.va.0.max(start.0) & !0xfff, l.end().min(end.0));
-            let mut va = from;
-            while va < to {
-                if checked >= MAX_ALIAS_PAGES {
-                    break 'leaves;
-                }
-                checked += 1;
-                let pa = l.pa.0 + (va - l.va.0);
-                let alias = Va(base.wrapping_add(pa));
-                let step = match k.space().translate(alias) {
-                    Ok(t) => {
-                        if t.flags.writable {
-                            match alias_runs.last_mut() {
-                                Some(r) if r.1 == alias.0 => r.1 += 0x1000,
-                                _ => alias_runs.push((alias.0, alias.0 + 0x1000)),
-                            }
+        if let (Some(lo), Some(hi)) = (
+            phys.iter().map(|p| p.0).min(),
+            phys.iter().map(|p| p.1).max(),
+        ) {
+            let aliases = walk_range(
+                k.space().memory(),
+                root,
+                Va(base.wrapping_add(lo)),
+                Va(base.wrapping_add(hi)),
+                WalkLimits::default(),
+            );
+            for a in aliases.leaves.iter().filter(|a| a.flags.writable) {
+                // the part of this leaf that maps pages of the section
+                for &(p0, p1) in &phys {
+                    let (a0, a1) = (
+                        a.va.0.max(base.wrapping_add(p0)),
+                        a.end().min(base.wrapping_add(p1)),
+                    );
+                    if a0 < a1 {
+                        match alias_runs.last_mut() {
+                            Some(r) if r.1 == a0 => r.1 = a1,
+                            _ => alias_runs.push((a0, a1)),
                         }
-                        // the rest of this direct-map page is the same
-                        let page_end = (alias.0 | (t.size.bytes() - 1)).wrapping_add(1);
-                        (page_end - alias.0).max(0x1000)
                     }
-                    Err(_) => 0x1000, // not mapped in the direct map: no alias
-                };
-                va = va.saturating_add(step);
+                }
             }
+            alias_runs.sort_unstable();
+            alias_runs.dedup();
         }
         for (from, to) in alias_runs {
             findings.push(range_finding(

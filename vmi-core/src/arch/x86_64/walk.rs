@@ -26,8 +26,10 @@ pub struct Leaf {
     pub va: Va,
     /// The page's size.
     pub size: PageSize,
-    /// The physical address of the page, as the entry holds it.
-    pub pa: Pa,
+    /// The physical address of the page in the source's numbering (a Xen PV domain's
+    /// entries hold machine frames, turned back into guest-physical ones as
+    /// [`translate`](super::translate) does); `None` when the frame is not the guest's.
+    pub pa: Option<Pa>,
     /// Rights combined over every level.
     pub flags: PageFlags,
 }
@@ -165,10 +167,14 @@ impl<M: PhysicalMemory + ?Sized> Walker<'_, M> {
                         self.out.truncated = true;
                         return;
                     }
+                    let start = entry & size.addr_mask();
+                    // the first 4 KiB frame in the source's numbering (large pages are
+                    // contiguous in both)
+                    let pa = self.mem.table_frame(start & ADDR_MASK);
                     self.out.leaves.push(Leaf {
                         va: Va(va),
                         size,
-                        pa: Pa(entry & size.addr_mask()),
+                        pa,
                         flags: f,
                     });
                 }
@@ -230,7 +236,15 @@ mod tests {
         let got: Vec<(u64, PageSize, u64, bool, bool)> = all
             .leaves
             .iter()
-            .map(|l| (l.va.0, l.size, l.pa.0, l.flags.writable, l.flags.nx))
+            .map(|l| {
+                (
+                    l.va.0,
+                    l.size,
+                    l.pa.unwrap().0,
+                    l.flags.writable,
+                    l.flags.nx,
+                )
+            })
             .collect();
         assert_eq!(
             got,
