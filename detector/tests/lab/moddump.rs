@@ -297,7 +297,7 @@ fn compare(label: &str, t: &ModTruth, bytes: &[u8], path: &Path) -> Result<Vec<u
     }
     // the bytes of each section the guest keeps and does not write (text, read-only
     // data, notes), but where the loader relocates or patches: a relocation's bytes and
-    // the opcode before it
+    // the opcode before it, and the tables it sorts
     for sec in ko.sections() {
         let name = sec.name().unwrap_or("");
         let Some(&base) = t.sections.get(name) else {
@@ -310,7 +310,13 @@ fn compare(label: &str, t: &ModTruth, bytes: &[u8], path: &Path) -> Result<Vec<u
         let freed = file
             .section_by_name(name)
             .is_none_or(|s| s.kind() == object::SectionKind::UninitializedData);
-        if name.starts_with(".init") || writable || want.is_empty() || freed {
+        // tables the loader sorts in place (their entries move): ORC's two arrays
+        // (unwind_module_init), the exception table, jump labels and static call sites
+        let sorted = matches!(
+            name,
+            ".orc_unwind" | ".orc_unwind_ip" | "__ex_table" | "__jump_table" | ".static_call_sites"
+        );
+        if name.starts_with(".init") || writable || want.is_empty() || freed || sorted {
             continue;
         }
         let mut masked = vec![false; want.len()];
