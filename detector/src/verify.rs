@@ -839,6 +839,7 @@ fn open_files<M: PhysicalMemory>(k: &Kernel<M>, procs: &[vmi_core::kernel::Proce
     };
     let socket_ops = k.symbol("socket_file_ops").ok().map(|v| v.0);
     let (mut problems, mut files, mut tables) = (Vec::new(), 0, 0);
+    let mut sbs = std::collections::BTreeMap::new();
     // init always holds its console (and it is first among the processes)
     let (mut init_table, mut init_files) = (false, false);
     for p in procs.iter().filter(|p| !p.is_kernel_thread()).take(MAPPED) {
@@ -877,10 +878,11 @@ fn open_files<M: PhysicalMemory>(k: &Kernel<M>, procs: &[vmi_core::kernel::Proce
         tables += 1;
         init_table |= p.pid == 1;
         for i in 0..max.min(FDS) {
-            let check = || -> Result<bool, String> {
+            // the file's super block when there is a file
+            let check = || -> Result<Option<u64>, String> {
                 let f = word(k, fd, i * 8)?;
                 if f == 0 {
-                    return Ok(false);
+                    return Ok(None);
                 }
                 let (inode, ops, mapping, mnt) = (
                     word(k, f, o[0])?,
@@ -909,14 +911,15 @@ fn open_files<M: PhysicalMemory>(k: &Kernel<M>, procs: &[vmi_core::kernel::Proce
                 if Some(ops) == socket_ops {
                     socket_file(k, f)?;
                 }
-                Ok(true)
+                Ok(Some(sb))
             };
             match check() {
-                Ok(true) => {
+                Ok(Some(sb)) => {
                     files += 1;
                     init_files |= p.pid == 1;
+                    sbs.entry(sb).or_insert(p.pid);
                 }
-                Ok(false) => {}
+                Ok(None) => {}
                 Err(e) => problems.push(format!("process {} fd {i}: {e}", p.pid)),
             }
         }
@@ -924,7 +927,7 @@ fn open_files<M: PhysicalMemory>(k: &Kernel<M>, procs: &[vmi_core::kernel::Proce
     if tables > 0 && files == 0 {
         problems.push(format!("{tables} file tables and not one open file"));
     }
-    problems.extend(devices(k, procs));
+    problems.extend(devices(k, &sbs));
     if init_table && !init_files {
         problems.push("init has no open file".into());
     }
@@ -959,41 +962,43 @@ const ANONYMOUS_FS: [u64; 17] = [
 ];
 
 /// The device numbers of the open files' super blocks (as `lsof` and `maps` print
-/// them): a device number is one super block's, so it has one file system type (one
-/// `s_magic`), and an in-memory file system's is anonymous (major 0).
-fn devices<M: PhysicalMemory>(k: &Kernel<M>, procs: &[vmi_core::kernel::Process]) -> Vec<String> {
+/// them), each super block read once: a device number is one super block's, so it has
+/// one file system type (one `s_magic`), and an in-memory file system's is anonymous
+/// (major 0). `sbs` are the super blocks with the first process that has a file on each.
+fn devices<M: PhysicalMemory>(
+    k: &Kernel<M>,
+    sbs: &std::collections::BTreeMap<u64, u32>,
+) -> Vec<String> {
+    let (Some(dev_at), Some(magic_at)) = (
+        offset(k, "super_block", "s_dev"),
+        offset(k, "super_block", "s_magic"),
+    ) else {
+        return Vec::new();
+    };
     let mut magic_of: std::collections::BTreeMap<u32, u64> = std::collections::BTreeMap::new();
     let mut problems = Vec::new();
-    for p in procs.iter().filter(|p| !p.is_kernel_thread()).take(MAPPED) {
-        let Ok(files) = k.lsof(p.task) else {
-            continue; // a table that cannot be read is the rule's other finding
+    for (&sb, &pid) in sbs {
+        let dev = k.space().read_u32(Va(sb.wrapping_add(dev_at)));
+        let (Ok(dev), Ok(magic)) = (dev, word(k, sb, magic_at)) else {
+            problems.push(format!("process {pid}: super block {sb:#x} unreadable"));
+            continue;
         };
-        for i in files.iter().take(FDS as usize).filter_map(|f| f.inode) {
-            let major = i.dev >> 20;
-            if ANONYMOUS_FS.contains(&i.magic) && major != 0 {
-                problems.push(format!(
-                    "process {}: a file of file system {:#x} (in memory) on device {major}:{}",
-                    p.pid,
-                    i.magic,
-                    i.dev & 0xf_ffff
-                ));
-            }
-            match magic_of.get(&i.dev) {
-                Some(&m) if m != i.magic => problems.push(format!(
-                    "device {}:{} holds files of file systems {m:#x} and {:#x}",
-                    major,
-                    i.dev & 0xf_ffff,
-                    i.magic
-                )),
-                Some(_) => {}
-                None => {
-                    magic_of.insert(i.dev, i.magic);
-                }
+        let (major, minor) = (dev >> 20, dev & 0xf_ffff);
+        if ANONYMOUS_FS.contains(&magic) && major != 0 {
+            problems.push(format!(
+                "process {pid}: a file of file system {magic:#x} (in memory) on device {major}:{minor}"
+            ));
+        }
+        match magic_of.get(&dev) {
+            Some(&m) if m != magic => problems.push(format!(
+                "device {major}:{minor} holds files of file systems {m:#x} and {magic:#x}"
+            )),
+            Some(_) => {}
+            None => {
+                magic_of.insert(dev, magic);
             }
         }
     }
-    problems.sort();
-    problems.dedup();
     problems
 }
 
