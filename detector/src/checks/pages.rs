@@ -21,7 +21,7 @@
 //! Adjacent pages of the same finding are reported as one range. The walk is bounded
 //! (`WalkLimits`); a table that cannot be read or a walk cut short is reported low.
 
-use vmi_core::arch::x86_64::{walk_range, Leaf, PageFlags, WalkLimits};
+use vmi_core::arch::x86_64::{walk_range, Leaf, WalkLimits};
 use vmi_core::kernel::syscalls::in_module_area;
 use vmi_core::memory::{PhysicalMemory, VirtualMemory};
 use vmi_core::Va;
@@ -83,7 +83,7 @@ pub fn run<M: PhysicalMemory>(scan: &Scan<'_, M>) -> Result<Vec<Finding>, CheckF
             .iter()
             .filter(|l| l.end() > start.0 && l.va.0 < end.0)
             .collect();
-        for (from, to) in runs(&leaves, |l| l.flags.writable) {
+        for (from, to) in runs(leaves.iter().copied(), |l| l.flags.writable) {
             let (from, to) = (from.max(start.0), to.min(end.0));
             findings.push(range_finding(
                 scan,
@@ -102,7 +102,7 @@ pub fn run<M: PhysicalMemory>(scan: &Scan<'_, M>) -> Result<Vec<Finding>, CheckF
                 l.pa.map(|pa| (pa.0 + (from - l.va.0), pa.0 + (to - l.va.0)))
             })
             .collect();
-        let mut alias_runs: Vec<(u64, u64)> = Vec::new();
+        let mut alias_parts: Vec<(u64, u64)> = Vec::new();
         if let (Some(lo), Some(hi)) = (
             phys.iter().map(|p| p.0).min(),
             phys.iter().map(|p| p.1).max(),
@@ -122,17 +122,12 @@ pub fn run<M: PhysicalMemory>(scan: &Scan<'_, M>) -> Result<Vec<Finding>, CheckF
                         a.end().min(base.wrapping_add(p1)),
                     );
                     if a0 < a1 {
-                        match alias_runs.last_mut() {
-                            Some(r) if r.1 == a0 => r.1 = a1,
-                            _ => alias_runs.push((a0, a1)),
-                        }
+                        alias_parts.push((a0, a1));
                     }
                 }
             }
-            alias_runs.sort_unstable();
-            alias_runs.dedup();
         }
-        for (from, to) in alias_runs {
+        for (from, to) in merged(alias_parts) {
             findings.push(range_finding(
                 scan,
                 "alias",
@@ -144,8 +139,7 @@ pub fn run<M: PhysicalMemory>(scan: &Scan<'_, M>) -> Result<Vec<Finding>, CheckF
     }
     // writable and executable, where the kernel uses NX
     if walk.leaves.iter().any(|l| l.flags.nx) {
-        let wx: Vec<&Leaf> = walk.leaves.iter().collect();
-        for (from, to) in runs(&wx, |l| wx_flags(l.flags)) {
+        for (from, to) in runs(walk.leaves.iter(), |l| l.flags.writable && !l.flags.nx) {
             let owner = scan.owners.owner(Va(from));
             let area = if in_module_area(Va(from)) {
                 "the module area"
@@ -167,18 +161,27 @@ pub fn run<M: PhysicalMemory>(scan: &Scan<'_, M>) -> Result<Vec<Finding>, CheckF
     Ok(findings)
 }
 
-fn wx_flags(f: PageFlags) -> bool {
-    f.writable && !f.nx
+/// The address ranges of the leaves for which `pick` holds, adjacent ones joined.
+fn runs<'a>(
+    leaves: impl Iterator<Item = &'a Leaf>,
+    pick: impl Fn(&Leaf) -> bool,
+) -> Vec<(u64, u64)> {
+    merged(
+        leaves
+            .filter(|l| pick(l))
+            .map(|l| (l.va.0, l.end()))
+            .collect(),
+    )
 }
 
-/// The address ranges of consecutive leaves (adjacent in address) for which `pick`
-/// holds.
-fn runs(leaves: &[&Leaf], pick: impl Fn(&Leaf) -> bool) -> Vec<(u64, u64)> {
+/// `ranges` sorted, those that touch or overlap joined.
+fn merged(mut ranges: Vec<(u64, u64)>) -> Vec<(u64, u64)> {
+    ranges.sort_unstable();
     let mut out: Vec<(u64, u64)> = Vec::new();
-    for l in leaves.iter().filter(|l| pick(l)) {
+    for (from, to) in ranges {
         match out.last_mut() {
-            Some(r) if r.1 == l.va.0 => r.1 = l.end(),
-            _ => out.push((l.va.0, l.end())),
+            Some(r) if from <= r.1 => r.1 = r.1.max(to),
+            _ => out.push((from, to)),
         }
     }
     out
